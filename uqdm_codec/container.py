@@ -1,0 +1,195 @@
+"""The .uqd container: header, then one layer per diffusion step, then the lossless layer.
+
+Byte layout (all integers little-endian) is specified in docs/FORMAT.md. Parsing validates every
+field before anything is allocated from it, and separates three outcomes:
+- a clean prefix (ends on a layer or chunk boundary): valid, decodes to the last complete point;
+- a truncated tail (an incomplete layer header or chunk): ignored with a warning;
+- corruption (bad magic, CRC mismatch, impossible field values): FormatError.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import FormatError
+
+MAGIC = b"\x89UQD\r\n\x1a\n"
+VERSION = 1
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 26  # 67 megapixels: what the decoder can hold in 24 GiB with room to spare
+MAX_STEPS = 64
+MAX_NAME = 64
+
+KIND_STEP = 1
+KIND_LOSSLESS = 2
+
+_HEAD = struct.Struct("<8sBBIIBB16sQB")  # magic, version, flags, w, h, channels, T, fp, seed, name len
+_LAYER = struct.Struct("<BBBBI")  # kind, index, partition, n_chunks, display check
+_U32 = struct.Struct("<I")
+_CHUNK = struct.Struct("<II")  # payload CRC32, symbol check
+
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    num_steps: int
+    seed: int
+    fingerprint: bytes
+    model_name: str
+    channels: int = 3
+
+    def to_bytes(self) -> bytes:
+        name = self.model_name.encode("utf-8")
+        if len(name) > MAX_NAME:
+            raise ValueError("model name too long")
+        body = _HEAD.pack(MAGIC, VERSION, 0, self.width, self.height, self.channels,
+                          self.num_steps, self.fingerprint, self.seed, len(name)) + name
+        return body + _U32.pack(crc32(body))
+
+
+@dataclass
+class Chunk:
+    payload: bytes
+    symbol_check: int
+
+
+@dataclass
+class Layer:
+    kind: int
+    index: int
+    display_check: int
+    chunks: list[Chunk]
+    partition: int = 0
+
+    def header_bytes(self) -> bytes:
+        body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
+        body += b"".join(_U32.pack(len(c.payload)) for c in self.chunks)
+        return body + _U32.pack(crc32(body))
+
+    def to_bytes(self) -> bytes:
+        parts = [self.header_bytes()]
+        for c in self.chunks:
+            parts.append(_CHUNK.pack(crc32(c.payload), c.symbol_check))
+            parts.append(c.payload)
+        return b"".join(parts)
+
+    @property
+    def size(self) -> int:
+        return len(self.header_bytes()) + sum(_CHUNK.size + len(c.payload) for c in self.chunks)
+
+
+@dataclass
+class ParsedFile:
+    header: Header
+    header_size: int
+    layers: list[Layer]  # complete layers, in order
+    partial: Layer | None = None  # an incomplete last layer: its complete chunks, if any
+    partial_expected_chunks: int = 0
+    warnings: list[str] = field(default_factory=list)
+    layer_offsets: list[int] = field(default_factory=list)  # end offset of each complete layer
+    chunk_offsets: list[list[int]] = field(default_factory=list)  # end offset of each chunk
+
+
+def parse_header(data: bytes) -> tuple[Header, int]:
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise FormatError("not a .uqd file (bad magic bytes)")
+    if len(data) < _HEAD.size:
+        raise FormatError("file too short: the .uqd header is incomplete")
+    magic, version, flags, w, h, ch, steps, fp, seed, name_len = _HEAD.unpack_from(data)
+    if version != VERSION:
+        raise FormatError(f"unsupported .uqd version {version} (this decoder reads version {VERSION})")
+    end = _HEAD.size + name_len + _U32.size
+    if len(data) < end:
+        raise FormatError("file too short: the .uqd header is incomplete")
+    (stored,) = _U32.unpack_from(data, _HEAD.size + name_len)
+    if crc32(data[: _HEAD.size + name_len]) != stored:
+        raise FormatError("corrupted .uqd header (checksum mismatch)")
+    if flags != 0:
+        raise FormatError(f"unsupported .uqd header flags {flags:#x}")
+    if ch != 3:
+        raise FormatError(f"unsupported channel count {ch}")
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
+        raise FormatError(f"image size {w}x{h} in header is outside the supported range "
+                          f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
+    if not 1 <= steps <= MAX_STEPS:
+        raise FormatError(f"invalid step count {steps} in header")
+    if name_len > MAX_NAME:
+        raise FormatError("invalid model name length in header")
+    try:
+        name = data[_HEAD.size : _HEAD.size + name_len].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("invalid model name in header") from None
+    return Header(w, h, steps, seed, fp, name, ch), end
+
+
+def parse(data: bytes) -> ParsedFile:
+    """Split a (possibly truncated) .uqd byte string into header and layers."""
+    data = bytes(data)
+    header, pos = parse_header(data)
+    out = ParsedFile(header, pos, [])
+    expected_index = 1
+    while pos < len(data):
+        if expected_index > header.num_steps + 1:
+            raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)")
+        start = pos
+        if len(data) - pos < _LAYER.size:
+            out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
+            break
+        kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
+        head_len = _LAYER.size + 4 * n_chunks + _U32.size
+        if len(data) - pos < head_len:
+            out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
+            break
+        body = data[pos : pos + head_len - _U32.size]
+        (stored,) = _U32.unpack_from(data, pos + head_len - _U32.size)
+        if crc32(body) != stored:
+            raise FormatError(f"corrupted layer {expected_index} header (checksum mismatch)")
+        want_kind = KIND_LOSSLESS if expected_index == header.num_steps + 1 else KIND_STEP
+        if index != expected_index or kind != want_kind:
+            raise FormatError(f"layer {expected_index} is missing or out of order (found layer {index})")
+        if n_chunks == 0:
+            raise FormatError(f"layer {index} has no chunks")
+        lengths = [_U32.unpack_from(data, pos + _LAYER.size + 4 * j)[0] for j in range(n_chunks)]
+        pos += head_len
+        layer = Layer(kind, index, check, [], partition)
+        ends = []
+        complete = True
+        for j, length in enumerate(lengths):
+            if len(data) - pos < _CHUNK.size + length:
+                complete = False
+                break
+            crc, sym_check = _CHUNK.unpack_from(data, pos)
+            payload = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
+            if crc32(payload) != crc:
+                raise FormatError(f"corrupted data in layer {index}, chunk {j + 1} (checksum mismatch)")
+            layer.chunks.append(Chunk(payload, sym_check))
+            pos += _CHUNK.size + length
+            ends.append(pos)
+        if not complete:
+            out.partial = layer
+            out.partial_expected_chunks = n_chunks
+            out.chunk_offsets.append(ends)
+            have = len(layer.chunks)
+            out.warnings.append(
+                f"layer {index} is incomplete ({have} of {n_chunks} chunks, "
+                f"{len(data) - start} bytes); decoding what is complete"
+            )
+            break
+        out.layers.append(layer)
+        out.layer_offsets.append(pos)
+        out.chunk_offsets.append(ends)
+        expected_index += 1
+    return out
+
+
+def _truncated_note(index: int, header: Header, nbytes: int) -> str:
+    what = "lossless layer" if index == header.num_steps + 1 else f"layer {index}"
+    return f"ignoring {nbytes} trailing bytes: {what} is incomplete"

@@ -1,0 +1,272 @@
+"""Entropy models and coding of UQDM symbols with constriction (numpy only, no torch).
+
+Step symbols. For an element with prior location `loc`, logistic scale `scale` (data units), dither
+`u`, quantiser step `q` and bound `B` (|x| <= B: 1 for pixels, 2^l for Haar level l), the encoder
+sends k = rint((x - loc) / q + u) and the decoder recovers x_tilde = loc + (k - u) * q. The exact
+probability of k is the mass of the prior, truncated to [-B, B], over k's bin
+[loc + (k - u - 1/2) q, loc + (k - u + 1/2) q]: the density of (prior * uniform) at x_tilde times q,
+i.e. the UQDM prior p(z_s | z_t) of the paper, evaluated where the step's sample landed.
+
+Each element codes a window of 2W+1 values of k around 0 plus an escape symbol; W is chosen from
+scale / q so the escape is rare, and an escaped k is then coded exactly over its feasible range.
+
+Lossless layer. Given x_tilde of the last step, the true pixel level is one of the few levels whose
+centre lies within q/2 of x_tilde; it is coded among those with probabilities proportional to the
+last prior's mass over each level's bin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from .errors import FormatError
+
+SLICE = 1 << 18  # elements coded per table batch; part of the format (docs/FORMAT.md)
+TAIL_SCALES = 8.0  # window half-width in prior scales: escape mass below 2 exp(-8) ~ 7e-4
+WINDOW_SIZES = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256], np.int64)
+PROB_FLOOR = 1e-12
+LN2 = math.log(2.0)
+
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+def _sigmoid(t: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-t))
+
+
+def pixels_to_data(levels: np.ndarray) -> np.ndarray:
+    """8-bit levels -> bin centres in data units (exact in float64)."""
+    return (2.0 * levels.astype(np.float64) + 1.0) / 256.0 - 1.0
+
+
+def data_to_pixels(x: np.ndarray) -> np.ndarray:
+    """Data units -> nearest 8-bit level (the decoder's display rounding)."""
+    return np.clip(np.rint((x + 1.0) * 128.0 - 0.5), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class StepPrior:
+    """Everything both sides know about one step's elements, as flat float64 arrays."""
+
+    loc: np.ndarray
+    scale: np.ndarray
+    dither: np.ndarray
+    quant_step: np.ndarray
+    bound: np.ndarray
+
+    def __len__(self) -> int:
+        return self.loc.size
+
+    def part(self, sl: slice | np.ndarray) -> StepPrior:
+        return StepPrior(
+            self.loc[sl], self.scale[sl], self.dither[sl], self.quant_step[sl], self.bound[sl]
+        )
+
+
+# ----------------------------------------------------------------------------- step symbols
+
+
+def quantise(x: np.ndarray, prior: StepPrior) -> np.ndarray:
+    """The encoder's symbols k = rint((x - loc) / q + u)."""
+    return np.rint((x - prior.loc) / prior.quant_step + prior.dither).astype(np.int64)
+
+
+def reconstruct(k: np.ndarray, prior: StepPrior) -> np.ndarray:
+    """x_tilde = loc + (k - u) q: what both sides know after the step."""
+    return prior.loc + (k - prior.dither) * prior.quant_step
+
+
+def window_half_width(prior: StepPrior) -> np.ndarray:
+    need = np.ceil(np.minimum(TAIL_SCALES * prior.scale / prior.quant_step, 1e6)) + 1.0
+    idx = np.searchsorted(WINDOW_SIZES, np.minimum(need, WINDOW_SIZES[-1]))
+    return WINDOW_SIZES[idx]
+
+
+def feasible_range(prior: StepPrior) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest k whose bin meets [-B, B]."""
+    q = prior.quant_step
+    k_lo = np.floor((-prior.bound - prior.loc) / q + prior.dither - 0.5).astype(np.int64) + 1
+    k_hi = np.ceil((prior.bound - prior.loc) / q + prior.dither + 0.5).astype(np.int64) - 1
+    return k_lo, k_hi
+
+
+def _edge_cdf(prior: StepPrior, edges: np.ndarray) -> np.ndarray:
+    """Truncated prior CDF (unnormalised) at bin edges loc + (e - u) q, for edge offsets `edges`
+    (broadcast against (m, 1)); clipping to [-B, B] is what truncates the prior."""
+    inv = 1.0 / prior.scale[:, None]
+    a = (-prior.bound - prior.loc)[:, None] * inv
+    b = (prior.bound - prior.loc)[:, None] * inv
+    t = (edges - prior.dither[:, None]) * (prior.quant_step[:, None] * inv)
+    return _sigmoid(np.clip(t, a, b))
+
+
+def _bin_masses(prior: StepPrior, ks: np.ndarray) -> np.ndarray:
+    """Unnormalised truncated prior mass of symbol values `ks` (shape (n, m)) per element."""
+    return np.maximum(_edge_cdf(prior, ks + 0.5) - _edge_cdf(prior, ks - 0.5), 0.0)
+
+
+def _normaliser(prior: StepPrior) -> np.ndarray:
+    inv = 1.0 / prior.scale
+    return _sigmoid((prior.bound - prior.loc) * inv) - _sigmoid((-prior.bound - prior.loc) * inv)
+
+
+def step_ideal_bits(k: np.ndarray, prior: StepPrior) -> float:
+    """sum of -log2 P(k): the ideal code length under the exact model (for measurements)."""
+    total = 0.0
+    for start in range(0, len(prior), SLICE):
+        sl = slice(start, start + SLICE)
+        p = prior.part(sl)
+        mass = _bin_masses(p, k[sl][:, None])[:, 0] / _normaliser(p)
+        total += float(-np.log2(np.maximum(mass, 1e-300)).sum())
+    return total
+
+
+def _window_tables(prior: StepPrior, half: int) -> np.ndarray:
+    """Rows [P(k=-W..W) ..., P(escape)] for elements sharing half-width W."""
+    edges = np.arange(-half, half + 2, dtype=np.float64)[None, :] - 0.5
+    cdf = _edge_cdf(prior, edges)
+    masses = np.maximum(np.diff(cdf, axis=1), 0.0)
+    escape = np.maximum(_normaliser(prior) - (cdf[:, -1] - cdf[:, 0]), 0.0)
+    return np.maximum(np.concatenate([masses, escape[:, None]], axis=1), PROB_FLOOR)
+
+
+def _escape_tables(prior: StepPrior, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows over each escaped element's feasible range outside its window; returns (tables, k_lo)."""
+    k_lo, k_hi = feasible_range(prior)
+    width = int((k_hi - k_lo).max()) + 1
+    ks = k_lo[:, None] + np.arange(width)[None, :]
+    masses = _bin_masses(prior, ks.astype(np.float64))
+    outside = (np.abs(ks) > half[:, None]) & (ks <= k_hi[:, None])
+    tables = np.where(outside, np.maximum(masses, PROB_FLOOR), 0.0)
+    return tables, k_lo
+
+
+def _slice_plan(prior: StepPrior):
+    """Yield (slice, half-widths, bucket order) for each slice of the step, in decode order."""
+    for start in range(0, len(prior), SLICE):
+        sl = slice(start, min(start + SLICE, len(prior)))
+        part = prior.part(sl)
+        half = window_half_width(part)
+        buckets = [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
+        yield sl, part, half, buckets
+
+
+def encode_step(k: np.ndarray, prior: StepPrior) -> bytes:
+    """ANS-code the symbols of one chunk of a step."""
+    coder = constriction.stream.stack.AnsCoder()
+    plans = list(_slice_plan(prior))
+    for sl, part, half, buckets in reversed(plans):
+        ks = k[sl]
+        escaped = np.flatnonzero(np.abs(ks) > half)
+        if escaped.size:
+            tables, k_lo = _escape_tables(part.part(escaped), half[escaped])
+            coder.encode_reverse((ks[escaped] - k_lo).astype(np.int32), _CATEGORICAL, tables)
+        for w, idx in reversed(buckets):
+            sym = np.where(np.abs(ks[idx]) > w, 2 * w + 1, ks[idx] + w).astype(np.int32)
+            coder.encode_reverse(sym, _CATEGORICAL, _window_tables(part.part(idx), w))
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def _coder_for(payload: bytes):
+    if len(payload) % 4:
+        raise FormatError("chunk payload is not a whole number of 32-bit words")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    try:
+        return constriction.stream.stack.AnsCoder(words)
+    except ValueError as exc:
+        raise FormatError(f"invalid entropy-coded data: {exc}") from None
+
+
+def decode_step(payload: bytes, prior: StepPrior) -> np.ndarray:
+    """Inverse of encode_step. Raises FormatError if the stream does not end where it should."""
+    coder = _coder_for(payload)
+    k = np.empty(len(prior), dtype=np.int64)
+    for sl, part, half, buckets in _slice_plan(prior):
+        ks = np.empty(sl.stop - sl.start, dtype=np.int64)
+        for w, idx in buckets:
+            sym = coder.decode(_CATEGORICAL, _window_tables(part.part(idx), w)).astype(np.int64)
+            ks[idx] = sym - w
+        escaped = np.flatnonzero(ks > half)  # the escape symbol decodes as w + 1
+        if escaped.size:
+            tables, k_lo = _escape_tables(part.part(escaped), half[escaped])
+            ks[escaped] = coder.decode(_CATEGORICAL, tables).astype(np.int64) + k_lo
+        k[sl] = ks
+    if not coder.is_empty():
+        raise FormatError("entropy-coded data has trailing bits (corrupted or mismatched)")
+    return k
+
+
+# ----------------------------------------------------------------------------- lossless layer
+
+
+def _candidates(x_tilde: np.ndarray, quant_step: float):
+    """Levels consistent with x_tilde: (first level, n, valid mask (m, n))."""
+    margin = 1e-9
+    n = int(math.ceil(quant_step * 128.0)) + 2
+    first = np.ceil((x_tilde - 0.5 * quant_step - margin + 1.0) * 128.0 - 0.5).astype(np.int64)
+    levels = first[:, None] + np.arange(n)[None, :]
+    centres = pixels_to_data(levels)
+    valid = (levels >= 0) & (levels <= 255)
+    valid &= np.abs(centres - x_tilde[:, None]) < 0.5 * quant_step + margin
+    return first, levels, centres, valid
+
+
+def _level_tables(x_tilde: np.ndarray, loc: np.ndarray, scale: np.ndarray, quant_step: float):
+    first, levels, centres, valid = _candidates(x_tilde, quant_step)
+    inv = 1.0 / scale[:, None]
+    upper = _sigmoid((centres + 1.0 / 256.0 - loc[:, None]) * inv)
+    lower = _sigmoid((centres - 1.0 / 256.0 - loc[:, None]) * inv)
+    tables = np.where(valid, np.maximum(upper - lower, PROB_FLOOR), 0.0)
+    return first, centres, valid, tables
+
+
+def encode_levels(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> bytes:
+    coder = constriction.stream.stack.AnsCoder()
+    starts = list(range(0, levels.size, SLICE))
+    for start in reversed(starts):
+        sl = slice(start, start + SLICE)
+        first, _, valid, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
+        sym = levels[sl].astype(np.int64) - first
+        rows = np.arange(sym.size)
+        if sym.min() < 0 or sym.max() >= tables.shape[1] or not valid[rows, sym].all():
+            raise AssertionError("pixel outside its candidate set: numerical inconsistency")
+        coder.encode_reverse(sym.astype(np.int32), _CATEGORICAL, tables)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_levels(payload: bytes, x_tilde, loc, scale, quant_step: float) -> np.ndarray:
+    coder = _coder_for(payload)
+    out = np.empty(x_tilde.size, dtype=np.int64)
+    for start in range(0, x_tilde.size, SLICE):
+        sl = slice(start, start + SLICE)
+        first, _, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
+        out[sl] = coder.decode(_CATEGORICAL, tables).astype(np.int64) + first
+    if not coder.is_empty():
+        raise FormatError("entropy-coded data has trailing bits (corrupted or mismatched)")
+    return out
+
+
+def levels_ideal_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> float:
+    total = 0.0
+    for start in range(0, levels.size, SLICE):
+        sl = slice(start, start + SLICE)
+        first, _, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
+        sym = levels[sl].astype(np.int64) - first
+        p = tables[np.arange(sym.size), sym] / tables.sum(axis=1)
+        total += float(-np.log2(p).sum())
+    return total
+
+
+def posterior_mean(x_tilde, loc, scale, quant_step: float) -> np.ndarray:
+    """E[x | last step] over the consistent levels: the display before the lossless layer."""
+    out = np.empty_like(x_tilde)
+    for start in range(0, x_tilde.size, SLICE):
+        sl = slice(start, start + SLICE)
+        _, centres, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
+        out[sl] = (tables * centres).sum(axis=1) / tables.sum(axis=1)
+    return out

@@ -1,0 +1,78 @@
+"""Orthonormal 2-D Haar transform, for numpy arrays and torch tensors alike.
+
+The coarse-to-fine chain codes an image in this basis: the coarsest band first, finer detail bands
+only once the noise level has come down to their amplitude. Being orthonormal, the transform keeps
+noise white and variances unchanged, so the UQDM step formulas apply to each coefficient as is.
+
+Layout: `forward(x, levels)` returns [LL_L, D_L, D_{L-1}, ..., D_1] where LL_L has shape
+(..., C, H/2^L, W/2^L) and each D_l has shape (..., 3, C, H/2^l, W/2^l) holding the LH, HL and HH
+orientations. H and W must be multiples of 2^L.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _stack(parts, axis):
+    if isinstance(parts[0], np.ndarray):
+        return np.stack(parts, axis=axis)
+    import torch
+
+    return torch.stack(parts, dim=axis)
+
+
+def _empty_like_upsampled(a):
+    shape = (*a.shape[:-2], 2 * a.shape[-2], 2 * a.shape[-1])
+    if isinstance(a, np.ndarray):
+        return np.empty(shape, dtype=a.dtype)
+    import torch
+
+    return torch.empty(shape, dtype=a.dtype, device=a.device)
+
+
+def analysis(x):
+    """One level: x (..., C, H, W) -> (LL, D) with D (..., 3, C, H/2, W/2)."""
+    a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+    c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    ll = (a + b + c + d) * 0.5
+    lh = (a - b + c - d) * 0.5
+    hl = (a + b - c - d) * 0.5
+    hh = (a - b - c + d) * 0.5
+    return ll, _stack([lh, hl, hh], axis=-4)
+
+
+def synthesis(ll, detail):
+    """Inverse of `analysis`."""
+    lh, hl, hh = detail[..., 0, :, :, :], detail[..., 1, :, :, :], detail[..., 2, :, :, :]
+    out = _empty_like_upsampled(ll)
+    out[..., 0::2, 0::2] = (ll + lh + hl + hh) * 0.5
+    out[..., 0::2, 1::2] = (ll - lh + hl - hh) * 0.5
+    out[..., 1::2, 0::2] = (ll + lh - hl - hh) * 0.5
+    out[..., 1::2, 1::2] = (ll - lh - hl + hh) * 0.5
+    return out
+
+
+def forward(x, levels: int) -> list:
+    details = []
+    for _ in range(levels):
+        x, d = analysis(x)
+        details.append(d)
+    return [x, *reversed(details)]
+
+
+def inverse(bands: list):
+    x = bands[0]
+    for d in bands[1:]:
+        x = synthesis(x, d)
+    return x
+
+
+def band_level(index: int, levels: int) -> int:
+    """Haar level l of band `index` in the forward() list (LL_L and D_L are both level L)."""
+    return levels if index == 0 else levels + 1 - index
+
+
+def band_bound(index: int, levels: int) -> float:
+    """Largest |coefficient| of band `index` for an image in [-1, 1]."""
+    return float(2 ** band_level(index, levels))

@@ -1,0 +1,32 @@
+"""Shared randomness: what encoder and decoder both draw from the seed in the file.
+
+numpy's PCG64 on the CPU gives the same numbers on every machine and device, so a file encoded on
+a GPU draws the same dither as its decoder on a CPU. Each draw has its own stream
+(SeedSequence([seed, purpose, index])), so decoding step 3 never has to draw step 1's numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_LATENT = 0
+_DITHER = 1
+
+
+def _generator(seed: int, purpose: int, index: int = 0) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, purpose, index])))
+
+
+def initial_latent(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """z_0 ~ N(0, I), float64."""
+    return _generator(seed, _LATENT).standard_normal(shape)
+
+
+def dither(seed: int, step: int, shape: tuple[int, ...]) -> np.ndarray:
+    """u ~ U(-1/2, 1/2) for step `step`, float64."""
+    return _generator(seed, _DITHER, step).random(shape) - 0.5
+
+
+def new_seed() -> int:
+    """A fresh 63-bit seed for a new file."""
+    return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,324 @@
+"""Train the UQDM denoiser on a folder of photos: `uqdm train DATA_DIR --out RUN_DIR`.
+
+Read top to bottom: data, model, loop. Resumes from RUN_DIR/checkpoint.pt; writes the EMA weights
+as RUN_DIR/<name>.safetensors + .json at every checkpoint, ready for `--model`. Runs unchanged under
+`torchrun --nproc_per_node N` (DDP; gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import MISSING, asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .model import ModelConfig, UQDM, save_model
+from .network import NetworkConfig
+from .objective import chain_metrics, uqdm_loss
+from .schedule import DEFAULT_ACTIVATION, DEFAULT_LEVELS, Schedule
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str
+    out_dir: str
+    name: str = "uqdm-small"
+    steps: int = 60_000  # total optimiser steps (resume with a new value to extend or shorten)
+    batch: int = 8
+    crop: int = 128
+    big_crop: int = 256  # every `big_every`-th step uses big crops (batch // 4) for context
+    big_every: int = 4
+    lr: float = 5e-4
+    min_lr: float = 1e-5
+    warmup: int = 500
+    decay_frac: float = 0.2  # linear decay over the last fraction of `steps` (warmup-stable-decay)
+    ema: float = 0.999
+    grad_clip: float = 1.0
+    display_lambda: float = 1.0
+    holdout: int = 6  # images held aside for validation logs
+    log_every: int = 50
+    eval_every: int = 1000
+    ckpt_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    widths: tuple[int, ...] = (32, 64, 128, 192)
+    blocks_down: tuple[int, ...] = (1, 1, 1)
+    blocks_mid: int = 2
+    blocks_up: tuple[int, ...] = (1, 1, 1)
+    noise_levels: tuple[float, ...] = field(default_factory=lambda: DEFAULT_LEVELS)
+    activation: tuple[float, ...] = field(default_factory=lambda: DEFAULT_ACTIVATION)
+    pixel_steps: int = 1
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+class PhotoCrops:
+    """All training photos in memory, at full size and at half size (a cheap way to get sharper,
+    less JPEG-marked pixels and a second scale), served as random flipped crops."""
+
+    def __init__(self, paths: list[Path], min_side: int):
+        self.images: list[np.ndarray] = []
+        for path in paths:
+            try:
+                full = load_rgb(path)
+            except OSError:
+                continue
+            h, w = full.shape[:2]
+            if min(h, w) >= min_side:
+                self.images.append(full)
+            if min(h, w) >= 2 * min_side:
+                half = Image.fromarray(full).reduce(2)
+                self.images.append(np.asarray(half))
+        if not self.images:
+            raise SystemExit(f"no usable training images (need a side of at least {min_side} px)")
+
+    def batch(self, rng: np.random.Generator, n: int, crop: int) -> np.ndarray:
+        out = np.empty((n, crop, crop, 3), dtype=np.uint8)
+        for k in range(n):
+            while True:
+                img = self.images[rng.integers(len(self.images))]
+                h, w = img.shape[:2]
+                if h >= crop and w >= crop:
+                    break
+            y, x = rng.integers(h - crop + 1), rng.integers(w - crop + 1)
+            patch = img[y : y + crop, x : x + crop]
+            out[k] = patch[:, ::-1] if rng.random() < 0.5 else patch
+        return out.transpose(0, 3, 1, 2)
+
+
+def holdout_batch(paths: list[Path], size: int = 256) -> np.ndarray:
+    crops = []
+    for path in paths:
+        img = load_rgb(path)
+        h, w = img.shape[:2]
+        s = min(size, h - h % 16, w - w % 16)
+        if s < 64:
+            continue
+        y, x = (h - s) // 2, (w - s) // 2
+        crops.append(np.ascontiguousarray(img[y : y + s, x : x + s][:, :, :3]))
+    s = min(c.shape[0] for c in crops)
+    return np.stack([c[:s, :s] for c in crops]).transpose(0, 3, 1, 2)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def lr_at(cfg: TrainConfig, it: int) -> float:
+    if it < cfg.warmup:
+        return cfg.lr * (it + 1) / cfg.warmup
+    decay_start = int(cfg.steps * (1.0 - cfg.decay_frac))
+    if it < decay_start:
+        return cfg.lr
+    frac = min(1.0, (it - decay_start) / max(1, cfg.steps - decay_start))
+    return cfg.lr + (cfg.min_lr - cfg.lr) * frac
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def train(cfg: TrainConfig) -> None:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    master = rank == 0
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    paths = list_images(Path(cfg.data_dir))
+    if len(paths) <= cfg.holdout:
+        raise SystemExit(f"found {len(paths)} images in {cfg.data_dir}; need more than {cfg.holdout}")
+    # Hold aside every k-th image (deterministic), never trained on.
+    stride = max(1, len(paths) // max(cfg.holdout, 1))
+    held = paths[::stride][: cfg.holdout] if cfg.holdout else []
+    train_paths = [p for p in paths if p not in set(held)]
+    t0 = time.time()
+    data = PhotoCrops(train_paths, min_side=cfg.crop)
+    val = torch.from_numpy(holdout_batch(held)) if held else None
+    if master:
+        print(f"loaded {len(data.images)} training crops sources from {len(train_paths)} photos "
+              f"in {time.time() - t0:.0f}s; {len(held)} held aside", flush=True)
+
+    mcfg = ModelConfig(
+        name=cfg.name,
+        network=NetworkConfig(
+            widths=tuple(cfg.widths),
+            blocks_down=tuple(cfg.blocks_down),
+            blocks_mid=cfg.blocks_mid,
+            blocks_up=tuple(cfg.blocks_up),
+        ),
+        schedule=Schedule(tuple(cfg.noise_levels), tuple(cfg.activation), cfg.pixel_steps),
+    )
+    model = UQDM(mcfg).to(device)
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    rng = np.random.default_rng(cfg.seed + 1000 * rank)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck["model_config"] != mcfg.to_dict():
+            raise SystemExit(f"{ckpt_path} was made with another model config; use a new --out")
+        model.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        start = ck["step"]
+        rng.bit_generator.state = ck["rng"]
+        if master:
+            print(f"resumed from step {start}", flush=True)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    T = mcfg.schedule.num_steps
+    if master:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    log_file = open(out / "log.jsonl", "a") if master else None
+    acc = {"loss": 0.0, "nelbo": 0.0, "first": 0.0, "disp": 0.0, "n": 0}
+    step_acc = np.zeros((T + 2, 2))
+    t_last = time.time()
+    it = start
+    for it in range(start, cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, it)
+        big = cfg.big_every > 0 and it % cfg.big_every == cfg.big_every - 1
+        n, crop = (max(1, cfg.batch // 4), cfg.big_crop) if big else (cfg.batch, cfg.crop)
+        pixels = torch.from_numpy(data.batch(rng, n, crop)).to(device)
+        which = 2 + (torch.arange(n) + it * cfg.batch) % (T - 1)
+        loss, m = uqdm_loss(model, pixels, which, cfg.display_lambda, net=net)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema, (1 + it) / (10 + it))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1.0 - decay)
+
+        acc["loss"] += loss.item()
+        acc["nelbo"] += m["nelbo_bpd"]
+        acc["first"] += m["first_bpd"]
+        acc["disp"] += m["display"]
+        acc["n"] += 1
+        for i, bits, fin in zip(which.tolist(), m["step_bpd"], m["final_bpd"]):
+            step_acc[i] += (bits, 1)
+            if i == T:
+                step_acc[T + 1] += (fin, 1)
+
+        done = it + 1
+        if master and done % cfg.log_every == 0:
+            k = acc["n"]
+            per_step = [step_acc[i, 0] / max(step_acc[i, 1], 1) for i in range(2, T + 2)]
+            rec = {
+                "step": done,
+                "lr": lr_at(cfg, it),
+                "loss": acc["loss"] / k,
+                "nelbo_bpp": 3 * acc["nelbo"] / k,
+                "first_bpd": acc["first"] / k,
+                "step_bpd": [round(v, 4) for v in per_step[:-1]],
+                "final_bpd": round(per_step[-1], 4),
+                "display": acc["disp"] / k,
+                "sec_per_step": (time.time() - t_last) / k,
+            }
+            print(json.dumps(rec), flush=True)
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+            acc = {key: 0.0 for key in acc} | {"n": 0}
+            step_acc[:] = 0
+            t_last = time.time()
+        if master and val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            cm = chain_metrics(ema, val.to(device), seed=0)
+            rec = {"step": done, "eval": True, **cm}
+            print(json.dumps(rec), flush=True)
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+        if master and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            atomic_torch_save(
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": done,
+                    "rng": rng.bit_generator.state,
+                    "model_config": mcfg.to_dict(),
+                },
+                ckpt_path,
+            )
+            save_model(ema.cpu(), out / f"{cfg.name}.safetensors")
+            ema.to(device)
+    if log_file:
+        log_file.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("data_dir")
+    parser.add_argument("--out", required=True)
+    for f in TrainConfig.__dataclass_fields__.values():
+        if f.name in ("data_dir", "out_dir"):
+            continue
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        if isinstance(default, tuple):
+            parser.add_argument("--" + f.name.replace("_", "-"), type=float if isinstance(default[0], float) else int, nargs="+", default=default)
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    cfg = TrainConfig(data_dir=args.pop("data_dir"), out_dir=out, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items()})
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
