@@ -1,0 +1,66 @@
+"""uqdm: a progressive image codec built on a universally quantized diffusion model.
+
+    import uqdm_codec
+    data = uqdm_codec.encode("photo.png")            # bytes of a .uqd file
+    preview = uqdm_codec.decode(data, steps=3)       # PIL image after 3 diffusion steps
+    exact = uqdm_codec.decode(data)                  # every layer: the original pixels
+    small = uqdm_codec.truncate(data, bpp=0.5)       # longest prefix within 0.5 bits per pixel
+
+torch is imported on first use of encode/decode only; info/truncate never need it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
+from .files import FileInfo, LayerInfo, info, truncate
+
+__version__ = "0.1.0"
+
+_CODECS: dict = {}
+
+
+def get_codec(model=None, device=None, tile: int | None = None):
+    """A cached Codec for (model, device): loading weights once per process."""
+    from .codec import Codec
+    from .inference import DEFAULT_TILE, pick_device
+    from .model import resolve_model_path
+
+    dev = pick_device(device)
+    key = (str(resolve_model_path(model).resolve()) if not hasattr(model, "denoiser") else id(model),
+           str(dev), tile or DEFAULT_TILE)
+    if key not in _CODECS:
+        _CODECS[key] = Codec(model, dev, tile or DEFAULT_TILE)
+    return _CODECS[key]
+
+
+def encode(image, model=None, *, seed: int | None = None, device=None, progress=None) -> bytes:
+    """Encode an image (path, PIL image or numpy array) to .uqd bytes."""
+    from .image_io import load_image
+
+    loaded = load_image(image)
+    return get_codec(model, device).encode(loaded.pixels, seed=seed, progress=progress)
+
+
+def decode(data: bytes | str | Path, steps: int | None = None, model=None, *, device=None, progress=None):
+    """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
+    layers in the file; with the lossless layer that is the exact original)."""
+    return decode_full(data, steps, model, device=device, progress=progress).to_pil()
+
+
+def decode_full(data, steps: int | None = None, model=None, *, device=None, progress=None):
+    """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings)."""
+    from . import container
+    from .codec import model_for_file
+
+    if isinstance(data, (str, Path)):
+        data = Path(data).read_bytes()
+    header, _ = container.parse_header(bytes(data[:512]))
+    return get_codec(model_for_file(header, model), device).decode(data, steps, progress)
+
+
+__all__ = [
+    "FileInfo", "FormatError", "ImageError", "LayerInfo", "ModelError", "SyncError", "UqdmError",
+    "decode", "decode_full", "encode", "get_codec", "info", "truncate",
+]

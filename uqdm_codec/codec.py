@@ -17,7 +17,7 @@ import numpy as np
 
 from . import container, entropy, haar, randomness
 from .container import KIND_LOSSLESS, KIND_STEP, Chunk, Header, Layer
-from .errors import ModelError, SyncError, UqdmError
+from .errors import FormatError, ModelError, SyncError, UqdmError
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork
 from .model import UQDM, fingerprint, load_model, resolve_model_path
 
@@ -53,8 +53,9 @@ def _to_image(x_data: np.ndarray, h: int, w: int) -> np.ndarray:
 class _Chain:
     """The state both sides keep: the latent z in Haar bands, and how steps map to elements."""
 
-    def __init__(self, net: PriorNetwork, height: int, width: int, seed: int):
+    def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int):
         self.net = net
+        self.tile = tile
         self.sched = net.model.schedule
         self.levels = net.levels
         m = net.multiple
@@ -129,13 +130,15 @@ class _Chain:
 
 
 class Codec:
-    """A model on a device, ready to encode and decode."""
+    """A model on a device, ready to encode and decode. `tile` is the network tile size written
+    into new files (decoding always uses the file's own)."""
 
     def __init__(self, model: UQDM | str | Path | None = None, device=None, tile: int = DEFAULT_TILE):
         if not isinstance(model, UQDM):
             model = load_model(model)
         self.model = model
-        self.net = PriorNetwork(model, device, tile)
+        self.net = PriorNetwork(model, device)
+        self.tile = tile
         self.fingerprint = fingerprint(model)
 
     @property
@@ -150,11 +153,11 @@ class Codec:
         h, w = pixels.shape[:2]
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
         T = self.num_steps
-        chain = _Chain(self.net, h, w, seed)
+        chain = _Chain(self.net, h, w, seed, self.tile)
         x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
         xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
         x_bands = haar.forward(xp, chain.levels)
-        header = Header(w, h, T, seed, self.fingerprint, self.model.config.name)
+        header = Header(w, h, T, seed, self.fingerprint, self.model.config.name, self.tile)
         layers = []
         pred = None
         prior = None
@@ -163,7 +166,7 @@ class Codec:
             k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
             payload = entropy.encode_step(k, prior)
             chain.apply(i, entropy.reconstruct(k, prior), pred)
-            pred = self.net.predict(chain.z, i) if i < T else None
+            pred = self.net.predict(chain.z, i, chain.tile) if i < T else None
             check = _check(chain.display(i, pred, prior))
             layers.append(Layer(KIND_STEP, i, check, [Chunk(payload, _symbols_check(k))]))
             if progress:
@@ -209,17 +212,15 @@ class Codec:
             target, lossless = steps, False
         total = target + int(lossless)
         warnings = list(parsed.warnings)
-        chain = _Chain(self.net, hd.height, hd.width, hd.seed)
+        chain = _Chain(self.net, hd.height, hd.width, hd.seed, hd.tile)
         yield DecodedImage(chain.display(0, None, None), 0, False, warnings)
         pred, prior = None, None
         for i in range(1, target + 1):
             layer = parsed.layers[i - 1]
             prior = chain.prior(i, pred)
-            k = entropy.decode_step(layer.chunks[0].payload, prior)
-            if _symbols_check(k) != layer.chunks[0].symbol_check:
-                raise SyncError(_sync_message(i))
+            k = _decode_checked(entropy.decode_step, i, layer.chunks[0], prior)
             chain.apply(i, entropy.reconstruct(k, prior), pred)
-            pred = self.net.predict(chain.z, i) if i < T else None
+            pred = self.net.predict(chain.z, i, chain.tile) if i < T else None
             shown = chain.display(i, pred, prior)
             if _check(shown) != layer.display_check:
                 raise SyncError(_sync_message(i))
@@ -230,9 +231,8 @@ class Codec:
             layer = parsed.layers[T]
             q = float(prior.quant_step[0])
             chunk = layer.chunks[0]
-            levels = entropy.decode_levels(chunk.payload, chain.last_x_tilde, prior.loc, prior.scale, q)
-            if _symbols_check(levels) != chunk.symbol_check:
-                raise SyncError(_sync_message(T + 1))
+            levels = _decode_checked(entropy.decode_levels, T + 1, chunk, chain.last_x_tilde,
+                                     prior.loc, prior.scale, q)
             pixels = levels.reshape(3, hd.height, hd.width).transpose(1, 2, 0).astype(np.uint8)
             pixels = np.ascontiguousarray(pixels)
             if _check(pixels) != layer.display_check:
@@ -247,6 +247,18 @@ class Codec:
         for result in self.iter_decode(data, steps, progress):
             pass
         return result
+
+
+def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:
+    """Entropy-decode a chunk whose bytes passed their CRC: any inconsistency now means the
+    decoder's probabilities differ from the encoder's."""
+    try:
+        symbols = fn(chunk.payload, *args)
+    except FormatError:
+        raise SyncError(_sync_message(layer)) from None
+    if _symbols_check(symbols) != chunk.symbol_check:
+        raise SyncError(_sync_message(layer))
+    return symbols
 
 
 def _sync_message(layer: int) -> str:
@@ -289,7 +301,7 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
     pixels = _validate_pixels(pixels)
     h, w = pixels.shape[:2]
     T = codec.num_steps
-    chain = _Chain(codec.net, h, w, seed)
+    chain = _Chain(codec.net, h, w, seed, codec.tile)
     x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
     xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
     x_bands = haar.forward(xp, chain.levels)
@@ -299,7 +311,7 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
         k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
         out.append(entropy.step_ideal_bits(k, prior))
         chain.apply(i, entropy.reconstruct(k, prior), pred)
-        pred = codec.net.predict(chain.z, i) if i < T else None
+        pred = codec.net.predict(chain.z, i, chain.tile) if i < T else None
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
     out.append(entropy.levels_ideal_bits(levels, chain.last_x_tilde, prior.loc, prior.scale,
                                          float(prior.quant_step[0])))

@@ -26,7 +26,7 @@ MAX_NAME = 64
 KIND_STEP = 1
 KIND_LOSSLESS = 2
 
-_HEAD = struct.Struct("<8sBBIIBB16sQB")  # magic, version, flags, w, h, channels, T, fp, seed, name len
+_HEAD = struct.Struct("<8sBBIIBBH16sQB")  # magic, version, flags, w, h, channels, T, tile/16, fp, seed, name len
 _LAYER = struct.Struct("<BBBBI")  # kind, index, partition, n_chunks, display check
 _U32 = struct.Struct("<I")
 _CHUNK = struct.Struct("<II")  # payload CRC32, symbol check
@@ -44,14 +44,17 @@ class Header:
     seed: int
     fingerprint: bytes
     model_name: str
+    tile: int = 1024  # side of the network's tiles (pixels, multiple of 16): fixes the arithmetic
     channels: int = 3
 
     def to_bytes(self) -> bytes:
         name = self.model_name.encode("utf-8")
         if len(name) > MAX_NAME:
             raise ValueError("model name too long")
+        if self.tile % 16 or not 16 <= self.tile <= 16 * 65535:
+            raise ValueError("tile must be a positive multiple of 16")
         body = _HEAD.pack(MAGIC, VERSION, 0, self.width, self.height, self.channels,
-                          self.num_steps, self.fingerprint, self.seed, len(name)) + name
+                          self.num_steps, self.tile // 16, self.fingerprint, self.seed, len(name)) + name
         return body + _U32.pack(crc32(body))
 
 
@@ -103,7 +106,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise FormatError("not a .uqd file (bad magic bytes)")
     if len(data) < _HEAD.size:
         raise FormatError("file too short: the .uqd header is incomplete")
-    magic, version, flags, w, h, ch, steps, fp, seed, name_len = _HEAD.unpack_from(data)
+    magic, version, flags, w, h, ch, steps, tile16, fp, seed, name_len = _HEAD.unpack_from(data)
     if version != VERSION:
         raise FormatError(f"unsupported .uqd version {version} (this decoder reads version {VERSION})")
     end = _HEAD.size + name_len + _U32.size
@@ -121,13 +124,15 @@ def parse_header(data: bytes) -> tuple[Header, int]:
                           f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
     if not 1 <= steps <= MAX_STEPS:
         raise FormatError(f"invalid step count {steps} in header")
+    if tile16 == 0:
+        raise FormatError("invalid tile size 0 in header")
     if name_len > MAX_NAME:
         raise FormatError("invalid model name length in header")
     try:
         name = data[_HEAD.size : _HEAD.size + name_len].decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError("invalid model name in header") from None
-    return Header(w, h, steps, seed, fp, name, ch), end
+    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch), end
 
 
 def parse(data: bytes) -> ParsedFile:

@@ -1,8 +1,9 @@
 """Running the model over a whole image: tiling, device placement, numpy in and out.
 
-Every network operation is local and each tile's window reaches at least the network's receptive
-radius into its neighbours (but never past the image), so tiled and untiled evaluation compute the
-same numbers, bit for bit (tested). The tile size is a memory knob only.
+Every network operation is local and each tile's window reaches the network's receptive radius
+into its neighbours (but never past the image), so tiles join without seams. Tiled and untiled
+results agree to float rounding, but not always bit for bit (the convolution library picks kernels
+by tensor shape), so the tile size is part of a file's header and both sides use the same one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .errors import UqdmError
 from .model import UQDM
 from .network import receptive_radius
 
-DEFAULT_TILE = 1024  # core tile side (pixels, a multiple of 16) for images larger than one tile
+DEFAULT_TILE = 1024  # core tile side (pixels, a multiple of 16); images up to tile^2 pixels run whole
 
 
 def pick_device(spec: str | torch.device | None) -> torch.device:
@@ -54,7 +55,7 @@ class Prediction:
 class PriorNetwork:
     """Evaluates a UQDM model on (padded) images of any size."""
 
-    def __init__(self, model: UQDM, device=None, tile: int = DEFAULT_TILE):
+    def __init__(self, model: UQDM, device=None):
         configure_determinism()
         self.device = pick_device(device)
         self.model = model.eval()
@@ -62,9 +63,6 @@ class PriorNetwork:
         self.multiple = model.denoiser.multiple
         radius = receptive_radius(model.config.network)
         self.halo = -(-radius // self.multiple) * self.multiple
-        if tile <= 0 or tile % self.multiple:
-            raise UqdmError(f"tile size must be a positive multiple of {self.multiple}")
-        self.tile = tile
 
     @property
     def levels(self) -> int:
@@ -84,7 +82,7 @@ class PriorNetwork:
         return np.clip(haar.inverse(bands), -1.0, 1.0)
 
     @torch.inference_mode()
-    def predict(self, z_bands: list[np.ndarray], state: int) -> Prediction:
+    def predict(self, z_bands: list[np.ndarray], state: int, tile: int = DEFAULT_TILE) -> Prediction:
         zt = [torch.from_numpy(b)[None] for b in z_bands]
         st = torch.tensor([state])
         image = self.model.network_input(zt, st)  # float64, (1, 3, H, W)
@@ -92,7 +90,9 @@ class PriorNetwork:
         _, _, h, w = image.shape
         raw_bands = [torch.empty((1, 2, *b.shape), dtype=torch.float64) for b in z_bands]
         raw_pixel = torch.empty((1, 3, h, w), dtype=torch.float64)
-        step = self.tile if h * w > self.tile * self.tile else max(h, w)
+        if tile <= 0 or tile % self.multiple:
+            raise UqdmError(f"tile size must be a positive multiple of {self.multiple}")
+        step = tile if h * w > tile * tile else max(h, w)
         for y0 in range(0, h, step):
             for x0 in range(0, w, step):
                 y1, x1 = min(y0 + step, h), min(x0 + step, w)

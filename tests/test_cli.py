@@ -1,0 +1,116 @@
+"""The command line through Typer's test runner: outputs, messages, exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from uqdm_codec.cli import app
+
+from .conftest import synthetic_image
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result):
+    assert result.exit_code != 0
+    text = result.stderr.strip()
+    assert text.startswith("error:") and "\n" not in text and "Traceback" not in text, text
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(synthetic_image(24, 40, seed=9)).save(path)
+    return path
+
+
+def test_encode_decode_info_truncate(photo, tiny_model_path):
+    r = run("encode", photo, "-m", tiny_model_path, "--seed", 5)
+    assert r.exit_code == 0, r.output
+    uqd = photo.with_suffix(".uqd")
+    assert uqd.exists() and "lossless pixels" in r.stdout and "bpp" in r.stdout
+
+    r = run("decode", uqd, "-m", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    decoded = photo.with_name("photo.decoded.png")
+    assert np.array_equal(np.asarray(Image.open(decoded)), np.asarray(Image.open(photo)))
+    assert "lossless" in r.stdout
+
+    r = run("decode", uqd, "--steps", 2, "-m", tiny_model_path)
+    assert r.exit_code == 0 and photo.with_name("photo.step2.png").exists()
+
+    r = run("info", uqd)
+    assert r.exit_code == 0 and "diffusion step 8" in r.stdout
+
+    r = run("truncate", uqd, "--steps", 3, "-o", photo.with_name("cut.uqd"))
+    assert r.exit_code == 0 and "3 steps" in r.stdout
+    r = run("decode", photo.with_name("cut.uqd"), "-m", tiny_model_path, "-o", photo.with_name("cut.png"))
+    assert r.exit_code == 0 and "after 3 of 8 steps" in r.stdout
+    r = run("truncate", uqd, "--bpp", 50)
+    assert r.exit_code == 0 and photo.with_name("photo.50bpp.uqd").exists()
+
+
+def test_no_overwrite_without_force(photo, tiny_model_path):
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    before = uqd.read_bytes()
+    r = run("encode", photo, "-m", tiny_model_path)
+    assert_one_line_error(r)
+    assert "already exists" in r.stderr and uqd.read_bytes() == before
+    assert run("encode", photo, "-m", tiny_model_path, "--force").exit_code == 0
+
+
+def test_never_overwrites_the_input(photo, tiny_model_path):
+    r = run("encode", photo, "-m", tiny_model_path, "-o", photo, "--force")
+    assert_one_line_error(r)
+    assert Image.open(photo).size == (40, 24)
+
+
+def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_one_line_error(run("encode", tmp_path / "missing.png", "-m", tiny_model_path))
+    assert_one_line_error(run("encode", tmp_path / "notes.txt", "-m", tiny_model_path))
+    assert_one_line_error(run("decode", tmp_path / "notes.txt", "-m", tiny_model_path))
+    assert_one_line_error(run("info", tmp_path / "missing.uqd"))
+    assert_one_line_error(run("encode", photo, "-m", tmp_path / "nope.safetensors"))
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    r = run("decode", uqd, "-m", other_model_path)
+    assert_one_line_error(r)
+    assert "tiny-test" in r.stderr and "tiny-other" in r.stderr
+    assert_one_line_error(run("truncate", uqd, "--bpp", 1, "--steps", 1))
+    assert_one_line_error(run("truncate", uqd, "--bpp", 0.0001))
+    assert_one_line_error(run("decode", uqd, "--steps", 42, "-m", tiny_model_path))
+    bad = bytearray(uqd.read_bytes())
+    bad[len(bad) // 2] ^= 0xFF
+    (tmp_path / "bad.uqd").write_bytes(bytes(bad))
+    assert_one_line_error(run("decode", tmp_path / "bad.uqd", "-m", tiny_model_path))
+    assert not (tmp_path / "bad.decoded.png").exists()
+
+
+def test_truncated_file_warns(photo, tiny_model_path):
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    data = uqd.read_bytes()
+    (photo.parent / "partial.uqd").write_bytes(data[: len(data) // 2])
+    r = run("decode", photo.parent / "partial.uqd", "-m", tiny_model_path)
+    assert r.exit_code == 0 and "warning:" in r.stderr
+
+
+def test_grayscale_input_gets_a_note(tmp_path, tiny_model_path):
+    path = tmp_path / "gray.png"
+    Image.fromarray(synthetic_image(16, 16)[:, :, 0]).save(path)
+    r = run("encode", path, "-m", tiny_model_path)
+    assert r.exit_code == 0 and "note: grayscale" in r.stderr
+
+
+def test_help():
+    r = run("--help")
+    assert r.exit_code == 0 and "encode" in r.stdout and "truncate" in r.stdout

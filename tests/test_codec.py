@@ -1,0 +1,158 @@
+"""The codec end to end with the fixture model: lossless, progressive, truncatable, deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import uqdm_codec
+from uqdm_codec import container, files
+from uqdm_codec.codec import Codec, ideal_bits
+from uqdm_codec.errors import FormatError, ModelError, SyncError, UqdmError
+
+from .conftest import synthetic_image
+
+
+def test_full_stream_is_lossless(codec, encoded):
+    img, data = encoded
+    out = codec.decode(data)
+    assert out.lossless and out.steps == codec.num_steps
+    assert np.array_equal(out.pixels, img)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (17, 33), (16, 16), (31, 2)])
+def test_odd_sizes_round_trip(codec, shape):
+    img = synthetic_image(*shape, seed=sum(shape))
+    data = codec.encode(img, seed=1)
+    assert np.array_equal(codec.decode(data).pixels, img)
+
+
+def test_extreme_images_round_trip(codec):
+    rng = np.random.default_rng(0)
+    for img in (np.zeros((20, 24, 3), np.uint8), np.full((20, 24, 3), 255, np.uint8),
+                rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)):
+        assert np.array_equal(codec.decode(codec.encode(img, seed=2)).pixels, img)
+
+
+def test_every_prefix_decodes_like_steps(codec, encoded):
+    """Decoding a file truncated after step N equals decode(steps=N) of the full file."""
+    _, data = encoded
+    fi = files.info(data)
+    for n in range(codec.num_steps + 1):
+        full = codec.decode(data, steps=n)
+        cut = files.truncate(data, steps=n)
+        assert len(cut) == (fi.layers[n - 1].end if n else fi.header_bytes)
+        part = codec.decode(cut)
+        assert part.steps == n and not part.lossless
+        assert np.array_equal(full.pixels, part.pixels)
+
+
+def test_steps_improve_quality(codec, encoded):
+    img, data = encoded
+    mse = [float(((codec.decode(data, steps=n).pixels.astype(float) - img) ** 2).mean())
+           for n in (0, codec.num_steps)]
+    assert mse[1] < mse[0]
+
+
+def test_iter_decode_matches_decode(codec, encoded):
+    _, data = encoded
+    images = list(codec.iter_decode(data))
+    assert [im.steps for im in images] == list(range(codec.num_steps + 1)) + [codec.num_steps]
+    for im in images[:-1]:
+        assert np.array_equal(im.pixels, codec.decode(data, steps=im.steps).pixels)
+
+
+def test_decoding_is_deterministic_across_runs_and_threads(tiny_model, encoded):
+    _, data = encoded
+    first = Codec(tiny_model, "cpu").decode(data, steps=5).pixels
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = Codec(tiny_model, "cpu").decode(data, steps=5).pixels
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(first, single)
+
+
+def test_same_seed_same_bytes(codec, image):
+    assert codec.encode(image, seed=7) == codec.encode(image, seed=7)
+    assert codec.encode(image, seed=7) != codec.encode(image, seed=8)
+
+
+def test_real_bytes_close_to_ideal(codec, encoded):
+    img, data = encoded
+    ideal = ideal_bits(codec, img, seed=files.info(data).header.seed)
+    parsed = container.parse(data)
+    for layer, bits in zip(parsed.layers, ideal):
+        real = 8 * len(layer.chunks[0].payload)
+        assert real <= 1.01 * bits + 64
+
+
+def test_truncated_inside_a_layer_warns_and_decodes(codec, encoded):
+    _, data = encoded
+    fi = files.info(data)
+    cut = data[: fi.layers[2].end + 10]
+    out = codec.decode(cut)
+    assert out.steps == 3 and any("incomplete" in w for w in out.warnings)
+    assert np.array_equal(out.pixels, codec.decode(data, steps=3).pixels)
+
+
+def test_asking_for_more_steps_than_present(codec, encoded):
+    _, data = encoded
+    with pytest.raises(UqdmError, match="holds 2 complete steps"):
+        codec.decode(files.truncate(data, steps=2), steps=4)
+    with pytest.raises(UqdmError):
+        codec.decode(data, steps=99)
+
+
+def test_other_weights_are_refused_naming_both(encoded, other_model_path):
+    _, data = encoded
+    with pytest.raises(ModelError, match="tiny-test.*tiny-other"):
+        Codec(other_model_path, "cpu").decode(data)
+
+
+def test_corrupted_bytes_are_caught(codec, encoded):
+    _, data = encoded
+    fi = files.info(data)
+    for pos in (3, 20, fi.header_bytes + 2, fi.layers[1].end + 30, len(data) - 5):
+        bad = bytearray(data)
+        bad[pos] ^= 0x10
+        with pytest.raises((FormatError, SyncError)):
+            codec.decode(bytes(bad))
+
+
+def test_foreign_and_empty_files(codec):
+    for junk in (b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, b"hello world" * 10):
+        with pytest.raises(FormatError):
+            codec.decode(junk)
+
+
+def test_tampered_symbols_raise_sync_error(codec, encoded, monkeypatch):
+    """A decoder whose arithmetic differs from the encoder's stops instead of showing a wrong image."""
+    _, data = encoded
+    from uqdm_codec import codec as codec_module
+
+    real = codec_module.entropy.reconstruct
+    monkeypatch.setattr(codec_module.entropy, "reconstruct", lambda k, p: real(k, p) + 1e-7)
+    with pytest.raises(SyncError, match="arithmetic"):
+        codec.decode(data, steps=4)
+
+
+def test_swapped_layers_are_refused(codec, encoded):
+    _, data = encoded
+    fi = files.info(data)
+    h = fi.header_bytes
+    l1, l2 = data[h : fi.layers[0].end], data[fi.layers[0].end : fi.layers[1].end]
+    with pytest.raises(FormatError, match="out of order"):
+        codec.decode(data[:h] + l2 + l1 + data[fi.layers[1].end :])
+
+
+def test_public_api(tiny_model_path, image):
+    data = uqdm_codec.encode(image, model=tiny_model_path, seed=3, device="cpu")
+    assert np.array_equal(np.asarray(uqdm_codec.decode(data, model=tiny_model_path, device="cpu")), image)
+    preview = uqdm_codec.decode(data, steps=2, model=tiny_model_path, device="cpu")
+    assert preview.size == (image.shape[1], image.shape[0])
+    small = uqdm_codec.truncate(data, bpp=files.info(data).layers[3].bpp)
+    assert len(small) == files.info(data).layers[3].end
+    assert uqdm_codec.info(small).steps == 4

@@ -1,0 +1,98 @@
+"""Entropy coding: exact symbol round trips, the escape path, and closeness to the ideal length."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from uqdm_codec import entropy, objective
+from uqdm_codec.errors import FormatError
+
+
+def make_prior(rng, m, q, scale, bound=1.0, spread=1.5):
+    x = entropy.pixels_to_data(rng.integers(0, 256, m))
+    loc = np.clip(x + rng.normal(size=m) * scale * spread, -bound, bound)
+    sc = scale * np.exp(rng.normal(size=m) * 0.3)
+    prior = entropy.StepPrior(loc, sc, rng.random(m) - 0.5, np.full(m, q), np.full(m, bound))
+    return x, prior
+
+
+@pytest.mark.parametrize("q,scale", [(2.7, 0.3), (0.47, 0.05), (0.076, 0.02), (0.023, 0.015), (0.023, 1e-4)])
+def test_step_symbols_round_trip_and_near_ideal(q, scale):
+    rng = np.random.default_rng(0)
+    x, prior = make_prior(rng, 20_000, q, scale)
+    k = entropy.quantise(x, prior)
+    data = entropy.encode_step(k, prior)
+    assert np.array_equal(entropy.decode_step(data, prior), k)
+    x_tilde = entropy.reconstruct(k, prior)
+    assert np.all(np.abs(x_tilde - x) <= q / 2 + 1e-12)  # universal quantisation error bound
+    ideal = entropy.step_ideal_bits(k, prior)
+    real = 8 * len(data)
+    assert real <= 1.01 * ideal + 64  # 64 bits: one ANS state flush
+
+
+def test_escape_path_codes_far_outliers():
+    rng = np.random.default_rng(1)
+    x, prior = make_prior(rng, 5000, 0.0227, 0.002, spread=100)  # prior badly wrong: many escapes
+    k = entropy.quantise(x, prior)
+    assert np.mean(np.abs(k) > entropy.window_half_width(prior)) > 0.5
+    assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)
+
+
+def test_extreme_values_and_scales():
+    rng = np.random.default_rng(2)
+    m = 4000
+    x = entropy.pixels_to_data(np.where(rng.random(m) < 0.5, 0, 255))
+    loc = np.where(rng.random(m) < 0.5, -1.0, 1.0)
+    scale = np.exp(rng.uniform(-14, 3, m))
+    for bound in (1.0, 16.0):
+        prior = entropy.StepPrior(loc, scale, rng.random(m) - 0.5, np.full(m, 0.05), np.full(m, bound))
+        k = entropy.quantise(x, prior)
+        assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)
+
+
+def test_multiple_slices(monkeypatch):
+    monkeypatch.setattr(entropy, "SLICE", 1000)
+    rng = np.random.default_rng(3)
+    x, prior = make_prior(rng, 3500, 0.1, 0.03)
+    k = entropy.quantise(x, prior)
+    assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)
+
+
+def test_lossless_levels_round_trip():
+    rng = np.random.default_rng(4)
+    m, q = 20_000, 3.0 / 127.5
+    levels = rng.integers(0, 256, m)
+    x = entropy.pixels_to_data(levels)
+    x_tilde = x + q * (rng.random(m) - 0.5)
+    loc = np.clip(x + rng.normal(size=m) * 0.01, -1, 1)
+    scale = np.full(m, 0.01)
+    data = entropy.encode_levels(levels, x_tilde, loc, scale, q)
+    assert np.array_equal(entropy.decode_levels(data, x_tilde, loc, scale, q), levels)
+    assert 8 * len(data) <= 1.01 * entropy.levels_ideal_bits(levels, x_tilde, loc, scale, q) + 64
+
+
+def test_numpy_model_matches_training_objective():
+    """The codec's probabilities are the ones the network was trained on."""
+    rng = np.random.default_rng(5)
+    x, prior = make_prior(rng, 2000, 0.3, 0.05, bound=4.0)
+    k = entropy.quantise(x, prior)
+    x_tilde = entropy.reconstruct(k, prior)
+    codec_bits = entropy.step_ideal_bits(k, prior)
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    train_bits = objective.step_bits(t(x_tilde), 0.3, t(prior.loc), torch.log(t(prior.scale)), 4.0).sum().item()
+    assert math.isclose(codec_bits, train_bits, rel_tol=1e-6)
+
+
+def test_corrupted_payload_is_detected_or_harmless():
+    rng = np.random.default_rng(6)
+    x, prior = make_prior(rng, 3000, 0.1, 0.03)
+    k = entropy.quantise(x, prior)
+    data = bytearray(entropy.encode_step(k, prior))
+    with pytest.raises(FormatError):
+        entropy.decode_step(bytes(data[:-3]), prior)  # not whole words
+    with pytest.raises(FormatError):
+        entropy.decode_step(b"\x00\x00\x00\x00", prior)  # ANS data never ends in a zero word

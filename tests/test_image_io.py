@@ -1,0 +1,140 @@
+"""Reading odd and hostile images; atomic writes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from uqdm_codec.errors import ImageError, UqdmError
+from uqdm_codec.image_io import atomic_write, load_image, save_image
+
+
+def _png16_rgb(arr: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    h, w, _ = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1", "I;16", "I", "F"])
+def test_modes_convert_to_rgb_with_a_note(tmp_path, mode):
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 10, 3)).astype(np.uint8))
+    if mode == "I;16":
+        im = Image.fromarray((np.arange(120).reshape(12, 10) * 500).astype(np.uint16))
+    else:
+        im = base.convert(mode)
+    path = tmp_path / f"x.{'tiff' if mode in ('CMYK', 'I', 'F') else 'png'}"
+    im.save(path)
+    loaded = load_image(path)
+    assert loaded.pixels.shape == (12, 10, 3) and loaded.pixels.dtype == np.uint8
+    assert loaded.notes
+
+
+def test_sixteen_bit_rgb_png(tmp_path):
+    arr = (np.arange(6 * 5 * 3).reshape(6, 5, 3) * 900).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png16_rgb(arr))
+    loaded = load_image(path)
+    assert loaded.pixels.shape == (6, 5, 3)
+    assert np.abs(loaded.pixels.astype(int) - arr / 257).max() <= 1
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((4, 6, 3), np.uint8)
+    arr[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(arr).save(path, exif=exif, quality=100)
+    assert load_image(path).pixels.shape == (6, 4, 3)
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "green", "blue")]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    loaded = load_image(path)
+    assert any("first of 3 frames" in n for n in loaded.notes)
+
+
+def test_hostile_files(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("definitely not an image")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[:60])
+    for name in ("empty.png", "text.png", "cut.png", "missing.png"):
+        with pytest.raises(ImageError):
+            load_image(tmp_path / name)
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (3000, 3000)).save(path)  # compresses to a few kB
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(path)
+
+
+def test_size_limits(tmp_path):
+    with pytest.raises(ImageError, match="at most"):
+        load_image(np.zeros((1, 70000, 3), np.uint8))
+    with pytest.raises(ImageError):
+        load_image(np.zeros((0, 5, 3), np.uint8))
+
+
+def test_arrays():
+    assert load_image(np.zeros((3, 4), np.uint8)).pixels.shape == (3, 4, 3)
+    assert load_image(np.zeros((3, 4, 4), np.uint8)).notes
+    with pytest.raises(ImageError):
+        load_image(np.zeros((3, 4, 3), np.float32))
+
+
+def test_atomic_write_rules(tmp_path):
+    target = tmp_path / "out.bin"
+    atomic_write(target, b"one")
+    with pytest.raises(UqdmError, match="already exists"):
+        atomic_write(target, b"two")
+    atomic_write(target, b"two", force=True)
+    assert target.read_bytes() == b"two"
+    with pytest.raises(UqdmError, match="input"):
+        atomic_write(target, b"three", force=True, inputs=(target,))
+    with pytest.raises(UqdmError, match="does not exist"):
+        atomic_write(tmp_path / "nope" / "x.bin", b"")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp files left
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    def boom(tmp):
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "x.png", writer=boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("errno_code,message", [(13, "permission denied"), (28, "no space left"),
+                                                 (30, "read-only")])
+def test_write_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, errno_code, message):
+    import os
+
+    def fail(src, dst):
+        raise (PermissionError if errno_code == 13 else OSError)(errno_code, os.strerror(errno_code))
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(UqdmError, match=message):
+        save_image(np.zeros((2, 2, 3), np.uint8), tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,213 @@
+"""The `uqdm` command: argument parsing and printing only; the work lives in the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UqdmError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="uqdm: progressive image compression with a universally quantized diffusion model.",
+)
+out = Console()
+err = Console(stderr=True)
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name (in weights/) or .safetensors path.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar, no notes.")
+ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors():
+    """Turn every failure into one line on stderr and a non-zero exit code."""
+    try:
+        yield
+    except UqdmError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; no output written", 130)
+    except typer.Exit:
+        raise
+    except MemoryError:
+        _fail("out of memory")
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, developers get UQDM_DEBUG
+        if os.environ.get("UQDM_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set UQDM_DEBUG=1 for details)", 2)
+
+
+@contextmanager
+def _progress(label: str, quiet: bool):
+    """A rich progress bar on a terminal; nothing when quiet or piped."""
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} layers"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _read(path: Path) -> bytes:
+    if not path.exists():
+        raise UqdmError(f"{path}: no such file")
+    if path.is_dir():
+        raise UqdmError(f"{path}: is a folder")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UqdmError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _layer_table(fi, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("layer", "content", "bytes", "total bytes", "bpp (total)"):
+        table.add_column(col, justify="right" if col != "content" else "left")
+    table.add_row("header", "", str(fi.header_bytes), str(fi.header_bytes), f"{8 * fi.header_bytes / (fi.header.width * fi.header.height):.4f}")
+    for layer in fi.layers:
+        content = "lossless pixels" if layer.lossless else f"diffusion step {layer.index}"
+        table.add_row(str(layer.index), content, str(layer.bytes), str(layer.end), f"{layer.bpp:.4f}")
+    return table
+
+
+@app.command()
+def encode(
+    image: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .uqd (default: next to the input)."),
+    model: Optional[str] = ModelOpt,
+    device: str = DeviceOpt,
+    seed: Optional[int] = typer.Option(None, help="Seed of the shared randomness (default: random)."),
+    force: bool = ForceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Compress an image into a progressive .uqd file."""
+    from . import files, get_codec
+    from .image_io import atomic_write, load_image
+
+    with _errors():
+        target = output or image.with_suffix(".uqd")
+        if target.exists() and not force:
+            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        loaded = load_image(image)
+        if not quiet:
+            for note in loaded.notes:
+                err.print(f"note: {note}", highlight=False)
+        codec = get_codec(model, device)
+        with _progress("encoding", quiet) as update:
+            data = codec.encode(loaded.pixels, seed=seed, progress=update)
+        atomic_write(target, data, force=force, inputs=(image,))
+        fi = files.info(data)
+        if not quiet:
+            out.print(_layer_table(fi, f"{target}: {fi.header.width}x{fi.header.height}, model {fi.header.model_name}"))
+        out.print(f"wrote {target} ({len(data)} bytes, {fi.layers[-1].bpp:.3f} bpp)", highlight=False)
+
+
+@app.command()
+def decode(
+    file: Path = typer.Argument(..., help="A .uqd file (complete or truncated)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (default: next to the input)."),
+    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
+    model: Optional[str] = ModelOpt,
+    device: str = DeviceOpt,
+    force: bool = ForceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Reconstruct an image from a .uqd file, from its first N steps or all of it."""
+    from . import container, get_codec
+    from .codec import model_for_file
+    from .image_io import save_image
+
+    with _errors():
+        data = _read(file)
+        header, _ = container.parse_header(data[:512])
+        default = file.with_name(f"{file.stem}.decoded.png" if steps is None else f"{file.stem}.step{steps}.png")
+        target = output or default
+        if target.exists() and not force:
+            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        codec = get_codec(model_for_file(header, model), device)
+        with _progress("decoding", quiet) as update:
+            result = codec.decode(data, steps, progress=update)
+        for w in result.warnings:
+            err.print(f"warning: {w}", highlight=False)
+        save_image(result.pixels, target, force=force, inputs=(file,))
+        what = "lossless (exact original)" if result.lossless else f"after {result.steps} of {header.num_steps} steps"
+        out.print(f"wrote {target}: {what}", highlight=False)
+
+
+@app.command()
+def truncate(
+    file: Path = typer.Argument(..., help="A .uqd file."),
+    bpp: Optional[float] = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
+    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Keep the first N diffusion steps."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .uqd (default: next to the input)."),
+    force: bool = ForceOpt,
+) -> None:
+    """Keep the longest prefix of a .uqd file within a budget (cuts bytes, never re-encodes)."""
+    from . import files
+    from .image_io import atomic_write
+
+    with _errors():
+        if (bpp is None) == (steps is None):
+            raise UqdmError("give exactly one of --bpp or --steps")
+        data = _read(file)
+        cut = files.truncate(data, bpp=bpp, steps=steps)
+        tag = f"{bpp:g}bpp" if bpp is not None else f"{steps}steps"
+        target = output or file.with_name(f"{file.stem}.{tag}.uqd")
+        atomic_write(target, cut, force=force, inputs=(file,))
+        fi = files.info(cut)
+        out.print(f"wrote {target}: {len(cut)} bytes, {8 * len(cut) / (fi.header.width * fi.header.height):.4f} bpp, "
+                  f"{fi.steps} steps{', lossless layer' if fi.complete else ''}", highlight=False)
+
+
+@app.command()
+def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
+    """Show a .uqd file's header and layers."""
+    from . import files
+
+    with _errors():
+        fi = files.info(_read(file))
+        hd = fi.header
+        out.print(f"{file}: {hd.width}x{hd.height} RGB, {hd.num_steps} diffusion steps + lossless layer, "
+                  f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}", highlight=False)
+        out.print(_layer_table(fi, f"{fi.total_bytes} bytes, {len(fi.layers)} of {hd.num_steps + 1} layers"))
+        for w in fi.warnings:
+            err.print(f"warning: {w}", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> None:
+    """Train a denoiser: uqdm train DATA_DIR --out RUN_DIR [options] (see uqdm train --help)."""
+    from . import train as training
+
+    training.main(list(ctx.args) or ["--help"])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

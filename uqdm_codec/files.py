@@ -1,0 +1,87 @@
+"""What can be done to a .uqd file without the model: list its layers, cut it to a budget.
+
+Truncation only ever removes bytes from the end: any prefix that ends on a layer boundary is a
+valid .uqd file, so a smaller file is the longest such prefix within the budget. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import container
+from .container import Header
+from .errors import UqdmError
+
+
+@dataclass
+class LayerInfo:
+    index: int  # 1..T for steps, T+1 for the lossless layer
+    lossless: bool
+    bytes: int  # this layer's bytes, framing included
+    end: int  # file size up to and including this layer
+    bpp: float  # cumulative bits per pixel at `end`
+    chunks: int
+
+
+@dataclass
+class FileInfo:
+    header: Header
+    header_bytes: int
+    total_bytes: int
+    layers: list[LayerInfo]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.layers) == self.header.num_steps + 1
+
+    @property
+    def steps(self) -> int:
+        return min(len(self.layers), self.header.num_steps)
+
+
+def bpp_of(nbytes: int, header: Header) -> float:
+    return 8.0 * nbytes / (header.width * header.height)
+
+
+def info(data: bytes) -> FileInfo:
+    parsed = container.parse(data)
+    hd = parsed.header
+    layers, prev = [], parsed.header_size
+    for layer, end in zip(parsed.layers, parsed.layer_offsets):
+        layers.append(LayerInfo(layer.index, layer.kind == container.KIND_LOSSLESS, end - prev, end,
+                                bpp_of(end, hd), len(layer.chunks)))
+        prev = end
+    return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings)
+
+
+def truncate(data: bytes, *, bpp: float | None = None, steps: int | None = None,
+             max_bytes: int | None = None) -> bytes:
+    """The longest layer-aligned prefix within the budget: `bpp` (bits per pixel of the whole
+    file), `max_bytes`, or the first `steps` diffusion steps. Never re-encodes."""
+    if sum(v is not None for v in (bpp, steps, max_bytes)) != 1:
+        raise UqdmError("give exactly one of bpp, steps or max_bytes")
+    fi = info(data)
+    hd = fi.header
+    if steps is not None:
+        if not 0 <= steps <= hd.num_steps:
+            raise UqdmError(f"steps must be between 0 and {hd.num_steps}")
+        if steps > fi.steps:
+            raise UqdmError(f"the file holds only {fi.steps} complete steps")
+        end = fi.layers[steps - 1].end if steps else fi.header_bytes
+        return bytes(data[:end])
+    if bpp is not None:
+        if not bpp >= 0:
+            raise UqdmError("bpp must be a non-negative number")
+        max_bytes = int(bpp * hd.width * hd.height / 8.0)
+    if max_bytes < fi.header_bytes:
+        raise UqdmError(
+            f"budget of {max_bytes} bytes ({bpp_of(max_bytes, hd):.4f} bpp) is smaller than the "
+            f"file header ({fi.header_bytes} bytes)"
+        )
+    end = fi.header_bytes
+    for layer in fi.layers:
+        if layer.end > max_bytes:
+            break
+        end = layer.end
+    return bytes(data[:end])

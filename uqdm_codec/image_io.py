@@ -1,0 +1,181 @@
+"""Reading any image Pillow can open as 8-bit RGB, and writing files atomically.
+
+The lossless promise is for the 8-bit RGB image this module produces: grayscale, palette, alpha,
+CMYK and 16-bit inputs are converted (with a one-line note each), EXIF orientation is applied and
+animated images contribute their first frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import container
+from .errors import ImageError, UqdmError
+
+
+@dataclass
+class LoadedImage:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < 1 or height < 1:
+        raise ImageError("image has no pixels")
+    if width > container.MAX_SIDE or height > container.MAX_SIDE or width * height > container.MAX_PIXELS:
+        raise ImageError(
+            f"image is {width}x{height}; uqdm handles at most {container.MAX_SIDE} pixels per side "
+            f"and {container.MAX_PIXELS // 1_000_000} megapixels"
+        )
+
+
+def _sixteen_to_eight(arr: np.ndarray) -> np.ndarray:
+    return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8)
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im)
+        if arr.max(initial=0) > 255 or mode.startswith("I;16"):
+            notes.append("16-bit grayscale image reduced to 8 bits and stored as RGB")
+            arr = _sixteen_to_eight(np.clip(arr, 0, 65535))
+        else:
+            notes.append("integer grayscale image stored as RGB")
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if mode == "F":
+        notes.append("floating-point image clipped to 0..255 and rounded")
+        arr = np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        notes.append(f"{mode} image: alpha channel discarded, colour kept")
+    elif mode in ("L", "1"):
+        notes.append("grayscale image stored as RGB")
+    elif mode == "P":
+        notes.append("palette image converted to RGB")
+    elif mode == "CMYK":
+        notes.append("CMYK image converted to RGB")
+    else:
+        notes.append(f"{mode} image converted to RGB")
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(source) -> LoadedImage:
+    """Path, PIL image or numpy array -> (H, W, 3) uint8 plus notes on any conversion."""
+    notes: list[str] = []
+    if isinstance(source, np.ndarray):
+        return LoadedImage(_from_array(source, notes), notes)
+    if isinstance(source, Image.Image):
+        _check_size(*source.size)
+        return LoadedImage(_from_pil(ImageOps.exif_transpose(source), notes), notes)
+    path = Path(source)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                _check_size(*im.size)
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    notes.append(f"animated image: using the first of {frames} frames")
+                    im.seek(0)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return LoadedImage(_from_pil(im, notes), notes)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot read image ({_first_line(exc)})") from None
+
+
+def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(f"array of shape {arr.shape} is not an image (need H x W, H x W x 3 or 4)")
+    _check_size(arr.shape[1], arr.shape[0])
+    if arr.dtype == np.uint16:
+        notes.append("16-bit image reduced to 8 bits per channel")
+        arr = _sixteen_to_eight(arr)
+    elif arr.dtype != np.uint8:
+        raise ImageError(f"array dtype {arr.dtype} not supported (need uint8 or uint16)")
+    if arr.shape[2] == 4:
+        notes.append("alpha channel discarded, colour kept")
+        arr = arr[:, :, :3]
+    elif arr.shape[2] == 1:
+        notes.append("grayscale image stored as RGB")
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def atomic_write(path: str | Path, data: bytes | None = None, *, force: bool = False,
+                 inputs: tuple[Path, ...] = (), writer=None) -> None:
+    """Write `data` (or call writer(tmp_path)) to a temporary file beside `path`, then rename it
+    into place: an interrupted run never leaves a half-written output. Refuses to overwrite an
+    existing file unless `force`, and never overwrites one of `inputs`."""
+    path = Path(path)
+    for src in inputs:
+        if path.exists() and src.exists() and os.path.samefile(path, src):
+            raise UqdmError(f"{path}: refusing to overwrite the input file")
+    if path.exists() and not force:
+        raise UqdmError(f"{path} already exists (use --force to overwrite)")
+    if path.exists() and path.is_dir():
+        raise UqdmError(f"{path} is a folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UqdmError(f"{parent}: output folder does not exist")
+    tmp = parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        if writer is not None:
+            writer(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, PermissionError):
+            raise UqdmError(f"{path}: permission denied") from None
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise UqdmError(f"{path}: no space left on device") from None
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            raise UqdmError(f"{path}: read-only file system") from None
+        if isinstance(exc, OSError):
+            raise UqdmError(f"{path}: cannot write ({_first_line(exc)})") from None
+        raise
+
+
+def save_image(pixels: np.ndarray, path: str | Path, *, force: bool = False,
+               inputs: tuple[Path, ...] = ()) -> None:
+    """Save (H, W, 3) uint8 pixels; the format follows the file name (PNG when unknown)."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    image = Image.fromarray(pixels, "RGB")
+    atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt))
