@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from uqdm_codec.model import ModelConfig, UQDM, save_model
+from uqdm_codec.model import UQDM, ModelConfig, save_model
 from uqdm_codec.network import NetworkConfig
 
 
@@ -14,8 +14,9 @@ def make_tiny_model(seed: int = 0, name: str = "tiny-test") -> UQDM:
     torch.manual_seed(seed)
     config = ModelConfig(
         name=name,
-        network=NetworkConfig(widths=(16, 16, 16, 16), blocks_down=(1, 1, 1), blocks_mid=1,
-                              blocks_up=(1, 1, 1), embed_dim=16),
+        network=NetworkConfig(
+            widths=(16, 16, 16, 16), blocks_down=(1, 1, 1), blocks_mid=1, blocks_up=(1, 1, 1), embed_dim=16
+        ),
     )
     model = UQDM(config)
     with torch.no_grad():  # non-zero heads, so the priors depend on the input
@@ -54,11 +55,14 @@ def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A smooth gradient with an edge and texture: photo-like enough to exercise every band."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([
-        128 + 80 * np.sin(xx / 7.0 + seed),
-        100 + 0.5 * yy + 40 * (xx > w // 2),
-        60 + 60 * np.cos(yy / 5.0) * np.sin(xx / 9.0),
-    ], axis=-1)
+    base = np.stack(
+        [
+            128 + 80 * np.sin(xx / 7.0 + seed),
+            100 + 0.5 * yy + 40 * (xx > w // 2),
+            60 + 60 * np.cos(yy / 5.0) * np.sin(xx / 9.0),
+        ],
+        axis=-1,
+    )
     return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
 
 

@@ -30,8 +30,11 @@ def test_odd_sizes_round_trip(codec, shape):
 
 def test_extreme_images_round_trip(codec):
     rng = np.random.default_rng(0)
-    for img in (np.zeros((20, 24, 3), np.uint8), np.full((20, 24, 3), 255, np.uint8),
-                rng.integers(0, 256, (20, 24, 3)).astype(np.uint8)):
+    for img in (
+        np.zeros((20, 24, 3), np.uint8),
+        np.full((20, 24, 3), 255, np.uint8),
+        rng.integers(0, 256, (20, 24, 3)).astype(np.uint8),
+    ):
         assert np.array_equal(codec.decode(codec.encode(img, seed=2)).pixels, img)
 
 
@@ -50,8 +53,10 @@ def test_every_prefix_decodes_like_steps(codec, encoded):
 
 def test_steps_improve_quality(codec, encoded):
     img, data = encoded
-    mse = [float(((codec.decode(data, steps=n).pixels.astype(float) - img) ** 2).mean())
-           for n in (0, codec.num_steps)]
+    mse = [
+        float(((codec.decode(data, steps=n).pixels.astype(float) - img) ** 2).mean())
+        for n in (0, codec.num_steps)
+    ]
     assert mse[1] < mse[0]
 
 

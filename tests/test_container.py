@@ -51,24 +51,38 @@ def test_every_other_prefix_warns_or_fails_cleanly():
 
 
 def _header_with(**fields):
-    base = dict(magic=container.MAGIC, version=1, flags=0, w=64, h=48, ch=3, steps=2, tile=64,
-                fp=bytes(16), seed=1, name_len=0)
+    base = dict(
+        magic=container.MAGIC,
+        version=1,
+        flags=0,
+        w=64,
+        h=48,
+        ch=3,
+        steps=2,
+        tile=64,
+        fp=bytes(16),
+        seed=1,
+        name_len=0,
+    )
     base.update(fields)
     body = container._HEAD.pack(*base.values())
     return body + struct.pack("<I", container.crc32(body))
 
 
-@pytest.mark.parametrize("fields,message", [
-    (dict(w=100000, h=100000), "outside the supported range"),
-    (dict(w=60000, h=60000), "outside the supported range"),
-    (dict(w=0), "outside the supported range"),
-    (dict(ch=4), "channel"),
-    (dict(steps=0), "step count"),
-    (dict(steps=200), "step count"),
-    (dict(version=9), "version 9"),
-    (dict(flags=1), "flags"),
-    (dict(tile=0), "tile"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        (dict(w=100000, h=100000), "outside the supported range"),
+        (dict(w=60000, h=60000), "outside the supported range"),
+        (dict(w=0), "outside the supported range"),
+        (dict(ch=4), "channel"),
+        (dict(steps=0), "step count"),
+        (dict(steps=200), "step count"),
+        (dict(version=9), "version 9"),
+        (dict(flags=1), "flags"),
+        (dict(tile=0), "tile"),
+    ],
+)
 def test_absurd_headers_are_refused(fields, message):
     with pytest.raises(FormatError, match=message):
         container.parse(_header_with(**fields))

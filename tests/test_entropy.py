@@ -83,7 +83,9 @@ def test_numpy_model_matches_training_objective():
     x_tilde = entropy.reconstruct(k, prior)
     codec_bits = entropy.step_ideal_bits(k, prior)
     t = lambda a: torch.from_numpy(a)  # noqa: E731
-    train_bits = objective.step_bits(t(x_tilde), 0.3, t(prior.loc), torch.log(t(prior.scale)), 4.0).sum().item()
+    train_bits = (
+        objective.step_bits(t(x_tilde), 0.3, t(prior.loc), torch.log(t(prior.scale)), 4.0).sum().item()
+    )
     assert math.isclose(codec_bits, train_bits, rel_tol=1e-6)
 
 
@@ -96,3 +98,12 @@ def test_corrupted_payload_is_detected_or_harmless():
         entropy.decode_step(bytes(data[:-3]), prior)  # not whole words
     with pytest.raises(FormatError):
         entropy.decode_step(b"\x00\x00\x00\x00", prior)  # ANS data never ends in a zero word
+
+
+def test_training_candidates_include_boundary_pixels():
+    """x_tilde exactly quant_step/2 away from the pixel (float32) must keep the pixel a candidate."""
+    q = 0.023715417914304468
+    x = torch.tensor([0.99609375, -0.99609375])
+    x_tilde = x + torch.tensor([0.5, -0.5]) * q
+    bits = objective.final_bits(x, x_tilde, q, torch.tensor([0.97, -0.97]), torch.tensor([-4.7, -4.7]))
+    assert torch.all(bits >= 0) and torch.all(bits < 20)

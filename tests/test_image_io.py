@@ -23,7 +23,9 @@ def _png16_rgb(arr: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1", "I;16", "I", "F"])
@@ -126,8 +128,9 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("errno_code,message", [(13, "permission denied"), (28, "no space left"),
-                                                 (30, "read-only")])
+@pytest.mark.parametrize(
+    "errno_code,message", [(13, "permission denied"), (28, "no space left"), (30, "read-only")]
+)
 def test_write_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, errno_code, message):
     import os
 

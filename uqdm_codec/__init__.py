@@ -28,8 +28,11 @@ def get_codec(model=None, device=None, tile: int | None = None):
     from .model import resolve_model_path
 
     dev = pick_device(device)
-    key = (str(resolve_model_path(model).resolve()) if not hasattr(model, "denoiser") else id(model),
-           str(dev), tile or DEFAULT_TILE)
+    key = (
+        str(resolve_model_path(model).resolve()) if not hasattr(model, "denoiser") else id(model),
+        str(dev),
+        tile or DEFAULT_TILE,
+    )
     if key not in _CODECS:
         _CODECS[key] = Codec(model, dev, tile or DEFAULT_TILE)
     return _CODECS[key]
@@ -61,6 +64,17 @@ def decode_full(data, steps: int | None = None, model=None, *, device=None, prog
 
 
 __all__ = [
-    "FileInfo", "FormatError", "ImageError", "LayerInfo", "ModelError", "SyncError", "UqdmError",
-    "decode", "decode_full", "encode", "get_codec", "info", "truncate",
+    "FileInfo",
+    "FormatError",
+    "ImageError",
+    "LayerInfo",
+    "ModelError",
+    "SyncError",
+    "UqdmError",
+    "decode",
+    "decode_full",
+    "encode",
+    "get_codec",
+    "info",
+    "truncate",
 ]

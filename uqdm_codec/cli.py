@@ -6,12 +6,12 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import files
 from .errors import UqdmError
 
 app = typer.Typer(
@@ -61,8 +61,14 @@ def _progress(label: str, quiet: bool):
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total} layers"),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} layers"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -86,7 +92,13 @@ def _layer_table(fi, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("layer", "content", "bytes", "total bytes", "bpp (total)"):
         table.add_column(col, justify="right" if col != "content" else "left")
-    table.add_row("header", "", str(fi.header_bytes), str(fi.header_bytes), f"{8 * fi.header_bytes / (fi.header.width * fi.header.height):.4f}")
+    table.add_row(
+        "header",
+        "",
+        str(fi.header_bytes),
+        str(fi.header_bytes),
+        f"{files.bpp_of(fi.header_bytes, fi.header):.4f}",
+    )
     for layer in fi.layers:
         content = "lossless pixels" if layer.lossless else f"diffusion step {layer.index}"
         table.add_row(str(layer.index), content, str(layer.bytes), str(layer.end), f"{layer.bpp:.4f}")
@@ -96,15 +108,17 @@ def _layer_table(fi, title: str) -> Table:
 @app.command()
 def encode(
     image: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .uqd (default: next to the input)."),
-    model: Optional[str] = ModelOpt,
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Output .uqd (default: next to the input)."
+    ),
+    model: str | None = ModelOpt,
     device: str = DeviceOpt,
-    seed: Optional[int] = typer.Option(None, help="Seed of the shared randomness (default: random)."),
+    seed: int | None = typer.Option(None, help="Seed of the shared randomness (default: random)."),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Compress an image into a progressive .uqd file."""
-    from . import files, get_codec
+    from . import get_codec
     from .image_io import atomic_write, load_image
 
     with _errors():
@@ -121,16 +135,22 @@ def encode(
         atomic_write(target, data, force=force, inputs=(image,))
         fi = files.info(data)
         if not quiet:
-            out.print(_layer_table(fi, f"{target}: {fi.header.width}x{fi.header.height}, model {fi.header.model_name}"))
+            out.print(
+                _layer_table(
+                    fi, f"{target}: {fi.header.width}x{fi.header.height}, model {fi.header.model_name}"
+                )
+            )
         out.print(f"wrote {target} ({len(data)} bytes, {fi.layers[-1].bpp:.3f} bpp)", highlight=False)
 
 
 @app.command()
 def decode(
     file: Path = typer.Argument(..., help="A .uqd file (complete or truncated)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (default: next to the input)."),
-    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
-    model: Optional[str] = ModelOpt,
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Output image (default: next to the input)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
+    model: str | None = ModelOpt,
     device: str = DeviceOpt,
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
@@ -143,7 +163,9 @@ def decode(
     with _errors():
         data = _read(file)
         header, _ = container.parse_header(data[:512])
-        default = file.with_name(f"{file.stem}.decoded.png" if steps is None else f"{file.stem}.step{steps}.png")
+        default = file.with_name(
+            f"{file.stem}.decoded.png" if steps is None else f"{file.stem}.step{steps}.png"
+        )
         target = output or default
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
@@ -153,20 +175,26 @@ def decode(
         for w in result.warnings:
             err.print(f"warning: {w}", highlight=False)
         save_image(result.pixels, target, force=force, inputs=(file,))
-        what = "lossless (exact original)" if result.lossless else f"after {result.steps} of {header.num_steps} steps"
+        what = (
+            "lossless (exact original)"
+            if result.lossless
+            else f"after {result.steps} of {header.num_steps} steps"
+        )
         out.print(f"wrote {target}: {what}", highlight=False)
 
 
 @app.command()
 def truncate(
     file: Path = typer.Argument(..., help="A .uqd file."),
-    bpp: Optional[float] = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
-    steps: Optional[int] = typer.Option(None, "--steps", "-s", help="Keep the first N diffusion steps."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .uqd (default: next to the input)."),
+    bpp: float | None = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
+    steps: int | None = typer.Option(None, "--steps", "-s", help="Keep the first N diffusion steps."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Output .uqd (default: next to the input)."
+    ),
     force: bool = ForceOpt,
 ) -> None:
     """Keep the longest prefix of a .uqd file within a budget (cuts bytes, never re-encodes)."""
-    from . import files
+
     from .image_io import atomic_write
 
     with _errors():
@@ -178,20 +206,25 @@ def truncate(
         target = output or file.with_name(f"{file.stem}.{tag}.uqd")
         atomic_write(target, cut, force=force, inputs=(file,))
         fi = files.info(cut)
-        out.print(f"wrote {target}: {len(cut)} bytes, {8 * len(cut) / (fi.header.width * fi.header.height):.4f} bpp, "
-                  f"{fi.steps} steps{', lossless layer' if fi.complete else ''}", highlight=False)
+        out.print(
+            f"wrote {target}: {len(cut)} bytes, {files.bpp_of(len(cut), fi.header):.4f} bpp, "
+            f"{fi.steps} steps{', lossless layer' if fi.complete else ''}",
+            highlight=False,
+        )
 
 
 @app.command()
 def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
     """Show a .uqd file's header and layers."""
-    from . import files
 
     with _errors():
         fi = files.info(_read(file))
         hd = fi.header
-        out.print(f"{file}: {hd.width}x{hd.height} RGB, {hd.num_steps} diffusion steps + lossless layer, "
-                  f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}", highlight=False)
+        out.print(
+            f"{file}: {hd.width}x{hd.height} RGB, {hd.num_steps} diffusion steps + lossless layer, "
+            f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}",
+            highlight=False,
+        )
         out.print(_layer_table(fi, f"{fi.total_bytes} bytes, {len(fi.layers)} of {hd.num_steps + 1} layers"))
         for w in fi.warnings:
             err.print(f"warning: {w}", highlight=False)

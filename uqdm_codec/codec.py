@@ -231,8 +231,9 @@ class Codec:
             layer = parsed.layers[T]
             q = float(prior.quant_step[0])
             chunk = layer.chunks[0]
-            levels = _decode_checked(entropy.decode_levels, T + 1, chunk, chain.last_x_tilde,
-                                     prior.loc, prior.scale, q)
+            levels = _decode_checked(
+                entropy.decode_levels, T + 1, chunk, chain.last_x_tilde, prior.loc, prior.scale, q
+            )
             pixels = levels.reshape(3, hd.height, hd.width).transpose(1, 2, 0).astype(np.uint8)
             pixels = np.ascontiguousarray(pixels)
             if _check(pixels) != layer.display_check:
@@ -243,10 +244,8 @@ class Codec:
 
     def decode(self, data: bytes, steps: int | None = None, progress: Progress | None = None) -> DecodedImage:
         """The image after `steps` diffusion steps (default: everything the file holds)."""
-        result = None
-        for result in self.iter_decode(data, steps, progress):
-            pass
-        return result
+        *_, last = self.iter_decode(data, steps, progress)
+        return last
 
 
 def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:
@@ -313,8 +312,9 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
         chain.apply(i, entropy.reconstruct(k, prior), pred)
         pred = codec.net.predict(chain.z, i, chain.tile) if i < T else None
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
-    out.append(entropy.levels_ideal_bits(levels, chain.last_x_tilde, prior.loc, prior.scale,
-                                         float(prior.quant_step[0])))
+    out.append(
+        entropy.levels_ideal_bits(
+            levels, chain.last_x_tilde, prior.loc, prior.scale, float(prior.quant_step[0])
+        )
+    )
     return out
-
-

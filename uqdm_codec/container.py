@@ -26,7 +26,9 @@ MAX_NAME = 64
 KIND_STEP = 1
 KIND_LOSSLESS = 2
 
-_HEAD = struct.Struct("<8sBBIIBBH16sQB")  # magic, version, flags, w, h, channels, T, tile/16, fp, seed, name len
+_HEAD = struct.Struct(
+    "<8sBBIIBBH16sQB"
+)  # magic, version, flags, w, h, channels, T, tile/16, fp, seed, name len
 _LAYER = struct.Struct("<BBBBI")  # kind, index, partition, n_chunks, display check
 _U32 = struct.Struct("<I")
 _CHUNK = struct.Struct("<II")  # payload CRC32, symbol check
@@ -53,8 +55,22 @@ class Header:
             raise ValueError("model name too long")
         if self.tile % 16 or not 16 <= self.tile <= 16 * 65535:
             raise ValueError("tile must be a positive multiple of 16")
-        body = _HEAD.pack(MAGIC, VERSION, 0, self.width, self.height, self.channels,
-                          self.num_steps, self.tile // 16, self.fingerprint, self.seed, len(name)) + name
+        body = (
+            _HEAD.pack(
+                MAGIC,
+                VERSION,
+                0,
+                self.width,
+                self.height,
+                self.channels,
+                self.num_steps,
+                self.tile // 16,
+                self.fingerprint,
+                self.seed,
+                len(name),
+            )
+            + name
+        )
         return body + _U32.pack(crc32(body))
 
 
@@ -120,8 +136,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if ch != 3:
         raise FormatError(f"unsupported channel count {ch}")
     if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
-        raise FormatError(f"image size {w}x{h} in header is outside the supported range "
-                          f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
+        raise FormatError(
+            f"image size {w}x{h} in header is outside the supported range "
+            f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)"
+        )
     if not 1 <= steps <= MAX_STEPS:
         raise FormatError(f"invalid step count {steps} in header")
     if tile16 == 0:

@@ -63,9 +63,7 @@ class StepPrior:
         return self.loc.size
 
     def part(self, sl: slice | np.ndarray) -> StepPrior:
-        return StepPrior(
-            self.loc[sl], self.scale[sl], self.dither[sl], self.quant_step[sl], self.bound[sl]
-        )
+        return StepPrior(self.loc[sl], self.scale[sl], self.dither[sl], self.quant_step[sl], self.bound[sl])
 
 
 # ----------------------------------------------------------------------------- step symbols

@@ -49,14 +49,23 @@ def info(data: bytes) -> FileInfo:
     hd = parsed.header
     layers, prev = [], parsed.header_size
     for layer, end in zip(parsed.layers, parsed.layer_offsets):
-        layers.append(LayerInfo(layer.index, layer.kind == container.KIND_LOSSLESS, end - prev, end,
-                                bpp_of(end, hd), len(layer.chunks)))
+        layers.append(
+            LayerInfo(
+                layer.index,
+                layer.kind == container.KIND_LOSSLESS,
+                end - prev,
+                end,
+                bpp_of(end, hd),
+                len(layer.chunks),
+            )
+        )
         prev = end
     return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings)
 
 
-def truncate(data: bytes, *, bpp: float | None = None, steps: int | None = None,
-             max_bytes: int | None = None) -> bytes:
+def truncate(
+    data: bytes, *, bpp: float | None = None, steps: int | None = None, max_bytes: int | None = None
+) -> bytes:
     """The longest layer-aligned prefix within the budget: `bpp` (bits per pixel of the whole
     file), `max_bytes`, or the first `steps` diffusion steps. Never re-encodes."""
     if sum(v is not None for v in (bpp, steps, max_bytes)) != 1:

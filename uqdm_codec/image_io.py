@@ -130,8 +130,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def atomic_write(path: str | Path, data: bytes | None = None, *, force: bool = False,
-                 inputs: tuple[Path, ...] = (), writer=None) -> None:
+def atomic_write(
+    path: str | Path,
+    data: bytes | None = None,
+    *,
+    force: bool = False,
+    inputs: tuple[Path, ...] = (),
+    writer=None,
+) -> None:
     """Write `data` (or call writer(tmp_path)) to a temporary file beside `path`, then rename it
     into place: an interrupted run never leaves a half-written output. Refuses to overwrite an
     existing file unless `force`, and never overwrites one of `inputs`."""
@@ -172,8 +178,9 @@ def atomic_write(path: str | Path, data: bytes | None = None, *, force: bool = F
         raise
 
 
-def save_image(pixels: np.ndarray, path: str | Path, *, force: bool = False,
-               inputs: tuple[Path, ...] = ()) -> None:
+def save_image(
+    pixels: np.ndarray, path: str | Path, *, force: bool = False, inputs: tuple[Path, ...] = ()
+) -> None:
     """Save (H, W, 3) uint8 pixels; the format follows the file name (PNG when unknown)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")

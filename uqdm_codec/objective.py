@@ -53,12 +53,14 @@ def _candidates(x_tilde, quant_step: float, loc, log_scale):
     """Pixel levels consistent with the last step's x_tilde and their prior log-masses.
 
     Returns (levels, centres, valid, log_pi) with a leading candidate axis."""
+    margin = 1e-6  # float32 rounding: |x - x_tilde| can come out a hair above quant_step / 2
     n_cand = int(math.ceil(quant_step * 128.0)) + 2
-    first = torch.ceil((x_tilde - 0.5 * quant_step + 1.0) * 128.0 - 0.5)
+    first = torch.ceil((x_tilde - 0.5 * quant_step - margin + 1.0) * 128.0 - 0.5)
     offsets = torch.arange(n_cand, device=x_tilde.device, dtype=x_tilde.dtype)
     levels = first.unsqueeze(0) + offsets.view(-1, *([1] * x_tilde.dim()))
     centres = (2.0 * levels + 1.0) / 256.0 - 1.0
-    valid = (levels >= 0) & (levels <= 255) & ((centres - x_tilde.unsqueeze(0)).abs() < 0.5 * quant_step)
+    near = (centres - x_tilde.unsqueeze(0)).abs() < 0.5 * quant_step + margin
+    valid = (levels >= 0) & (levels <= 255) & near
     log_pi = interval_log_mass(
         centres - PIXEL_HALF_BIN, centres + PIXEL_HALF_BIN, loc.unsqueeze(0), log_scale.unsqueeze(0)
     )
@@ -144,8 +146,9 @@ def step_and_final_bits(model: UQDM, i: int, x, tildes_i, pred) -> tuple[torch.T
     return bits, zero
 
 
-def uqdm_loss(model: UQDM, pixels: torch.Tensor, step_of_sample: torch.Tensor,
-              display_lambda: float = 1.0, net=None):
+def uqdm_loss(
+    model: UQDM, pixels: torch.Tensor, step_of_sample: torch.Tensor, display_lambda: float = 1.0, net=None
+):
     """Random-step estimate of the negative ELBO (bits per dim) plus a weighted display MSE.
 
     Every sample pays step 1 exactly (it needs no network) and one network step
@@ -160,8 +163,10 @@ def uqdm_loss(model: UQDM, pixels: torch.Tensor, step_of_sample: torch.Tensor,
     bits_first = first_step_bits(model, tildes[1][0])
 
     idx = step_of_sample.to(x.device)
-    z_in = [torch.stack([states[int(i) - 1][b][k] for k, i in enumerate(idx.tolist())])
-            for b in range(len(x_bands))]
+    z_in = [
+        torch.stack([states[int(i) - 1][b][k] for k, i in enumerate(idx.tolist())])
+        for b in range(len(x_bands))
+    ]
     pred = (net or model)(z_in, idx - 1)
     bits_step = torch.zeros(x.shape[0], device=x.device)
     bits_final = torch.zeros(x.shape[0], device=x.device)
@@ -212,8 +217,11 @@ def chain_metrics(model: UQDM, pixels: torch.Tensor, seed: int = 0) -> dict:
     psnrs.append(psnr(box_mean(tildes[T], c.quant_step, pred[3], pred[2]), pixels))
     bits.append(f.sum().item() / dims)
     cum = [3 * sum(bits[: k + 1]) for k in range(T)]
-    return {"bpp": [round(v, 4) for v in cum], "psnr": [round(p, 2) for p in psnrs],
-            "lossless_bpp": round(3 * sum(bits), 4)}
+    return {
+        "bpp": [round(v, 4) for v in cum],
+        "psnr": [round(p, 2) for p in psnrs],
+        "lossless_bpp": round(3 * sum(bits), 4),
+    }
 
 
 def psnr(x_data: torch.Tensor, pixels: torch.Tensor) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import MISSING, asdict, dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .model import ModelConfig, UQDM, save_model
+from .model import UQDM, ModelConfig, save_model
 from .network import NetworkConfig
 from .objective import chain_metrics, uqdm_loss
 from .schedule import DEFAULT_ACTIVATION, DEFAULT_LEVELS, Schedule
@@ -178,8 +177,11 @@ def train(cfg: TrainConfig) -> None:
     data = PhotoCrops(train_paths, min_side=cfg.crop)
     val = torch.from_numpy(holdout_batch(held)) if held else None
     if master:
-        print(f"loaded {len(data.images)} training crops sources from {len(train_paths)} photos "
-              f"in {time.time() - t0:.0f}s; {len(held)} held aside", flush=True)
+        print(
+            f"loaded {len(data.images)} training crops sources from {len(train_paths)} photos "
+            f"in {time.time() - t0:.0f}s; {len(held)} held aside",
+            flush=True,
+        )
 
     mcfg = ModelConfig(
         name=cfg.name,
@@ -311,12 +313,21 @@ def main(argv: list[str] | None = None) -> None:
             continue
         default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
         if isinstance(default, tuple):
-            parser.add_argument("--" + f.name.replace("_", "-"), type=float if isinstance(default[0], float) else int, nargs="+", default=default)
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=float if isinstance(default[0], float) else int,
+                nargs="+",
+                default=default,
+            )
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
-    cfg = TrainConfig(data_dir=args.pop("data_dir"), out_dir=out, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items()})
+    cfg = TrainConfig(
+        data_dir=args.pop("data_dir"),
+        out_dir=out,
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items()},
+    )
     train(cfg)
 
 
