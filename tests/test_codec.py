@@ -161,3 +161,24 @@ def test_public_api(tiny_model_path, image):
     small = uqdm_codec.truncate(data, bpp=files.info(data).layers[3].bpp)
     assert len(small) == files.info(data).layers[3].end
     assert uqdm_codec.info(small).steps == 4
+
+
+def test_only_uncertain_coefficients_are_coded(codec, image):
+    """Haar steps code exactly the coefficients whose prior scale >= threshold * q."""
+    from uqdm_codec import entropy, haar
+    from uqdm_codec.codec import _Chain
+
+    chain = _Chain(codec.net, *image.shape[:2], seed=3, tile=codec.tile)
+    x = entropy.pixels_to_data(image.transpose(2, 0, 1))
+    xp = np.pad(x, ((0, 0), (0, chain.hp - image.shape[0]), (0, chain.wp - image.shape[1])), mode="edge")
+    x_bands = haar.forward(xp, chain.levels)
+    pred, coded = None, []
+    for i in range(1, codec.num_steps):
+        prior = chain.prior(i, pred)
+        assert np.all(prior.scale >= codec.model.schedule.threshold * prior.quant_step)
+        coded.append(len(prior) / xp.size)
+        k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
+        chain.apply(i, entropy.reconstruct(k, prior))
+        assert all(np.all(s[m] == i) for s, m in zip(chain.state, chain.masks))
+        pred = chain.predict(i)
+    assert 0 < coded[0] < 0.5  # the first step sends a small part of the image

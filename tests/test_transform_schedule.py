@@ -37,11 +37,16 @@ def test_haar_bounds_hold_for_extreme_images():
 
 def test_schedule_structure():
     s = Schedule()
-    assert [b for b, _ in s.band_steps(1)] == [0]  # step 1 codes only the coarsest band
-    active = [len(s.band_steps(i)) for i in range(1, s.num_steps)]
-    assert active == sorted(active)  # bands join, never leave
-    assert s.is_pixel_step(s.num_steps) and not s.is_pixel_step(s.num_steps - 1)
-    assert all(not math.isinf(n) for n in s.band_noise(s.num_steps - 1))
+    assert s.num_steps == len(s.levels) + 1 and s.is_pixel_step(s.num_steps)
+    table = s.jump_table()
+    for i in range(1, s.haar_steps + 1):
+        for j in range(i):
+            c = s.jump(j, i)
+            assert table["quant_step"][j][i] == c.quant_step > 0
+            # a longer jump needs a finer quantiser: it must carry more information
+            if j > 0:
+                assert c.quant_step > s.jump(j - 1, i).quant_step
+    assert s.noise(0) == math.inf and s.noise(1) == s.levels[0] / 127.5
 
 
 def test_step_coefficients_match_the_diffusion_posterior():
@@ -51,13 +56,20 @@ def test_step_coefficients_match_the_diffusion_posterior():
     sig_s2 = 1 / (1 + math.exp(-g_s))
     assert math.isclose(c.delta**2 / 12, sig_s2 * -math.expm1(g_s - g_t), rel_tol=1e-12)
     assert math.isclose(c.quant_step, c.delta / c.coef_x)
+    # precision-weighted averaging: the combined noise after the jump is exactly n_s
+    obs_var = c.quant_step**2 / 12
+    assert math.isclose(1 / (1 / 0.25 + 1 / obs_var), 0.04, rel_tol=1e-12)
 
 
 def test_bad_schedules_are_refused():
     with pytest.raises(ValueError):
         Schedule(levels=(8.0, 16.0))
     with pytest.raises(ValueError):
-        Schedule(levels=(128.0, 64.0), activation=(math.inf, 1.0, 1.0, 1.0, 1.0))
+        Schedule(levels=(8.0, -1.0))
+    with pytest.raises(ValueError):
+        Schedule(pixel_step=0.0)
+    with pytest.raises(IndexError):
+        Schedule().jump(3, 2)
 
 
 def test_receptive_radius_is_an_upper_bound(tiny_model):
@@ -66,9 +78,10 @@ def test_receptive_radius_is_an_upper_bound(tiny_model):
     image = torch.randn(1, 3, 256, 256)
     g = torch.zeros(1)
     with torch.no_grad():
-        a = net(image, g)[1]
+        maps = [torch.rand(1, 9 if lv < 3 else 12, 128 // 2**lv, 128 // 2**lv) for lv in range(4)]
+        a = net(image, g, maps)[1]
         image[0, :, 128, 128] += 1.0
-        b = net(image, g)[1]
+        b = net(image, g, maps)[1]
     changed = torch.nonzero((a - b).abs().sum(1)[0])
     reach = (changed - 128).abs().max().item()
     assert 0 < reach <= receptive_radius(tiny_model.config.network)
@@ -80,7 +93,8 @@ def test_tiles_join_without_seams(tiny_model):
     rng = np.random.default_rng(3)
     z = haar.forward(rng.normal(size=(3, 208, 240)), 4)
     net = PriorNetwork(tiny_model, "cpu")
-    whole, tiled = net.predict(z, 4, tile=1024), net.predict(z, 4, tile=64)
+    states = [np.full(b.shape, 4) for b in z]
+    whole, tiled = net.predict(z, states, 4, tile=1024), net.predict(z, states, 4, tile=64)
     assert np.allclose(whole.display, tiled.display, atol=1e-5, rtol=0)
     for a, b in zip(whole.locs, tiled.locs):
         assert np.allclose(a, b, atol=1e-5, rtol=0)
@@ -89,13 +103,14 @@ def test_tiles_join_without_seams(tiny_model):
 def test_thread_count_does_not_change_predictions(tiny_model):
     rng = np.random.default_rng(4)
     z = haar.forward(rng.normal(size=(3, 96, 160)), 4)
+    states = [rng.integers(0, 4, b.shape) for b in z]
     net = PriorNetwork(tiny_model, "cpu")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        two = net.predict(z, 3)
+        two = net.predict(z, states, 3)
         torch.set_num_threads(1)
-        one = net.predict(z, 3)
+        one = net.predict(z, states, 3)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(two.locs + two.scales + [two.display], one.locs + one.scales + [one.display]):

@@ -51,7 +51,8 @@ def _to_image(x_data: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 class _Chain:
-    """The state both sides keep: the latent z in Haar bands, and how steps map to elements."""
+    """The state both sides keep: the latent z in Haar bands, for each coefficient the last step
+    that coded it, and which coefficients the current step codes."""
 
     def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int):
         self.net = net
@@ -63,68 +64,71 @@ class _Chain:
         self.hp, self.wp = -(-height // m) * m, -(-width // m) * m
         self.seed = seed
         self.z = haar.forward(randomness.initial_latent(seed, (3, self.hp, self.wp)), self.levels)
+        self.state = [np.zeros(b.shape, dtype=np.int64) for b in self.z]
+        self.tables = {k: np.array(v) for k, v in self.sched.jump_table().items()}
+        self.masks: list[np.ndarray] = []
         self.last_x_tilde: np.ndarray | None = None  # the pixel step's x_tilde (real pixels)
 
+    def predict(self, step: int) -> Prediction:
+        return self.net.predict(self.z, self.state, step, self.tile)
+
     def prior(self, i: int, pred: Prediction | None) -> entropy.StepPrior:
-        """The entropy model of step i, given the prediction from state i-1 (None for step 1)."""
+        """The entropy model of step i's coded elements, given the prediction from state i-1
+        (None for step 1). Haar steps code the coefficients with scale >= threshold * q."""
         if self.sched.is_pixel_step(i):
-            c = self.sched.pixel_step(i)
             loc = pred.display[:, : self.h, : self.w].ravel()
             scale = pred.pixel_scale[:, : self.h, : self.w].ravel()
-            q = np.full(loc.size, c.quant_step)
+            q = np.full(loc.size, self.sched.pixel_quant)
             bound = np.ones(loc.size)
         else:
-            locs, scales, qs, bounds = [], [], [], []
-            for b, c in self.sched.band_steps(i):
-                shape = self.z[b].shape
-                if pred is None:  # step 1: the first prior, one value per channel (LL band)
-                    first_loc, first_scale = self.net.first_prior()
-                    loc = np.broadcast_to(first_loc[:, None, None], shape).ravel()
-                    scale = np.broadcast_to(first_scale[:, None, None], shape).ravel()
-                else:
-                    loc, scale = pred.locs[b].ravel(), pred.scales[b].ravel()
+            if pred is None:
+                locs, scales = self.net.first_prior([b.shape for b in self.z])
+            else:
+                locs, scales = pred.locs, pred.scales
+            parts = {"loc": [], "scale": [], "q": [], "bound": []}
+            self.masks = []
+            for b, st in enumerate(self.state):
+                q = self.tables["quant_step"][st, i]
+                mask = scales[b] >= self.sched.threshold * q
                 bd = haar.band_bound(b, self.levels)
-                locs.append(np.clip(loc, -bd, bd))
-                scales.append(scale)
-                qs.append(np.full(loc.size, c.quant_step))
-                bounds.append(np.full(loc.size, bd))
-            loc, scale = np.concatenate(locs), np.concatenate(scales)
-            q, bound = np.concatenate(qs), np.concatenate(bounds)
+                self.masks.append(mask)
+                parts["loc"].append(np.clip(locs[b][mask], -bd, bd))
+                parts["scale"].append(scales[b][mask])
+                parts["q"].append(q[mask])
+                parts["bound"].append(np.full(int(mask.sum()), bd))
+            loc, scale, q, bound = (np.concatenate(parts[k]) for k in ("loc", "scale", "q", "bound"))
         u = randomness.dither(self.seed, i, (loc.size,))
         return entropy.StepPrior(loc, scale, u, q, bound)
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
-        """The encoder's values of step i's elements (same order as prior())."""
+        """The encoder's values of step i's coded elements (same order as prior())."""
         if self.sched.is_pixel_step(i):
             return x_pixels[:, : self.h, : self.w].ravel()
-        return np.concatenate([x_bands[b].ravel() for b, _ in self.sched.band_steps(i)])
+        return np.concatenate([xb[mask] for xb, mask in zip(x_bands, self.masks)])
 
-    def apply(self, i: int, x_tilde: np.ndarray, pred: Prediction | None) -> None:
-        """Move z from state i-1 to state i given the step's reconstructed x_tilde."""
+    def apply(self, i: int, x_tilde: np.ndarray) -> None:
+        """Move to state i given the coded elements' reconstructed x_tilde."""
         if self.sched.is_pixel_step(i):
-            c = self.sched.pixel_step(i)
-            full = pred.display.copy()  # padding pixels are not sent: use the prior location
-            full[:, : self.h, : self.w] = x_tilde.reshape(3, self.h, self.w)
-            z_pix = c.coef_z * haar.inverse(self.z) + c.coef_x * full
-            self.z = haar.forward(z_pix, self.levels)
-            self.last_x_tilde = x_tilde
+            self.last_x_tilde = x_tilde  # the last step: z is not needed any more
             return
         pos = 0
-        z = list(self.z)
-        for b, c in self.sched.band_steps(i):
-            n = z[b].size
-            z[b] = c.coef_z * z[b] + c.coef_x * x_tilde[pos : pos + n].reshape(z[b].shape)
+        for b, mask in enumerate(self.masks):
+            n = int(mask.sum())
+            st = self.state[b][mask]
+            self.z[b][mask] = (
+                self.tables["coef_z"][st, i] * self.z[b][mask]
+                + self.tables["coef_x"][st, i] * x_tilde[pos : pos + n]
+            )
+            self.state[b][mask] = i
             pos += n
-        self.z = z
 
     def display(self, i: int, pred_i: Prediction | None, last_prior: entropy.StepPrior | None) -> np.ndarray:
         """The image shown after step i (uint8, H x W x 3)."""
         if i == 0:
             return _to_image(self.net.blank_display((self.hp, self.wp)), self.h, self.w)
         if i == self.sched.num_steps:
-            mean = entropy.posterior_mean(
-                self.last_x_tilde, last_prior.loc, last_prior.scale, float(last_prior.quant_step[0])
-            )
+            q = self.sched.pixel_quant
+            mean = entropy.posterior_mean(self.last_x_tilde, last_prior.loc, last_prior.scale, q)
             return _to_image(mean.reshape(3, self.h, self.w), self.h, self.w)
         return _to_image(pred_i.display, self.h, self.w)
 
@@ -165,14 +169,14 @@ class Codec:
             prior = chain.prior(i, pred)
             k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
             payload = entropy.encode_step(k, prior)
-            chain.apply(i, entropy.reconstruct(k, prior), pred)
-            pred = self.net.predict(chain.z, i, chain.tile) if i < T else None
+            chain.apply(i, entropy.reconstruct(k, prior))
+            pred = chain.predict(i) if i < T else None
             check = _check(chain.display(i, pred, prior))
             layers.append(Layer(KIND_STEP, i, check, [Chunk(payload, _symbols_check(k))]))
             if progress:
                 progress(i, T + 1)
         levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
-        q = float(prior.quant_step[0])
+        q = self.model.schedule.pixel_quant
         payload = entropy.encode_levels(levels, chain.last_x_tilde, prior.loc, prior.scale, q)
         layers.append(Layer(KIND_LOSSLESS, T + 1, _check(pixels), [Chunk(payload, _symbols_check(levels))]))
         if progress:
@@ -219,8 +223,8 @@ class Codec:
             layer = parsed.layers[i - 1]
             prior = chain.prior(i, pred)
             k = _decode_checked(entropy.decode_step, i, layer.chunks[0], prior)
-            chain.apply(i, entropy.reconstruct(k, prior), pred)
-            pred = self.net.predict(chain.z, i, chain.tile) if i < T else None
+            chain.apply(i, entropy.reconstruct(k, prior))
+            pred = chain.predict(i) if i < T else None
             shown = chain.display(i, pred, prior)
             if _check(shown) != layer.display_check:
                 raise SyncError(_sync_message(i))
@@ -229,7 +233,7 @@ class Codec:
             yield DecodedImage(shown, i, False, warnings)
         if lossless:
             layer = parsed.layers[T]
-            q = float(prior.quant_step[0])
+            q = self.model.schedule.pixel_quant
             chunk = layer.chunks[0]
             levels = _decode_checked(
                 entropy.decode_levels, T + 1, chunk, chain.last_x_tilde, prior.loc, prior.scale, q
@@ -309,12 +313,12 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
         prior = chain.prior(i, pred)
         k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
         out.append(entropy.step_ideal_bits(k, prior))
-        chain.apply(i, entropy.reconstruct(k, prior), pred)
-        pred = codec.net.predict(chain.z, i, chain.tile) if i < T else None
+        chain.apply(i, entropy.reconstruct(k, prior))
+        pred = chain.predict(i) if i < T else None
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
     out.append(
         entropy.levels_ideal_bits(
-            levels, chain.last_x_tilde, prior.loc, prior.scale, float(prior.quant_step[0])
+            levels, chain.last_x_tilde, prior.loc, prior.scale, codec.model.schedule.pixel_quant
         )
     )
     return out

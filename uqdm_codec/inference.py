@@ -68,43 +68,62 @@ class PriorNetwork:
     def levels(self) -> int:
         return self.model.haar_levels
 
-    def first_prior(self) -> tuple[np.ndarray, np.ndarray]:
-        """Step 1's prior (LL band only): one learned location and scale per channel."""
-        loc = self.model.first_loc.detach().cpu().double().numpy()
-        scale = np.exp(self.model.first_log_scale.detach().cpu().double().numpy())
-        return loc, scale
+    def _on_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float().to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def first_prior(self, shapes: list[tuple[int, ...]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Step 1's prior: one learned location and scale per band and colour, broadcast."""
+        locs, scales = [], []
+        first_loc = self.model.first_loc.detach().cpu().double().numpy()
+        first_scale = np.exp(self.model.first_log_scale.detach().cpu().double().numpy())
+        for b, shape in enumerate(shapes):
+            locs.append(np.broadcast_to(first_loc[b][:, None, None], shape).copy())
+            scales.append(np.broadcast_to(first_scale[b][:, None, None], shape).copy())
+        return locs, scales
 
     def blank_display(self, shape: tuple[int, int]) -> np.ndarray:
-        """What the decoder shows before any step: the first prior's mean colour."""
-        loc, _ = self.first_prior()
-        bands = haar.forward(np.zeros((3, *shape)), self.levels)
-        bands[0][:] = loc[:, None, None]
-        return np.clip(haar.inverse(bands), -1.0, 1.0)
+        """What the decoder shows before any step: inverse-Haar of the first prior's locations."""
+        shapes = [b.shape for b in haar.forward(np.zeros((3, *shape)), self.levels)]
+        return np.clip(haar.inverse(self.first_prior(shapes)[0]), -1.0, 1.0)
 
     @torch.inference_mode()
-    def predict(self, z_bands: list[np.ndarray], state: int, tile: int = DEFAULT_TILE) -> Prediction:
+    def predict(
+        self, z_bands: list[np.ndarray], states: list[np.ndarray], step: int, tile: int = DEFAULT_TILE
+    ) -> Prediction:
+        """Priors for step `step` + 1 from the latent (Haar bands) and per-coefficient states."""
         zt = [torch.from_numpy(b)[None] for b in z_bands]
-        st = torch.tensor([state])
-        image = self.model.network_input(zt, st)  # float64, (1, 3, H, W)
-        gamma = self.model.gamma_input(st).float().to(self.device)
+        st = [torch.from_numpy(s)[None] for s in states]
+        image, maps = self.model.network_input(zt, st)  # float64
+        gamma = self.model.gamma_input(torch.tensor([step])).float().to(self.device)
         _, _, h, w = image.shape
-        raw_bands = [torch.empty((1, 2, *b.shape), dtype=torch.float64) for b in z_bands]
-        raw_pixel = torch.empty((1, 3, h, w), dtype=torch.float64)
         if tile <= 0 or tile % self.multiple:
             raise UqdmError(f"tile size must be a positive multiple of {self.multiple}")
-        step = tile if h * w > tile * tile else max(h, w)
-        for y0 in range(0, h, step):
-            for x0 in range(0, w, step):
-                y1, x1 = min(y0 + step, h), min(x0 + step, w)
+        raw_bands = [torch.empty((1, 2, *b.shape), dtype=torch.float64) for b in z_bands]
+        raw_pixel = torch.empty((1, 3, h, w), dtype=torch.float64)
+        step_px = tile if h * w > tile * tile else max(h, w)
+        for y0 in range(0, h, step_px):
+            for x0 in range(0, w, step_px):
+                y1, x1 = min(y0 + step_px, h), min(x0 + step_px, w)
                 ys, xs = max(0, y0 - self.halo), max(0, x0 - self.halo)
                 ye, xe = min(h, y1 + self.halo), min(w, x1 + self.halo)
-                window = image[:, :, ys:ye, xs:xe].float().to(self.device)
-                bands, pixel = self.denoiser(window.contiguous(memory_format=torch.channels_last), gamma)
+                window = self._on_device(image[:, :, ys:ye, xs:xe])
+                wmaps = [
+                    self._on_device(
+                        m[
+                            ...,
+                            ys // 2 ** (lv + 1) : ye // 2 ** (lv + 1),
+                            xs // 2 ** (lv + 1) : xe // 2 ** (lv + 1),
+                        ]
+                    )
+                    for lv, m in enumerate(maps)
+                ]
+                bands, pixel = self.denoiser(window, gamma, wmaps)
                 for b, out in enumerate(bands):
                     f = 2 ** haar.band_level(b, self.levels)
                     crop = out[..., (y0 - ys) // f : (y1 - ys) // f, (x0 - xs) // f : (x1 - xs) // f]
                     raw_bands[b][..., y0 // f : y1 // f, x0 // f : x1 // f] = crop.double().cpu()
-                raw_pixel[..., y0:y1, x0:x1] = pixel[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs].double().cpu()
+                px = pixel[..., y0 - ys : y1 - ys, x0 - xs : x1 - xs]
+                raw_pixel[..., y0:y1, x0:x1] = px.double().cpu()
         locs, log_scales, pixel_log_scale, display = self.model.postprocess(zt, st, raw_bands, raw_pixel)
         return Prediction(
             [t[0].numpy() for t in locs],

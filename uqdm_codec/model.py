@@ -16,7 +16,7 @@ from .errors import ModelError
 from .network import Denoiser, NetworkConfig
 from .schedule import Schedule
 
-MODEL_FORMAT = "uqdm-model/2"
+MODEL_FORMAT = "uqdm-model/3"
 DEFAULT_MODEL = "uqdm-small"
 PIXEL_SIGMA_DATA = 0.5
 # RMS of each band (LL_4, D_4 .. D_1) on the training photos, in data units; used for
@@ -39,6 +39,8 @@ class ModelConfig:
             raise ModelError("the network needs one resolution level per Haar level")
         if len(self.band_sigma) != self.schedule.num_bands:
             raise ModelError("band_sigma needs one entry per band")
+        if self.prior != "logistic":
+            raise ModelError(f"unsupported prior {self.prior!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -66,7 +68,7 @@ class ModelConfig:
 
 
 def _preconditioning(noise: float, sigma_data: float) -> tuple[float, float, float]:
-    """(input gain a = c_skip / alpha, c_skip, c_out) for a band at noise std `noise`."""
+    """(input gain a = c_skip / alpha, c_skip, c_out) for a coefficient at noise std `noise`."""
     if math.isinf(noise):
         return 0.0, 0.0, sigma_data
     alpha = math.sqrt(1.0 / (1.0 + noise * noise))  # VP: alpha^2 = sigmoid(-gamma), gamma = log n^2
@@ -76,24 +78,25 @@ def _preconditioning(noise: float, sigma_data: float) -> tuple[float, float, flo
 
 
 class UQDM(nn.Module):
-    """Denoiser plus the data-independent prior of the first step (z_0 carries no information)."""
+    """Denoiser, the data-independent prior of step 1, and the per-coefficient preconditioning."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.denoiser = Denoiser(config.network)
-        ll = config.band_sigma[0]
-        self.first_loc = nn.Parameter(torch.full((3,), -0.2 * ll))
-        self.first_log_scale = nn.Parameter(torch.full((3,), math.log(0.55 * ll)))
         sched = config.schedule
-        table = []
-        for i in range(sched.num_steps + 1):
-            noise = sched.band_noise(i)
-            row = [_preconditioning(n, s) for n, s in zip(noise, config.band_sigma)]
-            pix = _preconditioning(sched.noise(i), PIXEL_SIGMA_DATA)
-            table.append([v for r in row for v in r] + [pix[2]])
-        # per state: (gain, c_skip, c_out) for each band, then the pixel c_out
+        self.denoiser = Denoiser(config.network)
+        sig = torch.tensor(config.band_sigma, dtype=torch.float32)
+        loc = torch.zeros(sched.num_bands, 3)
+        loc[0] = -0.2 * sig[0]
+        self.first_loc = nn.Parameter(loc)
+        self.first_log_scale = nn.Parameter(torch.log(0.55 * sig)[:, None].repeat(1, 3))
+        table = [
+            [_preconditioning(sched.noise(j), s) for j in range(sched.haar_steps + 1)]
+            for s in config.band_sigma
+        ]
+        # precond[b, j] = (gain, c_skip, c_out) of band b in state j
         self.register_buffer("precond", torch.tensor(table, dtype=torch.float64), persistent=False)
+        self.pixel_c_out = _preconditioning(sched.noise(sched.haar_steps), PIXEL_SIGMA_DATA)[2]
 
     @property
     def schedule(self) -> Schedule:
@@ -103,44 +106,57 @@ class UQDM(nn.Module):
     def haar_levels(self) -> int:
         return self.config.schedule.haar_levels
 
-    def network_input(self, z_bands: list[torch.Tensor], state: torch.Tensor) -> torch.Tensor:
-        """Pixel-domain image inverse-Haar(c_skip * z / alpha): the linear estimate of x."""
-        pc = self.precond[state].to(z_bands[0].dtype)
-        parts = [_bcast(pc[:, 3 * b], z) * z for b, z in enumerate(z_bands)]
-        return haar.inverse(parts)
+    def gamma_input(self, step: torch.Tensor) -> torch.Tensor:
+        """The network's noise conditioning: log of the global noise variance after `step` steps."""
+        return torch.tensor(
+            [2.0 * math.log(self.schedule.noise(int(s))) for s in step.tolist()], device=step.device
+        )
 
-    def gamma_input(self, state: torch.Tensor) -> torch.Tensor:
-        """The network's noise conditioning for each state: log of the global noise variance."""
-        noise = [self.schedule.noise(int(s)) for s in state.tolist()]
-        return torch.log(torch.tensor(noise, device=state.device) ** 2)
+    def first_prior(self, like: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Step 1's prior: one learned location and scale per band and colour."""
+        locs, scales = [], []
+        for b, z in enumerate(like):
+            shape = [1] * (z.dim() - 3) + [3, 1, 1]
+            locs.append(self.first_loc[b].view(shape).to(z.dtype).expand_as(z))
+            scales.append(self.first_log_scale[b].view(shape).to(z.dtype).expand_as(z))
+        return locs, scales
 
-    def postprocess(self, z_bands, state, raw_bands, raw_pixel):
-        """Turn the denoiser's raw outputs into priors (EDM-style c_skip / c_out per band).
+    def network_input(self, z_bands: list[torch.Tensor], states: list[torch.Tensor]):
+        """(image, maps): inverse-Haar of c_skip * z / alpha per coefficient (the linear estimate of
+        x), and the c_skip maps grouped by resolution for the denoiser."""
+        parts, cskips = [], []
+        for b, (z, st) in enumerate(zip(z_bands, states)):
+            pc = self.precond[b].to(z.dtype)[st]
+            parts.append(pc[..., 0] * z)
+            cskips.append(pc[..., 1].flatten(1, -3) if z.dim() == 5 else pc[..., 1])
+        image = haar.inverse(parts)
+        levels = self.haar_levels
+        maps = [cskips[levels + 1 - (lv + 1)] for lv in range(levels - 1)]  # D_1, D_2, ...
+        maps.append(torch.cat([cskips[0], cskips[1]], dim=1))  # LL_L and D_L
+        return image, maps
+
+    def postprocess(self, z_bands, states, raw_bands, raw_pixel):
+        """Turn the denoiser's raw outputs into priors (EDM-style c_skip / c_out per coefficient).
 
         Returns (loc bands, log-scale bands, pixel log-scale (B,3,H,W), display (B,3,H,W)), all in
         data units; display is inverse-Haar of the band locations, clipped to [-1, 1]."""
-        pc = self.precond[state].to(z_bands[0].dtype)
         locs, log_scales = [], []
-        for b, (z, raw) in enumerate(zip(z_bands, raw_bands)):
-            gain, c_out = pc[:, 3 * b], pc[:, 3 * b + 2]
-            locs.append(_bcast(gain, z) * z + _bcast(c_out, z) * raw[:, 0])
-            log_scales.append(torch.log(0.55 * _bcast(c_out, z)) + raw[:, 1])
-        pixel_log_scale = torch.log(0.55 * _bcast(pc[:, -1], raw_pixel)) + raw_pixel
+        for b, (z, st, raw) in enumerate(zip(z_bands, states, raw_bands)):
+            pc = self.precond[b].to(z.dtype)[st]
+            locs.append(pc[..., 0] * z + pc[..., 2] * raw[:, 0])
+            log_scales.append(torch.log(0.55 * pc[..., 2]) + raw[:, 1])
+        pixel_log_scale = math.log(0.55 * self.pixel_c_out) + raw_pixel
         display = haar.inverse(locs).clamp(-1.0, 1.0)
         return locs, log_scales, pixel_log_scale, display
 
-    def predict(self, z_bands: list[torch.Tensor], state: torch.Tensor):
-        """Prior for the step leaving `state` (B,), from the latent z (Haar bands, batch-first)."""
-        image = self.network_input(z_bands, state)
-        raw_bands, raw_pixel = self.denoiser(image, self.gamma_input(state).to(image.dtype))
-        return self.postprocess(z_bands, state, raw_bands, raw_pixel)
+    def predict(self, z_bands: list[torch.Tensor], states: list[torch.Tensor], step: torch.Tensor):
+        """Prior for step `step` + 1, from the latent z and per-coefficient states (batch-first)."""
+        image, maps = self.network_input(z_bands, states)
+        raw_bands, raw_pixel = self.denoiser(image, self.gamma_input(step).to(image.dtype), maps)
+        return self.postprocess(z_bands, states, raw_bands, raw_pixel)
 
-    def forward(self, z_bands, state):
-        return self.predict(z_bands, state)
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
+    def forward(self, z_bands, states, step):
+        return self.predict(z_bands, states, step)
 
 
 def fingerprint(model: UQDM) -> bytes:

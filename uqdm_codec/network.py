@@ -10,7 +10,10 @@ Design notes (measurements in docs/MODEL.md):
 - No normalisation layers: GroupNorm couples every pixel of the image, which would make the output
   depend on how the image is tiled. Everything here is local, so tiles with a halo as wide as the
   receptive field compute exactly what the whole image would (tested bit for bit).
-- Noise conditioning by FiLM from an embedding of the step's noise level.
+- Every coefficient has its own noise level (the chain codes only coefficients whose prior is
+  uncertain enough), so the network also receives, at each resolution, the c_skip map (0 = nothing
+  known, 1 = known exactly) of the bands living there, added through a 1x1 convolution.
+- Noise conditioning by FiLM from an embedding of the step's global noise level.
 """
 
 from __future__ import annotations
@@ -79,10 +82,11 @@ def _head(channels_in: int, channels_out: int) -> nn.Conv2d:
 
 
 class Denoiser(nn.Module):
-    """forward(image, gamma) -> (band outputs, pixel output).
+    """forward(image, gamma, maps) -> (band outputs, pixel output).
 
     `image` (B,3,H,W) is the preconditioned estimate of x, H and W multiples of `multiple`;
-    `gamma` (B,) the log noise variance of the step. Band output b (b = 0 for LL_L, 1 for D_L, ...,
+    `gamma` (B,) the log noise variance of the step; `maps[l]` the precision maps at resolution
+    1/2^(l+1) (9 channels, 12 at the coarsest level). Band output b (b = 0 for LL_L, 1 for D_L, ...,
     L for D_1) has shape (B, 2, 3, h, w) for LL and (B, 2, 3, 3, h, w) for details, the leading 2
     being (location residual, log-scale residual) and the next 3 the orientation (details only).
     The pixel output (B,3,H,W) is the log-scale residual of the pixel-basis steps.
@@ -95,6 +99,8 @@ class Denoiser(nn.Module):
         levels = len(w)
         self.embed = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.stem = nn.Conv2d(12, w[0], 3, padding=1)
+        # precision maps: D_1 .. D_{L-1} (9 channels each), then LL_L + D_L (12) at the bottom
+        self.inject = nn.ModuleList(nn.Conv2d(9 if lv < levels - 1 else 12, w[lv], 1) for lv in range(levels))
         self.down_blocks = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         for lv in range(levels - 1):
@@ -120,16 +126,16 @@ class Denoiser(nn.Module):
     def haar_levels(self) -> int:
         return len(self.config.widths)
 
-    def forward(self, image: torch.Tensor, gamma: torch.Tensor):
+    def forward(self, image: torch.Tensor, gamma: torch.Tensor, maps: list[torch.Tensor]):
         b = image.shape[0]
         emb = self.embed(_noise_embedding(0.25 * gamma, self.config.embed_dim))
-        h = self.stem(F.pixel_unshuffle(image, 2))
+        h = self.stem(F.pixel_unshuffle(image, 2)) + self.inject[0](maps[0])
         skips = []
-        for blocks, down in zip(self.down_blocks, self.downsamplers):
+        for lv, (blocks, down) in enumerate(zip(self.down_blocks, self.downsamplers)):
             for block in blocks:
                 h = block(h, emb)
             skips.append(h)
-            h = down(F.silu(h))
+            h = down(F.silu(h)) + self.inject[lv + 1](maps[lv + 1])
         for block in self.mid_blocks:
             h = block(h, emb)
         coarse = self.head_coarse(F.silu(h))

@@ -8,6 +8,7 @@ The codec's numpy twin of these formulas is `entropy.py`; tests check the two ag
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ def interval_log_mass(lo, hi, loc, log_scale, bound: float = 1.0) -> torch.Tenso
 
 
 def step_bits(x_tilde, quant_step, loc, log_scale, bound: float = 1.0) -> torch.Tensor:
+    # quant_step: a float or a tensor shaped like x_tilde
     """Code length (bits) of each symbol of a step: prior mass over the dithered bin."""
     lo = torch.clamp(x_tilde - 0.5 * quant_step, -bound, bound)
     hi = torch.clamp(x_tilde + 0.5 * quant_step, -bound, bound)
@@ -84,144 +86,119 @@ def box_mean(x_tilde, quant_step: float, loc, log_scale) -> torch.Tensor:
     return (torch.softmax(log_pi, dim=0) * centres).sum(0)
 
 
-def sample_chain(x: torch.Tensor, model: UQDM, generator: torch.Generator | None = None):
-    """Run the forward chain on x (B,3,H,W). Returns the Haar-band latents of states 0..T and, for
-    steps 1..T, x_tilde (a dict band -> tensor for Haar steps, a pixel tensor for pixel steps)."""
-    sched, levels = model.schedule, model.haar_levels
-    x_bands = haar.forward(x, levels)
+@dataclass
+class ChainState:
+    """The decoder's knowledge: Haar-band latents z and, per coefficient, the last step that coded
+    it (0 = never)."""
 
-    def noise_like(t, uniform):
-        fn = torch.rand if uniform else torch.randn
-        r = fn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
-        return r - 0.5 if uniform else r
+    z: list[torch.Tensor]
+    state: list[torch.Tensor]
 
-    z = [noise_like(t, False) for t in x_bands]
-    states, tildes = [z], [None]
-    for i in range(1, sched.num_steps + 1):
-        if sched.is_pixel_step(i):
-            c = sched.pixel_step(i)
-            x_tilde = x + c.quant_step * noise_like(x, True)
-            z_pix = c.coef_z * haar.inverse(z) + c.coef_x * x_tilde
-            z = haar.forward(z_pix, levels)
-            tildes.append(x_tilde)
-        else:
-            z = list(z)
-            step_tildes = {}
-            for b, c in sched.band_steps(i):
-                xt = x_bands[b] + c.quant_step * noise_like(x_bands[b], True)
-                z[b] = c.coef_z * z[b] + c.coef_x * xt
-                step_tildes[b] = xt
-            tildes.append(step_tildes)
-        states.append(z)
-    return x_bands, states, tildes
+    def detach(self) -> ChainState:
+        return ChainState([t.detach() for t in self.z], self.state)
 
 
-def first_step_bits(model: UQDM, x_tilde_ll: torch.Tensor) -> torch.Tensor:
-    """Bits of step 1 (LL only, prior independent of the data) per sample."""
-    c = model.schedule.band_steps(1)[0][1]
-    loc = model.first_loc.view(1, 3, 1, 1).expand_as(x_tilde_ll)
-    ls = model.first_log_scale.view(1, 3, 1, 1).expand_as(x_tilde_ll)
-    bound = haar.band_bound(0, model.haar_levels)
-    return step_bits(x_tilde_ll, c.quant_step, loc, ls, bound).flatten(1).sum(1)
+def start_chain(x_bands: list[torch.Tensor], generator=None) -> ChainState:
+    z = [torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype) for t in x_bands]
+    return ChainState(z, [torch.zeros(t.shape, dtype=torch.long, device=t.device) for t in x_bands])
 
 
-def step_and_final_bits(model: UQDM, i: int, x, tildes_i, pred) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bits of step i (>= 2) and of the lossless layer (0 unless i == T), per sample, given the
-    prediction `pred` = model.predict(state i-1)."""
+def jump_tables(model: UQDM, device, dtype) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor(v, device=device, dtype=dtype) for k, v in model.schedule.jump_table().items()}
+
+
+def haar_step(model: UQDM, tables, chain: ChainState, i: int, x_bands, locs, log_scales, generator=None):
+    """Step i (Haar basis): code the coefficients whose prior scale is >= threshold * q.
+
+    Returns (bits of coded coefficients, bits the skipped ones would have cost, both per sample;
+    the new chain state; the fraction of coefficients coded)."""
     sched = model.schedule
-    locs, log_scales, pixel_log_scale, display = pred
-    zero = torch.zeros(x.shape[0], device=x.device)
-    if sched.is_pixel_step(i):
-        c = sched.pixel_step(i)
-        bits = step_bits(tildes_i, c.quant_step, display, pixel_log_scale).flatten(1).sum(1)
-        if i < sched.num_steps:
-            return bits, zero
-        fin = final_bits(x, tildes_i, c.quant_step, display, pixel_log_scale).flatten(1).sum(1)
-        return bits, fin
-    bits = zero
-    for b, c in sched.band_steps(i):
+    coded = skipped = 0.0
+    z_new, st_new, n_coded, n_all = [], [], 0, 0
+    for b, (z, st, xb) in enumerate(zip(chain.z, chain.state, x_bands)):
+        q = tables["quant_step"][st, i]
         bound = haar.band_bound(b, model.haar_levels)
-        sb = step_bits(tildes_i[b], c.quant_step, locs[b].clamp(-bound, bound), log_scales[b], bound)
-        bits = bits + sb.flatten(1).sum(1)
-    return bits, zero
+        loc, ls = locs[b].clamp(-bound, bound), log_scales[b]
+        mask = (torch.exp(ls) >= sched.threshold * q).detach()
+        u = torch.rand(xb.shape, generator=generator, device=xb.device, dtype=xb.dtype) - 0.5
+        x_tilde = xb + q * u
+        bits = step_bits(x_tilde, q, loc, ls, bound)
+        coded = coded + torch.where(mask, bits, 0.0).flatten(1).sum(1)
+        skipped = skipped + torch.where(mask, 0.0, bits).flatten(1).sum(1)
+        z_new.append(torch.where(mask, tables["coef_z"][st, i] * z + tables["coef_x"][st, i] * x_tilde, z))
+        st_new.append(torch.where(mask, torch.full_like(st, i), st))
+        n_coded += int(mask.sum())
+        n_all += mask.numel()
+    return coded, skipped, ChainState(z_new, st_new), n_coded / n_all
 
 
-def uqdm_loss(
-    model: UQDM, pixels: torch.Tensor, step_of_sample: torch.Tensor, display_lambda: float = 1.0, net=None
-):
-    """Random-step estimate of the negative ELBO (bits per dim) plus a weighted display MSE.
+def display_weight(model: UQDM, step: int) -> float:
+    """1 / c_out^2 at the global noise after `step` steps: makes the display MSE comparable
+    across steps (EDM weighting)."""
+    n2 = model.schedule.noise(step) ** 2
+    return (n2 + PIXEL_SIGMA_DATA**2) / (n2 * PIXEL_SIGMA_DATA**2)
 
-    Every sample pays step 1 exactly (it needs no network) and one network step
-    `step_of_sample[b]` in 2..T, scaled by T-1; the lossless layer is paid with step T.
-    `net` runs the prediction (a DDP wrapper under torchrun); default `model`.
-    """
+
+def run_chain(
+    model: UQDM,
+    pixels: torch.Tensor,
+    *,
+    generator=None,
+    net=None,
+    backward: bool = False,
+    display_lambda: float = 1.0,
+    skip_lambda: float = 0.1,
+) -> dict:
+    """Run the whole chain on a batch the way the codec does, step by step.
+
+    With backward=True, each step's loss (bits of its coded coefficients + skip_lambda x the bits
+    the skipped ones would have cost, which keeps the scales calibrated everywhere + the weighted
+    display MSE) is back-propagated at once, the state being treated as data. Returns per-step
+    bits per dim, display PSNR after each step and the fraction of coefficients coded."""
     sched = model.schedule
-    T = sched.num_steps
     x = to_data_units(pixels)
-    x_bands, states, tildes = sample_chain(x, model)
-    dims = x[0].numel()
-    bits_first = first_step_bits(model, tildes[1][0])
-
-    idx = step_of_sample.to(x.device)
-    z_in = [
-        torch.stack([states[int(i) - 1][b][k] for k, i in enumerate(idx.tolist())])
-        for b in range(len(x_bands))
-    ]
-    pred = (net or model)(z_in, idx - 1)
-    bits_step = torch.zeros(x.shape[0], device=x.device)
-    bits_final = torch.zeros(x.shape[0], device=x.device)
-    for i in sorted(set(idx.tolist())):
-        sel = idx == i
-        sub_pred = tuple([t[sel] for t in p] if isinstance(p, list) else p[sel] for p in pred)
-        tl = tildes[i]
-        sub_tildes = tl[sel] if torch.is_tensor(tl) else {b: t[sel] for b, t in tl.items()}
-        s, f = step_and_final_bits(model, i, x[sel], sub_tildes, sub_pred)
-        bits_step[sel] = s
-        bits_final[sel] = f
-
-    noise = torch.tensor([sched.noise(int(i) - 1) for i in idx.tolist()], device=x.device)
-    c_out2 = noise**2 * PIXEL_SIGMA_DATA**2 / (noise**2 + PIXEL_SIGMA_DATA**2)
-    disp = ((pred[3] - x) ** 2).flatten(1).mean(1) / c_out2
-
-    per_sample = (bits_first + (T - 1) * (bits_step + bits_final)) / dims
-    loss = per_sample.mean() + display_lambda * (T - 1) * disp.mean()
-    metrics = {
-        "nelbo_bpd": per_sample.mean().item(),
-        "first_bpd": (bits_first / dims).mean().item(),
-        "step_bpd": (bits_step / dims).tolist(),
-        "final_bpd": (bits_final / dims).tolist(),
-        "display": disp.mean().item(),
-    }
-    return loss, metrics
-
-
-@torch.no_grad()
-def chain_metrics(model: UQDM, pixels: torch.Tensor, seed: int = 0) -> dict:
-    """Full chain on a batch: expected bits per dim of every layer and the PSNR of the decoder's
-    display after every step (training logs)."""
-    sched = model.schedule
-    T = sched.num_steps
-    x = to_data_units(pixels)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    _, states, tildes = sample_chain(x, model, gen)
-    dims = x.numel()
-    bits = [first_step_bits(model, tildes[1][0]).sum().item() / dims]
-    psnrs = []
-    b = x.shape[0]
-    for i in range(2, T + 1):
-        pred = model.predict(states[i - 1], torch.full((b,), i - 1, device=x.device))
-        psnrs.append(psnr(pred[3], pixels))
-        s, f = step_and_final_bits(model, i, x, tildes[i], pred)
-        bits.append(s.sum().item() / dims)
-    c = sched.pixel_step(T)
-    psnrs.append(psnr(box_mean(tildes[T], c.quant_step, pred[3], pred[2]), pixels))
-    bits.append(f.sum().item() / dims)
-    cum = [3 * sum(bits[: k + 1]) for k in range(T)]
-    return {
-        "bpp": [round(v, 4) for v in cum],
-        "psnr": [round(p, 2) for p in psnrs],
-        "lossless_bpp": round(3 * sum(bits), 4),
-    }
+    batch, dims = x.shape[0], x[0].numel()
+    x_bands = haar.forward(x, model.haar_levels)
+    chain = start_chain(x_bands, generator)
+    tables = jump_tables(model, x.device, x.dtype)
+    out = {"bits": [], "psnr": [], "coded": [], "loss": 0.0}
+    for i in range(1, sched.num_steps + 1):
+        if i == 1:
+            locs, log_scales = model.first_prior(chain.z)
+            pred = None
+        else:
+            pred = (net or model)(chain.z, chain.state, torch.full((batch,), i - 1, device=x.device))
+            locs, log_scales = pred[0], pred[1]
+            out["psnr"].append(psnr(pred[3], pixels))
+        if not sched.is_pixel_step(i):
+            coded, skipped, new_chain, frac = haar_step(
+                model, tables, chain, i, x_bands, locs, log_scales, generator
+            )
+            loss = (coded + skip_lambda * skipped).sum() / (batch * dims)
+            out["bits"].append(coded.sum().item() / (batch * dims))
+            out["coded"].append(frac)
+        else:
+            q = sched.pixel_quant
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
+            x_tilde = x + q * u
+            bits = step_bits(x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
+            fin = final_bits(x, x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
+            loss = (bits + fin).sum() / (batch * dims)
+            out["bits"] += [bits.sum().item() / (batch * dims), fin.sum().item() / (batch * dims)]
+            out["coded"].append(1.0)
+            with torch.no_grad():
+                out["psnr"].append(psnr(box_mean(x_tilde, q, pred[3], pred[2]), pixels))
+            new_chain = chain
+        if pred is not None:
+            mse = ((pred[3] - x) ** 2).mean()
+            loss = loss + display_lambda * display_weight(model, i - 1) * mse
+        if backward:
+            loss.backward()
+        out["loss"] += loss.item()
+        chain = new_chain.detach()
+    out["nelbo_bpp"] = 3 * sum(out["bits"])
+    out["bpp"] = [3 * sum(out["bits"][: k + 1]) for k in range(sched.num_steps)]
+    return out
 
 
 def psnr(x_data: torch.Tensor, pixels: torch.Tensor) -> float:

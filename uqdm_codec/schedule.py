@@ -1,20 +1,23 @@
-"""The coarse-to-fine noise schedule and the per-step coefficients of the UQDM chain (no torch).
+"""The noise schedule and the coefficients of the UQDM chain (plain floats, no torch).
 
-The chain lives in the orthonormal Haar basis (haar.py) with `haar_levels` levels, i.e. bands
-b = 0 (LL_L), 1 (D_L), ..., L (D_1). State i (0..T) gives every band a noise level: after step i a
-band is at the global level `levels[i-1]` if it is active, else it is still pure noise (z_0, drawn
-from the shared seed). Band b becomes active at the first step whose level is <= activation[b], so a
-band joins only once the noise has come down to its amplitude: coding a band whose signal is far
-below the noise costs bits (uniform noise leaks information linearly in the amplitude ratio) and
-buys nothing. The last `pixel_steps` steps run in the pixel basis, every band being at one level.
+The chain lives in the orthonormal Haar basis (haar.py). Every coefficient carries a state: the
+index j of the last step that coded it (0 = never: it is still the pure noise z_0 drawn from the
+shared seed). Haar step i (1..H) brings coefficients to the global noise level `levels[i-1]`, but
+only those whose prior is uncertain enough for it to pay: a coefficient is coded when its prior
+scale s >= threshold * q, q being the quantiser step its jump needs. Below that, universal
+quantisation costs bits in proportion to s/q (a randomly placed bin edge falls next to the value
+with probability ~ s/q) while buying almost no accuracy, so the coefficient keeps its state. The
+decoder knows s, so the choice costs no side information. Step T = H+1 codes every pixel in the
+pixel basis with quantiser step `pixel_step`, which leaves 2-4 possible levels per pixel for the
+lossless layer.
 
-Variance preserving: alpha^2 = sigmoid(-gamma), sigma^2 = sigmoid(gamma), gamma = log(n^2) with n the
-noise std in data units (x in [-1, 1]). Step t -> s of a coefficient is
+Variance preserving: alpha^2 = sigmoid(-gamma), sigma^2 = sigmoid(gamma), gamma = log(n^2) with n
+the noise std in data units (x in [-1, 1]); pure noise has gamma = 10. A jump from noise n_t to n_s:
 
     q(z_s | z_t, x) = U(coef_z * z_t + coef_x * x  +-  delta / 2)
 
-(uniform with the moments of the Gaussian diffusion posterior, VDM eq. 26). Divided by coef_x: the
-step sends x with dithered uniform quantisation of step `quant_step = delta / coef_x`.
+(uniform with the moments of the Gaussian diffusion posterior, VDM eq. 26). Divided by coef_x, the
+jump sends x with dithered uniform quantisation of step q = delta / coef_x.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-DEFAULT_LEVELS = (128.0, 64.0, 32.0, 16.0, 8.0, 4.0, 2.0, 0.8)
-# Activation thresholds (8-bit levels) for LL_4, D_4, D_3, D_2, D_1: about half the RMS amplitude of
-# each band on the training photos (docs/MODEL.md).
-DEFAULT_ACTIVATION = (math.inf, 80.0, 32.0, 16.0, 8.0)
+DEFAULT_LEVELS = (128.0, 64.0, 32.0, 16.0, 8.0, 4.0, 2.0)
+DEFAULT_PIXEL_STEP = 3.0
+DEFAULT_THRESHOLD = 0.35
+DEFAULT_HAAR_LEVELS = 4
 GAMMA_START = 10.0  # gamma of pure noise
 
 
@@ -36,8 +39,6 @@ def gamma_of(noise: float) -> float:
 
 @dataclass(frozen=True)
 class StepCoefficients:
-    noise_t: float  # data units; inf = pure noise
-    noise_s: float
     coef_z: float
     coef_x: float
     delta: float
@@ -51,85 +52,84 @@ def coefficients(noise_t: float, noise_s: float) -> StepCoefficients:
     e = -math.expm1(g_s - g_t)
     delta = math.sqrt(12.0 * e) * sigma_s
     coef_x = alpha_s * e
-    return StepCoefficients(noise_t, noise_s, alpha_s * (1.0 - e) / alpha_t, coef_x, delta, delta / coef_x)
-
-
-def alpha_of(noise: float) -> float:
-    return math.sqrt(_sigmoid(-gamma_of(noise)))
+    return StepCoefficients(alpha_s * (1.0 - e) / alpha_t, coef_x, delta, delta / coef_x)
 
 
 @dataclass(frozen=True)
 class Schedule:
-    levels: tuple[float, ...] = DEFAULT_LEVELS
-    activation: tuple[float, ...] = DEFAULT_ACTIVATION
-    pixel_steps: int = 1
+    levels: tuple[float, ...] = DEFAULT_LEVELS  # noise after each Haar step, 8-bit units
+    pixel_step: float = DEFAULT_PIXEL_STEP  # quantiser step of the last step, 8-bit units
+    threshold: float = DEFAULT_THRESHOLD
+    haar_levels: int = DEFAULT_HAAR_LEVELS
 
     def __post_init__(self) -> None:
         if not self.levels or any(b >= a for a, b in zip(self.levels, self.levels[1:])):
             raise ValueError("schedule levels must be strictly decreasing and non-empty")
-        if min(self.levels) <= 0:
-            raise ValueError("schedule levels must be positive")
-        if len(self.activation) < 2 or not math.isinf(self.activation[0]):
-            raise ValueError("activation needs one entry per band, the first (LL) infinite")
-        if not 1 <= self.pixel_steps <= self.num_steps - 1:
-            raise ValueError("pixel_steps must be between 1 and T-1")
-        first_pixel = self.num_steps - self.pixel_steps + 1
-        if any(math.isinf(n) for n in self.band_noise(first_pixel - 1)):
-            raise ValueError("every band must be active before the pixel-basis steps")
+        if min(self.levels) <= 0 or self.pixel_step <= 0:
+            raise ValueError("schedule levels and the pixel step must be positive")
+        if not 0 <= self.threshold < 100:
+            raise ValueError("threshold must be between 0 and 100")
+        if not 1 <= self.haar_levels <= 8:
+            raise ValueError("haar_levels must be between 1 and 8")
 
     @property
-    def num_steps(self) -> int:
+    def haar_steps(self) -> int:
         return len(self.levels)
 
     @property
-    def haar_levels(self) -> int:
-        return len(self.activation) - 1
+    def num_steps(self) -> int:
+        return len(self.levels) + 1
 
     @property
     def num_bands(self) -> int:
-        return len(self.activation)
+        return self.haar_levels + 1
 
-    def noise(self, i: int) -> float:
-        """Global noise level of state i in data units (inf for state 0)."""
-        return math.inf if i == 0 else self.levels[i - 1] / 127.5
-
-    def band_noise(self, i: int) -> list[float]:
-        """Noise level (data units) of every band in state i; inf while a band is pure noise."""
-        if i == 0:
-            return [math.inf] * self.num_bands
-        return [
-            self.levels[i - 1] / 127.5 if any(lv <= act for lv in self.levels[:i]) else math.inf
-            for act in self.activation
-        ]
+    def noise(self, state: int) -> float:
+        """Noise std (data units) of a coefficient last coded at step `state` (0: pure noise)."""
+        return math.inf if state == 0 else self.levels[state - 1] / 127.5
 
     def is_pixel_step(self, i: int) -> bool:
-        return i > self.num_steps - self.pixel_steps
+        return i == self.num_steps
 
-    def band_steps(self, i: int) -> list[tuple[int, StepCoefficients]]:
-        """(band, coefficients) for each band that step i (Haar basis) moves."""
-        before, after = self.band_noise(i - 1), self.band_noise(i)
-        return [
-            (b, coefficients(t, s))
-            for b, (t, s) in enumerate(zip(before, after))
-            if not (math.isinf(t) and math.isinf(s))
-        ]
+    def jump(self, j: int, i: int) -> StepCoefficients:
+        """Coefficients for coding, at Haar step i, a coefficient whose state is j < i."""
+        if not 0 <= j < i <= self.haar_steps:
+            raise IndexError(f"no jump from state {j} at step {i}")
+        return coefficients(self.noise(j), self.noise(i))
 
-    def pixel_step(self, i: int) -> StepCoefficients:
-        return coefficients(self.noise(i - 1), self.noise(i))
+    @property
+    def pixel_quant(self) -> float:
+        return self.pixel_step / 127.5
+
+    def jump_table(self) -> dict[str, list[list[float]]]:
+        """coef_z, coef_x and quant_step indexed [j][i] (zero where j >= i), for vectorised use."""
+        n = self.haar_steps + 1
+        out = {k: [[0.0] * n for _ in range(n)] for k in ("coef_z", "coef_x", "quant_step")}
+        for i in range(1, n):
+            for j in range(i):
+                c = self.jump(j, i)
+                out["coef_z"][j][i], out["coef_x"][j][i], out["quant_step"][j][i] = (
+                    c.coef_z,
+                    c.coef_x,
+                    c.quant_step,
+                )
+        return out
 
     def to_dict(self) -> dict:
         return {
             "levels": list(self.levels),
-            "activation": [None if math.isinf(a) else a for a in self.activation],
-            "pixel_steps": self.pixel_steps,
+            "pixel_step": self.pixel_step,
+            "threshold": self.threshold,
+            "haar_levels": self.haar_levels,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Schedule:
         return cls(
-            levels=tuple(float(v) for v in d["levels"]),
-            activation=tuple(math.inf if a is None else float(a) for a in d["activation"]),
-            pixel_steps=int(d["pixel_steps"]),
+            tuple(float(v) for v in d["levels"]),
+            float(d["pixel_step"]),
+            float(d["threshold"]),
+            int(d["haar_levels"]),
         )
 
 

@@ -20,8 +20,8 @@ from PIL import Image, ImageOps
 
 from .model import UQDM, ModelConfig, save_model
 from .network import NetworkConfig
-from .objective import chain_metrics, uqdm_loss
-from .schedule import DEFAULT_ACTIVATION, DEFAULT_LEVELS, Schedule
+from .objective import run_chain
+from .schedule import DEFAULT_LEVELS, DEFAULT_PIXEL_STEP, DEFAULT_THRESHOLD, Schedule
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -32,7 +32,7 @@ class TrainConfig:
     out_dir: str
     name: str = "uqdm-small"
     steps: int = 60_000  # total optimiser steps (resume with a new value to extend or shorten)
-    batch: int = 8
+    batch: int = 4
     crop: int = 128
     big_crop: int = 256  # every `big_every`-th step uses big crops (batch // 4) for context
     big_every: int = 4
@@ -43,6 +43,7 @@ class TrainConfig:
     ema: float = 0.999
     grad_clip: float = 1.0
     display_lambda: float = 1.0
+    skip_lambda: float = 0.1
     holdout: int = 6  # images held aside for validation logs
     log_every: int = 50
     eval_every: int = 1000
@@ -55,8 +56,8 @@ class TrainConfig:
     blocks_mid: int = 2
     blocks_up: tuple[int, ...] = (1, 1, 1)
     noise_levels: tuple[float, ...] = field(default_factory=lambda: DEFAULT_LEVELS)
-    activation: tuple[float, ...] = field(default_factory=lambda: DEFAULT_ACTIVATION)
-    pixel_steps: int = 1
+    pixel_step: float = DEFAULT_PIXEL_STEP
+    threshold: float = DEFAULT_THRESHOLD
 
 
 # ----------------------------------------------------------------------------- data
@@ -191,7 +192,7 @@ def train(cfg: TrainConfig) -> None:
             blocks_mid=cfg.blocks_mid,
             blocks_up=tuple(cfg.blocks_up),
         ),
-        schedule=Schedule(tuple(cfg.noise_levels), tuple(cfg.activation), cfg.pixel_steps),
+        schedule=Schedule(tuple(cfg.noise_levels), cfg.pixel_step, cfg.threshold),
     )
     model = UQDM(mcfg).to(device)
     ema = copy.deepcopy(model).eval()
@@ -218,65 +219,66 @@ def train(cfg: TrainConfig) -> None:
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    T = mcfg.schedule.num_steps
     if master:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     log_file = open(out / "log.jsonl", "a") if master else None
-    acc = {"loss": 0.0, "nelbo": 0.0, "first": 0.0, "disp": 0.0, "n": 0}
-    step_acc = np.zeros((T + 2, 2))
+    acc: dict = {}
+    n_acc = 0
     t_last = time.time()
-    it = start
     for it in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, it)
         big = cfg.big_every > 0 and it % cfg.big_every == cfg.big_every - 1
         n, crop = (max(1, cfg.batch // 4), cfg.big_crop) if big else (cfg.batch, cfg.crop)
         pixels = torch.from_numpy(data.batch(rng, n, crop)).to(device)
-        which = 2 + (torch.arange(n) + it * cfg.batch) % (T - 1)
-        loss, m = uqdm_loss(model, pixels, which, cfg.display_lambda, net=net)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        m = run_chain(
+            model,
+            pixels,
+            net=net,
+            backward=True,
+            display_lambda=cfg.display_lambda,
+            skip_lambda=cfg.skip_lambda,
+        )
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         decay = min(cfg.ema, (1 + it) / (10 + it))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - decay)
-
-        acc["loss"] += loss.item()
-        acc["nelbo"] += m["nelbo_bpd"]
-        acc["first"] += m["first_bpd"]
-        acc["disp"] += m["display"]
-        acc["n"] += 1
-        for i, bits, fin in zip(which.tolist(), m["step_bpd"], m["final_bpd"]):
-            step_acc[i] += (bits, 1)
-            if i == T:
-                step_acc[T + 1] += (fin, 1)
+        for key in ("bits", "coded", "psnr"):
+            acc[key] = [a + b for a, b in zip(acc.get(key, [0.0] * len(m[key])), m[key])]
+        acc["loss"] = acc.get("loss", 0.0) + m["loss"]
+        n_acc += 1
 
         done = it + 1
         if master and done % cfg.log_every == 0:
-            k = acc["n"]
-            per_step = [step_acc[i, 0] / max(step_acc[i, 1], 1) for i in range(2, T + 2)]
             rec = {
                 "step": done,
                 "lr": lr_at(cfg, it),
-                "loss": acc["loss"] / k,
-                "nelbo_bpp": 3 * acc["nelbo"] / k,
-                "first_bpd": acc["first"] / k,
-                "step_bpd": [round(v, 4) for v in per_step[:-1]],
-                "final_bpd": round(per_step[-1], 4),
-                "display": acc["disp"] / k,
-                "sec_per_step": (time.time() - t_last) / k,
+                "loss": round(acc["loss"] / n_acc, 4),
+                "nelbo_bpp": round(3 * sum(acc["bits"]) / n_acc, 4),
+                "layer_bpp": [round(3 * v / n_acc, 4) for v in acc["bits"]],
+                "coded": [round(v / n_acc, 3) for v in acc["coded"]],
+                "psnr": [round(v / n_acc, 2) for v in acc["psnr"]],
+                "sec_per_step": round((time.time() - t_last) / n_acc, 3),
             }
             print(json.dumps(rec), flush=True)
             log_file.write(json.dumps(rec) + "\n")
             log_file.flush()
-            acc = {key: 0.0 for key in acc} | {"n": 0}
-            step_acc[:] = 0
-            t_last = time.time()
+            acc, n_acc, t_last = {}, 0, time.time()
         if master and val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-            cm = chain_metrics(ema, val.to(device), seed=0)
-            rec = {"step": done, "eval": True, **cm}
+            with torch.no_grad():
+                gen = torch.Generator(device=device).manual_seed(0)
+                cm = run_chain(ema, val.to(device), generator=gen)
+            rec = {
+                "step": done,
+                "eval": True,
+                "bpp": [round(v, 4) for v in cm["bpp"]],
+                "psnr": [round(v, 2) for v in cm["psnr"]],
+                "lossless_bpp": round(cm["nelbo_bpp"], 4),
+                "coded": [round(v, 3) for v in cm["coded"]],
+            }
             print(json.dumps(rec), flush=True)
             log_file.write(json.dumps(rec) + "\n")
             log_file.flush()
