@@ -230,6 +230,76 @@ def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
             err.print(f"warning: {w}", highlight=False)
 
 
+@app.command()
+def bench(
+    folder: Path = typer.Argument(..., help="Folder of images (e.g. the Kodak set)."),
+    limit: int | None = typer.Option(None, help="Only the first N images."),
+    crop: int | None = typer.Option(None, help="Centre-crop every image to at most SIZE x SIZE."),
+    out_dir: Path = typer.Option(Path("bench_out"), "--out", help="Where results.json and rd.png go."),
+    baselines: bool = typer.Option(True, help="Also run JPEG, JPEG 2000, WebP, AVIF, PNG, WebP-lossless."),
+    model: str | None = ModelOpt,
+    device: str = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Rate-distortion and speed of uqdm (real file bytes, every layer) against Pillow's codecs."""
+    from . import bench as benchmark
+    from . import get_codec
+
+    with _errors():
+        if not folder.is_dir():
+            raise UqdmError(f"{folder}: not a folder")
+        codec = get_codec(model, device)
+        with _progress("benchmarking", quiet) as update:
+            summary, results = benchmark.run(
+                folder,
+                codec,
+                limit=limit,
+                crop=crop,
+                baselines=baselines,
+                progress=(lambda done, total, name: update(done, total)) if update else None,
+            )
+        benchmark.save(summary, results, out_dir)
+        names = list(summary["baselines"])
+        table = Table(
+            title=f"uqdm on {summary['images']} images of {folder} (mean bpp and PSNR per layer)",
+            title_justify="left",
+        )
+        for col in ["layer", "bpp", "PSNR dB", *[f"vs {n}" for n in names], "decode s"]:
+            table.add_column(col, justify="right", no_wrap=True)
+        for row in summary["uqdm_layers"]:
+            label = "lossless" if row["layer"] == len(summary["uqdm_layers"]) - 1 else str(row["layer"])
+            deltas = [row.get(f"psnr_minus_{n}") for n in names]
+            table.add_row(
+                label,
+                f"{row['bpp']:.4f}",
+                f"{row['psnr']:.2f}",
+                *["" if d is None else f"{d:+.2f}" for d in deltas],
+                f"{row['decode_seconds']:.2f}",
+            )
+        out.print(table)
+        for name, value in summary["bd_rate_percent"].items():
+            out.print(
+                f"BD-rate vs {name}: " + ("n/a" if value is None else f"{value:+.1f} %"), highlight=False
+            )
+        if "lossless_bpp" in summary:
+            others = ", ".join(f"{n} {v:.3f}" for n, v in summary["lossless_bpp"].items())
+            out.print(
+                f"lossless bpp: uqdm {summary['uqdm_lossless_bpp']:.3f} (exact: {summary['lossless_ok']}); "
+                f"{others}",
+                highlight=False,
+            )
+        out.print(
+            f"mean encode {summary['encode_seconds']:.2f} s, "
+            f"full decode {summary['decode_seconds_full']:.2f} s",
+            highlight=False,
+        )
+        try:
+            benchmark.plot(summary, out_dir / "rd.png", f"{folder.name}: PSNR vs bpp")
+            out.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'rd.png'}", highlight=False)
+        except ImportError:
+            out.print(f"wrote {out_dir / 'results.json'} (install matplotlib for the plot)", highlight=False)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(ctx: typer.Context) -> None:
     """Train a denoiser: uqdm train DATA_DIR --out RUN_DIR [options] (see uqdm train --help)."""

@@ -1,0 +1,267 @@
+"""`uqdm bench DIR`: real bytes, PSNR and seconds for uqdm and for the codecs people use.
+
+Every uqdm number comes from an actual .uqd file: the file is encoded, each layer's bpp is the
+size of the file truncated after that layer (header and framing included), and each PSNR is that
+of the image the decoder shows at that point. The baselines are Pillow's JPEG, JPEG 2000, WebP and
+AVIF (lossy) and PNG and WebP (lossless), encoded to bytes in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import files
+from .image_io import load_image
+
+JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+WEBP_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+AVIF_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+J2K_BPP = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _pillow_round_trip(pixels: np.ndarray, fmt: str, **params) -> tuple[int, np.ndarray]:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, **params)
+    size = buf.tell()
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return size, np.asarray(im.convert("RGB"))
+
+
+def baseline_points(pixels: np.ndarray) -> dict[str, list[tuple[float, float]]]:
+    """(bpp, PSNR) per setting for each lossy baseline, and bpp of the lossless ones."""
+    npx = pixels.shape[0] * pixels.shape[1]
+    out: dict[str, list] = {"JPEG": [], "JPEG 2000": [], "WebP": [], "AVIF": []}
+    settings: list[tuple[str, str, dict]] = (
+        [("JPEG", "JPEG", {"quality": q}) for q in JPEG_QUALITIES]
+        + [
+            (
+                "JPEG 2000",
+                "JPEG2000",
+                {"quality_mode": "rates", "quality_layers": [24.0 / r], "irreversible": True},
+            )
+            for r in J2K_BPP
+        ]
+        + [("WebP", "WEBP", {"quality": q}) for q in WEBP_QUALITIES]
+        + [("AVIF", "AVIF", {"quality": q}) for q in AVIF_QUALITIES]
+    )
+    for name, fmt, params in settings:
+        try:
+            size, rec = _pillow_round_trip(pixels, fmt, **params)
+        except (OSError, KeyError, ValueError):
+            continue  # this Pillow build lacks the codec
+        out[name].append((8.0 * size / npx, psnr(pixels, rec)))
+    lossless = {}
+    for name, fmt, params in (
+        ("PNG", "PNG", {}),
+        ("WebP lossless", "WEBP", {"lossless": True, "quality": 100}),
+    ):
+        size, rec = _pillow_round_trip(pixels, fmt, **params)
+        assert np.array_equal(rec, pixels), f"{name} was not lossless"
+        lossless[name] = 8.0 * size / npx
+    out["lossless"] = lossless  # type: ignore[assignment]
+    return out
+
+
+@dataclass
+class ImageResult:
+    name: str
+    width: int
+    height: int
+    layer_bpp: list[float]  # cumulative, after each layer (0 = header only)
+    layer_psnr: list[float]
+    encode_seconds: float
+    decode_seconds: list[float]  # time until each layer's image is ready
+    lossless_ok: bool
+    baselines: dict = field(default_factory=dict)
+
+
+def bench_image(codec, pixels: np.ndarray, name: str, seed: int = 0, baselines: bool = True) -> ImageResult:
+    t0 = time.perf_counter()
+    data = codec.encode(pixels, seed=seed)
+    enc = time.perf_counter() - t0
+    fi = files.info(data)
+    ends = [fi.header_bytes] + [layer.end for layer in fi.layers]
+    npx = pixels.shape[0] * pixels.shape[1]
+    bpps, psnrs, times = [], [], []
+    lossless_ok = False
+    t0 = time.perf_counter()
+    for k, image in enumerate(codec.iter_decode(data)):
+        times.append(time.perf_counter() - t0)
+        bpps.append(8.0 * ends[k] / npx)
+        psnrs.append(psnr(pixels, image.pixels))
+        lossless_ok = image.lossless and np.array_equal(image.pixels, pixels)
+    base = baseline_points(pixels) if baselines else {}
+    return ImageResult(name, pixels.shape[1], pixels.shape[0], bpps, psnrs, enc, times, lossless_ok, base)
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def center_crop(pixels: np.ndarray, size: int | None) -> np.ndarray:
+    if not size:
+        return pixels
+    h, w = pixels.shape[:2]
+    s_h, s_w = min(size, h), min(size, w)
+    y, x = (h - s_h) // 2, (w - s_w) // 2
+    return np.ascontiguousarray(pixels[y : y + s_h, x : x + s_w])
+
+
+def _mean_curve(points_per_image: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Average bpp and average PSNR per setting, across images (the usual Kodak convention)."""
+    n = min(len(p) for p in points_per_image)
+    return [
+        (
+            float(np.mean([p[k][0] for p in points_per_image])),
+            float(np.mean([p[k][1] for p in points_per_image])),
+        )
+        for k in range(n)
+    ]
+
+
+def psnr_at(curve: list[tuple[float, float]], bpp: float) -> float | None:
+    """PSNR of a curve at `bpp` by linear interpolation in log-rate (None outside its range)."""
+    pts = sorted(curve)
+    rates = np.log([p[0] for p in pts])
+    if not pts or not rates[0] <= math.log(bpp) <= rates[-1]:
+        return None
+    return float(np.interp(math.log(bpp), rates, [p[1] for p in pts]))
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+    """Bjontegaard delta rate (%) of `test` against `anchor`: the average difference in log-rate
+    over the PSNR range both curves cover, with piecewise-linear interpolation of log-rate against
+    PSNR (robust where a cubic fit of few, spread-out points is not). Negative = test saves bits."""
+
+    def monotone(curve):
+        pts, best = [], -math.inf
+        for r, p in sorted(curve):
+            if p > best:
+                pts.append((r, p))
+                best = p
+        return pts
+
+    a, t = monotone(anchor), monotone(test)
+    if len(a) < 2 or len(t) < 2:
+        return None
+    lo = max(a[0][1], t[0][1])
+    hi = min(a[-1][1], t[-1][1])
+    if hi <= lo:
+        return None
+    grid = np.linspace(lo, hi, 200)
+    la = np.interp(grid, [p for _, p in a], np.log([r for r, _ in a]))
+    lt = np.interp(grid, [p for _, p in t], np.log([r for r, _ in t]))
+    return float((math.exp(float(np.mean(lt - la))) - 1.0) * 100.0)
+
+
+def summarise(results: list[ImageResult], num_steps: int) -> dict:
+    ours = _mean_curve([list(zip(r.layer_bpp, r.layer_psnr)) for r in results])
+    lossy_ours = ours[1 : num_steps + 1]  # after each diffusion step (skip the 0-byte preview and lossless)
+    curves = {
+        name: _mean_curve([r.baselines[name] for r in results])
+        for name in ("JPEG", "JPEG 2000", "WebP", "AVIF")
+        if results and results[0].baselines.get(name)
+    }
+    summary = {
+        "images": len(results),
+        "uqdm_layers": [
+            {
+                "layer": k,
+                "bpp": b,
+                "psnr": p,
+                "decode_seconds": float(np.mean([r.decode_seconds[k] for r in results])),
+                **{
+                    f"psnr_minus_{name}": (None if psnr_at(c, b) is None else p - psnr_at(c, b))
+                    for name, c in curves.items()
+                },
+            }
+            for k, (b, p) in enumerate(ours)
+        ],
+        "encode_seconds": float(np.mean([r.encode_seconds for r in results])),
+        "decode_seconds_full": float(np.mean([r.decode_seconds[-1] for r in results])),
+        "lossless_ok": all(r.lossless_ok for r in results),
+        "uqdm_lossless_bpp": float(np.mean([r.layer_bpp[-1] for r in results])),
+        "baselines": {name: [{"bpp": b, "psnr": p} for b, p in c] for name, c in curves.items()},
+        "bd_rate_percent": {name: bd_rate(c, lossy_ours) for name, c in curves.items()},
+    }
+    if results and results[0].baselines.get("lossless"):
+        summary["lossless_bpp"] = {
+            name: float(np.mean([r.baselines["lossless"][name] for r in results]))
+            for name in results[0].baselines["lossless"]
+        }
+    return summary
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for name, pts in summary["baselines"].items():
+        ax.plot([p["bpp"] for p in pts], [p["psnr"] for p in pts], "o-", ms=3, label=name)
+    layers = [p for p in summary["uqdm_layers"][1:] if math.isfinite(p["psnr"])]
+    ax.plot(
+        [p["bpp"] for p in layers],
+        [p["psnr"] for p in layers],
+        "s-",
+        color="black",
+        lw=2,
+        label="uqdm (layers)",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (real file bytes)")
+    ax.set_ylabel("PSNR-RGB (dB)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(
+    folder: Path,
+    codec,
+    *,
+    limit: int | None = None,
+    crop: int | None = None,
+    baselines: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[dict, list[ImageResult]]:
+    paths = list_images(folder)[:limit] if limit else list_images(folder)
+    if not paths:
+        from .errors import UqdmError
+
+        raise UqdmError(f"{folder}: no images found")
+    codec.encode(np.zeros((16, 16, 3), np.uint8), seed=0)  # warm-up: first calls pay for allocations
+    results = []
+    for k, path in enumerate(paths):
+        pixels = center_crop(load_image(path).pixels, crop)
+        results.append(bench_image(codec, pixels, path.name, seed=k, baselines=baselines))
+        if progress:
+            progress(k + 1, len(paths), path.name)
+    return summarise(results, codec.num_steps), results
+
+
+def save(summary: dict, results: list[ImageResult], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"summary": summary, "images": [r.__dict__ for r in results]}
+    (out / "results.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")
