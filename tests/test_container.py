@@ -13,8 +13,11 @@ from uqdm_codec.errors import FormatError, UqdmError
 
 def make_file(num_steps=2, payload=b"abcd" * 3):
     hd = Header(64, 48, num_steps, 42, bytes(range(16)), "m")
-    layers = [Layer(container.KIND_STEP, i, 1000 + i, [Chunk(payload, i)]) for i in range(1, num_steps + 1)]
-    layers.append(Layer(container.KIND_LOSSLESS, num_steps + 1, 7, [Chunk(payload, 9)]))
+    layers = [
+        Layer(container.KIND_STEP, i, 1000 + i, [Chunk(payload, i, 10), Chunk(payload[:4], 5, 3)], 1)
+        for i in range(1, num_steps + 1)
+    ]
+    layers.append(Layer(container.KIND_LOSSLESS, num_steps + 1, 7, [Chunk(payload, 9, 64 * 48 * 3)]))
     return hd, hd.to_bytes() + b"".join(layer.to_bytes() for layer in layers)
 
 
@@ -24,7 +27,17 @@ def test_parse_round_trip():
     assert parsed.header == hd
     assert [layer.index for layer in parsed.layers] == [1, 2, 3]
     assert parsed.layers[0].display_check == 1001 and parsed.layers[0].chunks[0].payload == b"abcd" * 3
+    assert [c.count for c in parsed.layers[1].chunks] == [10, 3] and parsed.layers[1].partition == 1
     assert not parsed.warnings
+
+
+def test_chunk_boundaries_are_valid_cut_points():
+    _, data = make_file()
+    parsed = container.parse(data)
+    for end in parsed.chunk_offsets[0]:
+        cut = container.parse(data[:end])
+        assert cut.partial is not None or len(cut.layers) == 1
+        assert not any("ignoring" in w for w in cut.warnings)
 
 
 def test_every_layer_boundary_prefix_is_valid():

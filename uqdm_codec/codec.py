@@ -1,10 +1,11 @@
-"""Encoding and decoding: the UQDM chain driven layer by layer.
+"""Encoding and decoding: the UQDM chain driven layer by layer, chunk by chunk.
 
-`Codec` holds a model on a device. encode() runs the chain forward and records, for every step,
-the ANS-coded symbols plus two check values: a CRC of the symbols and a CRC of the image the decoder
-will show after that step. decode() replays the chain from the same shared randomness and verifies
-both, so a decoder whose arithmetic drifted from the encoder's stops with SyncError instead of
-showing a wrong image.
+`Codec` holds a model on a device. encode() runs the chain forward; every layer's symbols are
+put in importance order (largest prior scale / quantiser step first, which the decoder knows too)
+and cut into chunks, each an independent ANS stream, so a file can stop after any chunk. Every
+chunk records a CRC of its symbols and every layer a CRC of the image the decoder will show after
+it; decode() replays the chain from the same shared randomness and verifies both, so a decoder
+whose arithmetic drifted from the encoder's stops with SyncError instead of showing a wrong image.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import container, entropy, haar, randomness
-from .container import KIND_LOSSLESS, KIND_STEP, Chunk, Header, Layer
+from .container import KIND_LOSSLESS, KIND_STEP, PARTITION_IMPORTANCE, PARTITION_NATURAL, Chunk, Header, Layer
 from .errors import FormatError, ModelError, SyncError, UqdmError
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork
 from .model import UQDM, fingerprint, load_model, resolve_model_path
@@ -27,14 +28,48 @@ Progress = Callable[[int, int], None]
 @dataclass
 class DecodedImage:
     pixels: np.ndarray  # (H, W, 3) uint8
-    steps: int  # diffusion steps applied
+    steps: int  # complete diffusion steps applied
     lossless: bool  # True when the lossless layer was decoded: pixels are the original
     warnings: list[str] = field(default_factory=list)
+    layer: int = 0  # the layer this image follows (0: header only)
+    chunks: int = 0  # chunks of that layer decoded
+    complete: bool = True  # whether that layer is complete
+    nbytes: int = 0  # length of the file prefix this image needs
 
     def to_pil(self):
         from PIL import Image
 
         return Image.fromarray(self.pixels, "RGB")
+
+
+@dataclass(frozen=True)
+class ChunkPolicy:
+    """How the encoder cuts layers: a chunk holds about `growth` times the bytes before it (so a
+    file can be cut within that fraction of any budget), but at least `min_bytes`."""
+
+    growth: float = 0.03
+    min_bytes: int = 384
+    max_chunks: int = 255
+
+    def split(self, element_bits: np.ndarray, bytes_before: int) -> list[int]:
+        """End positions (in elements) of the chunks of a layer, from per-element bit estimates."""
+        n = element_bits.size
+        if n == 0:
+            return [0]
+        cum = np.cumsum(element_bits) / 8.0
+        ends, start_bytes, pos = [], 0.0, 0
+        while pos < n:
+            target = max(self.min_bytes, self.growth * (bytes_before + start_bytes))
+            end = int(np.searchsorted(cum, start_bytes + target)) + 1
+            end = min(max(end, pos + 1), n)
+            ends.append(end)
+            start_bytes, pos = float(cum[end - 1]), end
+        if len(ends) > self.max_chunks:  # merge into at most max_chunks near-equal groups
+            idx = np.linspace(0, len(ends), self.max_chunks + 1).astype(int)[1:]
+            ends = [ends[k - 1] for k in idx]
+        if ends[-1] - (ends[-2] if len(ends) > 1 else 0) < 16 and len(ends) > 1:
+            ends.pop(-2)  # no sliver at the end
+        return ends
 
 
 def _check(arr: np.ndarray) -> int:
@@ -46,13 +81,18 @@ def _symbols_check(k: np.ndarray) -> int:
 
 
 def _to_image(x_data: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(3, Hp, Wp) data units -> (H, W, 3) uint8."""
+    """(3, >=H, >=W) data units -> (H, W, 3) uint8."""
     return np.ascontiguousarray(entropy.data_to_pixels(x_data[:, :h, :w]).transpose(1, 2, 0))
 
 
+def importance_order(prior: entropy.StepPrior) -> np.ndarray:
+    """Elements by decreasing prior scale / quantiser step (ties: natural order)."""
+    return np.argsort(-(prior.scale / prior.quant_step), kind="stable")
+
+
 class _Chain:
-    """The state both sides keep: the latent z in Haar bands, for each coefficient the last step
-    that coded it, and which coefficients the current step codes."""
+    """What both sides know: the latent z in Haar bands, for each coefficient the last step that
+    coded it, the current step's coded elements, and the pixel step's x_tilde."""
 
     def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int):
         self.net = net
@@ -66,83 +106,104 @@ class _Chain:
         self.z = haar.forward(randomness.initial_latent(seed, (3, self.hp, self.wp)), self.levels)
         self.state = [np.zeros(b.shape, dtype=np.int64) for b in self.z]
         self.tables = {k: np.array(v) for k, v in self.sched.jump_table().items()}
-        self.masks: list[np.ndarray] = []
-        self.last_x_tilde: np.ndarray | None = None  # the pixel step's x_tilde (real pixels)
+        self.coded_band = np.zeros(0, np.int64)  # band of each coded element of the current step
+        self.coded_flat = np.zeros(0, np.int64)  # its flat index in that band
+        self.pixel_tilde = np.zeros(0)  # x_tilde of the pixel step (real pixels, natural order)
+        self.pixel_received = np.zeros(0, bool)
+        self.lossless = np.zeros(0, np.int64)  # decoded pixel levels of the lossless layer
+        self.lossless_received = np.zeros(0, bool)
 
     def predict(self, step: int) -> Prediction:
         return self.net.predict(self.z, self.state, step, self.tile)
 
     def prior(self, i: int, pred: Prediction | None) -> entropy.StepPrior:
-        """The entropy model of step i's coded elements, given the prediction from state i-1
-        (None for step 1). Haar steps code the coefficients with scale >= threshold * q."""
+        """The entropy model of step i's coded elements in natural order, given the prediction from
+        state i-1 (None for step 1). Haar steps code the coefficients with scale >= threshold * q;
+        the pixel step codes every real pixel."""
         if self.sched.is_pixel_step(i):
             loc = pred.display[:, : self.h, : self.w].ravel()
             scale = pred.pixel_scale[:, : self.h, : self.w].ravel()
             q = np.full(loc.size, self.sched.pixel_quant)
             bound = np.ones(loc.size)
+            self.pixel_tilde = np.array(loc)  # unreceived pixels show the prior location
+            self.pixel_received = np.zeros(loc.size, bool)
         else:
             if pred is None:
                 locs, scales = self.net.first_prior([b.shape for b in self.z])
             else:
                 locs, scales = pred.locs, pred.scales
-            parts = {"loc": [], "scale": [], "q": [], "bound": []}
-            self.masks = []
+            parts: dict[str, list] = {"loc": [], "scale": [], "q": [], "bound": [], "band": [], "flat": []}
             for b, st in enumerate(self.state):
-                q = self.tables["quant_step"][st, i]
-                mask = scales[b] >= self.sched.threshold * q
+                q = self.tables["quant_step"][st, i].ravel()
+                flat = np.flatnonzero(scales[b].ravel() >= self.sched.threshold * q)
                 bd = haar.band_bound(b, self.levels)
-                self.masks.append(mask)
-                parts["loc"].append(np.clip(locs[b][mask], -bd, bd))
-                parts["scale"].append(scales[b][mask])
-                parts["q"].append(q[mask])
-                parts["bound"].append(np.full(int(mask.sum()), bd))
+                parts["loc"].append(np.clip(locs[b].ravel()[flat], -bd, bd))
+                parts["scale"].append(scales[b].ravel()[flat])
+                parts["q"].append(q[flat])
+                parts["bound"].append(np.full(flat.size, bd))
+                parts["band"].append(np.full(flat.size, b))
+                parts["flat"].append(flat)
             loc, scale, q, bound = (np.concatenate(parts[k]) for k in ("loc", "scale", "q", "bound"))
+            self.coded_band = np.concatenate(parts["band"])
+            self.coded_flat = np.concatenate(parts["flat"])
         u = randomness.dither(self.seed, i, (loc.size,))
         return entropy.StepPrior(loc, scale, u, q, bound)
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
-        """The encoder's values of step i's coded elements (same order as prior())."""
+        """The encoder's values of step i's coded elements (natural order, as prior())."""
         if self.sched.is_pixel_step(i):
             return x_pixels[:, : self.h, : self.w].ravel()
-        return np.concatenate([xb[mask] for xb, mask in zip(x_bands, self.masks)])
+        return np.concatenate(
+            [x_bands[b].ravel()[self.coded_flat[self.coded_band == b]] for b in range(len(x_bands))]
+        )
 
-    def apply(self, i: int, x_tilde: np.ndarray) -> None:
-        """Move to state i given the coded elements' reconstructed x_tilde."""
+    def apply(self, i: int, x_tilde: np.ndarray, which: np.ndarray) -> None:
+        """Take the received elements `which` (natural-order positions) of step i to state i."""
         if self.sched.is_pixel_step(i):
-            self.last_x_tilde = x_tilde  # the last step: z is not needed any more
+            self.pixel_tilde[which] = x_tilde
+            self.pixel_received[which] = True
             return
-        pos = 0
-        for b, mask in enumerate(self.masks):
-            n = int(mask.sum())
-            st = self.state[b][mask]
-            self.z[b][mask] = (
-                self.tables["coef_z"][st, i] * self.z[b][mask]
-                + self.tables["coef_x"][st, i] * x_tilde[pos : pos + n]
-            )
-            self.state[b][mask] = i
-            pos += n
+        bands = self.coded_band[which]
+        for b in np.unique(bands):
+            sel = bands == b
+            flat = self.coded_flat[which[sel]]
+            zb, sb = self.z[b].reshape(-1), self.state[b].reshape(-1)
+            st = sb[flat]
+            zb[flat] = self.tables["coef_z"][st, i] * zb[flat] + self.tables["coef_x"][st, i] * x_tilde[sel]
+            sb[flat] = i
 
-    def display(self, i: int, pred_i: Prediction | None, last_prior: entropy.StepPrior | None) -> np.ndarray:
-        """The image shown after step i (uint8, H x W x 3)."""
-        if i == 0:
-            return _to_image(self.net.blank_display((self.hp, self.wp)), self.h, self.w)
-        if i == self.sched.num_steps:
+    def pixel_display(self, prior: entropy.StepPrior) -> np.ndarray:
+        """After (part of) the pixel step: posterior mean where x_tilde arrived, else the prior."""
+        shown = np.array(prior.loc)
+        got = self.pixel_received
+        if got.any():
             q = self.sched.pixel_quant
-            mean = entropy.posterior_mean(self.last_x_tilde, last_prior.loc, last_prior.scale, q)
-            return _to_image(mean.reshape(3, self.h, self.w), self.h, self.w)
-        return _to_image(pred_i.display, self.h, self.w)
+            shown[got] = entropy.posterior_mean(self.pixel_tilde[got], prior.loc[got], prior.scale[got], q)
+        if self.lossless_received.any():
+            shown[self.lossless_received] = entropy.pixels_to_data(self.lossless[self.lossless_received])
+        return _to_image(shown.reshape(3, self.h, self.w), self.h, self.w)
+
+    def blank_display(self) -> np.ndarray:
+        return _to_image(self.net.blank_display((self.hp, self.wp)), self.h, self.w)
 
 
 class Codec:
     """A model on a device, ready to encode and decode. `tile` is the network tile size written
     into new files (decoding always uses the file's own)."""
 
-    def __init__(self, model: UQDM | str | Path | None = None, device=None, tile: int = DEFAULT_TILE):
+    def __init__(
+        self,
+        model: UQDM | str | Path | None = None,
+        device=None,
+        tile: int = DEFAULT_TILE,
+        chunking: ChunkPolicy | None = ChunkPolicy(),
+    ):
         if not isinstance(model, UQDM):
             model = load_model(model)
         self.model = model
         self.net = PriorNetwork(model, device)
         self.tile = tile
+        self.chunking = chunking  # None: one chunk per layer, natural order
         self.fingerprint = fingerprint(model)
 
     @property
@@ -150,6 +211,23 @@ class Codec:
         return self.model.schedule.num_steps
 
     # ------------------------------------------------------------------ encode
+
+    def _chunks(self, symbols: np.ndarray, bits: np.ndarray, code, bytes_before: int, order: np.ndarray):
+        """(partition, chunks) for one layer's symbols given in natural order; `order` is the
+        importance order used when chunking is on."""
+        if self.chunking is None:
+            order = np.arange(symbols.size)
+            ends = [symbols.size]
+            partition = PARTITION_NATURAL
+        else:
+            ends = self.chunking.split(bits[order], bytes_before)
+            partition = PARTITION_IMPORTANCE
+        chunks, start = [], 0
+        for end in ends:
+            part = order[start:end]
+            chunks.append(Chunk(code(part), _symbols_check(symbols[part]), end - start))
+            start = end
+        return partition, chunks
 
     def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes."""
@@ -162,26 +240,44 @@ class Codec:
         xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
         x_bands = haar.forward(xp, chain.levels)
         header = Header(w, h, T, seed, self.fingerprint, self.model.config.name, self.tile)
-        layers = []
-        pred = None
-        prior = None
+        out = [header.to_bytes()]
+        size = len(out[0])
+        pred = prior = None
         for i in range(1, T + 1):
             prior = chain.prior(i, pred)
             k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
-            payload = entropy.encode_step(k, prior)
-            chain.apply(i, entropy.reconstruct(k, prior))
-            pred = chain.predict(i) if i < T else None
-            check = _check(chain.display(i, pred, prior))
-            layers.append(Layer(KIND_STEP, i, check, [Chunk(payload, _symbols_check(k))]))
+            order = importance_order(prior)
+            partition, chunks = self._chunks(
+                k,
+                entropy.step_element_bits(k, prior),
+                lambda part, k=k, prior=prior: entropy.encode_step(k[part], prior.part(part)),
+                size,
+                order,
+            )
+            chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
+            if i < T:
+                pred = chain.predict(i)
+                shown = _to_image(pred.display, h, w)
+            else:
+                shown = chain.pixel_display(prior)
+            out.append(Layer(KIND_STEP, i, _check(shown), chunks, partition).to_bytes())
+            size += len(out[-1])
             if progress:
                 progress(i, T + 1)
         levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
         q = self.model.schedule.pixel_quant
-        payload = entropy.encode_levels(levels, chain.last_x_tilde, prior.loc, prior.scale, q)
-        layers.append(Layer(KIND_LOSSLESS, T + 1, _check(pixels), [Chunk(payload, _symbols_check(levels))]))
+        xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
+        partition, chunks = self._chunks(
+            levels,
+            entropy.levels_element_bits(levels, xt, loc, scale, q),
+            lambda part: entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q),
+            size,
+            order,
+        )
+        out.append(Layer(KIND_LOSSLESS, T + 1, _check(pixels), chunks, partition).to_bytes())
         if progress:
             progress(T + 1, T + 1)
-        return header.to_bytes() + b"".join(layer.to_bytes() for layer in layers)
+        return b"".join(out)
 
     # ------------------------------------------------------------------ decode
 
@@ -196,55 +292,104 @@ class Codec:
             raise ModelError("file and model disagree on the number of steps")
 
     def iter_decode(
-        self, data: bytes, steps: int | None = None, progress: Progress | None = None
+        self,
+        data: bytes,
+        steps: int | None = None,
+        progress: Progress | None = None,
+        every_chunk: bool = False,
     ) -> Iterator[DecodedImage]:
-        """Decode layer by layer, yielding the image shown before any step (steps=0), then after
-        every decoded step, then the exact image if the lossless layer is decoded. Stops after
-        `steps` diffusion steps if given, else after the last complete layer."""
+        """Decode layer by layer, yielding the image shown before any step, after every decoded
+        step, and the exact image once the lossless layer is in; with every_chunk, also after every
+        chunk. Stops after `steps` diffusion steps if given, else after the last complete chunk."""
         parsed = container.parse(data)
         hd = parsed.header
         self.check_header(hd)
         T = self.num_steps
         have = min(len(parsed.layers), T)
-        if steps is None:
-            target, lossless = have, len(parsed.layers) == T + 1
-        else:
+        layers = list(parsed.layers)
+        if steps is not None:
             if not 0 <= steps <= T:
                 raise UqdmError(f"steps must be between 0 and {T}")
             if steps > have:
                 raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
-            target, lossless = steps, False
-        total = target + int(lossless)
+            layers = layers[:steps]
+        elif parsed.partial is not None and parsed.partial.chunks:
+            layers.append(parsed.partial)
         warnings = list(parsed.warnings)
+        ends = [parsed.header_size] + [e for chunk_ends in parsed.chunk_offsets for e in chunk_ends]
         chain = _Chain(self.net, hd.height, hd.width, hd.seed, hd.tile)
-        yield DecodedImage(chain.display(0, None, None), 0, False, warnings)
-        pred, prior = None, None
-        for i in range(1, target + 1):
-            layer = parsed.layers[i - 1]
-            prior = chain.prior(i, pred)
-            k = _decode_checked(entropy.decode_step, i, layer.chunks[0], prior)
-            chain.apply(i, entropy.reconstruct(k, prior))
-            pred = chain.predict(i) if i < T else None
-            shown = chain.display(i, pred, prior)
+        nbytes = parsed.header_size
+        yield DecodedImage(chain.blank_display(), 0, False, warnings, nbytes=nbytes)
+        pred = prior = None
+        done_steps = 0
+        chunk_no = 0
+        for layer in layers:
+            i = layer.index
+            complete = layer is not parsed.partial
+            total_chunks = len(layer.chunks) if complete else parsed.partial_expected_chunks
+            if i <= T:
+                prior = chain.prior(i, pred)
+                count = len(prior)
+            else:
+                count = hd.width * hd.height * 3
+            order = importance_order(prior) if layer.partition == PARTITION_IMPORTANCE else np.arange(count)
+            if complete and sum(c.count for c in layer.chunks) != count:
+                raise SyncError(_sync_message(i))
+            pos = 0
+            for c, chunk in enumerate(layer.chunks):
+                part = order[pos : pos + chunk.count]
+                if part.size != chunk.count:
+                    raise SyncError(_sync_message(i))
+                pos += chunk.count
+                self._decode_chunk(chain, i, chunk, prior, part)
+                chunk_no += 1
+                nbytes = ends[chunk_no]
+                last = c == len(layer.chunks) - 1
+                if last and complete:
+                    break
+                if every_chunk or last:  # a partial point: show it
+                    shown = self._display(chain, i, prior, partial=True)
+                    yield DecodedImage(shown, done_steps, False, warnings, i, c + 1, False, nbytes)
+            if not complete:
+                break
+            if i <= T:
+                pred = chain.predict(i) if i < T else None
+                shown = _to_image(pred.display, hd.height, hd.width) if i < T else chain.pixel_display(prior)
+                done_steps = i
+            else:
+                shown = chain.lossless.reshape(3, hd.height, hd.width).transpose(1, 2, 0).astype(np.uint8)
+                shown = np.ascontiguousarray(shown)
             if _check(shown) != layer.display_check:
                 raise SyncError(_sync_message(i))
             if progress:
-                progress(i, total)
-            yield DecodedImage(shown, i, False, warnings)
-        if lossless:
-            layer = parsed.layers[T]
-            q = self.model.schedule.pixel_quant
-            chunk = layer.chunks[0]
-            levels = _decode_checked(
-                entropy.decode_levels, T + 1, chunk, chain.last_x_tilde, prior.loc, prior.scale, q
-            )
-            pixels = levels.reshape(3, hd.height, hd.width).transpose(1, 2, 0).astype(np.uint8)
-            pixels = np.ascontiguousarray(pixels)
-            if _check(pixels) != layer.display_check:
-                raise SyncError(_sync_message(T + 1))
-            if progress:
-                progress(total, total)
-            yield DecodedImage(pixels, T, True, warnings)
+                progress(i, len(layers))
+            yield DecodedImage(shown, done_steps, i == T + 1, warnings, i, total_chunks, True, nbytes)
+
+    def _decode_chunk(
+        self, chain: _Chain, i: int, chunk: Chunk, prior: entropy.StepPrior, part: np.ndarray
+    ) -> None:
+        T = self.num_steps
+        if i <= T:
+            sub = prior.part(part)
+            k = _decode_checked(entropy.decode_step, i, chunk, sub)
+            chain.apply(i, entropy.reconstruct(k, sub), part)
+            return
+        if chain.lossless.size == 0:
+            chain.lossless = np.zeros(chain.pixel_tilde.size, np.int64)
+            chain.lossless_received = np.zeros(chain.pixel_tilde.size, bool)
+        q = self.model.schedule.pixel_quant
+        levels = _decode_checked(
+            entropy.decode_levels, i, chunk, chain.pixel_tilde[part], prior.loc[part], prior.scale[part], q
+        )
+        chain.lossless[part] = levels
+        chain.lossless_received[part] = True
+
+    def _display(self, chain: _Chain, i: int, prior: entropy.StepPrior, partial: bool) -> np.ndarray:
+        """The image after part of layer i: the network's estimate at the partial state for Haar
+        steps, the per-pixel posterior where pixels arrived for the last two layers."""
+        if i >= self.num_steps:
+            return chain.pixel_display(prior)
+        return _to_image(chain.predict(i).display, chain.h, chain.w)
 
     def decode(self, data: bytes, steps: int | None = None, progress: Progress | None = None) -> DecodedImage:
         """The image after `steps` diffusion steps (default: everything the file holds)."""
@@ -295,10 +440,6 @@ def model_for_file(header: Header, requested: str | Path | None) -> str | Path |
         return None
 
 
-def bits_per_pixel(nbytes: int, header: Header) -> float:
-    return 8.0 * nbytes / (header.width * header.height)
-
-
 def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
     """Sum of -log2 P(symbol) of every layer under the exact model (for measuring coder overhead)."""
     pixels = _validate_pixels(pixels)
@@ -313,12 +454,9 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
         prior = chain.prior(i, pred)
         k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
         out.append(entropy.step_ideal_bits(k, prior))
-        chain.apply(i, entropy.reconstruct(k, prior))
+        chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
         pred = chain.predict(i) if i < T else None
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
-    out.append(
-        entropy.levels_ideal_bits(
-            levels, chain.last_x_tilde, prior.loc, prior.scale, codec.model.schedule.pixel_quant
-        )
-    )
+    q = codec.model.schedule.pixel_quant
+    out.append(entropy.levels_ideal_bits(levels, chain.pixel_tilde, prior.loc, prior.scale, q))
     return out

@@ -25,12 +25,15 @@ MAX_NAME = 64
 
 KIND_STEP = 1
 KIND_LOSSLESS = 2
+PARTITION_NATURAL = 0  # elements in their natural order (band, then C order; pixels in C order)
+PARTITION_IMPORTANCE = 1  # elements sorted by the prior's scale / quantiser step, largest first
 
 _HEAD = struct.Struct(
     "<8sBBIIBBH16sQB"
 )  # magic, version, flags, w, h, channels, T, tile/16, fp, seed, name len
 _LAYER = struct.Struct("<BBBBI")  # kind, index, partition, n_chunks, display check
 _U32 = struct.Struct("<I")
+_SPAN = struct.Struct("<II")  # per chunk in the layer header: element count, payload length
 _CHUNK = struct.Struct("<II")  # payload CRC32, symbol check
 
 
@@ -78,6 +81,7 @@ class Header:
 class Chunk:
     payload: bytes
     symbol_check: int
+    count: int  # number of elements (symbols) the chunk codes
 
 
 @dataclass
@@ -90,7 +94,7 @@ class Layer:
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
-        body += b"".join(_U32.pack(len(c.payload)) for c in self.chunks)
+        body += b"".join(_SPAN.pack(c.count, len(c.payload)) for c in self.chunks)
         return body + _U32.pack(crc32(body))
 
     def to_bytes(self) -> bytes:
@@ -167,7 +171,7 @@ def parse(data: bytes) -> ParsedFile:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
             break
         kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
-        head_len = _LAYER.size + 4 * n_chunks + _U32.size
+        head_len = _LAYER.size + _SPAN.size * n_chunks + _U32.size
         if len(data) - pos < head_len:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
             break
@@ -180,12 +184,18 @@ def parse(data: bytes) -> ParsedFile:
             raise FormatError(f"layer {expected_index} is missing or out of order (found layer {index})")
         if n_chunks == 0:
             raise FormatError(f"layer {index} has no chunks")
-        lengths = [_U32.unpack_from(data, pos + _LAYER.size + 4 * j)[0] for j in range(n_chunks)]
+        if partition not in (PARTITION_NATURAL, PARTITION_IMPORTANCE):
+            raise FormatError(f"layer {index} uses unknown partition {partition}")
+        spans = [_SPAN.unpack_from(data, pos + _LAYER.size + _SPAN.size * j) for j in range(n_chunks)]
+        # a step codes at most every coefficient of the padded image (sides padded to <= 256)
+        most = (-(-header.width // 256) * 256) * (-(-header.height // 256) * 256) * header.channels
+        if sum(count for count, _ in spans) > most:
+            raise FormatError(f"layer {index} claims more elements than the image has")
         pos += head_len
         layer = Layer(kind, index, check, [], partition)
         ends = []
         complete = True
-        for j, length in enumerate(lengths):
+        for j, (count, length) in enumerate(spans):
             if len(data) - pos < _CHUNK.size + length:
                 complete = False
                 break
@@ -193,7 +203,7 @@ def parse(data: bytes) -> ParsedFile:
             payload = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
             if crc32(payload) != crc:
                 raise FormatError(f"corrupted data in layer {index}, chunk {j + 1} (checksum mismatch)")
-            layer.chunks.append(Chunk(payload, sym_check))
+            layer.chunks.append(Chunk(payload, sym_check, count))
             pos += _CHUNK.size + length
             ends.append(pos)
         if not complete:

@@ -113,15 +113,20 @@ def _normaliser(prior: StepPrior) -> np.ndarray:
     return _sigmoid((prior.bound - prior.loc) * inv) - _sigmoid((-prior.bound - prior.loc) * inv)
 
 
-def step_ideal_bits(k: np.ndarray, prior: StepPrior) -> float:
-    """sum of -log2 P(k): the ideal code length under the exact model (for measurements)."""
-    total = 0.0
+def step_element_bits(k: np.ndarray, prior: StepPrior) -> np.ndarray:
+    """-log2 P(k) of every element under the exact model (ideal code lengths)."""
+    out = np.empty(len(prior))
     for start in range(0, len(prior), SLICE):
         sl = slice(start, start + SLICE)
         p = prior.part(sl)
-        mass = _bin_masses(p, k[sl][:, None])[:, 0] / _normaliser(p)
-        total += float(-np.log2(np.maximum(mass, 1e-300)).sum())
-    return total
+        mass = _bin_masses(p, k[sl][:, None].astype(np.float64))[:, 0] / _normaliser(p)
+        out[sl] = -np.log2(np.maximum(mass, 1e-300))
+    return out
+
+
+def step_ideal_bits(k: np.ndarray, prior: StepPrior) -> float:
+    """sum of -log2 P(k): the ideal code length under the exact model (for measurements)."""
+    return float(step_element_bits(k, prior).sum())
 
 
 def _window_tables(prior: StepPrior, half: int) -> np.ndarray:
@@ -249,15 +254,19 @@ def decode_levels(payload: bytes, x_tilde, loc, scale, quant_step: float) -> np.
     return out
 
 
-def levels_ideal_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> float:
-    total = 0.0
+def levels_element_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> np.ndarray:
+    """-log2 P(level) of every pixel value of the lossless layer."""
+    out = np.empty(levels.size)
     for start in range(0, levels.size, SLICE):
         sl = slice(start, start + SLICE)
         first, _, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
         sym = levels[sl].astype(np.int64) - first
-        p = tables[np.arange(sym.size), sym] / tables.sum(axis=1)
-        total += float(-np.log2(p).sum())
-    return total
+        out[sl] = -np.log2(tables[np.arange(sym.size), sym] / tables.sum(axis=1))
+    return out
+
+
+def levels_ideal_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> float:
+    return float(levels_element_bits(levels, x_tilde, loc, scale, quant_step).sum())
 
 
 def posterior_mean(x_tilde, loc, scale, quant_step: float) -> np.ndarray:

@@ -1,7 +1,8 @@
 """What can be done to a .uqd file without the model: list its layers, cut it to a budget.
 
-Truncation only ever removes bytes from the end: any prefix that ends on a layer boundary is a
-valid .uqd file, so a smaller file is the longest such prefix within the budget. No torch here.
+Truncation only ever removes bytes from the end: any prefix that ends on a chunk boundary is a
+valid .uqd file (a layer boundary is also a chunk boundary), so a smaller file is the longest such
+prefix within the budget. No torch here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class FileInfo:
     total_bytes: int
     layers: list[LayerInfo]
     warnings: list[str] = field(default_factory=list)
+    cut_points: list[int] = field(default_factory=list)  # every valid prefix length (chunk ends)
 
     @property
     def complete(self) -> bool:
@@ -60,14 +62,15 @@ def info(data: bytes) -> FileInfo:
             )
         )
         prev = end
-    return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings)
+    cuts = [parsed.header_size] + [end for ends in parsed.chunk_offsets for end in ends]
+    return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts)
 
 
 def truncate(
     data: bytes, *, bpp: float | None = None, steps: int | None = None, max_bytes: int | None = None
 ) -> bytes:
-    """The longest layer-aligned prefix within the budget: `bpp` (bits per pixel of the whole
-    file), `max_bytes`, or the first `steps` diffusion steps. Never re-encodes."""
+    """The longest chunk-aligned prefix within the budget: `bpp` (bits per pixel of the whole
+    file) or `max_bytes`; or exactly the first `steps` diffusion steps. Never re-encodes."""
     if sum(v is not None for v in (bpp, steps, max_bytes)) != 1:
         raise UqdmError("give exactly one of bpp, steps or max_bytes")
     fi = info(data)
@@ -88,9 +91,5 @@ def truncate(
             f"budget of {max_bytes} bytes ({bpp_of(max_bytes, hd):.4f} bpp) is smaller than the "
             f"file header ({fi.header_bytes} bytes)"
         )
-    end = fi.header_bytes
-    for layer in fi.layers:
-        if layer.end > max_bytes:
-            break
-        end = layer.end
+    end = max(c for c in fi.cut_points if c <= max_bytes)
     return bytes(data[:end])
