@@ -114,3 +114,26 @@ def test_grayscale_input_gets_a_note(tmp_path, tiny_model_path):
 def test_help():
     r = run("--help")
     assert r.exit_code == 0 and "encode" in r.stdout and "truncate" in r.stdout
+
+
+def test_progression_and_all_levels(photo, tiny_model_path):
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    strip_path, folder = photo.with_name("strip.png"), photo.with_name("levels")
+    r = run("decode", uqd, "-m", tiny_model_path, "--progression", strip_path, "--all-steps", folder)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 10 and names[0].startswith("000_header") and "lossless" in names[-1]
+    assert Image.open(strip_path).size[0] > 40
+
+
+def test_pillow_opens_uqd_files(photo, tiny_model_path, monkeypatch):
+    import uqdm_codec
+    from uqdm_codec.codec import Codec
+
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    codec = Codec(tiny_model_path, "cpu")
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
+    with Image.open(photo.with_suffix(".uqd")) as im:
+        assert im.format == "UQD" and im.size == (40, 24)
+        assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(photo)))

@@ -226,3 +226,22 @@ def test_truncate_to_budget_uses_chunk_boundaries(chunked):
         cut = files.truncate(data, max_bytes=int(budget))
         assert len(cut) == max(c for c in fi.cut_points if c <= budget)
         codec.decode(cut)  # decodes without error
+
+
+def test_streaming_decoder_improves_as_bytes_arrive(chunked, tiny_model_path, tiny_model, monkeypatch):
+    import uqdm_codec
+
+    codec, img, data = chunked
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
+    dec = uqdm_codec.Decoder()
+    shown, levels = 0, []
+    for start in range(0, len(data), 97):
+        image = dec.feed(data[start : start + 97])
+        if image is not None:
+            shown += 1
+            levels.append((dec.latest.layer, dec.latest.chunks))
+            # whatever is shown equals decoding the bytes received so far
+            ref = codec.decode(data[: start + 97])
+            assert np.array_equal(np.asarray(image), ref.pixels)
+    assert levels == sorted(levels) and shown > 5
+    assert dec.latest.lossless and np.array_equal(dec.latest.pixels, img)

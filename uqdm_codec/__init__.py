@@ -18,6 +18,10 @@ from .files import FileInfo, LayerInfo, info, truncate
 
 __version__ = "0.1.0"
 
+from . import pillow_plugin as _pillow_plugin  # noqa: E402
+
+_pillow_plugin.register()  # Image.open("x.uqd") works once uqdm_codec is imported
+
 _CODECS: dict = {}
 
 
@@ -50,6 +54,13 @@ def decode(data: bytes | str | Path, steps: int | None = None, model=None, *, de
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
     layers in the file; with the lossless layer that is the exact original)."""
     return decode_full(data, steps, model, device=device, progress=progress).to_pil()
+
+
+def Decoder(model=None, device=None):  # noqa: N802 - a class to the user
+    """Streaming decoder: `Decoder().feed(bytes) -> PIL image | None` (see codec.Decoder)."""
+    from .codec import Decoder as _Decoder
+
+    return _Decoder(model, device)
 
 
 def decode_full(data, steps: int | None = None, model=None, *, device=None, progress=None):

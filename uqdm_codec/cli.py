@@ -152,6 +152,9 @@ def decode(
     steps: int | None = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
     model: str | None = ModelOpt,
     device: str = DeviceOpt,
+    progression: Path | None = typer.Option(None, help="Also write a strip of every level, labelled."),
+    all_steps: Path | None = typer.Option(None, help="Also write every level as its own PNG in this folder."),
+    chunks: bool = typer.Option(False, help="With --progression/--all-steps: include sub-step chunk levels."),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -175,12 +178,38 @@ def decode(
         for w in result.warnings:
             err.print(f"warning: {w}", highlight=False)
         save_image(result.pixels, target, force=force, inputs=(file,))
+        if progression or all_steps:
+            _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet)
         what = (
             "lossless (exact original)"
             if result.lossless
             else f"after {result.steps} of {header.num_steps} steps"
         )
         out.print(f"wrote {target}: {what}", highlight=False)
+
+
+def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet) -> None:
+    import numpy as np
+
+    from . import progression as prog
+    from .image_io import save_image
+
+    with _progress("levels", quiet):
+        levels = prog.decode_levels(codec, data, every_chunk=chunks)
+    reference = levels[-1].pixels if levels[-1].lossless else None
+    h, w = levels[0].pixels.shape[:2]
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, image in enumerate(levels):
+            name = (
+                f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp.png"
+            )
+            save_image(image.pixels, folder / name, force=force, inputs=(file,))
+        out.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
+    if strip_path:
+        sheet = prog.strip(levels, reference)
+        save_image(np.asarray(sheet), strip_path, force=force, inputs=(file,))
+        out.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
 
 
 @app.command()

@@ -302,74 +302,54 @@ class Codec:
         step, and the exact image once the lossless layer is in; with every_chunk, also after every
         chunk. Stops after `steps` diffusion steps if given, else after the last complete chunk."""
         parsed = container.parse(data)
-        hd = parsed.header
-        self.check_header(hd)
+        session = _DecodeSession(self, parsed.header, parsed.header_size)
         T = self.num_steps
-        have = min(len(parsed.layers), T)
-        layers = list(parsed.layers)
         if steps is not None:
+            have = min(len(parsed.layers), T)
             if not 0 <= steps <= T:
                 raise UqdmError(f"steps must be between 0 and {T}")
             if steps > have:
                 raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
-            layers = layers[:steps]
-        elif parsed.partial is not None and parsed.partial.chunks:
-            layers.append(parsed.partial)
-        warnings = list(parsed.warnings)
-        ends = [parsed.header_size] + [e for chunk_ends in parsed.chunk_offsets for e in chunk_ends]
-        chain = _Chain(self.net, hd.height, hd.width, hd.seed, hd.tile)
-        nbytes = parsed.header_size
-        yield DecodedImage(chain.blank_display(), 0, False, warnings, nbytes=nbytes)
-        pred = prior = None
-        done_steps = 0
-        chunk_no = 0
-        for layer in layers:
-            i = layer.index
-            complete = layer is not parsed.partial
-            total_chunks = len(layer.chunks) if complete else parsed.partial_expected_chunks
-            if i <= T:
-                prior = chain.prior(i, pred)
-                count = len(prior)
-            else:
-                count = hd.width * hd.height * 3
-            order = importance_order(prior) if layer.partition == PARTITION_IMPORTANCE else np.arange(count)
-            if complete and sum(c.count for c in layer.chunks) != count:
-                raise SyncError(_sync_message(i))
-            pos = 0
-            for c, chunk in enumerate(layer.chunks):
-                part = order[pos : pos + chunk.count]
-                if part.size != chunk.count:
-                    raise SyncError(_sync_message(i))
-                pos += chunk.count
-                self._decode_chunk(chain, i, chunk, prior, part)
-                chunk_no += 1
-                nbytes = ends[chunk_no]
-                last = c == len(layer.chunks) - 1
-                if last and complete:
-                    break
-                if every_chunk or last:  # a partial point: show it
-                    shown = self._display(chain, i, prior, partial=True)
-                    yield DecodedImage(shown, done_steps, False, warnings, i, c + 1, False, nbytes)
-            if not complete:
-                break
-            if i <= T:
-                pred = chain.predict(i) if i < T else None
-                shown = _to_image(pred.display, hd.height, hd.width) if i < T else chain.pixel_display(prior)
-                done_steps = i
-            else:
-                shown = chain.lossless.reshape(3, hd.height, hd.width).transpose(1, 2, 0).astype(np.uint8)
-                shown = np.ascontiguousarray(shown)
-            if _check(shown) != layer.display_check:
-                raise SyncError(_sync_message(i))
-            if progress:
-                progress(i, len(layers))
-            yield DecodedImage(shown, done_steps, i == T + 1, warnings, i, total_chunks, True, nbytes)
+        yield session.blank(parsed.warnings)
+        yield from session.advance(parsed, every_chunk=every_chunk, max_layer=steps, progress=progress)
 
-    def _decode_chunk(
-        self, chain: _Chain, i: int, chunk: Chunk, prior: entropy.StepPrior, part: np.ndarray
-    ) -> None:
-        T = self.num_steps
-        if i <= T:
+    def decode(self, data: bytes, steps: int | None = None, progress: Progress | None = None) -> DecodedImage:
+        """The image after `steps` diffusion steps (default: everything the file holds)."""
+        *_, last = self.iter_decode(data, steps, progress)
+        return last
+
+
+class _DecodeSession:
+    """Decoding state that survives between calls, so bytes can arrive in pieces: the chain, the
+    next layer and chunk to apply, and the prior of the layer in progress."""
+
+    def __init__(self, codec: Codec, header: Header, header_size: int):
+        codec.check_header(header)
+        self.codec, self.hd = codec, header
+        self.T = codec.num_steps
+        self.chain = _Chain(codec.net, header.height, header.width, header.seed, header.tile)
+        self.pred: Prediction | None = None
+        self.prior: entropy.StepPrior | None = None  # the pixel step's prior serves the lossless layer
+        self.order = np.zeros(0, np.int64)
+        self.layer, self.chunk, self.done_steps = 1, 0, 0
+        self.nbytes = header_size
+
+    def blank(self, warnings: list[str]) -> DecodedImage:
+        return DecodedImage(self.chain.blank_display(), 0, False, list(warnings), nbytes=self.nbytes)
+
+    def _start_layer(self, layer: Layer) -> None:
+        i = layer.index
+        if i <= self.T:
+            self.prior = self.chain.prior(i, self.pred)
+        count = len(self.prior) if i <= self.T else self.hd.width * self.hd.height * 3
+        if layer.partition == PARTITION_IMPORTANCE:
+            self.order = importance_order(self.prior)
+        else:
+            self.order = np.arange(count)
+
+    def _apply_chunk(self, i: int, chunk: Chunk, part: np.ndarray) -> None:
+        chain, prior = self.chain, self.prior
+        if i <= self.T:
             sub = prior.part(part)
             k = _decode_checked(entropy.decode_step, i, chunk, sub)
             chain.apply(i, entropy.reconstruct(k, sub), part)
@@ -377,24 +357,116 @@ class Codec:
         if chain.lossless.size == 0:
             chain.lossless = np.zeros(chain.pixel_tilde.size, np.int64)
             chain.lossless_received = np.zeros(chain.pixel_tilde.size, bool)
-        q = self.model.schedule.pixel_quant
+        q = self.codec.model.schedule.pixel_quant
         levels = _decode_checked(
             entropy.decode_levels, i, chunk, chain.pixel_tilde[part], prior.loc[part], prior.scale[part], q
         )
         chain.lossless[part] = levels
         chain.lossless_received[part] = True
 
-    def _display(self, chain: _Chain, i: int, prior: entropy.StepPrior, partial: bool) -> np.ndarray:
-        """The image after part of layer i: the network's estimate at the partial state for Haar
-        steps, the per-pixel posterior where pixels arrived for the last two layers."""
-        if i >= self.num_steps:
-            return chain.pixel_display(prior)
-        return _to_image(chain.predict(i).display, chain.h, chain.w)
+    def _partial_display(self, i: int) -> np.ndarray:
+        """After part of layer i: the network's estimate at the partial state (Haar steps), or the
+        per-pixel posterior where pixels arrived (the last two layers)."""
+        if i >= self.T:
+            return self.chain.pixel_display(self.prior)
+        return _to_image(self.chain.predict(i).display, self.hd.height, self.hd.width)
 
-    def decode(self, data: bytes, steps: int | None = None, progress: Progress | None = None) -> DecodedImage:
-        """The image after `steps` diffusion steps (default: everything the file holds)."""
-        *_, last = self.iter_decode(data, steps, progress)
-        return last
+    def _finish_layer(self, i: int) -> np.ndarray:
+        hd = self.hd
+        if i > self.T:
+            levels = self.chain.lossless.reshape(3, hd.height, hd.width).transpose(1, 2, 0)
+            return np.ascontiguousarray(levels.astype(np.uint8))
+        self.done_steps = i
+        if i == self.T:
+            self.pred = None
+            return self.chain.pixel_display(self.prior)
+        self.pred = self.chain.predict(i)
+        return _to_image(self.pred.display, hd.height, hd.width)
+
+    def advance(
+        self,
+        parsed: container.ParsedFile,
+        every_chunk: bool = False,
+        max_layer: int | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[DecodedImage]:
+        """Apply whatever `parsed` holds beyond what was applied before; yield the images."""
+        T = self.T
+        last_layer = T + 1 if max_layer is None else max_layer
+        warnings = list(parsed.warnings)
+        while self.layer <= last_layer:
+            i = self.layer
+            if i <= len(parsed.layers):
+                layer, complete = parsed.layers[i - 1], True
+            elif max_layer is None and parsed.partial is not None and parsed.partial.index == i:
+                layer, complete = parsed.partial, False
+            else:
+                return
+            if self.chunk == 0:
+                self._start_layer(layer)
+                if complete and sum(c.count for c in layer.chunks) != self.order.size:
+                    raise SyncError(_sync_message(i))
+            ends = parsed.chunk_offsets[i - 1]
+            start = sum(c.count for c in layer.chunks[: self.chunk])
+            for c in range(self.chunk, len(layer.chunks)):
+                chunk = layer.chunks[c]
+                part = self.order[start : start + chunk.count]
+                if part.size != chunk.count:
+                    raise SyncError(_sync_message(i))
+                start += chunk.count
+                self._apply_chunk(i, chunk, part)
+                self.chunk, self.nbytes = c + 1, ends[c]
+                last_here = c == len(layer.chunks) - 1
+                if not (complete and last_here) and (every_chunk or last_here):
+                    shown = self._partial_display(i)
+                    yield DecodedImage(shown, self.done_steps, False, warnings, i, c + 1, False, self.nbytes)
+            if not complete:
+                return
+            shown = self._finish_layer(i)
+            if _check(shown) != layer.display_check:
+                raise SyncError(_sync_message(i))
+            self.layer, self.chunk = i + 1, 0
+            if progress:
+                progress(i, last_layer)
+            yield DecodedImage(
+                shown, self.done_steps, i == T + 1, warnings, i, len(layer.chunks), True, self.nbytes
+            )
+
+
+class Decoder:
+    """Streaming decoder: feed bytes as they arrive, get a better image each time a chunk completes.
+
+    dec = Decoder()
+    for piece in download():
+        image = dec.feed(piece)   # a PIL image, or None when nothing new could be decoded
+    """
+
+    def __init__(self, model=None, device=None):
+        self._model, self._device = model, device
+        self._buffer = bytearray()
+        self._session: _DecodeSession | None = None
+        self.latest: DecodedImage | None = None
+
+    def feed(self, data: bytes):
+        self._buffer += data
+        if self._session is None:
+            try:
+                header, size = container.parse_header(bytes(self._buffer))
+            except FormatError as exc:
+                if "too short" in str(exc):
+                    return None
+                raise
+            from . import get_codec
+
+            codec = get_codec(model_for_file(header, self._model), self._device)
+            self._session = _DecodeSession(codec, header, size)
+            self.latest = self._session.blank([])
+            return self.latest.to_pil()
+        images = list(self._session.advance(container.parse(bytes(self._buffer))))
+        if not images:
+            return None
+        self.latest = images[-1]
+        return self.latest.to_pil()
 
 
 def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:
