@@ -103,8 +103,8 @@ class _Chain:
         self.h, self.w = height, width
         self.hp, self.wp = -(-height // m) * m, -(-width // m) * m
         self.seed = seed
-        self.z = haar.forward(randomness.initial_latent(seed, (3, self.hp, self.wp)), self.levels)
-        self.state = [np.zeros(b.shape, dtype=np.int64) for b in self.z]
+        self._z: list[np.ndarray] | None = None  # allocated when the first step needs it
+        self._state: list[np.ndarray] | None = None
         self.tables = {k: np.array(v) for k, v in self.sched.jump_table().items()}
         self.coded_band = np.zeros(0, np.int64)  # band of each coded element of the current step
         self.coded_flat = np.zeros(0, np.int64)  # its flat index in that band
@@ -112,6 +112,18 @@ class _Chain:
         self.pixel_received = np.zeros(0, bool)
         self.lossless = np.zeros(0, np.int64)  # decoded pixel levels of the lossless layer
         self.lossless_received = np.zeros(0, bool)
+
+    @property
+    def z(self) -> list[np.ndarray]:
+        if self._z is None:
+            self._z = haar.forward(randomness.initial_latent(self.seed, (3, self.hp, self.wp)), self.levels)
+        return self._z
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        if self._state is None:
+            self._state = [np.zeros(b.shape, dtype=np.int64) for b in self.z]
+        return self._state
 
     def predict(self, step: int) -> Prediction:
         return self.net.predict(self.z, self.state, step, self.tile)
@@ -184,7 +196,11 @@ class _Chain:
         return _to_image(shown.reshape(3, self.h, self.w), self.h, self.w)
 
     def blank_display(self) -> np.ndarray:
-        return _to_image(self.net.blank_display((self.hp, self.wp)), self.h, self.w)
+        """The first prior's image: its bands are constant, so it repeats with the Haar block."""
+        block = self.net.multiple
+        tile = _to_image(self.net.blank_display((block, block)), block, block)
+        reps = (-(-self.h // block), -(-self.w // block), 1)
+        return np.ascontiguousarray(np.tile(tile, reps)[: self.h, : self.w])
 
 
 class Codec:

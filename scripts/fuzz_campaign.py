@@ -1,0 +1,72 @@
+"""Fuzz campaign for the decoder: many hostile inputs, each must end in the codec's own error or a
+correct decode within a time bound.
+
+    python scripts/fuzz_campaign.py --cases 12000 --out fuzz_report.json
+
+Uses a small randomly initialised model (the decoder's robustness does not depend on the weights)
+and real files of several sizes, with and without sub-step chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from tests.conftest import make_tiny_model, synthetic_image  # noqa: E402
+from tests.fuzz_cases import mutations, run_case  # noqa: E402
+from uqdm_codec.codec import ChunkPolicy, Codec  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cases", type=int, default=12000)
+    parser.add_argument("--out", default="fuzz_report.json")
+    parser.add_argument("--time-limit", type=float, default=10.0)
+    args = parser.parse_args()
+
+    model = make_tiny_model()
+    codecs = [Codec(model, "cpu"), Codec(model, "cpu", chunking=ChunkPolicy(growth=0.01, min_bytes=24))]
+    sources = []
+    for k, (h, w) in enumerate([(20, 28), (1, 1), (33, 17)]):
+        for c in codecs:
+            sources.append((c, c.encode(synthetic_image(h, w, seed=k), seed=k)))
+
+    counts: Counter = Counter()
+    crashes: list[str] = []
+    per_source = max(1, args.cases // len(sources))
+    t0 = time.perf_counter()
+    for codec, data in sources:
+
+        @settings(
+            max_examples=per_source, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(mutations(data))
+        def case(blob):
+            outcome = run_case(codec, blob, args.time_limit)
+            counts[outcome.split(":")[0] if outcome.startswith(("crash", "slow")) else outcome] += 1
+            if outcome.startswith(("crash", "slow")) and len(crashes) < 50:
+                crashes.append(outcome)
+
+        case()
+    report = {
+        "cases": sum(counts.values()),
+        "outcomes": dict(counts),
+        "crashes_or_slow": crashes,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "time_limit_per_case_s": args.time_limit,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    sys.exit(1 if crashes else 0)
+
+
+if __name__ == "__main__":
+    main()

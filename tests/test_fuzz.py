@@ -1,0 +1,41 @@
+"""Property-based hardening: hostile bytes end in the codec's own error or a correct decode, fast.
+
+A larger campaign (>= 10,000 cases) is scripts/fuzz_campaign.py; this is the CI-sized subset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from .conftest import synthetic_image
+from .fuzz_cases import mutations, run_case
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def small_file(codec):
+    img = synthetic_image(20, 28, seed=5)
+    return img, codec.encode(img, seed=9)
+
+
+def test_mutated_files_never_crash(codec, small_file):
+    img, data = small_file
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(mutations(data))
+    def check(blob):
+        outcome = run_case(codec, blob, time_limit=10.0)
+        assert not outcome.startswith(("crash", "slow")), outcome
+        if outcome == "ok" and blob == data:
+            assert np.array_equal(codec.decode(blob).pixels, img)
+
+    check()
+
+
+def test_absurd_header_is_refused_without_allocating(codec):
+    from .fuzz_cases import header_with
+
+    for w, h in ((100_000, 100_000), (65535, 65535), (1, 10**9 % 2**32)):
+        assert run_case(codec, header_with(w, h), time_limit=1.0) == "error:FormatError"
