@@ -49,7 +49,7 @@ def main() -> None:
             max_examples=per_source, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
         @given(mutations(data))
-        def case(blob):
+        def case(blob, codec=codec):
             outcome = run_case(codec, blob, args.time_limit)
             counts[outcome.split(":")[0] if outcome.startswith(("crash", "slow")) else outcome] += 1
             if outcome.startswith(("crash", "slow")) and len(crashes) < 50:
