@@ -192,11 +192,13 @@ def resolve_model_path(spec: str | Path | None) -> Path:
     return path
 
 
-def save_model(model: UQDM, path: str | Path) -> None:
+def save_model(model: UQDM, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
+    """Write weights (safetensors, optionally stored as float16 to halve the size; they are used
+    in float32) and the config beside them as JSON."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(path), metadata={"format": MODEL_FORMAT, "name": model.config.name})
     path.with_suffix(".json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
 
@@ -216,7 +218,8 @@ def load_model(spec: str | Path | None = None) -> UQDM:
         raise ModelError(f"model config {config_path} is invalid: {exc}") from None
     model = UQDM(config)
     try:
-        model.load_state_dict(load_file(str(path)))
+        tensors = {k: v.float() for k, v in load_file(str(path)).items()}
+        model.load_state_dict(tensors)
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot load weights {path}: {first}") from None
