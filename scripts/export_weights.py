@@ -1,6 +1,6 @@
 """Copy a training run's EMA weights into weights/ as the shipped model (float16 storage).
 
-    python scripts/export_weights.py runs/v3/uqdm-small.safetensors --name uqdm-small
+python scripts/export_weights.py runs/v3/uqdm-small.safetensors --name uqdm-small
 """
 
 from __future__ import annotations

@@ -141,3 +141,12 @@ def test_write_failures_are_one_line_and_leave_nothing(tmp_path, monkeypatch, er
     with pytest.raises(UqdmError, match=message):
         save_image(np.zeros((2, 2, 3), np.uint8), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cmyk_jpeg_and_palette_gif(tmp_path):
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 12, 3)).astype(np.uint8))
+    rgb.convert("CMYK").save(tmp_path / "c.jpg", quality=95)
+    rgb.convert("P").save(tmp_path / "p.gif")
+    for name, note in (("c.jpg", "CMYK"), ("p.gif", "palette")):
+        loaded = load_image(tmp_path / name)
+        assert loaded.pixels.shape == (16, 12, 3) and any(note in n for n in loaded.notes)
