@@ -228,21 +228,22 @@ def test_truncate_to_budget_uses_chunk_boundaries(chunked):
         codec.decode(cut)  # decodes without error
 
 
-def test_streaming_decoder_improves_as_bytes_arrive(chunked, tiny_model_path, tiny_model, monkeypatch):
+def test_streaming_decoder_improves_as_bytes_arrive(chunked, monkeypatch):
     import uqdm_codec
 
     codec, img, data = chunked
     monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
     dec = uqdm_codec.Decoder()
-    shown, levels = 0, []
-    for start in range(0, len(data), 97):
-        image = dec.feed(data[start : start + 97])
+    assert dec.feed(data[:3]) is None  # not even the magic yet
+    received, shown, levels = 3, 0, []
+    while received < len(data):
+        image = dec.feed(data[received : received + 97])
+        received += 97
         if image is not None:
             shown += 1
             levels.append((dec.latest.layer, dec.latest.chunks))
-            # whatever is shown equals decoding the bytes received so far
-            ref = codec.decode(data[: start + 97])
-            assert np.array_equal(np.asarray(image), ref.pixels)
+            # what is shown equals decoding the bytes received so far
+            assert np.array_equal(np.asarray(image), codec.decode(data[:received]).pixels)
     assert levels == sorted(levels) and shown > 5
     assert dec.latest.lossless and np.array_equal(dec.latest.pixels, img)
 

@@ -466,6 +466,8 @@ class Decoder:
     def feed(self, data: bytes):
         self._buffer += data
         if self._session is None:
+            if len(self._buffer) < len(container.MAGIC) and container.MAGIC.startswith(bytes(self._buffer)):
+                return None
             try:
                 header, size = container.parse_header(bytes(self._buffer))
             except FormatError as exc:
