@@ -49,8 +49,13 @@ def main() -> None:
             row["error"] = str(exc)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    summary = {"encode": args.encode, "decode": args.decode, "images": len(rows),
-               "exact": sum(r["exact"] for r in rows), "rows": rows}
+    summary = {
+        "encode": args.encode,
+        "decode": args.decode,
+        "images": len(rows),
+        "exact": sum(r["exact"] for r in rows),
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{summary['exact']} of {len(rows)} decode exactly ({args.encode} -> {args.decode})")
 

@@ -14,10 +14,10 @@ from uqdm_codec.errors import FormatError, UqdmError
 def make_file(num_steps=2, payload=b"abcd" * 3):
     hd = Header(64, 48, num_steps, 42, bytes(range(16)), "m")
     layers = [
-        Layer(container.KIND_STEP, i, 1000 + i, [Chunk(payload, i, 10), Chunk(payload[:4], 5, 3)], 1)
+        Layer(container.KIND_STEP, i, 1000 + i, [Chunk(payload, 10), Chunk(payload[:4], 3)], 1)
         for i in range(1, num_steps + 1)
     ]
-    layers.append(Layer(container.KIND_LOSSLESS, num_steps + 1, 7, [Chunk(payload, 9, 64 * 48 * 3)]))
+    layers.append(Layer(container.KIND_LOSSLESS, num_steps + 1, 7, [Chunk(payload, 64 * 48 * 3)]))
     return hd, hd.to_bytes() + b"".join(layer.to_bytes() for layer in layers)
 
 
@@ -29,6 +29,15 @@ def test_parse_round_trip():
     assert parsed.layers[0].display_check == 1001 and parsed.layers[0].chunks[0].payload == b"abcd" * 3
     assert [c.count for c in parsed.layers[1].chunks] == [10, 3] and parsed.layers[1].partition == 1
     assert not parsed.warnings
+
+
+def test_varints():
+    for v in (0, 1, 127, 128, 300, 2**21, 2**32 - 1):
+        enc = container.put_varint(v)
+        assert container.get_varint(enc, 0) == (v, len(enc))
+        assert container.get_varint(enc[:-1], 0) is None
+    with pytest.raises(FormatError):
+        container.get_varint(b"\xff" * 6, 0)
 
 
 def test_chunk_boundaries_are_valid_cut_points():

@@ -33,12 +33,34 @@ _HEAD = struct.Struct(
 )  # magic, version, flags, w, h, channels, T, tile/16, fp, seed, name len
 _LAYER = struct.Struct("<BBBBI")  # kind, index, partition, n_chunks, display check
 _U32 = struct.Struct("<I")
-_SPAN = struct.Struct("<II")  # per chunk in the layer header: element count, payload length
-_CHUNK = struct.Struct("<II")  # payload CRC32, symbol check
+_CHUNK = struct.Struct("<I")  # payload CRC32
 
 
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def put_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def get_varint(data: bytes, pos: int, limit: int = 5) -> tuple[int, int] | None:
+    """(value, next position), or None if the data ends first. At most `limit` bytes."""
+    value = 0
+    for k in range(limit):
+        if pos + k >= len(data):
+            return None
+        byte = data[pos + k]
+        value |= (byte & 0x7F) << (7 * k)
+        if not byte & 0x80:
+            return value, pos + k + 1
+    raise FormatError("malformed number in a layer header")
 
 
 @dataclass(frozen=True)
@@ -79,8 +101,7 @@ class Header:
 
 @dataclass
 class Chunk:
-    payload: bytes
-    symbol_check: int
+    payload: bytes  # ANS words, little-endian u32
     count: int  # number of elements (symbols) the chunk codes
 
 
@@ -94,13 +115,15 @@ class Layer:
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
-        body += b"".join(_SPAN.pack(c.count, len(c.payload)) for c in self.chunks)
+        body += b"".join(put_varint(c.count) + put_varint(len(c.payload) // 4) for c in self.chunks)
         return body + _U32.pack(crc32(body))
 
     def to_bytes(self) -> bytes:
         parts = [self.header_bytes()]
         for c in self.chunks:
-            parts.append(_CHUNK.pack(crc32(c.payload), c.symbol_check))
+            if len(c.payload) % 4:
+                raise ValueError("chunk payloads are whole 32-bit words")
+            parts.append(_CHUNK.pack(crc32(c.payload)))
             parts.append(c.payload)
         return b"".join(parts)
 
@@ -171,13 +194,19 @@ def parse(data: bytes) -> ParsedFile:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
             break
         kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
-        head_len = _LAYER.size + _SPAN.size * n_chunks + _U32.size
-        if len(data) - pos < head_len:
+        spans, cursor = [], pos + _LAYER.size
+        for _ in range(n_chunks):
+            count = get_varint(data, cursor)
+            words = get_varint(data, count[1]) if count else None
+            if words is None:
+                break
+            spans.append((count[0], 4 * words[0]))
+            cursor = words[1]
+        if len(spans) < n_chunks or len(data) - cursor < _U32.size:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
             break
-        body = data[pos : pos + head_len - _U32.size]
-        (stored,) = _U32.unpack_from(data, pos + head_len - _U32.size)
-        if crc32(body) != stored:
+        (stored,) = _U32.unpack_from(data, cursor)
+        if crc32(data[pos:cursor]) != stored:
             raise FormatError(f"corrupted layer {expected_index} header (checksum mismatch)")
         want_kind = KIND_LOSSLESS if expected_index == header.num_steps + 1 else KIND_STEP
         if index != expected_index or kind != want_kind:
@@ -186,12 +215,11 @@ def parse(data: bytes) -> ParsedFile:
             raise FormatError(f"layer {index} has no chunks")
         if partition not in (PARTITION_NATURAL, PARTITION_IMPORTANCE):
             raise FormatError(f"layer {index} uses unknown partition {partition}")
-        spans = [_SPAN.unpack_from(data, pos + _LAYER.size + _SPAN.size * j) for j in range(n_chunks)]
         # a step codes at most every coefficient of the padded image (sides padded to <= 256)
         most = (-(-header.width // 256) * 256) * (-(-header.height // 256) * 256) * header.channels
         if sum(count for count, _ in spans) > most:
             raise FormatError(f"layer {index} claims more elements than the image has")
-        pos += head_len
+        pos = cursor + _U32.size
         layer = Layer(kind, index, check, [], partition)
         ends = []
         complete = True
@@ -199,11 +227,11 @@ def parse(data: bytes) -> ParsedFile:
             if len(data) - pos < _CHUNK.size + length:
                 complete = False
                 break
-            crc, sym_check = _CHUNK.unpack_from(data, pos)
+            (crc,) = _CHUNK.unpack_from(data, pos)
             payload = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
             if crc32(payload) != crc:
                 raise FormatError(f"corrupted data in layer {index}, chunk {j + 1} (checksum mismatch)")
-            layer.chunks.append(Chunk(payload, sym_check, count))
+            layer.chunks.append(Chunk(payload, count))
             pos += _CHUNK.size + length
             ends.append(pos)
         if not complete:
