@@ -329,7 +329,9 @@ def bench(
             out.print(f"wrote {out_dir / 'results.json'} (install matplotlib for the plot)", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
 def train(ctx: typer.Context) -> None:
     """Train a denoiser: uqdm train DATA_DIR --out RUN_DIR [options] (see uqdm train --help)."""
     from . import train as training

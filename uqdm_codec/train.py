@@ -307,7 +307,9 @@ def train(cfg: TrainConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="uqdm train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("data_dir")
     parser.add_argument("--out", required=True)
     for f in TrainConfig.__dataclass_fields__.values():
