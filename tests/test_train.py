@@ -54,3 +54,51 @@ def test_train_checkpoint_resume_and_use(tmp_path, capsys):
     codec = Codec(str(out / "tiny-run.safetensors"), "cpu")
     img = synthetic_image(16, 24)
     assert np.array_equal(codec.decode(codec.encode(img, seed=1)).pixels, img)
+
+
+def test_train_under_torchrun_ddp(tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo on CPU) runs the same script unchanged."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for k in range(4):
+        Image.fromarray(synthetic_image(72, 80, seed=k)).save(data / f"{k}.png")
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "uqdm_codec.train",
+        str(data),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--crop",
+        "32",
+        "--big-crop",
+        "64",
+        "--batch",
+        "2",
+        "--widths",
+        "16",
+        "16",
+        "16",
+        "16",
+        "--holdout",
+        "1",
+        "--ckpt-every",
+        "2",
+        "--threads",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "checkpoint.pt").exists() and (out / "uqdm-small.safetensors").exists()

@@ -8,6 +8,7 @@ The codec's numpy twin of these formulas is `entropy.py`; tests check the two ag
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -148,57 +149,83 @@ def run_chain(
     backward: bool = False,
     display_lambda: float = 1.0,
     skip_lambda: float = 0.1,
+    sync=None,
 ) -> dict:
     """Run the whole chain on a batch the way the codec does, step by step.
 
     With backward=True, each step's loss (bits of its coded coefficients + skip_lambda x the bits
     the skipped ones would have cost, which keeps the scales calibrated everywhere + the weighted
-    display MSE) is back-propagated at once, the state being treated as data. Returns per-step
-    bits per dim, display PSNR after each step and the fraction of coefficients coded."""
+    display MSE) is back-propagated at once, the state being treated as data. `sync(last)` gives
+    the context each step's forward/backward runs in (DDP: no gradient sync until the last step).
+    Returns per-step bits per dim, display PSNR after each step and the fraction of coefficients
+    coded."""
     sched = model.schedule
     x = to_data_units(pixels)
-    batch, dims = x.shape[0], x[0].numel()
     x_bands = haar.forward(x, model.haar_levels)
     chain = start_chain(x_bands, generator)
     tables = jump_tables(model, x.device, x.dtype)
     out = {"bits": [], "psnr": [], "coded": [], "loss": 0.0}
     for i in range(1, sched.num_steps + 1):
-        if i == 1:
-            locs, log_scales = model.first_prior(chain.z)
-            pred = None
-        else:
-            pred = (net or model)(chain.z, chain.state, torch.full((batch,), i - 1, device=x.device))
-            locs, log_scales = pred[0], pred[1]
-            out["psnr"].append(psnr(pred[3], pixels))
-        if not sched.is_pixel_step(i):
-            coded, skipped, new_chain, frac = haar_step(
-                model, tables, chain, i, x_bands, locs, log_scales, generator
+        with sync(i == sched.num_steps) if sync else nullcontext():
+            chain = _run_step(
+                model,
+                net,
+                i,
+                x,
+                x_bands,
+                chain,
+                tables,
+                pixels,
+                generator,
+                backward,
+                display_lambda,
+                skip_lambda,
+                out,
             )
-            loss = (coded + skip_lambda * skipped).sum() / (batch * dims)
-            out["bits"].append(coded.sum().item() / (batch * dims))
-            out["coded"].append(frac)
-        else:
-            q = sched.pixel_quant
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
-            x_tilde = x + q * u
-            bits = step_bits(x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
-            fin = final_bits(x, x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
-            loss = (bits + fin).sum() / (batch * dims)
-            out["bits"] += [bits.sum().item() / (batch * dims), fin.sum().item() / (batch * dims)]
-            out["coded"].append(1.0)
-            with torch.no_grad():
-                out["psnr"].append(psnr(box_mean(x_tilde, q, pred[3], pred[2]), pixels))
-            new_chain = chain
-        if pred is not None:
-            mse = ((pred[3] - x) ** 2).mean()
-            loss = loss + display_lambda * display_weight(model, i - 1) * mse
-        if backward:
-            loss.backward()
-        out["loss"] += loss.item()
-        chain = new_chain.detach()
     out["nelbo_bpp"] = 3 * sum(out["bits"])
     out["bpp"] = [3 * sum(out["bits"][: k + 1]) for k in range(sched.num_steps)]
     return out
+
+
+def _run_step(
+    model, net, i, x, x_bands, chain, tables, pixels, generator, backward, display_lambda, skip_lambda, out
+) -> ChainState:
+    """One step of run_chain: prediction, bits, loss (and its backward), the next state."""
+    sched = model.schedule
+    batch, dims = x.shape[0], x[0].numel()
+    if i == 1:
+        locs, log_scales = model.first_prior(chain.z)
+        pred = None
+    else:
+        pred = (net or model)(chain.z, chain.state, torch.full((batch,), i - 1, device=x.device))
+        locs, log_scales = pred[0], pred[1]
+        out["psnr"].append(psnr(pred[3], pixels))
+    if not sched.is_pixel_step(i):
+        coded, skipped, new_chain, frac = haar_step(
+            model, tables, chain, i, x_bands, locs, log_scales, generator
+        )
+        loss = (coded + skip_lambda * skipped).sum() / (batch * dims)
+        out["bits"].append(coded.sum().item() / (batch * dims))
+        out["coded"].append(frac)
+    else:
+        q = sched.pixel_quant
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
+        x_tilde = x + q * u
+        bits = step_bits(x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
+        fin = final_bits(x, x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
+        loss = (bits + fin).sum() / (batch * dims)
+        out["bits"] += [bits.sum().item() / (batch * dims), fin.sum().item() / (batch * dims)]
+        out["coded"].append(1.0)
+        with torch.no_grad():
+            out["psnr"].append(psnr(box_mean(x_tilde, q, pred[3], pred[2]), pixels))
+        new_chain = chain
+    if pred is not None:
+        mse = ((pred[3] - x) ** 2).mean()
+        loss = loss + display_lambda * display_weight(model, i - 1) * mse
+    if backward:
+        loss.backward()
+    out["loss"] += loss.item()
+    return new_chain.detach()
 
 
 def psnr(x_data: torch.Tensor, pixels: torch.Tensor) -> float:

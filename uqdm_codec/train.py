@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
@@ -217,7 +218,12 @@ def train(cfg: TrainConfig) -> None:
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    # Each chain step back-propagates on its own; under DDP the gradients are summed locally and
+    # all-reduced once, with the last step.
+    sync = (lambda last: nullcontext() if last else net.no_sync()) if world > 1 else None
 
     if master:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -239,7 +245,15 @@ def train(cfg: TrainConfig) -> None:
             backward=True,
             display_lambda=cfg.display_lambda,
             skip_lambda=cfg.skip_lambda,
+            sync=sync,
         )
+        if world > 1:  # step 1's prior runs outside the DDP forward: average its gradients by hand
+            import torch.distributed as dist
+
+            for p in (model.first_loc, model.first_log_scale):
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         decay = min(cfg.ema, (1 + it) / (10 + it))
