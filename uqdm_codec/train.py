@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -230,6 +231,7 @@ def train(cfg: TrainConfig) -> None:
     log_file = open(out / "log.jsonl", "a") if master else None
     acc: dict = {}
     n_acc = 0
+    skipped = 0
     t_last = time.time()
     for it in range(start, cfg.steps):
         for g in opt.param_groups:
@@ -254,19 +256,28 @@ def train(cfg: TrainConfig) -> None:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= world
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        decay = min(cfg.ema, (1 + it) / (10 + it))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1.0 - decay)
-        for key in ("bits", "coded", "psnr"):
-            acc[key] = [a + b for a, b in zip(acc.get(key, [0.0] * len(m[key])), m[key])]
-        acc["loss"] = acc.get("loss", 0.0) + m["loss"]
-        n_acc += 1
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if not (math.isfinite(float(grad_norm)) and math.isfinite(float(m["loss"]))):
+            # a rare batch whose loss overflows: skip it rather than let NaN reach the weights
+            # (every DDP rank sees the same all-reduced norm, so all skip together)
+            skipped += 1
+            if master:
+                print(json.dumps({"step": it + 1, "skipped": "non-finite loss or gradient"}), flush=True)
+            if skipped > 50:
+                raise RuntimeError("training diverged: more than 50 non-finite steps")
+        else:
+            opt.step()
+            decay = min(cfg.ema, (1 + it) / (10 + it))
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1.0 - decay)
+            for key in ("bits", "coded", "psnr"):
+                acc[key] = [a + b for a, b in zip(acc.get(key, [0.0] * len(m[key])), m[key])]
+            acc["loss"] = acc.get("loss", 0.0) + m["loss"]
+            n_acc += 1
 
         done = it + 1
-        if master and done % cfg.log_every == 0:
+        if master and done % cfg.log_every == 0 and n_acc:
             rec = {
                 "step": done,
                 "lr": lr_at(cfg, it),
