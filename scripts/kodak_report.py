@@ -49,7 +49,9 @@ def measure(chunked: Codec, plain: Codec, pixels: np.ndarray, seed: int) -> dict
     versus = []
     for nbytes, p in steps_flat:
         below = [q for b, q in points if b <= nbytes]
-        versus.append({"bpp": 8 * nbytes / npx, "psnr_steps": p, "psnr_chunked": max(below) if below else None})
+        versus.append(
+            {"bpp": 8 * nbytes / npx, "psnr_steps": p, "psnr_chunked": max(below) if below else None}
+        )
 
     fi = files.info(data)
     first, full = fi.layers[0].end, len(data)
@@ -77,7 +79,9 @@ def measure(chunked: Codec, plain: Codec, pixels: np.ndarray, seed: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder")
     parser.add_argument("--model", default=None)
     parser.add_argument("--limit", type=int, default=None)
@@ -91,12 +95,15 @@ def main() -> None:
         row = {"image": path.name, **measure(chunked, plain, load_image(path).pixels, seed=k)}
         rows.append(row)
         print(
-            f"{path.name}: levels {row['levels']}, monotone {row['monotone']}, coder {row['coder_ratio_total']:.4f}, "
+            f"{path.name}: levels {row['levels']}, monotone {row['monotone']}, "
+            f"coder {row['coder_ratio_total']:.4f}, "
             f"truncate within 3% {row['truncate_within_3pct']:.2f} ({time.perf_counter() - t0:.0f}s)",
             flush=True,
         )
     ratios = np.array([[r for r in row["coder_ratio"]] for row in rows], dtype=float)
-    gaps = [v["psnr_chunked"] - v["psnr_steps"] for row in rows for v in row["step_points"] if v["psnr_chunked"]]
+    gaps = [
+        v["psnr_chunked"] - v["psnr_steps"] for row in rows for v in row["step_points"] if v["psnr_chunked"]
+    ]
     summary = {
         "images": len(rows),
         "coder_ratio_per_layer_max": np.nanmax(ratios, axis=0).tolist(),

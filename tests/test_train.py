@@ -102,3 +102,41 @@ def test_train_under_torchrun_ddp(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "checkpoint.pt").exists() and (out / "uqdm-small.safetensors").exists()
+
+
+def test_train_skips_non_finite_steps(tmp_path, capsys, monkeypatch):
+    """A batch whose loss is NaN is skipped: the weights stay finite and the run goes on."""
+    import torch
+
+    import uqdm_codec.train as train_mod
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for k in range(3):
+        Image.fromarray(synthetic_image(72, 80, seed=k)).save(data / f"{k}.png")
+    real_run_chain = train_mod.run_chain
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        m = real_run_chain(*args, **kwargs)
+        if kwargs.get("backward") and calls["n"] == 2:  # the second training step
+            for p in args[0].parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
+            m["loss"] = float("nan")
+        return m
+
+    monkeypatch.setattr(train_mod, "run_chain", poisoned)
+    out = tmp_path / "run"
+    args = [str(data), "--out", str(out), "--crop", "32", "--big-crop", "64", "--batch", "2"]
+    args += ["--widths", "16", "16", "16", "16", "--holdout", "1", "--log-every", "1"]
+    args += ["--eval-every", "100", "--name", "nan-run", "--steps", "3"]
+    main(args)
+    printed = capsys.readouterr().out
+    assert '"skipped"' in printed
+    logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train_logs = [r for r in logs if not r.get("eval")]
+    assert [r["step"] for r in train_logs] == [1, 3] and all(np.isfinite(r["loss"]) for r in train_logs)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
