@@ -43,19 +43,22 @@ def main() -> None:
     crashes: list[str] = []
     per_source = max(1, args.cases // len(sources))
     t0 = time.perf_counter()
-    for codec, data in sources:
 
+    def campaign(codec: Codec, data: bytes) -> None:
         @settings(
             max_examples=per_source, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
         @given(mutations(data))
-        def case(blob, codec=codec):
+        def case(blob):
             outcome = run_case(codec, blob, args.time_limit)
             counts[outcome.split(":")[0] if outcome.startswith(("crash", "slow")) else outcome] += 1
             if outcome.startswith(("crash", "slow")) and len(crashes) < 50:
                 crashes.append(outcome)
 
         case()
+
+    for codec, data in sources:
+        campaign(codec, data)
     report = {
         "cases": sum(counts.values()),
         "outcomes": dict(counts),
