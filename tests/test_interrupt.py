@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,25 @@ from PIL import Image
 
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _wait_for_cpu_time(pid: int, seconds: float, timeout: float = 60.0) -> None:
+    """Wait until the process has used `seconds` of CPU (user + system), so that a signal lands
+    inside the work rather than in interpreter start-up on a busy machine."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():  # not Linux: fall back to wall time
+        time.sleep(seconds + 0.5)
+        return
+    tick = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError):
+            return  # already gone
+        if (int(fields[11]) + int(fields[12])) / tick >= seconds:
+            return
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
@@ -57,7 +78,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, tiny_model_path, sig, command)
         "-q",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(3.5)  # past start-up, inside the work
+    _wait_for_cpu_time(proc.pid, 3.0)  # past start-up, inside the work, however loaded the machine
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert _sha(source) == before
