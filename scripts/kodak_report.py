@@ -100,7 +100,7 @@ def main() -> None:
             f"truncate within 3% {row['truncate_within_3pct']:.2f} ({time.perf_counter() - t0:.0f}s)",
             flush=True,
         )
-    ratios = np.array([[r for r in row["coder_ratio"]] for row in rows], dtype=float)
+    ratios = np.array([row["coder_ratio"] for row in rows], dtype=float)  # None (empty layer) -> nan
     gaps = [
         v["psnr_chunked"] - v["psnr_steps"] for row in rows for v in row["step_points"] if v["psnr_chunked"]
     ]

@@ -12,39 +12,38 @@ from uqdm_codec.train import main
 
 from .conftest import synthetic_image
 
+# a tiny network on tiny crops: enough to exercise every part of training in seconds
+TINY = [
+    "--crop",
+    "32",
+    "--big-crop",
+    "64",
+    "--batch",
+    "2",
+    "--widths",
+    "16",
+    "16",
+    "16",
+    "16",
+    "--holdout",
+    "1",
+]
 
-def test_train_checkpoint_resume_and_use(tmp_path, capsys):
+
+def _photos(tmp_path, count: int):
+    """A folder of small synthetic photos to train on."""
     data = tmp_path / "photos"
     data.mkdir()
-    for k in range(5):
+    for k in range(count):
         Image.fromarray(synthetic_image(72, 80, seed=k)).save(data / f"{k}.png")
+    return data
+
+
+def test_train_checkpoint_resume_and_use(tmp_path, capsys):
+    data = _photos(tmp_path, 5)
     out = tmp_path / "run"
-    common = [
-        str(data),
-        "--out",
-        str(out),
-        "--crop",
-        "32",
-        "--big-crop",
-        "64",
-        "--batch",
-        "2",
-        "--widths",
-        "16",
-        "16",
-        "16",
-        "16",
-        "--holdout",
-        "1",
-        "--log-every",
-        "1",
-        "--eval-every",
-        "2",
-        "--ckpt-every",
-        "1",
-        "--name",
-        "tiny-run",
-    ]
+    common = [str(data), "--out", str(out), *TINY, "--log-every", "1", "--eval-every", "2"]
+    common += ["--ckpt-every", "1", "--name", "tiny-run"]
     main([*common, "--steps", "2"])
     assert (out / "checkpoint.pt").exists() and (out / "tiny-run.safetensors").exists()
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -62,42 +61,10 @@ def test_train_under_torchrun_ddp(tmp_path):
     import subprocess
     import sys
 
-    data = tmp_path / "photos"
-    data.mkdir()
-    for k in range(4):
-        Image.fromarray(synthetic_image(72, 80, seed=k)).save(data / f"{k}.png")
+    data = _photos(tmp_path, 4)
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "uqdm_codec.train",
-        str(data),
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--crop",
-        "32",
-        "--big-crop",
-        "64",
-        "--batch",
-        "2",
-        "--widths",
-        "16",
-        "16",
-        "16",
-        "16",
-        "--holdout",
-        "1",
-        "--ckpt-every",
-        "2",
-        "--threads",
-        "1",
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "uqdm_codec.train"]
+    cmd += [str(data), "--out", str(out), "--steps", "2", *TINY, "--ckpt-every", "2", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -110,10 +77,7 @@ def test_train_skips_non_finite_steps(tmp_path, capsys, monkeypatch):
 
     import uqdm_codec.train as train_mod
 
-    data = tmp_path / "photos"
-    data.mkdir()
-    for k in range(3):
-        Image.fromarray(synthetic_image(72, 80, seed=k)).save(data / f"{k}.png")
+    data = _photos(tmp_path, 3)
     real_run_chain = train_mod.run_chain
     calls = {"n": 0}
 
@@ -129,9 +93,8 @@ def test_train_skips_non_finite_steps(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(train_mod, "run_chain", poisoned)
     out = tmp_path / "run"
-    args = [str(data), "--out", str(out), "--crop", "32", "--big-crop", "64", "--batch", "2"]
-    args += ["--widths", "16", "16", "16", "16", "--holdout", "1", "--log-every", "1"]
-    args += ["--eval-every", "100", "--name", "nan-run", "--steps", "3"]
+    args = [str(data), "--out", str(out), *TINY, "--log-every", "1", "--eval-every", "100"]
+    args += ["--name", "nan-run", "--steps", "3"]
     main(args)
     printed = capsys.readouterr().out
     assert '"skipped"' in printed
