@@ -31,7 +31,9 @@ from uqdm_codec.image_io import load_image  # noqa: E402
 
 def measure(chunked: Codec, plain: Codec, pixels: np.ndarray, seed: int) -> dict:
     npx = pixels.shape[0] * pixels.shape[1]
+    t0 = time.perf_counter()
     data = chunked.encode(pixels, seed=seed)
+    encode_s = time.perf_counter() - t0
     flat = plain.encode(pixels, seed=seed)
     ideal = ideal_bits(plain, pixels, seed=seed)
     flat_layers = files.info(flat).layers
@@ -39,7 +41,9 @@ def measure(chunked: Codec, plain: Codec, pixels: np.ndarray, seed: int) -> dict
     ratio = [b / (i / 8.0) if i > 0 else None for b, i in zip(layer_bytes, ideal)]
 
     # every decodable prefix of the chunked file: bytes and PSNR of what the decoder shows
+    t0 = time.perf_counter()
     points = [(img.nbytes, psnr(pixels, img.pixels)) for img in chunked.iter_decode(data, every_chunk=True)]
+    every_chunk_s = time.perf_counter() - t0
     lossy = [(b, p) for b, p in points if np.isfinite(p)]
     monotone = all(p2 >= p1 - 1e-9 for (_, p1), (_, p2) in zip(lossy, lossy[1:]))
     drops = [p1 - p2 for (_, p1), (_, p2) in zip(lossy, lossy[1:]) if p2 < p1]
@@ -75,6 +79,8 @@ def measure(chunked: Codec, plain: Codec, pixels: np.ndarray, seed: int) -> dict
         "truncate_within_3pct": float(np.mean(landed >= 0.97)),
         "truncate_worst": float(landed.min()),
         "chunk_overhead_full": len(data) / len(flat) - 1.0,
+        "encode_s": encode_s,
+        "decode_every_chunk_s": every_chunk_s,
     }
 
 
@@ -114,10 +120,16 @@ def main() -> None:
         "monotone_files": sum(r["monotone"] for r in rows),
         "largest_psnr_drop": max(r["largest_psnr_drop"] for r in rows),
         "step_point_psnr_gap_mean": float(np.mean(gaps)),
+        "step_point_psnr_gap_mean_per_step": np.mean(
+            [[v["psnr_chunked"] - v["psnr_steps"] for v in row["step_points"]] for row in rows], axis=0
+        ).tolist(),
+        "step_points_no_worse": f"{sum(g >= 0 for g in gaps)}/{len(gaps)}",
         "step_point_psnr_gap_min": float(np.min(gaps)),
         "truncate_within_3pct_mean": float(np.mean([r["truncate_within_3pct"] for r in rows])),
         "truncate_worst": min(r["truncate_worst"] for r in rows),
         "chunk_overhead_full_mean": float(np.mean([r["chunk_overhead_full"] for r in rows])),
+        "encode_s_mean": float(np.mean([r["encode_s"] for r in rows])),
+        "decode_every_chunk_s_mean": float(np.mean([r["decode_every_chunk_s"] for r in rows])),
     }
     Path(args.out).write_text(json.dumps({"summary": summary, "images": rows}, indent=1) + "\n")
     print(json.dumps(summary, indent=1))

@@ -23,7 +23,9 @@ def layer_spans(data: bytes) -> list[tuple[int, int]]:
     return list(zip(starts, [layer.end for layer in fi.layers]))
 
 
-def header_with(width=64, height=48, channels=3, steps=8, tile16=64, name=b"m", version=1, flags=0):
+def header_with(
+    width=64, height=48, channels=3, steps=8, tile16=64, name=b"m", version=container.VERSION, flags=0
+):
     body = (
         container._HEAD.pack(
             container.MAGIC, version, flags, width, height, channels, steps, tile16, bytes(16), 1, len(name)

@@ -228,6 +228,62 @@ def test_truncate_to_budget_uses_chunk_boundaries(chunked):
         codec.decode(cut)  # decodes without error
 
 
+def _sse(a: np.ndarray, b: np.ndarray) -> int:
+    return int(((a.astype(np.int64) - b) ** 2).sum())
+
+
+def test_quality_never_falls_through_the_chunk_points(chunked):
+    """The encoder flags a chunk's image as shown only when it beats the image on screen, so the
+    error against the original never rises as bytes arrive, whatever the network does."""
+    codec, img, data = chunked
+    points = list(codec.iter_decode(data, every_chunk=True))
+    errors = [_sse(p.pixels, img) for p in points]
+    assert all(b <= a for a, b in zip(errors, errors[1:])) and errors[-1] == 0
+    assert errors[0] > errors[len(errors) // 2] > 0  # and it does improve
+
+
+def test_unflagged_chunks_keep_the_image_on_screen(chunked):
+    codec, _, data = chunked
+    parsed = container.parse(data)
+    flags = [None] + [c.show for layer in parsed.layers for c in layer.chunks]  # None: the header point
+    points = list(codec.iter_decode(data, every_chunk=True))
+    assert len(flags) == len(points)
+    for flag, before, at in zip(flags[1:], points, points[1:]):
+        if not flag and not at.lossless:
+            assert np.array_equal(before.pixels, at.pixels)
+    net = [c for layer in parsed.layers for c in layer.chunks if c.network]
+    assert net  # each chunked Haar step flags its tail's head for the network's image
+
+
+def test_chunked_step_points_fit_in_the_unchunked_file(chunked, tiny_model):
+    """The first layer is byte for byte the unchunked one; in every later layer everything but the
+    tail ends within the bytes the unchunked file spends up to the end of that step."""
+    codec, img, data = chunked
+    flat = Codec(tiny_model, "cpu", chunking=None).encode(img, seed=4)
+    fc, ff = files.info(data), files.info(flat)
+    assert fc.layers[0].end == ff.layers[0].end
+    parsed = container.parse(data)
+    for i, ends in enumerate(parsed.chunk_offsets[1:], start=1):
+        if len(ends) > 1:
+            assert ends[-2] <= ff.layers[i].end
+    assert len(data) <= len(flat) * 1.2
+
+
+def _rebuild(parsed, layers) -> bytes:
+    hd = parsed.header
+    return hd.to_bytes() + b"".join(layer.to_bytes() for layer in layers)
+
+
+def test_network_flag_outside_a_haar_step_is_refused(chunked):
+    codec, _, data = chunked
+    parsed = container.parse(data)
+    layers = parsed.layers
+    last = layers[-1]
+    last.chunks[0].flags |= container.NETWORK  # the lossless layer runs no network
+    with pytest.raises(FormatError, match="network flag"):
+        codec.decode(_rebuild(parsed, layers))
+
+
 def test_streaming_decoder_improves_as_bytes_arrive(chunked, monkeypatch):
     import uqdm_codec
 

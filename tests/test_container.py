@@ -14,7 +14,7 @@ from uqdm_codec.errors import FormatError, UqdmError
 def make_file(num_steps=2, payload=b"abcd" * 3):
     hd = Header(64, 48, num_steps, 42, bytes(range(16)), "m")
     layers = [
-        Layer(container.KIND_STEP, i, 1000 + i, [Chunk(payload, 10), Chunk(payload[:4], 3)], 1)
+        Layer(container.KIND_STEP, i, 1000 + i, [Chunk(payload, 10, 3), Chunk(payload[:4], 3, 0)], 1)
         for i in range(1, num_steps + 1)
     ]
     layers.append(Layer(container.KIND_LOSSLESS, num_steps + 1, 7, [Chunk(payload, 64 * 48 * 3)]))
@@ -28,6 +28,7 @@ def test_parse_round_trip():
     assert [layer.index for layer in parsed.layers] == [1, 2, 3]
     assert parsed.layers[0].display_check == 1001 and parsed.layers[0].chunks[0].payload == b"abcd" * 3
     assert [c.count for c in parsed.layers[1].chunks] == [10, 3] and parsed.layers[1].partition == 1
+    assert [(c.show, c.network) for c in parsed.layers[1].chunks] == [(True, True), (False, False)]
     assert not parsed.warnings
 
 
@@ -75,7 +76,7 @@ def test_every_other_prefix_warns_or_fails_cleanly():
 def _header_with(**fields):
     base = dict(
         magic=container.MAGIC,
-        version=1,
+        version=container.VERSION,
         flags=0,
         w=64,
         h=48,
@@ -101,6 +102,7 @@ def _header_with(**fields):
         (dict(steps=0), "step count"),
         (dict(steps=200), "step count"),
         (dict(version=9), "version 9"),
+        (dict(version=1), "version 1 was written by uqdm 0.1.*re-encode"),
         (dict(flags=1), "flags"),
         (dict(tile=0), "tile"),
     ],

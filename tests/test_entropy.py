@@ -107,3 +107,21 @@ def test_training_candidates_include_boundary_pixels():
     x_tilde = x + torch.tensor([0.5, -0.5]) * q
     bits = objective.final_bits(x, x_tilde, q, torch.tensor([0.97, -0.97]), torch.tensor([-4.7, -4.7]))
     assert torch.all(bits >= 0) and torch.all(bits < 20)
+
+
+def test_step_posterior_mean_matches_numeric_integration():
+    """E[x | x_tilde] under the logistic prior restricted to x_tilde's bin, in the regimes the
+    decoder meets: bin narrow or wide against the scale, inside or far in a tail."""
+    from uqdm_codec.entropy import StepPrior, step_posterior_mean
+
+    loc = np.array([0.0, 0.0, 0.1, 0.0, 0.0, -0.3])
+    scale = np.array([1.0, 1.0, 0.2, 0.05, 1.0, 0.01])
+    q = np.array([1.0, 1.0, 0.01, 0.5, 2.9, 0.02])
+    x_tilde = np.array([0.0, 3.0, -0.5, 0.2, -1.0, -0.2])
+    prior = StepPrior(loc, scale, np.zeros(6), q, np.full(6, 16.0))
+    got = step_posterior_mean(x_tilde, prior)
+    for j in range(6):
+        x = np.linspace(x_tilde[j] - q[j] / 2, x_tilde[j] + q[j] / 2, 400001)
+        t = np.abs(x - loc[j]) / scale[j]
+        density = np.exp(-t) / (1 + np.exp(-t)) ** 2
+        assert got[j] == pytest.approx((x * density).sum() / density.sum(), abs=1e-5)

@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from . import container, entropy, haar, randomness
-from .container import KIND_LOSSLESS, KIND_STEP, PARTITION_IMPORTANCE, PARTITION_NATURAL, Chunk, Header, Layer
+from .container import (
+    KIND_LOSSLESS,
+    KIND_STEP,
+    NETWORK,
+    PARTITION_IMPORTANCE,
+    PARTITION_NATURAL,
+    SHOW,
+    Chunk,
+    Header,
+    Layer,
+)
 from .errors import FormatError, ModelError, SyncError, UqdmError
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork
 from .model import UQDM, fingerprint, load_model, resolve_model_path
@@ -46,18 +56,20 @@ class DecodedImage:
 @dataclass(frozen=True)
 class ChunkPolicy:
     """How the encoder cuts layers: a chunk holds about `growth` times the bytes before it (so a
-    file can be cut within that fraction of any budget), but at least `min_bytes`."""
+    file can be cut within that fraction of any budget), but at least `min_bytes`. The first layer
+    stays whole (it is small, and every byte of it counts). Each later layer ends in a tail chunk
+    as large as the bytes that chunking added to the file so far: a prefix as long as the file
+    would be up to this step without sub-step chunks then holds the whole step but its tail, and
+    shows the network's image of that (FORMAT.md 6.3), which is close to the step's own."""
 
     growth: float = 0.03
     min_bytes: int = 384
     max_chunks: int = 255
+    chunk_overhead: float = 12.0  # first guess at the bytes each extra chunk adds (framing, coder flush)
+    tail: bool = True
 
-    def split(self, element_bits: np.ndarray, bytes_before: int) -> list[int]:
-        """End positions (in elements) of the chunks of a layer, from per-element bit estimates."""
-        n = element_bits.size
-        if n == 0:
-            return [0]
-        cum = np.cumsum(element_bits) / 8.0
+    def _grow(self, cum: np.ndarray, bytes_before: int) -> list[int]:
+        n = cum.size
         ends, start_bytes, pos = [], 0.0, 0
         while pos < n:
             target = max(self.min_bytes, self.growth * (bytes_before + start_bytes))
@@ -65,11 +77,31 @@ class ChunkPolicy:
             end = min(max(end, pos + 1), n)
             ends.append(end)
             start_bytes, pos = float(cum[end - 1]), end
-        if len(ends) > self.max_chunks:  # merge into at most max_chunks near-equal groups
-            idx = np.linspace(0, len(ends), self.max_chunks + 1).astype(int)[1:]
+        return ends
+
+    def split(self, element_bits: np.ndarray, bytes_before: int, tail_bytes: float = 0.0) -> list[int]:
+        """End positions (in elements) of the chunks of a layer, from per-element bit estimates,
+        ending in a tail of about `tail_bytes` (none if 0; at least one element before it)."""
+        n = element_bits.size
+        if n == 0:
+            return [0]
+        cum = np.cumsum(element_bits) / 8.0
+        ends = self._grow(cum, bytes_before)
+        limit = self.max_chunks
+        head = 0
+        if tail_bytes > 0 and n >= 2:
+            after = cum[-1] - cum  # bytes after each element
+            head = int(np.searchsorted(-after, -tail_bytes, side="right"))  # elements with enough after
+            head = min(max(head, 1), n - 1)
+            ends = self._grow(cum[:head], bytes_before)
+            limit -= 1
+        if len(ends) > limit:  # merge into at most `limit` near-equal groups
+            idx = np.linspace(0, len(ends), limit + 1).astype(int)[1:]
             ends = [ends[k - 1] for k in idx]
-        if ends[-1] - (ends[-2] if len(ends) > 1 else 0) < 16 and len(ends) > 1:
+        if len(ends) > 1 and ends[-1] - ends[-2] < 16 and not head:
             ends.pop(-2)  # no sliver at the end
+        if head:
+            ends.append(n)
         return ends
 
 
@@ -106,9 +138,10 @@ class _Chain:
         self.coded_band = np.zeros(0, np.int64)  # band of each coded element of the current step
         self.coded_flat = np.zeros(0, np.int64)  # its flat index in that band
         self.pixel_tilde = np.zeros(0)  # x_tilde of the pixel step (real pixels, natural order)
-        self.pixel_received = np.zeros(0, bool)
+        self.pixel_shown = np.zeros(0)  # what the decoder shows per pixel (data units, natural order)
         self.lossless = np.zeros(0, np.int64)  # decoded pixel levels of the lossless layer
-        self.lossless_received = np.zeros(0, bool)
+        self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
+        self.received = np.zeros(0, bool)  # which of the current step's elements arrived
 
     @property
     def z(self) -> list[np.ndarray]:
@@ -125,6 +158,17 @@ class _Chain:
     def predict(self, step: int) -> Prediction:
         return self.net.predict(self.z, self.state, step, self.tile)
 
+    def predict_imputed(self, i: int, prior: entropy.StepPrior, missing: np.ndarray) -> Prediction:
+        """The network at state i when only part of Haar step i arrived: the `missing` elements
+        (natural-order positions) are taken to state i as if their x_tilde were their prior
+        location. The network then sees the state map it was trained on (a mix of states does not
+        occur in training and gives much worse images), with little-informed values where data is
+        missing."""
+        z = [b.copy() for b in self.z]
+        state = [b.copy() for b in self.state]
+        self._move(z, state, i, missing, prior.loc[missing])
+        return self.net.predict(z, state, i, self.tile)
+
     def prior(self, i: int, pred: Prediction | None) -> entropy.StepPrior:
         """The entropy model of step i's coded elements in natural order, given the prediction from
         state i-1 (None for step 1). Haar steps code the coefficients with scale >= threshold * q;
@@ -134,8 +178,9 @@ class _Chain:
             scale = pred.pixel_scale[:, : self.h, : self.w].ravel()
             q = np.full(loc.size, self.sched.pixel_quant)
             bound = np.ones(loc.size)
-            self.pixel_tilde = np.array(loc)  # unreceived pixels show the prior location
-            self.pixel_received = np.zeros(loc.size, bool)
+            self.pixel_tilde = np.array(loc)
+            self.pixel_shown = np.array(loc)  # unreceived pixels show the prior location
+            self.lossless = np.zeros(loc.size, np.int64)
         else:
             if pred is None:
                 locs, scales = self.net.first_prior([b.shape for b in self.z])
@@ -153,9 +198,12 @@ class _Chain:
                 parts["band"].append(np.full(flat.size, b))
                 parts["flat"].append(flat)
             loc, scale, q, bound = (np.concatenate(parts[k]) for k in ("loc", "scale", "q", "bound"))
+            bounds = [haar.band_bound(b, self.levels) for b in range(len(locs))]
+            self.estimate = [np.clip(lb, -bd, bd) for lb, bd in zip(locs, bounds)]
             self.coded_band = np.concatenate(parts["band"])
             self.coded_flat = np.concatenate(parts["flat"])
         u = randomness.dither(self.seed, i, (loc.size,))
+        self.received = np.zeros(loc.size, bool)
         return entropy.StepPrior(loc, scale, u, q, bound)
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
@@ -166,31 +214,53 @@ class _Chain:
             [x_bands[b].ravel()[self.coded_flat[self.coded_band == b]] for b in range(len(x_bands))]
         )
 
-    def apply(self, i: int, x_tilde: np.ndarray, which: np.ndarray) -> None:
-        """Take the received elements `which` (natural-order positions) of step i to state i."""
+    def apply(self, i: int, x_tilde: np.ndarray, which: np.ndarray, shown: np.ndarray | None = None) -> None:
+        """Take the received elements `which` (natural-order positions) of step i to state i;
+        `shown` is their posterior mean, which the partial displays use."""
+        self.received[which] = True
         if self.sched.is_pixel_step(i):
             self.pixel_tilde[which] = x_tilde
-            self.pixel_received[which] = True
+            if shown is not None:
+                self.pixel_shown[which] = shown
             return
+        for b, sel, flat in self._move(self.z, self.state, i, which, x_tilde):
+            if shown is not None:
+                self.estimate[b].reshape(-1)[flat] = shown[sel]
+
+    def _move(self, z, state, i: int, which: np.ndarray, x_tilde: np.ndarray):
+        """z <- coef_z z + coef_x x_tilde and state <- i for Haar step i's elements `which`
+        (natural-order positions); returns (band, selection in `which`, flat indices) per band."""
         bands = self.coded_band[which]
+        moved = []
         for b in np.unique(bands):
             sel = bands == b
             flat = self.coded_flat[which[sel]]
-            zb, sb = self.z[b].reshape(-1), self.state[b].reshape(-1)
+            zb, sb = z[b].reshape(-1), state[b].reshape(-1)
             st = sb[flat]
             zb[flat] = self.tables["coef_z"][st, i] * zb[flat] + self.tables["coef_x"][st, i] * x_tilde[sel]
             sb[flat] = i
+            moved.append((b, sel, flat))
+        return moved
 
-    def pixel_display(self, prior: entropy.StepPrior) -> np.ndarray:
-        """After (part of) the pixel step: posterior mean where x_tilde arrived, else the prior."""
-        shown = np.array(prior.loc)
-        got = self.pixel_received
-        if got.any():
-            q = self.sched.pixel_quant
-            shown[got] = entropy.posterior_mean(self.pixel_tilde[got], prior.loc[got], prior.scale[got], q)
-        if self.lossless_received.any():
-            shown[self.lossless_received] = entropy.pixels_to_data(self.lossless[self.lossless_received])
-        return _to_image(shown.reshape(3, self.h, self.w), self.h, self.w)
+    def apply_levels(self, levels: np.ndarray, which: np.ndarray) -> None:
+        """Received pixel levels of the lossless layer (natural-order positions)."""
+        self.lossless[which] = levels
+        self.pixel_shown[which] = entropy.pixels_to_data(levels)
+
+    def posterior(self, i: int, x_tilde: np.ndarray, prior: entropy.StepPrior) -> np.ndarray:
+        """What the decoder shows for elements of step i that arrived (prior: theirs)."""
+        if self.sched.is_pixel_step(i):
+            return entropy.posterior_mean(x_tilde, prior.loc, prior.scale, self.sched.pixel_quant)
+        return entropy.step_posterior_mean(x_tilde, prior)
+
+    def haar_display(self) -> np.ndarray:
+        """After part of a Haar step without the network: inverse-Haar of the estimates."""
+        return _to_image(np.clip(haar.inverse(self.estimate), -1.0, 1.0), self.h, self.w)
+
+    def pixel_display(self) -> np.ndarray:
+        """After (part of) the pixel step: posterior mean where x_tilde arrived, else the prior
+        location; after part of the lossless layer, the exact level where it arrived."""
+        return _to_image(self.pixel_shown.reshape(3, self.h, self.w), self.h, self.w)
 
     def blank_display(self) -> np.ndarray:
         """The first prior's image: its bands are constant, so it repeats with the Haar block."""
@@ -198,6 +268,27 @@ class _Chain:
         tile = _to_image(self.net.blank_display((block, block)), block, block)
         reps = (-(-self.h // block), -(-self.w // block), 1)
         return np.ascontiguousarray(np.tile(tile, reps)[: self.h, : self.w])
+
+
+class _Judge:
+    """The encoder's side of the show flags. It knows the original, so it marks a chunk's image as
+    shown only when it is closer to the original (smaller squared error) than the image on screen
+    before it: the decoder's quality then never falls as bytes arrive."""
+
+    def __init__(self, original: np.ndarray, first: np.ndarray):
+        self.original = original.astype(np.int32)
+        self.best = self._sse(first)
+
+    def _sse(self, image: np.ndarray) -> int:
+        d = image.astype(np.int32) - self.original
+        return int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
+
+    def __call__(self, image: np.ndarray) -> bool:
+        err = self._sse(image)
+        if err < self.best:
+            self.best = err
+            return True
+        return False
 
 
 class Codec:
@@ -225,22 +316,61 @@ class Codec:
 
     # ------------------------------------------------------------------ encode
 
-    def _chunks(self, symbols: np.ndarray, bits: np.ndarray, code, bytes_before: int, order: np.ndarray):
-        """(partition, chunks) for one layer's symbols given in natural order; `order` is the
-        importance order used when chunking is on."""
-        if self.chunking is None:
-            order = np.arange(symbols.size)
-            ends = [symbols.size]
-            partition = PARTITION_NATURAL
-        else:
-            ends = self.chunking.split(bits[order], bytes_before)
-            partition = PARTITION_IMPORTANCE
+    def _cut(self, bits, order, code, size: int, flat: tuple[int, int] | None, first: bool):
+        """(partition, ends, payloads) of one layer: one natural-order chunk for the first layer
+        or without chunking; else chunks in importance order whose tail is grown until the bytes
+        before it fit within flat = (start, end): where the same file without sub-step chunks would
+        start and end this layer."""
+        n = bits.size
+        if self.chunking is None or first:
+            return PARTITION_NATURAL, np.arange(n), [n], [code(np.arange(n))]
+        cache: dict[tuple[int, int], bytes] = {}
+
+        def payloads(ends):
+            starts = [0, *ends[:-1]]
+            for s, e in zip(starts, ends):
+                if (s, e) not in cache:
+                    cache[(s, e)] = code(order[s:e])
+            return [cache[(s, e)] for s, e in zip(starts, ends)]
+
+        pol = self.chunking
+        plain = pol.split(bits[order], size)
+        tail = size - flat[0] + pol.chunk_overhead * len(plain) + 24.0 if flat else 0.0
+        for _ in range(6):
+            ends = pol.split(bits[order], size, tail if pol.tail else 0.0)
+            pays = payloads(ends)
+            if len(ends) < 2 or not flat or not pol.tail:
+                break
+            flat_end = flat[1]
+            chunks = [Chunk(p, e - s, SHOW | NETWORK) for p, s, e in zip(pays, [0, *ends[:-1]], ends)]
+            layer = Layer(KIND_STEP, 1, 0, chunks, PARTITION_IMPORTANCE)
+            before_tail = size + layer.size - (4 + len(pays[-1]))
+            if before_tail <= flat_end:
+                break
+            tail += before_tail - flat_end + 16.0
+        return PARTITION_IMPORTANCE, order, ends, pays
+
+    def _layer(self, cut, apply, partial, network, judge):
+        """The chunks of one layer, flagged: apply(part) moves the chain past elements (given by
+        natural-order position), partial(net) is the image a decoder shows after them (net: the
+        network's, allowed where `network`), judge(image) says whether it beats what is on screen.
+        The last chunk's flags are left to the caller."""
+        partition, order, ends, pays = cut
         chunks, start = [], 0
-        for end in ends:
+        for c, (end, payload) in enumerate(zip(ends, pays)):
             part = order[start:end]
-            chunks.append(Chunk(code(part), end - start))
+            apply(part)
+            flags = 0
+            if c < len(ends) - 1:
+                net = network and c == len(ends) - 2  # the tail's head: as close to the step as it gets
+                flags = (NETWORK if net else 0) | (SHOW if judge(partial(net)) else 0)
+            chunks.append(Chunk(payload, end - start, flags))
             start = end
         return partition, chunks
+
+    def _flat_end(self, flat_size: int, n: int, code) -> int:
+        """Where the layer would end in the same file without sub-step chunks (for the tail)."""
+        return flat_size + Layer(KIND_STEP, 1, 0, [Chunk(code(np.arange(n)), n, SHOW)]).size
 
     def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes."""
@@ -254,42 +384,65 @@ class Codec:
         x_bands = haar.forward(xp, chain.levels)
         header = Header(w, h, T, seed, self.fingerprint, self.model.config.name, self.tile)
         out = [header.to_bytes()]
-        size = len(out[0])
+        size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
+        judge = _Judge(pixels, chain.blank_display())
         pred = prior = None
-        for i in range(1, T + 1):
-            prior = chain.prior(i, pred)
-            k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
-            order = importance_order(prior)
-            partition, chunks = self._chunks(
-                k,
-                entropy.step_element_bits(k, prior),
-                lambda part, k=k, prior=prior: entropy.encode_step(k[part], prior.part(part)),
-                size,
-                order,
-            )
-            chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
-            if i < T:
+        for i in range(1, T + 2):
+            lossless = i == T + 1
+            if lossless:
+                levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
+                q = self.model.schedule.pixel_quant
+                xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
+                bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
+
+                def code(part, xt=xt, loc=loc, scale=scale, q=q, levels=levels):
+                    return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q)
+
+                def apply(part, levels=levels):
+                    chain.apply_levels(levels[part], part)
+
+                # the lossless layer keeps the pixel step's order
+            else:
+                prior = chain.prior(i, pred)
+                k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
+                xt = entropy.reconstruct(k, prior)
+                est = chain.posterior(i, xt, prior)
+                bits = entropy.step_element_bits(k, prior)
+                order = importance_order(prior)
+
+                def code(part, k=k, prior=prior):
+                    return entropy.encode_step(k[part], prior.part(part))
+
+                def apply(part, i=i, xt=xt, est=est):
+                    chain.apply(i, xt[part], part, est[part])
+
+            haar_step = i < T
+
+            def partial(net: bool, i=i, haar_step=haar_step, prior=prior) -> np.ndarray:
+                if net:
+                    missing = np.flatnonzero(~chain.received)
+                    return _to_image(chain.predict_imputed(i, prior, missing).display, h, w)
+                return chain.haar_display() if haar_step else chain.pixel_display()
+
+            flat = None
+            if self.chunking is not None and i > 1:
+                flat = (flat_size, self._flat_end(flat_size, bits.size, code))
+            cut = self._cut(bits, order, code, size, flat, first=i == 1)
+            flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], bits.size)]).size
+            partition, chunks = self._layer(cut, apply, partial, haar_step, judge)
+            if lossless:
+                shown = pixels
+            elif haar_step:
                 pred = chain.predict(i)
                 shown = _to_image(pred.display, h, w)
             else:
-                shown = chain.pixel_display(prior)
-            out.append(Layer(KIND_STEP, i, _check(shown), chunks, partition).to_bytes())
+                shown = chain.pixel_display()
+            chunks[-1].flags = SHOW if judge(shown) or lossless else 0  # the exact image always shows
+            kind = KIND_LOSSLESS if lossless else KIND_STEP
+            out.append(Layer(kind, i, _check(shown), chunks, partition).to_bytes())
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
-        levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
-        q = self.model.schedule.pixel_quant
-        xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
-        partition, chunks = self._chunks(
-            levels,
-            entropy.levels_element_bits(levels, xt, loc, scale, q),
-            lambda part: entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q),
-            size,
-            order,
-        )
-        out.append(Layer(KIND_LOSSLESS, T + 1, _check(pixels), chunks, partition).to_bytes())
-        if progress:
-            progress(T + 1, T + 1)
         return b"".join(out)
 
     # ------------------------------------------------------------------ decode
@@ -334,7 +487,7 @@ class Codec:
 
 class _DecodeSession:
     """Decoding state that survives between calls, so bytes can arrive in pieces: the chain, the
-    next layer and chunk to apply, and the prior of the layer in progress."""
+    next layer and chunk to apply, the prior of the layer in progress and the image on screen."""
 
     def __init__(self, codec: Codec, header: Header, header_size: int):
         codec.check_header(header)
@@ -346,9 +499,10 @@ class _DecodeSession:
         self.order = np.zeros(0, np.int64)
         self.layer, self.chunk, self.done_steps = 1, 0, 0
         self.nbytes = header_size
+        self.shown = self.chain.blank_display()  # the image on screen: changes on flagged chunks
 
     def blank(self, warnings: list[str]) -> DecodedImage:
-        return DecodedImage(self.chain.blank_display(), 0, False, list(warnings), nbytes=self.nbytes)
+        return DecodedImage(self.shown, 0, False, list(warnings), nbytes=self.nbytes)
 
     def _start_layer(self, layer: Layer) -> None:
         i = layer.index
@@ -365,24 +519,26 @@ class _DecodeSession:
         if i <= self.T:
             sub = prior.part(part)
             k = _decode_checked(entropy.decode_step, i, chunk, sub)
-            chain.apply(i, entropy.reconstruct(k, sub), part)
+            x_tilde = entropy.reconstruct(k, sub)
+            chain.apply(i, x_tilde, part, chain.posterior(i, x_tilde, sub))
             return
-        if chain.lossless.size == 0:
-            chain.lossless = np.zeros(chain.pixel_tilde.size, np.int64)
-            chain.lossless_received = np.zeros(chain.pixel_tilde.size, bool)
         q = self.codec.model.schedule.pixel_quant
         levels = _decode_checked(
             entropy.decode_levels, i, chunk, chain.pixel_tilde[part], prior.loc[part], prior.scale[part], q
         )
-        chain.lossless[part] = levels
-        chain.lossless_received[part] = True
+        chain.apply_levels(levels, part)
 
-    def _partial_display(self, i: int) -> np.ndarray:
-        """After part of layer i: the network's estimate at the partial state (Haar steps), or the
-        per-pixel posterior where pixels arrived (the last two layers)."""
+    def _partial_display(self, i: int, network: bool) -> np.ndarray:
+        """After part of layer i: the network's display at the partial state (a flagged chunk of a
+        Haar step), the inverse-Haar of the posterior estimates (other Haar chunks), or per pixel
+        the posterior where pixels arrived (the last two layers)."""
+        if network:
+            missing = np.flatnonzero(~self.chain.received)
+            pred = self.chain.predict_imputed(i, self.prior, missing)
+            return _to_image(pred.display, self.hd.height, self.hd.width)
         if i >= self.T:
-            return self.chain.pixel_display(self.prior)
-        return _to_image(self.chain.predict(i).display, self.hd.height, self.hd.width)
+            return self.chain.pixel_display()
+        return self.chain.haar_display()
 
     def _finish_layer(self, i: int) -> np.ndarray:
         hd = self.hd
@@ -392,7 +548,7 @@ class _DecodeSession:
         self.done_steps = i
         if i == self.T:
             self.pred = None
-            return self.chain.pixel_display(self.prior)
+            return self.chain.pixel_display()
         self.pred = self.chain.predict(i)
         return _to_image(self.pred.display, hd.height, hd.width)
 
@@ -415,13 +571,24 @@ class _DecodeSession:
                 layer, complete = parsed.partial, False
             else:
                 return
+            n = len(layer.chunks)
+            inner = n - 1 if complete else n  # chunks available before the layer's end
+            declared = n if complete else parsed.partial_expected_chunks
+            for c, chunk in enumerate(layer.chunks):
+                if chunk.network and (c >= declared - 1 or i >= T):
+                    raise FormatError(f"layer {i}, chunk {c + 1}: network flag where no network runs")
             if self.chunk == 0:
                 self._start_layer(layer)
                 if complete and sum(c.count for c in layer.chunks) != self.order.size:
                     raise SyncError(_sync_message(i))
+            # without every_chunk only the last shown image inside the layer is ever seen
+            flagged = [c for c in range(self.chunk, inner) if layer.chunks[c].show]
+            wanted = set(flagged) if every_chunk else set(flagged[-1:])
+            if complete and layer.chunks[-1].show and not every_chunk:
+                wanted = set()
             ends = parsed.chunk_offsets[i - 1]
             start = sum(c.count for c in layer.chunks[: self.chunk])
-            for c in range(self.chunk, len(layer.chunks)):
+            for c in range(self.chunk, n):
                 chunk = layer.chunks[c]
                 part = self.order[start : start + chunk.count]
                 if part.size != chunk.count:
@@ -429,21 +596,25 @@ class _DecodeSession:
                 start += chunk.count
                 self._apply_chunk(i, chunk, part)
                 self.chunk, self.nbytes = c + 1, ends[c]
-                last_here = c == len(layer.chunks) - 1
-                if not (complete and last_here) and (every_chunk or last_here):
-                    shown = self._partial_display(i)
-                    yield DecodedImage(shown, self.done_steps, False, warnings, i, c + 1, False, self.nbytes)
+                if c >= inner:
+                    break
+                if c in wanted:
+                    self.shown = self._partial_display(i, chunk.network)
+                if every_chunk or c == n - 1:
+                    yield DecodedImage(
+                        self.shown, self.done_steps, False, warnings, i, c + 1, False, self.nbytes
+                    )
             if not complete:
                 return
-            shown = self._finish_layer(i)
-            if _check(shown) != layer.display_check:
+            end_image = self._finish_layer(i)
+            if _check(end_image) != layer.display_check:
                 raise SyncError(_sync_message(i))
+            if layer.chunks[-1].show or i == T + 1:
+                self.shown = end_image
             self.layer, self.chunk = i + 1, 0
             if progress:
                 progress(i, last_layer)
-            yield DecodedImage(
-                shown, self.done_steps, i == T + 1, warnings, i, len(layer.chunks), True, self.nbytes
-            )
+            yield DecodedImage(self.shown, self.done_steps, i == T + 1, warnings, i, n, True, self.nbytes)
 
 
 class Decoder:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
+OLD_VERSIONS = {1: "uqdm 0.1 before sub-step display flags"}  # refused with a clear message
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels: what the decoder can hold in 24 GiB with room to spare
 MAX_STEPS = 64
@@ -99,10 +100,23 @@ class Header:
         return body + _U32.pack(crc32(body))
 
 
+SHOW = 1  # chunk flag: the decoder shows this chunk's image (else it keeps the image it showed)
+NETWORK = 2  # chunk flag: this chunk's image is the network's display at the partial state
+
+
 @dataclass
 class Chunk:
     payload: bytes  # ANS words, little-endian u32
     count: int  # number of elements (symbols) the chunk codes
+    flags: int = SHOW  # SHOW | NETWORK bits, see docs/FORMAT.md section 6.3
+
+    @property
+    def show(self) -> bool:
+        return bool(self.flags & SHOW)
+
+    @property
+    def network(self) -> bool:
+        return bool(self.flags & NETWORK)
 
 
 @dataclass
@@ -115,7 +129,9 @@ class Layer:
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
-        body += b"".join(put_varint(c.count) + put_varint(len(c.payload) // 4) for c in self.chunks)
+        body += b"".join(
+            put_varint(4 * c.count + c.flags) + put_varint(len(c.payload) // 4) for c in self.chunks
+        )
         return body + _U32.pack(crc32(body))
 
     def to_bytes(self) -> bytes:
@@ -150,6 +166,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if len(data) < _HEAD.size:
         raise FormatError("file too short: the .uqd header is incomplete")
     magic, version, flags, w, h, ch, steps, tile16, fp, seed, name_len = _HEAD.unpack_from(data)
+    if version in OLD_VERSIONS:
+        raise FormatError(
+            f".uqd version {version} was written by {OLD_VERSIONS[version]}; this decoder reads version "
+            f"{VERSION}: re-encode the image from its original"
+        )
     if version != VERSION:
         raise FormatError(f"unsupported .uqd version {version} (this decoder reads version {VERSION})")
     end = _HEAD.size + name_len + _U32.size
@@ -200,7 +221,7 @@ def parse(data: bytes) -> ParsedFile:
             words = get_varint(data, count[1]) if count else None
             if words is None:
                 break
-            spans.append((count[0], 4 * words[0]))
+            spans.append((count[0] >> 2, 4 * words[0], count[0] & 3))
             cursor = words[1]
         if len(spans) < n_chunks or len(data) - cursor < _U32.size:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
@@ -217,13 +238,13 @@ def parse(data: bytes) -> ParsedFile:
             raise FormatError(f"layer {index} uses unknown partition {partition}")
         # a step codes at most every coefficient of the padded image (sides padded to <= 256)
         most = (-(-header.width // 256) * 256) * (-(-header.height // 256) * 256) * header.channels
-        if sum(count for count, _ in spans) > most:
+        if sum(span[0] for span in spans) > most:
             raise FormatError(f"layer {index} claims more elements than the image has")
         pos = cursor + _U32.size
         layer = Layer(kind, index, check, [], partition)
         ends = []
         complete = True
-        for j, (count, length) in enumerate(spans):
+        for j, (count, length, flags) in enumerate(spans):
             if len(data) - pos < _CHUNK.size + length:
                 complete = False
                 break
@@ -231,7 +252,7 @@ def parse(data: bytes) -> ParsedFile:
             payload = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
             if crc32(payload) != crc:
                 raise FormatError(f"corrupted data in layer {index}, chunk {j + 1} (checksum mismatch)")
-            layer.chunks.append(Chunk(payload, count))
+            layer.chunks.append(Chunk(payload, count, flags))
             pos += _CHUNK.size + length
             ends.append(pos)
         if not complete:
