@@ -107,9 +107,11 @@ def main() -> None:
             flush=True,
         )
     ratios = np.array([row["coder_ratio"] for row in rows], dtype=float)  # None (empty layer) -> nan
-    gaps = [
-        v["psnr_chunked"] - v["psnr_steps"] for row in rows for v in row["step_points"] if v["psnr_chunked"]
+    gap_rows = [  # per image, per step point: chunked minus unchunked PSNR (None: nothing below)
+        [v["psnr_chunked"] - v["psnr_steps"] if v["psnr_chunked"] else None for v in row["step_points"]]
+        for row in rows
     ]
+    gaps = [g for gr in gap_rows for g in gr if g is not None]
     summary = {
         "images": len(rows),
         "coder_ratio_per_layer_max": np.nanmax(ratios, axis=0).tolist(),
@@ -120,9 +122,7 @@ def main() -> None:
         "monotone_files": sum(r["monotone"] for r in rows),
         "largest_psnr_drop": max(r["largest_psnr_drop"] for r in rows),
         "step_point_psnr_gap_mean": float(np.mean(gaps)),
-        "step_point_psnr_gap_mean_per_step": np.mean(
-            [[v["psnr_chunked"] - v["psnr_steps"] for v in row["step_points"]] for row in rows], axis=0
-        ).tolist(),
+        "step_point_psnr_gap_mean_per_step": np.nanmean(np.array(gap_rows, dtype=float), axis=0).tolist(),
         "step_points_no_worse": f"{sum(g >= 0 for g in gaps)}/{len(gaps)}",
         "step_point_psnr_gap_min": float(np.min(gaps)),
         "truncate_within_3pct_mean": float(np.mean([r["truncate_within_3pct"] for r in rows])),

@@ -253,8 +253,16 @@ class _Chain:
             return entropy.posterior_mean(x_tilde, prior.loc, prior.scale, self.sched.pixel_quant)
         return entropy.step_posterior_mean(x_tilde, prior)
 
-    def haar_display(self) -> np.ndarray:
-        """After part of a Haar step without the network: inverse-Haar of the estimates."""
+    def partial_display(self, i: int, prior: entropy.StepPrior, network: bool) -> np.ndarray:
+        """The image after part of layer i (FORMAT.md 7), the same on both sides: with `network`
+        (Haar steps only) the network's display at the state with the missing elements imputed;
+        else for a Haar step inverse-Haar of the estimates, and for the last two layers the
+        per-pixel values shown so far."""
+        if network:
+            missing = np.flatnonzero(~self.received)
+            return _to_image(self.predict_imputed(i, prior, missing).display, self.h, self.w)
+        if i >= self.sched.num_steps:  # the pixel step and the lossless layer
+            return self.pixel_display()
         return _to_image(np.clip(haar.inverse(self.estimate), -1.0, 1.0), self.h, self.w)
 
     def pixel_display(self) -> np.ndarray:
@@ -418,11 +426,8 @@ class Codec:
 
             haar_step = i < T
 
-            def partial(net: bool, i=i, haar_step=haar_step, prior=prior) -> np.ndarray:
-                if net:
-                    missing = np.flatnonzero(~chain.received)
-                    return _to_image(chain.predict_imputed(i, prior, missing).display, h, w)
-                return chain.haar_display() if haar_step else chain.pixel_display()
+            def partial(net: bool, i=i, prior=prior) -> np.ndarray:
+                return chain.partial_display(i, prior, net)
 
             flat = None
             if self.chunking is not None and i > 1:
@@ -528,18 +533,6 @@ class _DecodeSession:
         )
         chain.apply_levels(levels, part)
 
-    def _partial_display(self, i: int, network: bool) -> np.ndarray:
-        """After part of layer i: the network's display at the partial state (a flagged chunk of a
-        Haar step), the inverse-Haar of the posterior estimates (other Haar chunks), or per pixel
-        the posterior where pixels arrived (the last two layers)."""
-        if network:
-            missing = np.flatnonzero(~self.chain.received)
-            pred = self.chain.predict_imputed(i, self.prior, missing)
-            return _to_image(pred.display, self.hd.height, self.hd.width)
-        if i >= self.T:
-            return self.chain.pixel_display()
-        return self.chain.haar_display()
-
     def _finish_layer(self, i: int) -> np.ndarray:
         hd = self.hd
         if i > self.T:
@@ -599,7 +592,7 @@ class _DecodeSession:
                 if c >= inner:
                     break
                 if c in wanted:
-                    self.shown = self._partial_display(i, chunk.network)
+                    self.shown = self.chain.partial_display(i, self.prior, chunk.network)
                 if every_chunk or c == n - 1:
                     yield DecodedImage(
                         self.shown, self.done_steps, False, warnings, i, c + 1, False, self.nbytes
