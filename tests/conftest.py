@@ -1,4 +1,6 @@
-"""Shared fixtures: a small randomly initialised model (fast) and synthetic images."""
+"""Shared fixtures: a small randomly initialised model (fast), converted once to the exact model
+the codec runs (conversion calibrates in float, so it is done once and the result shared), and
+synthetic images."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from uqdm_codec.model import UQDM, ModelConfig, save_model
+from uqdm_codec.exactmodel import ExactModel, from_float, save_exact
+from uqdm_codec.model import UQDM, ModelConfig
 from uqdm_codec.network import NetworkConfig
 
 
@@ -26,21 +29,21 @@ def make_tiny_model(seed: int = 0, name: str = "tiny-test") -> UQDM:
 
 
 @pytest.fixture(scope="session")
-def tiny_model() -> UQDM:
-    return make_tiny_model()
+def tiny_model() -> ExactModel:
+    return from_float(make_tiny_model())
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, tiny_model) -> str:
     path = tmp_path_factory.mktemp("model") / "tiny-test.safetensors"
-    save_model(tiny_model, path)
+    save_exact(tiny_model, path)
     return str(path)
 
 
 @pytest.fixture(scope="session")
 def other_model_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("other") / "tiny-other.safetensors"
-    save_model(make_tiny_model(seed=1, name="tiny-other"), path)
+    save_exact(from_float(make_tiny_model(seed=1, name="tiny-other")), path)
     return str(path)
 
 

@@ -134,12 +134,12 @@ def test_foreign_and_empty_files(codec):
 
 
 def test_tampered_symbols_raise_sync_error(codec, encoded, monkeypatch):
-    """A decoder whose arithmetic differs from the encoder's stops instead of showing a wrong image."""
+    """A decoder whose arithmetic departs from the encoder's stops instead of showing a wrong image."""
     _, data = encoded
     from uqdm_codec import codec as codec_module
 
     real = codec_module.entropy.reconstruct
-    monkeypatch.setattr(codec_module.entropy, "reconstruct", lambda k, p: real(k, p) + 1e-7)
+    monkeypatch.setattr(codec_module.entropy, "reconstruct", lambda k, p: real(k, p) + 1e-3)
     with pytest.raises(SyncError, match="arithmetic"):
         codec.decode(data, steps=4)
 
@@ -304,14 +304,16 @@ def test_streaming_decoder_improves_as_bytes_arrive(chunked, monkeypatch):
     assert dec.latest.lossless and np.array_equal(dec.latest.pixels, img)
 
 
-def test_tile_size_travels_with_the_file(tiny_model):
-    """Tiling changes float rounding, so the file fixes it: a decoder set up with another tile
-    size still reproduces every step of a file made with tiles (and with 1 or 2 threads)."""
+def test_any_tile_size_decodes_the_file(tiny_model):
+    """The exact network gives the same integers for any tiling: a decoder with another tile size
+    (and with 1 or 2 threads) reproduces every step of a file made with 64-pixel tiles."""
     img = synthetic_image(96, 160, seed=2)
     data = Codec(tiny_model, "cpu", tile=64).encode(img, seed=5)
-    assert files.info(data).header.tile == 64
+    assert files.info(data).header.tile == 64  # recorded, informative
     other = Codec(tiny_model, "cpu", tile=1024)
     assert np.array_equal(other.decode(data).pixels, img)
+    tiled = [im.pixels for im in Codec(tiny_model, "cpu", tile=32).iter_decode(data)]
+    assert all(np.array_equal(a, b.pixels) for a, b in zip(tiled, other.iter_decode(data)))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

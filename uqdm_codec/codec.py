@@ -30,8 +30,9 @@ from .container import (
     Layer,
 )
 from .errors import FormatError, ModelError, SyncError, UqdmError
+from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork
-from .model import UQDM, fingerprint, load_model, resolve_model_path
+from .model import UQDM, resolve_model_path
 
 Progress = Callable[[int, int], None]
 
@@ -300,23 +301,25 @@ class _Judge:
 
 
 class Codec:
-    """A model on a device, ready to encode and decode. `tile` is the network tile size written
-    into new files (decoding always uses the file's own)."""
+    """A model on a device, ready to encode and decode. `tile` is the network's tile side on this
+    machine: a memory knob only, since the exact network gives the same integers for any tiling."""
 
     def __init__(
         self,
-        model: UQDM | str | Path | None = None,
+        model: ExactModel | UQDM | str | Path | None = None,
         device=None,
         tile: int = DEFAULT_TILE,
         chunking: ChunkPolicy | None = ChunkPolicy(),
     ):
-        if not isinstance(model, UQDM):
-            model = load_model(model)
+        if isinstance(model, UQDM):
+            model = from_float(model)
+        elif not isinstance(model, ExactModel):
+            model = load_codec_model(model)
         self.model = model
         self.net = PriorNetwork(model, device)
         self.tile = tile
         self.chunking = chunking  # None: one chunk per layer, natural order
-        self.fingerprint = fingerprint(model)
+        self.fingerprint = model.fingerprint
 
     @property
     def num_steps(self) -> int:
@@ -498,7 +501,7 @@ class _DecodeSession:
         codec.check_header(header)
         self.codec, self.hd = codec, header
         self.T = codec.num_steps
-        self.chain = _Chain(codec.net, header.height, header.width, header.seed, header.tile)
+        self.chain = _Chain(codec.net, header.height, header.width, header.seed, codec.tile)
         self.pred: Prediction | None = None
         self.prior: entropy.StepPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
@@ -662,8 +665,8 @@ def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:
 
 def _sync_message(layer: int) -> str:
     return (
-        f"decoded layer {layer} does not match what the encoder computed: this machine's arithmetic "
-        "differs from the encoder's (another device, CPU type or library build), or the file was altered"
+        f"decoded layer {layer} does not match what the encoder computed: the file was altered, or its "
+        "encoder's or this decoder's arithmetic departs from the format (docs/FORMAT.md section 8)"
     )
 
 

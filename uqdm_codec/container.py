@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 2
-OLD_VERSIONS = {1: "uqdm 0.1 before sub-step display flags"}  # refused with a clear message
+VERSION = 3
+OLD_VERSIONS = {  # refused with a clear message
+    1: "uqdm 0.1 before sub-step display flags",
+    2: "uqdm 0.2, whose float network decoded only where the file was written",
+}
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels: what the decoder can hold in 24 GiB with room to spare
 MAX_STEPS = 64
@@ -72,7 +75,7 @@ class Header:
     seed: int
     fingerprint: bytes
     model_name: str
-    tile: int = 1024  # side of the network's tiles (pixels, multiple of 16): fixes the arithmetic
+    tile: int = 1024  # the encoder's network tile side (informative: any tiling gives the same result)
     channels: int = 3
 
     def to_bytes(self) -> bytes:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from . import portable
 from .errors import FormatError
 
 SLICE = 1 << 18  # elements coded per table batch; part of the format (docs/FORMAT.md)
@@ -35,8 +36,7 @@ _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 
 
 def _sigmoid(t: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-t))
+    return portable.sigmoid(t)
 
 
 def pixels_to_data(levels: np.ndarray) -> np.ndarray:
@@ -222,9 +222,10 @@ def _candidates(x_tilde: np.ndarray, quant_step: float):
 def _level_tables(x_tilde: np.ndarray, loc: np.ndarray, scale: np.ndarray, quant_step: float):
     first, levels, centres, valid = _candidates(x_tilde, quant_step)
     inv = 1.0 / scale[:, None]
-    upper = _sigmoid((centres + 1.0 / 256.0 - loc[:, None]) * inv)
-    lower = _sigmoid((centres - 1.0 / 256.0 - loc[:, None]) * inv)
-    tables = np.where(valid, np.maximum(upper - lower, PROB_FLOOR), 0.0)
+    # level v's upper edge x_v + 1/256 is level v+1's lower edge x_{v+1} - 1/256 (both exact)
+    edges = np.concatenate([centres - 1.0 / 256.0, centres[:, -1:] + 1.0 / 256.0], axis=1)
+    cdf = _sigmoid((edges - loc[:, None]) * inv)
+    tables = np.where(valid, np.maximum(cdf[:, 1:] - cdf[:, :-1], PROB_FLOOR), 0.0)
     return first, centres, valid, tables
 
 
@@ -275,7 +276,7 @@ def posterior_mean(x_tilde, loc, scale, quant_step: float) -> np.ndarray:
     for start in range(0, x_tilde.size, SLICE):
         sl = slice(start, start + SLICE)
         _, centres, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
-        out[sl] = (tables * centres).sum(axis=1) / tables.sum(axis=1)
+        out[sl] = portable.row_sum(tables * centres) / portable.row_sum(tables)
     return out
 
 
@@ -294,7 +295,7 @@ def step_posterior_mean(x_tilde: np.ndarray, prior: StepPrior) -> np.ndarray:
     hi = np.where(mirror, -ta, tb)
 
     def primitive(t):  # integral of t * logistic density: t F(t) - softplus(t)
-        return t * _sigmoid(t) - np.logaddexp(0.0, t)
+        return t * _sigmoid(t) - portable.softplus(t)
 
     den = _sigmoid(hi) - _sigmoid(lo)
     ok = (den > 1e-200) & (hi - lo > 1e-9)

@@ -16,7 +16,8 @@ from .errors import ModelError
 from .network import Denoiser, NetworkConfig
 from .schedule import Schedule
 
-MODEL_FORMAT = "uqdm-model/3"
+MODEL_FORMAT = "uqdm-model/3"  # float weights: what training reads and writes
+EXACT_FORMAT = "uqdm-exact/1"  # integer network: what the codec runs (exactnet.py)
 DEFAULT_MODEL = "uqdm-small"
 PIXEL_SIGMA_DATA = 0.5
 # RMS of each band (LL_4, D_4 .. D_1) on the training photos, in data units; used for
@@ -54,7 +55,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        if d.get("format") != MODEL_FORMAT:
+        if d.get("format") not in (MODEL_FORMAT, EXACT_FORMAT):
             raise ModelError(f"unsupported model config format {d.get('format')!r}")
         if d.get("prior") != "logistic":
             raise ModelError(f"unsupported prior {d.get('prior')!r}")

@@ -17,9 +17,15 @@ def _generator(seed: int, purpose: int, index: int = 0) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, purpose, index])))
 
 
+SQRT12 = 3.4641016151377544  # sqrt(12), correctly rounded
+
+
 def initial_latent(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """z_0 ~ N(0, I), float64."""
-    return _generator(seed, _LATENT).standard_normal(shape)
+    """z_0: independent uniform noise with mean 0 and variance 1, float64. Uniform rather than
+    Gaussian because PCG64's uniform doubles are plain bit arithmetic, while NumPy's normal sampler
+    calls the C library's exp/log in its tails (not the same bits everywhere) and may change
+    between NumPy versions. z_0 only enters the chain scaled by coef_z (< 0.005)."""
+    return (_generator(seed, _LATENT).random(shape) - 0.5) * SQRT12
 
 
 def dither(seed: int, step: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -30,6 +30,7 @@ DEFAULT_PIXEL_STEP = 3.0
 DEFAULT_THRESHOLD = 0.35
 DEFAULT_HAAR_LEVELS = 4
 GAMMA_START = 10.0  # gamma of pure noise
+EXP_GAMMA_START = 22026.465794806718  # e^10, correctly rounded (a literal: no libm in the chain)
 
 
 def gamma_of(noise: float) -> float:
@@ -45,11 +46,21 @@ class StepCoefficients:
     quant_step: float  # delta / coef_x, data units
 
 
+def _noise_sq(noise: float) -> float:
+    """n^2 = e^gamma; pure noise has gamma = 10."""
+    return EXP_GAMMA_START if math.isinf(noise) else noise * noise
+
+
 def coefficients(noise_t: float, noise_s: float) -> StepCoefficients:
-    g_t, g_s = gamma_of(noise_t), gamma_of(noise_s)
-    alpha_t, alpha_s = math.sqrt(_sigmoid(-g_t)), math.sqrt(_sigmoid(-g_s))
-    sigma_s = math.sqrt(_sigmoid(g_s))
-    e = -math.expm1(g_s - g_t)
+    """The jump's constants from +, -, *, / and sqrt only (all correctly rounded in IEEE-754, so
+    every machine gets the same bits; decoders depend on them). With n^2 = e^gamma:
+    alpha^2 = sigmoid(-gamma) = 1 / (1 + n^2), sigma^2 = n^2 / (1 + n^2) and
+    e = -expm1(gamma_s - gamma_t) = 1 - n_s^2 / n_t^2."""
+    nt2, ns2 = _noise_sq(noise_t), _noise_sq(noise_s)
+    alpha_t = math.sqrt(1.0 / (1.0 + nt2))
+    alpha_s = math.sqrt(1.0 / (1.0 + ns2))
+    sigma_s = math.sqrt(ns2 / (1.0 + ns2))
+    e = 1.0 - ns2 / nt2
     delta = math.sqrt(12.0 * e) * sigma_s
     coef_x = alpha_s * e
     return StepCoefficients(alpha_s * (1.0 - e) / alpha_t, coef_x, delta, delta / coef_x)
@@ -132,9 +143,3 @@ class Schedule:
             int(d["haar_levels"]),
         )
 
-
-def _sigmoid(v: float) -> float:
-    if v >= 0:
-        return 1.0 / (1.0 + math.exp(-v))
-    ev = math.exp(v)
-    return ev / (1.0 + ev)

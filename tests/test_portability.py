@@ -1,0 +1,91 @@
+"""A file decodes to the same pixels on every machine: here, under other CPU kernels, thread
+counts and tile sizes, in fresh processes (the arithmetic of docs/FORMAT.md section 8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from uqdm_codec.codec import Codec
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "kodim23.png"
+
+# Decode every chunk of a file and print one CRC per decoded level, as JSON.
+DECODER = """
+import json, sys, zlib
+import uqdm_codec
+codec = uqdm_codec.get_codec(None, "cpu", tile=int(sys.argv[2]))
+data = open(sys.argv[1], "rb").read()
+print(json.dumps([zlib.crc32(im.pixels.tobytes()) for im in codec.iter_decode(data, every_chunk=True)]))
+"""
+
+VARIANTS = {
+    "no AVX (ATEN_CPU_CAPABILITY=default)": ({"ATEN_CPU_CAPABILITY": "default"}, 1024),
+    "oneDNN limited to SSE4.1": ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, 1024),
+    "one thread": ({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, 1024),
+    "16-pixel tiles": ({}, 16),
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_file(tmp_path_factory) -> tuple[np.ndarray, Path, list[int]]:
+    """A 96x64 crop of the sample photo encoded with the shipped weights, and the CRC of every
+    image this process decodes from it."""
+    with Image.open(SAMPLE) as im:
+        pixels = np.asarray(im.convert("RGB"))[200:264, 300:396].copy()
+    codec = Codec(None, device="cpu")
+    data = codec.encode(pixels, seed=7)
+    path = tmp_path_factory.mktemp("portable") / "crop.uqd"
+    path.write_bytes(data)
+    images = list(codec.iter_decode(data, every_chunk=True))
+    assert np.array_equal(images[-1].pixels, pixels) and images[-1].lossless
+    return pixels, path, [zlib.crc32(im.pixels.tobytes()) for im in images]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_decodes_identically_under(variant, shipped_file):
+    pixels, path, expected = shipped_file
+    env_extra, tile = VARIANTS[variant]
+    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-c", DECODER, str(path), str(tile)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(got) == len(expected) > 10  # every step and chunk level, blank image included
+    assert got == expected  # identical pixels at every level; the last one is the original
+    assert got[-1] == zlib.crc32(pixels.tobytes())
+
+
+def test_tiling_gives_identical_priors(shipped_file):
+    """The network's integers do not depend on the tiling (so neither does anything else)."""
+    from uqdm_codec import entropy, haar
+    from uqdm_codec.codec import _Chain
+
+    pixels, _, _ = shipped_file
+    whole = Codec(None, device="cpu")
+    chain = _Chain(whole.net, 64, 96, seed=3, tile=1024)
+    x = haar.forward(entropy.pixels_to_data(pixels.transpose(2, 0, 1)), chain.levels)
+    for i in (1, 2):  # two steps, so the state mixes coded and uncoded coefficients
+        prior = chain.prior(i, None if i == 1 else chain.predict(1))
+        k = entropy.quantise(chain.elements(i, None, x), prior)
+        chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
+    a = whole.net.predict(chain.z, chain.state, 2, tile=1024)
+    b = whole.net.predict(chain.z, chain.state, 2, tile=32)
+    for x, y in zip(
+        a.locs + a.scales + [a.pixel_scale, a.display], b.locs + b.scales + [b.pixel_scale, b.display]
+    ):
+        assert np.array_equal(x, y)
