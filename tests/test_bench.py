@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from uqdm_codec import bench
@@ -48,3 +49,57 @@ def test_bench_on_synthetic_images(tmp_path, codec, tiny_model_path):
     doc = json.loads((out / "results.json").read_text())
     assert doc["summary"]["images"] == 1 and (out / "rd.png").exists()
     assert "BD-rate vs JPEG" in r.stdout
+    if "JPEG XL" in doc["summary"]["baselines"]:
+        assert "BD-rate vs JPEG XL" in r.stdout and "JPEG XL lossless" in r.stdout
+
+
+def test_baselines_on_a_small_image_cover_every_codec_this_install_has():
+    pixels = synthetic_image(48, 64, seed=5)
+    points = bench.baseline_points(pixels)
+    missing = bench.missing_baselines()
+    for name in bench.LOSSY:
+        if name not in missing:
+            rates = [r for r, _ in points[name]]
+            assert len(rates) == len(bench.baseline_settings()[name]) and rates == sorted(rates), name
+    assert set(points["lossless"]) == set(bench.LOSSLESS) - set(missing)
+    assert {"JPEG", "JPEG 2000", "PNG", "JPEG 2000 reversible"}.isdisjoint(missing)  # Pillow's own
+
+
+def test_jpeg_baseline_uses_optimised_huffman_tables():
+    pixels = synthetic_image(64, 64, seed=2)
+    plain = bench._pillow("JPEG", quality=50)(pixels)
+    optimised = bench.baseline_settings()["JPEG"][bench.JPEG_QUALITIES.index(50)](pixels)
+    assert optimised[0] < plain[0] and np.array_equal(optimised[1], plain[1])
+
+
+def test_jpeg_xl_rows():
+    pytest.importorskip("imagecodecs")
+    if bench._imagecodecs() is None:
+        pytest.skip("imagecodecs was built without JPEG XL")
+    pixels = synthetic_image(64, 80, seed=1)
+    points = bench.baseline_points(pixels)
+    jxl = points["JPEG XL"]
+    assert len(jxl) == len(bench.JXL_DISTANCES)
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(jxl, jxl[1:]))  # smaller distance: more bits
+    assert 0 < points["lossless"]["JPEG XL lossless"] < 24
+
+
+def test_bench_degrades_without_jpeg_xl(tmp_path, codec, tiny_model_path, monkeypatch):
+    monkeypatch.setattr(bench, "_imagecodecs", lambda: None)
+    bench.missing_baselines.cache_clear()
+    try:
+        folder = tmp_path / "imgs"
+        folder.mkdir()
+        Image.fromarray(synthetic_image(32, 32)).save(folder / "a.png")
+        summary, _ = bench.run(folder, codec)
+        r = run("bench", folder, "-m", tiny_model_path, "--out", tmp_path / "out")
+    finally:
+        bench.missing_baselines.cache_clear()
+    assert "JPEG XL" not in summary["baselines"] and "JPEG XL" not in summary["bd_rate_percent"]
+    assert "JPEG XL lossless" not in summary["lossless_bpp"] and "PNG" in summary["lossless_bpp"]
+    assert summary["notes"] == [
+        "JPEG XL and JPEG XL lossless left out: ImportError: imagecodecs with JPEG XL is not installed "
+        "(pip install 'uqdm-codec[bench]')"
+    ]
+    assert r.exit_code == 0, r.output
+    assert "note: JPEG XL and JPEG XL lossless left out" in r.stderr and "BD-rate vs JPEG XL" not in r.stdout

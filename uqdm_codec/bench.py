@@ -2,12 +2,16 @@
 
 Every uqdm number comes from an actual .uqd file: the file is encoded, each layer's bpp is the
 size of the file truncated after that layer (header and framing included), and each PSNR is that
-of the image the decoder shows at that point. The baselines are Pillow's JPEG, JPEG 2000, WebP and
-AVIF (lossy) and PNG and WebP (lossless), encoded to bytes in memory.
+of the image the decoder shows at that point. The baselines, encoded to bytes in memory, are
+Pillow's JPEG (optimised Huffman tables), JPEG 2000 (OpenJPEG with the colour transform, as its
+own command-line encoder uses for RGB), WebP and AVIF, and JPEG XL (libjxl through imagecodecs,
+effort 7) for lossy; PNG, JPEG 2000 reversible, WebP lossless and JPEG XL lossless for lossless.
+A codec this installation lacks is left out with a note, not an error.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -26,7 +30,14 @@ JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 WEBP_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 AVIF_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 J2K_BPP = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+# Butteraugli distances: 25 is libjxl's largest (0.1-0.15 bpp on Kodak), 0.3 gives about 4 bpp.
+JXL_DISTANCES = (25.0, 16.0, 11.0, 8.0, 5.5, 4.0, 3.0, 2.2, 1.6, 1.2, 0.9, 0.65, 0.45, 0.3)
+JXL_EFFORT = 7  # libjxl's default
+LOSSY = ("JPEG", "JPEG 2000", "WebP", "AVIF", "JPEG XL")
+LOSSLESS = ("PNG", "JPEG 2000 reversible", "WebP lossless", "JPEG XL lossless")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
+
+RoundTrip = Callable[[np.ndarray], tuple[int, np.ndarray]]  # pixels -> (bytes, decoded pixels)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,46 +45,99 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _pillow_round_trip(pixels: np.ndarray, fmt: str, **params) -> tuple[int, np.ndarray]:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format=fmt, **params)
-    size = buf.tell()
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return size, np.asarray(im.convert("RGB"))
+def _pillow(fmt: str, **params) -> RoundTrip:
+    def round_trip(pixels: np.ndarray) -> tuple[int, np.ndarray]:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format=fmt, **params)
+        size = buf.tell()
+        buf.seek(0)
+        with Image.open(buf) as im:
+            return size, np.asarray(im.convert("RGB"))
+
+    return round_trip
+
+
+def _imagecodecs():
+    """imagecodecs if it is installed with JPEG XL (the `bench` extra), else None."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    return imagecodecs if imagecodecs.JPEGXL.available else None
+
+
+def _jpegxl(**params) -> RoundTrip:
+    def round_trip(pixels: np.ndarray) -> tuple[int, np.ndarray]:
+        codecs = _imagecodecs()
+        if codecs is None:
+            raise ImportError("imagecodecs with JPEG XL is not installed")
+        data = codecs.jpegxl_encode(pixels, effort=JXL_EFFORT, **params)
+        return len(data), np.asarray(codecs.jpegxl_decode(data))
+
+    return round_trip
+
+
+def _j2k_rate(bpp: float) -> dict:
+    # mct=1: the RGB -> YCbCr transform, without which OpenJPEG codes R, G and B separately and
+    # loses 1.7 (0.1 bpp) to 7 dB (4 bpp) on Kodak; Pillow's default is 0, opj_compress's is 1.
+    return {"quality_mode": "rates", "quality_layers": [24.0 / bpp], "irreversible": True, "mct": 1}
+
+
+def baseline_settings() -> dict[str, list[RoundTrip]]:
+    """Every codec's settings, low rate to high; lossless codecs have one."""
+    return {
+        "JPEG": [_pillow("JPEG", quality=q, optimize=True) for q in JPEG_QUALITIES],
+        "JPEG 2000": [_pillow("JPEG2000", **_j2k_rate(r)) for r in J2K_BPP],
+        "WebP": [_pillow("WEBP", quality=q) for q in WEBP_QUALITIES],
+        "AVIF": [_pillow("AVIF", quality=q) for q in AVIF_QUALITIES],
+        "JPEG XL": [_jpegxl(distance=d) for d in JXL_DISTANCES],
+        "PNG": [_pillow("PNG")],
+        "JPEG 2000 reversible": [_pillow("JPEG2000", irreversible=False, mct=1)],
+        "WebP lossless": [_pillow("WEBP", lossless=True, quality=100)],
+        "JPEG XL lossless": [_jpegxl(lossless=True)],
+    }
+
+
+_PROBE = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+
+@functools.cache
+def missing_baselines() -> dict[str, str]:
+    """Codecs this installation cannot run, each with why (a tiny image is round-tripped once)."""
+    missing = {}
+    for name, settings in baseline_settings().items():
+        try:
+            settings[0](_PROBE)
+        except (OSError, KeyError, ValueError, ImportError) as exc:
+            hint = " (pip install 'uqdm-codec[bench]')" if name.startswith("JPEG XL") else ""
+            missing[name] = f"{type(exc).__name__}: {exc}{hint}"
+    return missing
+
+
+def baseline_notes() -> list[str]:
+    """One line per reason: which codecs it leaves out."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in missing_baselines().items():
+        by_reason.setdefault(why, []).append(name)
+    return [f"{' and '.join(names)} left out: {why}" for why, names in by_reason.items()]
 
 
 def baseline_points(pixels: np.ndarray) -> dict[str, list[tuple[float, float]]]:
-    """(bpp, PSNR) per setting for each lossy baseline, and bpp of the lossless ones."""
+    """(bpp, PSNR) per setting for each lossy baseline, and bpp of the lossless ones (under
+    "lossless"); codecs this installation lacks are absent."""
     npx = pixels.shape[0] * pixels.shape[1]
-    out: dict[str, list] = {"JPEG": [], "JPEG 2000": [], "WebP": [], "AVIF": []}
-    settings: list[tuple[str, str, dict]] = (
-        [("JPEG", "JPEG", {"quality": q}) for q in JPEG_QUALITIES]
-        + [
-            (
-                "JPEG 2000",
-                "JPEG2000",
-                {"quality_mode": "rates", "quality_layers": [24.0 / r], "irreversible": True},
-            )
-            for r in J2K_BPP
-        ]
-        + [("WebP", "WEBP", {"quality": q}) for q in WEBP_QUALITIES]
-        + [("AVIF", "AVIF", {"quality": q}) for q in AVIF_QUALITIES]
-    )
-    for name, fmt, params in settings:
-        try:
-            size, rec = _pillow_round_trip(pixels, fmt, **params)
-        except (OSError, KeyError, ValueError):
-            continue  # this Pillow build lacks the codec
-        out[name].append((8.0 * size / npx, psnr(pixels, rec)))
-    lossless = {}
-    for name, fmt, params in (
-        ("PNG", "PNG", {}),
-        ("WebP lossless", "WEBP", {"lossless": True, "quality": 100}),
-    ):
-        size, rec = _pillow_round_trip(pixels, fmt, **params)
-        assert np.array_equal(rec, pixels), f"{name} was not lossless"
-        lossless[name] = 8.0 * size / npx
+    out: dict[str, list] = {}
+    lossless: dict[str, float] = {}
+    for name, settings in baseline_settings().items():
+        if name in missing_baselines():
+            continue
+        points = [round_trip(pixels) for round_trip in settings]
+        if name in LOSSLESS:
+            size, rec = points[0]
+            assert np.array_equal(rec, pixels), f"{name} was not lossless"
+            lossless[name] = 8.0 * size / npx
+        else:
+            out[name] = [(8.0 * size / npx, psnr(pixels, rec)) for size, rec in points]
     out["lossless"] = lossless  # type: ignore[assignment]
     return out
 
@@ -175,7 +239,7 @@ def summarise(results: list[ImageResult], num_steps: int) -> dict:
     lossy_ours = ours[1 : num_steps + 1]  # after each diffusion step (skip the 0-byte preview and lossless)
     curves = {
         name: _mean_curve([r.baselines[name] for r in results])
-        for name in ("JPEG", "JPEG 2000", "WebP", "AVIF")
+        for name in LOSSY
         if results and results[0].baselines.get(name)
     }
     summary = {
@@ -199,6 +263,7 @@ def summarise(results: list[ImageResult], num_steps: int) -> dict:
         "uqdm_lossless_bpp": float(np.mean([r.layer_bpp[-1] for r in results])),
         "baselines": {name: [{"bpp": b, "psnr": p} for b, p in c] for name, c in curves.items()},
         "bd_rate_percent": {name: bd_rate(c, lossy_ours) for name, c in curves.items()},
+        "notes": baseline_notes() if results and results[0].baselines else [],
     }
     if results and results[0].baselines.get("lossless"):
         summary["lossless_bpp"] = {

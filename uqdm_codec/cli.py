@@ -265,12 +265,14 @@ def bench(
     limit: int | None = typer.Option(None, help="Only the first N images."),
     crop: int | None = typer.Option(None, help="Centre-crop every image to at most SIZE x SIZE."),
     out_dir: Path = typer.Option(Path("bench_out"), "--out", help="Where results.json and rd.png go."),
-    baselines: bool = typer.Option(True, help="Also run JPEG, JPEG 2000, WebP, AVIF, PNG, WebP-lossless."),
+    baselines: bool = typer.Option(
+        True, help="Also run JPEG, JPEG 2000, WebP, AVIF, JPEG XL and their lossless modes, and PNG."
+    ),
     model: str | None = ModelOpt,
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Rate-distortion and speed of uqdm (real file bytes, every layer) against Pillow's codecs."""
+    """Rate-distortion and speed of uqdm (real file bytes, every layer) against the usual codecs."""
     from . import bench as benchmark
     from . import get_codec
 
@@ -305,7 +307,10 @@ def bench(
                 *["" if d is None else f"{d:+.2f}" for d in deltas],
                 f"{row['decode_seconds']:.2f}",
             )
-        out.print(table)
+        wide = out if out.is_terminal else Console(width=160, file=out.file)  # piped: not squeezed to 80
+        wide.print(table)
+        for note in [] if quiet else summary["notes"]:
+            err.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
         for name, value in summary["bd_rate_percent"].items():
             out.print(
                 f"BD-rate vs {name}: " + ("n/a" if value is None else f"{value:+.1f} %"), highlight=False
@@ -316,6 +321,7 @@ def bench(
                 f"lossless bpp: uqdm {summary['uqdm_lossless_bpp']:.3f} (exact: {summary['lossless_ok']}); "
                 f"{others}",
                 highlight=False,
+                soft_wrap=True,
             )
         out.print(
             f"mean encode {summary['encode_seconds']:.2f} s, "
