@@ -103,6 +103,7 @@ def _header_with(**fields):
         (dict(steps=200), "step count"),
         (dict(version=9), "version 9"),
         (dict(version=1), "version 1 was written by uqdm 0.1.*re-encode"),
+        (dict(version=2), "version 2 was written by uqdm 0.2.*re-encode"),
         (dict(flags=1), "flags"),
         (dict(tile=0), "tile"),
     ],
