@@ -55,6 +55,21 @@ def test_train_checkpoint_resume_and_use(tmp_path, capsys):
     assert np.array_equal(codec.decode(codec.encode(img, seed=1)).pixels, img)
 
 
+def test_train_starts_from_committed_weights(tmp_path, capsys):
+    """--init continues from float weights (e.g. the shipped ones) in a new run directory."""
+    from safetensors.torch import load_file
+
+    data = _photos(tmp_path, 3)
+    first = tmp_path / "first"
+    common = [str(data), *TINY, "--ckpt-every", "1", "--name", "tiny-run", "--steps", "1", "--lr", "0"]
+    main([*common, "--out", str(first)])
+    second = tmp_path / "second"
+    main([*common, "--out", str(second), "--init", str(first / "tiny-run.safetensors")])
+    assert "started from" in capsys.readouterr().out
+    a, b = load_file(str(first / "tiny-run.safetensors")), load_file(str(second / "tiny-run.safetensors"))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # lr 0: the weights carried over
+
+
 def test_train_under_torchrun_ddp(tmp_path):
     """`torchrun --nproc_per_node 2` (gloo on CPU) runs the same script unchanged."""
     import os

@@ -60,6 +60,7 @@ class TrainConfig:
     noise_levels: tuple[float, ...] = field(default_factory=lambda: DEFAULT_LEVELS)
     pixel_step: float = DEFAULT_PIXEL_STEP
     threshold: float = DEFAULT_THRESHOLD
+    init: str = ""  # float weights to start a new run from (e.g. weights/uqdm-small-float.safetensors)
 
 
 # ----------------------------------------------------------------------------- data
@@ -215,6 +216,17 @@ def train(cfg: TrainConfig) -> None:
         rng.bit_generator.state = ck["rng"]
         if master:
             print(f"resumed from step {start}", flush=True)
+    elif cfg.init:  # a new run that continues from committed weights (fresh optimiser and schedule)
+        from .model import load_model
+
+        init = load_model(cfg.init)
+        same = {k: v for k, v in init.config.to_dict().items() if k != "name"}
+        if same != {k: v for k, v in mcfg.to_dict().items() if k != "name"}:
+            raise SystemExit(f"--init {cfg.init} has another architecture or schedule than this run")
+        model.load_state_dict(init.state_dict())
+        ema.load_state_dict(init.state_dict())
+        if master:
+            print(f"started from {cfg.init}", flush=True)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
