@@ -72,9 +72,11 @@ def _preconditioning(noise: float, sigma_data: float) -> tuple[float, float, flo
     """(input gain a = c_skip / alpha, c_skip, c_out) for a coefficient at noise std `noise`."""
     if math.isinf(noise):
         return 0.0, 0.0, sigma_data
-    alpha = math.sqrt(1.0 / (1.0 + noise * noise))  # VP: alpha^2 = sigmoid(-gamma), gamma = log n^2
-    c_skip = sigma_data**2 / (noise**2 + sigma_data**2)
-    c_out = noise * sigma_data / math.sqrt(noise**2 + sigma_data**2)
+    # only +, -, *, / and sqrt (x**2 calls libm's pow, which is not correctly rounded everywhere)
+    n2, s2 = noise * noise, sigma_data * sigma_data
+    alpha = math.sqrt(1.0 / (1.0 + n2))  # VP: alpha^2 = sigmoid(-gamma), gamma = log n^2
+    c_skip = s2 / (n2 + s2)
+    c_out = noise * sigma_data / math.sqrt(n2 + s2)
     return c_skip / alpha, c_skip, c_out
 
 
