@@ -48,6 +48,14 @@ def configure_determinism() -> None:
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     torch.set_float32_matmul_precision("highest")
     torch.backends.nnpack.set_flags(False)
+    for backend in ("mkldnn.conv", "mkldnn.matmul", "cudnn.conv", "cuda.matmul"):  # torch >= 2.9
+        group, name = backend.split(".")
+        obj = getattr(getattr(torch.backends, group, None), name, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            try:
+                obj.fp32_precision = "ieee"  # never TF32 or bf16 for float32 work
+            except (RuntimeError, ValueError, AttributeError):
+                pass
 
 
 class Prediction:
