@@ -140,3 +140,107 @@ def test_pillow_opens_uqd_files(photo, tiny_model_path, monkeypatch):
     with Image.open(photo.with_suffix(".uqd")) as im:
         assert im.format == "UQD" and im.size == (40, 24)
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(photo)))
+
+
+# ------------------------------------------------------------------ several inputs (issue 12)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    paths = []
+    for k, name in enumerate(("a.png", "b.jpg", "c.png")):
+        path = tmp_path / name
+        Image.fromarray(synthetic_image(16 + 8 * k, 24, seed=k)).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def test_many_files_with_workers_and_a_bad_one(tmp_path, photos, tiny_model_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    out = tmp_path / "out"
+    r = run(
+        "encode", *photos[:2], bad, photos[2], "--out-dir", out, "-j", 2, "-m", tiny_model_path, "--seed", 1
+    )
+    assert r.exit_code == 1, r.output
+    errors = r.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: ") and errors[0].count(str(bad)) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.uqd", "b.uqd", "c.uqd"]
+    assert "3 of 4 files written, 1 failed" in r.stdout and "failed" in r.stdout and "bpp" in r.stdout
+
+    r = run("decode", *sorted(out.glob("*.uqd")), "--out-dir", tmp_path / "png", "-m", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    for src in (photos[0], photos[2]):  # PNG inputs come back exactly
+        back = np.asarray(Image.open(tmp_path / "png" / f"{src.stem}.decoded.png"))
+        assert np.array_equal(back, np.asarray(Image.open(src)))
+
+    r = run("truncate", *sorted(out.glob("*.uqd")), "--steps", 2, "--out-dir", tmp_path / "cut", "-j", 2)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [
+        "a.2steps.uqd",
+        "b.2steps.uqd",
+        "c.2steps.uqd",
+    ]
+
+
+def test_many_files_keep_going_past_an_existing_output(tmp_path, photos, tiny_model_path):
+    photos[1].with_suffix(".uqd").write_bytes(b"keep me")
+    r = run("encode", *photos, "-m", tiny_model_path, "--quiet")
+    assert r.exit_code == 1
+    assert (
+        r.stderr.strip()
+        == f"error: {photos[1]}: {photos[1].with_suffix('.uqd')} already exists (use --force to overwrite)"
+    )
+    assert photos[1].with_suffix(".uqd").read_bytes() == b"keep me"
+    assert photos[0].with_suffix(".uqd").exists() and photos[2].with_suffix(".uqd").exists()
+
+
+def test_output_option_with_several_inputs_points_to_out_dir(tmp_path, photos, tiny_model_path):
+    r = run("encode", *photos, "-o", tmp_path / "x.uqd", "-m", tiny_model_path)
+    assert_one_line_error(r)
+    assert "--out-dir" in r.stderr and not list(tmp_path.glob("*.uqd"))
+
+
+def test_two_inputs_with_one_output_name_are_refused(tmp_path, photos, tiny_model_path):
+    (tmp_path / "sub").mkdir()
+    twin = tmp_path / "sub" / "a.png"
+    twin.write_bytes(photos[0].read_bytes())
+    r = run("encode", photos[0], twin, "--out-dir", tmp_path / "out", "-m", tiny_model_path)
+    assert_one_line_error(r)
+    assert "a.uqd" in r.stderr and not (tmp_path / "out").exists()
+    r = run("encode", photos[0], tmp_path / "a.jpg", "-m", tiny_model_path)  # a.png, a.jpg -> a.uqd
+    assert_one_line_error(r)
+
+
+def test_single_input_with_out_dir(photo, tiny_model_path):
+    r = run("encode", photo, "--out-dir", photo.parent / "o", "-m", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    assert (photo.parent / "o" / "photo.uqd").exists() and "lossless pixels" in r.stdout
+
+
+def test_progression_alone_writes_only_the_strip(photo, tiny_model_path):
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    strip_path = photo.with_name("strip.png")
+    r = run("decode", uqd, "-m", tiny_model_path, "--progression", strip_path)
+    assert r.exit_code == 0, r.output
+    assert strip_path.exists() and not photo.with_name("photo.decoded.png").exists()
+    assert sorted(p.name for p in photo.parent.iterdir()) == ["photo.png", "photo.uqd", "strip.png"]
+    r = run(
+        "decode",
+        uqd,
+        "-m",
+        tiny_model_path,
+        "--progression",
+        strip_path,
+        "--force",
+        "-o",
+        photo.with_name("x.png"),
+    )
+    assert r.exit_code == 0 and photo.with_name("x.png").exists()
+
+
+def test_help_mentions_the_batch_options():
+    for command in ("encode", "decode", "truncate"):
+        r = run(command, "--help")
+        assert r.exit_code == 0 and "--out-dir" in r.stdout and "--jobs" in r.stdout

@@ -255,18 +255,64 @@ def test_unflagged_chunks_keep_the_image_on_screen(chunked):
     assert net  # each chunked Haar step flags its tail's head for the network's image
 
 
-def test_chunked_step_points_fit_in_the_unchunked_file(chunked, tiny_model):
+def _check_step_points_fit(data: bytes, flat: bytes) -> None:
     """The first layer is byte for byte the unchunked one; in every later layer everything but the
-    tail ends within the bytes the unchunked file spends up to the end of that step."""
-    codec, img, data = chunked
-    flat = Codec(tiny_model, "cpu", chunking=None).encode(img, seed=4)
+    tail (which may be several chunks) ends within the bytes the unchunked file spends up to the
+    end of that step. In a Haar step the tail's head is the chunk with the network flag."""
     fc, ff = files.info(data), files.info(flat)
     assert fc.layers[0].end == ff.layers[0].end
     parsed = container.parse(data)
-    for i, ends in enumerate(parsed.chunk_offsets[1:], start=1):
-        if len(ends) > 1:
-            assert ends[-2] <= ff.layers[i].end
+    for i, (layer, ends) in enumerate(zip(parsed.layers[1:], parsed.chunk_offsets[1:]), start=1):
+        net = [end for chunk, end in zip(layer.chunks, ends) if chunk.network]
+        assert len(net) <= 1
+        if net:
+            assert net[0] <= ff.layers[i].end
+        elif len(ends) > 1:
+            assert ends[0] <= ff.layers[i].end
+
+
+def test_chunked_step_points_fit_in_the_unchunked_file(chunked, tiny_model):
+    codec, img, data = chunked
+    flat = Codec(tiny_model, "cpu", chunking=None).encode(img, seed=4)
+    _check_step_points_fit(data, flat)
+    assert any(c.network for layer in container.parse(data).layers for c in layer.chunks)
     assert len(data) <= len(flat) * 1.2
+
+
+def test_chunk_floor_scales_with_the_image():
+    from uqdm_codec.codec import ChunkPolicy
+
+    policy = ChunkPolicy()
+    assert policy.for_image(768, 512).min_bytes == 384  # Kodak size: as before
+    assert policy.for_image(4000, 3000).min_bytes == 384  # never above
+    assert policy.for_image(384, 256).min_bytes == 96
+    assert policy.for_image(64, 48).min_bytes == 32  # the floor
+    assert ChunkPolicy(min_bytes=24).for_image(64, 48).min_bytes == 24  # never raised
+
+
+def test_small_image_truncates_within_3_percent(tiny_model):
+    """On a small image the default policy (chunk floor scaled to the image, down to 32 bytes)
+    lets `truncate` land within 3 % of any budget above the first layer that is large enough for a
+    floor-sized chunk and its framing to be 3 % of it (with a factor 2 for layer headers); below
+    that, each chunk's ~12 bytes of framing make 3 % spacing impossible. At a fixed 384-byte floor
+    many more budgets fell far below. Step points still fit in the unchunked file's bytes."""
+    from uqdm_codec.codec import ChunkPolicy
+
+    img = synthetic_image(96, 128, seed=2)
+    data = Codec(tiny_model, "cpu").encode(img, seed=5)
+    fixed = Codec(tiny_model, "cpu", chunking=ChunkPolicy(min_floor=384)).encode(img, seed=5)
+
+    def landed(file: bytes, low: int) -> np.ndarray:
+        budgets = np.geomspace(max(files.info(file).layers[0].end, low), len(file), 60).astype(int)
+        return np.array([len(files.truncate(file, max_bytes=int(b))) / b for b in budgets])
+
+    policy = ChunkPolicy().for_image(128, 96)
+    reachable = int(2 * (policy.min_bytes + policy.chunk_overhead) / policy.growth)
+    assert landed(data, reachable).min() >= 0.97
+    assert (landed(data, 0) < 0.97).sum() < (landed(fixed, 0) < 0.97).sum()
+    assert (landed(fixed, reachable) < 0.97).sum() > 5  # what the scaled floor fixes
+    _check_step_points_fit(data, Codec(tiny_model, "cpu", chunking=None).encode(img, seed=5))
+    assert np.array_equal(Codec(tiny_model, "cpu").decode(data).pixels, img)
 
 
 def _rebuild(parsed, layers) -> bytes:

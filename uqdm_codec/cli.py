@@ -27,6 +27,19 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Model name (in weights/) or
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar, no notes.")
 ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
+OutDirOpt = typer.Option(
+    None,
+    "--out-dir",
+    help="Folder for the outputs (created if missing), under their default names; needed to gather "
+    "the outputs of several inputs in one place (default: beside each input).",
+)
+JobsOpt = typer.Option(
+    1,
+    "--jobs",
+    "-j",
+    min=1,
+    help="With several inputs: worker processes; each loads the model once and gets cores/N torch threads.",
+)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -54,7 +67,7 @@ def _errors():
 
 
 @contextmanager
-def _progress(label: str, quiet: bool):
+def _progress(label: str, quiet: bool, unit: str = "layers"):
     """A rich progress bar on a terminal; nothing when quiet or piped."""
     if quiet or not err.is_terminal:
         yield None
@@ -64,7 +77,7 @@ def _progress(label: str, quiet: bool):
     with Progress(
         TextColumn(label),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} layers"),
+        TextColumn("{task.completed}/{task.total} " + unit),
         TimeElapsedColumn(),
         console=err,
         transient=True,
@@ -78,14 +91,72 @@ def _progress(label: str, quiet: bool):
 
 
 def _read(path: Path) -> bytes:
-    if not path.exists():
-        raise UqdmError(f"{path}: no such file")
-    if path.is_dir():
-        raise UqdmError(f"{path}: is a folder")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UqdmError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    from .batch import read_input
+
+    return read_input(path)
+
+
+def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | None, **names) -> Path:
+    """Where a single input's output goes: -o, else its default name in --out-dir or beside it."""
+    from .batch import make_folder, output_name
+
+    if output is not None:
+        return output
+    if out_dir is None:
+        return source.with_name(output_name(op, source, **names))
+    make_folder(out_dir)
+    return out_dir / output_name(op, source, **names)
+
+
+def _batch(
+    op: str, inputs: list[Path], output: Path | None, out_dir: Path | None, jobs: int, quiet: bool, **opts
+):
+    """Several inputs: run them through batch.run_batch, one line per failure as it happens, a
+    table at the end; exit code 1 if any failed."""
+    from . import batch
+
+    if output is not None:
+        raise UqdmError(
+            f"-o/--output names one file but {len(inputs)} inputs were given; use --out-dir FOLDER"
+        )
+    word = "warning" if op == "decode" else "note"
+
+    with _progress(f"{op} ({jobs} worker{'s' if jobs > 1 else ''})", quiet, "files") as update:
+
+        def report(result: batch.Result, done: int, total: int) -> None:
+            if not result.ok:
+                err.print(
+                    f"[red]error:[/red] {result.source}: {result.status}", highlight=False, soft_wrap=True
+                )
+            elif not quiet:
+                for note in result.notes:
+                    err.print(f"{word}: {result.source}: {note}", highlight=False, soft_wrap=True)
+            if update:
+                update(done, total)
+
+        if update:
+            update(0, len(inputs))
+        try:
+            results = batch.run_batch(op, inputs, out_dir, jobs, progress=report, **opts)
+        except KeyboardInterrupt:
+            _fail("interrupted; the outputs already finished are kept, none is half-written", 130)
+    failed = sum(not r.ok for r in results)
+    if not quiet:
+        table = Table(title=f"{op}: {len(results)} files", title_justify="left")
+        for col in ("file", "output", "bytes", "bpp or status", "seconds"):
+            table.add_column(col, justify="left" if col in ("file", "output", "bpp or status") else "right")
+        for r in results:
+            table.add_row(
+                str(r.source),
+                str(r.output) if r.ok else "-",
+                str(r.nbytes) if r.ok else "-",
+                r.status if r.ok else "[red]failed[/red]",
+                f"{r.seconds:.1f}",
+            )
+        out.print(table)
+    out.print(f"{len(results) - failed} of {len(results)} files written, {failed} failed", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _layer_table(fi, title: str) -> Table:
@@ -107,22 +178,44 @@ def _layer_table(fi, title: str) -> Table:
 
 @app.command()
 def encode(
-    image: Path = typer.Argument(..., help="Image to compress (PNG, JPEG, WebP, ...)."),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Output .uqd (default: next to the input)."
+    images: list[Path] = typer.Argument(
+        ..., metavar="IMAGES", help="Images to compress (PNG, JPEG, WebP, ...)."
     ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Output .uqd of a single input (default: next to the input)."
+    ),
+    out_dir: Path | None = OutDirOpt,
+    jobs: int = JobsOpt,
     model: str | None = ModelOpt,
     device: str = DeviceOpt,
     seed: int | None = typer.Option(None, help="Seed of the shared randomness (default: random)."),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Compress an image into a progressive .uqd file."""
+    """Compress images into progressive .uqd files (NAME.uqd).
+
+    Several inputs run in --jobs worker processes; a file that fails is reported in one line and
+    the others go on; a table sums up, and the exit code is 1 if any failed."""
     from . import get_codec
     from .image_io import atomic_write, load_image
 
     with _errors():
-        target = output or image.with_suffix(".uqd")
+        if len(images) > 1:
+            _batch(
+                "encode",
+                images,
+                output,
+                out_dir,
+                jobs,
+                quiet,
+                model=model,
+                device=device,
+                seed=seed,
+                force=force,
+            )
+            return
+        image = images[0]
+        target = _single_target("encode", image, output, out_dir)
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(image)
@@ -145,47 +238,80 @@ def encode(
 
 @app.command()
 def decode(
-    file: Path = typer.Argument(..., help="A .uqd file (complete or truncated)."),
+    files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files (complete or truncated)."),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Output image (default: next to the input)."
+        None,
+        "-o",
+        "--output",
+        help="Output image of a single input (default: next to the input, NAME.decoded.png or "
+        "NAME.stepN.png).",
     ),
+    out_dir: Path | None = OutDirOpt,
+    jobs: int = JobsOpt,
     steps: int | None = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
     model: str | None = ModelOpt,
     device: str = DeviceOpt,
-    progression: Path | None = typer.Option(None, help="Also write a strip of every level, labelled."),
-    all_steps: Path | None = typer.Option(None, help="Also write every level as its own PNG in this folder."),
+    progression: Path | None = typer.Option(
+        None,
+        help="Write a strip of every level, labelled (the decoded image too only with -o or --steps).",
+    ),
+    all_steps: Path | None = typer.Option(
+        None,
+        help="Write every level as its own PNG in this folder (the decoded image too only with -o or "
+        "--steps).",
+    ),
     chunks: bool = typer.Option(False, help="With --progression/--all-steps: include sub-step chunk levels."),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Reconstruct an image from a .uqd file, from its first N steps or all of it."""
+    """Reconstruct images from .uqd files, from their first N steps or all of them.
+
+    Several inputs run in --jobs worker processes, as for encode."""
     from . import container, get_codec
     from .codec import model_for_file
     from .image_io import save_image
 
     with _errors():
+        if len(files_) > 1:
+            if progression or all_steps:
+                raise UqdmError("--progression and --all-steps take a single input")
+            _batch(
+                "decode",
+                files_,
+                output,
+                out_dir,
+                jobs,
+                quiet,
+                model=model,
+                device=device,
+                steps=steps,
+                force=force,
+            )
+            return
+        file = files_[0]
         data = _read(file)
         header, _ = container.parse_header(data[:512])
-        default = file.with_name(
-            f"{file.stem}.decoded.png" if steps is None else f"{file.stem}.step{steps}.png"
-        )
-        target = output or default
-        if target.exists() and not force:
-            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        levels_only = (progression or all_steps) and output is None and steps is None
+        target = None if levels_only else _single_target("decode", file, output, out_dir, steps=steps)
+        for path in (target, progression):
+            if path is not None and path.exists() and not force:
+                raise UqdmError(f"{path} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
-        with _progress("decoding", quiet) as update:
-            result = codec.decode(data, steps, progress=update)
-        for w in result.warnings:
-            err.print(f"warning: {w}", highlight=False)
-        save_image(result.pixels, target, force=force, inputs=(file,))
+        if target is not None:
+            with _progress("decoding", quiet) as update:
+                result = codec.decode(data, steps, progress=update)
+            for w in result.warnings:
+                err.print(f"warning: {w}", highlight=False)
+            save_image(result.pixels, target, force=force, inputs=(file,))
         if progression or all_steps:
             _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet)
-        what = (
-            "lossless (exact original)"
-            if result.lossless
-            else f"after {result.steps} of {header.num_steps} steps"
-        )
-        out.print(f"wrote {target}: {what}", highlight=False)
+        if target is not None:
+            what = (
+                "lossless (exact original)"
+                if result.lossless
+                else f"after {result.steps} of {header.num_steps} steps"
+            )
+            out.print(f"wrote {target}: {what}", highlight=False)
 
 
 def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet) -> None:
@@ -214,25 +340,36 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet) -
 
 @app.command()
 def truncate(
-    file: Path = typer.Argument(..., help="A .uqd file."),
+    files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files."),
     bpp: float | None = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
     steps: int | None = typer.Option(None, "--steps", "-s", help="Keep the first N diffusion steps."),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Output .uqd (default: next to the input)."
+        None,
+        "-o",
+        "--output",
+        help="Output .uqd of a single input (default: next to the input, NAME.<budget>.uqd).",
     ),
+    out_dir: Path | None = OutDirOpt,
+    jobs: int = JobsOpt,
     force: bool = ForceOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
-    """Keep the longest prefix of a .uqd file within a budget (cuts bytes, never re-encodes)."""
+    """Keep the longest prefix of .uqd files within a budget (cuts bytes, never re-encodes).
+
+    Several inputs run in --jobs worker processes (no model is loaded), as for encode."""
 
     from .image_io import atomic_write
 
     with _errors():
         if (bpp is None) == (steps is None):
             raise UqdmError("give exactly one of --bpp or --steps")
+        if len(files_) > 1:
+            _batch("truncate", files_, output, out_dir, jobs, quiet, bpp=bpp, steps=steps, force=force)
+            return
+        file = files_[0]
         data = _read(file)
         cut = files.truncate(data, bpp=bpp, steps=steps)
-        tag = f"{bpp:g}bpp" if bpp is not None else f"{steps}steps"
-        target = output or file.with_name(f"{file.stem}.{tag}.uqd")
+        target = _single_target("truncate", file, output, out_dir, bpp=bpp, steps=steps)
         atomic_write(target, cut, force=force, inputs=(file,))
         fi = files.info(cut)
         out.print(

@@ -12,7 +12,7 @@ instead of showing a wrong image.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,52 +58,85 @@ class DecodedImage:
 class ChunkPolicy:
     """How the encoder cuts layers: a chunk holds about `growth` times the bytes before it (so a
     file can be cut within that fraction of any budget), but at least `min_bytes`. The first layer
-    stays whole (it is small, and every byte of it counts). Each later layer ends in a tail chunk
-    as large as the bytes that chunking added to the file so far: a prefix as long as the file
-    would be up to this step without sub-step chunks then holds the whole step but its tail, and
-    shows the network's image of that (FORMAT.md 6.3), which is close to the step's own."""
+    stays whole (it is small, and every byte of it counts). Each later layer ends in a tail as
+    large as the bytes that chunking added to the file so far: a prefix as long as the file would
+    be up to this step without sub-step chunks then holds the whole step but its tail, and shows
+    the network's image of that (FORMAT.md 6.3), which is close to the step's own. A tail larger
+    than a chunk is cut like the rest (into at most `max_tail_pieces`), so it leaves no wide gap
+    between cut points either: on small images the framing so far is more than 3 % of the file.
+
+    `min_bytes` is for an image of `reference_pixels` (Kodak's 768x512); for_image() scales it with
+    the pixel count, down to `min_floor`: on a small image a fixed floor would be most of an early
+    layer, while each chunk's framing (about `chunk_overhead` bytes, paid again in every later
+    step's tail) keeps very small chunks from being worth their cost."""
 
     growth: float = 0.03
     min_bytes: int = 384
+    min_floor: int = 32
+    reference_pixels: int = 768 * 512
     max_chunks: int = 255
     chunk_overhead: float = 12.0  # first guess at the bytes each extra chunk adds (framing, coder flush)
+    layer_overhead: float = 12.0  # a layer header but its chunk descriptors (which chunk_overhead holds)
+    descriptor_bytes: float = 3.0  # a chunk's descriptor: in the layer header, before the first chunk
+    max_tail_pieces: int = 8
     tail: bool = True
 
-    def _grow(self, cum: np.ndarray, bytes_before: int) -> list[int]:
+    def for_image(self, width: int, height: int) -> ChunkPolicy:
+        """This policy with min_bytes in proportion to the image's pixels (never above min_bytes,
+        never below min_floor unless min_bytes is)."""
+        scaled = round(self.min_bytes * width * height / self.reference_pixels)
+        return replace(self, min_bytes=min(self.min_bytes, max(self.min_floor, scaled)))
+
+    def _grow(self, cum: np.ndarray, at: float, first_extra: float = 0.0) -> list[int]:
+        """Chunk ends over cumulative content estimates `cum` (bytes) for chunks starting at file
+        position `at`, the first one also carrying `first_extra` bytes (the layer header): each
+        chunk, framing included, is at most `growth` times the file before it, or holds min_bytes."""
         n = cum.size
-        ends, start_bytes, pos = [], 0.0, 0
+        ends, start_bytes, pos, here, extra = [], 0.0, 0, float(at), first_extra
         while pos < n:
-            target = max(self.min_bytes, self.growth * (bytes_before + start_bytes))
+            target = max(self.min_bytes, self.growth * here - self.chunk_overhead - extra)
             end = int(np.searchsorted(cum, start_bytes + target)) + 1
             end = min(max(end, pos + 1), n)
             ends.append(end)
-            start_bytes, pos = float(cum[end - 1]), end
+            here += float(cum[end - 1]) - start_bytes + self.chunk_overhead + extra
+            start_bytes, pos, extra = float(cum[end - 1]), end, 0.0
         return ends
 
-    def split(self, element_bits: np.ndarray, bytes_before: int, tail_bytes: float = 0.0) -> list[int]:
+    def split(
+        self, element_bits: np.ndarray, bytes_before: int, tail_bytes: float = 0.0, pieces: bool = True
+    ) -> tuple[list[int], int]:
         """End positions (in elements) of the chunks of a layer, from per-element bit estimates,
-        ending in a tail of about `tail_bytes` (none if 0; at least one element before it)."""
+        ending in a tail of about `tail_bytes` (none if 0; at least one element before it), cut
+        like the rest if `pieces` else one chunk; and the number of chunks before the tail (all of
+        them when there is none)."""
         n = element_bits.size
         if n == 0:
-            return [0]
+            return [0], 1
         cum = np.cumsum(element_bits) / 8.0
-        ends = self._grow(cum, bytes_before)
-        limit = self.max_chunks
-        head = 0
+        head = n
         if tail_bytes > 0 and n >= 2:
             after = cum[-1] - cum  # bytes after each element
             head = int(np.searchsorted(-after, -tail_bytes, side="right"))  # elements with enough after
             head = min(max(head, 1), n - 1)
-            ends = self._grow(cum[:head], bytes_before)
-            limit -= 1
-        if len(ends) > limit:  # merge into at most `limit` near-equal groups
-            idx = np.linspace(0, len(ends), limit + 1).astype(int)[1:]
-            ends = [ends[k - 1] for k in idx]
-        if len(ends) > 1 and ends[-1] - ends[-2] < 16 and not head:
-            ends.pop(-2)  # no sliver at the end
-        if head:
-            ends.append(n)
-        return ends
+        count = 1
+        for _ in range(2):  # the header before the first chunk holds every chunk's descriptor
+            header = self.layer_overhead + self.descriptor_bytes * (count - 1)
+            ends = self._grow(cum[:head], bytes_before, header)
+            limit, tail = self.max_chunks, []
+            if head < n:
+                at = bytes_before + header + cum[head - 1] + self.chunk_overhead * len(ends)
+                rest = cum[head:] - cum[head - 1]
+                # at most max_tail_pieces: each piece's framing enlarges every later tail
+                coarse = replace(self, min_bytes=max(self.min_bytes, int(rest[-1] / self.max_tail_pieces)))
+                tail = [head + e for e in coarse._grow(rest, at)] if pieces else [n]
+                limit = max(1, limit - len(tail))
+            if len(ends) > limit:  # merge into at most `limit` near-equal groups
+                idx = np.linspace(0, len(ends), limit + 1).astype(int)[1:]
+                ends = [ends[k - 1] for k in idx]
+            if len(ends) > 1 and ends[-1] - ends[-2] < 16 and not tail:
+                ends.pop(-2)  # no sliver at the end
+            count = len(ends) + len(tail)
+        return ends + tail, len(ends)
 
 
 def _check(arr: np.ndarray) -> int:
@@ -327,14 +360,16 @@ class Codec:
 
     # ------------------------------------------------------------------ encode
 
-    def _cut(self, bits, order, code, size: int, flat: tuple[int, int] | None, first: bool):
-        """(partition, ends, payloads) of one layer: one natural-order chunk for the first layer
-        or without chunking; else chunks in importance order whose tail is grown until the bytes
-        before it fit within flat = (start, end): where the same file without sub-step chunks would
-        start and end this layer."""
+    def _cut(
+        self, pol: ChunkPolicy | None, bits, order, code, size: int, flat: tuple[int, int] | None, first: bool
+    ):
+        """(partition, order, ends, payloads, head) of one layer: one natural-order chunk for the
+        first layer or without chunking (pol None); else chunks in importance order whose tail (the
+        chunks from `head` on) is grown until the bytes before it fit within flat = (start, end):
+        where the same file without sub-step chunks would start and end this layer."""
         n = bits.size
-        if self.chunking is None or first:
-            return PARTITION_NATURAL, np.arange(n), [n], [code(np.arange(n))]
+        if pol is None or first:
+            return PARTITION_NATURAL, np.arange(n), [n], [code(np.arange(n))], 1
         cache: dict[tuple[int, int], bytes] = {}
 
         def payloads(ends):
@@ -344,36 +379,40 @@ class Codec:
                     cache[(s, e)] = code(order[s:e])
             return [cache[(s, e)] for s, e in zip(starts, ends)]
 
-        pol = self.chunking
-        plain = pol.split(bits[order], size)
-        tail = size - flat[0] + pol.chunk_overhead * len(plain) + 24.0 if flat else 0.0
-        for _ in range(6):
-            ends = pol.split(bits[order], size, tail if pol.tail else 0.0)
-            pays = payloads(ends)
-            if len(ends) < 2 or not flat or not pol.tail:
+        plain, _ = pol.split(bits[order], size)
+        # a tail in pieces adds a descriptor each to the header before it; where the part before
+        # the tail then cannot fit (a layer hardly larger than the framing so far), one chunk
+        for pieces in (True, False):
+            tail = size - flat[0] + pol.chunk_overhead * len(plain) + 24.0 if flat else 0.0
+            for _ in range(6):
+                ends, head = pol.split(bits[order], size, tail if pol.tail else 0.0, pieces)
+                pays = payloads(ends)
+                if head >= len(ends) or not flat or not pol.tail:
+                    return PARTITION_IMPORTANCE, order, ends, pays, head
+                chunks = [Chunk(p, e - s, SHOW | NETWORK) for p, s, e in zip(pays, [0, *ends[:-1]], ends)]
+                layer = Layer(KIND_STEP, 1, 0, chunks, PARTITION_IMPORTANCE)
+                before_tail = size + layer.size - sum(4 + len(p) for p in pays[head:])
+                if before_tail <= flat[1]:
+                    return PARTITION_IMPORTANCE, order, ends, pays, head
+                tail += before_tail - flat[1] + 16.0
+            if len(ends) - head <= 1:
                 break
-            flat_end = flat[1]
-            chunks = [Chunk(p, e - s, SHOW | NETWORK) for p, s, e in zip(pays, [0, *ends[:-1]], ends)]
-            layer = Layer(KIND_STEP, 1, 0, chunks, PARTITION_IMPORTANCE)
-            before_tail = size + layer.size - (4 + len(pays[-1]))
-            if before_tail <= flat_end:
-                break
-            tail += before_tail - flat_end + 16.0
-        return PARTITION_IMPORTANCE, order, ends, pays
+        return PARTITION_IMPORTANCE, order, ends, pays, head
 
     def _layer(self, cut, apply, partial, network, judge):
         """The chunks of one layer, flagged: apply(part) moves the chain past elements (given by
         natural-order position), partial(net) is the image a decoder shows after them (net: the
         network's, allowed where `network`), judge(image) says whether it beats what is on screen.
         The last chunk's flags are left to the caller."""
-        partition, order, ends, pays = cut
+        partition, order, ends, pays, head = cut
+        net_at = min(head, len(ends) - 1) - 1  # the tail's head: as close to the step as it gets
         chunks, start = [], 0
         for c, (end, payload) in enumerate(zip(ends, pays)):
             part = order[start:end]
             apply(part)
             flags = 0
             if c < len(ends) - 1:
-                net = network and c == len(ends) - 2  # the tail's head: as close to the step as it gets
+                net = network and c == net_at
                 flags = (NETWORK if net else 0) | (SHOW if judge(partial(net)) else 0)
             chunks.append(Chunk(payload, end - start, flags))
             start = end
@@ -397,6 +436,7 @@ class Codec:
         out = [header.to_bytes()]
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
         judge = _Judge(pixels, chain.blank_display())
+        policy = self.chunking.for_image(w, h) if self.chunking is not None else None
         pred = prior = None
         for i in range(1, T + 2):
             lossless = i == T + 1
@@ -433,9 +473,9 @@ class Codec:
                 return chain.partial_display(i, prior, net)
 
             flat = None
-            if self.chunking is not None and i > 1:
+            if policy is not None and i > 1:
                 flat = (flat_size, self._flat_end(flat_size, bits.size, code))
-            cut = self._cut(bits, order, code, size, flat, first=i == 1)
+            cut = self._cut(policy, bits, order, code, size, flat, first=i == 1)
             flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], bits.size)]).size
             partition, chunks = self._layer(cut, apply, partial, haar_step, judge)
             if lossless:

@@ -1,0 +1,325 @@
+"""Many files at once: encode, decode or truncate a list of paths, in worker processes.
+
+Each file is one independent task (`encode_file`, `decode_file`, `truncate_file`): it reads its
+input, writes its output through a temporary file and a rename, and returns a `Result` instead of
+raising, so one bad file never stops the others, here or under another engine's map (Dask, Ray).
+`run_batch` plans every output name first (refusing collisions and outputs that are inputs), then
+runs the tasks in a process pool whose workers each load a model once and share the CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from .errors import UqdmError
+
+OPERATIONS = ("encode", "decode", "truncate")
+
+
+@dataclass
+class Result:
+    """What became of one input: its output and size, or the one-line reason it failed."""
+
+    source: Path
+    output: Path | None
+    ok: bool = False
+    nbytes: int = 0  # bytes written
+    bpp: float | None = None  # bits per pixel of a .uqd output
+    status: str = ""  # decode: what the image is ("lossless", "step 3 of 8"); failure: the error
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # conversions made when reading an image
+
+    @property
+    def error(self) -> str | None:
+        return None if self.ok else self.status
+
+
+def output_name(op: str, source: Path, *, steps: int | None = None, bpp: float | None = None) -> str:
+    """The file name an operation gives its output by default (the single-file CLI's names)."""
+    if op == "encode":
+        return f"{source.stem}.uqd"
+    if op == "decode":
+        return f"{source.stem}.decoded.png" if steps is None else f"{source.stem}.step{steps}.png"
+    if op == "truncate":
+        tag = f"{bpp:g}bpp" if bpp is not None else f"{steps}steps"
+        return f"{source.stem}.{tag}.uqd"
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def plan_outputs(
+    op: str,
+    sources: Sequence[Path],
+    out_dir: Path | None,
+    *,
+    steps: int | None = None,
+    bpp: float | None = None,
+) -> list[Path]:
+    """Output path of every input (in out_dir, else beside the input). Raises UqdmError, before
+    anything is written, if two inputs would write the same file or an output is an input."""
+    targets = [_target(op, Path(s), out_dir, None, steps=steps, bpp=bpp) for s in sources]
+    inputs = {_key(s): Path(s) for s in sources}
+    seen: dict[str, Path] = {}
+    for source, target in zip(sources, targets):
+        key = _key(target)
+        if key in seen:
+            raise UqdmError(f"{seen[key]} and {source} would both write {target}; rename one")
+        if key in inputs:
+            raise UqdmError(f"{source} would overwrite the input {inputs[key]}")
+        seen[key] = Path(source)
+    return targets
+
+
+def _key(path: Path) -> str:
+    """A path's identity for collision checks (case-folded where the file system ignores case)."""
+    resolved = str(Path(path).resolve())
+    return resolved.casefold() if os.path.normcase("A") == "a" else resolved
+
+
+def _run(task: Callable[[], Result], source: Path, output: Path, out_dir) -> Result:
+    """Run one task, timing it and turning any failure into a failed Result. Creates out_dir
+    (each task does, so that a map on other machines needs no set-up step)."""
+    t0 = time.perf_counter()
+    try:
+        if out_dir is not None:
+            make_folder(out_dir)
+        result = task()
+    except UqdmError as exc:
+        result = Result(Path(source), output, status=_strip(str(exc), source))
+    except MemoryError:
+        result = Result(Path(source), output, status="out of memory")
+    except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
+        if os.environ.get("UQDM_DEBUG"):
+            raise
+        result = Result(Path(source), output, status=f"internal error: {type(exc).__name__}: {exc}")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _strip(message: str, source: Path) -> str:
+    """Drop a leading 'path: ' from a message: the report names the file already."""
+    prefix = f"{source}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _target(op: str, source: Path, out_dir, output, **names) -> Path:
+    """`output` if given, else the default name in out_dir or beside the input."""
+    if output is not None:
+        return Path(output)
+    return (Path(out_dir) if out_dir is not None else source.parent) / output_name(op, source, **names)
+
+
+def encode_file(
+    source: str | Path,
+    out_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    model=None,
+    device=None,
+    seed: int | None = None,
+    force: bool = False,
+) -> Result:
+    """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input)."""
+    source = Path(source)
+    target = _target("encode", source, out_dir, output)
+
+    def task() -> Result:
+        from . import files, get_codec
+        from .image_io import atomic_write, load_image
+
+        if target.exists() and not force:
+            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        loaded = load_image(source)
+        data = get_codec(model, device).encode(loaded.pixels, seed=seed)
+        atomic_write(target, data, force=force, inputs=(source,))
+        bpp = files.info(data).layers[-1].bpp
+        return Result(source, target, True, len(data), bpp, f"{bpp:.3f} bpp", notes=loaded.notes)
+
+    return _run(task, source, target, out_dir if output is None else None)
+
+
+def decode_file(
+    source: str | Path,
+    out_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    model=None,
+    device=None,
+    force: bool = False,
+) -> Result:
+    """Decode one .uqd file to an image (default: NAME.decoded.png or NAME.stepN.png)."""
+    source = Path(source)
+    target = _target("decode", source, out_dir, output, steps=steps)
+
+    def task() -> Result:
+        from . import container, get_codec
+        from .codec import model_for_file
+        from .image_io import save_image
+
+        data = read_input(source)
+        header, _ = container.parse_header(data[:512])
+        if target.exists() and not force:
+            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        decoded = get_codec(model_for_file(header, model), device).decode(data, steps)
+        save_image(decoded.pixels, target, force=force, inputs=(source,))
+        what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.num_steps}"
+        return Result(source, target, True, target.stat().st_size, None, what, notes=decoded.warnings)
+
+    return _run(task, source, target, out_dir if output is None else None)
+
+
+def truncate_file(
+    source: str | Path,
+    out_dir: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    bpp: float | None = None,
+    steps: int | None = None,
+    force: bool = False,
+) -> Result:
+    """Cut one .uqd file to a budget (`bpp` or `steps`); needs no model and no torch."""
+    source = Path(source)
+    target = _target("truncate", source, out_dir, output, bpp=bpp, steps=steps)
+
+    def task() -> Result:
+        from . import files
+        from .image_io import atomic_write
+
+        if (bpp is None) == (steps is None):
+            raise UqdmError("give exactly one of --bpp or --steps")
+        cut = files.truncate(read_input(source), bpp=bpp, steps=steps)
+        atomic_write(target, cut, force=force, inputs=(source,))
+        value = files.bpp_of(len(cut), files.info(cut).header)
+        return Result(source, target, True, len(cut), value, f"{value:.3f} bpp")
+
+    return _run(task, source, target, out_dir if output is None else None)
+
+
+def read_input(path: Path) -> bytes:
+    """A file's bytes, with one-line errors for the usual ways that fails."""
+    if not path.exists():
+        raise UqdmError(f"{path}: no such file")
+    if path.is_dir():
+        raise UqdmError(f"{path}: is a folder")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UqdmError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def make_folder(folder: str | Path) -> None:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UqdmError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+
+
+TASKS = {"encode": encode_file, "decode": decode_file, "truncate": truncate_file}
+
+
+def worker_threads(jobs: int, cores: int | None = None) -> int:
+    """torch threads per worker, so that `jobs` workers together use the cores once."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, jobs))
+
+
+def _init_worker(threads: int | None, preload: tuple | None) -> None:
+    """Runs once in each worker: share the cores (threads None: no torch needed, as for truncate)
+    and load the model before the first file."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if preload is not None:
+        from . import get_codec
+
+        try:
+            get_codec(*preload)
+        except Exception:  # noqa: BLE001 - each file then reports the error itself
+            pass
+
+
+def run_batch(
+    op: str,
+    paths: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    jobs: int = 1,
+    *,
+    model=None,
+    device=None,
+    seed: int | None = None,
+    steps: int | None = None,
+    bpp: float | None = None,
+    force: bool = False,
+    progress: Callable[[Result, int, int], None] | None = None,
+) -> list[Result]:
+    """Run `op` ("encode", "decode" or "truncate") on every path; results in input order.
+
+    Outputs go to out_dir (created if missing), else beside each input, under the single-file
+    names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
+    its own model loaded once. progress(result, done, total) is called as each file finishes.
+    Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
+    if op not in TASKS:
+        raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
+    if jobs < 1:
+        raise UqdmError("--jobs must be at least 1")
+    if op == "truncate" and (bpp is None) == (steps is None):
+        raise UqdmError("give exactly one of --bpp or --steps")
+    sources = [Path(p) for p in paths]
+    targets = plan_outputs(op, sources, Path(out_dir) if out_dir is not None else None, steps=steps, bpp=bpp)
+    preload = (model, device) if op == "encode" or (op == "decode" and model is not None) else None
+    if preload is not None and not hasattr(model, "denoiser"):
+        from .model import resolve_model_path
+
+        resolve_model_path(model)  # a missing model is one error, not one per file
+    if out_dir is not None:
+        make_folder(out_dir)
+    options = {
+        "encode": {"model": model, "device": device, "seed": seed},
+        "decode": {"model": model, "device": device, "steps": steps},
+        "truncate": {"bpp": bpp, "steps": steps},
+    }[op]
+    task = partial(TASKS[op], force=force, **options)
+    results: list[Result | None] = [None] * len(sources)
+    done = 0
+
+    def finish(k: int, result: Result) -> None:
+        nonlocal done
+        results[k], done = result, done + 1
+        if progress:
+            progress(result, done, len(sources))
+
+    jobs = min(jobs, len(sources)) or 1
+    if jobs == 1:
+        for k, (source, target) in enumerate(zip(sources, targets)):
+            finish(k, task(source, output=target))
+        return results  # type: ignore[return-value]
+
+    import multiprocessing
+
+    # spawn: a forked child of a process whose torch thread pool already ran can hang
+    context = multiprocessing.get_context("spawn")
+    threads = None if op == "truncate" else worker_threads(jobs)
+    with ProcessPoolExecutor(jobs, context, initializer=_init_worker, initargs=(threads, preload)) as pool:
+        pending = {pool.submit(task, s, output=t): k for k, (s, t) in enumerate(zip(sources, targets))}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    k = pending.pop(future)
+                    try:
+                        finish(k, future.result())
+                    except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
+                        message = f"worker process failed ({type(exc).__name__}: {exc})"
+                        finish(k, Result(sources[k], targets[k], status=message))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return results  # type: ignore[return-value]
