@@ -31,7 +31,7 @@ from .container import (
 )
 from .errors import FormatError, ModelError, SyncError, UqdmError
 from .exactmodel import ExactModel, from_float, load_codec_model
-from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image
+from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
 from .model import UQDM, resolve_model_path
 
 Progress = Callable[[int, int], None]
@@ -190,7 +190,7 @@ class _Chain:
         self.coded_flat = np.zeros(0, np.int32)  # its flat index in that band
         self._band_start = np.zeros(1, np.int64)  # coded elements of band b: _band_start[b:b+2]
         self.pixel_tilde = np.zeros(0)  # x_tilde of the pixel step (real pixels, natural order)
-        self.pixel_shown = np.zeros(0)  # what the decoder shows per pixel (data units, natural order)
+        self.pixel_shown = np.zeros(0, np.uint8)  # what the decoder shows per pixel value (levels)
         self.lossless = np.zeros(0, np.uint8)  # decoded pixel levels of the lossless layer
         self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
         self.received = np.zeros(0, bool)  # which of the current step's elements arrived
@@ -236,7 +236,7 @@ class _Chain:
             loc = pred.display_crop(self.h, self.w).reshape(-1)
             scale = pred.pixel_scale_crop(self.h, self.w).reshape(-1)
             self.pixel_tilde = np.array(loc)
-            self.pixel_shown = np.array(loc)  # unreceived pixels show the prior location
+            self.pixel_shown = entropy.data_to_pixels(loc)  # unreceived pixels show the prior location
             self.lossless = np.zeros(loc.size, np.uint8)
             self._z = self._state = None  # the chain continues in the pixel basis
             self._released, self.estimate = True, []
@@ -302,7 +302,7 @@ class _Chain:
         if self.sched.is_pixel_step(i):
             self.pixel_tilde[which] = x_tilde
             if shown is not None:
-                self.pixel_shown[which] = shown
+                self.pixel_shown[which] = entropy.data_to_pixels(shown)  # kept as the level it shows
             return
         for b, sel, flat in self._move(self.z, self.state, i, which, x_tilde):
             if shown is not None:
@@ -326,7 +326,7 @@ class _Chain:
     def apply_levels(self, levels: np.ndarray, which: np.ndarray) -> None:
         """Received pixel levels of the lossless layer (natural-order positions)."""
         self.lossless[which] = levels
-        self.pixel_shown[which] = entropy.pixels_to_data(levels)
+        self.pixel_shown[which] = np.clip(levels, 0, 255)  # = data_to_pixels(pixels_to_data(levels))
 
     def posterior(self, i: int, x_tilde: np.ndarray, prior: entropy.StepPrior) -> np.ndarray:
         """What the decoder shows for elements of step i that arrived (prior: theirs)."""
@@ -348,7 +348,7 @@ class _Chain:
     def pixel_display(self) -> np.ndarray:
         """After (part of) the pixel step: posterior mean where x_tilde arrived, else the prior
         location; after part of the lossless layer, the exact level where it arrived."""
-        return _to_image(self.pixel_shown.reshape(3, self.h, self.w), self.h, self.w)
+        return np.ascontiguousarray(self.pixel_shown.reshape(3, self.h, self.w).transpose(1, 2, 0))
 
     def blank_display(self) -> np.ndarray:
         """The first prior's image: its bands are constant, so it repeats with the Haar block."""
@@ -484,6 +484,8 @@ class Codec:
                 prior = chain.prior(i, pred)
                 pred = None
                 order = importance_order(prior)  # before the symbols: its sort is the largest temporary
+            if i == T:
+                x_bands = None  # the pixel step codes pixels
             partition, chunks, flat_size = self._encode_layer(
                 chain, i, pixels, x_bands, prior, order, judge, size, flat_size
             )
@@ -496,6 +498,7 @@ class Codec:
             chunks[-1].flags = SHOW if judge(shown) or i == T + 1 else 0  # the exact image always shows
             kind = KIND_LOSSLESS if i == T + 1 else KIND_STEP
             out.append(Layer(kind, i, _check(shown), chunks, partition).to_bytes())
+            release_memory()
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
@@ -717,6 +720,7 @@ class _DecodeSession:
             if not complete:
                 return
             end_image = self._finish_layer(i)
+            release_memory()
             if _check(end_image) != layer.display_check:
                 raise SyncError(_sync_message(i))
             if layer.chunks[-1].show or i == T + 1:

@@ -11,6 +11,8 @@ results depend on the machine.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import torch
 
@@ -20,6 +22,27 @@ from .exactmodel import ExactModel
 from .exactnet import HEAD_SHIFT, CalibrationOps, FloatOps, graph
 from .model import UQDM
 from .network import receptive_radius
+
+_LIBC: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not glibc
+
+
+def release_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+    Arrays above glibc's mmap threshold (which rises to 32 MB once such a block is freed) are
+    mapped and unmapped on their own, but everything smaller (network activations of a tile,
+    blocks of whole-image passes) comes from the heap, whose freed pages glibc keeps: after a
+    network pass they were most of the process's resident memory, and the next large arrays,
+    being mapped anew, came on top of them."""
+    global _LIBC
+    if _LIBC is False:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = None
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
 
 DEFAULT_TILE = 1024  # core tile side (pixels, a multiple of 16); images up to tile^2 pixels run whole
 
@@ -209,7 +232,10 @@ class PriorNetwork:
         return image, maps
 
     def _evaluate(self, image: np.ndarray, maps: list[np.ndarray], step: int):
-        """Raw network outputs (float64 numpy, band layout of Denoiser.forward) for one window."""
+        """Raw network outputs for one window (band layout of Denoiser.forward) and their unit:
+        float32 numpy arrays (the exact network's integers, or the float network's values) that
+        the caller crops, then turns into float64 times the unit (exact: same values as converting
+        the whole window first)."""
         dev = self.device
 
         def put(a: np.ndarray) -> torch.Tensor:
@@ -227,8 +253,7 @@ class PriorNetwork:
                     ops = CalibrationOps(self.denoiser, gamma, self.stats)
                 bands, pixel = graph(ops, put(image), [put(m) for m in maps], self.denoiser.config)
                 unit = 1.0
-        out = [b[0].double().cpu().numpy() * unit for b in bands]
-        return out, pixel[0].double().cpu().numpy() * unit
+        return [b[0].cpu().numpy() for b in bands], pixel[0].cpu().numpy(), unit
 
     def _tiles(self, z_bands, states, step: int, tile: int):
         """Evaluate the network tile by tile. Yields ((y0, y1, x0, x1), raw band outputs, raw
@@ -243,9 +268,16 @@ class PriorNetwork:
                 y1, x1 = min(y0 + step_px, h), min(x0 + step_px, w)
                 ys, xs = max(0, y0 - self.halo), max(0, x0 - self.halo)
                 ye, xe = min(h, y1 + self.halo), min(w, x1 + self.halo)
-                bands, pixel = self._evaluate(*self._window_input(z_bands, states, ys, ye, xs, xe), step)
+                window = self._window_input(z_bands, states, ys, ye, xs, xe)
+                bands, pixel, unit = self._evaluate(*window, step)
+                del window
                 crops = haar.window(bands, self.levels, y0 - ys, y1 - ys, x0 - xs, x1 - xs)
-                yield (y0, y1, x0, x1), crops, pixel[:, y0 - ys : y1 - ys, x0 - xs : x1 - xs]
+                del bands
+                crops = [c.astype(np.float64) * unit for c in crops]
+                pixel = pixel[:, y0 - ys : y1 - ys, x0 - xs : x1 - xs].astype(np.float64) * unit
+                yield (y0, y1, x0, x1), crops, pixel
+                del pixel, crops
+                release_memory()  # the tile's activations, before the next tile or the caller's arrays
 
     def _locs(self, z_core: list[np.ndarray], s_core: list[np.ndarray], raw: list[np.ndarray]):
         """loc = gain z + c_out F per coefficient of a tile (two products, then their sum)."""
