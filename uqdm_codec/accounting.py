@@ -222,7 +222,7 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     by_factor = [
         float(entropy.levels_element_bits(levels, xt, loc, scale * f, q).sum()) for f in SCALE_FACTORS
     ]
-    shown_before = chain.pixel_shown
+    shown_before = shown  # the pixel step's posterior means: every pixel arrived
     acc.direct_pixel_bits = float(direct_level_bits(levels, loc, scale).sum())
     acc.bands.append(
         BandAccount(

@@ -31,7 +31,7 @@ from .container import (
 )
 from .errors import FormatError, ModelError, SyncError, UqdmError
 from .exactmodel import ExactModel, from_float, load_codec_model
-from .inference import DEFAULT_TILE, Prediction, PriorNetwork
+from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
 from .model import UQDM, resolve_model_path
 
 Progress = Callable[[int, int], None]
@@ -109,14 +109,19 @@ class ChunkPolicy:
         ending in a tail of about `tail_bytes` (none if 0; at least one element before it), cut
         like the rest if `pieces` else one chunk; and the number of chunks before the tail (all of
         them when there is none)."""
-        n = element_bits.size
+        return self.split_cum(np.cumsum(element_bits) / 8.0, bytes_before, tail_bytes, pieces)
+
+    def split_cum(
+        self, cum: np.ndarray, bytes_before: int, tail_bytes: float = 0.0, pieces: bool = True
+    ) -> tuple[list[int], int]:
+        """split() from the cumulative bytes cumsum(element_bits) / 8 (the encoder makes it once)."""
+        n = cum.size
         if n == 0:
             return [0], 1
-        cum = np.cumsum(element_bits) / 8.0
         head = n
         if tail_bytes > 0 and n >= 2:
-            after = cum[-1] - cum  # bytes after each element
-            head = int(np.searchsorted(-after, -tail_bytes, side="right"))  # elements with enough after
+            # elements with at least tail_bytes after them; cum - cum[-1] is exactly -(bytes after)
+            head = int(np.searchsorted(cum - cum[-1], -tail_bytes, side="right"))
             head = min(max(head, 1), n - 1)
         count = 1
         for _ in range(2):  # the header before the first chunk holds every chunk's descriptor
@@ -144,18 +149,64 @@ def _check(arr: np.ndarray) -> int:
 
 
 def _to_image(x_data: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(3, >=H, >=W) data units -> (H, W, 3) uint8."""
-    return np.ascontiguousarray(entropy.data_to_pixels(x_data[:, :h, :w]).transpose(1, 2, 0))
+    """(3, >=H, >=W) data units -> (H, W, 3) uint8, a strip of rows at a time (no whole-image
+    float64 temporaries)."""
+    out = np.empty((h, w, 3), np.uint8)
+    rows = max(1, (1 << 18) // max(w, 1))
+    for r in range(0, h, rows):
+        out[r : r + rows] = entropy.data_to_pixels(x_data[:, r : min(r + rows, h), :w]).transpose(1, 2, 0)
+    return out
 
 
-def importance_order(prior: entropy.StepPrior) -> np.ndarray:
-    """Elements by decreasing prior scale / quantiser step (ties: natural order)."""
-    return np.argsort(-(prior.scale / prior.quant_step), kind="stable")
+def importance_order(prior: entropy.StepPrior | entropy.CodedPrior) -> np.ndarray:
+    """Elements by decreasing prior scale / quantiser step (ties: natural order); int32 positions
+    (half the memory of argsort's int64) when they fit."""
+    n = len(prior)
+    key = np.empty(n)
+    for sl in entropy.slices(n):
+        p = prior.part(sl)
+        np.divide(p.scale, p.quant_step, out=key[sl])
+    np.negative(key, out=key)
+    order = np.argsort(key, kind="stable")
+    del key
+    return order.astype(np.int32) if n < 2**31 else order
+
+
+def _narrow(k: np.ndarray) -> np.ndarray:
+    """Symbols as int32 when they fit (they always do in practice: |k| <= 2 B / q + 1)."""
+    if k.size and (int(k.min()) < -(2**31) or int(k.max()) >= 2**31):
+        return k
+    return k.astype(np.int32)
+
+
+def _data_bands(pixels: np.ndarray, hp: int, wp: int, levels: int) -> list[np.ndarray]:
+    """The encoder's image in Haar bands, padded to hp x wp by repeating edges, one colour at a time.
+    Stored as float32, which is exact: a level-l coefficient is an integer below 2^(8+2l) times
+    2^-(8+l), at most 16 significant bits for 4 levels (checked), so converting back gives the
+    float64 values bit for bit."""
+    h, w = pixels.shape[:2]
+    bands: list[np.ndarray] = []
+    for c in range(pixels.shape[2]):
+        x = np.pad(entropy.pixels_to_data(pixels[:, :, c]), ((0, hp - h), (0, wp - w)), mode="edge")
+        parts = haar.forward(x[None], levels)
+        if not bands:
+            bands = [np.empty((*p.shape[:-3], pixels.shape[2], *p.shape[-2:]), np.float32) for p in parts]
+        for dst, part in zip(bands, parts):
+            dst[..., c : c + 1, :, :] = part
+            if not np.array_equal(dst[..., c : c + 1, :, :], part):
+                raise AssertionError("Haar coefficients are not exact in float32")
+    return bands
 
 
 class _Chain:
     """What both sides know: the latent z in Haar bands, for each coefficient the last step that
-    coded it, the current step's coded elements, and the pixel step's x_tilde."""
+    coded it, the current step's coded elements, and the pixel step's x_tilde.
+
+    Memory: z is float64, states uint8; a Haar step's coded elements cost 23 bytes each (location,
+    scale and dither in float64, flat index int32, band and state codes; entropy.CodedPrior) and the
+    partial display's estimates 8 bytes per coefficient. Whole-band passes run in blocks."""
+
+    BLOCK = 1 << 20  # coefficients per block of a whole-band pass
 
     def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int):
         self.net = net
@@ -168,85 +219,116 @@ class _Chain:
         self.seed = seed
         self._z: list[np.ndarray] | None = None  # allocated when the first step needs it
         self._state: list[np.ndarray] | None = None
+        self._released = False  # z and states freed after the last Haar step
         self.tables = {k: np.array(v) for k, v in self.sched.jump_table().items()}
-        self.coded_band = np.zeros(0, np.int64)  # band of each coded element of the current step
-        self.coded_flat = np.zeros(0, np.int64)  # its flat index in that band
+        self.coded_band = np.zeros(0, np.int8)  # band of each coded element of the current step
+        self.coded_flat = np.zeros(0, np.int32)  # its flat index in that band
+        self._band_start = np.zeros(1, np.int64)  # coded elements of band b: _band_start[b:b+2]
         self.pixel_tilde = np.zeros(0)  # x_tilde of the pixel step (real pixels, natural order)
-        self.pixel_shown = np.zeros(0)  # what the decoder shows per pixel (data units, natural order)
-        self.lossless = np.zeros(0, np.int64)  # decoded pixel levels of the lossless layer
+        self.pixel_shown = np.zeros(0, np.uint8)  # what the decoder shows per pixel value (levels)
+        self.lossless = np.zeros(0, np.uint8)  # decoded pixel levels of the lossless layer
         self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
         self.received = np.zeros(0, bool)  # which of the current step's elements arrived
 
     @property
     def z(self) -> list[np.ndarray]:
         if self._z is None:
+            if self._released:
+                raise RuntimeError("the Haar latent is no longer kept after the last Haar step")
             self._z = haar.forward(randomness.initial_latent(self.seed, (3, self.hp, self.wp)), self.levels)
         return self._z
 
     @property
     def state(self) -> list[np.ndarray]:
+        """Per band, each coefficient's state: the last step that coded it (uint8, 0..H)."""
         if self._state is None:
-            self._state = [np.zeros(b.shape, dtype=np.int64) for b in self.z]
+            self._state = [np.zeros(b.shape, dtype=np.uint8) for b in self.z]
         return self._state
 
     def predict(self, step: int) -> Prediction:
         return self.net.predict(self.z, self.state, step, self.tile)
 
-    def predict_imputed(self, i: int, prior: entropy.StepPrior, missing: np.ndarray) -> Prediction:
-        """The network at state i when only part of Haar step i arrived: the `missing` elements
-        (natural-order positions) are taken to state i as if their x_tilde were their prior
+    def finish_step(self) -> None:
+        """A Haar step is complete: its partial-display estimates are no longer needed."""
+        self.estimate = []
+
+    def display_imputed(self, i: int, prior: entropy.CodedPrior, missing: np.ndarray) -> np.ndarray:
+        """The network's image at state i when only part of Haar step i arrived: the `missing`
+        elements (natural-order positions) are taken to state i as if their x_tilde were their prior
         location. The network then sees the state map it was trained on (a mix of states does not
         occur in training and gives much worse images), with little-informed values where data is
-        missing."""
+        missing. Only the image is kept, not the prediction."""
         z = [b.copy() for b in self.z]
         state = [b.copy() for b in self.state]
         self._move(z, state, i, missing, prior.loc[missing])
-        return self.net.predict(z, state, i, self.tile)
+        return self.net.display_image(z, state, i, self.tile, self.h, self.w)
 
-    def prior(self, i: int, pred: Prediction | None) -> entropy.StepPrior:
+    def prior(self, i: int, pred: Prediction | None) -> entropy.CodedPrior:
         """The entropy model of step i's coded elements in natural order, given the prediction from
         state i-1 (None for step 1). Haar steps code the coefficients with scale >= threshold * q;
         the pixel step codes every real pixel."""
         if self.sched.is_pixel_step(i):
-            loc = pred.display[:, : self.h, : self.w].ravel()
-            scale = pred.pixel_scale[:, : self.h, : self.w].ravel()
-            q = np.full(loc.size, self.sched.pixel_quant)
-            bound = np.ones(loc.size)
+            loc = pred.display_crop(self.h, self.w).reshape(-1)
+            scale = pred.pixel_scale_crop(self.h, self.w).reshape(-1)
             self.pixel_tilde = np.array(loc)
-            self.pixel_shown = np.array(loc)  # unreceived pixels show the prior location
-            self.lossless = np.zeros(loc.size, np.int64)
-        else:
-            if pred is None:
-                locs, scales = self.net.first_prior([b.shape for b in self.z])
-            else:
-                locs, scales = pred.locs, pred.scales
-            parts: dict[str, list] = {"loc": [], "scale": [], "q": [], "bound": [], "band": [], "flat": []}
-            for b, st in enumerate(self.state):
-                q = self.tables["quant_step"][st, i].ravel()
-                flat = np.flatnonzero(scales[b].ravel() >= self.sched.threshold * q)
-                bd = haar.band_bound(b, self.levels)
-                parts["loc"].append(np.clip(locs[b].ravel()[flat], -bd, bd))
-                parts["scale"].append(scales[b].ravel()[flat])
-                parts["q"].append(q[flat])
-                parts["bound"].append(np.full(flat.size, bd))
-                parts["band"].append(np.full(flat.size, b))
-                parts["flat"].append(flat)
-            loc, scale, q, bound = (np.concatenate(parts[k]) for k in ("loc", "scale", "q", "bound"))
-            bounds = [haar.band_bound(b, self.levels) for b in range(len(locs))]
-            self.estimate = [np.clip(lb, -bd, bd) for lb, bd in zip(locs, bounds)]
-            self.coded_band = np.concatenate(parts["band"])
-            self.coded_flat = np.concatenate(parts["flat"])
+            self.pixel_shown = entropy.data_to_pixels(loc)  # unreceived pixels show the prior location
+            self.lossless = np.zeros(loc.size, np.uint8)
+            self._z = self._state = None  # the chain continues in the pixel basis
+            self._released, self.estimate = True, []
+            zeros = np.zeros(loc.size, np.uint8)
+            u = randomness.dither(self.seed, i, (loc.size,))
+            self.received = np.zeros(loc.size, bool)
+            return entropy.CodedPrior(
+                loc, scale, u, zeros, np.array([self.sched.pixel_quant]), zeros, np.array([1.0])
+            )
+        if pred is None:
+            first_locs, first_scales = self.net.first_prior([b.shape for b in self.z])
+        q_table = np.ascontiguousarray(self.tables["quant_step"][:, i])  # by state before the step
+        threshold = self.sched.threshold
+        parts: dict[str, list] = {"loc": [], "scale": [], "code": [], "flat": []}
+        counts, self.estimate = [], []
+        for b, st_band in enumerate(self.state):
+            bd = haar.band_bound(b, self.levels)
+            locs = first_locs[b] if pred is None else pred.locs[b]
+            self.estimate.append(np.clip(locs, -bd, bd))  # the coded elements' locations too
+            est, st = self.estimate[-1].reshape(-1), st_band.reshape(-1)
+            count = 0
+            for s0 in range(0, st.size, self.BLOCK):
+                s1 = min(s0 + self.BLOCK, st.size)
+                if pred is None:
+                    scale = first_scales[b].reshape(-1)[s0:s1]
+                else:
+                    scale = pred.band_scale(b, s0, s1)
+                codes = st[s0:s1]
+                flat = np.flatnonzero(scale >= threshold * q_table[codes])
+                parts["flat"].append((flat + s0).astype(np.int32))
+                parts["loc"].append(est[s0:s1][flat])
+                parts["scale"].append(scale[flat])
+                parts["code"].append(codes[flat])
+                count += flat.size
+            counts.append(count)
+        if pred is None:
+            del first_locs, first_scales
+        self.coded_flat = np.concatenate(parts.pop("flat"))
+        self.coded_band = np.repeat(np.arange(len(counts), dtype=np.int8), counts)
+        self._band_start = np.concatenate([[0], np.cumsum(counts)])
+        loc = np.concatenate(parts.pop("loc"))
+        scale = np.concatenate(parts.pop("scale"))
+        codes = np.concatenate(parts.pop("code"))
+        bounds = np.array([haar.band_bound(b, self.levels) for b in range(len(counts))])
         u = randomness.dither(self.seed, i, (loc.size,))
         self.received = np.zeros(loc.size, bool)
-        return entropy.StepPrior(loc, scale, u, q, bound)
+        return entropy.CodedPrior(loc, scale, u, codes, q_table, self.coded_band, bounds)
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
-        """The encoder's values of step i's coded elements (natural order, as prior())."""
+        """The encoder's values of step i's coded elements (natural order, as prior()), float64."""
         if self.sched.is_pixel_step(i):
             return x_pixels[:, : self.h, : self.w].ravel()
-        return np.concatenate(
-            [x_bands[b].ravel()[self.coded_flat[self.coded_band == b]] for b in range(len(x_bands))]
-        )
+        out = np.empty(self.coded_flat.size)
+        for b, band in enumerate(x_bands):
+            s0, s1 = self._band_start[b], self._band_start[b + 1]
+            out[s0:s1] = band.reshape(-1)[self.coded_flat[s0:s1]]
+        return out
 
     def apply(self, i: int, x_tilde: np.ndarray, which: np.ndarray, shown: np.ndarray | None = None) -> None:
         """Take the received elements `which` (natural-order positions) of step i to state i;
@@ -255,7 +337,7 @@ class _Chain:
         if self.sched.is_pixel_step(i):
             self.pixel_tilde[which] = x_tilde
             if shown is not None:
-                self.pixel_shown[which] = shown
+                self.pixel_shown[which] = entropy.data_to_pixels(shown)  # kept as the level it shows
             return
         for b, sel, flat in self._move(self.z, self.state, i, which, x_tilde):
             if shown is not None:
@@ -279,7 +361,7 @@ class _Chain:
     def apply_levels(self, levels: np.ndarray, which: np.ndarray) -> None:
         """Received pixel levels of the lossless layer (natural-order positions)."""
         self.lossless[which] = levels
-        self.pixel_shown[which] = entropy.pixels_to_data(levels)
+        self.pixel_shown[which] = np.clip(levels, 0, 255)  # = data_to_pixels(pixels_to_data(levels))
 
     def posterior(self, i: int, x_tilde: np.ndarray, prior: entropy.StepPrior) -> np.ndarray:
         """What the decoder shows for elements of step i that arrived (prior: theirs)."""
@@ -293,16 +375,15 @@ class _Chain:
         else for a Haar step inverse-Haar of the estimates, and for the last two layers the
         per-pixel values shown so far."""
         if network:
-            missing = np.flatnonzero(~self.received)
-            return _to_image(self.predict_imputed(i, prior, missing).display, self.h, self.w)
+            return self.display_imputed(i, prior, np.flatnonzero(~self.received))
         if i >= self.sched.num_steps:  # the pixel step and the lossless layer
             return self.pixel_display()
-        return _to_image(np.clip(haar.inverse(self.estimate), -1.0, 1.0), self.h, self.w)
+        return bands_image(self.estimate, self.levels, self.h, self.w)
 
     def pixel_display(self) -> np.ndarray:
         """After (part of) the pixel step: posterior mean where x_tilde arrived, else the prior
         location; after part of the lossless layer, the exact level where it arrived."""
-        return _to_image(self.pixel_shown.reshape(3, self.h, self.w), self.h, self.w)
+        return np.ascontiguousarray(self.pixel_shown.reshape(3, self.h, self.w).transpose(1, 2, 0))
 
     def blank_display(self) -> np.ndarray:
         """The first prior's image: its bands are constant, so it repeats with the Haar block."""
@@ -318,12 +399,16 @@ class _Judge:
     before it: the decoder's quality then never falls as bytes arrive."""
 
     def __init__(self, original: np.ndarray, first: np.ndarray):
-        self.original = original.astype(np.int32)
+        self.original = original  # uint8; differences are taken a strip of rows at a time
+        self.rows = max(1, (1 << 18) // max(original.shape[1], 1))
         self.best = self._sse(first)
 
     def _sse(self, image: np.ndarray) -> int:
-        d = image.astype(np.int32) - self.original
-        return int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
+        total = 0
+        for r in range(0, image.shape[0], self.rows):
+            d = image[r : r + self.rows].astype(np.int32) - self.original[r : r + self.rows]
+            total += int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
+        return total
 
     def __call__(self, image: np.ndarray) -> bool:
         err = self._sse(image)
@@ -361,15 +446,24 @@ class Codec:
     # ------------------------------------------------------------------ encode
 
     def _cut(
-        self, pol: ChunkPolicy | None, bits, order, code, size: int, flat: tuple[int, int] | None, first: bool
+        self,
+        pol: ChunkPolicy | None,
+        cum: np.ndarray | None,
+        n: int,
+        order,
+        code,
+        size: int,
+        flat: tuple[int, int] | None,
+        first: bool,
     ):
-        """(partition, order, ends, payloads, head) of one layer: one natural-order chunk for the
-        first layer or without chunking (pol None); else chunks in importance order whose tail (the
-        chunks from `head` on) is grown until the bytes before it fit within flat = (start, end):
-        where the same file without sub-step chunks would start and end this layer."""
-        n = bits.size
+        """(partition, order, ends, payloads, head) of one layer of n elements: one natural-order
+        chunk for the first layer or without chunking (pol None); else chunks in importance order,
+        cum being the cumulative estimated bytes in that order, whose tail (the chunks from `head`
+        on) is grown until the bytes before it fit within flat = (start, end): where the same file
+        without sub-step chunks would start and end this layer. code(part) codes the elements
+        `part` (natural-order positions; None: all)."""
         if pol is None or first:
-            return PARTITION_NATURAL, np.arange(n), [n], [code(np.arange(n))], 1
+            return PARTITION_NATURAL, np.arange(n), [n], [code(None)], 1
         cache: dict[tuple[int, int], bytes] = {}
 
         def payloads(ends):
@@ -379,13 +473,13 @@ class Codec:
                     cache[(s, e)] = code(order[s:e])
             return [cache[(s, e)] for s, e in zip(starts, ends)]
 
-        plain, _ = pol.split(bits[order], size)
+        plain, _ = pol.split_cum(cum, size)
         # a tail in pieces adds a descriptor each to the header before it; where the part before
         # the tail then cannot fit (a layer hardly larger than the framing so far), one chunk
         for pieces in (True, False):
             tail = size - flat[0] + pol.chunk_overhead * len(plain) + 24.0 if flat else 0.0
             for _ in range(6):
-                ends, head = pol.split(bits[order], size, tail if pol.tail else 0.0, pieces)
+                ends, head = pol.split_cum(cum, size, tail if pol.tail else 0.0, pieces)
                 pays = payloads(ends)
                 if head >= len(ends) or not flat or not pol.tail:
                     return PARTITION_IMPORTANCE, order, ends, pays, head
@@ -420,7 +514,7 @@ class Codec:
 
     def _flat_end(self, flat_size: int, n: int, code) -> int:
         """Where the layer would end in the same file without sub-step chunks (for the tail)."""
-        return flat_size + Layer(KIND_STEP, 1, 0, [Chunk(code(np.arange(n)), n, SHOW)]).size
+        return flat_size + Layer(KIND_STEP, 1, 0, [Chunk(code(None), n, SHOW)]).size
 
     def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes."""
@@ -429,69 +523,110 @@ class Codec:
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
         T = self.num_steps
         chain = _Chain(self.net, h, w, seed, self.tile)
-        x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
-        xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
-        x_bands = haar.forward(xp, chain.levels)
+        x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         header = Header(w, h, T, seed, self.fingerprint, self.model.config.name, self.tile)
         out = [header.to_bytes()]
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
         judge = _Judge(pixels, chain.blank_display())
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
-        pred = prior = None
+        pred, prior, order = None, None, np.zeros(0, np.int64)
         for i in range(1, T + 2):
-            lossless = i == T + 1
-            if lossless:
-                levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
-                q = self.model.schedule.pixel_quant
-                xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
-                bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
-
-                def code(part, xt=xt, loc=loc, scale=scale, q=q, levels=levels):
-                    return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q)
-
-                def apply(part, levels=levels):
-                    chain.apply_levels(levels[part], part)
-
-                # the lossless layer keeps the pixel step's order
-            else:
+            if i <= T:
                 prior = chain.prior(i, pred)
-                k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
-                xt = entropy.reconstruct(k, prior)
-                est = chain.posterior(i, xt, prior)
-                bits = entropy.step_element_bits(k, prior)
-                order = importance_order(prior)
-
-                def code(part, k=k, prior=prior):
-                    return entropy.encode_step(k[part], prior.part(part))
-
-                def apply(part, i=i, xt=xt, est=est):
-                    chain.apply(i, xt[part], part, est[part])
-
-            haar_step = i < T
-
-            def partial(net: bool, i=i, prior=prior) -> np.ndarray:
-                return chain.partial_display(i, prior, net)
-
-            flat = None
-            if policy is not None and i > 1:
-                flat = (flat_size, self._flat_end(flat_size, bits.size, code))
-            cut = self._cut(policy, bits, order, code, size, flat, first=i == 1)
-            flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], bits.size)]).size
-            partition, chunks = self._layer(cut, apply, partial, haar_step, judge)
-            if lossless:
-                shown = pixels
-            elif haar_step:
+                pred = None
+                order = importance_order(prior)  # before the symbols: its sort is the largest temporary
+            if i == T:
+                x_bands = None  # the pixel step codes pixels
+            partition, chunks, flat_size = self._encode_layer(
+                chain, i, pixels, x_bands, prior, order, judge, size, flat_size, policy
+            )
+            if i < T:
+                chain.finish_step()
                 pred = chain.predict(i)
-                shown = _to_image(pred.display, h, w)
+                shown = pred.image(h, w)
             else:
-                shown = chain.pixel_display()
-            chunks[-1].flags = SHOW if judge(shown) or lossless else 0  # the exact image always shows
-            kind = KIND_LOSSLESS if lossless else KIND_STEP
+                shown = pixels if i == T + 1 else chain.pixel_display()
+            chunks[-1].flags = SHOW if judge(shown) or i == T + 1 else 0  # the exact image always shows
+            kind = KIND_LOSSLESS if i == T + 1 else KIND_STEP
             out.append(Layer(kind, i, _check(shown), chunks, partition).to_bytes())
+            release_memory()
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
         return b"".join(out)
+
+    def _encode_layer(
+        self,
+        chain: _Chain,
+        i: int,
+        pixels,
+        x_bands,
+        prior,
+        order,
+        judge,
+        size: int,
+        flat_size: int,
+        policy: ChunkPolicy | None,
+    ):
+        """(partition, chunks, flat end) of layer i: its chunks (the last one's flags left to the
+        caller) and where it would end in the same file without sub-step chunks. The layer's
+        arrays (symbols, bit estimates) are freed on return, before the network runs again."""
+        T = self.num_steps
+        if i == T + 1:
+            levels = pixels.transpose(
+                2, 0, 1
+            ).ravel()  # uint8; the lossless layer keeps the pixel step's order
+            q = self.model.schedule.pixel_quant
+            xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
+            bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
+
+            def code(part):
+                if part is None:
+                    return entropy.encode_levels(levels, xt, loc, scale, q)
+                return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q)
+
+            def apply(part):
+                chain.apply_levels(levels[part], part)
+
+        else:
+            if i == T:
+                xs = entropy.pixels_to_data(pixels.transpose(2, 0, 1)).reshape(-1)
+            else:
+                xs = chain.elements(i, None, x_bands)
+            k = _narrow(entropy.quantise(xs, prior))
+            del xs
+            bits = entropy.step_element_bits(k, prior)
+
+            def code(part):
+                if part is None:
+                    return entropy.encode_step(k, prior)
+                return entropy.encode_step(k[part], prior.part(part))
+
+            def apply(part):
+                sub = prior.part(part)
+                xt = entropy.reconstruct(k[part], sub)
+                chain.apply(i, xt, part, chain.posterior(i, xt, sub))
+
+        def partial(net: bool) -> np.ndarray:
+            return chain.partial_display(i, prior, net)
+
+        n = bits.size
+        chunked = policy is not None and i > 1
+        cum = None
+        if chunked:  # cumulative estimated bytes in importance order, made once for every split
+            ordered = bits[order]
+            del bits
+            cum = np.cumsum(ordered)
+            del ordered
+            cum /= 8.0
+        else:
+            del bits
+        flat = (flat_size, self._flat_end(flat_size, n, code)) if chunked else None
+        cut = self._cut(policy, cum, n, order, code, size, flat, first=i == 1)
+        del cum
+        flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)]).size
+        partition, chunks = self._layer(cut, apply, partial, i < T, judge)
+        return partition, chunks, flat_size
 
     # ------------------------------------------------------------------ decode
 
@@ -543,7 +678,7 @@ class _DecodeSession:
         self.T = codec.num_steps
         self.chain = _Chain(codec.net, header.height, header.width, header.seed, codec.tile)
         self.pred: Prediction | None = None
-        self.prior: entropy.StepPrior | None = None  # the pixel step's prior serves the lossless layer
+        self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
         self.layer, self.chunk, self.done_steps = 1, 0, 0
         self.nbytes = header_size
@@ -556,6 +691,7 @@ class _DecodeSession:
         i = layer.index
         if i <= self.T:
             self.prior = self.chain.prior(i, self.pred)
+            self.pred = None  # the prior holds what the step needs of it
         count = len(self.prior) if i <= self.T else self.hd.width * self.hd.height * 3
         if layer.partition == PARTITION_IMPORTANCE:
             self.order = importance_order(self.prior)
@@ -585,8 +721,10 @@ class _DecodeSession:
         if i == self.T:
             self.pred = None
             return self.chain.pixel_display()
+        self.prior = None  # free the step's elements before the network runs
+        self.chain.finish_step()
         self.pred = self.chain.predict(i)
-        return _to_image(self.pred.display, hd.height, hd.width)
+        return self.pred.image(hd.height, hd.width)
 
     def advance(
         self,
@@ -643,6 +781,7 @@ class _DecodeSession:
             if not complete:
                 return
             end_image = self._finish_layer(i)
+            release_memory()
             if _check(end_image) != layer.display_check:
                 raise SyncError(_sync_message(i))
             if layer.chunks[-1].show or i == T + 1:

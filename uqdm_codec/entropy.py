@@ -66,17 +66,67 @@ class StepPrior:
         return StepPrior(self.loc[sl], self.scale[sl], self.dither[sl], self.quant_step[sl], self.bound[sl])
 
 
+@dataclass
+class CodedPrior:
+    """A StepPrior whose quantiser steps and bounds take a few values (they depend on a
+    coefficient's state and band only), kept as small integer codes into tables: 26 bytes per
+    element instead of 40. part() gives a plain StepPrior with the same values; quant_step and
+    bound build whole arrays for callers that want them."""
+
+    loc: np.ndarray
+    scale: np.ndarray
+    dither: np.ndarray
+    q_code: np.ndarray  # uint8, index into q_table
+    q_table: np.ndarray
+    bound_code: np.ndarray  # int8 / uint8, index into bound_table
+    bound_table: np.ndarray
+
+    def __len__(self) -> int:
+        return self.loc.size
+
+    @property
+    def quant_step(self) -> np.ndarray:
+        return self.q_table[self.q_code]
+
+    @property
+    def bound(self) -> np.ndarray:
+        return self.bound_table[self.bound_code]
+
+    def part(self, sl: slice | np.ndarray) -> StepPrior:
+        return StepPrior(
+            self.loc[sl],
+            self.scale[sl],
+            self.dither[sl],
+            self.q_table[self.q_code[sl]],
+            self.bound_table[self.bound_code[sl]],
+        )
+
+
+def slices(n: int, size: int = SLICE) -> list[slice]:
+    """Consecutive slices of `size` covering range(n): elementwise passes over a whole step made
+    piece by piece (same values, bounded temporaries)."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 # ----------------------------------------------------------------------------- step symbols
 
 
-def quantise(x: np.ndarray, prior: StepPrior) -> np.ndarray:
+def quantise(x: np.ndarray, prior: StepPrior | CodedPrior) -> np.ndarray:
     """The encoder's symbols k = rint((x - loc) / q + u)."""
-    return np.rint((x - prior.loc) / prior.quant_step + prior.dither).astype(np.int64)
+    k = np.empty(len(prior), np.int64)
+    for sl in slices(len(prior)):
+        p = prior.part(sl)
+        k[sl] = np.rint((x[sl] - p.loc) / p.quant_step + p.dither)
+    return k
 
 
-def reconstruct(k: np.ndarray, prior: StepPrior) -> np.ndarray:
+def reconstruct(k: np.ndarray, prior: StepPrior | CodedPrior) -> np.ndarray:
     """x_tilde = loc + (k - u) q: what both sides know after the step."""
-    return prior.loc + (k - prior.dither) * prior.quant_step
+    out = np.empty(len(prior))
+    for sl in slices(len(prior)):
+        p = prior.part(sl)
+        out[sl] = p.loc + (k[sl] - p.dither) * p.quant_step
+    return out
 
 
 def window_half_width(prior: StepPrior) -> np.ndarray:
@@ -149,21 +199,26 @@ def _escape_tables(prior: StepPrior, half: np.ndarray) -> tuple[np.ndarray, np.n
     return tables, k_lo
 
 
-def _slice_plan(prior: StepPrior):
-    """Yield (slice, half-widths, bucket order) for each slice of the step, in decode order."""
-    for start in range(0, len(prior), SLICE):
-        sl = slice(start, min(start + SLICE, len(prior)))
-        part = prior.part(sl)
-        half = window_half_width(part)
-        buckets = [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
-        yield sl, part, half, buckets
+def _plan(prior: StepPrior | CodedPrior, sl: slice):
+    """(slice, its prior, half-widths, buckets) of one slice of a step."""
+    part = prior.part(sl)
+    half = window_half_width(part)
+    buckets = [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
+    return sl, part, half, buckets
 
 
-def encode_step(k: np.ndarray, prior: StepPrior) -> bytes:
-    """ANS-code the symbols of one chunk of a step."""
+def _slice_plan(prior: StepPrior | CodedPrior):
+    """Yield (slice, its prior, half-widths, bucket order) for each slice of the step, in decode
+    order, each made when needed."""
+    for sl in slices(len(prior)):
+        yield _plan(prior, sl)
+
+
+def encode_step(k: np.ndarray, prior: StepPrior | CodedPrior) -> bytes:
+    """ANS-code the symbols of one chunk of a step (slices pushed last to first)."""
     coder = constriction.stream.stack.AnsCoder()
-    plans = list(_slice_plan(prior))
-    for sl, part, half, buckets in reversed(plans):
+    for sl in reversed(slices(len(prior))):
+        _, part, half, buckets = _plan(prior, sl)
         ks = k[sl]
         escaped = np.flatnonzero(np.abs(ks) > half)
         if escaped.size:

@@ -206,7 +206,7 @@ class ExactOps:
     def act(self, name: str, x, key: str):
         """table[x + 2^15], gathered in the tensor's memory order (int32 indices)."""
         nhwc = x.permute(0, 2, 3, 1)  # channels_last storage: contiguous in this order
-        idx = (nhwc + STREAM_LIMIT).to(torch.int32).reshape(-1)
+        idx = nhwc.to(torch.int32).add_(STREAM_LIMIT).reshape(-1)  # exact integers: one temporary
         out = torch.index_select(self.net.tables[name], 0, idx)
         return out.view(nhwc.shape).permute(0, 3, 1, 2)
 

@@ -76,3 +76,23 @@ def band_level(index: int, levels: int) -> int:
 def band_bound(index: int, levels: int) -> float:
     """Largest |coefficient| of band `index` for an image in [-1, 1]."""
     return float(2 ** band_level(index, levels))
+
+
+def window(bands: list, levels: int, y0: int, y1: int, x0: int, x1: int) -> list:
+    """Views of every band over image rows y0:y1 and columns x0:x1 (multiples of 2^levels). Haar
+    mixes only pixels within a 2^levels block, so inverse() of these gives exactly those pixels of
+    inverse() of the whole, and the same operations on the same values: strips and tiles can be
+    transformed one at a time, without whole-image temporaries."""
+    out = []
+    for b, band in enumerate(bands):
+        s = band_level(b, levels)
+        out.append(band[..., y0 >> s : y1 >> s, x0 >> s : x1 >> s])
+    return out
+
+
+def strips(height: int, width: int, levels: int, values: int = 1 << 18) -> list[tuple[int, int]]:
+    """Row ranges (multiples of 2^levels) covering a padded image of height x width, each with
+    about `values` pixels per channel: the unit of work for whole-image elementwise passes."""
+    m = 1 << levels
+    rows = max(m, values // max(width, 1) // m * m)
+    return [(r, min(r + rows, height)) for r in range(0, height, rows)]

@@ -11,15 +11,38 @@ results depend on the machine.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import torch
 
-from . import haar, portable
+from . import entropy, haar, portable
 from .errors import UqdmError
 from .exactmodel import ExactModel
 from .exactnet import HEAD_SHIFT, CalibrationOps, FloatOps, graph
 from .model import UQDM
 from .network import receptive_radius
+
+_LIBC: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not glibc
+
+
+def release_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+    Arrays above glibc's mmap threshold (which rises to 32 MB once such a block is freed) are
+    mapped and unmapped on their own, but everything smaller (network activations of a tile,
+    blocks of whole-image passes) comes from the heap, whose freed pages glibc keeps: after a
+    network pass they were most of the process's resident memory, and the next large arrays,
+    being mapped anew, came on top of them."""
+    global _LIBC
+    if _LIBC is False:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = None
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
 
 DEFAULT_TILE = 1024  # core tile side (pixels, a multiple of 16); images up to tile^2 pixels run whole
 
@@ -58,31 +81,91 @@ def configure_determinism() -> None:
                 pass
 
 
-class Prediction:
-    """Priors for the step leaving one state, float64 numpy arrays without a batch axis. Scales
-    are computed when first used (a display needs only the locations)."""
+def bands_image(bands: list[np.ndarray], levels: int, height: int, width: int) -> np.ndarray:
+    """(height, width, 3) uint8 image of inverse-Haar(bands) clipped to [-1, 1]: the decoder's
+    display rounding, done in strips of rows (haar.window) so that no whole-image float64
+    temporaries are made; the same values as transforming the whole image at once."""
+    _, hp, wp = _image_shape(bands, levels)
+    out = np.empty((height, width, 3), np.uint8)
+    for r0, r1 in haar.strips(hp, wp, levels):
+        if r0 >= height:
+            break
+        strip = np.clip(haar.inverse(haar.window(bands, levels, r0, r1, 0, wp)), -1.0, 1.0)
+        r1 = min(r1, height)
+        out[r0:r1] = entropy.data_to_pixels(strip[:, : r1 - r0, :width]).transpose(1, 2, 0)
+    return out
 
-    def __init__(self, locs, display, scale_units, raw_scales, pixel_unit, raw_pixel):
+
+def _image_shape(bands: list[np.ndarray], levels: int) -> tuple[int, int, int]:
+    """(channels, height, width) of the padded image whose Haar bands these are."""
+    c, h, w = bands[0].shape[-3:]
+    return c, h << levels, w << levels
+
+
+class Prediction:
+    """Priors for the step leaving one state, numpy arrays without a batch axis: per Haar band the
+    locations (float64) and the network's raw log-scale outputs, and the pixel head's raw output.
+    Raw outputs of the exact network are integers times 2^-16 below 2^7 in magnitude, so they are
+    kept as float32 (exact; float64 for float models). Scales are computed when first used, images
+    each time they are asked for (in strips), so a prediction costs about 17 bytes per value."""
+
+    def __init__(self, locs, states, unit_tables, raw_scales, pixel_unit, raw_pixel, levels: int):
         self.locs: list[np.ndarray] = locs  # per Haar band
-        self.display: np.ndarray = display  # (3, H, W), data units, in [-1, 1]; the pixel-step location
-        self._units, self._raw, self._pixel = scale_units, raw_scales, (pixel_unit, raw_pixel)
+        self.levels = levels
+        self._states = states  # per band: each coefficient's state (uint8) when predicted
+        self._units = unit_tables  # per band: 0.55 c_out by state
+        self._raw, self._pixel = raw_scales, (pixel_unit, raw_pixel)
         self._scales: list[np.ndarray] | None = None
         self._pixel_scale: np.ndarray | None = None
+
+    def band_scale(self, b: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Scales (0.55 c_out) * exp_p(G) of band b's coefficients start:stop in flat order (not
+        cached: for passes over a band in blocks)."""
+        st = self._states[b].reshape(-1)[start:stop]
+        g = self._raw[b].reshape(-1)[start:stop].astype(np.float64)
+        return self._units[b][st] * portable.exp(g)
 
     @property
     def scales(self) -> list[np.ndarray]:
         """Per band: (0.55 c_out) * exp_p(G)."""
         if self._scales is None:
-            self._scales = [u * portable.exp(g) for u, g in zip(self._units, self._raw)]
+            self._scales = [self.band_scale(b).reshape(g.shape) for b, g in enumerate(self._raw)]
         return self._scales
 
     @property
     def pixel_scale(self) -> np.ndarray:
         """(3, H, W): (0.55 c) * exp_p(P), the pixel step's scales."""
         if self._pixel_scale is None:
-            unit, raw = self._pixel
-            self._pixel_scale = unit * portable.exp(raw)
+            self._pixel_scale = self.pixel_scale_crop(*self._pixel[1].shape[-2:])
         return self._pixel_scale
+
+    def pixel_scale_crop(self, height: int, width: int) -> np.ndarray:
+        """(3, height, width) of pixel_scale, not cached."""
+        unit, raw = self._pixel
+        return unit * portable.exp(raw[:, :height, :width].astype(np.float64))
+
+    @property
+    def display(self) -> np.ndarray:
+        """(3, H, W), data units, in [-1, 1]: inverse-Haar of the locations, clipped; the pixel-step
+        location. Computed on every access (callers that want pixels use image())."""
+        _, hp, wp = _image_shape(self.locs, self.levels)
+        return self.display_crop(hp, wp)
+
+    def display_crop(self, height: int, width: int) -> np.ndarray:
+        """(3, height, width) of display, computed in strips."""
+        _, hp, wp = _image_shape(self.locs, self.levels)
+        out = np.empty((3, height, width))
+        for r0, r1 in haar.strips(hp, wp, self.levels):
+            if r0 >= height:
+                break
+            strip = np.clip(haar.inverse(haar.window(self.locs, self.levels, r0, r1, 0, wp)), -1.0, 1.0)
+            r1 = min(r1, height)
+            out[:, r0:r1] = strip[:, : r1 - r0, :width]
+        return out
+
+    def image(self, height: int, width: int) -> np.ndarray:
+        """(height, width, 3) uint8: the display as the decoder shows it."""
+        return bands_image(self.locs, self.levels, height, width)
 
 
 class PriorNetwork:
@@ -107,6 +190,11 @@ class PriorNetwork:
             first_loc = model.first_loc.detach().double().cpu().numpy()
             first_scale = portable.exp(model.first_log_scale.detach().double().cpu().numpy())
         self.first_loc, self.first_scale = first_loc, first_scale
+        # per band, indexed by state: gain, c_skip, c_out, 0.55 c_out (one table per column, so
+        # that indexing by a state array makes one array, not a (..., 4) one)
+        self.gain, self.cskip, self.cout, self.units = (
+            [np.ascontiguousarray(p[:, j]) for p in self.precond] for j in range(4)
+        )
         self.multiple = 2 ** len(model.config.network.widths)
         radius = receptive_radius(model.config.network)
         self.halo = -(-radius // self.multiple) * self.multiple
@@ -129,22 +217,33 @@ class PriorNetwork:
         return np.clip(haar.inverse(self.first_prior(shapes)[0]), -1.0, 1.0)
 
     def network_input(self, z_bands: list[np.ndarray], states: list[np.ndarray]):
-        """(image, maps), float64: inverse-Haar of gain * z per coefficient (the linear estimate of
-        x), and the c_skip maps grouped by resolution (D_1, D_2, ..., then LL_L with D_L)."""
+        """(image, maps) of the whole padded image (see _window_input)."""
+        _, h, w = _image_shape(z_bands, self.levels)
+        return self._window_input(z_bands, states, 0, h, 0, w)
+
+    def _window_input(self, z_bands, states, ys: int, ye: int, xs: int, xe: int):
+        """(image, maps), float64, of the window rows ys:ye, columns xs:xe (multiples of 2^levels,
+        so this equals the window of the whole image's input): inverse-Haar of gain * z per
+        coefficient (the linear estimate of x), and the c_skip maps grouped by resolution (D_1,
+        D_2, ..., then LL_L with D_L). The tables are indexed per column of precond, so no
+        (..., 4) temporaries are made."""
+        levels = self.levels
         parts, cskips = [], []
-        for b, (z, st) in enumerate(zip(z_bands, states)):
-            pc = self.precond[b][st]
-            parts.append(pc[..., 0] * z)
-            c = pc[..., 1]
+        zw, sw = haar.window(z_bands, levels, ys, ye, xs, xe), haar.window(states, levels, ys, ye, xs, xe)
+        for b, (z, st) in enumerate(zip(zw, sw)):
+            parts.append(self.gain[b][st] * z)
+            c = self.cskip[b][st]
             cskips.append(c.reshape(-1, *c.shape[-2:]))
         image = haar.inverse(parts)
-        levels = self.levels
         maps = [cskips[levels + 1 - (lv + 1)] for lv in range(levels - 1)]
         maps.append(np.concatenate([cskips[0], cskips[1]], axis=0))
         return image, maps
 
     def _evaluate(self, image: np.ndarray, maps: list[np.ndarray], step: int):
-        """Raw network outputs (float64 numpy, band layout of Denoiser.forward) for one window."""
+        """Raw network outputs for one window (band layout of Denoiser.forward) and their unit:
+        float32 numpy arrays (the exact network's integers, or the float network's values) that
+        the caller crops, then turns into float64 times the unit (exact: same values as converting
+        the whole window first)."""
         dev = self.device
 
         def put(a: np.ndarray) -> torch.Tensor:
@@ -162,45 +261,81 @@ class PriorNetwork:
                     ops = CalibrationOps(self.denoiser, gamma, self.stats)
                 bands, pixel = graph(ops, put(image), [put(m) for m in maps], self.denoiser.config)
                 unit = 1.0
-        out = [b[0].double().cpu().numpy() * unit for b in bands]
-        return out, pixel[0].double().cpu().numpy() * unit
+        return [b[0].cpu().numpy() for b in bands], pixel[0].cpu().numpy(), unit
 
-    def predict(
-        self, z_bands: list[np.ndarray], states: list[np.ndarray], step: int, tile: int = DEFAULT_TILE
-    ) -> Prediction:
-        """Priors for step `step` + 1 from the latent (Haar bands) and per-coefficient states."""
+    def _tiles(self, z_bands, states, step: int, tile: int):
+        """Evaluate the network tile by tile. Yields ((y0, y1, x0, x1), raw band outputs, raw
+        pixel output) for each core tile: a window reaching `halo` into the neighbours is
+        evaluated and cropped to the core, which gives the same integers as the whole image."""
         if tile <= 0 or tile % self.multiple:
             raise UqdmError(f"tile size must be a positive multiple of {self.multiple}")
-        image, maps = self.network_input(z_bands, states)
-        _, h, w = image.shape
-        raw_bands = [np.empty((2, *b.shape)) for b in z_bands]
-        raw_pixel = np.empty((3, h, w))
+        _, h, w = _image_shape(z_bands, self.levels)
         step_px = tile if h * w > tile * tile else max(h, w)
         for y0 in range(0, h, step_px):
             for x0 in range(0, w, step_px):
                 y1, x1 = min(y0 + step_px, h), min(x0 + step_px, w)
                 ys, xs = max(0, y0 - self.halo), max(0, x0 - self.halo)
                 ye, xe = min(h, y1 + self.halo), min(w, x1 + self.halo)
-                wmaps = [
-                    m[..., ys >> (lv + 1) : ye >> (lv + 1), xs >> (lv + 1) : xe >> (lv + 1)]
-                    for lv, m in enumerate(maps)
-                ]
-                bands, pixel = self._evaluate(image[:, ys:ye, xs:xe], wmaps, step)
-                for b, out in enumerate(bands):
-                    f = 2 ** haar.band_level(b, self.levels)
-                    crop = out[..., (y0 - ys) // f : (y1 - ys) // f, (x0 - xs) // f : (x1 - xs) // f]
-                    raw_bands[b][..., y0 // f : y1 // f, x0 // f : x1 // f] = crop
-                raw_pixel[:, y0:y1, x0:x1] = pixel[:, y0 - ys : y1 - ys, x0 - xs : x1 - xs]
-        return self.postprocess(z_bands, states, raw_bands, raw_pixel)
+                window = self._window_input(z_bands, states, ys, ye, xs, xe)
+                bands, pixel, unit = self._evaluate(*window, step)
+                del window
+                crops = haar.window(bands, self.levels, y0 - ys, y1 - ys, x0 - xs, x1 - xs)
+                del bands
+                crops = [c.astype(np.float64) * unit for c in crops]
+                pixel = pixel[:, y0 - ys : y1 - ys, x0 - xs : x1 - xs].astype(np.float64) * unit
+                yield (y0, y1, x0, x1), crops, pixel
+                del pixel, crops
+                release_memory()  # the tile's activations, before the next tile or the caller's arrays
 
-    def postprocess(self, z_bands, states, raw_bands, raw_pixel) -> Prediction:
-        """Raw outputs (F, G) -> priors, per coefficient: loc = gain z + c_out F and
-        scale = (0.55 c_out) e^G (EDM-style c_skip / c_out); float64, portable."""
-        locs, units, raw_scales = [], [], []
-        for b, (z, st, raw) in enumerate(zip(z_bands, states, raw_bands)):
-            pc = self.precond[b][st]
-            locs.append(pc[..., 0] * z + pc[..., 2] * raw[0])
-            units.append(pc[..., 3])
-            raw_scales.append(raw[1])
-        display = np.clip(haar.inverse(locs), -1.0, 1.0)
-        return Prediction(locs, display, units, raw_scales, self.pixel_scale_unit, raw_pixel)
+    def _locs(self, z_core: list[np.ndarray], s_core: list[np.ndarray], raw: list[np.ndarray]):
+        """loc = gain z + c_out F per coefficient of a tile (two products, then their sum)."""
+        return [
+            self.gain[b][st] * z + self.cout[b][st] * r[0]
+            for b, (z, st, r) in enumerate(zip(z_core, s_core, raw))
+        ]
+
+    def predict(
+        self, z_bands: list[np.ndarray], states: list[np.ndarray], step: int, tile: int = DEFAULT_TILE
+    ) -> Prediction:
+        """Priors for step `step` + 1 from the latent (Haar bands) and per-coefficient states: the
+        locations loc = gain z + c_out F and the raw outputs (F, G), scales (0.55 c_out) e^G
+        coming later (EDM-style c_skip / c_out); float64, portable."""
+        levels = self.levels
+        _, h, w = _image_shape(z_bands, levels)
+        raw_dtype = np.float32 if self.exact else np.float64  # float32 holds the exact outputs exactly
+        locs = [np.empty(z.shape) for z in z_bands]
+        raw_scales = [np.empty(z.shape, raw_dtype) for z in z_bands]
+        raw_pixel = np.empty((3, h, w), raw_dtype)
+        for (y0, y1, x0, x1), raw, pixel in self._tiles(z_bands, states, step, tile):
+            core = (y0, y1, x0, x1)
+            z_core, s_core = haar.window(z_bands, levels, *core), haar.window(states, levels, *core)
+            for dst, loc in zip(haar.window(locs, levels, *core), self._locs(z_core, s_core, raw)):
+                dst[...] = loc
+            for dst, r in zip(haar.window(raw_scales, levels, *core), raw):
+                dst[...] = r[1]
+            raw_pixel[:, y0:y1, x0:x1] = pixel
+        kept = [np.array(st, dtype=np.uint8) for st in states]  # a copy: the chain's states move on
+        return Prediction(locs, kept, self.units, raw_scales, self.pixel_scale_unit, raw_pixel, levels)
+
+    def display_image(
+        self,
+        z_bands: list[np.ndarray],
+        states: list[np.ndarray],
+        step: int,
+        tile: int,
+        height: int,
+        width: int,
+    ) -> np.ndarray:
+        """Prediction.image() of predict(...) without keeping any prediction: each tile's locations
+        go straight to its pixels, (height, width, 3) uint8."""
+        levels = self.levels
+        out = np.empty((height, width, 3), np.uint8)
+        for (y0, y1, x0, x1), raw, _ in self._tiles(z_bands, states, step, tile):
+            if y0 >= height or x0 >= width:
+                continue
+            core = (y0, y1, x0, x1)
+            locs = self._locs(haar.window(z_bands, levels, *core), haar.window(states, levels, *core), raw)
+            display = np.clip(haar.inverse(locs), -1.0, 1.0)
+            y1, x1 = min(y1, height), min(x1, width)
+            out[y0:y1, x0:x1] = entropy.data_to_pixels(display[:, : y1 - y0, : x1 - x0]).transpose(1, 2, 0)
+        return out
