@@ -3,6 +3,7 @@
     import uqdm_codec
     data = uqdm_codec.encode("photo.png")            # bytes of a .uqd file
     preview = uqdm_codec.decode(data, steps=3)       # PIL image after 3 diffusion steps
+    sharp = uqdm_codec.decode(data, steps=3, recon="sample", seed=1)  # the rest drawn from the model
     exact = uqdm_codec.decode(data)                  # every layer: the original pixels
     small = uqdm_codec.truncate(data, bpp=0.5)       # longest prefix within 0.5 bits per pixel
 
@@ -50,10 +51,21 @@ def encode(image, model=None, *, seed: int | None = None, device=None, progress=
     return get_codec(model, device).encode(loaded.pixels, seed=seed, progress=progress)
 
 
-def decode(data: bytes | str | Path, steps: int | None = None, model=None, *, device=None, progress=None):
+def decode(
+    data: bytes | str | Path,
+    steps: int | None = None,
+    model=None,
+    *,
+    device=None,
+    progress=None,
+    recon: str = "mean",
+    seed: int | None = None,
+):
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
-    layers in the file; with the lossless layer that is the exact original)."""
-    return decode_full(data, steps, model, device=device, progress=progress).to_pil()
+    layers in the file; with the lossless layer that is the exact original). recon="sample" draws
+    the steps the file does not hold from the model (the paper's ancestral decoding: sharp where the
+    mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step is in."""
+    return decode_full(data, steps, model, device=device, progress=progress, recon=recon, seed=seed).to_pil()
 
 
 def Decoder(model=None, device=None):  # noqa: N802 - a class to the user
@@ -63,15 +75,26 @@ def Decoder(model=None, device=None):  # noqa: N802 - a class to the user
     return _Decoder(model, device)
 
 
-def decode_full(data, steps: int | None = None, model=None, *, device=None, progress=None):
-    """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings)."""
-    from . import container
+def decode_full(
+    data,
+    steps: int | None = None,
+    model=None,
+    *,
+    device=None,
+    progress=None,
+    recon: str = "mean",
+    seed: int | None = None,
+):
+    """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings, recon)."""
+    from . import container, sampling
     from .codec import model_for_file
 
+    recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
     if isinstance(data, (str, Path)):
         data = Path(data).read_bytes()
     header, _ = container.parse_header(bytes(data[:512]))
-    return get_codec(model_for_file(header, model), device).decode(data, steps, progress)
+    codec = get_codec(model_for_file(header, model), device)
+    return codec.decode(data, steps, progress, recon=recon, seed=seed)
 
 
 __all__ = [

@@ -40,12 +40,22 @@ class Result:
         return None if self.ok else self.status
 
 
-def output_name(op: str, source: Path, *, steps: int | None = None, bpp: float | None = None) -> str:
-    """The file name an operation gives its output by default (the single-file CLI's names)."""
+def output_name(
+    op: str,
+    source: Path,
+    *,
+    steps: int | None = None,
+    bpp: float | None = None,
+    recon: str = "mean",
+    seed: int | None = None,
+) -> str:
+    """The file name an operation gives its output by default (the single-file CLI's names; a
+    sampled decode adds .sampleS)."""
     if op == "encode":
         return f"{source.stem}.uqd"
     if op == "decode":
-        return f"{source.stem}.decoded.png" if steps is None else f"{source.stem}.step{steps}.png"
+        tag = "" if recon == "mean" else f".sample{seed or 0}"
+        return f"{source.stem}.decoded{tag}.png" if steps is None else f"{source.stem}.step{steps}{tag}.png"
     if op == "truncate":
         tag = f"{bpp:g}bpp" if bpp is not None else f"{steps}steps"
         return f"{source.stem}.{tag}.uqd"
@@ -59,10 +69,11 @@ def plan_outputs(
     *,
     steps: int | None = None,
     bpp: float | None = None,
+    **names,
 ) -> list[Path]:
     """Output path of every input (in out_dir, else beside the input). Raises UqdmError, before
     anything is written, if two inputs would write the same file or an output is an input."""
-    targets = [_target(op, Path(s), out_dir, None, steps=steps, bpp=bpp) for s in sources]
+    targets = [_target(op, Path(s), out_dir, None, steps=steps, bpp=bpp, **names) for s in sources]
     inputs = {_key(s): Path(s) for s in sources}
     seen: dict[str, Path] = {}
     for source, target in zip(sources, targets):
@@ -151,11 +162,14 @@ def decode_file(
     steps: int | None = None,
     model=None,
     device=None,
+    recon: str = "mean",
+    seed: int | None = None,
     force: bool = False,
 ) -> Result:
-    """Decode one .uqd file to an image (default: NAME.decoded.png or NAME.stepN.png)."""
+    """Decode one .uqd file to an image (default: NAME.decoded.png or NAME.stepN.png; with
+    recon="sample" the remaining steps are drawn, see sampling.py, and the name ends .sampleS)."""
     source = Path(source)
-    target = _target("decode", source, out_dir, output, steps=steps)
+    target = _target("decode", source, out_dir, output, steps=steps, recon=recon, seed=seed)
 
     def task() -> Result:
         from . import container, get_codec
@@ -166,7 +180,8 @@ def decode_file(
         header, _ = container.parse_header(data[:512])
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
-        decoded = get_codec(model_for_file(header, model), device).decode(data, steps)
+        codec = get_codec(model_for_file(header, model), device)
+        decoded = codec.decode(data, steps, recon=recon, seed=seed)
         save_image(decoded.pixels, target, force=force, inputs=(source,))
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.num_steps}"
         return Result(source, target, True, target.stat().st_size, None, what, notes=decoded.warnings)
@@ -257,6 +272,7 @@ def run_batch(
     seed: int | None = None,
     steps: int | None = None,
     bpp: float | None = None,
+    recon: str = "mean",
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -264,7 +280,8 @@ def run_batch(
 
     Outputs go to out_dir (created if missing), else beside each input, under the single-file
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
-    its own model loaded once. progress(result, done, total) is called as each file finishes.
+    its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
+    with recon="sample". progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
@@ -273,7 +290,10 @@ def run_batch(
     if op == "truncate" and (bpp is None) == (steps is None):
         raise UqdmError("give exactly one of --bpp or --steps")
     sources = [Path(p) for p in paths]
-    targets = plan_outputs(op, sources, Path(out_dir) if out_dir is not None else None, steps=steps, bpp=bpp)
+    names = {"recon": recon, "seed": seed} if op == "decode" else {}
+    targets = plan_outputs(
+        op, sources, Path(out_dir) if out_dir is not None else None, steps=steps, bpp=bpp, **names
+    )
     preload = (model, device) if op == "encode" or (op == "decode" and model is not None) else None
     if preload is not None and not hasattr(model, "denoiser"):
         from .model import resolve_model_path
@@ -283,7 +303,7 @@ def run_batch(
         make_folder(out_dir)
     options = {
         "encode": {"model": model, "device": device, "seed": seed},
-        "decode": {"model": model, "device": device, "steps": steps},
+        "decode": {"model": model, "device": device, "steps": steps, "recon": recon, "seed": seed},
         "truncate": {"bpp": bpp, "steps": steps},
     }[op]
     task = partial(TASKS[op], force=force, **options)

@@ -249,11 +249,19 @@ def decode(
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
     steps: int | None = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
+    recon: str = typer.Option(
+        "mean",
+        "--recon",
+        help="Before the pixel step: 'mean' (the decoder's estimate, smooth) or 'sample' (draw the "
+        "remaining steps from the model: sharp, plausible detail). The lossless result is exact either way.",
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="With --recon sample: which sample (default 0)."),
     model: str | None = ModelOpt,
     device: str = DeviceOpt,
     progression: Path | None = typer.Option(
         None,
-        help="Write a strip of every level, labelled (the decoded image too only with -o or --steps).",
+        help="Write a strip of every level, labelled, with --recon sample a row of samples beneath (the "
+        "decoded image too only with -o or --steps).",
     ),
     all_steps: Path | None = typer.Option(
         None,
@@ -267,11 +275,12 @@ def decode(
     """Reconstruct images from .uqd files, from their first N steps or all of them.
 
     Several inputs run in --jobs worker processes, as for encode."""
-    from . import container, get_codec
+    from . import container, get_codec, sampling
     from .codec import model_for_file
     from .image_io import save_image
 
     with _errors():
+        recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         if len(files_) > 1:
             if progression or all_steps:
                 raise UqdmError("--progression and --all-steps take a single input")
@@ -285,6 +294,8 @@ def decode(
                 model=model,
                 device=device,
                 steps=steps,
+                recon=recon,
+                seed=seed,
                 force=force,
             )
             return
@@ -292,45 +303,50 @@ def decode(
         data = _read(file)
         header, _ = container.parse_header(data[:512])
         levels_only = (progression or all_steps) and output is None and steps is None
-        target = None if levels_only else _single_target("decode", file, output, out_dir, steps=steps)
+        names = {"steps": steps, "recon": recon, "seed": seed}
+        target = None if levels_only else _single_target("decode", file, output, out_dir, **names)
         for path in (target, progression):
             if path is not None and path.exists() and not force:
                 raise UqdmError(f"{path} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
         if target is not None:
             with _progress("decoding", quiet) as update:
-                result = codec.decode(data, steps, progress=update)
+                result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
             for w in result.warnings:
                 err.print(f"warning: {w}", highlight=False)
             save_image(result.pixels, target, force=force, inputs=(file,))
         if progression or all_steps:
-            _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet)
+            _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed)
         if target is not None:
             what = (
                 "lossless (exact original)"
                 if result.lossless
                 else f"after {result.steps} of {header.num_steps} steps"
             )
+            if result.recon == "sample":
+                what += f", remaining steps sampled (seed {seed})"
+            elif recon == "sample" and not result.lossless:
+                what += " (no Haar step left to sample: the mean image)"
             out.print(f"wrote {target}: {what}", highlight=False)
 
 
-def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet) -> None:
+def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed) -> None:
     import numpy as np
 
     from . import progression as prog
     from .image_io import save_image
 
     with _progress("levels", quiet):
-        levels = prog.decode_levels(codec, data, every_chunk=chunks)
+        levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
     reference = levels[-1].pixels if levels[-1].lossless else None
     h, w = levels[0].pixels.shape[:2]
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
         for n, image in enumerate(levels):
-            name = (
-                f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp.png"
-            )
-            save_image(image.pixels, folder / name, force=force, inputs=(file,))
+            name = f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp"
+            save_image(prog.mean_image(image), folder / f"{name}.png", force=force, inputs=(file,))
+            if image.recon == "sample":
+                save_image(image.pixels, folder / f"{name}_sample{seed}.png", force=force, inputs=(file,))
         out.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
     if strip_path:
         sheet = prog.strip(levels, reference)

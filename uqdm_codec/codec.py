@@ -11,13 +11,14 @@ instead of showing a wrong image.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import container, entropy, haar, randomness
+from . import container, entropy, haar, randomness, sampling
 from .container import (
     KIND_LOSSLESS,
     KIND_STEP,
@@ -47,6 +48,8 @@ class DecodedImage:
     chunks: int = 0  # chunks of that layer decoded
     complete: bool = True  # whether that layer is complete
     nbytes: int = 0  # length of the file prefix this image needs
+    recon: str = "mean"  # what `pixels` is: the decoder's image on screen, or an ancestral "sample"
+    shown: np.ndarray | None = None  # with recon "sample": the image on screen (the mean's)
 
     def to_pil(self):
         from PIL import Image
@@ -229,6 +232,17 @@ class _Chain:
         self.lossless = np.zeros(0, np.uint8)  # decoded pixel levels of the lossless layer
         self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
         self.received = np.zeros(0, bool)  # which of the current step's elements arrived
+
+    def fork(self) -> _Chain:
+        """An independent copy (arrays copied, network and tables shared), for running the chain on
+        without moving the decoder's: generative reconstruction (sampling.py) does."""
+        twin = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                setattr(twin, name, value.copy())
+            elif isinstance(value, list) and all(isinstance(v, np.ndarray) for v in value):
+                setattr(twin, name, [v.copy() for v in value])
+        return twin
 
     @property
     def z(self) -> list[np.ndarray]:
@@ -640,16 +654,9 @@ class Codec:
         if header.num_steps != self.num_steps:
             raise ModelError("file and model disagree on the number of steps")
 
-    def iter_decode(
-        self,
-        data: bytes,
-        steps: int | None = None,
-        progress: Progress | None = None,
-        every_chunk: bool = False,
-    ) -> Iterator[DecodedImage]:
-        """Decode layer by layer, yielding the image shown before any step, after every decoded
-        step, and the exact image once the lossless layer is in; with every_chunk, also after every
-        chunk. Stops after `steps` diffusion steps if given, else after the last complete chunk."""
+    def _levels(self, data: bytes, steps: int | None, progress: Progress | None, every_chunk: bool):
+        """The decode session and a generator of its images (the session is at each image's state
+        when the generator yields it)."""
         parsed = container.parse(data)
         session = _DecodeSession(self, parsed.header, parsed.header_size)
         T = self.num_steps
@@ -659,13 +666,46 @@ class Codec:
                 raise UqdmError(f"steps must be between 0 and {T}")
             if steps > have:
                 raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
-        yield session.blank(parsed.warnings)
-        yield from session.advance(parsed, every_chunk=every_chunk, max_layer=steps, progress=progress)
 
-    def decode(self, data: bytes, steps: int | None = None, progress: Progress | None = None) -> DecodedImage:
-        """The image after `steps` diffusion steps (default: everything the file holds)."""
-        *_, last = self.iter_decode(data, steps, progress)
-        return last
+        def images() -> Iterator[DecodedImage]:
+            yield session.blank(parsed.warnings)
+            yield from session.advance(parsed, every_chunk=every_chunk, max_layer=steps, progress=progress)
+
+        return session, images()
+
+    def iter_decode(
+        self,
+        data: bytes,
+        steps: int | None = None,
+        progress: Progress | None = None,
+        every_chunk: bool = False,
+        recon: str = "mean",
+        seed: int | None = None,
+    ) -> Iterator[DecodedImage]:
+        """Decode layer by layer, yielding the image shown before any step, after every decoded
+        step, and the exact image once the lossless layer is in; with every_chunk, also after every
+        chunk. Stops after `steps` diffusion steps if given, else after the last complete chunk.
+        recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
+        `seed`; see sampling.py), which costs a network pass per remaining step and image."""
+        recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        session, images = self._levels(data, steps, progress, every_chunk)
+        for image in images:
+            yield session.reconstruct(image, recon, seed)
+
+    def decode(
+        self,
+        data: bytes,
+        steps: int | None = None,
+        progress: Progress | None = None,
+        recon: str = "mean",
+        seed: int | None = None,
+    ) -> DecodedImage:
+        """The image after `steps` diffusion steps (default: everything the file holds): the posterior
+        mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
+        recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        session, images = self._levels(data, steps, progress, every_chunk=False)
+        *_, last = images
+        return session.reconstruct(last, recon, seed)
 
 
 class _DecodeSession:
@@ -686,6 +726,27 @@ class _DecodeSession:
 
     def blank(self, warnings: list[str]) -> DecodedImage:
         return DecodedImage(self.shown, 0, False, list(warnings), nbytes=self.nbytes)
+
+    def sample(self, seed: int) -> np.ndarray | None:
+        """An ancestral sample from the current state (sampling.py): the rest of a step in progress
+        and every later Haar step drawn from the model. None where there is nothing to draw: after
+        the last Haar step (the pixel step is not sampled, see sampling.py)."""
+        H = self.T - 1
+        first, partial = self.layer, self.chunk > 0  # the first step not complete; arrived in part?
+        if first > H and not (first == H + 1 and not partial and sampling.SAMPLE_PIXELS):
+            return None
+        prior = self.prior if partial else None
+        x = sampling.ancestral(self.chain.fork(), first, H, self.pred, prior, seed)
+        return _to_image(x, self.hd.height, self.hd.width)
+
+    def reconstruct(self, image: DecodedImage, recon: str, seed: int) -> DecodedImage:
+        """`image` (the session's current one) as asked: as is for "mean", else its sample."""
+        if recon == "mean" or image.lossless:
+            return image
+        drawn = self.sample(seed)
+        if drawn is None:
+            return image
+        return replace(image, pixels=drawn, recon="sample", shown=image.pixels)
 
     def _start_layer(self, layer: Layer) -> None:
         i = layer.index

@@ -1,4 +1,5 @@
-"""Showing the progression: every decodable level of a file as images, or as one labelled strip."""
+"""Showing the progression: every decodable level of a file as images, or as one labelled strip
+(with generative reconstruction, a row of samples under the row of the decoder's mean images)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,18 @@ from PIL import Image, ImageDraw, ImageFont
 from .codec import Codec, DecodedImage
 
 
-def decode_levels(codec: Codec, data: bytes, every_chunk: bool = False) -> list[DecodedImage]:
+def decode_levels(
+    codec: Codec, data: bytes, every_chunk: bool = False, recon: str = "mean", seed: int | None = None
+) -> list[DecodedImage]:
     """The image at every level the file holds: before any step, after each step (and each chunk
-    with every_chunk), and the exact image if the lossless layer is complete."""
-    return list(codec.iter_decode(data, every_chunk=every_chunk))
+    with every_chunk), and the exact image if the lossless layer is complete. With recon="sample",
+    levels before the pixel step carry a sample in `pixels` and the mean image in `shown`."""
+    return list(codec.iter_decode(data, every_chunk=every_chunk, recon=recon, seed=seed))
+
+
+def mean_image(image: DecodedImage) -> np.ndarray:
+    """The decoder's image on screen at this level, whatever the reconstruction."""
+    return image.pixels if image.shown is None else image.shown
 
 
 def level_name(image: DecodedImage) -> str:
@@ -29,32 +38,45 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def label(image: DecodedImage, pixels: int, reference: np.ndarray | None) -> str:
-    bpp = 8.0 * image.nbytes / pixels
-    text = f"{level_name(image)}: {bpp:.3f} bpp"
+def label(image: DecodedImage, pixels: int, reference: np.ndarray | None, sample: bool = False) -> str:
+    """The label of a level: `step 3: 0.115 bpp, 24.10 dB`, or `sample: 21.30 dB` under it."""
+    shown = image.pixels if sample else mean_image(image)
+    text = "sample" if sample else f"{level_name(image)}: {8.0 * image.nbytes / pixels:.3f} bpp"
     if reference is not None:
-        value = psnr(reference, image.pixels)
-        text += ", exact" if math.isinf(value) else f", {value:.2f} dB"
+        value = psnr(reference, shown)
+        text += ", exact" if math.isinf(value) else f"{':' if sample else ','} {value:.2f} dB"
     return text
 
 
 def strip(
-    levels: list[DecodedImage], reference: np.ndarray | None, thumb_width: int = 256, per_row: int = 6
+    levels: list[DecodedImage],
+    reference: np.ndarray | None,
+    thumb_width: int = 256,
+    per_row: int = 6,
+    pixels: int | None = None,
 ) -> Image.Image:
     """Thumbnails of the levels in rows, each labelled with its bpp (and PSNR when the exact image
-    is known)."""
+    is known). Levels holding a sample (recon "sample") get it drawn under the mean image, so each
+    row of means has its row of samples beneath. `pixels`: the image area for bpp when the levels
+    are crops (default: their own size)."""
     h, w = levels[0].pixels.shape[:2]
     tw = min(thumb_width, w)
     th = max(1, round(h * tw / w))
     font = ImageFont.load_default(size=14)
     pad = 22
-    rows = math.ceil(len(levels) / per_row)
+    kinds = [False, True] if any(image.recon == "sample" for image in levels) else [False]
+    rows = math.ceil(len(levels) / per_row) * len(kinds)
     cols = min(per_row, len(levels))
     sheet = Image.new("RGB", (cols * (tw + 8) + 8, rows * (th + pad + 8) + 8), "white")
     draw = ImageDraw.Draw(sheet)
     for n, image in enumerate(levels):
-        x0 = 8 + (n % per_row) * (tw + 8)
-        y0 = 8 + (n // per_row) * (th + pad + 8)
-        sheet.paste(Image.fromarray(image.pixels).resize((tw, th), Image.Resampling.LANCZOS), (x0, y0))
-        draw.text((x0, y0 + th + 4), label(image, h * w, reference), fill="black", font=font)
+        for r, sample in enumerate(kinds):
+            if sample and image.recon != "sample":
+                continue
+            x0 = 8 + (n % per_row) * (tw + 8)
+            y0 = 8 + ((n // per_row) * len(kinds) + r) * (th + pad + 8)
+            thumb = Image.fromarray(image.pixels if sample else mean_image(image))
+            sheet.paste(thumb.resize((tw, th), Image.Resampling.LANCZOS), (x0, y0))
+            text = label(image, pixels or h * w, reference, sample)
+            draw.text((x0, y0 + th + 4), text, fill="black", font=font)
     return sheet

@@ -11,10 +11,11 @@ import numpy as np
 
 _LATENT = 0
 _DITHER = 1
+_SAMPLE = 2
 
 
-def _generator(seed: int, purpose: int, index: int = 0) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, purpose, index])))
+def _generator(seed: int, purpose: int, *index: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, purpose, *(index or (0,))])))
 
 
 SQRT12 = 3.4641016151377544  # sqrt(12), correctly rounded
@@ -31,6 +32,13 @@ def initial_latent(seed: int, shape: tuple[int, ...]) -> np.ndarray:
 def dither(seed: int, step: int, shape: tuple[int, ...]) -> np.ndarray:
     """u ~ U(-1/2, 1/2) for step `step`, float64."""
     return _generator(seed, _DITHER, step).random(shape) - 0.5
+
+
+def sampling_uniforms(seed: int, user_seed: int, step: int, count: int) -> np.ndarray:
+    """(2, count) U[0, 1) for drawing step `step` of a generative reconstruction (sampling.py): row 0
+    picks x by inverse CDF, row 1 its place in the quantiser bin. Not part of the format: only the
+    decoder draws these, from the file's seed and the user's, so one (file, seed) gives one image."""
+    return _generator(seed, _SAMPLE, user_seed, step).random((2, count))
 
 
 def new_seed() -> int:
