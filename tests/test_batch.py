@@ -113,3 +113,22 @@ def test_readme_pattern_with_dask(tmp_path, images, tiny_model_path):
         encode_file, out_dir=tmp_path / "dask", model=tiny_model_path
     )
     assert all(r.ok for r in bag.compute(scheduler="processes"))
+
+
+def test_batch_decode_samples_under_their_own_names(tmp_path, images, tiny_model_path):
+    encoded = run_batch("encode", images[:2], tmp_path / "enc", model=tiny_model_path, seed=4)
+    uqds = [r.output for r in encoded]
+    assert plan_outputs("decode", uqds[:1], None, steps=2, recon="sample", seed=5) == [
+        tmp_path / "enc" / "img0.step2.sample5.png"
+    ]
+    kw = {"model": tiny_model_path, "steps": 2}
+    drawn = run_batch("decode", uqds, tmp_path / "s", jobs=2, recon="sample", seed=5, **kw)
+    means = run_batch("decode", uqds, tmp_path / "m", **kw)
+    assert [r.output.name for r in drawn] == ["img0.step2.sample5.png", "img1.step2.sample5.png"]
+    for d, m in zip(drawn, means):
+        sample, mean = (np.asarray(Image.open(r.output)) for r in (d, m))
+        assert sample.shape == mean.shape and not np.array_equal(sample, mean)
+        one = batch.decode_file(
+            d.source, tmp_path / "again", model=tiny_model_path, steps=2, recon="sample", seed=5
+        )
+        assert np.array_equal(np.asarray(Image.open(one.output)), sample)  # one process or two: same sample

@@ -179,3 +179,15 @@ def test_cli_progression_has_a_sample_row(uqd, tiny_model_path):
     assert w1 == w0 and h1 > 1.8 * h0  # a row of samples under every row of means
     names = sorted(p.name for p in folder.iterdir())
     assert sum("_sample0" in n for n in names) >= 7 and len(names) == 10 + sum("_sample0" in n for n in names)
+
+
+def test_a_layer_header_without_chunks_samples_like_the_step_before(codec, encoded):
+    """Bytes that end inside the next layer's first chunk hold no element of it: the sample is the
+    one after the complete steps (the streaming decoder meets such prefixes too)."""
+    _, data = encoded
+    fi = files.info(data)
+    after3 = codec.decode(data, steps=3, recon="sample", seed=6)
+    first_cut = min(p for p in fi.cut_points if p > fi.layers[2].end)
+    for end in range(fi.layers[2].end + 1, min(first_cut, fi.layers[2].end + 40)):
+        out = codec.decode(data[:end], recon="sample", seed=6)
+        assert out.steps == 3 and np.array_equal(out.pixels, after3.pixels)

@@ -721,6 +721,7 @@ class _DecodeSession:
         self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
         self.layer, self.chunk, self.done_steps = 1, 0, 0
+        self.started = 0  # the layer whose prior and order are set up (a layer may arrive chunkless)
         self.nbytes = header_size
         self.shown = self.chain.blank_display()  # the image on screen: changes on flagged chunks
 
@@ -735,7 +736,7 @@ class _DecodeSession:
         first, partial = self.layer, self.chunk > 0  # the first step not complete; arrived in part?
         if first > H and not (first == H + 1 and not partial and sampling.SAMPLE_PIXELS):
             return None
-        prior = self.prior if partial else None
+        prior = self.prior if self.started == first else None  # set up (and maybe in part) already
         x = sampling.ancestral(self.chain.fork(), first, H, self.pred, prior, seed)
         return _to_image(x, self.hd.height, self.hd.width)
 
@@ -812,8 +813,10 @@ class _DecodeSession:
             for c, chunk in enumerate(layer.chunks):
                 if chunk.network and (c >= declared - 1 or i >= T):
                     raise FormatError(f"layer {i}, chunk {c + 1}: network flag where no network runs")
-            if self.chunk == 0:
+            if self.started != i:  # once: the prior consumes the prediction it is made from
                 self._start_layer(layer)
+                self.started = i
+            if self.chunk == 0:
                 if complete and sum(c.count for c in layer.chunks) != self.order.size:
                     raise SyncError(_sync_message(i))
             # without every_chunk only the last shown image inside the layer is ever seen
