@@ -118,3 +118,31 @@ def test_train_skips_non_finite_steps(tmp_path, capsys, monkeypatch):
     assert [r["step"] for r in train_logs] == [1, 3] and all(np.isfinite(r["loss"]) for r in train_logs)
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_minutes_stop_a_run_with_a_checkpoint_and_device_pieces_resume_it(tmp_path, capsys):
+    """--minutes ends a run early with a checkpoint (one device call); the device script cuts the
+    checkpoint into parts the device tool can return and joins them for the next call."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    data = _photos(tmp_path, 3)
+    run = tmp_path / "run"
+    main(
+        [str(data), "--out", str(run), *TINY, "--steps", "1000", "--ckpt-every", "1000", "--minutes", "1e-6"]
+    )
+    assert '"stopped"' in capsys.readouterr().out
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 1
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "device_train.py"
+    spec = importlib.util.spec_from_file_location("device_train", path)
+    device_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_train)
+    device_train.PIECE = (run / "checkpoint.pt").stat().st_size // 3 + 1  # three parts
+    device_train.split(run, tmp_path / "out")
+    assert len(list((tmp_path / "out").glob("checkpoint.pt.part*"))) == 3
+    assert device_train.join(tmp_path / "out", tmp_path / "again")
+    assert (tmp_path / "again" / "checkpoint.pt").read_bytes() == (run / "checkpoint.pt").read_bytes()
+    assert not device_train.join(tmp_path / "nothing", tmp_path / "none")

@@ -61,6 +61,7 @@ class TrainConfig:
     pixel_step: float = DEFAULT_PIXEL_STEP
     threshold: float = DEFAULT_THRESHOLD
     init: str = ""  # float weights to start a new run from (e.g. weights/uqdm-small-float.safetensors)
+    minutes: float = 0.0  # stop with a checkpoint after this much wall time (0: run to `steps`)
 
 
 # ----------------------------------------------------------------------------- data
@@ -244,7 +245,23 @@ def train(cfg: TrainConfig) -> None:
     acc: dict = {}
     n_acc = 0
     skipped = 0
-    t_last = time.time()
+    t_last = t_start = time.time()
+
+    def save_checkpoint(done: int) -> None:
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "step": done,
+                "rng": rng.bit_generator.state,
+                "model_config": mcfg.to_dict(),
+            },
+            ckpt_path,
+        )
+        save_model(ema.cpu(), out / f"{cfg.name}.safetensors")
+        ema.to(device)
+
     for it in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, it)
@@ -319,26 +336,34 @@ def train(cfg: TrainConfig) -> None:
             print(json.dumps(rec), flush=True)
             log_file.write(json.dumps(rec) + "\n")
             log_file.flush()
-        if master and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            atomic_torch_save(
-                {
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": done,
-                    "rng": rng.bit_generator.state,
-                    "model_config": mcfg.to_dict(),
-                },
-                ckpt_path,
-            )
-            save_model(ema.cpu(), out / f"{cfg.name}.safetensors")
-            ema.to(device)
+        out_of_time = _out_of_time(cfg.minutes, t_start, device, world)
+        if master and (done % cfg.ckpt_every == 0 or done == cfg.steps or out_of_time):
+            save_checkpoint(done)
+        if out_of_time:
+            if master:
+                print(json.dumps({"step": done, "stopped": f"--minutes {cfg.minutes:g} reached"}), flush=True)
+            break
     if log_file:
         log_file.close()
     if world > 1:
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+def _out_of_time(minutes: float, t_start: float, device: torch.device, world: int) -> bool:
+    """Whether the wall-time budget is spent (decided by rank 0 for every rank under DDP, so all
+    stop after the same step)."""
+    if minutes <= 0:
+        return False
+    over = time.time() - t_start >= 60.0 * minutes
+    if world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(over)], device=device)
+        dist.broadcast(flag, 0)
+        over = bool(flag.item())
+    return over
 
 
 def main(argv: list[str] | None = None) -> None:
