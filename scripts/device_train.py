@@ -45,7 +45,7 @@ KEEP = ("log.jsonl", "train_config.json")
 
 def pack(source: Path, dest: Path, mib: float, seed: int = 0) -> None:
     """Copy training photos into `dest` as JPEG q95 (originals that are smaller JPEGs stay as
-    they are), in a random order until `mib` MiB; every subfolder keeps its share."""
+    they are), in a random order until `mib` MiB (so each subfolder gets about its share)."""
     from PIL import Image, ImageOps
 
     sys.path.insert(0, str(ROOT))
@@ -79,8 +79,8 @@ def split(run: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for k in range(0, len(data), PIECE):
         (out / PART.format(k // PIECE)).write_bytes(data[k : k + PIECE])
-    for path in [*run.glob("*.safetensors"), *run.glob("*.json"), *(run / k for k in KEEP)]:
-        if path.exists():
+    for path in {*run.glob("*.safetensors"), *run.glob("*.json"), *(run / k for k in KEEP)}:
+        if path.exists():  # a set: train_config.json is both a *.json and one to keep
             shutil.copy2(path, out / path.name)
     count = sum(1 for _ in out.iterdir())
     if count > 8:
