@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from uqdm_codec.codec import Codec
@@ -68,6 +70,77 @@ def test_train_starts_from_committed_weights(tmp_path, capsys):
     assert "started from" in capsys.readouterr().out
     a, b = load_file(str(first / "tiny-run.safetensors")), load_file(str(second / "tiny-run.safetensors"))
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # lr 0: the weights carried over
+
+
+def test_init_fine_tunes_to_a_new_schedule_or_a_wider_network(tmp_path, capsys):
+    """--init accepts weights of the same network for another schedule, and widens narrower weights
+    without changing what they compute; a narrower run or another depth is refused."""
+    from uqdm_codec.model import load_model
+    from uqdm_codec.objective import run_chain
+
+    data = _photos(tmp_path, 3)
+    first = tmp_path / "first"
+    common = [
+        str(data),
+        *TINY[:6],
+        "--holdout",
+        "1",
+        "--ckpt-every",
+        "1",
+        "--name",
+        "tiny-run",
+        "--steps",
+        "1",
+    ]
+    main([*common, "--widths", "16", "16", "16", "16", "--out", str(first)])
+    init = str(first / "tiny-run.safetensors")
+    main(
+        [
+            *common,
+            "--widths",
+            "16",
+            "16",
+            "16",
+            "16",
+            "--out",
+            str(tmp_path / "t"),
+            "--init",
+            init,
+            "--threshold",
+            "0.5",
+        ]
+    )
+    assert "fine-tuning it to a new schedule" in capsys.readouterr().out
+    wide = tmp_path / "wide"
+    main([*common, "--widths", "24", "32", "16", "16", "--out", str(wide), "--init", init, "--lr", "0"])
+    assert "widened from [16, 16, 16, 16]" in capsys.readouterr().out
+    narrow, widened = load_model(init), load_model(wide / "tiny-run.safetensors")
+    assert widened.config.network.widths == (24, 32, 16, 16)
+    pixels = torch.from_numpy(synthetic_image(32, 32, seed=7).transpose(2, 0, 1)[None].copy())
+    with torch.no_grad():
+        a = run_chain(narrow, pixels, generator=torch.Generator().manual_seed(0))
+        b = run_chain(widened, pixels, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(a["bpp"], b["bpp"], rtol=1e-4) and np.allclose(a["psnr"], b["psnr"], atol=1e-3)
+    for widths in (["8", "16", "16", "16"],):
+        with pytest.raises(SystemExit, match="wider than"):
+            main([*common, "--widths", *widths, "--out", str(tmp_path / "n"), "--init", init])
+    with pytest.raises(SystemExit, match="another network"):
+        main(
+            [
+                *common,
+                "--widths",
+                "16",
+                "16",
+                "16",
+                "16",
+                "--blocks-mid",
+                "1",
+                "--out",
+                str(tmp_path / "d"),
+                "--init",
+                init,
+            ]
+        )
 
 
 def test_train_under_torchrun_ddp(tmp_path):

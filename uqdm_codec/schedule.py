@@ -142,4 +142,3 @@ class Schedule:
             float(d["threshold"]),
             int(d["haar_levels"]),
         )
-

@@ -49,6 +49,7 @@ class TrainConfig:
     holdout: int = 6  # images held aside for validation logs
     log_every: int = 50
     eval_every: int = 1000
+    eval_at_start: bool = False  # also evaluate the held-aside crops before the first step
     ckpt_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -126,6 +127,43 @@ def holdout_batch(paths: list[Path], size: int = 256) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _film_rows(n_old: int, n_new: int) -> torch.Tensor:
+    """Where a FiLM layer's rows (scale for each channel, then shift) of the narrow network go."""
+    return torch.cat([torch.arange(n_old), n_new + torch.arange(n_old)])
+
+
+def widen_state(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A wider network's weights that compute exactly what `old` computed (Net2Net-style, by zeros).
+
+    Every tensor is the old one in its leading slice. The new channels of every residual stream must
+    start at zero and stay so until training moves them: whatever writes into a stream (stem,
+    injections, down- and upsamplers, the second convolution of each block) gets zero rows for new
+    output channels, while readers keep the fresh random columns for them (they read zeros at first,
+    and pass gradient back to the writers). A block's new hidden channels are read by its second
+    convolution through zero columns (its fresh init is zero anyway). FiLM rows are remapped.
+    """
+    out = {}
+    for name, new in fresh.items():
+        w = old[name]
+        if w.shape == new.shape:
+            out[name] = w.clone()
+            continue
+        t = new.clone()
+        writer = any(k in name for k in ("stem.", "inject.", "downsamplers.", "upsamplers.", "conv2."))
+        if ".film." in name:
+            rows = _film_rows(w.shape[0] // 2, new.shape[0] // 2)
+            t.zero_()  # FiLM starts at zero for new channels: no modulation
+            t[rows, ...] = w if w.dim() == 1 else w[:, : new.shape[1]]
+        else:
+            if writer:
+                t[w.shape[0] :] = 0.0
+            if "conv2." in name and t.dim() == 4:
+                t[:, w.shape[1] :] = 0.0
+            t[tuple(slice(0, n) for n in w.shape)] = w
+        out[name] = t
+    return out
 
 
 def lr_at(cfg: TrainConfig, it: int) -> float:
@@ -221,13 +259,28 @@ def train(cfg: TrainConfig) -> None:
         from .model import load_model
 
         init = load_model(cfg.init)
-        same = {k: v for k, v in init.config.to_dict().items() if k != "name"}
-        if same != {k: v for k, v in mcfg.to_dict().items() if k != "name"}:
-            raise SystemExit(f"--init {cfg.init} has another architecture or schedule than this run")
-        model.load_state_dict(init.state_dict())
-        ema.load_state_dict(init.state_dict())
+        # The weights fit any schedule of the same network: a run may fine-tune them to new noise
+        # levels or a new threshold, or widen them (the ablations of docs/MODEL.md section 11).
+        ours, theirs = mcfg.to_dict(), init.config.to_dict()
+        net_ours = {k: v for k, v in ours["network"].items() if k != "widths"}
+        net_theirs = {k: v for k, v in theirs["network"].items() if k != "widths"}
+        widths_ok = all(a >= b for a, b in zip(cfg.widths, init.config.network.widths))
+        if (net_ours, ours["band_sigma"], ours["prior"]) != (
+            net_theirs,
+            theirs["band_sigma"],
+            theirs["prior"],
+        ):
+            raise SystemExit(f"--init {cfg.init} has another network than this run")
+        if not widths_ok:
+            raise SystemExit(f"--init {cfg.init} is wider than this run's --widths")
+        state = widen_state(init.state_dict(), model.state_dict())
+        model.load_state_dict(state)
+        ema.load_state_dict(state)
         if master:
-            print(f"started from {cfg.init}", flush=True)
+            change = "" if ours["schedule"] == theirs["schedule"] else ", fine-tuning it to a new schedule"
+            if ours["network"] != theirs["network"]:
+                change += f", widened from {list(init.config.network.widths)}"
+            print(f"started from {cfg.init}{change}", flush=True)
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -262,6 +315,25 @@ def train(cfg: TrainConfig) -> None:
         save_model(ema.cpu(), out / f"{cfg.name}.safetensors")
         ema.to(device)
 
+    def evaluate(done: int) -> None:
+        """The EMA model's chain on the held-aside crops (fixed seed): cumulative bpp and PSNR per step."""
+        with torch.no_grad():
+            gen = torch.Generator(device=device).manual_seed(0)
+            cm = run_chain(ema, val.to(device), generator=gen)
+        rec = {
+            "step": done,
+            "eval": True,
+            "bpp": [round(v, 4) for v in cm["bpp"]],
+            "psnr": [round(v, 2) for v in cm["psnr"]],
+            "lossless_bpp": round(cm["nelbo_bpp"], 4),
+            "coded": [round(v, 3) for v in cm["coded"]],
+        }
+        print(json.dumps(rec), flush=True)
+        log_file.write(json.dumps(rec) + "\n")
+        log_file.flush()
+
+    if master and val is not None and cfg.eval_at_start and start == 0:
+        evaluate(0)
     for it in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, it)
@@ -322,20 +394,7 @@ def train(cfg: TrainConfig) -> None:
             log_file.flush()
             acc, n_acc, t_last = {}, 0, time.time()
         if master and val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-            with torch.no_grad():
-                gen = torch.Generator(device=device).manual_seed(0)
-                cm = run_chain(ema, val.to(device), generator=gen)
-            rec = {
-                "step": done,
-                "eval": True,
-                "bpp": [round(v, 4) for v in cm["bpp"]],
-                "psnr": [round(v, 2) for v in cm["psnr"]],
-                "lossless_bpp": round(cm["nelbo_bpp"], 4),
-                "coded": [round(v, 3) for v in cm["coded"]],
-            }
-            print(json.dumps(rec), flush=True)
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
+            evaluate(done)
         out_of_time = _out_of_time(cfg.minutes, t_start, device, world)
         if master and (done % cfg.ckpt_every == 0 or done == cfg.steps or out_of_time):
             save_checkpoint(done)
@@ -385,6 +444,8 @@ def main(argv: list[str] | None = None) -> None:
                 nargs="+",
                 default=default,
             )
+        elif isinstance(default, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true")
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
     args = vars(parser.parse_args(argv))

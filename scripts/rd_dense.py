@@ -1,0 +1,105 @@
+"""Compare models by what a decoder really shows at every prefix of their files, not only at steps.
+
+    python scripts/rd_dense.py runs/a/uqdm-small.safetensors runs/b/uqdm-small.safetensors \
+        --images ../shared/data/train/bsds500/test_100007.jpg ... --json out.json
+
+Each model (float weights are made exact as export_weights.py does, calibrated on the same
+training crops) encodes every image with the same seed; the file is decoded after every chunk
+(`iter_decode(every_chunk=True)`), giving the (bytes, PSNR) of every decodable prefix. BD-rate
+of each model against the first is computed per image over the PSNR range both cover, then averaged;
+besides, the lossless bpp and the number of decodable levels. Step-point curves of models with
+different numbers of steps are not comparable by interpolation (a schedule with fewer steps skips
+a point, and the straight line across the gap flatters it); every chunk is a real point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from uqdm_codec.bench import bd_rate, center_crop  # noqa: E402
+from uqdm_codec.codec import Codec  # noqa: E402
+from uqdm_codec.exactmodel import from_float, load_codec_model  # noqa: E402
+from uqdm_codec.image_io import load_image  # noqa: E402
+from uqdm_codec.model import MODEL_FORMAT, load_model  # noqa: E402
+from uqdm_codec.progression import psnr  # noqa: E402
+
+
+def codec_for(path: Path, data: Path) -> Codec:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from export_weights import calibration_crops
+
+    if json.loads(path.with_suffix(".json").read_text()).get("format") != MODEL_FORMAT:
+        return Codec(load_codec_model(path))  # an exact model
+    return Codec(from_float(load_model(path), calibration_crops(data, 16, 256)))
+
+
+def dense_curve(codec: Codec, pixels: np.ndarray, seed: int) -> tuple[list[tuple[float, float]], float, int]:
+    data = codec.encode(pixels, seed=seed)
+    npx = pixels.shape[0] * pixels.shape[1]
+    points, levels = [], 0
+    for image in codec.iter_decode(data, every_chunk=True):
+        levels += 1
+        if image.lossless:
+            continue
+        points.append((8.0 * image.nbytes / npx, psnr(pixels, image.pixels)))
+    return [p for p in points if p[0] > 0], 8.0 * len(data) / npx, levels
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", type=Path, help="the first is the anchor")
+    ap.add_argument("--images", nargs="+", type=Path, required=True)
+    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/train"), help="calibration photos")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--reuse", type=Path, help="an earlier --json: models measured there are not re-run")
+    args = ap.parse_args(argv)
+    done = json.loads(args.reuse.read_text()) if args.reuse else {}
+    images = []
+    for path in args.images:
+        px = center_crop(load_image(path).pixels, args.crop)
+        h, w = px.shape[:2]
+        images.append(np.ascontiguousarray(px[: h - h % 16, : w - w % 16]))
+    results = {}
+    for model in args.models:
+        if str(model) in done:  # same images and seeds are the caller's promise
+            results[str(model)] = done[str(model)]
+            continue
+        t0 = time.time()
+        codec = codec_for(model, args.data)
+        curves = [dense_curve(codec, px, seed) for seed, px in enumerate(images)]
+        results[str(model)] = {
+            "steps": codec.num_steps,
+            "curves": [c for c, _, _ in curves],
+            "lossless_bpp": float(np.mean([b for _, b, _ in curves])),
+            "levels": float(np.mean([n for _, _, n in curves])),
+            "seconds": round(time.time() - t0, 1),
+        }
+        print(
+            f"{model}: {results[str(model)]['lossless_bpp']:.3f} bpp lossless, {time.time() - t0:.0f} s",
+            flush=True,
+        )
+    anchor = results[str(args.models[0])]
+    for name, res in results.items():
+        per_image = [bd_rate(a, t) for a, t in zip(anchor["curves"], res["curves"])]
+        res["bd_rate_per_image"] = per_image
+        res["bd_rate_mean"] = float(np.mean([b for b in per_image if b is not None]))
+        print(
+            f"{name}: {res['steps']} steps, lossless {res['lossless_bpp']:.3f} bpp, "
+            f"levels {res['levels']:.0f}, BD-rate vs first {res['bd_rate_mean']:+.2f} % "
+            f"(per image {', '.join(f'{b:+.1f}' for b in per_image if b is not None)})"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
