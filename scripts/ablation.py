@@ -28,6 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from uqdm_codec.bench import bd_rate  # noqa: E402
 
+LOG_EVERY = 20  # optimiser steps per training log record (each has its seconds per step)
+
 # name -> (what it changes, extra `uqdm train` arguments)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "control": ("shipped schedule (threshold 0.35, noise 128 .. 2, pixel step 3)", []),
@@ -75,7 +77,7 @@ def run_variant(name: str, extra: list[str], args: argparse.Namespace) -> float:
     cmd = [sys.executable, "-m", "uqdm_codec.train", str(args.data), "--out", str(out)]
     cmd += ["--init", str(args.init), "--steps", str(args.steps), "--lr", str(args.lr)]
     cmd += ["--warmup", str(args.warmup), "--decay-frac", "0.5", "--eval-every", str(args.steps)]
-    cmd += ["--eval-at-start", "--ckpt-every", "50", "--log-every", "20", "--seed", "0", *extra]
+    cmd += ["--eval-at-start", "--ckpt-every", "50", "--log-every", str(LOG_EVERY), "--seed", "0", *extra]
     print(" ".join(cmd), flush=True)
     t0 = time.time()
     with open(args.out / f"{name}.log", "a") as log:
@@ -97,7 +99,7 @@ def table(args: argparse.Namespace, names: list[str], minutes: dict[str, float])
         if not ev:
             continue
         log = read_log(args.out / name)
-        secs = [r["sec_per_step"] * 20 for r in log if "sec_per_step" in r]
+        secs = [r["sec_per_step"] * LOG_EVERY for r in log if "sec_per_step" in r]
         doc["variants"][name] = {
             "what": VARIANTS[name][0],
             "evals": ev,

@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from export_weights import calibration_crops  # noqa: E402
 
 from uqdm_codec.bench import bd_rate, center_crop  # noqa: E402
 from uqdm_codec.codec import Codec  # noqa: E402
@@ -33,9 +35,6 @@ from uqdm_codec.progression import psnr  # noqa: E402
 
 
 def codec_for(path: Path, data: Path) -> Codec:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from export_weights import calibration_crops
-
     if json.loads(path.with_suffix(".json").read_text()).get("format") != MODEL_FORMAT:
         return Codec(load_codec_model(path))  # an exact model
     return Codec(from_float(load_model(path), calibration_crops(data, 16, 256)))

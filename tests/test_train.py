@@ -79,7 +79,6 @@ def test_init_fine_tunes_to_a_new_schedule_or_a_wider_network(tmp_path, capsys):
     from uqdm_codec.objective import run_chain
 
     data = _photos(tmp_path, 3)
-    first = tmp_path / "first"
     common = [
         str(data),
         *TINY[:6],
@@ -92,55 +91,27 @@ def test_init_fine_tunes_to_a_new_schedule_or_a_wider_network(tmp_path, capsys):
         "--steps",
         "1",
     ]
-    main([*common, "--widths", "16", "16", "16", "16", "--out", str(first)])
-    init = str(first / "tiny-run.safetensors")
-    main(
-        [
-            *common,
-            "--widths",
-            "16",
-            "16",
-            "16",
-            "16",
-            "--out",
-            str(tmp_path / "t"),
-            "--init",
-            init,
-            "--threshold",
-            "0.5",
-        ]
-    )
+
+    def run(widths: str, out: str, *extra: str) -> None:
+        main([*common, "--widths", *widths.split(), "--out", str(tmp_path / out), *extra])
+
+    run("16 16 16 16", "first")
+    init = str(tmp_path / "first" / "tiny-run.safetensors")
+    run("16 16 16 16", "t", "--init", init, "--threshold", "0.5")
     assert "fine-tuning it to a new schedule" in capsys.readouterr().out
-    wide = tmp_path / "wide"
-    main([*common, "--widths", "24", "32", "16", "16", "--out", str(wide), "--init", init, "--lr", "0"])
+    run("24 32 16 16", "wide", "--init", init, "--lr", "0")
     assert "widened from [16, 16, 16, 16]" in capsys.readouterr().out
-    narrow, widened = load_model(init), load_model(wide / "tiny-run.safetensors")
+    narrow, widened = load_model(init), load_model(tmp_path / "wide" / "tiny-run.safetensors")
     assert widened.config.network.widths == (24, 32, 16, 16)
     pixels = torch.from_numpy(synthetic_image(32, 32, seed=7).transpose(2, 0, 1)[None].copy())
     with torch.no_grad():
         a = run_chain(narrow, pixels, generator=torch.Generator().manual_seed(0))
         b = run_chain(widened, pixels, generator=torch.Generator().manual_seed(0))
     assert np.allclose(a["bpp"], b["bpp"], rtol=1e-4) and np.allclose(a["psnr"], b["psnr"], atol=1e-3)
-    for widths in (["8", "16", "16", "16"],):
-        with pytest.raises(SystemExit, match="wider than"):
-            main([*common, "--widths", *widths, "--out", str(tmp_path / "n"), "--init", init])
+    with pytest.raises(SystemExit, match="wider than"):
+        run("8 16 16 16", "n", "--init", init)
     with pytest.raises(SystemExit, match="another network"):
-        main(
-            [
-                *common,
-                "--widths",
-                "16",
-                "16",
-                "16",
-                "16",
-                "--blocks-mid",
-                "1",
-                "--out",
-                str(tmp_path / "d"),
-                "--init",
-                init,
-            ]
-        )
+        run("16 16 16 16", "d", "--init", init, "--blocks-mid", "1")
 
 
 def test_train_under_torchrun_ddp(tmp_path):
@@ -198,8 +169,6 @@ def test_minutes_stop_a_run_with_a_checkpoint_and_device_pieces_resume_it(tmp_pa
     checkpoint into parts the device tool can return and joins them for the next call."""
     import importlib.util
     from pathlib import Path
-
-    import torch
 
     data = _photos(tmp_path, 3)
     run = tmp_path / "run"

@@ -155,7 +155,7 @@ def widen_state(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) ->
         if ".film." in name:
             rows = _film_rows(w.shape[0] // 2, new.shape[0] // 2)
             t.zero_()  # FiLM starts at zero for new channels: no modulation
-            t[rows, ...] = w if w.dim() == 1 else w[:, : new.shape[1]]
+            t[rows] = w  # the embedding width is not widened
         else:
             if writer:
                 t[w.shape[0] :] = 0.0
@@ -262,16 +262,14 @@ def train(cfg: TrainConfig) -> None:
         # The weights fit any schedule of the same network: a run may fine-tune them to new noise
         # levels or a new threshold, or widen them (the ablations of docs/MODEL.md section 11).
         ours, theirs = mcfg.to_dict(), init.config.to_dict()
-        net_ours = {k: v for k, v in ours["network"].items() if k != "widths"}
-        net_theirs = {k: v for k, v in theirs["network"].items() if k != "widths"}
-        widths_ok = all(a >= b for a, b in zip(cfg.widths, init.config.network.widths))
-        if (net_ours, ours["band_sigma"], ours["prior"]) != (
-            net_theirs,
-            theirs["band_sigma"],
-            theirs["prior"],
-        ):
+
+        def topology(d: dict) -> tuple:
+            """All that must match: the network but for how wide each level is."""
+            return {**d["network"], "widths": len(d["network"]["widths"])}, d["band_sigma"], d["prior"]
+
+        if topology(ours) != topology(theirs):
             raise SystemExit(f"--init {cfg.init} has another network than this run")
-        if not widths_ok:
+        if any(a < b for a, b in zip(cfg.widths, init.config.network.widths)):
             raise SystemExit(f"--init {cfg.init} is wider than this run's --widths")
         state = widen_state(init.state_dict(), model.state_dict())
         model.load_state_dict(state)
