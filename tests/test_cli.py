@@ -55,6 +55,11 @@ def test_encode_decode_info_truncate(photo, tiny_model_path):
     assert r.exit_code == 0 and "after 3 of 8 steps" in r.stdout
     r = run("truncate", uqd, "--bpp", 50)
     assert r.exit_code == 0 and photo.with_name("photo.50bpp.uqd").exists()
+    r = run("truncate", uqd, "--bpp", 4)  # the 40x24 photo's file is ~14 bpp
+    cut = photo.with_name("photo.4bpp.uqd")
+    assert r.exit_code == 0 and 480 - 4 < cut.stat().st_size <= 480 and "ends inside a chunk" in r.stdout
+    r = run("decode", cut, "-m", tiny_model_path)
+    assert r.exit_code == 0 and "part of chunk" in r.stderr
 
 
 def test_no_overwrite_without_force(photo, tiny_model_path):

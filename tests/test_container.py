@@ -141,3 +141,45 @@ def test_truncate_budgets():
         files.truncate(data, max_bytes=3)
     with pytest.raises(UqdmError):
         files.truncate(data, bpp=1.0, steps=1)
+
+
+def test_a_cut_chunk_is_kept_only_with_its_rewritten_crc():
+    """A file ending inside a chunk's payload keeps that chunk as cut when the chunk's CRC covers
+    the words present (what truncate writes, FORMAT.md 2.1); a plain prefix of it is a truncated
+    tail, as is a cut of fewer than two words (less than the coder's state)."""
+    _, data = make_file(payload=bytes(range(40)))
+    fi = files.info(data)
+    start, end = fi.chunk_spans[0]  # layer 1's first chunk: CRC at start, 40 payload bytes
+    assert end - start == 44
+    plain = container.parse(data[: start + 4 + 12])
+    assert not plain.partial.chunks and any("0 of 2 chunks" in w for w in plain.warnings)
+    cut = container.parse(container.cut_chunk_bytes(data, start, start + 4 + 12))
+    (chunk,) = cut.partial.chunks
+    assert chunk.cut and chunk.payload == bytes(range(12)) and chunk.count == 10 and chunk.network
+    assert cut.chunk_offsets[-1] == [start + 16]
+    assert any("part of chunk 1" in w for w in cut.warnings)
+    again = container.parse(
+        container.cut_chunk_bytes(container.cut_chunk_bytes(data, start, start + 16), start, start + 12)
+    )
+    assert again.partial.chunks[0].payload == bytes(range(8))  # a cut chunk cut again
+    with pytest.raises(ValueError):
+        container.cut_chunk_bytes(data, start, start + 4 + 4)
+    with pytest.raises(ValueError):
+        container.cut_chunk_bytes(data, start, start + 4 + 10)
+
+
+def test_truncate_cuts_inside_the_chunk_a_budget_ends_in():
+    _, data = make_file(payload=bytes(range(40)))
+    fi = files.info(data)
+    start, end = fi.chunk_spans[0]
+    for budget in range(start, end + 1):
+        out = files.truncate(data, max_bytes=budget)
+        words = (budget - start - 4) // 4
+        if budget == end:
+            assert out == data[:end]
+        elif words >= 2:
+            assert len(out) == start + 4 + 4 * words and budget - len(out) < 4
+            assert out[start + 4 :] == data[start + 4 : len(out)]  # a prefix but the CRC field
+            assert container.parse(out).partial.chunks[-1].cut
+        else:
+            assert out == data[: max(c for c in fi.cut_points if c <= budget)]  # the point before

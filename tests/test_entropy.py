@@ -62,6 +62,53 @@ def test_multiple_slices(monkeypatch):
     assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)
 
 
+def _check_prefixes(payload: bytes, decode, truth: np.ndarray) -> list[int]:
+    """Decode every whole-word prefix of a payload as a cut chunk: what it marks received must be
+    the encoder's values, and more words never receive fewer elements. Returns the counts."""
+    counts = []
+    for words in range(len(payload) // 4 + 1):
+        values, got = decode(payload[: 4 * words])
+        assert np.array_equal(values[got], truth[got]), words
+        counts.append(int(got.sum()))
+    assert counts == sorted(counts) and counts[:2] == [0, 0]  # nothing without the 64-bit state
+    return counts
+
+
+def test_cut_step_chunks_decode_what_their_words_hold(monkeypatch):
+    """A cut chunk (a prefix of a chunk's words, FORMAT.md 2.1) yields exactly the symbols its
+    words determine, over several slices and with escapes; and the widest windows come first, so
+    the first words hold the most uncertain elements."""
+    monkeypatch.setattr(entropy, "SLICE", 700)
+    rng = np.random.default_rng(7)
+    x, prior = make_prior(rng, 2000, 0.05, 0.02)
+    x[::97] = -x[::97]  # far from the prior: escapes
+    k = entropy.quantise(x, prior)
+    payload = entropy.encode_step(k, prior)
+    counts = _check_prefixes(payload, lambda p: entropy.decode_step_prefix(p, prior), k)
+    assert counts[-2] >= 0.95 * k.size  # all words but the last hold nearly everything
+    assert entropy.decode_step_prefix(payload, prior, cut=False)[1].all()
+    _, got = entropy.decode_step_prefix(payload[: len(payload) // 8 * 4], prior)
+    half = entropy.window_half_width(prior)
+    first_slice = slice(0, 700)
+    assert half[first_slice][got[first_slice]].mean() > half[first_slice].mean()
+
+
+def test_cut_lossless_chunks_decode_a_prefix_of_pixels():
+    rng = np.random.default_rng(8)
+    m, q = 3000, 3.0 / 127.5
+    levels = rng.integers(0, 256, m)
+    x_tilde = entropy.pixels_to_data(levels) + q * (rng.random(m) - 0.5)
+    loc, scale = np.clip(x_tilde + rng.normal(size=m) * 0.01, -1, 1), np.full(m, 0.01)
+    payload = entropy.encode_levels(levels, x_tilde, loc, scale, q)
+
+    def decode(p):
+        values, got = entropy.decode_levels_prefix(p, x_tilde, loc, scale, q)
+        assert np.array_equal(got, np.arange(m) < got.sum())  # pixels arrive in order
+        return values, got
+
+    _check_prefixes(payload, decode, levels)
+
+
 def test_lossless_levels_round_trip():
     rng = np.random.default_rng(4)
     m, q = 20_000, 3.0 / 127.5

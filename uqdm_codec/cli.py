@@ -370,7 +370,9 @@ def truncate(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Keep the longest prefix of .uqd files within a budget (cuts bytes, never re-encodes).
+    """Keep the longest decodable prefix of .uqd files within a budget (cuts bytes, never
+    re-encodes; within 4 bytes of the budget where it ends inside a chunk, whose CRC is then
+    rewritten to cover what is kept).
 
     Several inputs run in --jobs worker processes (no model is loaded), as for encode."""
 
@@ -390,7 +392,8 @@ def truncate(
         fi = files.info(cut)
         out.print(
             f"wrote {target}: {len(cut)} bytes, {files.bpp_of(len(cut), fi.header):.4f} bpp, "
-            f"{fi.steps} steps{', lossless layer' if fi.complete else ''}",
+            f"{fi.steps} steps{', lossless layer' if fi.complete else ''}"
+            f"{', ends inside a chunk' if fi.ends_in_cut_chunk else ''}",
             highlight=False,
         )
 

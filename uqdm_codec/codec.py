@@ -69,13 +69,15 @@ class ChunkPolicy:
     between cut points either: on small images the framing so far is more than 3 % of the file.
 
     `min_bytes` is for an image of `reference_pixels` (Kodak's 768x512); for_image() scales it with
-    the pixel count, down to `min_floor`: on a small image a fixed floor would be most of an early
-    layer, while each chunk's framing (about `chunk_overhead` bytes, paid again in every later
-    step's tail) keeps very small chunks from being worth their cost."""
+    the pixel count, down to `min_floor`. By default the floor is min_bytes itself: `truncate` cuts
+    inside chunks (FORMAT.md 2.1), so small chunks no longer buy closer landings, while each
+    chunk's framing (about `chunk_overhead` bytes, paid again in every later step's tail) costs the
+    step points (README, "Small images"). A lower floor gives a streaming decoder more updates on
+    a small image."""
 
     growth: float = 0.03
     min_bytes: int = 384
-    min_floor: int = 32
+    min_floor: int = 384
     reference_pixels: int = 768 * 512
     max_chunks: int = 255
     chunk_overhead: float = 12.0  # first guess at the bytes each extra chunk adds (framing, coder flush)
@@ -723,6 +725,7 @@ class _DecodeSession:
         self.layer, self.chunk, self.done_steps = 1, 0, 0
         self.started = 0  # the layer whose prior and order are set up (a layer may arrive chunkless)
         self.nbytes = header_size
+        self.ended = False
         self.shown = self.chain.blank_display()  # the image on screen: changes on flagged chunks
 
     def blank(self, warnings: list[str]) -> DecodedImage:
@@ -761,18 +764,29 @@ class _DecodeSession:
             self.order = np.arange(count)
 
     def _apply_chunk(self, i: int, chunk: Chunk, part: np.ndarray) -> None:
+        """Decode a chunk and move the chain past its elements; of a cut chunk, past those its
+        words hold (FORMAT.md 2.1)."""
         chain, prior = self.chain, self.prior
         if i <= self.T:
             sub = prior.part(part)
-            k = _decode_checked(entropy.decode_step, i, chunk, sub)
+            k, got = _decode_checked(entropy.decode_step_prefix, i, chunk, sub, chunk.cut)
+            if chunk.cut:
+                part, sub, k = part[got], prior.part(part[got]), k[got]
             x_tilde = entropy.reconstruct(k, sub)
             chain.apply(i, x_tilde, part, chain.posterior(i, x_tilde, sub))
             return
         q = self.codec.model.schedule.pixel_quant
-        levels = _decode_checked(
-            entropy.decode_levels, i, chunk, chain.pixel_tilde[part], prior.loc[part], prior.scale[part], q
+        levels, got = _decode_checked(
+            entropy.decode_levels_prefix,
+            i,
+            chunk,
+            chain.pixel_tilde[part],
+            prior.loc[part],
+            prior.scale[part],
+            q,
+            chunk.cut,
         )
-        chain.apply_levels(levels, part)
+        chain.apply_levels(levels[got], part[got])
 
     def _finish_layer(self, i: int) -> np.ndarray:
         hd = self.hd
@@ -799,7 +813,7 @@ class _DecodeSession:
         T = self.T
         last_layer = T + 1 if max_layer is None else max_layer
         warnings = list(parsed.warnings)
-        while self.layer <= last_layer:
+        while self.layer <= last_layer and not self.ended:
             i = self.layer
             if i <= len(parsed.layers):
                 layer, complete = parsed.layers[i - 1], True
@@ -834,6 +848,7 @@ class _DecodeSession:
                 start += chunk.count
                 self._apply_chunk(i, chunk, part)
                 self.chunk, self.nbytes = c + 1, ends[c]
+                self.ended = chunk.cut  # a cut chunk ends the file (and what of it can be applied)
                 if c >= inner:
                     break
                 if c in wanted:

@@ -3,6 +3,8 @@
 Byte layout (all integers little-endian) is specified in docs/FORMAT.md. Parsing validates every
 field before anything is allocated from it, and separates three outcomes:
 - a clean prefix (ends on a layer or chunk boundary): valid, decodes to the last complete point;
+- a cut chunk (the data ends inside a chunk whose CRC matches the words present, as `truncate`
+  writes it): decoded as far as those words go;
 - a truncated tail (an incomplete layer header or chunk): ignored with a warning;
 - corruption (bad magic, CRC mismatch, impossible field values): FormatError.
 No torch here.
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 3
+VERSION = 4
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
+    3: "uqdm 0.4, whose chunks could not be cut and whose model is no longer shipped",
 }
+MIN_CUT_WORDS = 2  # a cut chunk holds at least the coder's 64-bit state
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 26  # 67 megapixels: what the decoder can hold in 24 GiB with room to spare
 MAX_STEPS = 64
@@ -112,6 +116,7 @@ class Chunk:
     payload: bytes  # ANS words, little-endian u32
     count: int  # number of elements (symbols) the chunk codes
     flags: int = SHOW  # SHOW | NETWORK bits, see docs/FORMAT.md section 6.3
+    cut: bool = False  # payload is a prefix of the chunk's words (FORMAT.md 2.1)
 
     @property
     def show(self) -> bool:
@@ -156,7 +161,7 @@ class ParsedFile:
     header: Header
     header_size: int
     layers: list[Layer]  # complete layers, in order
-    partial: Layer | None = None  # an incomplete last layer: its complete chunks, if any
+    partial: Layer | None = None  # an incomplete last layer: its complete chunks (the last maybe cut)
     partial_expected_chunks: int = 0
     warnings: list[str] = field(default_factory=list)
     layer_offsets: list[int] = field(default_factory=list)  # end offset of each complete layer
@@ -250,6 +255,10 @@ def parse(data: bytes) -> ParsedFile:
         for j, (count, length, flags) in enumerate(spans):
             if len(data) - pos < _CHUNK.size + length:
                 complete = False
+                cut = _cut_chunk(data, pos, length, count, flags)
+                if cut is not None:
+                    layer.chunks.append(cut)
+                    ends.append(pos + _CHUNK.size + len(cut.payload))
                 break
             (crc,) = _CHUNK.unpack_from(data, pos)
             payload = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
@@ -263,9 +272,13 @@ def parse(data: bytes) -> ParsedFile:
             out.partial_expected_chunks = n_chunks
             out.chunk_offsets.append(ends)
             have = len(layer.chunks)
+            if have and layer.chunks[-1].cut:
+                have -= 1
+                got = f"{have} of {n_chunks} chunks and part of chunk {have + 1}"
+            else:
+                got = f"{have} of {n_chunks} chunks"
             out.warnings.append(
-                f"layer {index} is incomplete ({have} of {n_chunks} chunks, "
-                f"{len(data) - start} bytes); decoding what is complete"
+                f"layer {index} is incomplete ({got}, {len(data) - start} bytes); decoding what is there"
             )
             break
         out.layers.append(layer)
@@ -273,6 +286,32 @@ def parse(data: bytes) -> ParsedFile:
         out.chunk_offsets.append(ends)
         expected_index += 1
     return out
+
+
+def _cut_chunk(data: bytes, pos: int, length: int, count: int, flags: int) -> Chunk | None:
+    """The chunk at `pos` when the data ends inside its payload: a cut chunk if the whole words
+    present (at least MIN_CUT_WORDS) match the chunk's CRC, which is what `truncate` writes there
+    (FORMAT.md 2.1); else None (a transfer still in progress, or damage: ignored)."""
+    have = (len(data) - pos - _CHUNK.size) // 4 * 4
+    if have < 4 * MIN_CUT_WORDS or have >= length:
+        return None
+    (crc,) = _CHUNK.unpack_from(data, pos)
+    payload = data[pos + _CHUNK.size : pos + _CHUNK.size + have]
+    if crc32(payload) != crc:
+        return None
+    return Chunk(payload, count, flags, cut=True)
+
+
+def cut_chunk_bytes(data: bytes, chunk_start: int, end: int) -> bytes:
+    """data[:end] for an `end` inside the payload of the chunk starting at `chunk_start` (at its
+    CRC), with that CRC replaced by the CRC of the payload words kept: a file whose last chunk is
+    cut (FORMAT.md 2.1). `end - chunk_start - 4` must be a whole number of words, at least
+    MIN_CUT_WORDS."""
+    have = end - chunk_start - _CHUNK.size
+    if have % 4 or have < 4 * MIN_CUT_WORDS:
+        raise ValueError("a cut chunk keeps whole 32-bit words, at least MIN_CUT_WORDS")
+    kept = data[chunk_start + _CHUNK.size : end]
+    return bytes(data[:chunk_start]) + _CHUNK.pack(crc32(kept)) + bytes(kept)
 
 
 def _truncated_note(index: int, header: Header, nbytes: int) -> str:

@@ -203,7 +203,8 @@ def _plan(prior: StepPrior | CodedPrior, sl: slice):
     """(slice, its prior, half-widths, buckets) of one slice of a step."""
     part = prior.part(sl)
     half = window_half_width(part)
-    buckets = [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
+    # widest window first: a cut chunk (FORMAT.md 2.1) then holds the most uncertain elements
+    buckets = [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)[::-1]]
     return sl, part, half, buckets
 
 
@@ -227,36 +228,88 @@ def encode_step(k: np.ndarray, prior: StepPrior | CodedPrior) -> bytes:
         for w, idx in reversed(buckets):
             sym = np.where(np.abs(ks[idx]) > w, 2 * w + 1, ks[idx] + w).astype(np.int32)
             coder.encode_reverse(sym, _CATEGORICAL, _window_tables(part.part(idx), w))
-    return coder.get_compressed().astype("<u4").tobytes()
+    return _payload(coder)
 
 
-def _coder_for(payload: bytes):
-    if len(payload) % 4:
-        raise FormatError("chunk payload is not a whole number of 32-bit words")
-    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-    try:
-        return constriction.stream.stack.AnsCoder(words)
-    except ValueError as exc:
-        raise FormatError(f"invalid entropy-coded data: {exc}") from None
+def _payload(coder) -> bytes:
+    """The coder's words in the order a decoder reads them (constriction pops from the end of its
+    array), so that any prefix of a payload holds the words its first symbols need."""
+    return coder.get_compressed()[::-1].astype("<u4").tobytes()
+
+
+class _Source:
+    """An ANS decoder over a chunk's payload. For a *cut* chunk (a prefix of its words, FORMAT.md
+    2.1) it decodes while the coder's 64-bit state is whole: the first refill that finds no word
+    leaves it short, and every symbol after that is noise. A symbol is valid when the state was
+    whole before it; decoding never grows the state, so once short it stays short."""
+
+    def __init__(self, payload: bytes, cut: bool = False):
+        if len(payload) % 4:
+            raise FormatError("chunk payload is not a whole number of 32-bit words")
+        words = np.frombuffer(payload, dtype="<u4")[::-1].astype(np.uint32)
+        try:
+            self.coder = constriction.stream.stack.AnsCoder(words)
+        except ValueError as exc:
+            raise FormatError(f"invalid entropy-coded data: {exc}") from None
+        self.cut = cut
+        self.alive = not cut or self._whole(self.coder)
+
+    @staticmethod
+    def _whole(coder) -> bool:
+        return coder.num_words() >= 2
+
+    def decode(self, tables: np.ndarray) -> tuple[np.ndarray, int]:
+        """(symbols, how many of them are valid): all of them unless the chunk is cut."""
+        n = tables.shape[0]
+        if not self.alive:
+            return np.zeros(n, np.int64), 0
+        before = self.coder.clone() if self.cut else None
+        sym = self.coder.decode(_CATEGORICAL, tables).astype(np.int64)
+        if before is None or self._whole(self.coder):
+            return sym, n
+        self.alive = False
+        lo, hi = 0, n - 1  # the most symbols after which the state is still whole: in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            probe = before.clone()
+            probe.decode(_CATEGORICAL, tables[:mid])
+            lo, hi = (mid, hi) if self._whole(probe) else (lo, mid - 1)
+        return sym, lo + 1  # the symbol after them still had a whole state
+
+    def finish(self) -> None:
+        if not self.cut and not self.coder.is_empty():
+            raise FormatError("entropy-coded data has trailing bits (corrupted or mismatched)")
 
 
 def decode_step(payload: bytes, prior: StepPrior) -> np.ndarray:
     """Inverse of encode_step. Raises FormatError if the stream does not end where it should."""
-    coder = _coder_for(payload)
-    k = np.empty(len(prior), dtype=np.int64)
+    return decode_step_prefix(payload, prior, cut=False)[0]
+
+
+def decode_step_prefix(payload: bytes, prior: StepPrior, cut: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(k, received): decode_step of a chunk of which `payload` may be only a prefix (cut); the
+    elements whose symbols that prefix holds are marked received (all of them if not cut)."""
+    src = _Source(payload, cut)
+    k = np.zeros(len(prior), dtype=np.int64)
+    received = np.zeros(len(prior), bool)
     for sl, part, half, buckets in _slice_plan(prior):
-        ks = np.empty(sl.stop - sl.start, dtype=np.int64)
+        ks = np.zeros(sl.stop - sl.start, dtype=np.int64)
+        got = np.zeros(ks.size, bool)
         for w, idx in buckets:
-            sym = coder.decode(_CATEGORICAL, _window_tables(part.part(idx), w)).astype(np.int64)
-            ks[idx] = sym - w
-        escaped = np.flatnonzero(ks > half)  # the escape symbol decodes as w + 1
+            sym, valid = src.decode(_window_tables(part.part(idx), w))
+            ks[idx[:valid]] = sym[:valid] - w
+            got[idx[:valid]] = True
+        escaped = np.flatnonzero(got & (ks > half))  # the escape symbol decodes as w + 1
         if escaped.size:
             tables, k_lo = _escape_tables(part.part(escaped), half[escaped])
-            ks[escaped] = coder.decode(_CATEGORICAL, tables).astype(np.int64) + k_lo
-        k[sl] = ks
-    if not coder.is_empty():
-        raise FormatError("entropy-coded data has trailing bits (corrupted or mismatched)")
-    return k
+            sym, valid = src.decode(tables)
+            ks[escaped[:valid]] = sym[:valid] + k_lo[:valid]
+            got[escaped[valid:]] = False
+        k[sl], received[sl] = ks, got
+        if not src.alive:
+            break
+    src.finish()
+    return k, received
 
 
 # ----------------------------------------------------------------------------- lossless layer
@@ -295,19 +348,30 @@ def encode_levels(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) ->
         if sym.min() < 0 or sym.max() >= tables.shape[1] or not valid[rows, sym].all():
             raise AssertionError("pixel outside its candidate set: numerical inconsistency")
         coder.encode_reverse(sym.astype(np.int32), _CATEGORICAL, tables)
-    return coder.get_compressed().astype("<u4").tobytes()
+    return _payload(coder)
 
 
 def decode_levels(payload: bytes, x_tilde, loc, scale, quant_step: float) -> np.ndarray:
-    coder = _coder_for(payload)
-    out = np.empty(x_tilde.size, dtype=np.int64)
+    return decode_levels_prefix(payload, x_tilde, loc, scale, quant_step, cut=False)[0]
+
+
+def decode_levels_prefix(
+    payload: bytes, x_tilde, loc, scale, quant_step: float, cut: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(levels, received): decode_levels of a chunk that may be cut (see decode_step_prefix)."""
+    src = _Source(payload, cut)
+    out = np.zeros(x_tilde.size, dtype=np.int64)
+    received = np.zeros(x_tilde.size, bool)
     for start in range(0, x_tilde.size, SLICE):
         sl = slice(start, start + SLICE)
         first, _, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
-        out[sl] = coder.decode(_CATEGORICAL, tables).astype(np.int64) + first
-    if not coder.is_empty():
-        raise FormatError("entropy-coded data has trailing bits (corrupted or mismatched)")
-    return out
+        sym, valid = src.decode(tables)
+        out[start : start + valid] = sym[:valid] + first[:valid]
+        received[start : start + valid] = True
+        if not src.alive:
+            break
+    src.finish()
+    return out, received
 
 
 def levels_element_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> np.ndarray:

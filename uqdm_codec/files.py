@@ -1,8 +1,11 @@
 """What can be done to a .uqd file without the model: list its layers, cut it to a budget.
 
-Truncation only ever removes bytes from the end: any prefix that ends on a chunk boundary is a
-valid .uqd file (a layer boundary is also a chunk boundary), so a smaller file is the longest such
-prefix within the budget. No torch here.
+Truncation removes bytes from the end: any prefix that ends on a chunk boundary is a valid .uqd
+file (a layer boundary is also a chunk boundary), and so is a prefix that ends inside a chunk's
+payload on a word boundary once that chunk's CRC is rewritten to cover the words kept (a *cut*
+chunk, FORMAT.md 2.1). A smaller file is the longest such prefix within the budget: within 4
+bytes of it, unless the budget ends in the framing before a chunk's first two words. No torch
+here.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ class FileInfo:
     total_bytes: int
     layers: list[LayerInfo]
     warnings: list[str] = field(default_factory=list)
-    cut_points: list[int] = field(default_factory=list)  # every valid prefix length (chunk ends)
+    cut_points: list[int] = field(default_factory=list)  # chunk ends (truncate also cuts inside chunks)
+    chunk_spans: list[tuple[int, int]] = field(default_factory=list)  # (CRC offset, end) of each chunk
+    ends_in_cut_chunk: bool = False  # as `truncate` leaves most files (FORMAT.md 2.1)
 
     @property
     def complete(self) -> bool:
@@ -63,14 +68,18 @@ def info(data: bytes) -> FileInfo:
         )
         prev = end
     cuts = [parsed.header_size] + [end for ends in parsed.chunk_offsets for end in ends]
-    return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts)
+    chunks = [c for layer in [*parsed.layers, parsed.partial] if layer is not None for c in layer.chunks]
+    spans = [(end - 4 - len(c.payload), end) for c, end in zip(chunks, cuts[1:])]
+    cut = bool(chunks) and parsed.partial is not None and chunks[-1].cut
+    return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts, spans, cut)
 
 
 def truncate(
     data: bytes, *, bpp: float | None = None, steps: int | None = None, max_bytes: int | None = None
 ) -> bytes:
-    """The longest chunk-aligned prefix within the budget: `bpp` (bits per pixel of the whole
-    file) or `max_bytes`; or exactly the first `steps` diffusion steps. Never re-encodes."""
+    """The longest decodable prefix within the budget, `bpp` (bits per pixel of the whole file) or
+    `max_bytes`, its last chunk cut on a word boundary if the budget ends inside one (its CRC then
+    rewritten); or exactly the first `steps` diffusion steps. Never re-encodes."""
     if sum(v is not None for v in (bpp, steps, max_bytes)) != 1:
         raise UqdmError("give exactly one of bpp, steps or max_bytes")
     fi = info(data)
@@ -92,4 +101,10 @@ def truncate(
             f"file header ({fi.header_bytes} bytes)"
         )
     end = max(c for c in fi.cut_points if c <= max_bytes)
+    for start, chunk_end in fi.chunk_spans:  # the chunk the budget ends in, if any: cut it
+        if start < max_bytes < chunk_end:
+            words = (max_bytes - start - 4) // 4
+            if words >= container.MIN_CUT_WORDS:
+                return container.cut_chunk_bytes(data, start, start + 4 + 4 * words)
+            break
     return bytes(data[:end])
