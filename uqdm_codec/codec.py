@@ -72,7 +72,7 @@ class ChunkPolicy:
     the pixel count, down to `min_floor`. By default the floor is min_bytes itself: `truncate` cuts
     inside chunks (FORMAT.md 2.1), so small chunks no longer buy closer landings, while each
     chunk's framing (about `chunk_overhead` bytes, paid again in every later step's tail) costs the
-    step points (README, "Small images"). A lower floor gives a streaming decoder more updates on
+    step points (README, "Progressive decoding"). A lower floor gives a streaming decoder more updates on
     a small image."""
 
     growth: float = 0.03

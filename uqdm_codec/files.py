@@ -70,7 +70,7 @@ def info(data: bytes) -> FileInfo:
     cuts = [parsed.header_size] + [end for ends in parsed.chunk_offsets for end in ends]
     chunks = [c for layer in [*parsed.layers, parsed.partial] if layer is not None for c in layer.chunks]
     spans = [(end - 4 - len(c.payload), end) for c, end in zip(chunks, cuts[1:])]
-    cut = bool(chunks) and parsed.partial is not None and chunks[-1].cut
+    cut = bool(chunks) and chunks[-1].cut
     return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts, spans, cut)
 
 
