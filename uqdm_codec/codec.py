@@ -771,7 +771,7 @@ class _DecodeSession:
             sub = prior.part(part)
             k, got = _decode_checked(entropy.decode_step_prefix, i, chunk, sub, chunk.cut)
             if chunk.cut:
-                part, sub, k = part[got], prior.part(part[got]), k[got]
+                part, sub, k = part[got], sub.part(got), k[got]
             x_tilde = entropy.reconstruct(k, sub)
             chain.apply(i, x_tilde, part, chain.posterior(i, x_tilde, sub))
             return

@@ -42,6 +42,7 @@ _HEAD = struct.Struct(
 _LAYER = struct.Struct("<BBBBI")  # kind, index, partition, n_chunks, display check
 _U32 = struct.Struct("<I")
 _CHUNK = struct.Struct("<I")  # payload CRC32
+CHUNK_CRC_BYTES = _CHUNK.size  # a chunk's framing before its payload
 
 
 def crc32(data: bytes) -> int:
@@ -300,6 +301,14 @@ def _cut_chunk(data: bytes, pos: int, length: int, count: int, flags: int) -> Ch
     if crc32(payload) != crc:
         return None
     return Chunk(payload, count, flags, cut=True)
+
+
+def cut_end(chunk_start: int, budget: int) -> int | None:
+    """The longest cut (FORMAT.md 2.1) of the chunk whose CRC is at `chunk_start` that ends within
+    `budget` bytes of the file: whole words, at least MIN_CUT_WORDS; None if none fits. The caller
+    makes sure the chunk's payload is longer than that."""
+    words = (budget - chunk_start - _CHUNK.size) // 4
+    return chunk_start + _CHUNK.size + 4 * words if words >= MIN_CUT_WORDS else None
 
 
 def cut_chunk_bytes(data: bytes, chunk_start: int, end: int) -> bytes:

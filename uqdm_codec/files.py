@@ -69,7 +69,7 @@ def info(data: bytes) -> FileInfo:
         prev = end
     cuts = [parsed.header_size] + [end for ends in parsed.chunk_offsets for end in ends]
     chunks = [c for layer in [*parsed.layers, parsed.partial] if layer is not None for c in layer.chunks]
-    spans = [(end - 4 - len(c.payload), end) for c, end in zip(chunks, cuts[1:])]
+    spans = [(end - container.CHUNK_CRC_BYTES - len(c.payload), end) for c, end in zip(chunks, cuts[1:])]
     cut = bool(chunks) and chunks[-1].cut
     return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts, spans, cut)
 
@@ -103,8 +103,8 @@ def truncate(
     end = max(c for c in fi.cut_points if c <= max_bytes)
     for start, chunk_end in fi.chunk_spans:  # the chunk the budget ends in, if any: cut it
         if start < max_bytes < chunk_end:
-            words = (max_bytes - start - 4) // 4
-            if words >= container.MIN_CUT_WORDS:
-                return container.cut_chunk_bytes(data, start, start + 4 + 4 * words)
+            cut = container.cut_end(start, max_bytes)
+            if cut is not None:
+                return container.cut_chunk_bytes(data, start, cut)
             break
     return bytes(data[:end])

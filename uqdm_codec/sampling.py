@@ -74,7 +74,7 @@ def check_seed(seed: int | None) -> int:
 
 def draw_x(prior: entropy.StepPrior, v: np.ndarray) -> np.ndarray:
     """x ~ logistic(loc, scale) truncated to [-bound, bound], by inverse CDF of v ~ U[0, 1). Both tails
-        are computed directly (p and 1 - p), so a location near a bound loses no precision. Portable
+    are computed directly (p and 1 - p), so a location near a bound loses no precision. Portable
     functions only (FORMAT.md 8.1): one (file, seed) gives the same sample on every machine."""
     s = prior.scale
     lower = portable.sigmoid((-prior.bound - prior.loc) / s)  # F(-B)
