@@ -1,15 +1,18 @@
 """Time and memory of encoding and decoding a big photo, against one Kodak image.
 
-    python scripts/big_image.py --size 4000x3000                     # 12 MP, ~10 minutes on 2 cores
+    python scripts/big_image.py --size 4000x3000                     # 12 MP, ~7 minutes on 2 cores
+    python scripts/big_image.py --size 8192x8192 --no-reference      # 67 MP, the format's limit
     python scripts/big_image.py --size 1536x1024 --kodak ../shared/data/kodak/kodim05.png
     python scripts/big_image.py --image photo.png                    # a real photo instead
 
-The big image is a Kodak photo upscaled 2x (bicubic), mirror-tiled to the size asked for, with a
-little Gaussian noise (sigma 2 levels, fixed seed), so it has the detail and noise of a camera
-photo rather than flat repeats. Encoding and decoding (every layer) each run in a fresh process, so
-each peak RSS (ru_maxrss) is that stage's alone and includes the model and torch. Prints wall
-seconds, seconds per megapixel and peak RSS for each, then the same for the Kodak image itself, and
-writes them as JSON with --json.
+Images with a side over the codec's region side (1024) are coded as tiled files (FORMAT.md 1.1);
+`--region` sets another side. The big image is a Kodak photo upscaled 2x (bicubic), mirror-tiled
+to the size asked for, with a little Gaussian noise (sigma 2 levels, fixed seed), so it has the
+detail and noise of a camera photo rather than flat repeats. Encoding and decoding (every layer)
+each run in a fresh process, so each peak RSS (VmHWM) is that stage's alone and includes the
+model, torch, reading the PNG and writing the result. Prints wall seconds, seconds per megapixel
+and peak RSS for each, then the same for the Kodak image itself, and writes them as JSON with
+--json.
 """
 
 from __future__ import annotations
@@ -41,21 +44,32 @@ def photo_like(size: tuple[int, int], source: Path = DEFAULT_KODAK, seed: int = 
     base = np.asarray(img)
     row = np.concatenate([base, base[:, ::-1]] * -(-w // (2 * base.shape[1])), axis=1)[:, :w]
     out = np.concatenate([row, row[::-1]] * -(-h // (2 * base.shape[0])), axis=0)[:h]
-    noise = np.random.default_rng(seed).normal(0.0, 2.0, out.shape)
-    return np.clip(np.rint(out + noise), 0, 255).astype(np.uint8)
+    out = np.ascontiguousarray(out)
+    rng = np.random.default_rng(seed)
+    for r in range(0, h, 256):  # a block of rows at a time: no whole-image float64 temporaries
+        block = out[r : r + 256]
+        block[...] = np.clip(np.rint(block + rng.normal(0.0, 2.0, block.shape)), 0, 255)
+    return out
 
 
 def _peak_bytes() -> int:
-    """This process's peak resident set size (Linux reports KiB)."""
+    """This process's peak resident set size: VmHWM, which (unlike ru_maxrss, which keeps the
+    parent's size at the fork) counts this program alone; ru_maxrss where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _stage(stage: str, src: str, dst: str, tile: int | None) -> None:
+def _stage(stage: str, src: str, dst: str, tile: int | None, region: int | None) -> None:
     """Child process: encode the PNG `src` to `dst`, or decode `src` (.uqd) completely to `dst`."""
     import uqdm_codec
     from uqdm_codec.image_io import load_image
 
-    codec = uqdm_codec.get_codec(None, "cpu", tile=tile)
+    codec = uqdm_codec.get_codec(None, "cpu", tile=tile, region=region or "default")
     ready = _peak_bytes()
     t = time.perf_counter()
     if stage == "encode":
@@ -69,15 +83,17 @@ def _stage(stage: str, src: str, dst: str, tile: int | None) -> None:
     print(json.dumps({"seconds": seconds, "peak_bytes": _peak_bytes(), "model_bytes": ready}))
 
 
-def run_stage(stage: str, src: Path, dst: Path, tile: int | None) -> dict:
+def run_stage(stage: str, src: Path, dst: Path, tile: int | None, region: int | None) -> dict:
     cmd = [sys.executable, __file__, "--stage", stage, str(src), str(dst)]
     if tile:
         cmd += ["--tile", str(tile)]
+    if region:
+        cmd += ["--region", str(region)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(name: str, pixels: np.ndarray, work: Path, tile: int | None) -> dict:
+def measure(name: str, pixels: np.ndarray, work: Path, tile: int | None, region: int | None) -> dict:
     """Encode and decode `pixels` in child processes; check the decoded image is the original."""
     from PIL import Image
 
@@ -85,8 +101,8 @@ def measure(name: str, pixels: np.ndarray, work: Path, tile: int | None) -> dict
     Image.fromarray(pixels).save(png, compress_level=1)
     uqd, dec = work / f"{name}.uqd", work / f"{name}.npy"
     mp = pixels.shape[0] * pixels.shape[1] / 1e6
-    enc = run_stage("encode", png, uqd, tile)
-    decd = run_stage("decode", uqd, dec, tile)
+    enc = run_stage("encode", png, uqd, tile, region)
+    decd = run_stage("decode", uqd, dec, tile, region)
     if not np.array_equal(np.load(dec), pixels):
         raise SystemExit(f"{name}: decoded image differs from the original")
     row = {
@@ -121,13 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image", type=Path, help="measure this photo instead of a synthetic one")
     ap.add_argument("--kodak", type=Path, default=DEFAULT_KODAK, help="source and reference image")
     ap.add_argument("--tile", type=int, default=None, help="network tile side (default: the codec's)")
+    ap.add_argument("--region", type=int, default=None, help="region side (default: the codec's)")
     ap.add_argument("--no-reference", action="store_true", help="skip the Kodak image")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--stage", choices=["encode", "decode"], help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.stage:
-        _stage(args.stage, *args.paths, args.tile)
+        _stage(args.stage, *args.paths, args.tile, args.region)
         return
     from uqdm_codec.image_io import load_image
 
@@ -138,10 +155,11 @@ def main(argv: list[str] | None = None) -> None:
         big, name = photo_like((w, h), args.kodak), f"photo{w}x{h}"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(measure(name, big, Path(tmp), args.tile))
+        rows.append(measure(name, big, Path(tmp), args.tile, args.region))
         del big
         if not args.no_reference:
-            rows.append(measure(args.kodak.stem, load_image(args.kodak).pixels, Path(tmp), args.tile))
+            kodak = load_image(args.kodak).pixels
+            rows.append(measure(args.kodak.stem, kodak, Path(tmp), args.tile, args.region))
     if len(rows) == 2:
         a, b = rows
         enc, dec = (a[f"{s}_s_per_mp"] / b[f"{s}_s_per_mp"] for s in ("encode", "decode"))

@@ -26,9 +26,11 @@ _pillow_plugin.register()  # Image.open("x.uqd") works once uqdm_codec is import
 _CODECS: dict = {}
 
 
-def get_codec(model=None, device=None, tile: int | None = None):
-    """A cached Codec for (model, device): loading weights once per process."""
-    from .codec import Codec
+def get_codec(model=None, device=None, tile: int | None = None, region: int | None | str = "default"):
+    """A cached Codec for (model, device): loading weights once per process. `tile` (network tile
+    side) and `region` (longest side coded whole, None: never tile the file) are memory knobs; files
+    decode the same whatever the decoder's."""
+    from .codec import DEFAULT_REGION, Codec
     from .inference import DEFAULT_TILE, pick_device
     from .model import resolve_model_path
 
@@ -37,9 +39,10 @@ def get_codec(model=None, device=None, tile: int | None = None):
         str(resolve_model_path(model).resolve()) if not hasattr(model, "denoiser") else id(model),
         str(dev),
         tile or DEFAULT_TILE,
+        DEFAULT_REGION if region == "default" else region,
     )
     if key not in _CODECS:
-        _CODECS[key] = Codec(model, dev, tile or DEFAULT_TILE)
+        _CODECS[key] = Codec(model, dev, key[2], region=key[3])
     return _CODECS[key]
 
 

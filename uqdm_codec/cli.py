@@ -407,7 +407,8 @@ def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
         hd = fi.header
         out.print(
             f"{file}: {hd.width}x{hd.height} RGB, {hd.num_steps} diffusion steps + lossless layer, "
-            f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}",
+            f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}"
+            + (f", {fi.regions} regions of {hd.region[0]}x{hd.region[1]}" if hd.tiled else ""),
             highlight=False,
         )
         out.print(_layer_table(fi, f"{fi.total_bytes} bytes, {len(fi.layers)} of {hd.num_steps + 1} layers"))

@@ -36,6 +36,7 @@ from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, rele
 from .model import UQDM, resolve_model_path
 
 Progress = Callable[[int, int], None]
+DEFAULT_REGION = 1024  # longest side coded whole; larger images are tiled (FORMAT.md 1.1, README)
 
 
 @dataclass
@@ -444,6 +445,7 @@ class Codec:
         device=None,
         tile: int = DEFAULT_TILE,
         chunking: ChunkPolicy | None = ChunkPolicy(),
+        region: int | None = DEFAULT_REGION,
     ):
         if isinstance(model, UQDM):
             model = from_float(model)
@@ -453,6 +455,7 @@ class Codec:
         self.net = PriorNetwork(model, device)
         self.tile = tile
         self.chunking = chunking  # None: one chunk per layer, natural order
+        self.region = region  # an image with a longer side is coded in regions (None: never)
         self.fingerprint = model.fingerprint
 
     @property
@@ -533,14 +536,26 @@ class Codec:
         return flat_size + Layer(KIND_STEP, 1, 0, [Chunk(code(None), n, SHOW)]).size
 
     def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
-        """Encode an (H, W, 3) uint8 image into .uqd bytes."""
+        """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
+        as a tiled file (FORMAT.md 1.1), one region at a time."""
         pixels = _validate_pixels(pixels)
         h, w = pixels.shape[:2]
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
-        T = self.num_steps
+        header = Header(w, h, self.num_steps, seed, self.fingerprint, self.model.config.name, self.tile)
+        if self.region is not None and max(h, w) > self.region:
+            from . import regions
+
+            return regions.encode(self, pixels, header, progress)
+        return b"".join(self.encode_layers(pixels, header, progress))
+
+    def encode_layers(
+        self, pixels: np.ndarray, header: Header, progress: Progress | None = None
+    ) -> list[bytes]:
+        """The header bytes and then each layer's bytes of the untiled file `header` describes."""
+        h, w = pixels.shape[:2]
+        T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
-        header = Header(w, h, T, seed, self.fingerprint, self.model.config.name, self.tile)
         out = [header.to_bytes()]
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
         judge = _Judge(pixels, chain.blank_display())
@@ -569,7 +584,7 @@ class Codec:
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
-        return b"".join(out)
+        return out
 
     def _encode_layer(
         self,
@@ -690,6 +705,11 @@ class Codec:
         recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        if _is_tiled(data):
+            from . import regions
+
+            yield from regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed)
+            return
         session, images = self._levels(data, steps, progress, every_chunk)
         for image in images:
             yield session.reconstruct(image, recon, seed)
@@ -705,6 +725,10 @@ class Codec:
         """The image after `steps` diffusion steps (default: everything the file holds): the posterior
         mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        if _is_tiled(data):
+            from . import regions
+
+            return regions.decode(self, data, steps, progress, recon, seed)
         session, images = self._levels(data, steps, progress, every_chunk=False)
         *_, last = images
         return session.reconstruct(last, recon, seed)
@@ -882,7 +906,7 @@ class Decoder:
     def __init__(self, model=None, device=None):
         self._model, self._device = model, device
         self._buffer = bytearray()
-        self._session: _DecodeSession | None = None
+        self._session = None  # a _DecodeSession, or regions.StreamingTiles for a tiled file
         self._fresh = True  # nothing shown yet: the first image is news even if it is the blank one
         self.latest: DecodedImage | None = None
 
@@ -900,15 +924,27 @@ class Decoder:
             from . import get_codec
 
             codec = get_codec(model_for_file(header, self._model), self._device)
-            self._session = _DecodeSession(codec, header, size)
+            if header.tiled:
+                from .regions import StreamingTiles
+
+                self._session = StreamingTiles(codec, header, size)
+            else:
+                self._session = _DecodeSession(codec, header, size)
             self.latest = self._session.blank([])
-        images = list(self._session.advance(container.parse(bytes(self._buffer))))
+        if isinstance(self._session, _DecodeSession):
+            images = list(self._session.advance(container.parse(bytes(self._buffer))))
+        else:
+            images = self._session.feed(bytes(self._buffer))
         if images:
             self.latest = images[-1]
         elif not self._fresh:
             return None
         self._fresh = False
         return self.latest.to_pil()
+
+
+def _is_tiled(data: bytes) -> bool:
+    return container.parse_header(bytes(data[:512]))[0].tiled
 
 
 def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:

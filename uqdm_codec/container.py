@@ -31,6 +31,11 @@ MAX_PIXELS = 1 << 26  # 67 megapixels: what the decoder can hold in 24 GiB with 
 MAX_STEPS = 64
 MAX_NAME = 64
 
+MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
+TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
+_REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
+SEED_STRIDE = 0x9E3779B97F4A7C15  # region r's seed: file seed + r * SEED_STRIDE, modulo 2^64
+
 KIND_STEP = 1
 KIND_LOSSLESS = 2
 PARTITION_NATURAL = 0  # elements in their natural order (band, then C order; pixels in C order)
@@ -82,6 +87,27 @@ class Header:
     model_name: str
     tile: int = 1024  # the encoder's network tile side (informative: any tiling gives the same result)
     channels: int = 3
+    region: tuple[int, int] | None = None  # a tiled file's region width and height (FORMAT.md 1.1)
+
+    @property
+    def tiled(self) -> bool:
+        return self.region is not None
+
+    def regions(self) -> list[tuple[int, int, int, int]]:
+        """(x0, y0, x1, y1) of each region in coding order (rows of regions, left to right); the
+        whole image for an untiled file."""
+        rw, rh = self.region or (self.width, self.height)
+        return [
+            (x, y, min(x + rw, self.width), min(y + rh, self.height))
+            for y in range(0, self.height, rh)
+            for x in range(0, self.width, rw)
+        ]
+
+    def region_header(self, r: int) -> Header:
+        """Region r of a tiled file as the untiled file it is coded as (FORMAT.md 1.1)."""
+        x0, y0, x1, y1 = self.regions()[r]
+        seed = (self.seed + r * SEED_STRIDE) % (1 << 64)
+        return Header(x1 - x0, y1 - y0, self.num_steps, seed, self.fingerprint, self.model_name, self.tile)
 
     def to_bytes(self) -> bytes:
         name = self.model_name.encode("utf-8")
@@ -93,7 +119,7 @@ class Header:
             _HEAD.pack(
                 MAGIC,
                 VERSION,
-                0,
+                TILED if self.region else 0,
                 self.width,
                 self.height,
                 self.channels,
@@ -105,6 +131,8 @@ class Header:
             )
             + name
         )
+        if self.region:
+            body += _REGION.pack(*self.region)
         return body + _U32.pack(crc32(body))
 
 
@@ -182,14 +210,15 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         )
     if version != VERSION:
         raise FormatError(f"unsupported .uqd version {version} (this decoder reads version {VERSION})")
-    end = _HEAD.size + name_len + _U32.size
+    if flags & ~TILED:
+        raise FormatError(f"unsupported .uqd header flags {flags:#x}")
+    body = _HEAD.size + name_len + (_REGION.size if flags & TILED else 0)
+    end = body + _U32.size
     if len(data) < end:
         raise FormatError("file too short: the .uqd header is incomplete")
-    (stored,) = _U32.unpack_from(data, _HEAD.size + name_len)
-    if crc32(data[: _HEAD.size + name_len]) != stored:
+    (stored,) = _U32.unpack_from(data, body)
+    if crc32(data[:body]) != stored:
         raise FormatError("corrupted .uqd header (checksum mismatch)")
-    if flags != 0:
-        raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     if ch != 3:
         raise FormatError(f"unsupported channel count {ch}")
     if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
@@ -207,13 +236,23 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         name = data[_HEAD.size : _HEAD.size + name_len].decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError("invalid model name in header") from None
-    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch), end
+    region = None
+    if flags & TILED:
+        region = _REGION.unpack_from(data, _HEAD.size + name_len)
+        rw, rh = region
+        if not (16 <= rw and 16 <= rh and rw % 16 == 0 and rh % 16 == 0):
+            raise FormatError(f"invalid region size {rw}x{rh} in header")
+        if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
+            raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
+    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region), end
 
 
 def parse(data: bytes) -> ParsedFile:
     """Split a (possibly truncated) .uqd byte string into header and layers."""
     data = bytes(data)
     header, pos = parse_header(data)
+    if header.tiled:
+        raise ValueError("a tiled file is parsed region by region: split_tiled()")
     out = ParsedFile(header, pos, [])
     expected_index = 1
     while pos < len(data):
@@ -326,3 +365,67 @@ def cut_chunk_bytes(data: bytes, chunk_start: int, end: int) -> bytes:
 def _truncated_note(index: int, header: Header, nbytes: int) -> str:
     what = "lossless layer" if index == header.num_steps + 1 else f"layer {index}"
     return f"ignoring {nbytes} trailing bytes: {what} is incomplete"
+
+
+@dataclass
+class RegionPart:
+    """One region of a tiled file as the untiled file it is coded as: its header (made, not read:
+    FORMAT.md 1.1) and the layer records of it the file holds, with where each came from."""
+
+    header: Header
+    data: bytes  # header.to_bytes() + the region's layer records present (the last maybe in part)
+    header_size: int
+    segments: list[tuple[int, int, int]] = field(default_factory=list)  # (offset here, in file, length)
+
+    def file_offset(self, offset: int) -> int | None:
+        """Where an offset of `data` lies in the tiled file (None: inside the made header)."""
+        for here, there, length in self.segments:
+            if here <= offset <= here + length:
+                return there + offset - here
+        return None
+
+
+def _record_end(data: bytes, pos: int) -> int | None:
+    """End of the layer record (layer header and chunks) starting at `pos`, from its header alone;
+    None if the data ends inside that header. Checks nothing: the record's own parse does."""
+    if len(data) - pos < _LAYER.size:
+        return None
+    n_chunks = data[pos + 3]
+    cursor, total = pos + _LAYER.size, 0
+    for _ in range(n_chunks):
+        count = get_varint(data, cursor)
+        words = get_varint(data, count[1]) if count else None
+        if words is None:
+            return None
+        total += _CHUNK.size + 4 * words[0]
+        cursor = words[1]
+    return cursor + _U32.size + total
+
+
+def split_tiled(data: bytes) -> tuple[Header, int, list[RegionPart]]:
+    """A tiled file (FORMAT.md 1.1) as its regions' untiled files: layer records come layer by
+    layer, region by region within a layer, so record j belongs to region j mod R."""
+    data = bytes(data)
+    header, size = parse_header(data)
+    pos = size
+    if not header.tiled:
+        raise ValueError("not a tiled file")
+    count = len(header.regions())
+    heads = [header.region_header(r) for r in range(count)]
+    pieces = [[h.to_bytes()] for h in heads]
+    parts = [RegionPart(h, b"", len(p[0])) for h, p in zip(heads, pieces)]
+    sizes = [len(p[0]) for p in pieces]
+    j = 0
+    while pos < len(data):
+        if j >= (header.num_steps + 1) * count:
+            raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)")
+        end = _record_end(data, pos)
+        end = len(data) if end is None else min(end, len(data))
+        r = j % count
+        parts[r].segments.append((sizes[r], pos, end - pos))
+        pieces[r].append(data[pos:end])
+        sizes[r] += end - pos
+        pos, j = end, j + 1
+    for part, piece in zip(parts, pieces):
+        part.data = b"".join(piece)
+    return header, size, parts

@@ -37,6 +37,7 @@ class FileInfo:
     cut_points: list[int] = field(default_factory=list)  # chunk ends (truncate also cuts inside chunks)
     chunk_spans: list[tuple[int, int]] = field(default_factory=list)  # (CRC offset, end) of each chunk
     ends_in_cut_chunk: bool = False  # as `truncate` leaves most files (FORMAT.md 2.1)
+    regions: int = 1  # independently coded regions (FORMAT.md 1.1)
 
     @property
     def complete(self) -> bool:
@@ -52,6 +53,8 @@ def bpp_of(nbytes: int, header: Header) -> float:
 
 
 def info(data: bytes) -> FileInfo:
+    if container.parse_header(bytes(data[:512]))[0].tiled:
+        return _tiled_info(data)
     parsed = container.parse(data)
     hd = parsed.header
     layers, prev = [], parsed.header_size
@@ -72,6 +75,36 @@ def info(data: bytes) -> FileInfo:
     spans = [(end - container.CHUNK_CRC_BYTES - len(c.payload), end) for c, end in zip(chunks, cuts[1:])]
     cut = bool(chunks) and chunks[-1].cut
     return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts, spans, cut)
+
+
+def _tiled_info(data: bytes) -> FileInfo:
+    """info() of a tiled file: its regions' layers and chunks, at their places in the file."""
+    hd, header_size, parts = container.split_tiled(data)
+    infos = [info(part.data) for part in parts]
+    layers = []
+    for i in range(min(len(f.layers) for f in infos)):
+        last = parts[-1].file_offset(infos[-1].layers[i].end)
+        layers.append(
+            LayerInfo(
+                i + 1,
+                infos[0].layers[i].lossless,
+                0,  # set below: the file's bytes between this layer's end and the last one's
+                last,
+                bpp_of(last, hd),
+                sum(f.layers[i].chunks for f in infos),
+            )
+        )
+    for prev, layer in zip([header_size, *[la.end for la in layers]], layers):
+        layer.bytes = layer.end - prev
+    cuts, spans, warnings = {header_size}, [], []
+    for r, (part, f) in enumerate(zip(parts, infos)):
+        cuts.update(part.file_offset(c) for c in f.cut_points[1:])
+        spans += [(part.file_offset(a), part.file_offset(b)) for a, b in f.chunk_spans]
+        x0, y0, *_ = hd.regions()[r]
+        warnings += [f"region {r + 1} (at {x0},{y0}): {w}" for w in f.warnings]
+    cut = any(f.ends_in_cut_chunk for f in infos)
+    cuts, spans = sorted(cuts), sorted(spans)
+    return FileInfo(hd, header_size, len(data), layers, warnings, cuts, spans, cut, len(parts))
 
 
 def truncate(
