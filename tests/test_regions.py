@@ -116,6 +116,10 @@ def test_partial_layer_refines_the_regions_before_the_cut(tiled, tiled_codec):
     assert np.array_equal(out.pixels[y1:], three[y1:]) and np.array_equal(out.pixels[:, x1:], three[:, x1:])
     with pytest.raises(UqdmError, match="3 complete steps"):
         tiled_codec.decode(data[:end], steps=4)
+    # the level-by-level decoder ends on the same image, and its levels before are the steps
+    levels = list(tiled_codec.iter_decode(data[:end]))
+    assert [lv.layer for lv in levels] == [0, 1, 2, 3, 4]
+    assert np.array_equal(levels[-1].pixels, out.pixels) and np.array_equal(levels[3].pixels, three)
 
 
 def test_streaming_and_sampling(tiled, tiled_codec, tiny_model):
@@ -178,3 +182,8 @@ def test_command_line_on_a_tiled_file(tiled, tmp_path, tiny_model_path):
     r = runner.invoke(app, ["decode", str(path), "-m", tiny_model_path, "-o", str(tmp_path / "out.png")])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), img)
+    strip, folder = tmp_path / "strip.png", tmp_path / "levels"
+    args = ["decode", str(path), "-m", tiny_model_path, "--progression", str(strip), "--all-steps", str(folder)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert strip.exists() and len(list(folder.glob("*.png"))) == 10  # header, 8 steps, lossless

@@ -159,27 +159,29 @@ def iter_decode(
     recon: str,
     seed: int,
 ) -> Iterator[DecodedImage]:
-    """Codec.iter_decode of a tiled file: the whole image before any step and after each layer,
-    the regions advanced in step. Every region's chain is alive at once (like an untiled image's)."""
+    """Codec.iter_decode of a tiled file: the whole image before any step and after each layer.
+    The regions are decoded one at a time (one chain alive, as in decode()) and their images kept
+    per level: the whole progression costs the images (what a caller that keeps every level holds
+    anyway), not every region's chain at once. A region with fewer layers keeps its last image."""
     hd, parts = _check(codec, data, steps, every_chunk)
     size = len(hd.to_bytes())
+    levels: list[list[DecodedImage | None]] = []
+    for r, part in enumerate(parts):
+
+        def step(i: int, n: int, r: int = r) -> None:
+            if progress:
+                progress(r * n + i, len(parts) * n)
+
+        levels.append(list(codec.iter_decode(part.data, steps, step, False, recon, seed)))
+        part.data = b""
+        release_memory()
     mosaic = _Mosaic(hd, parts)
-    streams = [codec.iter_decode(p.data, steps, None, False, recon, seed) for p in parts]
-    alive, count = [True] * len(streams), 0
-    while True:
-        for r, stream in enumerate(streams):
-            image = next(stream, None) if alive[r] else None
-            if image is None:
-                alive[r] = False
-            else:
-                mosaic.put(r, image)
-        if not any(alive):
-            return
-        out = mosaic.image(size)
-        if progress and count and out.complete:
-            progress(out.layer, codec.num_steps + 1 if steps is None else steps)
-        count += 1
-        yield out
+    for n in range(max(len(lv) for lv in levels)):
+        for r, lv in enumerate(levels):
+            if n < len(lv):
+                mosaic.put(r, lv[n])
+                lv[n] = None  # pasted: the whole image holds it now
+        yield mosaic.image(size)
 
 
 class StreamingTiles:
