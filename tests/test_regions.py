@@ -183,7 +183,7 @@ def test_command_line_on_a_tiled_file(tiled, tmp_path, tiny_model_path):
     assert r.exit_code == 0, r.stdout + r.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), img)
     strip, folder = tmp_path / "strip.png", tmp_path / "levels"
-    args = ["decode", str(path), "-m", tiny_model_path, "--progression", str(strip), "--all-steps", str(folder)]
-    r = runner.invoke(app, args)
+    args = ["--progression", str(strip), "--all-steps", str(folder)]
+    r = runner.invoke(app, ["decode", str(path), "-m", tiny_model_path, *args])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert strip.exists() and len(list(folder.glob("*.png"))) == 10  # header, 8 steps, lossless

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container, entropy, haar, randomness, sampling
+from . import colour, container, entropy, haar, randomness, sampling
 from .container import (
     KIND_LOSSLESS,
     KIND_STEP,
@@ -150,6 +150,20 @@ class ChunkPolicy:
         return ends + tail, len(ends)
 
 
+def _phase_ends(n: int, bounds: list[int]) -> list[int]:
+    """Chunk ends of a layer in natural partition: one chunk per colour present."""
+    return sorted({b for b in bounds if 0 < b < n} | {n})
+
+
+def _split_at(ends: list[int], head: int, bounds: list[int]) -> tuple[list[int], int]:
+    """Chunk ends (and the number before the tail) with a chunk also ending at every colour start
+    in `bounds`: a chunk holds one colour (FORMAT.md 6.3)."""
+    new = sorted(set(ends) | {b for b in bounds if 0 < b < ends[-1]})
+    if head >= len(ends):
+        return new, len(new)
+    return new, sum(1 for e in new if e <= ends[head - 1])
+
+
 def _check(arr: np.ndarray) -> int:
     return container.crc32(np.ascontiguousarray(arr).tobytes())
 
@@ -164,9 +178,10 @@ def _to_image(x_data: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
-def importance_order(prior: entropy.StepPrior | entropy.CodedPrior) -> np.ndarray:
-    """Elements by decreasing prior scale / quantiser step (ties: natural order); int32 positions
-    (half the memory of argsort's int64) when they fit."""
+def importance_order(prior: entropy.StepPrior | entropy.CodedPrior, colours: np.ndarray) -> np.ndarray:
+    """Elements colour by colour (the colour context's phases, FORMAT.md 6.3), within a colour by
+    decreasing prior scale / quantiser step (ties: natural order); int32 positions (half the
+    memory of argsort's int64) when they fit."""
     n = len(prior)
     key = np.empty(n)
     for sl in entropy.slices(n):
@@ -175,7 +190,20 @@ def importance_order(prior: entropy.StepPrior | entropy.CodedPrior) -> np.ndarra
     np.negative(key, out=key)
     order = np.argsort(key, kind="stable")
     del key
+    order = order[np.argsort(colours[order], kind="stable")]
     return order.astype(np.int32) if n < 2**31 else order
+
+
+def natural_order(colours: np.ndarray) -> np.ndarray:
+    """Partition 0: natural order within each colour, colours in turn (FORMAT.md 6.3)."""
+    order = np.argsort(colours, kind="stable")
+    return order.astype(np.int32) if colours.size < 2**31 else order
+
+
+def phase_bounds(colours: np.ndarray) -> list[int]:
+    """Where colours 1 and 2 start in a layer's element order (the chunk boundaries they force)."""
+    counts = np.bincount(colours, minlength=3)
+    return [int(counts[0]), int(counts[0] + counts[1])]
 
 
 def _narrow(k: np.ndarray) -> np.ndarray:
@@ -235,6 +263,15 @@ class _Chain:
         self.lossless = np.zeros(0, np.uint8)  # decoded pixel levels of the lossless layer
         self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
         self.received = np.zeros(0, bool)  # which of the current step's elements arrived
+        # colour context of the current step (colour.py): each element's colour, the x~ of the
+        # Haar step's elements (the pixel step keeps pixel_tilde), the layer's parameters, which
+        # colours are conditioned already, and where colours 1 and 2 start in the layer's order
+        self.colours = np.zeros(0, np.uint8)
+        self.tilde = np.zeros(0)
+        self.context: colour.Context = ()
+        self.conditioned = np.ones(3, bool)
+        self.bounds = [0, 0]
+        self._pairs: np.ndarray | None = None
 
     def fork(self) -> _Chain:
         """An independent copy (arrays copied, network and tables shared), for running the chain on
@@ -295,6 +332,7 @@ class _Chain:
             zeros = np.zeros(loc.size, np.uint8)
             u = randomness.dither(self.seed, i, (loc.size,))
             self.received = np.zeros(loc.size, bool)
+            self._start_context(np.repeat(np.arange(3, dtype=np.uint8), self.h * self.w))
             return entropy.CodedPrior(
                 loc, scale, u, zeros, np.array([self.sched.pixel_quant]), zeros, np.array([1.0])
             )
@@ -335,7 +373,99 @@ class _Chain:
         bounds = np.array([haar.band_bound(b, self.levels) for b in range(len(counts))])
         u = randomness.dither(self.seed, i, (loc.size,))
         self.received = np.zeros(loc.size, bool)
+        self.tilde = np.zeros(loc.size)
+        colours = np.empty(loc.size, np.uint8)
+        for b, size in enumerate(self._plane_sizes()):
+            s0, s1 = self._band_start[b], self._band_start[b + 1]
+            colours[s0:s1] = (self.coded_flat[s0:s1] // size) % 3
+        self._start_context(colours)
         return entropy.CodedPrior(loc, scale, u, codes, q_table, self.coded_band, bounds)
+
+    def _plane_sizes(self) -> list[int]:
+        """Rows x columns of each Haar band (a band array is (3 colours, rows, columns), or
+        (3 orientations, 3 colours, rows, columns) for a detail band)."""
+        return [int(b.shape[-1] * b.shape[-2]) for b in self.state]
+
+    # ------------------------------------------------------------------ colour context
+
+    def _start_context(self, colours: np.ndarray) -> None:
+        self.colours = colours
+        self.context, self._pairs = (), None
+        self.conditioned = np.array([True, False, False])
+        self.bounds = phase_bounds(colours)
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """colour.partners() of the current step's elements, made when first needed."""
+        if self._pairs is None:
+            if self._released:  # the pixel step: every pixel, (colour, row, column) order
+                self._pairs = colour.pixel_partners(self.colours.size)
+            else:
+                self._pairs = colour.partners(
+                    self.colours, self.coded_band, self.coded_flat, self._plane_sizes()
+                )
+        return self._pairs
+
+    def set_context(self, ctx: colour.Context) -> None:
+        """The layer's colour context (from its header, or the encoder's fit)."""
+        colour.check(ctx, self._context_bands())
+        self.context = ctx
+
+    def _context_bands(self) -> int:
+        return 1 if self._released else self.levels + 1
+
+    def _element_bands(self) -> np.ndarray:
+        """Each element's band for the colour context (the pixel step has one)."""
+        return np.zeros(self.colours.size, np.int8) if self._released else self.coded_band
+
+    def advance_context(self, prior: entropy.CodedPrior, applied: int) -> None:
+        """`applied` elements of the step (in its layer's order) have been applied: condition
+        every colour whose predecessors are all in (FORMAT.md 6.4), moving its prior and, for
+        elements not received yet, the estimate a partial display shows."""
+        for c in (1, 2):
+            if self.conditioned[c] or applied < self.bounds[c - 1]:
+                continue
+            self.conditioned[c] = True
+            if not self.context:
+                continue
+            tilde = self.pixel_tilde if self._released else self.tilde
+            moved = colour.condition(
+                c,
+                self.context,
+                self.colours,
+                self._element_bands(),
+                self.pairs,
+                tilde,
+                prior.loc,
+                prior.scale,
+            )
+            moved = moved[~self.received[moved]]
+            if self._released:  # unreceived pixels show their prior location
+                self.pixel_shown[moved] = entropy.data_to_pixels(prior.loc[moved])
+                continue
+            for b in np.unique(self.coded_band[moved]):
+                at = moved[self.coded_band[moved] == b]
+                bd = haar.band_bound(int(b), self.levels)
+                self.estimate[b].reshape(-1)[self.coded_flat[at]] = np.clip(prior.loc[at], -bd, bd)
+
+    def coding_prior(
+        self, prior: entropy.CodedPrior, x: np.ndarray
+    ) -> tuple[colour.Context, entropy.CodedPrior]:
+        """The encoder's side: the context it sends for this step and the prior every element is
+        coded with, i.e. what `prior` becomes once the decoder has conditioned every colour
+        (computed here at once, from the encoder's own x~). `prior` itself is left as it is."""
+        band = self._element_bands()
+        ctx = colour.fit(x, prior, self.colours, band, self.pairs, self._context_bands())
+        coded = replace(prior, loc=prior.loc.copy(), scale=prior.scale.copy())
+        if ctx:
+            k = entropy.quantise(x, coded)
+            tilde = entropy.reconstruct(k, coded)
+            for c in (1, 2):
+                colour.condition(c, ctx, self.colours, band, self.pairs, tilde, coded.loc, coded.scale)
+                now = np.flatnonzero(self.colours == c)
+                sub = coded.part(now)
+                tilde[now] = entropy.reconstruct(entropy.quantise(x[now], sub), sub)
+        return ctx, coded
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
         """The encoder's values of step i's coded elements (natural order, as prior()), float64."""
@@ -356,6 +486,7 @@ class _Chain:
             if shown is not None:
                 self.pixel_shown[which] = entropy.data_to_pixels(shown)  # kept as the level it shows
             return
+        self.tilde[which] = x_tilde
         for b, sel, flat in self._move(self.z, self.state, i, which, x_tilde):
             if shown is not None:
                 self.estimate[b].reshape(-1)[flat] = shown[sel]
@@ -470,19 +601,30 @@ class Codec:
         cum: np.ndarray | None,
         n: int,
         order,
+        natural,
+        bounds: list[int],
         code,
         size: int,
         flat: tuple[int, int] | None,
         first: bool,
     ):
-        """(partition, order, ends, payloads, head) of one layer of n elements: one natural-order
-        chunk for the first layer or without chunking (pol None); else chunks in importance order,
-        cum being the cumulative estimated bytes in that order, whose tail (the chunks from `head`
-        on) is grown until the bytes before it fit within flat = (start, end): where the same file
-        without sub-step chunks would start and end this layer. code(part) codes the elements
-        `part` (natural-order positions; None: all)."""
+        """(partition, order, ends, payloads, head) of one layer of n elements: natural order, one
+        chunk per colour, for the first layer or without chunking (pol None); else chunks in
+        importance order, cum being the cumulative estimated bytes in that order, whose tail (the
+        chunks from `head` on) is grown until the bytes before it fit within flat = (start, end):
+        where the same file without sub-step chunks would start and end this layer. Chunks end
+        where colours 1 and 2 start (`bounds`). code(part) codes the elements `part`
+        (natural-order positions)."""
         if pol is None or first:
-            return PARTITION_NATURAL, np.arange(n), [n], [code(None)], 1
+            ends = _phase_ends(n, bounds)
+            return (
+                PARTITION_NATURAL,
+                natural,
+                ends,
+                [code(natural[s:e]) for s, e in zip([0, *ends[:-1]], ends)],
+                0,
+            )
+        pol = replace(pol, max_chunks=pol.max_chunks - len(bounds))
         cache: dict[tuple[int, int], bytes] = {}
 
         def payloads(ends):
@@ -498,7 +640,7 @@ class Codec:
         for pieces in (True, False):
             tail = size - flat[0] + pol.chunk_overhead * len(plain) + 24.0 if flat else 0.0
             for _ in range(6):
-                ends, head = pol.split_cum(cum, size, tail if pol.tail else 0.0, pieces)
+                ends, head = _split_at(*pol.split_cum(cum, size, tail if pol.tail else 0.0, pieces), bounds)
                 pays = payloads(ends)
                 if head >= len(ends) or not flat or not pol.tail:
                     return PARTITION_IMPORTANCE, order, ends, pays, head
@@ -531,9 +673,12 @@ class Codec:
             start = end
         return partition, chunks
 
-    def _flat_end(self, flat_size: int, n: int, code) -> int:
-        """Where the layer would end in the same file without sub-step chunks (for the tail)."""
-        return flat_size + Layer(KIND_STEP, 1, 0, [Chunk(code(None), n, SHOW)]).size
+    def _flat_end(self, flat_size: int, i: int, natural, bounds, code, context) -> int:
+        """Where the layer would end in the same file without sub-step chunks (for the tail): one
+        chunk per colour (FORMAT.md 6.3)."""
+        ends = _phase_ends(natural.size, bounds)
+        chunks = [Chunk(code(natural[s:e]), e - s) for s, e in zip([0, *ends[:-1]], ends)]
+        return flat_size + Layer(KIND_STEP, i, 0, chunks, 0, context).size
 
     def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
@@ -565,10 +710,10 @@ class Codec:
             if i <= T:
                 prior = chain.prior(i, pred)
                 pred = None
-                order = importance_order(prior)  # before the symbols: its sort is the largest temporary
+                order = importance_order(prior, chain.colours)  # before the symbols: the largest temporary
             if i == T:
                 x_bands = None  # the pixel step codes pixels
-            partition, chunks, flat_size = self._encode_layer(
+            partition, chunks, flat_size, context = self._encode_layer(
                 chain, i, pixels, x_bands, prior, order, judge, size, flat_size, policy
             )
             if i < T:
@@ -579,7 +724,7 @@ class Codec:
                 shown = pixels if i == T + 1 else chain.pixel_display()
             chunks[-1].flags = SHOW if judge(shown) or i == T + 1 else 0  # the exact image always shows
             kind = KIND_LOSSLESS if i == T + 1 else KIND_STEP
-            out.append(Layer(kind, i, _check(shown), chunks, partition).to_bytes())
+            out.append(Layer(kind, i, _check(shown), chunks, partition, context).to_bytes())
             release_memory()
             size += len(out[-1])
             if progress:
@@ -611,9 +756,9 @@ class Codec:
             xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
             bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
 
+            bounds, context = [], ()
+
             def code(part):
-                if part is None:
-                    return entropy.encode_levels(levels, xt, loc, scale, q)
                 return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q)
 
             def apply(part):
@@ -624,19 +769,25 @@ class Codec:
                 xs = entropy.pixels_to_data(pixels.transpose(2, 0, 1)).reshape(-1)
             else:
                 xs = chain.elements(i, None, x_bands)
-            k = _narrow(entropy.quantise(xs, prior))
+            context, coded = chain.coding_prior(prior, xs)
+            chain.set_context(context)
+            k = _narrow(entropy.quantise(xs, coded))
             del xs
-            bits = entropy.step_element_bits(k, prior)
+            bits = entropy.step_element_bits(k, coded)
+            bounds = chain.bounds
+            applied = [0]
 
             def code(part):
-                if part is None:
-                    return entropy.encode_step(k, prior)
-                return entropy.encode_step(k[part], prior.part(part))
+                return entropy.encode_step(k[part], coded.part(part))
 
             def apply(part):
-                sub = prior.part(part)
+                sub = coded.part(part)
                 xt = entropy.reconstruct(k[part], sub)
                 chain.apply(i, xt, part, chain.posterior(i, xt, sub))
+                applied[0] += part.size
+                chain.advance_context(prior, applied[0])
+
+            chain.advance_context(prior, 0)
 
         def partial(net: bool) -> np.ndarray:
             return chain.partial_display(i, prior, net)
@@ -652,12 +803,18 @@ class Codec:
             cum /= 8.0
         else:
             del bits
-        flat = (flat_size, self._flat_end(flat_size, n, code)) if chunked else None
-        cut = self._cut(policy, cum, n, order, code, size, flat, first=i == 1)
+        natural = natural_order(chain.colours) if bounds else np.arange(n)
+        flat = (flat_size, self._flat_end(flat_size, i, natural, bounds, code, context)) if chunked else None
+        cut = self._cut(policy, cum, n, order, natural, bounds, code, size, flat, first=i == 1)
         del cum
-        flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)]).size
+        if not flat:
+            flat_size = size + Layer(KIND_STEP, i, 0, [Chunk(p, 0) for p in cut[3]], 0, context).size
+        else:
+            flat_size = flat[1]
         partition, chunks = self._layer(cut, apply, partial, i < T, judge)
-        return partition, chunks, flat_size
+        if i <= T and not np.array_equal(prior.loc, coded.loc):
+            raise AssertionError("colour context: the decoder's prior would differ from the encoder's")
+        return partition, chunks, flat_size, context
 
     # ------------------------------------------------------------------ decode
 
@@ -746,6 +903,7 @@ class _DecodeSession:
         self.pred: Prediction | None = None
         self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
+        self.pixel_order = self.order  # the pixel step's importance order, which the lossless layer keeps
         self.layer, self.chunk, self.done_steps = 1, 0, 0
         self.started = 0  # the layer whose prior and order are set up (a layer may arrive chunkless)
         self.nbytes = header_size
@@ -778,14 +936,21 @@ class _DecodeSession:
 
     def _start_layer(self, layer: Layer) -> None:
         i = layer.index
-        if i <= self.T:
-            self.prior = self.chain.prior(i, self.pred)
-            self.pred = None  # the prior holds what the step needs of it
-        count = len(self.prior) if i <= self.T else self.hd.width * self.hd.height * 3
-        if layer.partition == PARTITION_IMPORTANCE:
-            self.order = importance_order(self.prior)
-        else:
-            self.order = np.arange(count)
+        if i > self.T:  # the lossless layer: the pixel step's order (its scales before conditioning)
+            if layer.partition == PARTITION_IMPORTANCE:
+                self.order = self.pixel_order
+            else:
+                self.order = natural_order(self.chain.colours)
+            return
+        self.prior = self.chain.prior(i, self.pred)
+        self.pred = None  # the prior holds what the step needs of it
+        if layer.partition == PARTITION_IMPORTANCE or i == self.T:
+            self.order = importance_order(self.prior, self.chain.colours)
+            self.pixel_order = self.order
+        if layer.partition != PARTITION_IMPORTANCE:
+            self.order = natural_order(self.chain.colours)
+        self.chain.set_context(layer.context)
+        self.chain.advance_context(self.prior, 0)
 
     def _apply_chunk(self, i: int, chunk: Chunk, part: np.ndarray) -> None:
         """Decode a chunk and move the chain past its elements; of a cut chunk, past those its
@@ -869,8 +1034,12 @@ class _DecodeSession:
                 part = self.order[start : start + chunk.count]
                 if part.size != chunk.count:
                     raise SyncError(_sync_message(i))
+                if i <= T and any(start < b < start + chunk.count for b in self.chain.bounds):
+                    raise FormatError(f"layer {i}, chunk {c + 1}: holds elements of two colours")
                 start += chunk.count
                 self._apply_chunk(i, chunk, part)
+                if i <= T and not chunk.cut:
+                    self.chain.advance_context(self.prior, start)
                 self.chunk, self.nbytes = c + 1, ends[c]
                 self.ended = chunk.cut  # a cut chunk ends the file (and what of it can be applied)
                 if c >= inner:

@@ -16,14 +16,16 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from . import colour
 from .errors import FormatError
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 4
+VERSION = 5
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
     3: "uqdm 0.4, whose chunks could not be cut and whose model is no longer shipped",
+    4: "uqdm 0.5, before colour context",
 }
 MIN_CUT_WORDS = 2  # a cut chunk holds at least the coder's 64-bit state
 MAX_SIDE = 65535
@@ -163,9 +165,12 @@ class Layer:
     display_check: int
     chunks: list[Chunk]
     partition: int = 0
+    context: colour.Context = ()  # a step layer's colour context (FORMAT.md 6.4)
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
+        if self.kind == KIND_STEP:
+            body += colour.to_bytes(self.context)
         body += b"".join(
             put_varint(4 * c.count + c.flags) + put_varint(len(c.payload) // 4) for c in self.chunks
         )
@@ -263,7 +268,13 @@ def parse(data: bytes) -> ParsedFile:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
             break
         kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
-        spans, cursor = [], pos + _LAYER.size
+        spans, cursor, context = [], pos + _LAYER.size, ()
+        if kind == KIND_STEP:
+            block = colour.parse(data, cursor)
+            if block is None:
+                out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
+                break
+            context, cursor = block
         for _ in range(n_chunks):
             count = get_varint(data, cursor)
             words = get_varint(data, count[1]) if count else None
@@ -289,7 +300,7 @@ def parse(data: bytes) -> ParsedFile:
         if sum(span[0] for span in spans) > most:
             raise FormatError(f"layer {index} claims more elements than the image has")
         pos = cursor + _U32.size
-        layer = Layer(kind, index, check, [], partition)
+        layer = Layer(kind, index, check, [], partition, context)
         ends = []
         complete = True
         for j, (count, length, flags) in enumerate(spans):
@@ -392,6 +403,10 @@ def _record_end(data: bytes, pos: int) -> int | None:
         return None
     n_chunks = data[pos + 3]
     cursor, total = pos + _LAYER.size, 0
+    if data[pos] == KIND_STEP:
+        if cursor >= len(data):
+            return None
+        cursor += 1 + colour.ENTRY.size * bin(data[cursor]).count("1")
     for _ in range(n_chunks):
         count = get_varint(data, cursor)
         words = get_varint(data, count[1]) if count else None
