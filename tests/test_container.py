@@ -104,6 +104,7 @@ def _header_with(**fields):
         (dict(version=9), "version 9"),
         (dict(version=1), "version 1 was written by uqdm 0.1.*re-encode"),
         (dict(version=2), "version 2 was written by uqdm 0.2.*re-encode"),
+        (dict(version=4), "version 4 was written by uqdm 0.5.*re-encode"),
         (dict(flags=2), "flags"),
         (dict(flags=1), "incomplete"),  # tiled: the region size is missing
         (dict(tile=0), "tile"),

@@ -156,6 +156,7 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     for i in range(1, T + 1):
         prior = chain.prior(i, pred)
         xs = chain.elements(i, xp, x_bands)
+        _, prior = chain.coding_prior(prior, xs)  # as coded: colour context included
         if not sched.is_pixel_step(i):  # the state before the step, per coded element
             states = [
                 chain.state[b].ravel()[chain.coded_flat[chain.coded_band == b]] for b in range(len(names))

@@ -1169,7 +1169,9 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
     out, pred, prior = [], None, None
     for i in range(1, T + 1):
         prior = chain.prior(i, pred)
-        k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
+        xs = chain.elements(i, xp, x_bands)
+        _, prior = chain.coding_prior(prior, xs)  # colour context included
+        k = entropy.quantise(xs, prior)
         out.append(entropy.step_ideal_bits(k, prior))
         chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
         pred = chain.predict(i) if i < T else None
