@@ -150,20 +150,6 @@ class ChunkPolicy:
         return ends + tail, len(ends)
 
 
-def _phase_ends(n: int, bounds: list[int]) -> list[int]:
-    """Chunk ends of a layer in natural partition: one chunk per colour present."""
-    return sorted({b for b in bounds if 0 < b < n} | {n})
-
-
-def _split_at(ends: list[int], head: int, bounds: list[int]) -> tuple[list[int], int]:
-    """Chunk ends (and the number before the tail) with a chunk also ending at every colour start
-    in `bounds`: a chunk holds one colour (FORMAT.md 6.3)."""
-    new = sorted(set(ends) | {b for b in bounds if 0 < b < ends[-1]})
-    if head >= len(ends):
-        return new, len(new)
-    return new, sum(1 for e in new if e <= ends[head - 1])
-
-
 def _check(arr: np.ndarray) -> int:
     return container.crc32(np.ascontiguousarray(arr).tobytes())
 
@@ -178,32 +164,37 @@ def _to_image(x_data: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
-def importance_order(prior: entropy.StepPrior | entropy.CodedPrior, colours: np.ndarray) -> np.ndarray:
-    """Elements colour by colour (the colour context's phases, FORMAT.md 6.3), within a colour by
-    decreasing prior scale / quantiser step (ties: natural order); int32 positions (half the
-    memory of argsort's int64) when they fit."""
+def importance_order(
+    prior: entropy.StepPrior | entropy.CodedPrior, colours: np.ndarray, places: np.ndarray
+) -> np.ndarray:
+    """Partition 1 (FORMAT.md 6.3): places by decreasing largest prior scale / quantiser step of
+    their elements (ties: place order), a place's elements in colour order, so the most uncertain
+    come first and an element's colour partners before it; int32 positions (half the memory of
+    int64) when they fit."""
     n = len(prior)
     key = np.empty(n)
     for sl in entropy.slices(n):
         p = prior.part(sl)
         np.divide(p.scale, p.quant_step, out=key[sl])
-    np.negative(key, out=key)
-    order = np.argsort(key, kind="stable")
+    ids, place = np.unique(places, return_inverse=True)
+    best = np.full(ids.size, -np.inf)
+    np.maximum.at(best, place, key)
     del key
-    order = order[np.argsort(colours[order], kind="stable")]
+    order = np.lexsort((colours, place, -best[place]))
     return order.astype(np.int32) if n < 2**31 else order
 
 
-def natural_order(colours: np.ndarray) -> np.ndarray:
-    """Partition 0: natural order within each colour, colours in turn (FORMAT.md 6.3)."""
-    order = np.argsort(colours, kind="stable")
+def natural_order(colours: np.ndarray, places: np.ndarray) -> np.ndarray:
+    """Partition 0: places in natural order, a place's elements in colour order (FORMAT.md 6.3)."""
+    order = np.lexsort((colours, places))
     return order.astype(np.int32) if colours.size < 2**31 else order
 
 
-def phase_bounds(colours: np.ndarray) -> list[int]:
-    """Where colours 1 and 2 start in a layer's element order (the chunk boundaries they force)."""
-    counts = np.bincount(colours, minlength=3)
-    return [int(counts[0]), int(counts[0] + counts[1])]
+def colour_groups(colours: np.ndarray, part: np.ndarray) -> list[np.ndarray]:
+    """Positions within a chunk (its elements `part`) of its colour-0, -1 and -2 elements, in the
+    chunk's order: the groups its symbols are coded in (FORMAT.md 6.3)."""
+    col = colours[part]
+    return [np.flatnonzero(col == c) for c in range(3)]
 
 
 def _narrow(k: np.ndarray) -> np.ndarray:
@@ -263,14 +254,12 @@ class _Chain:
         self.lossless = np.zeros(0, np.uint8)  # decoded pixel levels of the lossless layer
         self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
         self.received = np.zeros(0, bool)  # which of the current step's elements arrived
-        # colour context of the current step (colour.py): each element's colour, the x~ of the
-        # Haar step's elements (the pixel step keeps pixel_tilde), the layer's parameters, which
-        # colours are conditioned already, and where colours 1 and 2 start in the layer's order
+        # colour context of the current step (colour.py): each element's colour and place, the x~
+        # of the Haar step's elements (the pixel step keeps pixel_tilde), the layer's parameters
         self.colours = np.zeros(0, np.uint8)
+        self.places = np.zeros(0, np.int64)
         self.tilde = np.zeros(0)
         self.context: colour.Context = ()
-        self.conditioned = np.ones(3, bool)
-        self.bounds = [0, 0]
         self._pairs: np.ndarray | None = None
 
     def fork(self) -> _Chain:
@@ -332,7 +321,8 @@ class _Chain:
             zeros = np.zeros(loc.size, np.uint8)
             u = randomness.dither(self.seed, i, (loc.size,))
             self.received = np.zeros(loc.size, bool)
-            self._start_context(np.repeat(np.arange(3, dtype=np.uint8), self.h * self.w))
+            n = loc.size
+            self._start_context(np.repeat(np.arange(3, dtype=np.uint8), n // 3), colour.pixel_places(n))
             return entropy.CodedPrior(
                 loc, scale, u, zeros, np.array([self.sched.pixel_quant]), zeros, np.array([1.0])
             )
@@ -378,7 +368,8 @@ class _Chain:
         for b, size in enumerate(self._plane_sizes()):
             s0, s1 = self._band_start[b], self._band_start[b + 1]
             colours[s0:s1] = (self.coded_flat[s0:s1] // size) % 3
-        self._start_context(colours)
+        places = colour.places(colours, self.coded_band, self.coded_flat, self._plane_sizes())
+        self._start_context(colours, places)
         return entropy.CodedPrior(loc, scale, u, codes, q_table, self.coded_band, bounds)
 
     def _plane_sizes(self) -> list[int]:
@@ -388,11 +379,9 @@ class _Chain:
 
     # ------------------------------------------------------------------ colour context
 
-    def _start_context(self, colours: np.ndarray) -> None:
-        self.colours = colours
+    def _start_context(self, colours: np.ndarray, places: np.ndarray) -> None:
+        self.colours, self.places = colours, places
         self.context, self._pairs = (), None
-        self.conditioned = np.array([True, False, False])
-        self.bounds = phase_bounds(colours)
 
     @property
     def pairs(self) -> np.ndarray:
@@ -418,35 +407,21 @@ class _Chain:
         """Each element's band for the colour context (the pixel step has one)."""
         return np.zeros(self.colours.size, np.int8) if self._released else self.coded_band
 
-    def advance_context(self, prior: entropy.CodedPrior, applied: int) -> None:
-        """`applied` elements of the step (in its layer's order) have been applied: condition
-        every colour whose predecessors are all in (FORMAT.md 6.4), moving its prior and, for
-        elements not received yet, the estimate a partial display shows."""
-        for c in (1, 2):
-            if self.conditioned[c] or applied < self.bounds[c - 1]:
-                continue
-            self.conditioned[c] = True
-            if not self.context:
-                continue
-            tilde = self.pixel_tilde if self._released else self.tilde
-            moved = colour.condition(
-                c,
-                self.context,
-                self.colours,
-                self._element_bands(),
-                self.pairs,
-                tilde,
-                prior.loc,
-                prior.scale,
-            )
-            moved = moved[~self.received[moved]]
-            if self._released:  # unreceived pixels show their prior location
-                self.pixel_shown[moved] = entropy.data_to_pixels(prior.loc[moved])
-                continue
-            for b in np.unique(self.coded_band[moved]):
-                at = moved[self.coded_band[moved] == b]
-                bd = haar.band_bound(int(b), self.levels)
-                self.estimate[b].reshape(-1)[self.coded_flat[at]] = np.clip(prior.loc[at], -bd, bd)
+    def condition(self, c: int, prior: entropy.CodedPrior, at: np.ndarray) -> None:
+        """Condition the colour-c elements `at` (positions) on their partners, which have been
+        applied (FORMAT.md 6.4): just before a chunk's colour-c group is decoded."""
+        tilde = self.pixel_tilde if self._released else self.tilde
+        colour.condition(
+            c,
+            self.context,
+            self.colours,
+            self._element_bands(),
+            self.pairs,
+            tilde,
+            prior.loc,
+            prior.scale,
+            at,
+        )
 
     def coding_prior(
         self, prior: entropy.CodedPrior, x: np.ndarray
@@ -602,29 +577,19 @@ class Codec:
         n: int,
         order,
         natural,
-        bounds: list[int],
         code,
         size: int,
         flat: tuple[int, int] | None,
         first: bool,
     ):
-        """(partition, order, ends, payloads, head) of one layer of n elements: natural order, one
-        chunk per colour, for the first layer or without chunking (pol None); else chunks in
+        """(partition, order, ends, payloads, head) of one layer of n elements: one chunk in
+        natural order for the first layer or without chunking (pol None); else chunks in
         importance order, cum being the cumulative estimated bytes in that order, whose tail (the
         chunks from `head` on) is grown until the bytes before it fit within flat = (start, end):
-        where the same file without sub-step chunks would start and end this layer. Chunks end
-        where colours 1 and 2 start (`bounds`). code(part) codes the elements `part`
-        (natural-order positions)."""
+        where the same file without sub-step chunks would start and end this layer. code(part)
+        codes the elements `part` (natural-order positions, in the layer's order)."""
         if pol is None or first:
-            ends = _phase_ends(n, bounds)
-            return (
-                PARTITION_NATURAL,
-                natural,
-                ends,
-                [code(natural[s:e]) for s, e in zip([0, *ends[:-1]], ends)],
-                0,
-            )
-        pol = replace(pol, max_chunks=pol.max_chunks - len(bounds))
+            return PARTITION_NATURAL, natural, [n], [code(natural)], 1
         cache: dict[tuple[int, int], bytes] = {}
 
         def payloads(ends):
@@ -640,7 +605,7 @@ class Codec:
         for pieces in (True, False):
             tail = size - flat[0] + pol.chunk_overhead * len(plain) + 24.0 if flat else 0.0
             for _ in range(6):
-                ends, head = _split_at(*pol.split_cum(cum, size, tail if pol.tail else 0.0, pieces), bounds)
+                ends, head = pol.split_cum(cum, size, tail if pol.tail else 0.0, pieces)
                 pays = payloads(ends)
                 if head >= len(ends) or not flat or not pol.tail:
                     return PARTITION_IMPORTANCE, order, ends, pays, head
@@ -673,12 +638,9 @@ class Codec:
             start = end
         return partition, chunks
 
-    def _flat_end(self, flat_size: int, i: int, natural, bounds, code, context) -> int:
-        """Where the layer would end in the same file without sub-step chunks (for the tail): one
-        chunk per colour (FORMAT.md 6.3)."""
-        ends = _phase_ends(natural.size, bounds)
-        chunks = [Chunk(code(natural[s:e]), e - s) for s, e in zip([0, *ends[:-1]], ends)]
-        return flat_size + Layer(KIND_STEP, i, 0, chunks, 0, context).size
+    def _flat_end(self, flat_size: int, i: int, natural, code, context) -> int:
+        """Where the layer would end in the same file without sub-step chunks (for the tail)."""
+        return flat_size + Layer(KIND_STEP, i, 0, [Chunk(code(natural), natural.size)], 0, context).size
 
     def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
@@ -710,7 +672,7 @@ class Codec:
             if i <= T:
                 prior = chain.prior(i, pred)
                 pred = None
-                order = importance_order(prior, chain.colours)  # before the symbols: the largest temporary
+                order = importance_order(prior, chain.colours, chain.places)  # the largest temporary
             if i == T:
                 x_bands = None  # the pixel step codes pixels
             partition, chunks, flat_size, context = self._encode_layer(
@@ -756,7 +718,7 @@ class Codec:
             xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
             bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
 
-            bounds, context = [], ()
+            context = ()
 
             def code(part):
                 return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q)
@@ -774,20 +736,18 @@ class Codec:
             k = _narrow(entropy.quantise(xs, coded))
             del xs
             bits = entropy.step_element_bits(k, coded)
-            bounds = chain.bounds
-            applied = [0]
 
             def code(part):
-                return entropy.encode_step(k[part], coded.part(part))
+                return entropy.encode_step(k[part], coded.part(part), colour_groups(chain.colours, part))
 
-            def apply(part):
-                sub = coded.part(part)
-                xt = entropy.reconstruct(k[part], sub)
-                chain.apply(i, xt, part, chain.posterior(i, xt, sub))
-                applied[0] += part.size
-                chain.advance_context(prior, applied[0])
-
-            chain.advance_context(prior, 0)
+            def apply(part):  # group by group, as the decoder conditions and decodes them
+                for c, g in enumerate(colour_groups(chain.colours, part)):
+                    at = part[g]
+                    if c:
+                        chain.condition(c, prior, at)
+                    sub = coded.part(at)
+                    xt = entropy.reconstruct(k[at], sub)
+                    chain.apply(i, xt, at, chain.posterior(i, xt, sub))
 
         def partial(net: bool) -> np.ndarray:
             return chain.partial_display(i, prior, net)
@@ -803,14 +763,11 @@ class Codec:
             cum /= 8.0
         else:
             del bits
-        natural = natural_order(chain.colours) if bounds else np.arange(n)
-        flat = (flat_size, self._flat_end(flat_size, i, natural, bounds, code, context)) if chunked else None
-        cut = self._cut(policy, cum, n, order, natural, bounds, code, size, flat, first=i == 1)
+        natural = np.arange(n) if i > T else natural_order(chain.colours, chain.places)
+        flat = (flat_size, self._flat_end(flat_size, i, natural, code, context)) if chunked else None
+        cut = self._cut(policy, cum, n, order, natural, code, size, flat, first=i == 1)
         del cum
-        if not flat:
-            flat_size = size + Layer(KIND_STEP, i, 0, [Chunk(p, 0) for p in cut[3]], 0, context).size
-        else:
-            flat_size = flat[1]
+        flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)], 0, context).size
         partition, chunks = self._layer(cut, apply, partial, i < T, judge)
         if i <= T and not np.array_equal(prior.loc, coded.loc):
             raise AssertionError("colour context: the decoder's prior would differ from the encoder's")
@@ -935,34 +892,25 @@ class _DecodeSession:
         return replace(image, pixels=drawn, recon="sample", shown=image.pixels)
 
     def _start_layer(self, layer: Layer) -> None:
-        i = layer.index
+        i, chain = layer.index, self.chain
         if i > self.T:  # the lossless layer: the pixel step's order (its scales before conditioning)
-            if layer.partition == PARTITION_IMPORTANCE:
-                self.order = self.pixel_order
-            else:
-                self.order = natural_order(self.chain.colours)
+            important = layer.partition == PARTITION_IMPORTANCE
+            self.order = self.pixel_order if important else np.arange(self.hd.width * self.hd.height * 3)
             return
-        self.prior = self.chain.prior(i, self.pred)
+        self.prior = chain.prior(i, self.pred)
         self.pred = None  # the prior holds what the step needs of it
         if layer.partition == PARTITION_IMPORTANCE or i == self.T:
-            self.order = importance_order(self.prior, self.chain.colours)
-            self.pixel_order = self.order
+            self.order = self.pixel_order = importance_order(self.prior, chain.colours, chain.places)
         if layer.partition != PARTITION_IMPORTANCE:
-            self.order = natural_order(self.chain.colours)
-        self.chain.set_context(layer.context)
-        self.chain.advance_context(self.prior, 0)
+            self.order = natural_order(chain.colours, chain.places)
+        chain.set_context(layer.context)
 
     def _apply_chunk(self, i: int, chunk: Chunk, part: np.ndarray) -> None:
         """Decode a chunk and move the chain past its elements; of a cut chunk, past those its
         words hold (FORMAT.md 2.1)."""
         chain, prior = self.chain, self.prior
         if i <= self.T:
-            sub = prior.part(part)
-            k, got = _decode_checked(entropy.decode_step_prefix, i, chunk, sub, chunk.cut)
-            if chunk.cut:
-                part, sub, k = part[got], sub.part(got), k[got]
-            x_tilde = entropy.reconstruct(k, sub)
-            chain.apply(i, x_tilde, part, chain.posterior(i, x_tilde, sub))
+            _decode_checked(self._decode_groups, i, chunk, i, part, chunk.cut)
             return
         q = self.codec.model.schedule.pixel_quant
         levels, got = _decode_checked(
@@ -976,6 +924,26 @@ class _DecodeSession:
             chunk.cut,
         )
         chain.apply_levels(levels[got], part[got])
+
+    def _decode_groups(self, payload: bytes, i: int, part: np.ndarray, cut: bool) -> None:
+        """A step chunk's colour groups in turn (FORMAT.md 6.3-6.4): each conditioned on the
+        partners applied before it (unless an earlier group of a cut chunk fell short), decoded,
+        and its received elements applied."""
+        chain, prior = self.chain, self.prior
+        stream = entropy.StepStream(payload, cut)
+        whole = True
+        for c, g in enumerate(colour_groups(chain.colours, part)):
+            at = part[g]
+            if c and whole:
+                chain.condition(c, prior, at)
+            sub = prior.part(at)
+            k, got = stream.group(sub)
+            if not got.all():
+                whole = False
+                at, sub, k = at[got], sub.part(got), k[got]
+            x_tilde = entropy.reconstruct(k, sub)
+            chain.apply(i, x_tilde, at, chain.posterior(i, x_tilde, sub))
+        stream.finish()
 
     def _finish_layer(self, i: int) -> np.ndarray:
         hd = self.hd
@@ -1034,12 +1002,8 @@ class _DecodeSession:
                 part = self.order[start : start + chunk.count]
                 if part.size != chunk.count:
                     raise SyncError(_sync_message(i))
-                if i <= T and any(start < b < start + chunk.count for b in self.chain.bounds):
-                    raise FormatError(f"layer {i}, chunk {c + 1}: holds elements of two colours")
                 start += chunk.count
                 self._apply_chunk(i, chunk, part)
-                if i <= T and not chunk.cut:
-                    self.chain.advance_context(self.prior, start)
                 self.chunk, self.nbytes = c + 1, ends[c]
                 self.ended = chunk.cut  # a cut chunk ends the file (and what of it can be applied)
                 if c >= inner:

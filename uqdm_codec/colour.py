@@ -15,8 +15,10 @@ The parameters are forward-adaptive: the encoder fits them per layer and band (l
 normalised residuals, then a search over the scale factor) and sends them in the layer header,
 5 bytes per band (FORMAT.md 6.4); a band whose saving would not pay for its bytes sends none.
 
-Order: a step's elements are coded colour by colour (FORMAT.md 6.3); colour c is conditioned as
-soon as every element of the colours before it has been applied, on both sides alike.
+Order: a step's elements are sorted by place (band, orientation, position), the colours of a place
+next to each other in colour order, so an element's partners always come before it; within a
+chunk, the symbols of its colour-0 elements come first, then colour 1's, then colour 2's, and each
+colour's elements are conditioned just before they are decoded (FORMAT.md 6.3-6.4).
 """
 
 from __future__ import annotations
@@ -122,6 +124,26 @@ def partners(colour: np.ndarray, band: np.ndarray, flat: np.ndarray, sizes: list
     return out
 
 
+def places(colour: np.ndarray, band: np.ndarray, flat: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Each element's place (int64): its band, orientation and position without the colour,
+    numbered band by band, then orientation, row and column, so that sorting by place gives the
+    natural order of places (FORMAT.md 5.2)."""
+    out = np.empty(colour.size, np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(band, minlength=len(sizes)))])
+    offset = 0
+    for b, hw in enumerate(sizes):
+        s0, s1 = int(starts[b]), int(starts[b + 1])
+        fl = flat[s0:s1].astype(np.int64)
+        out[s0:s1] = offset + (fl // (3 * hw)) * hw + fl % hw
+        offset += (1 if b == 0 else 3) * hw
+    return out
+
+
+def pixel_places(count: int) -> np.ndarray:
+    """places() for the pixel step: (row, column) of each value in (colour, row, column) order."""
+    return np.arange(count, dtype=np.int64) % (count // 3)
+
+
 def pixel_partners(count: int) -> np.ndarray:
     """partners() for the pixel step: every pixel, (colour, row, column) order."""
     hw = count // 3
@@ -152,25 +174,26 @@ def condition(
     tilde: np.ndarray,
     loc: np.ndarray,
     scale: np.ndarray,
-) -> np.ndarray:
-    """Move colour c's elements (c = 1, 2) with a partner coded in this step, in place:
-    m <- m + s * t, s <- s * f, t = beta_c0 * r0 (+ beta_21 * r1 for colour 2), each residual
-    r = clip((x~ - m) / s, -8, 8) of the partner as it was coded (FORMAT.md 6.4). Returns the
-    elements moved (positions), which the caller's partial displays re-estimate."""
-    moved = []
+    at: np.ndarray | None = None,
+) -> None:
+    """Move colour c's elements (c = 1, 2; all of them, or those at positions `at`) that have a
+    partner coded in this step, in place: m <- m + s * t, s <- s * f, t = beta_c0 * r0
+    (+ beta_21 * r1 for colour 2), each residual r = clip((x~ - m) / s, -8, 8) of the partner as
+    it was coded (FORMAT.md 6.4)."""
+    if not ctx:
+        return
+    at = np.flatnonzero(colour == c) if at is None else at[colour[at] == c]
+    at = at[np.any(pairs[:c, at] >= 0, axis=0)]
     for entry in ctx:
-        sel = (colour == c) & (band == entry.band) & np.any(pairs[:c] >= 0, axis=0)
-        at = np.flatnonzero(sel)
-        if not at.size:
+        sel = at[band[at] == entry.band]
+        if not sel.size:
             continue
         b0, b1 = entry.beta(c)
-        t = b0 * _residual(tilde, loc, scale, pairs[0, at])
+        t = b0 * _residual(tilde, loc, scale, pairs[0, sel])
         if c == 2:
-            t = t + b1 * _residual(tilde, loc, scale, pairs[1, at])
-        loc[at] = loc[at] + scale[at] * t
-        scale[at] = scale[at] * entry.factor(c)
-        moved.append(at)
-    return np.concatenate(moved) if moved else np.zeros(0, np.int64)
+            t = t + b1 * _residual(tilde, loc, scale, pairs[1, sel])
+        loc[sel] = loc[sel] + scale[sel] * t
+        scale[sel] = scale[sel] * entry.factor(c)
 
 
 # ----------------------------------------------------------------------------- fitting (encoder)

@@ -215,9 +215,19 @@ def _slice_plan(prior: StepPrior | CodedPrior):
         yield _plan(prior, sl)
 
 
-def encode_step(k: np.ndarray, prior: StepPrior | CodedPrior) -> bytes:
-    """ANS-code the symbols of one chunk of a step (slices pushed last to first)."""
+def encode_step(
+    k: np.ndarray, prior: StepPrior | CodedPrior, groups: list[np.ndarray] | None = None
+) -> bytes:
+    """ANS-code the symbols of one chunk of a step. With `groups` (positions in k), the groups are
+    decoded one after the other (the colour groups of FORMAT.md 6.3), each sliced as a chunk of
+    its own; everything is pushed in reverse of the decoding order."""
     coder = constriction.stream.stack.AnsCoder()
+    for g in reversed(groups if groups is not None else [None]):
+        _push_group(coder, k if g is None else k[g], prior if g is None else prior.part(g))
+    return _payload(coder)
+
+
+def _push_group(coder, k: np.ndarray, prior: StepPrior | CodedPrior) -> None:
     for sl in reversed(slices(len(prior))):
         _, part, half, buckets = _plan(prior, sl)
         ks = k[sl]
@@ -228,7 +238,6 @@ def encode_step(k: np.ndarray, prior: StepPrior | CodedPrior) -> bytes:
         for w, idx in reversed(buckets):
             sym = np.where(np.abs(ks[idx]) > w, 2 * w + 1, ks[idx] + w).astype(np.int32)
             coder.encode_reverse(sym, _CATEGORICAL, _window_tables(part.part(idx), w))
-    return _payload(coder)
 
 
 def _payload(coder) -> bytes:
@@ -289,7 +298,29 @@ def decode_step(payload: bytes, prior: StepPrior) -> np.ndarray:
 def decode_step_prefix(payload: bytes, prior: StepPrior, cut: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(k, received): decode_step of a chunk of which `payload` may be only a prefix (cut); the
     elements whose symbols that prefix holds are marked received (all of them if not cut)."""
-    src = _Source(payload, cut)
+    stream = StepStream(payload, cut)
+    out = stream.group(prior)
+    stream.finish()
+    return out
+
+
+class StepStream:
+    """The decoder of one chunk of a step, group by group (encode_step's `groups`, in order):
+    group() decodes the next group under the prior given for it, which may depend on what the
+    groups before it decoded; finish() checks the stream ended where it should."""
+
+    def __init__(self, payload: bytes, cut: bool = False):
+        self.src = _Source(payload, cut)
+
+    def group(self, prior: StepPrior) -> tuple[np.ndarray, np.ndarray]:
+        """(k, received) of the next group's elements."""
+        return _decode_group(self.src, prior)
+
+    def finish(self) -> None:
+        self.src.finish()
+
+
+def _decode_group(src: _Source, prior: StepPrior) -> tuple[np.ndarray, np.ndarray]:
     k = np.zeros(len(prior), dtype=np.int64)
     received = np.zeros(len(prior), bool)
     for sl, part, half, buckets in _slice_plan(prior):
@@ -308,7 +339,6 @@ def decode_step_prefix(payload: bytes, prior: StepPrior, cut: bool = True) -> tu
         k[sl], received[sl] = ks, got
         if not src.alive:
             break
-    src.finish()
     return k, received
 
 

@@ -10,6 +10,7 @@ here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from . import container
@@ -127,7 +128,9 @@ def truncate(
     if bpp is not None:
         if not bpp >= 0:
             raise UqdmError("bpp must be a non-negative number")
-        max_bytes = int(bpp * hd.width * hd.height / 8.0)
+        # a budget equal to a printed size's bpp keeps that size (bpp * pixels / 8 may land a hair
+        # below the integer it came from)
+        max_bytes = math.floor(bpp * hd.width * hd.height / 8.0 * (1.0 + 1e-12))
     if max_bytes < fi.header_bytes:
         raise UqdmError(
             f"budget of {max_bytes} bytes ({bpp_of(max_bytes, hd):.4f} bpp) is smaller than the "
