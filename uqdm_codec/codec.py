@@ -424,13 +424,13 @@ class _Chain:
         )
 
     def coding_prior(
-        self, prior: entropy.CodedPrior, x: np.ndarray
+        self, prior: entropy.CodedPrior, x: np.ndarray, fit: bool = True
     ) -> tuple[colour.Context, entropy.CodedPrior]:
         """The encoder's side: the context it sends for this step and the prior every element is
         coded with, i.e. what `prior` becomes once the decoder has conditioned every colour
         (computed here at once, from the encoder's own x~). `prior` itself is left as it is."""
         band = self._element_bands()
-        ctx = colour.fit(x, prior, self.colours, band, self.pairs, self._context_bands())
+        ctx = colour.fit(x, prior, self.colours, band, self.pairs, self._context_bands()) if fit else ()
         coded = replace(prior, loc=prior.loc.copy(), scale=prior.scale.copy())
         if ctx:
             k = entropy.quantise(x, coded)
@@ -552,6 +552,7 @@ class Codec:
         tile: int = DEFAULT_TILE,
         chunking: ChunkPolicy | None = ChunkPolicy(),
         region: int | None = DEFAULT_REGION,
+        colour_context: bool = True,
     ):
         if isinstance(model, UQDM):
             model = from_float(model)
@@ -562,6 +563,7 @@ class Codec:
         self.tile = tile
         self.chunking = chunking  # None: one chunk per layer, natural order
         self.region = region  # an image with a longer side is coded in regions (None: never)
+        self.colour_context = colour_context  # False: send no colour context (for measuring it)
         self.fingerprint = model.fingerprint
 
     @property
@@ -731,7 +733,7 @@ class Codec:
                 xs = entropy.pixels_to_data(pixels.transpose(2, 0, 1)).reshape(-1)
             else:
                 xs = chain.elements(i, None, x_bands)
-            context, coded = chain.coding_prior(prior, xs)
+            context, coded = chain.coding_prior(prior, xs, self.colour_context)
             chain.set_context(context)
             k = _narrow(entropy.quantise(xs, coded))
             del xs
