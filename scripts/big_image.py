@@ -131,6 +131,36 @@ def measure(name: str, pixels: np.ndarray, work: Path, tile: int | None, region:
     return row
 
 
+def region_cost(pixels: np.ndarray, name: str, region: int | None) -> dict:
+    """Bytes and step-point PSNR of the image coded in regions and untiled (same seed): what the
+    region borders cost."""
+    import uqdm_codec
+    from uqdm_codec import files
+
+    row: dict = {"image": name, "width": pixels.shape[1], "height": pixels.shape[0]}
+    for label, side in (("regions", region or "default"), ("untiled", None)):
+        codec = uqdm_codec.get_codec(None, "cpu", region=side)
+        data = codec.encode(pixels, seed=0)
+        fi = files.info(data)
+        psnrs = []
+        for level in list(codec.iter_decode(data))[1:-1]:  # after each step
+            shown = level.pixels.astype(np.float64)
+            psnrs.append(10 * np.log10(255.0**2 / np.mean((shown - pixels) ** 2)))
+        row[label] = {"bytes": len(data), "layer_bpp": [la.bpp for la in fi.layers], "psnr": psnrs}
+    a, b = row["regions"], row["untiled"]
+    row["extra_percent"] = 100 * (a["bytes"] / b["bytes"] - 1)
+    print(
+        f"{name}: regions {a['bytes']} bytes, untiled {b['bytes']} ({row['extra_percent']:+.2f} %); "
+        + "per step bpp / dB, regions vs untiled: "
+        + ", ".join(
+            f"{x:.3f}/{p:.2f} vs {y:.3f}/{q:.2f}"
+            for x, p, y, q in zip(a["layer_bpp"], a["psnr"], b["layer_bpp"], b["psnr"])
+        ),
+        flush=True,
+    )
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of the synthetic photo")
@@ -139,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tile", type=int, default=None, help="network tile side (default: the codec's)")
     ap.add_argument("--region", type=int, default=None, help="region side (default: the codec's)")
     ap.add_argument("--no-reference", action="store_true", help="skip the Kodak image")
+    ap.add_argument(
+        "--region-cost",
+        action="store_true",
+        help="instead: the file's size coded in regions against untiled, and the PSNR after each step",
+    )
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--stage", choices=["encode", "decode"], help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
@@ -153,6 +188,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         w, h = (int(v) for v in args.size.lower().split("x"))
         big, name = photo_like((w, h), args.kodak), f"photo{w}x{h}"
+    if args.region_cost:
+        row = region_cost(big, name, args.region)
+        if args.json:
+            args.json.write_text(json.dumps(row, indent=2) + "\n")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(measure(name, big, Path(tmp), args.tile, args.region))
