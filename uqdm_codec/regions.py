@@ -11,8 +11,9 @@ ends on a layer boundary holds that many steps of every region, and a prefix ins
 one more step of the regions before the cut (rows of regions, left to right) than of the others.
 
 What it costs: the network does not see across region borders, so each region pays the bits of an
-image edge there (about 0.3 % of the file at 1024-pixel regions, README "Big photos"), and at the
-lowest rates, where the previews are blurry, the seams between regions can show.
+image edge there, and at the lowest rates, where the previews are blurry, the seams between
+regions can show; each region also fits its own colour context, and on a 2048x1536 photo-like
+image the tiled file came out 0.07 % smaller than the untiled one (README "Big photos").
 """
 
 from __future__ import annotations
