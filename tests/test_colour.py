@@ -39,14 +39,21 @@ def test_block_round_trip_and_errors():
     assert ctx[0].factor(1) == 40 / 64 and ctx[1].factor(2) == 255 / 64
 
 
-def test_partners_match_a_brute_force_search():
-    rng = np.random.default_rng(1)
-    shapes = [(3, 2, 3), (3, 3, 4, 4)]  # LL (colours, rows, cols), a detail band (orient, colours, ...)
-    coded = [np.flatnonzero(rng.random(int(np.prod(s))) < 0.6) for s in shapes]
+def coded_layout(seed: int, shapes: list[tuple[int, ...]], share: float):
+    """A step's coded elements over bands of these shapes (LL: colours, rows, columns; detail:
+    orientations, colours, rows, columns), each coded with probability `share`: (colour, band,
+    flat index, plane sizes) in natural order."""
+    rng = np.random.default_rng(seed)
+    coded = [np.flatnonzero(rng.random(int(np.prod(s))) < share) for s in shapes]
     band = np.concatenate([np.full(c.size, b, np.int8) for b, c in enumerate(coded)])
     flat = np.concatenate(coded).astype(np.int32)
     sizes = [s[-1] * s[-2] for s in shapes]
     colours = np.concatenate([(c // sizes[b]) % 3 for b, c in enumerate(coded)]).astype(np.uint8)
+    return colours, band, flat, sizes
+
+
+def test_partners_match_a_brute_force_search():
+    colours, band, flat, sizes = coded_layout(1, [(3, 2, 3), (3, 3, 4, 4)], 0.6)
     pairs = colour.partners(colours, band, flat, sizes)
     place = [
         (int(band[e]), int(flat[e] // sizes[band[e]] // 3), int(flat[e] % sizes[band[e]]))
@@ -90,13 +97,8 @@ def test_condition_follows_the_formula():
 
 
 def test_places_and_orders_put_partners_first():
+    colours, band, flat, sizes = coded_layout(4, [(3, 2, 2), (3, 3, 2, 2), (3, 3, 4, 4)], 0.7)
     rng = np.random.default_rng(4)
-    shapes = [(3, 2, 2), (3, 3, 2, 2), (3, 3, 4, 4)]
-    coded = [np.flatnonzero(rng.random(int(np.prod(s))) < 0.7) for s in shapes]
-    band = np.concatenate([np.full(c.size, b, np.int8) for b, c in enumerate(coded)])
-    flat = np.concatenate(coded).astype(np.int32)
-    sizes = [s[-1] * s[-2] for s in shapes]
-    colours = np.concatenate([(c // sizes[b]) % 3 for b, c in enumerate(coded)]).astype(np.uint8)
     places = colour.places(colours, band, flat, sizes)
     pairs = colour.partners(colours, band, flat, sizes)
     for e in range(flat.size):
