@@ -433,13 +433,9 @@ class _Chain:
         ctx = colour.fit(x, prior, self.colours, band, self.pairs, self._context_bands()) if fit else ()
         coded = replace(prior, loc=prior.loc.copy(), scale=prior.scale.copy())
         if ctx:
-            k = entropy.quantise(x, coded)
-            tilde = entropy.reconstruct(k, coded)
-            for c in (1, 2):
-                colour.condition(c, ctx, self.colours, band, self.pairs, tilde, coded.loc, coded.scale)
-                now = np.flatnonzero(self.colours == c)
-                sub = coded.part(now)
-                tilde[now] = entropy.reconstruct(entropy.quantise(x[now], sub), sub)
+            colour.condition_all(
+                ctx, x, self.colours, band, self.pairs, coded.loc, coded.scale, coded.dither, coded.quant_step
+            )
         return ctx, coded
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
@@ -821,7 +817,7 @@ class Codec:
         recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        if _is_tiled(data):
+        if container.is_tiled(data):
             from . import regions
 
             yield from regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed)
@@ -841,7 +837,7 @@ class Codec:
         """The image after `steps` diffusion steps (default: everything the file holds): the posterior
         mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        if _is_tiled(data):
+        if container.is_tiled(data):
             from . import regions
 
             return regions.decode(self, data, steps, progress, recon, seed)
@@ -902,8 +898,12 @@ class _DecodeSession:
         self.prior = chain.prior(i, self.pred)
         self.pred = None  # the prior holds what the step needs of it
         if layer.partition == PARTITION_IMPORTANCE or i == self.T:
-            self.order = self.pixel_order = importance_order(self.prior, chain.colours, chain.places)
-        if layer.partition != PARTITION_IMPORTANCE:
+            important = importance_order(self.prior, chain.colours, chain.places)
+            if i == self.T:
+                self.pixel_order = important
+        if layer.partition == PARTITION_IMPORTANCE:
+            self.order = important
+        else:
             self.order = natural_order(chain.colours, chain.places)
         chain.set_context(layer.context)
 
@@ -1076,10 +1076,6 @@ class Decoder:
             return None
         self._fresh = False
         return self.latest.to_pil()
-
-
-def _is_tiled(data: bytes) -> bool:
-    return container.parse_header(bytes(data[:512]))[0].tiled
 
 
 def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:

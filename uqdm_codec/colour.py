@@ -196,6 +196,24 @@ def condition(
         scale[sel] = scale[sel] * entry.factor(c)
 
 
+def sample_of(x: np.ndarray, loc: np.ndarray, dither: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """x~ = m + (k - u) q with k = rint((x - m) / q + u): the value a step's symbol gives x
+    (entropy.quantise then entropy.reconstruct, written once for arrays)."""
+    return loc + (np.rint((x - loc) / q + dither) - dither) * q
+
+
+def condition_all(ctx, x, colour, band, pairs, loc, scale, dither, q, last: int = 2) -> np.ndarray:
+    """The encoder's view of the conditioning: colours 1 .. `last` moved in turn (loc and scale in
+    place), each on the x~ its partners were coded to, as a decoder will do chunk by chunk.
+    Returns x~ of every element under the moved priors (colours after `last` unmoved)."""
+    tilde = sample_of(x, loc, dither, q)
+    for c in range(1, last + 1):
+        condition(c, ctx, colour, band, pairs, tilde, loc, scale)
+        now = colour == c
+        tilde[now] = sample_of(x[now], loc[now], dither[now], q[now])
+    return tilde
+
+
 # ----------------------------------------------------------------------------- fitting (encoder)
 
 
@@ -251,11 +269,12 @@ def fit(x, prior, colour, band, pairs, bands: int) -> Context:
     natural order); nothing of it is changed."""
     loc, scale = prior.loc.copy(), prior.scale.copy()
     dither, q, bound = prior.dither, prior.quant_step, prior.bound
-    tilde = loc + (np.rint((x - loc) / q + dither) - dither) * q
+    tilde = sample_of(x, loc, dither, q)
     fitted: dict[int, dict] = {b: {"gain": 0.0} for b in range(bands)}
     for c in (1, 2):
+        paired = (colour == c) & np.any(pairs[:c] >= 0, axis=0)
         for b in range(bands):
-            at = np.flatnonzero((colour == c) & (band == b) & np.any(pairs[:c] >= 0, axis=0))
+            at = np.flatnonzero(paired & (band == b))
             if at.size < MIN_FIT:
                 continue
             r0 = _residual(tilde, loc, scale, pairs[0, at])
@@ -267,11 +286,7 @@ def fit(x, prior, colour, band, pairs, bands: int) -> Context:
             trial = tuple(
                 BandContext(b, fitted[b][1][0][0], fitted[b][1][1]) for b in range(bands) if 1 in fitted[b]
             )
-            condition(1, trial, colour, band, pairs, tilde, loc, scale)
-            one = colour == 1
-            tilde[one] = (
-                loc[one] + (np.rint((x[one] - loc[one]) / q[one] + dither[one]) - dither[one]) * q[one]
-            )
+            tilde = condition_all(trial, x, colour, band, pairs, loc, scale, dither, q, last=1)
     out = []
     for b in range(bands):
         got = fitted[b]

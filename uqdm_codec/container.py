@@ -252,6 +252,12 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region), end
 
 
+def is_tiled(data: bytes) -> bool:
+    """Whether `data` (at least its header) is a tiled file (FORMAT.md 1.1); FormatError if the
+    header is not a valid one."""
+    return parse_header(bytes(data[:512]))[0].tiled
+
+
 def parse(data: bytes) -> ParsedFile:
     """Split a (possibly truncated) .uqd byte string into header and layers."""
     data = bytes(data)

@@ -54,7 +54,7 @@ def bpp_of(nbytes: int, header: Header) -> float:
 
 
 def info(data: bytes) -> FileInfo:
-    if container.parse_header(bytes(data[:512]))[0].tiled:
+    if container.is_tiled(data):
         return _tiled_info(data)
     parsed = container.parse(data)
     hd = parsed.header
