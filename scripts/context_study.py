@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from rd_dense import dense_curve  # noqa: E402
+from study_common import load_crops, parser  # noqa: E402
 
 from uqdm_codec import colour, entropy, get_codec, haar  # noqa: E402
-from uqdm_codec.bench import bd_rate, center_crop  # noqa: E402
+from uqdm_codec.bench import bd_rate  # noqa: E402
 from uqdm_codec.codec import Codec, _Chain  # noqa: E402
-from uqdm_codec.image_io import load_image  # noqa: E402
 
 
 def bits(x, loc, scale, prior, at) -> float:
@@ -130,16 +129,9 @@ def study_image(codec: Codec, pixels: np.ndarray, seed: int, table: dict) -> Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("images", nargs="+", type=Path)
-    ap.add_argument("--crop", type=int, default=512)
-    ap.add_argument("--json", type=Path)
+    ap = parser(__doc__)
     args = ap.parse_args(argv)
-    images = []
-    for path in args.images:
-        px = center_crop(load_image(path).pixels, args.crop)
-        h, w = px.shape[:2]
-        images.append(np.ascontiguousarray(px[: h - h % 16, : w - w % 16]))
+    images = load_crops(args.images, args.crop)
     codec = get_codec()
     plain = Codec(codec.model, colour_context=False)
     real = {}

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from export_weights import calibration_crops  # noqa: E402
+from study_common import load_crops  # noqa: E402
 
-from uqdm_codec.bench import bd_rate, center_crop  # noqa: E402
+from uqdm_codec.bench import bd_rate  # noqa: E402
 from uqdm_codec.codec import Codec  # noqa: E402
 from uqdm_codec.exactmodel import from_float, load_codec_model  # noqa: E402
-from uqdm_codec.image_io import load_image  # noqa: E402
 from uqdm_codec.model import MODEL_FORMAT, load_model  # noqa: E402
 from uqdm_codec.progression import psnr  # noqa: E402
 
@@ -62,11 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reuse", type=Path, help="an earlier --json: models measured there are not re-run")
     args = ap.parse_args(argv)
     done = json.loads(args.reuse.read_text()) if args.reuse else {}
-    images = []
-    for path in args.images:
-        px = center_crop(load_image(path).pixels, args.crop)
-        h, w = px.shape[:2]
-        images.append(np.ascontiguousarray(px[: h - h % 16, : w - w % 16]))
+    images = load_crops(args.images, args.crop)
     results = {}
     for model in args.models:
         if str(model) in done:  # same images and seeds are the caller's promise

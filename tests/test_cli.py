@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from uqdm_codec import container
 from uqdm_codec.cli import app
 
 from .conftest import synthetic_image
@@ -55,9 +56,16 @@ def test_encode_decode_info_truncate(photo, tiny_model_path):
     assert r.exit_code == 0 and "after 3 of 8 steps" in r.stdout
     r = run("truncate", uqd, "--bpp", 50)
     assert r.exit_code == 0 and photo.with_name("photo.50bpp.uqd").exists()
-    r = run("truncate", uqd, "--bpp", 4)  # the 40x24 photo's file is ~14 bpp
-    cut = photo.with_name("photo.4bpp.uqd")
-    assert r.exit_code == 0 and 480 - 4 < cut.stat().st_size <= 480 and "ends inside a chunk" in r.stdout
+    # a budget in the middle of the file's largest chunk (header, layer headers can't be cut)
+    parsed = container.parse(uqd.read_bytes())
+    sizes = [len(c.payload) for layer in parsed.layers for c in layer.chunks]
+    ends = [e for layer in parsed.chunk_offsets for e in layer]
+    start, end = max(((e - n, e) for e, n in zip(ends, sizes)), key=lambda se: se[1] - se[0])
+    budget = (start + end) // 2 // 4 * 4
+    r = run("truncate", uqd, "--bpp", budget * 8 / (24 * 40), "-o", photo.with_name("photo.cut.uqd"))
+    cut = photo.with_name("photo.cut.uqd")
+    assert r.exit_code == 0 and budget - 4 < cut.stat().st_size <= budget
+    assert "ends inside a chunk" in r.stdout
     r = run("decode", cut, "-m", tiny_model_path)
     assert r.exit_code == 0 and "part of chunk" in r.stderr
 

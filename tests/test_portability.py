@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from uqdm_codec import container, display_filter, entropy
 from uqdm_codec.codec import Codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,14 +37,31 @@ VARIANTS = {
 }
 
 
+def forced_filters(codec: Codec):
+    """An encoder that sends a radius-2 display filter after every Haar step and takes every band's
+    next prior locations from the filtered image, so that the file exercises all of FORMAT.md 6.5."""
+
+    def step_filter(chain, i, pred, original, x_bands, prev_sse, bits):
+        image = pred.display_crop(*original.shape[1:])
+        (f,) = display_filter.fit(image, entropy.pixels_to_data(original), (2,))
+        return f, (1 << (chain.levels + 1)) - 1, prev_sse
+
+    return step_filter
+
+
 @pytest.fixture(scope="module")
 def shipped_file(tmp_path_factory) -> tuple[np.ndarray, Path, list[int]]:
-    """A 96x64 crop of the sample photo encoded with the shipped weights, and the CRC of every
-    image this process decodes from it."""
+    """A 96x64 crop of the sample photo encoded with the shipped weights (display filters forced
+    on every Haar step), and the CRC of every image this process decodes from it."""
     with Image.open(SAMPLE) as im:
         pixels = np.asarray(im.convert("RGB"))[200:264, 300:396].copy()
     codec = Codec(None, device="cpu")
-    data = codec.encode(pixels, seed=7)
+    forcing = Codec(codec.model, device="cpu")
+    forcing.step_filter = forced_filters(forcing)
+    data = forcing.encode(pixels, seed=7)
+    layers = container.parse(data).layers[: codec.num_steps - 1]
+    assert all(layer.display_filter.radius == 2 for layer in layers)
+    assert all(layer.from_display == 31 for layer in layers[1:])
     path = tmp_path_factory.mktemp("portable") / "crop.uqd"
     path.write_bytes(data)
     images = list(codec.iter_decode(data, every_chunk=True))

@@ -153,8 +153,10 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     blank = np.clip(haar.inverse(before), -1.0, 1.0)
     acc = Account(1, h * w, _image_sse(blank, pixels, h, w))
     pred = prior = None
+    original = pixels.transpose(2, 0, 1).astype(np.float64)
+    prev_sse, from_display = acc.sse_blank, 0
     for i in range(1, T + 1):
-        prior = chain.prior(i, pred)
+        prior = chain.prior(i, pred, from_display)
         xs = chain.elements(i, xp, x_bands)
         _, prior = chain.coding_prior(prior, xs)  # as coded: colour context included
         if not sched.is_pixel_step(i):  # the state before the step, per coded element
@@ -190,8 +192,14 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
             acc.layers.append(LayerAccount(i, None, real, float(bits.sum()), sse_shown))
             continue
         pred = chain.predict(i)
-        after = estimates(pred.locs)
         band_of = chain.coded_band  # the band of each coded element (set by chain.prior)
+        # the display filter and the next step's prior locations the encoder would choose: the
+        # estimates after the step are the locations the next step codes against
+        pred.filter, from_display, prev_sse = codec.step_filter(
+            chain, i, pred, original, x_bands, prev_sse, 8.0 * real
+        )
+        shown_bands = pred.display_bands(h, w) if from_display else []
+        after = estimates([shown_bands[b] if from_display >> b & 1 else a for b, a in enumerate(pred.locs)])
         for b, name in enumerate(names):
             sel = np.flatnonzero(band_of == b)
             by_factor, exact = _oracles(k[sel], prior.part(sel), xs[sel])
@@ -212,7 +220,7 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
             )
         before = after
         noise = sched.levels[i - 1]
-        sse_shown = _image_sse(pred.display, pixels, h, w)
+        sse_shown = _image_sse(pred.display_crop(h, w), pixels, h, w)
         acc.layers.append(LayerAccount(i, noise, real, float(bits.sum()), sse_shown))
 
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)

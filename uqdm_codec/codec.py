@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import colour, container, entropy, haar, randomness, sampling
+from . import colour, container, display_filter, entropy, haar, randomness, sampling
 from .container import (
     KIND_LOSSLESS,
     KIND_STEP,
@@ -30,6 +30,7 @@ from .container import (
     Header,
     Layer,
 )
+from .display_filter import DisplayFilter
 from .errors import FormatError, ModelError, SyncError, UqdmError
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
@@ -306,12 +307,14 @@ class _Chain:
         self._move(z, state, i, missing, prior.loc[missing])
         return self.net.display_image(z, state, i, self.tile, self.h, self.w)
 
-    def prior(self, i: int, pred: Prediction | None) -> entropy.CodedPrior:
+    def prior(self, i: int, pred: Prediction | None, from_display: int = 0) -> entropy.CodedPrior:
         """The entropy model of step i's coded elements in natural order, given the prediction from
         state i-1 (None for step 1). Haar steps code the coefficients with scale >= threshold * q;
-        the pixel step codes every real pixel."""
+        the pixel step codes every real pixel. Band b's locations are the Haar coefficients of the
+        shown image after step i-1 (its display filter applied) where bit b of `from_display` is
+        set, else the network's (FORMAT.md 6.5); the scales are the network's either way."""
         if self.sched.is_pixel_step(i):
-            loc = pred.display_crop(self.h, self.w).reshape(-1)
+            loc = pred.display_crop(self.h, self.w).reshape(-1).copy()  # the colour context moves it
             scale = pred.pixel_scale_crop(self.h, self.w).reshape(-1)
             self.pixel_tilde = np.array(loc)
             self.pixel_shown = entropy.data_to_pixels(loc)  # unreceived pixels show the prior location
@@ -334,7 +337,12 @@ class _Chain:
         counts, self.estimate = [], []
         for b, st_band in enumerate(self.state):
             bd = haar.band_bound(b, self.levels)
-            locs = first_locs[b] if pred is None else pred.locs[b]
+            if pred is None:
+                locs = first_locs[b]
+            elif from_display >> b & 1:
+                locs = pred.display_bands(self.h, self.w)[b]
+            else:
+                locs = pred.locs[b]
             self.estimate.append(np.clip(locs, -bd, bd))  # the coded elements' locations too
             est, st = self.estimate[-1].reshape(-1), st_band.reshape(-1)
             count = 0
@@ -549,6 +557,7 @@ class Codec:
         chunking: ChunkPolicy | None = ChunkPolicy(),
         region: int | None = DEFAULT_REGION,
         colour_context: bool = True,
+        display_filters: bool = True,
     ):
         if isinstance(model, UQDM):
             model = from_float(model)
@@ -560,6 +569,7 @@ class Codec:
         self.chunking = chunking  # None: one chunk per layer, natural order
         self.region = region  # an image with a longer side is coded in regions (None: never)
         self.colour_context = colour_context  # False: send no colour context (for measuring it)
+        self.display_filters = display_filters  # False: send no display filters (for measuring them)
         self.fingerprint = model.fingerprint
 
     @property
@@ -666,9 +676,12 @@ class Codec:
         judge = _Judge(pixels, chain.blank_display())
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
         pred, prior, order = None, None, np.zeros(0, np.int64)
+        original = pixels.transpose(2, 0, 1).astype(np.float64)
+        prev_sse = float(judge.best)  # of the last complete step's image: for the filters' choice
+        from_display = 0  # the next step's bands that take the shown image's locations
         for i in range(1, T + 2):
             if i <= T:
-                prior = chain.prior(i, pred)
+                prior = chain.prior(i, pred, from_display)
                 pred = None
                 order = importance_order(prior, chain.colours, chain.places)  # the largest temporary
             if i == T:
@@ -679,17 +692,101 @@ class Codec:
             if i < T:
                 chain.finish_step()
                 pred = chain.predict(i)
+                bits = 8.0 * sum(len(c.payload) for c in chunks)
+                pred.filter, next_from_display, prev_sse = self.step_filter(
+                    chain, i, pred, original, x_bands, prev_sse, bits
+                )
                 shown = pred.image(h, w)
             else:
                 shown = pixels if i == T + 1 else chain.pixel_display()
             chunks[-1].flags = SHOW if judge(shown) or i == T + 1 else 0  # the exact image always shows
             kind = KIND_LOSSLESS if i == T + 1 else KIND_STEP
-            out.append(Layer(kind, i, _check(shown), chunks, partition, context).to_bytes())
+            filt = pred.filter if i < T else None
+            if filt is not None:  # the same file without sub-step chunks carries the same filter
+                flat_size += filt.nbytes - 1
+            layer = Layer(kind, i, _check(shown), chunks, partition, context, filt, from_display)
+            out.append(layer.to_bytes())
+            from_display = next_from_display if i + 1 < T else 0  # a Haar step i + 1 only
             release_memory()
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
         return out
+
+    def step_filter(
+        self,
+        chain: _Chain,
+        i: int,
+        pred: Prediction,
+        original: np.ndarray,
+        x_bands,
+        prev_sse: float,
+        bits: float,
+    ) -> tuple[DisplayFilter | None, int, float]:
+        """The encoder's choice for completed Haar step i (prediction `pred`): its display filter,
+        the bands whose step-(i+1) prior locations come from the shown image (FORMAT.md 6.5), and
+        the squared error of the image then shown. A filter is worth its gain in dB, converted to
+        bits at the step's own rate of dB per bit (from the error before the step, `prev_sse`,
+        and the `bits` it took), plus the bits it saves the next step (colour.approx_bits without
+        the colour context), less its own bytes. `original`: (3, H, W) levels."""
+        h, w = original.shape[1:]
+        image = pred.display_crop(h, w)  # pred.filter is not set yet
+        sse = display_filter.shown_sse(image, original)
+        if not self.display_filters or sse <= 0 or bits <= 0:
+            return None, 0, sse
+        db_per_bit = 10.0 * np.log10(max(prev_sse, 1e-9) / sse) / bits
+        target = entropy.pixels_to_data(original)
+        saving = self._next_step_saving(chain, i, pred, x_bands, target)
+        best, best_worth = (None, 0, sse), 0.0
+        for f in display_filter.fit(image, target):
+            shown = display_filter.apply(f, image)
+            f_sse = display_filter.shown_sse(shown, original)
+            if f_sse <= 0:
+                continue
+            saved, mask = saving(f, shown)
+            worth = 10.0 * np.log10(sse / f_sse) / max(db_per_bit, 1e-12) + saved - 8.0 * f.nbytes
+            if worth > best_worth:
+                best, best_worth = (f, mask, f_sse), worth
+        return best
+
+    def _next_step_saving(self, chain: _Chain, i: int, pred: Prediction, x_bands, target: np.ndarray):
+        """A function (filter, its shown image) -> (approximate bits step i+1 saves with it, the
+        bands that should take the shown image's locations). Step i+1's coded elements, scales and
+        dithers do not depend on the filter, only their locations."""
+        h, w = target.shape[1:]
+        if self.model.schedule.is_pixel_step(i + 1):  # its location is the shown image itself
+            u = randomness.dither(chain.seed, i + 1, (target.size,))
+            q = np.full(target.size, self.model.schedule.pixel_quant)
+            scale = pred.pixel_scale_crop(h, w).reshape(-1)
+            x = target.reshape(-1)
+
+            def pixel_bits(loc):
+                return float(colour.approx_bits(x, loc, scale, u, q, np.ones(x.size)).sum())
+
+            base = pixel_bits(pred.display_crop(h, w).reshape(-1))
+            return lambda f, shown: (base - pixel_bits(shown.reshape(-1)), 0)
+        pred.scales  # kept, for this prior and step i+1's own  # noqa: B018
+        p = chain.prior(i + 1, pred, 0).part(slice(None))  # set up again when step i+1 starts
+        xs = chain.elements(i + 1, None, x_bands)
+        bands = chain.levels + 1
+        per = colour.approx_bits(xs, p.loc, p.scale, p.dither, p.quant_step, p.bound)
+        base = np.bincount(chain.coded_band, per, minlength=bands)
+        starts, flats = chain._band_start, chain.coded_flat
+
+        def saving(f, shown):
+            hp, wp = chain.hp, chain.wp
+            padded = np.pad(shown, ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
+            loc = np.empty_like(p.loc)
+            for b, band in enumerate(haar.forward(padded, chain.levels)):
+                s0, s1 = starts[b], starts[b + 1]
+                bd = haar.band_bound(b, chain.levels)
+                loc[s0:s1] = np.clip(band.reshape(-1)[flats[s0:s1]], -bd, bd)
+            per_f = colour.approx_bits(xs, loc, p.scale, p.dither, p.quant_step, p.bound)
+            got = np.bincount(chain.coded_band, per_f, minlength=bands)
+            mask = sum(1 << b for b in range(bands) if got[b] < base[b])
+            return float(np.maximum(base - got, 0.0).sum()), mask
+
+        return saving
 
     def _encode_layer(
         self,
@@ -895,7 +992,9 @@ class _DecodeSession:
             important = layer.partition == PARTITION_IMPORTANCE
             self.order = self.pixel_order if important else np.arange(self.hd.width * self.hd.height * 3)
             return
-        self.prior = chain.prior(i, self.pred)
+        if layer.from_display and not 1 < i < self.T or layer.from_display >> (chain.levels + 1):
+            raise FormatError(f"layer {i} takes prior locations from the shown image where it may not")
+        self.prior = chain.prior(i, self.pred, layer.from_display)
         self.pred = None  # the prior holds what the step needs of it
         if layer.partition == PARTITION_IMPORTANCE or i == self.T:
             important = importance_order(self.prior, chain.colours, chain.places)
@@ -947,7 +1046,7 @@ class _DecodeSession:
             chain.apply(i, x_tilde, at, chain.posterior(i, x_tilde, sub))
         stream.finish()
 
-    def _finish_layer(self, i: int) -> np.ndarray:
+    def _finish_layer(self, i: int, filt: DisplayFilter | None) -> np.ndarray:
         hd = self.hd
         if i > self.T:
             levels = self.chain.lossless.reshape(3, hd.height, hd.width).transpose(1, 2, 0)
@@ -959,6 +1058,7 @@ class _DecodeSession:
         self.prior = None  # free the step's elements before the network runs
         self.chain.finish_step()
         self.pred = self.chain.predict(i)
+        self.pred.filter = filt
         return self.pred.image(hd.height, hd.width)
 
     def advance(
@@ -1018,7 +1118,7 @@ class _DecodeSession:
                     )
             if not complete:
                 return
-            end_image = self._finish_layer(i)
+            end_image = self._finish_layer(i, layer.display_filter)
             release_memory()
             if _check(end_image) != layer.display_check:
                 raise SyncError(_sync_message(i))
@@ -1129,14 +1229,21 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
     xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
     x_bands = haar.forward(xp, chain.levels)
     out, pred, prior = [], None, None
+    original = pixels.transpose(2, 0, 1).astype(np.float64)
+    prev_sse = float(np.sum((chain.blank_display().astype(np.float64) - pixels) ** 2))
+    from_display = 0
     for i in range(1, T + 1):
-        prior = chain.prior(i, pred)
+        prior = chain.prior(i, pred, from_display)
         xs = chain.elements(i, xp, x_bands)
         _, prior = chain.coding_prior(prior, xs)  # colour context included
         k = entropy.quantise(xs, prior)
         out.append(entropy.step_ideal_bits(k, prior))
         chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
         pred = chain.predict(i) if i < T else None
+        if pred is not None:  # display filter and next prior as the encoder chooses them
+            pred.filter, from_display, prev_sse = codec.step_filter(
+                chain, i, pred, original, x_bands, prev_sse, out[-1]
+            )
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
     q = codec.model.schedule.pixel_quant
     out.append(entropy.levels_ideal_bits(levels, chain.pixel_tilde, prior.loc, prior.scale, q))

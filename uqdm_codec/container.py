@@ -16,16 +16,18 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from . import colour
+from . import colour, display_filter
+from .display_filter import DisplayFilter
 from .errors import FormatError
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 5
+VERSION = 6
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
     3: "uqdm 0.4, whose chunks could not be cut and whose model is no longer shipped",
     4: "uqdm 0.5, before colour context",
+    5: "uqdm 0.6, before display filters",
 }
 MIN_CUT_WORDS = 2  # a cut chunk holds at least the coder's 64-bit state
 MAX_SIDE = 65535
@@ -166,11 +168,14 @@ class Layer:
     chunks: list[Chunk]
     partition: int = 0
     context: colour.Context = ()  # a step layer's colour context (FORMAT.md 6.4)
+    display_filter: DisplayFilter | None = None  # a step layer's display filter (FORMAT.md 6.5)
+    from_display: int = 0  # bands whose prior locations come from the shown image (FORMAT.md 6.5)
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
         if self.kind == KIND_STEP:
-            body += colour.to_bytes(self.context)
+            body += colour.to_bytes(self.context) + bytes([self.from_display])
+            body += display_filter.to_bytes(self.display_filter)
         body += b"".join(
             put_varint(4 * c.count + c.flags) + put_varint(len(c.payload) // 4) for c in self.chunks
         )
@@ -274,13 +279,18 @@ def parse(data: bytes) -> ParsedFile:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
             break
         kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
-        spans, cursor, context = [], pos + _LAYER.size, ()
+        spans, cursor, context, filt, from_display = [], pos + _LAYER.size, (), None, 0
         if kind == KIND_STEP:
             block = colour.parse(data, cursor)
-            if block is None:
+            filter_block = None
+            if block is not None and block[1] < len(data):
+                from_display = data[block[1]]
+                filter_block = display_filter.parse(data, block[1] + 1)
+            if filter_block is None:
                 out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
                 break
             context, cursor = block
+            filt, cursor = filter_block
         for _ in range(n_chunks):
             count = get_varint(data, cursor)
             words = get_varint(data, count[1]) if count else None
@@ -306,7 +316,9 @@ def parse(data: bytes) -> ParsedFile:
         if sum(span[0] for span in spans) > most:
             raise FormatError(f"layer {index} claims more elements than the image has")
         pos = cursor + _U32.size
-        layer = Layer(kind, index, check, [], partition, context)
+        if filt is not None and index >= header.num_steps:
+            raise FormatError(f"layer {index} carries a display filter, which only a Haar step may")
+        layer = Layer(kind, index, check, [], partition, context, filt, from_display)
         ends = []
         complete = True
         for j, (count, length, flags) in enumerate(spans):
@@ -412,7 +424,12 @@ def _record_end(data: bytes, pos: int) -> int | None:
     if data[pos] == KIND_STEP:
         if cursor >= len(data):
             return None
-        cursor += 1 + colour.ENTRY.size * bin(data[cursor]).count("1")
+        cursor += 1 + colour.ENTRY.size * bin(data[cursor]).count("1") + 1  # and the from-display mask
+        if cursor >= len(data):
+            return None
+        radius = data[cursor]
+        taps = 3 * display_filter.taps_per_colour(radius) + 3 if radius <= display_filter.MAX_RADIUS else 0
+        cursor += 1 + 2 * taps * (radius > 0)
     for _ in range(n_chunks):
         count = get_varint(data, cursor)
         words = get_varint(data, count[1]) if count else None

@@ -16,7 +16,8 @@ import ctypes
 import numpy as np
 import torch
 
-from . import entropy, haar, portable
+from . import display_filter, entropy, haar, portable
+from .display_filter import DisplayFilter
 from .errors import UqdmError
 from .exactmodel import ExactModel
 from .exactnet import HEAD_SHIFT, CalibrationOps, FloatOps, graph
@@ -117,10 +118,17 @@ class Prediction:
         self._raw, self._pixel = raw_scales, (pixel_unit, raw_pixel)
         self._scales: list[np.ndarray] | None = None
         self._pixel_scale: np.ndarray | None = None
+        # the step's display filter (display_filter.py), set by the codec once the step is complete;
+        # it applies to the image's own size, which is what the codec always asks for
+        self.filter: DisplayFilter | None = None
+        self._filtered: tuple[DisplayFilter, np.ndarray] | None = None  # display_crop's, as filtered
+        self._display_bands: tuple[DisplayFilter | None, list[np.ndarray]] | None = None  # made for filter
 
     def band_scale(self, b: int, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Scales (0.55 c_out) * exp_p(G) of band b's coefficients start:stop in flat order (not
-        cached: for passes over a band in blocks)."""
+        cached unless `scales` was asked for: for passes over a band in blocks)."""
+        if self._scales is not None:
+            return self._scales[b].reshape(-1)[start:stop]
         st = self._states[b].reshape(-1)[start:stop]
         g = self._raw[b].reshape(-1)[start:stop].astype(np.float64)
         return self._units[b][st] * portable.exp(g)
@@ -152,7 +160,11 @@ class Prediction:
         return self.display_crop(hp, wp)
 
     def display_crop(self, height: int, width: int) -> np.ndarray:
-        """(3, height, width) of display, computed in strips."""
+        """(3, height, width) of display, computed in strips; filtered by `filter` if set (the
+        filtered image is kept: the codec asks for it up to three times). Callers may not change it."""
+        if self.filter is not None and self._filtered is not None and self._filtered[0] is self.filter:
+            if self._filtered[1].shape == (3, height, width):
+                return self._filtered[1]
         _, hp, wp = _image_shape(self.locs, self.levels)
         out = np.empty((3, height, width))
         for r0, r1 in haar.strips(hp, wp, self.levels):
@@ -161,10 +173,28 @@ class Prediction:
             strip = np.clip(haar.inverse(haar.window(self.locs, self.levels, r0, r1, 0, wp)), -1.0, 1.0)
             r1 = min(r1, height)
             out[:, r0:r1] = strip[:, : r1 - r0, :width]
-        return out
+        if self.filter is None:
+            return out
+        self._filtered = (self.filter, display_filter.apply(self.filter, out))
+        return self._filtered[1]
+
+    def display_bands(self, height: int, width: int) -> list[np.ndarray]:
+        """Haar bands of the shown image (display_crop, filtered if the step has a filter), padded to
+        the network's size by repeating edges as the encoder pads the original: the prior locations
+        a later step may take instead of the network's (FORMAT.md 6.5). Made once."""
+        if self._display_bands is None or self._display_bands[0] is not self.filter:
+            _, hp, wp = _image_shape(self.locs, self.levels)
+            shown = np.pad(
+                self.display_crop(height, width), ((0, 0), (0, hp - height), (0, wp - width)), mode="edge"
+            )
+            self._display_bands = (self.filter, haar.forward(shown, self.levels))
+        return self._display_bands[1]
 
     def image(self, height: int, width: int) -> np.ndarray:
         """(height, width, 3) uint8: the display as the decoder shows it."""
+        if self.filter is not None:
+            shown = entropy.data_to_pixels(self.display_crop(height, width))
+            return np.ascontiguousarray(shown.transpose(1, 2, 0))
         return bands_image(self.locs, self.levels, height, width)
 
 

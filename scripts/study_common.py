@@ -1,0 +1,30 @@
+"""What the measurement scripts share: their command line and how they crop the photos."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from uqdm_codec.bench import center_crop
+from uqdm_codec.image_io import load_image
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """IMAGES... [--crop 512] [--json FILE], described by the script's docstring's first line."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("images", nargs="+", type=Path)
+    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--json", type=Path)
+    return ap
+
+
+def load_crops(paths: list[Path], crop: int) -> list[np.ndarray]:
+    """Each photo centre-cropped to at most crop x crop, its sides then cut to multiples of 16."""
+    images = []
+    for path in paths:
+        px = center_crop(load_image(path).pixels, crop)
+        h, w = px.shape[:2]
+        images.append(np.ascontiguousarray(px[: h - h % 16, : w - w % 16]))
+    return images
