@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uqdm_codec import container, display_filter
+from uqdm_codec import container, display_filter, files
 from uqdm_codec.codec import Codec
 from uqdm_codec.display_filter import DisplayFilter
 from uqdm_codec.errors import FormatError
@@ -109,6 +109,8 @@ def test_files_carry_filters_and_decode_exactly(filtered, codec, tiny_model):
     for layer in parsed.layers[T - 1 :]:
         assert layer.display_filter is None and not layer.from_display
     assert not parsed.layers[0].from_display
+    sides = [2 * la.display_filter.radius + 1 if la.display_filter else 0 for la in parsed.layers]
+    assert [la.filter_side for la in files.info(data).layers] == sides  # what `uqdm info` shows
     images = list(codec.iter_decode(data))
     assert np.array_equal(images[-1].pixels, img)
     plain = Codec(tiny_model, device="cpu", display_filters=False).encode(img, seed=2)

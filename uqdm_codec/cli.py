@@ -161,10 +161,11 @@ def _batch(
 
 def _layer_table(fi, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("layer", "content", "bytes", "total bytes", "bpp (total)"):
-        table.add_column(col, justify="right" if col != "content" else "left")
+    for col in ("layer", "content", "filter", "bytes", "total bytes", "bpp (total)"):
+        table.add_column(col, justify="right" if col not in ("content", "filter") else "left")
     table.add_row(
         "header",
+        "",
         "",
         str(fi.header_bytes),
         str(fi.header_bytes),
@@ -172,7 +173,10 @@ def _layer_table(fi, title: str) -> Table:
     )
     for layer in fi.layers:
         content = "lossless pixels" if layer.lossless else f"diffusion step {layer.index}"
-        table.add_row(str(layer.index), content, str(layer.bytes), str(layer.end), f"{layer.bpp:.4f}")
+        filt = f"{layer.filter_side}x{layer.filter_side}" if layer.filter_side else ""
+        if filt and fi.regions > 1:
+            filt += f" ({layer.filtered_regions}/{fi.regions})"  # regions whose layer has one
+        table.add_row(str(layer.index), content, filt, str(layer.bytes), str(layer.end), f"{layer.bpp:.4f}")
     return table
 
 

@@ -26,6 +26,8 @@ class LayerInfo:
     end: int  # file size up to and including this layer
     bpp: float  # cumulative bits per pixel at `end`
     chunks: int
+    filter_side: int = 0  # window side of the step's display filter (FORMAT.md 6.5), 0: none
+    filtered_regions: int = 0  # regions whose layer carries one (1 or 0 for an untiled file)
 
 
 @dataclass
@@ -68,6 +70,8 @@ def info(data: bytes) -> FileInfo:
                 end,
                 bpp_of(end, hd),
                 len(layer.chunks),
+                2 * layer.display_filter.radius + 1 if layer.display_filter else 0,
+                int(layer.display_filter is not None),
             )
         )
         prev = end
@@ -93,6 +97,8 @@ def _tiled_info(data: bytes) -> FileInfo:
                 last,
                 bpp_of(last, hd),
                 sum(f.layers[i].chunks for f in infos),
+                max(f.layers[i].filter_side for f in infos),
+                sum(f.layers[i].filtered_regions for f in infos),
             )
         )
     for prev, layer in zip([header_size, *[la.end for la in layers]], layers):
