@@ -88,10 +88,11 @@ def test_fit_removes_colour_speckle_and_choose_weighs_its_cost():
     base = display_filter.shown_sse(image, original)
     for f in display_filter.fit(image, target):
         assert display_filter.shown_sse(display_filter.apply(f, image), original) < 0.75 * base
-    chosen = display_filter.choose(image, original, db_per_bit=1e-4)
+    chosen, _, sse = display_filter.choose(image, original, db_per_bit=1e-4)
     assert chosen is not None
-    assert display_filter.choose(image, original, db_per_bit=1.0) is None  # a dB costs 1 bit: not worth
-    assert display_filter.choose(target, original, db_per_bit=1e-4) is None  # nothing to remove
+    assert sse == display_filter.shown_sse(display_filter.apply(chosen, image), original)
+    assert display_filter.choose(image, original, db_per_bit=1.0)[0] is None  # a dB costs 1 bit: not worth
+    assert display_filter.choose(target, original, db_per_bit=1e-4)[0] is None  # nothing to remove
 
 
 @pytest.fixture(scope="module")

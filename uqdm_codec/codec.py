@@ -725,29 +725,18 @@ class Codec:
     ) -> tuple[DisplayFilter | None, int, float]:
         """The encoder's choice for completed Haar step i (prediction `pred`): its display filter,
         the bands whose step-(i+1) prior locations come from the shown image (FORMAT.md 6.5), and
-        the squared error of the image then shown. A filter is worth its gain in dB, converted to
-        bits at the step's own rate of dB per bit (from the error before the step, `prev_sse`,
-        and the `bits` it took), plus the bits it saves the next step (colour.approx_bits without
-        the colour context), less its own bytes. `original`: (3, H, W) levels."""
+        the squared error of the image then shown (display_filter.choose, at the step's own rate
+        of dB per bit: from the error before the step, `prev_sse`, and the `bits` it took; with
+        the bits the filter saves the next step, colour.approx_bits without the colour context).
+        `original`: (3, H, W) levels."""
         h, w = original.shape[1:]
         image = pred.display_crop(h, w)  # pred.filter is not set yet
         sse = display_filter.shown_sse(image, original)
         if not self.display_filters or sse <= 0 or bits <= 0:
             return None, 0, sse
         db_per_bit = 10.0 * np.log10(max(prev_sse, 1e-9) / sse) / bits
-        target = entropy.pixels_to_data(original)
-        saving = self._next_step_saving(chain, i, pred, x_bands, target)
-        best, best_worth = (None, 0, sse), 0.0
-        for f in display_filter.fit(image, target):
-            shown = display_filter.apply(f, image)
-            f_sse = display_filter.shown_sse(shown, original)
-            if f_sse <= 0:
-                continue
-            saved, mask = saving(f, shown)
-            worth = 10.0 * np.log10(sse / f_sse) / max(db_per_bit, 1e-12) + saved - 8.0 * f.nbytes
-            if worth > best_worth:
-                best, best_worth = (f, mask, f_sse), worth
-        return best
+        saving = self._next_step_saving(chain, i, pred, x_bands, entropy.pixels_to_data(original))
+        return display_filter.choose(image, original, db_per_bit, saving)
 
     def _next_step_saving(self, chain: _Chain, i: int, pred: Prediction, x_bands, target: np.ndarray):
         """A function (filter, its shown image) -> (approximate bits step i+1 saves with it, the

@@ -17,10 +17,12 @@ product and sum rounded once, in a fixed order, so every machine computes the sa
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import entropy
 from .errors import FormatError
 
 TAP_UNIT = 2.0**-14  # a tap is code * 2^-14, code a signed 16-bit integer
@@ -161,27 +163,37 @@ def fit(image: np.ndarray, target: np.ndarray, radii: tuple[int, ...] = (1, 2)) 
 
 def shown_sse(image: np.ndarray, original: np.ndarray) -> float:
     """Squared error (8-bit levels) of `image` (data units) as the decoder shows it."""
-    levels = np.clip(np.rint((image + 1.0) * 128.0 - 0.5), 0, 255)
-    return float(np.sum((levels - original) ** 2))
+    return float(np.sum((entropy.data_to_pixels(image) - original) ** 2))
+
+
+Saving = Callable[[DisplayFilter, np.ndarray], tuple[float, int]]
 
 
 def choose(
-    image: np.ndarray, original: np.ndarray, db_per_bit: float, radii: tuple[int, ...] = (1, 2)
-) -> DisplayFilter | None:
-    """The encoder's choice for one step: the filter (or none) that maximises what it is worth,
-    its gain in dB converted to bits at the step's own rate of dB per bit, less the bits it costs.
+    image: np.ndarray,
+    original: np.ndarray,
+    db_per_bit: float,
+    saving: Saving | None = None,
+    radii: tuple[int, ...] = (1, 2),
+) -> tuple[DisplayFilter | None, int, float]:
+    """The encoder's choice for one step: (the filter worth most, if any is worth its bytes, what
+    `saving` said with it, the squared error of the image then shown). A filter is worth its gain
+    in dB converted to bits at the step's own rate `db_per_bit` (a step that gained nothing makes
+    any gain count), plus the bits `saving(filter, filtered image)` says it saves later steps,
+    less its own bits; `saving` also returns a code passed back with the choice (0 without it).
     `original` is (3, H, W) 8-bit levels, `image` the network's display in data units."""
-    target = (2.0 * original + 1.0) / 256.0 - 1.0
     base = shown_sse(image, original)
-    best, best_worth = None, 0.0
-    if base <= 0 or db_per_bit <= 0:
-        return None
-    for f in fit(image, target, radii):
-        sse = shown_sse(apply(f, image), original)
+    best: tuple[DisplayFilter | None, int, float] = (None, 0, base)
+    if base <= 0:
+        return best
+    best_worth = 0.0
+    for f in fit(image, entropy.pixels_to_data(original), radii):
+        shown = apply(f, image)
+        sse = shown_sse(shown, original)
         if sse <= 0:
             continue
-        gain_db = 10.0 * np.log10(base / sse)
-        worth = gain_db / db_per_bit - 8.0 * f.nbytes
+        saved, code = saving(f, shown) if saving else (0.0, 0)
+        worth = 10.0 * np.log10(base / sse) / max(db_per_bit, 1e-12) + saved - 8.0 * f.nbytes
         if worth > best_worth:
-            best, best_worth = f, worth
+            best, best_worth = (f, code, sse), worth
     return best
