@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from study_common import load_crops, parser  # noqa: E402
 
-from uqdm_codec import display_filter, entropy, get_codec, haar  # noqa: E402
-from uqdm_codec.codec import _Chain  # noqa: E402
+from uqdm_codec import display_filter, entropy, get_codec  # noqa: E402
+from uqdm_codec.codec import ChainRun  # noqa: E402
 
 FACTORS = 2.0 ** (np.arange(-6, 4) / 12)
 
@@ -46,24 +46,20 @@ def coded_bits(chain, prior, xs, at) -> np.ndarray:
 def study(codec, pixels: np.ndarray, seed: int, table: dict) -> None:
     h, w = pixels.shape[:2]
     T = codec.num_steps
-    chain = _Chain(codec.net, h, w, seed, codec.tile)
-    x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
-    x_bands = haar.forward(x, chain.levels)
-    original = pixels.transpose(2, 0, 1).astype(np.float64)
-    prev = float(np.sum((chain.blank_display().astype(np.float64) - pixels) ** 2))
-    pred, from_display = None, 0
+    run = ChainRun(codec, pixels, seed)
+    chain, x, original = run.chain, run.x, run.original
     for i in range(1, T + 1):
         row = table.setdefault(str(i), {})
-        xs_all = None
+        pred = run.pred
         if pred is not None and i < T:  # the same step with every band on the network's / shown image
             for name, mask in (("network", 0), ("shown", (1 << (chain.levels + 1)) - 1)):
                 prior = chain.prior(i, pred, mask)
-                xs_all = chain.elements(i, None, x_bands)
-                bits = coded_bits(chain, prior, xs_all, np.arange(xs_all.size))
+                xs = run.values(i)
+                bits = coded_bits(chain, prior, xs, np.arange(xs.size))
                 per_band = np.bincount(chain.coded_band, bits, minlength=chain.levels + 1)
                 row[f"bits_{name}"] = (np.array(row.get(f"bits_{name}", 0.0)) + per_band).tolist()
-        prior = chain.prior(i, pred, from_display)
-        xs = x.reshape(-1) if i == T else chain.elements(i, None, x_bands)
+        prior = run.prior(i)
+        xs = run.values(i)
         if i == T:  # the pixel step: network's display against the shown (filtered) one
             sent, pred.filter = pred.filter, None
             unfiltered = replace(prior, loc=pred.display_crop(h, w).reshape(-1))
@@ -71,7 +67,7 @@ def study(codec, pixels: np.ndarray, seed: int, table: dict) -> None:
             for name, p in (("network", unfiltered), ("shown", prior)):
                 bits = coded_bits(chain, p, xs, np.arange(xs.size)).sum()
                 row[f"bits_{name}"] = [row.get(f"bits_{name}", [0.0])[0] + float(bits)]
-        ctx, coded = chain.coding_prior(prior, xs)
+        _, coded = chain.coding_prior(prior, xs)
         band = chain._element_bands()
         for b in np.unique(band):
             sel = np.flatnonzero(band == b)
@@ -82,22 +78,17 @@ def study(codec, pixels: np.ndarray, seed: int, table: dict) -> None:
                 trials.append(float(entropy.step_element_bits(entropy.quantise(xs[sel], q), q).sum()))
             key = f"scale_{b}"
             row[key] = (np.array(row.get(key, np.zeros(len(FACTORS)))) + np.array(trials)).tolist()
-        p = coded.part(slice(None))
-        k = entropy.quantise(xs, p)
-        chain.set_context(ctx)
-        chain.apply(i, entropy.reconstruct(k, p), np.arange(k.size))
+        p, k = run.code_all(i, prior, xs)
         if i == T:
             break
-        pred = chain.predict(i)
-        image = pred.display_crop(h, w)
-        fits = display_filter.fit(image, x)
+        run.predict(i)
+        image = run.pred.display_crop(h, w)
+        fits = display_filter.fit(image, x[:, :h, :w])
         gains = [psnr(image, original)] + [psnr(display_filter.apply(f, image), original) for f in fits]
-        pred.filter, from_display, prev = codec.step_filter(
-            chain, i, pred, original, x_bands, prev, float(entropy.step_element_bits(k, p).sum())
-        )
-        gains.append(psnr(pred.display_crop(h, w), original))
+        run.choose_filter(i, float(entropy.step_element_bits(k, p).sum()))
+        gains.append(psnr(run.pred.display_crop(h, w), original))
         row["psnr"] = (np.array(row.get("psnr", np.zeros(4))) + np.array(gains)).tolist()
-        row["sent"] = row.get("sent", []) + [pred.filter.radius if pred.filter else 0]
+        row["sent"] = row.get("sent", []) + [run.pred.filter.radius if run.pred.filter else 0]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from study_common import load_crops
 
-from uqdm_codec import entropy, get_codec, haar
-from uqdm_codec.codec import _Chain
+from uqdm_codec import entropy, get_codec
+from uqdm_codec.codec import ChainRun
 
 H = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "train"
 HELD_ASIDE = (
@@ -46,15 +46,11 @@ def main() -> None:
     for seed, px in enumerate(load_crops(IMGS[: int(sys.argv[1])], 512)):
         h, w = px.shape[:2]
         T = codec.num_steps
-        chain = _Chain(codec.net, h, w, seed, codec.tile)
-        x = entropy.pixels_to_data(px.transpose(2, 0, 1))
-        xb = haar.forward(x, chain.levels)
-        original = px.transpose(2, 0, 1).astype(np.float64)
-        prev = float(np.sum((chain.blank_display().astype(np.float64) - px) ** 2))
-        pred, fd = None, 0
+        run = ChainRun(codec, px, seed)
+        chain = run.chain
         for i in range(1, T):
-            prior = chain.prior(i, pred, fd)
-            xs = chain.elements(i, None, xb)
+            prior = run.prior(i)
+            xs = run.values(i)
             if i >= 3:
                 b0 = bits(chain, prior, xs)
                 loc = prior.loc.copy()
@@ -98,14 +94,8 @@ def main() -> None:
                     r = tab.setdefault((i, b), [0.0, 0.0])
                     r[0] += b0[sel].sum() / (h * w)
                     r[1] += b1[sel].sum() / (h * w)
-            ctx, coded = chain.coding_prior(prior, xs)
-            p = coded.part(slice(None))
-            k = entropy.quantise(xs, p)
-            chain.apply(i, entropy.reconstruct(k, p), np.arange(k.size))
-            pred = chain.predict(i)
-            pred.filter, fd, prev = codec.step_filter(
-                chain, i, pred, original, xb, prev, float(entropy.step_element_bits(k, p).sum())
-            )
+            p, k = run.code_all(i, prior, xs)
+            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
     t0 = t1 = 0
     for key, (a, b) in sorted(tab.items()):
         t0 += a

@@ -18,8 +18,8 @@ import numpy as np
 from haar_filter_probe import IMGS
 from study_common import load_crops
 
-from uqdm_codec import entropy, get_codec, haar
-from uqdm_codec.codec import _Chain
+from uqdm_codec import entropy, get_codec
+from uqdm_codec.codec import ChainRun
 
 
 def main() -> None:
@@ -34,26 +34,12 @@ def main() -> None:
 
     for seed, px in enumerate(load_crops(IMGS[: int(sys.argv[1])], 512)):
         h, w = px.shape[:2]
-        T = codec.num_steps
-        chain = _Chain(codec.net, h, w, seed, codec.tile)
-        x = entropy.pixels_to_data(px.transpose(2, 0, 1))
-        xb = haar.forward(x, chain.levels)
-        original = px.transpose(2, 0, 1).astype(np.float64)
-        prev = float(np.sum((chain.blank_display().astype(np.float64) - px) ** 2))
-        pred, fd = None, 0
-        for i in range(1, T + 1):
-            prior = chain.prior(i, pred, fd)
-            xs = x.reshape(-1) if i == T else chain.elements(i, None, xb)
-            ctx, coded = chain.coding_prior(prior, xs)
-            p = coded.part(slice(None))
-            k = entropy.quantise(xs, p)
-            xt = entropy.reconstruct(k, p)
-            chain.apply(i, xt, np.arange(k.size))
-            if i < T:
-                pred = chain.predict(i)
-                pred.filter, fd, prev = codec.step_filter(
-                    chain, i, pred, original, xb, prev, float(entropy.step_element_bits(k, p).sum())
-                )
+        run = ChainRun(codec, px, seed)
+        x = run.x
+        for i in range(1, codec.num_steps + 1):
+            coded, k = run.code_all(i, run.prior(i), run.values(i))
+            run.finish(i, float(entropy.step_element_bits(k, coded).sum()))
+        xt = run.chain.pixel_tilde
         q = codec.model.schedule.pixel_quant
         levels = px.transpose(2, 0, 1).ravel()
         base = entropy.levels_element_bits(levels, xt, coded.loc, coded.scale, q).sum()

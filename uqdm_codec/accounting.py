@@ -24,8 +24,9 @@ Besides: the share of each step's coded coefficients that an earlier step coded 
 the pixels would cost coded at once from the pixel step's prior (direct_level_bits), against the
 pixel step and the lossless layer that split them.
 
-Only `_Chain`'s prior / elements / apply / posterior / predict are called; which band each coded
-element belongs to, and the state it leaves, are read from its coded_band, coded_flat and state.
+The chain runs as `codec.ChainRun` drives it (the encoder's priors and display filters), and only
+`_Chain`'s coding_prior / apply / posterior are called besides; which band each coded element
+belongs to, and the state it leaves, are read from its coded_band, coded_flat and state.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import entropy, haar
-from .codec import Codec, _Chain, _validate_pixels
+from .codec import ChainRun, Codec, _validate_pixels
 
 LEVEL = 128.0  # data units -> 8-bit levels (entropy.pixels_to_data: one level is 2/256)
 SCALE_FACTORS = tuple(float(2.0 ** (j / 6.0)) for j in range(-9, 10))  # 0.35 .. 2.83
@@ -134,14 +135,12 @@ def _oracles(k: np.ndarray, prior: entropy.StepPrior, x: np.ndarray) -> tuple[li
 
 def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     """The bits and the error of every (step, band) for one image (see the module doc)."""
+    run = ChainRun(codec, pixels, seed)  # the chain as the encoder drives it, display filters included
+    chain, x_bands = run.chain, run.x_bands
     pixels = _validate_pixels(pixels)
     h, w = pixels.shape[:2]
     T = codec.num_steps
     sched = codec.model.schedule
-    chain = _Chain(codec.net, h, w, seed, codec.tile)
-    x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
-    xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
-    x_bands = haar.forward(xp, chain.levels)
     names = band_names(chain.levels)
     bounds = [haar.band_bound(b, chain.levels) for b in range(len(x_bands))]
     padded_values = 3 * chain.hp * chain.wp
@@ -152,12 +151,10 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     before = estimates(codec.net.first_prior([b.shape for b in x_bands])[0])
     blank = np.clip(haar.inverse(before), -1.0, 1.0)
     acc = Account(1, h * w, _image_sse(blank, pixels, h, w))
-    pred = prior = None
-    original = pixels.transpose(2, 0, 1).astype(np.float64)
-    prev_sse, from_display = acc.sse_blank, 0
+    prior = None
     for i in range(1, T + 1):
-        prior = chain.prior(i, pred, from_display)
-        xs = chain.elements(i, xp, x_bands)
+        prior = run.prior(i)
+        xs = run.values(i)
         _, prior = chain.coding_prior(prior, xs)  # as coded: colour context included
         if not sched.is_pixel_step(i):  # the state before the step, per coded element
             states = [
@@ -172,7 +169,7 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
         chain.apply(i, xt, np.arange(k.size), shown)
         if sched.is_pixel_step(i):
             by_factor, exact = _oracles(k, prior, xs)
-            x_real = x.ravel()
+            x_real = xs  # the real pixels
             acc.bands.append(
                 BandAccount(
                     i,
@@ -191,13 +188,11 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
             sse_shown = _image_sse(shown.reshape(3, h, w), pixels, h, w)
             acc.layers.append(LayerAccount(i, None, real, float(bits.sum()), sse_shown))
             continue
-        pred = chain.predict(i)
-        band_of = chain.coded_band  # the band of each coded element (set by chain.prior)
+        band_of = chain.coded_band  # the band of each coded element (chain.prior sets a new array)
         # the display filter and the next step's prior locations the encoder would choose: the
         # estimates after the step are the locations the next step codes against
-        pred.filter, from_display, prev_sse = codec.step_filter(
-            chain, i, pred, original, x_bands, prev_sse, 8.0 * real
-        )
+        run.finish(i, 8.0 * real)
+        pred, from_display = run.pred, run.from_display
         shown_bands = pred.display_bands(h, w) if from_display else []
         after = estimates([shown_bands[b] if from_display >> b & 1 else a for b, a in enumerate(pred.locs)])
         for b, name in enumerate(names):
@@ -243,7 +238,7 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
             bits=float(bits.sum()),
             bits_by_factor=by_factor,
             bits_exact_loc=None,
-            sse_before=_sse(shown_before, x.ravel()),
+            sse_before=_sse(shown_before, x_real),
             sse_after=0.0,
             values=levels.size,
         )

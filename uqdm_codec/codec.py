@@ -1208,32 +1208,71 @@ def model_for_file(header: Header, requested: str | Path | None) -> str | Path |
         return None
 
 
+class ChainRun:
+    """The chain driven the way the encoder drives it, every element of a step at once, for
+    measuring it (ideal_bits, accounting.py, the study scripts): each step's prior as the encoder
+    sets it up, priors taken from the shown image included, and after each Haar step the
+    prediction with the display filter and next-step bands the encoder would choose. The caller
+    codes and applies each step between prior() and finish(), with code_all() or by itself."""
+
+    def __init__(self, codec: Codec, pixels: np.ndarray, seed: int = 0):
+        pixels = _validate_pixels(pixels)
+        h, w = pixels.shape[:2]
+        self.codec = codec
+        self.chain = _Chain(codec.net, h, w, seed, codec.tile)
+        x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
+        self.x = np.pad(x, ((0, 0), (0, self.chain.hp - h), (0, self.chain.wp - w)), mode="edge")
+        self.x_bands = haar.forward(self.x, self.chain.levels)
+        self.original = pixels.transpose(2, 0, 1).astype(np.float64)  # levels, for the filters
+        # the squared error of the image shown after the last complete step, as the encoder's judge
+        self.sse = float(np.sum((self.chain.blank_display().astype(np.float64) - pixels) ** 2))
+        self.pred: Prediction | None = None  # the prediction the next step's prior comes from
+        self.from_display = 0  # the next step's bands that take the shown image's locations
+
+    def prior(self, i: int) -> entropy.CodedPrior:
+        return self.chain.prior(i, self.pred, self.from_display)
+
+    def values(self, i: int) -> np.ndarray:
+        """The original's values of step i's coded elements (after prior(i))."""
+        return self.chain.elements(i, self.x, self.x_bands)
+
+    def code_all(
+        self, i: int, prior: entropy.CodedPrior, xs: np.ndarray
+    ) -> tuple[entropy.StepPrior, np.ndarray]:
+        """Code every element of step i under `prior` with the colour context fitted as the encoder
+        fits it, and apply them: (the prior as coded, the symbols)."""
+        _, coded = self.chain.coding_prior(prior, xs)
+        p = coded.part(slice(None))
+        k = entropy.quantise(xs, p)
+        self.chain.apply(i, entropy.reconstruct(k, p), np.arange(k.size))
+        return p, k
+
+    def predict(self, i: int) -> None:
+        """The network's prediction after Haar step i, not yet filtered."""
+        self.pred = self.chain.predict(i)
+
+    def choose_filter(self, i: int, bits: float) -> None:
+        """The encoder's display filter for step i and bands for step i+1, given the step's bits."""
+        self.pred.filter, self.from_display, self.sse = self.codec.step_filter(
+            self.chain, i, self.pred, self.original, self.x_bands, self.sse, bits
+        )
+
+    def finish(self, i: int, bits: float) -> None:
+        """After step i is applied: predict and choose, for a Haar step (nothing after the last)."""
+        if i < self.codec.num_steps:
+            self.predict(i)
+            self.choose_filter(i, bits)
+
+
 def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
     """Sum of -log2 P(symbol) of every layer under the exact model (for measuring coder overhead)."""
-    pixels = _validate_pixels(pixels)
-    h, w = pixels.shape[:2]
-    T = codec.num_steps
-    chain = _Chain(codec.net, h, w, seed, codec.tile)
-    x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
-    xp = np.pad(x, ((0, 0), (0, chain.hp - h), (0, chain.wp - w)), mode="edge")
-    x_bands = haar.forward(xp, chain.levels)
-    out, pred, prior = [], None, None
-    original = pixels.transpose(2, 0, 1).astype(np.float64)
-    prev_sse = float(np.sum((chain.blank_display().astype(np.float64) - pixels) ** 2))
-    from_display = 0
-    for i in range(1, T + 1):
-        prior = chain.prior(i, pred, from_display)
-        xs = chain.elements(i, xp, x_bands)
-        _, prior = chain.coding_prior(prior, xs)  # colour context included
-        k = entropy.quantise(xs, prior)
+    run = ChainRun(codec, pixels, seed)
+    out, prior = [], None
+    for i in range(1, codec.num_steps + 1):
+        prior, k = run.code_all(i, run.prior(i), run.values(i))  # colour context included
         out.append(entropy.step_ideal_bits(k, prior))
-        chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
-        pred = chain.predict(i) if i < T else None
-        if pred is not None:  # display filter and next prior as the encoder chooses them
-            pred.filter, from_display, prev_sse = codec.step_filter(
-                chain, i, pred, original, x_bands, prev_sse, out[-1]
-            )
-    levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
+        run.finish(i, out[-1])
+    levels = run.original.ravel().astype(np.int64)
     q = codec.model.schedule.pixel_quant
-    out.append(entropy.levels_ideal_bits(levels, chain.pixel_tilde, prior.loc, prior.scale, q))
+    out.append(entropy.levels_ideal_bits(levels, run.chain.pixel_tilde, prior.loc, prior.scale, q))
     return out
