@@ -213,7 +213,7 @@ def _data_bands(pixels: np.ndarray, hp: int, wp: int, levels: int) -> list[np.nd
     h, w = pixels.shape[:2]
     bands: list[np.ndarray] = []
     for c in range(pixels.shape[2]):
-        x = np.pad(entropy.pixels_to_data(pixels[:, :, c]), ((0, hp - h), (0, wp - w)), mode="edge")
+        x = haar.extend(entropy.pixels_to_data(pixels[:, :, c]), hp, wp)
         parts = haar.forward(x[None], levels)
         if not bands:
             bands = [np.empty((*p.shape[:-3], pixels.shape[2], *p.shape[-2:]), np.float32) for p in parts]
@@ -763,10 +763,8 @@ class Codec:
         starts, flats = chain._band_start, chain.coded_flat
 
         def saving(f, shown):
-            hp, wp = chain.hp, chain.wp
-            padded = np.pad(shown, ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
             loc = np.empty_like(p.loc)
-            for b, band in enumerate(haar.forward(padded, chain.levels)):
+            for b, band in enumerate(haar.forward(haar.extend(shown, chain.hp, chain.wp), chain.levels)):
                 s0, s1 = starts[b], starts[b + 1]
                 bd = haar.band_bound(b, chain.levels)
                 loc[s0:s1] = np.clip(band.reshape(-1)[flats[s0:s1]], -bd, bd)
@@ -1221,7 +1219,7 @@ class ChainRun:
         self.codec = codec
         self.chain = _Chain(codec.net, h, w, seed, codec.tile)
         x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
-        self.x = np.pad(x, ((0, 0), (0, self.chain.hp - h), (0, self.chain.wp - w)), mode="edge")
+        self.x = haar.extend(x, self.chain.hp, self.chain.wp)
         self.x_bands = haar.forward(self.x, self.chain.levels)
         self.original = pixels.transpose(2, 0, 1).astype(np.float64)  # levels, for the filters
         # the squared error of the image shown after the last complete step, as the encoder's judge

@@ -427,9 +427,8 @@ def _record_end(data: bytes, pos: int) -> int | None:
         cursor += 1 + colour.ENTRY.size * bin(data[cursor]).count("1") + 1  # and the from-display mask
         if cursor >= len(data):
             return None
-        radius = data[cursor]
-        taps = 3 * display_filter.taps_per_colour(radius) + 3 if radius <= display_filter.MAX_RADIUS else 0
-        cursor += 1 + 2 * taps * (radius > 0)
+        radius = data[cursor]  # a bad radius is the record's own parse to refuse
+        cursor += display_filter.block_size(radius) if radius <= display_filter.MAX_RADIUS else 1
     for _ in range(n_chunks):
         count = get_varint(data, cursor)
         words = get_varint(data, count[1]) if count else None

@@ -38,6 +38,11 @@ def taps_per_colour(radius: int) -> int:
     return 3 * (2 * radius + 1) ** 2
 
 
+def block_size(radius: int) -> int:
+    """Bytes of the layer header's filter block with this radius byte (FORMAT.md 2)."""
+    return 1 + 2 * (3 * taps_per_colour(radius) + 3) if radius else 1
+
+
 @dataclass(frozen=True)
 class DisplayFilter:
     """out_c = clip(L_c + sum_{c', dy, dx} taps[c][c', dy, dx] L_c'(y+dy, x+dx) + bias_c, -1, 1):
@@ -69,11 +74,10 @@ def parse(data: bytes, pos: int) -> tuple[DisplayFilter | None, int] | None:
         return None, pos + 1
     if radius > MAX_RADIUS:
         raise FormatError(f"invalid display filter (radius {radius}) in a layer header")
-    n = 3 * taps_per_colour(radius) + 3
-    end = pos + 1 + 2 * n
+    end = pos + block_size(radius)
     if end > len(data):
         return None
-    values = struct.unpack_from(f"<{n}h", data, pos + 1)
+    values = struct.unpack_from(f"<{3 * taps_per_colour(radius) + 3}h", data, pos + 1)
     return DisplayFilter(radius, tuple(values[:-3]), tuple(values[-3:])), end
 
 

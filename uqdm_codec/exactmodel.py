@@ -173,9 +173,7 @@ def calibrate(model: UQDM, images: list[np.ndarray], seed: int = 0) -> dict[str,
 def _padded(pixels: np.ndarray, hp: int, wp: int) -> np.ndarray:
     from .entropy import pixels_to_data
 
-    x = pixels_to_data(pixels.transpose(2, 0, 1))
-    h, w = x.shape[1:]
-    return np.pad(x, ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
+    return haar.extend(pixels_to_data(pixels.transpose(2, 0, 1)), hp, wp)
 
 
 def from_float(model: UQDM, images: list[np.ndarray] | None = None) -> ExactModel:

@@ -53,6 +53,13 @@ def synthesis(ll, detail):
     return out
 
 
+def extend(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """x (..., h, w) extended to height x width by repeating its last row and column: how an image
+    is padded to a multiple of 2^levels for the transform (FORMAT.md 5.1)."""
+    h, w = x.shape[-2:]
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, height - h), (0, width - w)], mode="edge")
+
+
 def forward(x, levels: int) -> list:
     details = []
     for _ in range(levels):

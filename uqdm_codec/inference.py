@@ -184,9 +184,7 @@ class Prediction:
         a later step may take instead of the network's (FORMAT.md 6.5). Made once."""
         if self._display_bands is None or self._display_bands[0] is not self.filter:
             _, hp, wp = _image_shape(self.locs, self.levels)
-            shown = np.pad(
-                self.display_crop(height, width), ((0, 0), (0, hp - height), (0, wp - width)), mode="edge"
-            )
+            shown = haar.extend(self.display_crop(height, width), hp, wp)
             self._display_bands = (self.filter, haar.forward(shown, self.levels))
         return self._display_bands[1]
 
