@@ -1,0 +1,354 @@
+"""Probes of codec-side changes measured on held-aside photos and not kept (docs/MODEL.md section 14).
+
+    python scripts/prior_probes.py shape IMAGES...     # logistic prior vs a mixture of two, or a Gaussian
+    python scripts/prior_probes.py flips IMAGES...     # the network averaged over the mirrored state
+    python scripts/prior_probes.py skip IMAGES...      # skip colour-1/2 elements the colour context pins
+    python scripts/prior_probes.py partial IMAGES...   # display filters on the images inside a layer
+    python scripts/prior_probes.py checker IMAGES...   # the pixel step in two checkerboard halves
+
+Every probe drives the chain as the encoder does (`codec.ChainRun`: colour context and display
+filters included; ideal code lengths), seed = image index, on centre crops (default 512 px).
+Parameters a real codec would have to send (mixture weights, filter taps, predictor weights) are
+fitted on the image itself and not counted: each figure is an optimistic bound. `flips` and `skip`
+change the chain and report the BD-rate over the step points 1-7 and the lossless size against
+the chain as shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from study_common import load_crops  # noqa: E402
+
+from uqdm_codec import container, entropy, get_codec, portable  # noqa: E402
+from uqdm_codec import display_filter as dfilter  # noqa: E402
+from uqdm_codec.bench import bd_rate  # noqa: E402
+from uqdm_codec.codec import ChainRun, Codec  # noqa: E402
+from uqdm_codec.progression import psnr  # noqa: E402
+
+GRID = 2.0 ** (np.arange(-12, 13) / 6)  # scale factors tried
+
+
+# ----------------------------------------------------------------------------- the chain, varied
+
+
+def shown_psnr(run: ChainRun) -> float:
+    h, w = run.original.shape[1:]
+    shown = entropy.data_to_pixels(run.pred.display_crop(h, w)).astype(np.float64)
+    return float(10 * np.log10(255.0**2 / np.mean((shown - run.original) ** 2)))
+
+
+def chain_curve(
+    codec: Codec, px: np.ndarray, seed: int, after_predict=None, keep=None
+) -> list[tuple[float, float]]:
+    """[(cumulative bpp, PSNR shown) after each Haar step] + [(lossless bpp, inf)], ideal bits.
+    after_predict(run, i) may change the prediction before the filter is chosen; keep(run, i,
+    prior) -> bool mask of the elements to code (the others keep their state)."""
+    h, w = px.shape[:2]
+    run = ChainRun(codec, px, seed)
+    cum, curve, T = 0.0, [], codec.num_steps
+    for i in range(1, T + 1):
+        prior = run.prior(i)
+        xs = run.values(i)
+        _, coded = run.chain.coding_prior(prior, xs)
+        p = coded.part(slice(None))
+        k = entropy.quantise(xs, p)
+        mask = keep(run, i, p) if keep is not None and i < T else np.ones(k.size, bool)
+        bits = float(entropy.step_element_bits(k, p)[mask].sum())
+        which = np.flatnonzero(mask)
+        run.chain.apply(i, entropy.reconstruct(k, p)[which], which)
+        cum += bits
+        if i < T:
+            run.predict(i)
+            if after_predict is not None:
+                after_predict(run, i)
+            run.choose_filter(i, bits)
+            curve.append((cum / (h * w), shown_psnr(run)))
+    q = codec.model.schedule.pixel_quant
+    levels = run.original.ravel().astype(np.int64)
+    cum += entropy.levels_ideal_bits(levels, run.chain.pixel_tilde, p.loc, p.scale, q)
+    return curve + [(cum / (h * w), float("inf"))]
+
+
+def compare(codec: Codec, images: list[np.ndarray], **variant) -> dict:
+    """The variant's curve against the shipped chain's, per image and averaged."""
+    rows = []
+    for seed, px in enumerate(images):
+        base = chain_curve(codec, px, seed)
+        test = chain_curve(codec, px, seed, **variant)
+        rows.append(
+            {
+                "bd_rate_steps_1_7": bd_rate(base[:-1], test[:-1]),
+                "lossless_bpp": [base[-1][0], test[-1][0]],
+                "steps": [base[:-1], test[:-1]],
+            }
+        )
+        print(
+            f"image {seed}: BD-rate {rows[-1]['bd_rate_steps_1_7']:+.2f} %, lossless "
+            f"{base[-1][0]:.3f} -> {test[-1][0]:.3f} bpp",
+            flush=True,
+        )
+    bd = float(np.mean([r["bd_rate_steps_1_7"] for r in rows]))
+    ll = np.mean([r["lossless_bpp"] for r in rows], axis=0)
+    print(
+        f"mean: BD-rate {bd:+.2f} %, lossless {ll[0]:.3f} -> {ll[1]:.3f} bpp "
+        f"({100 * (ll[1] / ll[0] - 1):+.2f} %)"
+    )
+    return {"bd_rate_steps_1_7": bd, "lossless_bpp": ll.tolist(), "images": rows}
+
+
+# ----------------------------------------------------------------------------- flips
+
+
+def _flip_bands(bands: list[np.ndarray], axis: str, negate: bool) -> list[np.ndarray]:
+    """Haar bands of the mirrored image: positions mirrored; mirroring left-right negates the LH
+    and HH orientations (0 and 2), top-bottom HL and HH (1 and 2). States mirror without signs."""
+    out = []
+    for b, band in enumerate(bands):
+        f = np.flip(band, axis=-1 if axis == "h" else -2).copy()
+        if negate and b > 0:
+            for o in (0, 2) if axis == "h" else (1, 2):
+                f[o] = -f[o]
+        out.append(f)
+    return out
+
+
+def flips(axes: tuple[str, ...]):
+    """after_predict: the locations, raw log-scales and pixel head averaged over the network's
+    predictions on the state as is and mirrored along each of `axes`."""
+
+    def hook(run: ChainRun, i: int) -> None:
+        chain, pred = run.chain, run.pred
+        locs = [a.copy() for a in pred.locs]
+        raws = [a.astype(np.float64) for a in pred._raw]
+        pixel = pred._pixel[1].astype(np.float64)
+        for ax in axes:
+            twin = chain.net.predict(
+                _flip_bands(chain.z, ax, True), _flip_bands(chain.state, ax, False), i, chain.tile
+            )
+            for b, (lo, ra) in enumerate(
+                zip(_flip_bands(twin.locs, ax, True), _flip_bands(twin._raw, ax, False))
+            ):
+                locs[b] += lo
+                raws[b] += ra
+            pixel += np.flip(twin._pixel[1], axis=-1 if ax == "h" else -2)
+        n = 1 + len(axes)
+        pred.locs = [a / n for a in locs]
+        pred._raw = [a / n for a in raws]
+        pred._pixel = (pred._pixel[0], pixel / n)
+        pred._scales = pred._pixel_scale = None
+
+    return hook
+
+
+# ----------------------------------------------------------------------------- skip
+
+
+def skip(factor: float):
+    """keep: colour-1/2 elements whose colour-conditioned scale is below factor * threshold * q
+    are not coded (their partners' residuals were used for the condition as if they all came)."""
+
+    def keep(run: ChainRun, i: int, p: entropy.StepPrior) -> np.ndarray:
+        thr = run.codec.model.schedule.threshold
+        return ~((run.chain.colours > 0) & (p.scale < factor * thr * p.quant_step))
+
+    return keep
+
+
+# ----------------------------------------------------------------------------- shape
+
+
+def _cdf(kind: str, t: torch.Tensor, params: tuple[float, ...]) -> torch.Tensor:
+    if kind == "gauss":
+        return torch.special.ndtr(t / params[0])
+    w, a, b = params
+    return w * torch.sigmoid(t / a) + (1.0 - w) * torch.sigmoid(t / b)
+
+
+def _bits(kind: str, bins: torch.Tensor, params) -> float:
+    lo, hi, a, b = bins
+    mass = (_cdf(kind, hi, params) - _cdf(kind, lo, params)).clamp_min(1e-300)
+    norm = (_cdf(kind, b, params) - _cdf(kind, a, params)).clamp_min(1e-300)
+    return float(-(torch.log2(mass) - torch.log2(norm)).sum())
+
+
+def _best(kind: str, bins: torch.Tensor, candidates) -> tuple[float, tuple[float, ...]]:
+    """The candidate with the fewest bits on a sample of at most 10^5 elements, then its bits on all."""
+    n = bins.shape[1]
+    sub = bins[:, torch.randperm(n, generator=torch.Generator().manual_seed(0))[:100_000]]
+    params = min(candidates, key=lambda c: _bits(kind, sub, c))
+    return _bits(kind, bins, params), params
+
+
+def shape(codec: Codec, images: list[np.ndarray]) -> dict:
+    """Code lengths of every step's coded elements (as coded: colour context and filters) under
+    the logistic, a scale factor, a mixture of two logistics (w, a, b) and a Gaussian, each
+    fitted per (step, band) on these images."""
+    per: dict[str, list[np.ndarray]] = {}
+    pixels = 0
+    for seed, px in enumerate(images):
+        run = ChainRun(codec, px, seed)
+        pixels += px.shape[0] * px.shape[1]
+        for i in range(1, codec.num_steps + 1):
+            p, k = run.code_all(i, run.prior(i), run.values(i))
+            band = run.chain._element_bands()
+            s = p.scale
+            a, b = (-p.bound - p.loc) / s, (p.bound - p.loc) / s
+            lo = np.clip((k - p.dither - 0.5) * p.quant_step / s, a, b)
+            hi = np.clip((k - p.dither + 0.5) * p.quant_step / s, a, b)
+            for bd in np.unique(band):
+                m = band == bd
+                per.setdefault(f"step {i} band {bd}", []).append(np.stack([lo[m], hi[m], a[m], b[m]]))
+            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+        print(f"image {seed} coded", flush=True)
+    small, large = GRID[GRID <= 1.0 + 1e-9], GRID[GRID >= 1.0 - 1e-9]
+    mixtures = [(1.0, 1.0, 1.0)] + [(w, a, b) for w in (0.3, 0.5, 0.7, 0.85) for a in small for b in large]
+    total = {"logistic": 0.0, "scale": 0.0, "mixture": 0.0, "gauss": 0.0}
+    rows = {}
+    for key, parts in per.items():
+        bins = torch.from_numpy(np.concatenate(parts, axis=1))
+        base = _bits("mix", bins, (1.0, 1.0, 1.0))
+        scaled = _best("mix", bins, [(1.0, c, c) for c in GRID])
+        mixed = _best("mix", bins, mixtures)
+        gauss = _best("gauss", bins, [(c,) for c in GRID])
+        rows[key] = {"bpp": base / pixels, "scale": scaled, "mixture": mixed, "gauss": gauss}
+        for name, v in (("logistic", base), ("scale", scaled[0]), ("mixture", mixed[0]), ("gauss", gauss[0])):
+            total[name] += v
+        print(
+            f"{key}: {base / pixels:.4f} bpp; scale {100 * (scaled[0] / base - 1):+.2f} %, mixture "
+            f"{100 * (mixed[0] / base - 1):+.2f} %, Gaussian {100 * (gauss[0] / base - 1):+.2f} %",
+            flush=True,
+        )
+    print(
+        "all steps: " + ", ".join(f"{k} {100 * (v / total['logistic'] - 1):+.2f} %" for k, v in total.items())
+    )
+    return {"per_step_band": rows, "total_bits": total, "pixels": pixels}
+
+
+# ----------------------------------------------------------------------------- partial
+
+
+def partial(codec: Codec, images: list[np.ndarray]) -> dict:
+    """PSNR of every image shown inside a Haar layer (2..T-1), as shown and filtered by the
+    previous layer's filter, by this layer's, or by the best filter fitted on that image."""
+    rows = []
+    for seed, px in enumerate(images):
+        data = codec.encode(px, seed=seed)
+        filters = {lay.index: lay.display_filter for lay in container.parse(data).layers}
+        target = entropy.pixels_to_data(px.transpose(2, 0, 1))
+        for im in codec.iter_decode(data, every_chunk=True):
+            if im.lossless or im.complete or not 2 <= im.layer < codec.num_steps:
+                continue
+            d = entropy.pixels_to_data(im.pixels.transpose(2, 0, 1))
+
+            def shown(f, d=d, px=px):
+                return psnr(px, entropy.data_to_pixels(dfilter.apply(f, d)).transpose(1, 2, 0))
+
+            best = max(shown(f) for f in dfilter.fit(d, target))
+            rows.append(
+                [
+                    seed,
+                    im.layer,
+                    8.0 * im.nbytes / (px.shape[0] * px.shape[1]),
+                    shown(None),
+                    shown(filters.get(im.layer - 1)),
+                    shown(filters.get(im.layer)),
+                    best,
+                ]
+            )
+        print(f"image {seed}: {sum(r[0] == seed for r in rows)} partial images", flush=True)
+    arr = np.array(rows)
+    out = {}
+    for layer in np.unique(arr[:, 1]).astype(int):
+        gain = (arr[arr[:, 1] == layer, 4:] - arr[arr[:, 1] == layer, 3:4]).mean(axis=0)
+        out[f"layer {layer}"] = dict(zip(("previous filter", "this filter", "fitted"), gain.tolist()))
+        print(
+            f"layer {layer}: mean gain (dB) previous filter {gain[0]:+.2f}, this layer's "
+            f"{gain[1]:+.2f}, fitted {gain[2]:+.2f}"
+        )
+    return {"gain_db": out, "points": rows}
+
+
+# ----------------------------------------------------------------------------- checker
+
+
+def _logistic_level_bits(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """-log2 P(level) of 8-bit values x (data units) under a discretised logistic (end bins open)."""
+    lo = np.where(x <= -1.0 + 1e-9, -np.inf, (x - 1.0 / 256.0 - loc) / scale)
+    hi = np.where(x >= 1.0 - 1e-9, np.inf, (x + 1.0 / 256.0 - loc) / scale)
+    return -np.log2(np.maximum(portable.sigmoid(hi) - portable.sigmoid(lo), 1e-300))
+
+
+def checker(codec: Codec, images: list[np.ndarray]) -> dict:
+    """Pixel step plus lossless layer, priced as coding the pixels at once from the pixel step's
+    prior (within 0.3 % of the two layers: docs/MODEL.md section 10), against the same with the
+    second checkerboard half's locations a least-squares mix (per colour, fitted on the image) of
+    its own location and the 4 neighbours' x~ in all three colours, and the best scale factor."""
+    totals = np.zeros(3)
+    for seed, px in enumerate(images):
+        h, w = px.shape[:2]
+        run = ChainRun(codec, px, seed)
+        for i in range(1, codec.num_steps + 1):
+            p, k = run.code_all(i, run.prior(i), run.values(i))
+            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+        x = entropy.pixels_to_data(px.transpose(2, 0, 1))
+        loc, scale = p.loc.reshape(3, h, w), p.scale.reshape(3, h, w)
+        tilde = np.pad(run.chain.pixel_tilde.reshape(3, h, w), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        second = (np.add.outer(np.arange(h), np.arange(w)) % 2) == 1
+        near = [
+            tilde[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
+        ]
+        new = loc.copy()
+        for c in range(3):
+            cols = (
+                [loc[c][second]] + [n[c2][second] for n in near for c2 in range(3)] + [np.ones(second.sum())]
+            )
+            design = np.stack(cols, axis=1)
+            new[c][second] = design @ np.linalg.lstsq(design, x[c][second], rcond=None)[0]
+        base = _logistic_level_bits(x, loc, scale)
+        after = min(
+            _logistic_level_bits(x, new, scale * f)[:, second].sum() for f in (0.6, 0.7, 0.8, 0.9, 1.0)
+        )
+        saved = base[:, second].sum() - after
+        totals += [base.sum(), saved, h * w]
+        print(
+            f"image {seed}: pixels {base.sum() / (h * w):.3f} bpp, -{100 * saved / base.sum():.2f} %",
+            flush=True,
+        )
+    saving = totals[1] / totals[0] * 100
+    print(f"pixel coding {totals[0] / totals[2]:.3f} bpp; with the checkerboard context -{saving:.2f} %")
+    return {"pixel_bpp": totals[0] / totals[2], "saving_percent": saving}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("probe", choices=("shape", "flips", "skip", "partial", "checker"))
+    ap.add_argument("images", nargs="+", type=Path)
+    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--flips", default="h", choices=("h", "v", "hv"), help="flips: mirror axes")
+    ap.add_argument("--factor", type=float, default=1.0, help="skip: times the coding threshold")
+    args = ap.parse_args()
+    codec = get_codec()
+    images = load_crops(args.images, args.crop)
+    if args.probe == "flips":
+        result = compare(codec, images, after_predict=flips(tuple(args.flips)))
+    elif args.probe == "skip":
+        result = compare(codec, images, keep=skip(args.factor))
+    else:
+        result = {"shape": shape, "partial": partial, "checker": checker}[args.probe](codec, images)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
