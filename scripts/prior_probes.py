@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from study_common import load_crops  # noqa: E402
 
-from uqdm_codec import container, entropy, get_codec, portable  # noqa: E402
+from uqdm_codec import container, entropy, get_codec  # noqa: E402
 from uqdm_codec import display_filter as dfilter  # noqa: E402
+from uqdm_codec.accounting import direct_level_bits  # noqa: E402
 from uqdm_codec.bench import bd_rate  # noqa: E402
 from uqdm_codec.codec import ChainRun, Codec  # noqa: E402
 from uqdm_codec.progression import psnr  # noqa: E402
@@ -38,12 +39,6 @@ GRID = 2.0 ** (np.arange(-12, 13) / 6)  # scale factors tried
 
 
 # ----------------------------------------------------------------------------- the chain, varied
-
-
-def shown_psnr(run: ChainRun) -> float:
-    h, w = run.original.shape[1:]
-    shown = entropy.data_to_pixels(run.pred.display_crop(h, w)).astype(np.float64)
-    return float(10 * np.log10(255.0**2 / np.mean((shown - run.original) ** 2)))
 
 
 def chain_curve(
@@ -71,7 +66,7 @@ def chain_curve(
             if after_predict is not None:
                 after_predict(run, i)
             run.choose_filter(i, bits)
-            curve.append((cum / (h * w), shown_psnr(run)))
+            curve.append((cum / (h * w), psnr(px, run.pred.image(h, w))))
     q = codec.model.schedule.pixel_quant
     levels = run.original.ravel().astype(np.int64)
     cum += entropy.levels_ideal_bits(levels, run.chain.pixel_tilde, p.loc, p.scale, q)
@@ -280,18 +275,12 @@ def partial(codec: Codec, images: list[np.ndarray]) -> dict:
 # ----------------------------------------------------------------------------- checker
 
 
-def _logistic_level_bits(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """-log2 P(level) of 8-bit values x (data units) under a discretised logistic (end bins open)."""
-    lo = np.where(x <= -1.0 + 1e-9, -np.inf, (x - 1.0 / 256.0 - loc) / scale)
-    hi = np.where(x >= 1.0 - 1e-9, np.inf, (x + 1.0 / 256.0 - loc) / scale)
-    return -np.log2(np.maximum(portable.sigmoid(hi) - portable.sigmoid(lo), 1e-300))
-
-
 def checker(codec: Codec, images: list[np.ndarray]) -> dict:
     """Pixel step plus lossless layer, priced as coding the pixels at once from the pixel step's
-    prior (within 0.3 % of the two layers: docs/MODEL.md section 10), against the same with the
-    second checkerboard half's locations a least-squares mix (per colour, fitted on the image) of
-    its own location and the 4 neighbours' x~ in all three colours, and the best scale factor."""
+    prior (accounting.direct_level_bits; within 0.3 % of the two layers: docs/MODEL.md section
+    10), against the same with the second checkerboard half's locations a least-squares mix (per
+    colour, fitted on the image) of its own location and the 4 neighbours' x~ in all three
+    colours, and the best scale factor."""
     totals = np.zeros(3)
     for seed, px in enumerate(images):
         h, w = px.shape[:2]
@@ -314,9 +303,10 @@ def checker(codec: Codec, images: list[np.ndarray]) -> dict:
             )
             design = np.stack(cols, axis=1)
             new[c][second] = design @ np.linalg.lstsq(design, x[c][second], rcond=None)[0]
-        base = _logistic_level_bits(x, loc, scale)
+        levels = px.transpose(2, 0, 1)
+        base = direct_level_bits(levels, loc, scale)
         after = min(
-            _logistic_level_bits(x, new, scale * f)[:, second].sum() for f in (0.6, 0.7, 0.8, 0.9, 1.0)
+            direct_level_bits(levels, new, scale * f)[:, second].sum() for f in (0.6, 0.7, 0.8, 0.9, 1.0)
         )
         saved = base[:, second].sum() - after
         totals += [base.sum(), saved, h * w]
