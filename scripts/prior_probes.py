@@ -5,6 +5,8 @@
     python scripts/prior_probes.py skip IMAGES...      # skip colour-1/2 elements the colour context pins
     python scripts/prior_probes.py partial IMAGES...   # display filters on the images inside a layer
     python scripts/prior_probes.py checker IMAGES...   # the pixel step in two checkerboard halves
+    python scripts/prior_probes.py lossless_colour IMAGES... [--spatial]
+                                                       # the lossless layer given exact partners
 
 Every probe drives the chain as the encoder does (`codec.ChainRun`: colour context and display
 filters included; ideal code lengths), seed = image index, on centre crops (default 512 px).
@@ -319,23 +321,91 @@ def checker(codec: Codec, images: list[np.ndarray]) -> dict:
     return {"pixel_bpp": totals[0] / totals[2], "saving_percent": saving}
 
 
+def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = False) -> dict:
+    """The lossless layer coded in three colour groups, colour c's location moved by a
+    least-squares mix (per colour, fitted on the image) of its partners' exact residuals
+    (x' - m') / s' and their residuals after the pixel step (x~' - m') / s', with its best scale
+    factor, against the lossless layer as coded (the pixel step's prior as moved by the colour
+    context of the pixel step, which knew the partners only to +-q/2). With `spatial`, the layer
+    in two checkerboard halves, the second half's locations also moved by the 4 neighbours' exact
+    residuals in all three colours (12 more taps), as a two-pass lossless layer could."""
+    q = codec.model.schedule.pixel_quant
+    totals, rows = np.zeros(3), []
+    for seed, px in enumerate(images):
+        h, w = px.shape[:2]
+        run = ChainRun(codec, px, seed)
+        for i in range(1, codec.num_steps + 1):
+            p, k = run.code_all(i, run.prior(i), run.values(i))
+            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+        levels = px.transpose(2, 0, 1).reshape(3, -1).astype(np.int64)
+        x = entropy.pixels_to_data(levels)
+        xt = run.chain.pixel_tilde.reshape(3, -1)
+        loc, scale = p.loc.reshape(3, -1), p.scale.reshape(3, -1)
+        base = entropy.levels_element_bits(levels.ravel(), xt.ravel(), loc.ravel(), scale.ravel(), q)
+        base = base.reshape(3, -1)
+        exact = np.clip((x - loc) / scale, -8, 8)
+        tilde = np.clip((xt - loc) / scale, -8, 8)
+        saved = 0.0
+        second = ((np.add.outer(np.arange(h), np.arange(w)) % 2) == 1).ravel()
+        if spatial:  # the 4 neighbours' exact residuals in all colours (first half decoded first)
+            padded = np.pad(exact.reshape(3, h, w), ((0, 0), (1, 1), (1, 1)), mode="edge")
+            near = [
+                padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(3, -1)
+                for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
+            ]
+        for c in (0, 1, 2):
+            halves = (~second, second) if spatial else (np.ones(h * w, bool),)
+            for hi, half in enumerate(halves):
+                cols = [exact[j][half] for j in range(c)] + [tilde[j][half] for j in range(c)]
+                if spatial and hi == 1:
+                    cols += [n[j][half] for n in near for j in range(3)]
+                if not cols:
+                    continue
+                design = np.stack(cols, axis=1)
+                beta = np.linalg.lstsq(design, exact[c][half], rcond=None)[0]
+                new = loc[c][half] + scale[c][half] * (design @ beta)
+                lv, xth, sh = levels[c][half], xt[c][half], scale[c][half]
+                factors = (0.7, 0.8, 0.9, 1.0, 1.1)
+                after = min(entropy.levels_element_bits(lv, xth, new, sh * f, q).sum() for f in factors)
+                saved += base[c][half].sum() - after
+        totals += [base.sum(), saved, h * w]
+        rows.append({"lossless_layer_bpp": base.sum() / (h * w), "saving_bpp": saved / (h * w)})
+        print(
+            f"image {seed}: lossless layer {base.sum() / (h * w):.3f} bpp, "
+            f"-{100 * saved / base.sum():.2f} % ({saved / (h * w):.3f} bpp)",
+            flush=True,
+        )
+    saving = totals[1] / totals[0] * 100
+    what = "exact colour partners and neighbours" if spatial else "exact colour partners"
+    print(f"lossless layer {totals[0] / totals[2]:.3f} bpp; with {what} -{saving:.2f} %")
+    return {
+        "lossless_layer_bpp": totals[0] / totals[2],
+        "saving_percent": saving,
+        "saving_bpp": totals[1] / totals[2],
+        "images": rows,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("shape", "flips", "skip", "partial", "checker"))
+    ap.add_argument("probe", choices=("shape", "flips", "skip", "partial", "checker", "lossless_colour"))
     ap.add_argument("images", nargs="+", type=Path)
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--flips", default="h", choices=("h", "v", "hv"), help="flips: mirror axes")
+    ap.add_argument("--spatial", action="store_true", help="lossless_colour: checkerboard halves")
     ap.add_argument("--factor", type=float, default=1.0, help="skip: times the coding threshold")
     args = ap.parse_args()
     codec = get_codec()
     images = load_crops(args.images, args.crop)
+    extra = {"spatial": True} if args.spatial else {}
     if args.probe == "flips":
         result = compare(codec, images, after_predict=flips(tuple(args.flips)))
     elif args.probe == "skip":
         result = compare(codec, images, keep=skip(args.factor))
     else:
-        result = {"shape": shape, "partial": partial, "checker": checker}[args.probe](codec, images)
+        probe = {"shape": shape, "partial": partial, "checker": checker, "lossless_colour": lossless_colour}
+        result = probe[args.probe](codec, images, **extra)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=float))
 

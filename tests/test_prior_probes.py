@@ -42,3 +42,12 @@ def test_shape_probe_prices_the_logistic_as_the_codec_does(probes, codec):
     # the plain logistic is among the candidates, and on so few elements every one is looked at
     assert total["scale"] <= total["logistic"] + 1e-6
     assert total["mixture"] <= total["logistic"] + 1e-6
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_lossless_probe_prices_the_lossless_layer_as_the_codec_does(probes, codec, spatial):
+    px = synthetic_image(32, 48, seed=4)
+    result = probes.lossless_colour(codec, [px], spatial=spatial)
+    layer = ideal_bits(codec, px, 0)[-1]  # the lossless layer's bits as the encoder codes them
+    assert result["lossless_layer_bpp"] == pytest.approx(layer / (32 * 48), rel=1e-9)
+    assert np.isfinite(result["saving_bpp"])
