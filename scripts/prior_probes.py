@@ -277,6 +277,30 @@ def partial(codec: Codec, images: list[np.ndarray]) -> dict:
 # ----------------------------------------------------------------------------- checker
 
 
+def _through_pixel_step(codec: Codec, px: np.ndarray, seed: int) -> tuple[ChainRun, entropy.StepPrior]:
+    """The chain driven as the encoder drives it through the pixel step: (the run, the pixel
+    step's prior as coded, i.e. moved by the colour context)."""
+    run = ChainRun(codec, px, seed)
+    for i in range(1, codec.num_steps + 1):
+        p, k = run.code_all(i, run.prior(i), run.values(i))
+        run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+    return run, p
+
+
+def _second_half(h: int, w: int) -> np.ndarray:
+    """(h, w) mask of the checkerboard half coded second."""
+    return (np.add.outer(np.arange(h), np.arange(w)) % 2) == 1
+
+
+def _neighbours(a: np.ndarray) -> list[np.ndarray]:
+    """Of a (3, h, w) array, its up, down, left and right neighbours at every place (edges
+    repeated), each (3, h, w)."""
+    h, w = a.shape[1:]
+    padded = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    shifts = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    return [padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in shifts]
+
+
 def checker(codec: Codec, images: list[np.ndarray]) -> dict:
     """Pixel step plus lossless layer, priced as coding the pixels at once from the pixel step's
     prior (accounting.direct_level_bits; within 0.3 % of the two layers: docs/MODEL.md section
@@ -286,18 +310,11 @@ def checker(codec: Codec, images: list[np.ndarray]) -> dict:
     totals = np.zeros(3)
     for seed, px in enumerate(images):
         h, w = px.shape[:2]
-        run = ChainRun(codec, px, seed)
-        for i in range(1, codec.num_steps + 1):
-            p, k = run.code_all(i, run.prior(i), run.values(i))
-            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+        run, p = _through_pixel_step(codec, px, seed)
         x = entropy.pixels_to_data(px.transpose(2, 0, 1))
         loc, scale = p.loc.reshape(3, h, w), p.scale.reshape(3, h, w)
-        tilde = np.pad(run.chain.pixel_tilde.reshape(3, h, w), ((0, 0), (1, 1), (1, 1)), mode="edge")
-        second = (np.add.outer(np.arange(h), np.arange(w)) % 2) == 1
-        near = [
-            tilde[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
-        ]
+        second = _second_half(h, w)
+        near = _neighbours(run.chain.pixel_tilde.reshape(3, h, w))
         new = loc.copy()
         for c in range(3):
             cols = (
@@ -333,10 +350,7 @@ def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = Fals
     totals, rows = np.zeros(3), []
     for seed, px in enumerate(images):
         h, w = px.shape[:2]
-        run = ChainRun(codec, px, seed)
-        for i in range(1, codec.num_steps + 1):
-            p, k = run.code_all(i, run.prior(i), run.values(i))
-            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+        run, p = _through_pixel_step(codec, px, seed)
         levels = px.transpose(2, 0, 1).reshape(3, -1).astype(np.int64)
         x = entropy.pixels_to_data(levels)
         xt = run.chain.pixel_tilde.reshape(3, -1)
@@ -346,13 +360,9 @@ def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = Fals
         exact = np.clip((x - loc) / scale, -8, 8)
         tilde = np.clip((xt - loc) / scale, -8, 8)
         saved = 0.0
-        second = ((np.add.outer(np.arange(h), np.arange(w)) % 2) == 1).ravel()
+        second = _second_half(h, w).ravel()
         if spatial:  # the 4 neighbours' exact residuals in all colours (first half decoded first)
-            padded = np.pad(exact.reshape(3, h, w), ((0, 0), (1, 1), (1, 1)), mode="edge")
-            near = [
-                padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(3, -1)
-                for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
-            ]
+            near = [n.reshape(3, -1) for n in _neighbours(exact.reshape(3, h, w))]
         for c in (0, 1, 2):
             halves = (~second, second) if spatial else (np.ones(h * w, bool),)
             for hi, half in enumerate(halves):
