@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
-    widths: tuple[int, ...] = (32, 64, 128, 192)
+    widths: tuple[int, ...] = (48, 96, 128, 192)  # the shipped network (runs v3-v6: 32, 64, 128, 192)
     blocks_down: tuple[int, ...] = (1, 1, 1)
     blocks_mid: int = 2
     blocks_up: tuple[int, ...] = (1, 1, 1)
