@@ -338,6 +338,9 @@ def checker(codec: Codec, images: list[np.ndarray]) -> dict:
     return {"pixel_bpp": totals[0] / totals[2], "saving_percent": saving}
 
 
+SCALE_FACTORS = (0.7, 0.8, 0.9, 1.0, 1.1)  # lossless_colour: scale factors tried per colour and half
+
+
 def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = False) -> dict:
     """The lossless layer coded in three colour groups, colour c's location moved by a
     least-squares mix (per colour, fitted on the image) of its partners' exact residuals
@@ -361,10 +364,10 @@ def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = Fals
         tilde = np.clip((xt - loc) / scale, -8, 8)
         saved = 0.0
         second = _second_half(h, w).ravel()
+        halves = (~second, second) if spatial else (np.ones(h * w, bool),)
         if spatial:  # the 4 neighbours' exact residuals in all colours (first half decoded first)
             near = [n.reshape(3, -1) for n in _neighbours(exact.reshape(3, h, w))]
         for c in (0, 1, 2):
-            halves = (~second, second) if spatial else (np.ones(h * w, bool),)
             for hi, half in enumerate(halves):
                 cols = [exact[j][half] for j in range(c)] + [tilde[j][half] for j in range(c)]
                 if spatial and hi == 1:
@@ -375,8 +378,7 @@ def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = Fals
                 beta = np.linalg.lstsq(design, exact[c][half], rcond=None)[0]
                 new = loc[c][half] + scale[c][half] * (design @ beta)
                 lv, xth, sh = levels[c][half], xt[c][half], scale[c][half]
-                factors = (0.7, 0.8, 0.9, 1.0, 1.1)
-                after = min(entropy.levels_element_bits(lv, xth, new, sh * f, q).sum() for f in factors)
+                after = min(entropy.levels_element_bits(lv, xth, new, sh * f, q).sum() for f in SCALE_FACTORS)
                 saved += base[c][half].sum() - after
         totals += [base.sum(), saved, h * w]
         rows.append({"lossless_layer_bpp": base.sum() / (h * w), "saving_bpp": saved / (h * w)})
@@ -408,14 +410,14 @@ def main() -> None:
     args = ap.parse_args()
     codec = get_codec()
     images = load_crops(args.images, args.crop)
-    extra = {"spatial": True} if args.spatial else {}
     if args.probe == "flips":
         result = compare(codec, images, after_predict=flips(tuple(args.flips)))
     elif args.probe == "skip":
         result = compare(codec, images, keep=skip(args.factor))
+    elif args.probe == "lossless_colour":
+        result = lossless_colour(codec, images, spatial=args.spatial)
     else:
-        probe = {"shape": shape, "partial": partial, "checker": checker, "lossless_colour": lossless_colour}
-        result = probe[args.probe](codec, images, **extra)
+        result = {"shape": shape, "partial": partial, "checker": checker}[args.probe](codec, images)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=float))
 

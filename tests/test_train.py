@@ -193,12 +193,10 @@ def test_minutes_stop_a_run_with_a_checkpoint_and_device_pieces_resume_it(tmp_pa
 def test_default_network_is_the_shipped_one():
     """`uqdm train DATA --init weights/uqdm-small-float.safetensors` (README) continues the shipped model
     without naming its widths: the trainer's default network is the one the shipped weights have."""
-    from pathlib import Path
-
+    from uqdm_codec.model import resolve_model_path
     from uqdm_codec.train import TrainConfig
 
-    weights = Path(__file__).resolve().parent.parent / "weights"
-    shipped = json.loads((weights / "uqdm-small-float.json").read_text())
+    shipped = json.loads(resolve_model_path("uqdm-small-float").with_suffix(".json").read_text())
     default = TrainConfig(data_dir="", out_dir="")
     net = shipped["network"]
     assert list(default.widths) == net["widths"] and list(default.blocks_down) == net["blocks_down"]
