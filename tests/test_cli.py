@@ -90,7 +90,10 @@ def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path)
     (tmp_path / "notes.txt").write_text("hello")
     assert_one_line_error(run("encode", tmp_path / "missing.png", "-m", tiny_model_path))
     assert_one_line_error(run("encode", tmp_path / "notes.txt", "-m", tiny_model_path))
-    assert_one_line_error(run("decode", tmp_path / "notes.txt", "-m", tiny_model_path))
+    for command in (("decode",), ("info",), ("truncate", "--steps", 1)):
+        r = run(command[0], tmp_path / "notes.txt", *command[1:])
+        assert_one_line_error(r)
+        assert "notes.txt: not a .uqd file" in r.stderr  # the single-file path names the file too
     assert_one_line_error(run("info", tmp_path / "missing.uqd"))
     assert_one_line_error(run("encode", photo, "-m", tmp_path / "nope.safetensors"))
     assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
@@ -104,7 +107,9 @@ def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path)
     bad = bytearray(uqd.read_bytes())
     bad[len(bad) // 2] ^= 0xFF
     (tmp_path / "bad.uqd").write_bytes(bytes(bad))
-    assert_one_line_error(run("decode", tmp_path / "bad.uqd", "-m", tiny_model_path))
+    r = run("decode", tmp_path / "bad.uqd", "-m", tiny_model_path)
+    assert_one_line_error(r)
+    assert "bad.uqd" in r.stderr
     assert not (tmp_path / "bad.decoded.png").exists()
 
 

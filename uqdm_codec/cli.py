@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import files
-from .errors import UqdmError
+from .errors import FormatError, UqdmError
 
 app = typer.Typer(
     add_completion=False,
@@ -64,6 +64,17 @@ def _errors():
         if os.environ.get("UQDM_DEBUG"):
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (set UQDM_DEBUG=1 for details)", 2)
+
+
+@contextmanager
+def _naming(path: Path):
+    """Name the file in a format error raised while reading it, as batch runs do."""
+    try:
+        yield
+    except FormatError as exc:
+        if str(path) in str(exc):
+            raise
+        raise FormatError(f"{path}: {exc}") from exc
 
 
 @contextmanager
@@ -305,7 +316,8 @@ def decode(
             return
         file = files_[0]
         data = _read(file)
-        header, _ = container.parse_header(data[:512])
+        with _naming(file):
+            header, _ = container.parse_header(data[:512])
         levels_only = (progression or all_steps) and output is None and steps is None
         names = {"steps": steps, "recon": recon, "seed": seed}
         target = None if levels_only else _single_target("decode", file, output, out_dir, **names)
@@ -314,7 +326,7 @@ def decode(
                 raise UqdmError(f"{path} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
         if target is not None:
-            with _progress("decoding", quiet) as update:
+            with _progress("decoding", quiet) as update, _naming(file):
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
             for w in result.warnings:
                 err.print(f"warning: {w}", highlight=False)
@@ -390,7 +402,8 @@ def truncate(
             return
         file = files_[0]
         data = _read(file)
-        cut = files.truncate(data, bpp=bpp, steps=steps)
+        with _naming(file):
+            cut = files.truncate(data, bpp=bpp, steps=steps)
         target = _single_target("truncate", file, output, out_dir, bpp=bpp, steps=steps)
         atomic_write(target, cut, force=force, inputs=(file,))
         fi = files.info(cut)
@@ -407,7 +420,8 @@ def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
     """Show a .uqd file's header and layers."""
 
     with _errors():
-        fi = files.info(_read(file))
+        with _naming(file):
+            fi = files.info(_read(file))
         hd = fi.header
         out.print(
             f"{file}: {hd.width}x{hd.height} RGB, {hd.num_steps} diffusion steps + lossless layer, "
