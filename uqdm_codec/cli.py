@@ -332,7 +332,8 @@ def decode(
                 err.print(f"warning: {w}", highlight=False)
             save_image(result.pixels, target, force=force, inputs=(file,))
         if progression or all_steps:
-            _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed)
+            with _naming(file):
+                _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed)
         if target is not None:
             what = (
                 "lossless (exact original)"
