@@ -52,7 +52,8 @@ def forced_filters(codec: Codec):
 @pytest.fixture(scope="module")
 def shipped_file(tmp_path_factory) -> tuple[np.ndarray, Path, list[int]]:
     """A 96x64 crop of the sample photo encoded with the shipped weights (display filters forced
-    on every Haar step), and the CRC of every image this process decodes from it."""
+    on every Haar step; the lossless layer with a spatial context), and the CRC of every image
+    this process decodes from it."""
     with Image.open(SAMPLE) as im:
         pixels = np.asarray(im.convert("RGB"))[200:264, 300:396].copy()
     codec = Codec(None, device="cpu")
@@ -62,6 +63,7 @@ def shipped_file(tmp_path_factory) -> tuple[np.ndarray, Path, list[int]]:
     layers = container.parse(data).layers[: codec.num_steps - 1]
     assert all(layer.display_filter.radius == 2 for layer in layers)
     assert all(layer.from_display == 31 for layer in layers[1:])
+    assert container.parse(data).layers[-1].lossless_context is not None  # FORMAT.md 6.2 covered too
     path = tmp_path_factory.mktemp("portable") / "crop.uqd"
     path.write_bytes(data)
     images = list(codec.iter_decode(data, every_chunk=True))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import entropy, haar
+from . import entropy, haar, lossless_context
 from .codec import ChainRun, Codec, _validate_pixels
 
 LEVEL = 128.0  # data units -> 8-bit levels (entropy.pixels_to_data: one level is 2/256)
@@ -221,8 +221,12 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
     q = sched.pixel_quant
     xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
-    bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
-    real = len(entropy.encode_levels(levels, xt, loc, scale, q))
+    ctx = lossless_context.fit(levels, xt, loc, scale, q, h, w) if codec.lossless_context else None
+    coded_loc, coded_scale = lossless_context.layer_prior(ctx, levels, loc, scale, h, w)  # as the codec codes
+    bits = entropy.levels_element_bits(levels, xt, coded_loc, coded_scale, q)
+    real = len(entropy.encode_levels(levels, xt, coded_loc, coded_scale, q)) + len(
+        lossless_context.to_bytes(ctx)
+    )
     by_factor = [
         float(entropy.levels_element_bits(levels, xt, loc, scale * f, q).sum()) for f in SCALE_FACTORS
     ]

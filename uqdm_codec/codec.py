@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import colour, container, display_filter, entropy, haar, randomness, sampling
+from . import colour, container, display_filter, entropy, haar, lossless_context, randomness, sampling
 from .container import (
     KIND_LOSSLESS,
     KIND_STEP,
@@ -253,6 +253,7 @@ class _Chain:
         self.pixel_tilde = np.zeros(0)  # x_tilde of the pixel step (real pixels, natural order)
         self.pixel_shown = np.zeros(0, np.uint8)  # what the decoder shows per pixel value (levels)
         self.lossless = np.zeros(0, np.uint8)  # decoded pixel levels of the lossless layer
+        self.lossless_known = np.zeros(0, bool)  # which of them have arrived
         self.estimate: list[np.ndarray] = []  # per band: E[x] after part of a Haar step
         self.received = np.zeros(0, bool)  # which of the current step's elements arrived
         # colour context of the current step (colour.py): each element's colour and place, the x~
@@ -319,6 +320,7 @@ class _Chain:
             self.pixel_tilde = np.array(loc)
             self.pixel_shown = entropy.data_to_pixels(loc)  # unreceived pixels show the prior location
             self.lossless = np.zeros(loc.size, np.uint8)
+            self.lossless_known = np.zeros(loc.size, bool)
             self._z = self._state = None  # the chain continues in the pixel basis
             self._released, self.estimate = True, []
             zeros = np.zeros(loc.size, np.uint8)
@@ -488,6 +490,7 @@ class _Chain:
     def apply_levels(self, levels: np.ndarray, which: np.ndarray) -> None:
         """Received pixel levels of the lossless layer (natural-order positions)."""
         self.lossless[which] = levels
+        self.lossless_known[which] = True
         self.pixel_shown[which] = np.clip(levels, 0, 255)  # = data_to_pixels(pixels_to_data(levels))
 
     def posterior(self, i: int, x_tilde: np.ndarray, prior: entropy.StepPrior) -> np.ndarray:
@@ -558,6 +561,7 @@ class Codec:
         region: int | None = DEFAULT_REGION,
         colour_context: bool = True,
         display_filters: bool = True,
+        lossless_context: bool = True,
     ):
         if isinstance(model, UQDM):
             model = from_float(model)
@@ -570,6 +574,7 @@ class Codec:
         self.region = region  # an image with a longer side is coded in regions (None: never)
         self.colour_context = colour_context  # False: send no colour context (for measuring it)
         self.display_filters = display_filters  # False: send no display filters (for measuring them)
+        self.lossless_context = lossless_context  # False: no spatial context in the lossless layer
         self.fingerprint = model.fingerprint
 
     @property
@@ -704,7 +709,10 @@ class Codec:
             filt = pred.filter if i < T else None
             if filt is not None:  # the same file without sub-step chunks carries the same filter
                 flat_size += filt.nbytes - 1
-            layer = Layer(kind, i, _check(shown), chunks, partition, context, filt, from_display)
+            if i > T:  # the lossless layer's context is its spatial one
+                layer = Layer(kind, i, _check(shown), chunks, partition, lossless_context=context)
+            else:
+                layer = Layer(kind, i, _check(shown), chunks, partition, context, filt, from_display)
             out.append(layer.to_bytes())
             from_display = next_from_display if i + 1 < T else 0  # a Haar step i + 1 only
             release_memory()
@@ -797,13 +805,18 @@ class Codec:
                 2, 0, 1
             ).ravel()  # uint8; the lossless layer keeps the pixel step's order
             q = self.model.schedule.pixel_quant
-            xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
+            xt, h, w = chain.pixel_tilde, chain.h, chain.w
+            spatial = self.lossless_context
+            context = lossless_context.fit(levels, xt, prior.loc, prior.scale, q, h, w) if spatial else None
+            # half B's prior given all of half A, which precedes it in every chunk that codes it
+            loc, scale = lossless_context.layer_prior(context, levels, prior.loc, prior.scale, h, w)
+            second = lossless_context.second_half(h, w)
+            order = lossless_context.halves(order, second)
             bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
 
-            context = ()
-
             def code(part):
-                return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q)
+                halves = lossless_context.groups(part, second)
+                return entropy.encode_levels(levels[part], xt[part], loc[part], scale[part], q, halves)
 
             def apply(part):
                 chain.apply_levels(levels[part], part)
@@ -846,10 +859,14 @@ class Codec:
         else:
             del bits
         natural = np.arange(n) if i > T else natural_order(chain.colours, chain.places)
-        flat = (flat_size, self._flat_end(flat_size, i, natural, code, context)) if chunked else None
+        steps_ctx = context if i <= T else ()  # for sizes: a step layer's header as stand-in
+        flat = (flat_size, self._flat_end(flat_size, i, natural, code, steps_ctx)) if chunked else None
         cut = self._cut(policy, cum, n, order, natural, code, size, flat, first=i == 1)
         del cum
-        flat_size = flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)], 0, context).size
+        if not flat:
+            flat_size = size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)], 0, steps_ctx).size
+        else:
+            flat_size = flat[1]
         partition, chunks = self._layer(cut, apply, partial, i < T, judge)
         if i <= T and not np.array_equal(prior.loc, coded.loc):
             raise AssertionError("colour context: the decoder's prior would differ from the encoder's")
@@ -943,6 +960,8 @@ class _DecodeSession:
         self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
         self.pixel_order = self.order  # the pixel step's importance order, which the lossless layer keeps
+        self.second = np.zeros(0, bool)  # the lossless layer's half-B elements (lossless_context.py)
+        self.spatial: lossless_context.LosslessContext | None = None  # and its spatial context
         self.layer, self.chunk, self.done_steps = 1, 0, 0
         self.started = 0  # the layer whose prior and order are set up (a layer may arrive chunkless)
         self.nbytes = header_size
@@ -977,7 +996,12 @@ class _DecodeSession:
         i, chain = layer.index, self.chain
         if i > self.T:  # the lossless layer: the pixel step's order (its scales before conditioning)
             important = layer.partition == PARTITION_IMPORTANCE
-            self.order = self.pixel_order if important else np.arange(self.hd.width * self.hd.height * 3)
+            self.second = lossless_context.second_half(self.hd.height, self.hd.width)
+            if important:  # half A, then half B (FORMAT.md 6.2)
+                self.order = lossless_context.halves(self.pixel_order, self.second)
+            else:
+                self.order = np.arange(self.second.size)
+            self.spatial = layer.lossless_context
             return
         if layer.from_display and not 1 < i < self.T or layer.from_display >> (chain.levels + 1):
             raise FormatError(f"layer {i} takes prior locations from the shown image where it may not")
@@ -996,22 +1020,32 @@ class _DecodeSession:
     def _apply_chunk(self, i: int, chunk: Chunk, part: np.ndarray) -> None:
         """Decode a chunk and move the chain past its elements; of a cut chunk, past those its
         words hold (FORMAT.md 2.1)."""
-        chain, prior = self.chain, self.prior
         if i <= self.T:
             _decode_checked(self._decode_groups, i, chunk, i, part, chunk.cut)
             return
+        _decode_checked(self._decode_halves, i, chunk, part, chunk.cut)
+
+    def _decode_halves(self, payload: bytes, part: np.ndarray, cut: bool) -> None:
+        """A lossless chunk's two groups in turn (FORMAT.md 6.2): its half-A elements, then its
+        half-B ones, moved by the spatial context given the neighbours known by then."""
+        chain, prior, hd = self.chain, self.prior, self.hd
         q = self.codec.model.schedule.pixel_quant
-        levels, got = _decode_checked(
-            entropy.decode_levels_prefix,
-            i,
-            chunk,
-            chain.pixel_tilde[part],
-            prior.loc[part],
-            prior.scale[part],
-            q,
-            chunk.cut,
-        )
-        chain.apply_levels(levels[got], part[got])
+        stream = entropy.LevelsStream(payload, cut)
+        for g, sel in enumerate(lossless_context.groups(part, self.second)):
+            at = part[sel]
+            if g and self.spatial is not None:
+                feats = lossless_context.features(
+                    at, chain.lossless, chain.lossless_known, prior.loc, prior.scale, hd.height, hd.width
+                )
+                n = self.second.size // 3
+                loc, scale = lossless_context.moved(self.spatial, at, feats, prior.loc, prior.scale, n)
+            else:
+                loc, scale = prior.loc[at], prior.scale[at]
+            levels, got = stream.group(chain.pixel_tilde[at], loc, scale, q)
+            chain.apply_levels(levels[got], at[got])
+            if not got.all():
+                break
+        stream.finish()
 
     def _decode_groups(self, payload: bytes, i: int, part: np.ndarray, cut: bool) -> None:
         """A step chunk's colour groups in turn (FORMAT.md 6.3-6.4): each conditioned on the
@@ -1271,6 +1305,10 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
         out.append(entropy.step_ideal_bits(k, prior))
         run.finish(i, out[-1])
     levels = run.original.ravel().astype(np.int64)
-    q = codec.model.schedule.pixel_quant
-    out.append(entropy.levels_ideal_bits(levels, run.chain.pixel_tilde, prior.loc, prior.scale, q))
+    q, h, w, xt = codec.model.schedule.pixel_quant, run.chain.h, run.chain.w, run.chain.pixel_tilde
+    ctx = None
+    if codec.lossless_context:
+        ctx = lossless_context.fit(levels, xt, prior.loc, prior.scale, q, h, w)
+    loc, scale = lossless_context.layer_prior(ctx, levels, prior.loc, prior.scale, h, w)
+    out.append(entropy.levels_ideal_bits(levels, xt, loc, scale, q))
     return out

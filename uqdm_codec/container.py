@@ -16,18 +16,20 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from . import colour, display_filter
+from . import colour, display_filter, lossless_context
 from .display_filter import DisplayFilter
 from .errors import FormatError
+from .lossless_context import LosslessContext
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 6
+VERSION = 7
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
     3: "uqdm 0.4, whose chunks could not be cut and whose model is no longer shipped",
     4: "uqdm 0.5, before colour context",
     5: "uqdm 0.6, before display filters",
+    6: "uqdm 0.7-0.10, before the lossless layer's spatial context",
 }
 MIN_CUT_WORDS = 2  # a cut chunk holds at least the coder's 64-bit state
 MAX_SIDE = 65535
@@ -170,12 +172,15 @@ class Layer:
     context: colour.Context = ()  # a step layer's colour context (FORMAT.md 6.4)
     display_filter: DisplayFilter | None = None  # a step layer's display filter (FORMAT.md 6.5)
     from_display: int = 0  # bands whose prior locations come from the shown image (FORMAT.md 6.5)
+    lossless_context: LosslessContext | None = None  # the lossless layer's spatial context (FORMAT.md 6.2)
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
         if self.kind == KIND_STEP:
             body += colour.to_bytes(self.context) + bytes([self.from_display])
             body += display_filter.to_bytes(self.display_filter)
+        elif self.kind == KIND_LOSSLESS:
+            body += lossless_context.to_bytes(self.lossless_context)
         body += b"".join(
             put_varint(4 * c.count + c.flags) + put_varint(len(c.payload) // 4) for c in self.chunks
         )
@@ -280,6 +285,7 @@ def parse(data: bytes) -> ParsedFile:
             break
         kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
         spans, cursor, context, filt, from_display = [], pos + _LAYER.size, (), None, 0
+        ctx_b = None  # the lossless layer's spatial context
         if kind == KIND_STEP:
             block = colour.parse(data, cursor)
             filter_block = None
@@ -291,6 +297,12 @@ def parse(data: bytes) -> ParsedFile:
                 break
             context, cursor = block
             filt, cursor = filter_block
+        elif kind == KIND_LOSSLESS:
+            spatial = lossless_context.parse(data, cursor)
+            if spatial is None:
+                out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
+                break
+            ctx_b, cursor = spatial
         for _ in range(n_chunks):
             count = get_varint(data, cursor)
             words = get_varint(data, count[1]) if count else None
@@ -318,7 +330,7 @@ def parse(data: bytes) -> ParsedFile:
         pos = cursor + _U32.size
         if filt is not None and index >= header.num_steps:
             raise FormatError(f"layer {index} carries a display filter, which only a Haar step may")
-        layer = Layer(kind, index, check, [], partition, context, filt, from_display)
+        layer = Layer(kind, index, check, [], partition, context, filt, from_display, ctx_b)
         ends = []
         complete = True
         for j, (count, length, flags) in enumerate(spans):
@@ -429,6 +441,10 @@ def _record_end(data: bytes, pos: int) -> int | None:
             return None
         radius = data[cursor]  # a bad radius is the record's own parse to refuse
         cursor += display_filter.block_size(radius) if radius <= display_filter.MAX_RADIUS else 1
+    elif data[pos] == KIND_LOSSLESS:
+        if cursor >= len(data):
+            return None
+        cursor += lossless_context.SIZE if data[cursor] == 1 else 1  # a bad flag is the parse's to refuse
     for _ in range(n_chunks):
         count = get_varint(data, cursor)
         words = get_varint(data, count[1]) if count else None

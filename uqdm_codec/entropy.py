@@ -367,8 +367,19 @@ def _level_tables(x_tilde: np.ndarray, loc: np.ndarray, scale: np.ndarray, quant
     return first, centres, valid, tables
 
 
-def encode_levels(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> bytes:
+def encode_levels(
+    levels: np.ndarray, x_tilde, loc, scale, quant_step: float, groups: list[np.ndarray] | None = None
+) -> bytes:
+    """ANS-code the pixel levels of one lossless chunk. With `groups` (positions in the arrays), the
+    groups are decoded one after the other (the halves of FORMAT.md 6.2), each sliced as a chunk of
+    its own; everything is pushed in reverse of the decoding order."""
     coder = constriction.stream.stack.AnsCoder()
+    for g in reversed(groups if groups is not None else [slice(None)]):
+        _push_levels(coder, levels[g], x_tilde[g], loc[g], scale[g], quant_step)
+    return _payload(coder)
+
+
+def _push_levels(coder, levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> None:
     starts = list(range(0, levels.size, SLICE))
     for start in reversed(starts):
         sl = slice(start, start + SLICE)
@@ -378,7 +389,6 @@ def encode_levels(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) ->
         if sym.min() < 0 or sym.max() >= tables.shape[1] or not valid[rows, sym].all():
             raise AssertionError("pixel outside its candidate set: numerical inconsistency")
         coder.encode_reverse(sym.astype(np.int32), _CATEGORICAL, tables)
-    return _payload(coder)
 
 
 def decode_levels(payload: bytes, x_tilde, loc, scale, quant_step: float) -> np.ndarray:
@@ -389,19 +399,36 @@ def decode_levels_prefix(
     payload: bytes, x_tilde, loc, scale, quant_step: float, cut: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(levels, received): decode_levels of a chunk that may be cut (see decode_step_prefix)."""
-    src = _Source(payload, cut)
-    out = np.zeros(x_tilde.size, dtype=np.int64)
-    received = np.zeros(x_tilde.size, bool)
-    for start in range(0, x_tilde.size, SLICE):
-        sl = slice(start, start + SLICE)
-        first, _, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
-        sym, valid = src.decode(tables)
-        out[start : start + valid] = sym[:valid] + first[:valid]
-        received[start : start + valid] = True
-        if not src.alive:
-            break
-    src.finish()
-    return out, received
+    stream = LevelsStream(payload, cut)
+    out = stream.group(x_tilde, loc, scale, quant_step)
+    stream.finish()
+    return out
+
+
+class LevelsStream:
+    """The decoder of one lossless chunk, group by group (encode_levels' `groups`, in order): the
+    prior of a group may depend on what the groups before it decoded."""
+
+    def __init__(self, payload: bytes, cut: bool = False):
+        self.src = _Source(payload, cut)
+
+    def group(self, x_tilde, loc, scale, quant_step: float) -> tuple[np.ndarray, np.ndarray]:
+        """(levels, received) of the next group's elements."""
+        src = self.src
+        out = np.zeros(x_tilde.size, dtype=np.int64)
+        received = np.zeros(x_tilde.size, bool)
+        for start in range(0, x_tilde.size, SLICE):
+            if not src.alive:
+                break
+            sl = slice(start, start + SLICE)
+            first, _, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
+            sym, valid = src.decode(tables)
+            out[start : start + valid] = sym[:valid] + first[:valid]
+            received[start : start + valid] = True
+        return out, received
+
+    def finish(self) -> None:
+        self.src.finish()
 
 
 def levels_element_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float) -> np.ndarray:
