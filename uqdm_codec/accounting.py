@@ -221,8 +221,9 @@ def account_image(codec: Codec, pixels: np.ndarray, seed: int = 0) -> Account:
     levels = pixels.transpose(2, 0, 1).ravel().astype(np.int64)
     q = sched.pixel_quant
     xt, loc, scale = chain.pixel_tilde, prior.loc, prior.scale
-    ctx = lossless_context.fit(levels, xt, loc, scale, q, h, w) if codec.lossless_context else None
-    coded_loc, coded_scale = lossless_context.layer_prior(ctx, levels, loc, scale, h, w)  # as the codec codes
+    ctx, coded_loc, coded_scale = lossless_context.encoder_prior(  # as the codec codes
+        levels, xt, loc, scale, q, h, w, codec.lossless_context
+    )
     bits = entropy.levels_element_bits(levels, xt, coded_loc, coded_scale, q)
     real = len(entropy.encode_levels(levels, xt, coded_loc, coded_scale, q)) + len(
         lossless_context.to_bytes(ctx)

@@ -806,10 +806,10 @@ class Codec:
             ).ravel()  # uint8; the lossless layer keeps the pixel step's order
             q = self.model.schedule.pixel_quant
             xt, h, w = chain.pixel_tilde, chain.h, chain.w
-            spatial = self.lossless_context
-            context = lossless_context.fit(levels, xt, prior.loc, prior.scale, q, h, w) if spatial else None
             # half B's prior given all of half A, which precedes it in every chunk that codes it
-            loc, scale = lossless_context.layer_prior(context, levels, prior.loc, prior.scale, h, w)
+            context, loc, scale = lossless_context.encoder_prior(
+                levels, xt, prior.loc, prior.scale, q, h, w, self.lossless_context
+            )
             second = lossless_context.second_half(h, w)
             order = lossless_context.halves(order, second)
             bits = entropy.levels_element_bits(levels, xt, loc, scale, q)
@@ -863,10 +863,9 @@ class Codec:
         flat = (flat_size, self._flat_end(flat_size, i, natural, code, steps_ctx)) if chunked else None
         cut = self._cut(policy, cum, n, order, natural, code, size, flat, first=i == 1)
         del cum
-        if not flat:
-            flat_size = size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)], 0, steps_ctx).size
-        else:
-            flat_size = flat[1]
+        flat_size = (
+            flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)], 0, steps_ctx).size
+        )
         partition, chunks = self._layer(cut, apply, partial, i < T, judge)
         if i <= T and not np.array_equal(prior.loc, coded.loc):
             raise AssertionError("colour context: the decoder's prior would differ from the encoder's")
@@ -1306,9 +1305,8 @@ def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
         run.finish(i, out[-1])
     levels = run.original.ravel().astype(np.int64)
     q, h, w, xt = codec.model.schedule.pixel_quant, run.chain.h, run.chain.w, run.chain.pixel_tilde
-    ctx = None
-    if codec.lossless_context:
-        ctx = lossless_context.fit(levels, xt, prior.loc, prior.scale, q, h, w)
-    loc, scale = lossless_context.layer_prior(ctx, levels, prior.loc, prior.scale, h, w)
+    _, loc, scale = lossless_context.encoder_prior(
+        levels, xt, prior.loc, prior.scale, q, h, w, codec.lossless_context
+    )
     out.append(entropy.levels_ideal_bits(levels, xt, loc, scale, q))
     return out

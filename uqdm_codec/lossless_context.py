@@ -133,20 +133,17 @@ def _bits(levels, x_tilde, loc, scale, q) -> float:
     return float(entropy.levels_element_bits(levels, x_tilde, loc, scale, q).sum())
 
 
-def fit(
-    levels: np.ndarray, x_tilde: np.ndarray, loc: np.ndarray, scale: np.ndarray, q: float, h: int, w: int
-) -> LosslessContext | None:
-    """The encoder's parameters for an image (levels, x~, m, s of every element in natural order):
-    per colour, the least-squares fit of a half-B element's residual on its neighbours', rounded to
-    1/64, then the factor code that minimises the code length of a sample of up to 32768 of its
-    elements (16, 24, .., 80, then refined by 4, 2 and 1); None unless the saving over all of
-    half B exceeds the block's bytes."""
-    n = h * w
+def _half_b(levels: np.ndarray, loc: np.ndarray, scale: np.ndarray, h: int, w: int):
+    """(positions, features) of half B with every half-A level known, as the encoder sees it."""
     second = second_half(h, w)
     at = np.flatnonzero(second)
+    return at, features(at, levels, ~second, loc, scale, h, w)
+
+
+def _fit(levels, x_tilde, loc, scale, q, h, w, at, feats) -> LosslessContext | None:
+    n = h * w
     if at.size < 3 * MIN_FIT:
         return None
-    feats = features(at, levels, ~second, loc, scale, h, w)
     target = np.clip((entropy.pixels_to_data(levels[at]) - loc[at]) / scale[at], -CLIP, CLIP)
     colour = at // n
     betas, factors = [], []
@@ -179,6 +176,26 @@ def fit(
     return ctx if before - after > 8 * SIZE else None
 
 
+def _moved_all(ctx, at, feats, loc, scale, n) -> tuple[np.ndarray, np.ndarray]:
+    if ctx is None:
+        return loc, scale
+    m, s = moved(ctx, at, feats, loc, scale, n)
+    loc, scale = loc.copy(), scale.copy()
+    loc[at], scale[at] = m, s
+    return loc, scale
+
+
+def fit(
+    levels: np.ndarray, x_tilde: np.ndarray, loc: np.ndarray, scale: np.ndarray, q: float, h: int, w: int
+) -> LosslessContext | None:
+    """The encoder's parameters for an image (levels, x~, m, s of every element in natural order):
+    per colour, the least-squares fit of a half-B element's residual on its neighbours', rounded to
+    1/64, then the factor code that minimises the code length of a sample of up to 32768 of its
+    elements (16, 24, .., 80, then refined by 4, 2 and 1); None unless the saving over all of
+    half B exceeds the block's bytes."""
+    return _fit(levels, x_tilde, loc, scale, q, h, w, *_half_b(levels, loc, scale, h, w))
+
+
 def layer_prior(
     ctx: LosslessContext | None,
     levels: np.ndarray,
@@ -191,10 +208,23 @@ def layer_prior(
     (which every half-B element's group follows, FORMAT.md 6.2)."""
     if ctx is None:
         return loc, scale
-    second = second_half(h, w)
-    at = np.flatnonzero(second)
-    feats = features(at, levels, ~second, loc, scale, h, w)
-    m, s = moved(ctx, at, feats, loc, scale, h * w)
-    loc, scale = loc.copy(), scale.copy()
-    loc[at], scale[at] = m, s
-    return loc, scale
+    return _moved_all(ctx, *_half_b(levels, loc, scale, h, w), loc, scale, h * w)
+
+
+def encoder_prior(
+    levels: np.ndarray,
+    x_tilde: np.ndarray,
+    loc: np.ndarray,
+    scale: np.ndarray,
+    q: float,
+    h: int,
+    w: int,
+    spatial: bool = True,
+) -> tuple[LosslessContext | None, np.ndarray, np.ndarray]:
+    """(context, location, scale): fit() then layer_prior() with half B's features computed once;
+    with `spatial` False, no context and the prior unchanged."""
+    if not spatial:
+        return None, loc, scale
+    at, feats = _half_b(levels, loc, scale, h, w)
+    ctx = _fit(levels, x_tilde, loc, scale, q, h, w, at, feats)
+    return (ctx, *_moved_all(ctx, at, feats, loc, scale, h * w))
