@@ -127,16 +127,19 @@ def flips(axes: tuple[str, ...]):
         locs = [a.copy() for a in pred.locs]
         raws = [a.astype(np.float64) for a in pred._raw]
         pixel = pred._pixel[1].astype(np.float64)
-        for ax in axes:
-            twin = chain.net.predict(
-                _flip_bands(chain.z, ax, True), _flip_bands(chain.state, ax, False), i, chain.tile
-            )
-            for b, (lo, ra) in enumerate(
-                zip(_flip_bands(twin.locs, ax, True), _flip_bands(twin._raw, ax, False))
-            ):
+        for mirror in axes:  # "h", "v" or "hv" (both: the image turned half a turn)
+            z, state = chain.z, chain.state
+            for ax in mirror:
+                z, state = _flip_bands(z, ax, True), _flip_bands(state, ax, False)
+            twin = chain.net.predict(z, state, i, chain.tile)
+            tl, tr, tp = twin.locs, twin._raw, twin._pixel[1]
+            for ax in mirror:
+                tl, tr = _flip_bands(tl, ax, True), _flip_bands(tr, ax, False)
+                tp = np.flip(tp, axis=-1 if ax == "h" else -2)
+            for b, (lo, ra) in enumerate(zip(tl, tr)):
                 locs[b] += lo
                 raws[b] += ra
-            pixel += np.flip(twin._pixel[1], axis=-1 if ax == "h" else -2)
+            pixel += tp
         n = 1 + len(axes)
         pred.locs = [a / n for a in locs]
         pred._raw = [a / n for a in raws]
@@ -404,14 +407,20 @@ def main() -> None:
     ap.add_argument("images", nargs="+", type=Path)
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--flips", default="h", choices=("h", "v", "hv"), help="flips: mirror axes")
+    ap.add_argument(
+        "--flips",
+        default="h",
+        help="flips: the mirrors averaged with the state as is: h, v, hv (= h and v), or a comma list "
+        "of mirrors, e.g. v,h,hv (hv = both axes at once)",
+    )
     ap.add_argument("--spatial", action="store_true", help="lossless_colour: checkerboard halves")
     ap.add_argument("--factor", type=float, default=1.0, help="skip: times the coding threshold")
     args = ap.parse_args()
     codec = get_codec()
     images = load_crops(args.images, args.crop)
     if args.probe == "flips":
-        result = compare(codec, images, after_predict=flips(tuple(args.flips)))
+        mirrors = args.flips.split(",") if "," in args.flips else list(args.flips)
+        result = compare(codec, images, after_predict=flips(tuple(mirrors)))
     elif args.probe == "skip":
         result = compare(codec, images, keep=skip(args.factor))
     elif args.probe == "lossless_colour":

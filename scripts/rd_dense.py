@@ -40,8 +40,10 @@ def codec_for(path: Path, data: Path) -> Codec:
     return Codec(from_float(load_model(path), calibration_crops(data, 16, 256)))
 
 
-def dense_curve(codec: Codec, pixels: np.ndarray, seed: int) -> tuple[list[tuple[float, float]], float, int]:
-    data = codec.encode(pixels, seed=seed)
+def dense_curve(
+    codec: Codec, pixels: np.ndarray, seed: int, mirrors: int = 1
+) -> tuple[list[tuple[float, float]], float, int]:
+    data = codec.encode(pixels, seed=seed, mirrors=mirrors)
     npx = pixels.shape[0] * pixels.shape[1]
     points, levels = [], 0
     for image in codec.iter_decode(data, every_chunk=True):
@@ -60,18 +62,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/train"), help="calibration photos")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--reuse", type=Path, help="an earlier --json: models measured there are not re-run")
+    ap.add_argument(
+        "--mirrors",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="encode with each of these mirror ensembles (1, 2, 4); a run with mirrors m > 1 is named "
+        "MODEL#mirrors=m",
+    )
     args = ap.parse_args(argv)
     done = json.loads(args.reuse.read_text()) if args.reuse else {}
     images = load_crops(args.images, args.crop)
     results = {}
-    for model in args.models:
-        if str(model) in done:  # same images and seeds are the caller's promise
-            results[str(model)] = done[str(model)]
+    runs = [
+        (model, m, str(model) if m == 1 else f"{model}#mirrors={m}")
+        for model in args.models
+        for m in args.mirrors
+    ]
+    codecs: dict[Path, Codec] = {}
+    for model, mirrors, name in runs:
+        if name in done:  # same images and seeds are the caller's promise
+            results[name] = done[name]
             continue
         t0 = time.time()
-        codec = codec_for(model, args.data)
-        curves = [dense_curve(codec, px, seed) for seed, px in enumerate(images)]
-        results[str(model)] = {
+        if model not in codecs:
+            codecs[model] = codec_for(model, args.data)
+        codec = codecs[model]
+        curves = [dense_curve(codec, px, seed, mirrors) for seed, px in enumerate(images)]
+        results[name] = {
             "steps": codec.num_steps,
             "curves": [c for c, _, _ in curves],
             "lossless_bpp": float(np.mean([b for _, b, _ in curves])),
@@ -79,10 +97,9 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": round(time.time() - t0, 1),
         }
         print(
-            f"{model}: {results[str(model)]['lossless_bpp']:.3f} bpp lossless, {time.time() - t0:.0f} s",
-            flush=True,
+            f"{name}: {results[name]['lossless_bpp']:.3f} bpp lossless, {time.time() - t0:.0f} s", flush=True
         )
-    anchor = results[str(args.models[0])]
+    anchor = results[runs[0][2]]
     for name, res in results.items():
         per_image = [bd_rate(a, t) for a, t in zip(anchor["curves"], res["curves"])]
         res["bd_rate_per_image"] = per_image

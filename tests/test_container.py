@@ -105,7 +105,8 @@ def _header_with(**fields):
         (dict(version=1), "version 1 was written by uqdm 0.1.*re-encode"),
         (dict(version=2), "version 2 was written by uqdm 0.2.*re-encode"),
         (dict(version=4), "version 4 was written by uqdm 0.5.*re-encode"),
-        (dict(flags=2), "flags"),
+        (dict(flags=8), "flags"),
+        (dict(flags=6), "reserved mirror"),
         (dict(flags=1), "incomplete"),  # tiled: the region size is missing
         (dict(tile=0), "tile"),
     ],

@@ -49,17 +49,18 @@ def forced_filters(codec: Codec):
     return step_filter
 
 
-@pytest.fixture(scope="module")
-def shipped_file(tmp_path_factory) -> tuple[np.ndarray, Path, list[int]]:
+@pytest.fixture(scope="module", params=[1, 4], ids=["one pass", "mirror ensemble"])
+def shipped_file(tmp_path_factory, request) -> tuple[np.ndarray, Path, list[int]]:
     """A 96x64 crop of the sample photo encoded with the shipped weights (display filters forced
-    on every Haar step; the lossless layer with a spatial context), and the CRC of every image
-    this process decodes from it."""
+    on every Haar step; the lossless layer with a spatial context), once as a default file and once
+    with the 4-mirror ensemble, and the CRC of every image this process decodes from it."""
     with Image.open(SAMPLE) as im:
         pixels = np.asarray(im.convert("RGB"))[200:264, 300:396].copy()
     codec = Codec(None, device="cpu")
     forcing = Codec(codec.model, device="cpu")
     forcing.step_filter = forced_filters(forcing)
-    data = forcing.encode(pixels, seed=7)
+    data = forcing.encode(pixels, seed=7, mirrors=request.param)
+    assert container.parse_header(data)[0].mirrors == request.param
     layers = container.parse(data).layers[: codec.num_steps - 1]
     assert all(layer.display_filter.radius == 2 for layer in layers)
     assert all(layer.from_display == 31 for layer in layers[1:])
@@ -103,9 +104,10 @@ def test_tiling_gives_identical_priors(shipped_file):
         prior = chain.prior(i, None if i == 1 else chain.predict(1))
         k = entropy.quantise(chain.elements(i, None, x), prior)
         chain.apply(i, entropy.reconstruct(k, prior), np.arange(k.size))
-    a = whole.net.predict(chain.z, chain.state, 2, tile=1024)
-    b = whole.net.predict(chain.z, chain.state, 2, tile=32)
-    for x, y in zip(
-        a.locs + a.scales + [a.pixel_scale, a.display], b.locs + b.scales + [b.pixel_scale, b.display]
-    ):
-        assert np.array_equal(x, y)
+    for mirrors in (1, 4):
+        a = whole.net.predict(chain.z, chain.state, 2, tile=1024, mirrors=mirrors)
+        b = whole.net.predict(chain.z, chain.state, 2, tile=32, mirrors=mirrors)
+        for x, y in zip(
+            a.locs + a.scales + [a.pixel_scale, a.display], b.locs + b.scales + [b.pixel_scale, b.display]
+        ):
+            assert np.array_equal(x, y)

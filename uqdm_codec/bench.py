@@ -155,9 +155,11 @@ class ImageResult:
     baselines: dict = field(default_factory=dict)
 
 
-def bench_image(codec, pixels: np.ndarray, name: str, seed: int = 0, baselines: bool = True) -> ImageResult:
+def bench_image(
+    codec, pixels: np.ndarray, name: str, seed: int = 0, baselines: bool = True, mirrors: int = 1
+) -> ImageResult:
     t0 = time.perf_counter()
-    data = codec.encode(pixels, seed=seed)
+    data = codec.encode(pixels, seed=seed, mirrors=mirrors)
     enc = time.perf_counter() - t0
     fi = files.info(data)
     ends = [fi.header_bytes] + [layer.end for layer in fi.layers]
@@ -310,6 +312,7 @@ def run(
     crop: int | None = None,
     baselines: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    mirrors: int = 1,
 ) -> tuple[dict, list[ImageResult]]:
     paths = list_images(folder)[:limit] if limit else list_images(folder)
     if not paths:
@@ -320,10 +323,12 @@ def run(
     results = []
     for k, path in enumerate(paths):
         pixels = center_crop(load_image(path).pixels, crop)
-        results.append(bench_image(codec, pixels, path.name, seed=k, baselines=baselines))
+        results.append(bench_image(codec, pixels, path.name, seed=k, baselines=baselines, mirrors=mirrors))
         if progress:
             progress(k + 1, len(paths), path.name)
-    return summarise(results, codec.num_steps), results
+    summary = summarise(results, codec.num_steps)
+    summary["mirrors"] = mirrors
+    return summary, results
 
 
 def save(summary: dict, results: list[ImageResult], out: Path) -> None:

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import colour, container, display_filter, entropy, haar, lossless_context, randomness, sampling
+from . import (
+    colour,
+    container,
+    display_filter,
+    ensemble,
+    entropy,
+    haar,
+    lossless_context,
+    randomness,
+    sampling,
+)
 from .container import (
     KIND_LOSSLESS,
     KIND_STEP,
@@ -234,9 +244,10 @@ class _Chain:
 
     BLOCK = 1 << 20  # coefficients per block of a whole-band pass
 
-    def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int):
+    def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int, mirrors: int = 1):
         self.net = net
         self.tile = tile
+        self.mirrors = mirrors  # network passes averaged per prediction (ensemble.py; the header's)
         self.sched = net.model.schedule
         self.levels = net.levels
         m = net.multiple
@@ -291,7 +302,7 @@ class _Chain:
         return self._state
 
     def predict(self, step: int) -> Prediction:
-        return self.net.predict(self.z, self.state, step, self.tile)
+        return self.net.predict(self.z, self.state, step, self.tile, self.mirrors)
 
     def finish_step(self) -> None:
         """A Haar step is complete: its partial-display estimates are no longer needed."""
@@ -306,7 +317,7 @@ class _Chain:
         z = [b.copy() for b in self.z]
         state = [b.copy() for b in self.state]
         self._move(z, state, i, missing, prior.loc[missing])
-        return self.net.display_image(z, state, i, self.tile, self.h, self.w)
+        return self.net.display_image(z, state, i, self.tile, self.h, self.w, self.mirrors)
 
     def prior(self, i: int, pred: Prediction | None, from_display: int = 0) -> entropy.CodedPrior:
         """The entropy model of step i's coded elements in natural order, given the prediction from
@@ -655,13 +666,24 @@ class Codec:
         """Where the layer would end in the same file without sub-step chunks (for the tail)."""
         return flat_size + Layer(KIND_STEP, i, 0, [Chunk(code(natural), natural.size)], 0, context).size
 
-    def encode(self, pixels: np.ndarray, seed: int | None = None, progress: Progress | None = None) -> bytes:
+    def encode(
+        self,
+        pixels: np.ndarray,
+        seed: int | None = None,
+        progress: Progress | None = None,
+        mirrors: int = 1,
+    ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
-        as a tiled file (FORMAT.md 1.1), one region at a time."""
+        as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
+        the network's average over the state and its mirror images (ensemble.py), for smaller files
+        at 2 or 4 network passes per step on both sides."""
         pixels = _validate_pixels(pixels)
+        mirrors = ensemble.check_mirrors(mirrors)
         h, w = pixels.shape[:2]
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
-        header = Header(w, h, self.num_steps, seed, self.fingerprint, self.model.config.name, self.tile)
+        header = Header(
+            w, h, self.num_steps, seed, self.fingerprint, self.model.config.name, self.tile, mirrors=mirrors
+        )
         if self.region is not None and max(h, w) > self.region:
             from . import regions
 
@@ -674,7 +696,7 @@ class Codec:
         """The header bytes and then each layer's bytes of the untiled file `header` describes."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
-        chain = _Chain(self.net, h, w, seed, self.tile)
+        chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         out = [header.to_bytes()]
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
@@ -954,7 +976,7 @@ class _DecodeSession:
         codec.check_header(header)
         self.codec, self.hd = codec, header
         self.T = codec.num_steps
-        self.chain = _Chain(codec.net, header.height, header.width, header.seed, codec.tile)
+        self.chain = _Chain(codec.net, header.height, header.width, header.seed, codec.tile, header.mirrors)
         self.pred: Prediction | None = None
         self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
@@ -1246,11 +1268,11 @@ class ChainRun:
     prediction with the display filter and next-step bands the encoder would choose. The caller
     codes and applies each step between prior() and finish(), with code_all() or by itself."""
 
-    def __init__(self, codec: Codec, pixels: np.ndarray, seed: int = 0):
+    def __init__(self, codec: Codec, pixels: np.ndarray, seed: int = 0, mirrors: int = 1):
         pixels = _validate_pixels(pixels)
         h, w = pixels.shape[:2]
         self.codec = codec
-        self.chain = _Chain(codec.net, h, w, seed, codec.tile)
+        self.chain = _Chain(codec.net, h, w, seed, codec.tile, ensemble.check_mirrors(mirrors))
         x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
         self.x = haar.extend(x, self.chain.hp, self.chain.wp)
         self.x_bands = haar.forward(self.x, self.chain.levels)
@@ -1295,9 +1317,9 @@ class ChainRun:
             self.choose_filter(i, bits)
 
 
-def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0) -> list[float]:
+def ideal_bits(codec: Codec, pixels: np.ndarray, seed: int = 0, mirrors: int = 1) -> list[float]:
     """Sum of -log2 P(symbol) of every layer under the exact model (for measuring coder overhead)."""
-    run = ChainRun(codec, pixels, seed)
+    run = ChainRun(codec, pixels, seed, mirrors)
     out, prior = [], None
     for i in range(1, codec.num_steps + 1):
         prior, k = run.code_all(i, run.prior(i), run.values(i))  # colour context included

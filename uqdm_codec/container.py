@@ -39,6 +39,8 @@ MAX_NAME = 64
 
 MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
 TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
+MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
+MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
 SEED_STRIDE = 0x9E3779B97F4A7C15  # region r's seed: file seed + r * SEED_STRIDE, modulo 2^64
 
@@ -94,6 +96,7 @@ class Header:
     tile: int = 1024  # the encoder's network tile side (informative: any tiling gives the same result)
     channels: int = 3
     region: tuple[int, int] | None = None  # a tiled file's region width and height (FORMAT.md 1.1)
+    mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
 
     @property
     def tiled(self) -> bool:
@@ -113,7 +116,16 @@ class Header:
         """Region r of a tiled file as the untiled file it is coded as (FORMAT.md 1.1)."""
         x0, y0, x1, y1 = self.regions()[r]
         seed = (self.seed + r * SEED_STRIDE) % (1 << 64)
-        return Header(x1 - x0, y1 - y0, self.num_steps, seed, self.fingerprint, self.model_name, self.tile)
+        return Header(
+            x1 - x0,
+            y1 - y0,
+            self.num_steps,
+            seed,
+            self.fingerprint,
+            self.model_name,
+            self.tile,
+            mirrors=self.mirrors,
+        )
 
     def to_bytes(self) -> bytes:
         name = self.model_name.encode("utf-8")
@@ -121,11 +133,13 @@ class Header:
             raise ValueError("model name too long")
         if self.tile % 16 or not 16 <= self.tile <= 16 * 65535:
             raise ValueError("tile must be a positive multiple of 16")
+        if self.mirrors not in MIRROR_CODES:
+            raise ValueError(f"mirrors must be one of {sorted(MIRROR_CODES)}")
         body = (
             _HEAD.pack(
                 MAGIC,
                 VERSION,
-                TILED if self.region else 0,
+                (TILED if self.region else 0) | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
                 self.width,
                 self.height,
                 self.channels,
@@ -225,8 +239,12 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         )
     if version != VERSION:
         raise FormatError(f"unsupported .uqd version {version} (this decoder reads version {VERSION})")
-    if flags & ~TILED:
+    if flags & ~(TILED | MIRROR_MASK):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
+    mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
+    mirrors = {code: m for m, code in MIRROR_CODES.items()}.get(mirror_code)
+    if mirrors is None:
+        raise FormatError(f"unsupported .uqd header flags {flags:#x} (reserved mirror ensemble code)")
     body = _HEAD.size + name_len + (_REGION.size if flags & TILED else 0)
     end = body + _U32.size
     if len(data) < end:
@@ -259,7 +277,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             raise FormatError(f"invalid region size {rw}x{rh} in header")
         if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
             raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
-    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region), end
+    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region, mirrors), end
 
 
 def is_tiled(data: bytes) -> bool:

@@ -16,7 +16,7 @@ import ctypes
 import numpy as np
 import torch
 
-from . import display_filter, entropy, haar, portable
+from . import display_filter, ensemble, entropy, haar, portable
 from .display_filter import DisplayFilter
 from .errors import UqdmError
 from .exactmodel import ExactModel
@@ -323,11 +323,50 @@ class PriorNetwork:
         ]
 
     def predict(
-        self, z_bands: list[np.ndarray], states: list[np.ndarray], step: int, tile: int = DEFAULT_TILE
+        self,
+        z_bands: list[np.ndarray],
+        states: list[np.ndarray],
+        step: int,
+        tile: int = DEFAULT_TILE,
+        mirrors: int = 1,
     ) -> Prediction:
         """Priors for step `step` + 1 from the latent (Haar bands) and per-coefficient states: the
         locations loc = gain z + c_out F and the raw outputs (F, G), scales (0.55 c_out) e^G
-        coming later (EDM-style c_skip / c_out); float64, portable."""
+        coming later (EDM-style c_skip / c_out); float64, portable. mirrors > 1: the average of the
+        predictions on the state and its mirror images (ensemble.py), in the order of MIRROR_SETS."""
+        if mirrors == 1:
+            return self._predict(z_bands, states, step, tile)
+        locs, raws, pixel = ensemble.Average(), ensemble.Average(), ensemble.Average()
+        for mirror in ensemble.MIRROR_SETS[ensemble.check_mirrors(mirrors)]:
+            if not mirror:
+                p = self._predict(z_bands, states, step, tile)
+            else:
+                z = ensemble.mirror_bands(z_bands, mirror, signed=True)
+                st = ensemble.mirror_bands(states, mirror, signed=False)
+                p = self._predict(z, st, step, tile)
+                del z, st
+                p.locs = ensemble.mirror_bands(p.locs, mirror, signed=True)
+                p._raw = ensemble.mirror_bands(p._raw, mirror, signed=False)
+                p._pixel = (p._pixel[0], ensemble.mirror_image(p._pixel[1], mirror))
+            locs.add(p.locs)
+            raws.add(p._raw)
+            pixel.add([p._pixel[1]])
+            del p
+        kept = [np.array(st, dtype=np.uint8) for st in states]
+        return Prediction(
+            locs.result(),
+            kept,
+            self.units,
+            raws.result(),
+            self.pixel_scale_unit,
+            pixel.result()[0],
+            self.levels,
+        )
+
+    def _predict(
+        self, z_bands: list[np.ndarray], states: list[np.ndarray], step: int, tile: int
+    ) -> Prediction:
+        """predict() of one network pass."""
         levels = self.levels
         _, h, w = _image_shape(z_bands, levels)
         raw_dtype = np.float32 if self.exact else np.float64  # float32 holds the exact outputs exactly
@@ -353,9 +392,13 @@ class PriorNetwork:
         tile: int,
         height: int,
         width: int,
+        mirrors: int = 1,
     ) -> np.ndarray:
         """Prediction.image() of predict(...) without keeping any prediction: each tile's locations
-        go straight to its pixels, (height, width, 3) uint8."""
+        go straight to its pixels, (height, width, 3) uint8. An ensemble (mirrors > 1) needs the
+        whole prediction first."""
+        if mirrors != 1:
+            return self.predict(z_bands, states, step, tile, mirrors).image(height, width)
         levels = self.levels
         out = np.empty((height, width, 3), np.uint8)
         for (y0, y1, x0, x1), raw, _ in self._tiles(z_bands, states, step, tile):
