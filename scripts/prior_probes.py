@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from study_common import load_crops  # noqa: E402
 
-from uqdm_codec import container, entropy, get_codec  # noqa: E402
+from uqdm_codec import container, ensemble, entropy, get_codec  # noqa: E402
 from uqdm_codec import display_filter as dfilter  # noqa: E402
 from uqdm_codec.accounting import direct_level_bits  # noqa: E402
 from uqdm_codec.bench import bd_rate  # noqa: E402
@@ -105,19 +105,6 @@ def compare(codec: Codec, images: list[np.ndarray], **variant) -> dict:
 # ----------------------------------------------------------------------------- flips
 
 
-def _flip_bands(bands: list[np.ndarray], axis: str, negate: bool) -> list[np.ndarray]:
-    """Haar bands of the mirrored image: positions mirrored; mirroring left-right negates the LH
-    and HH orientations (0 and 2), top-bottom HL and HH (1 and 2). States mirror without signs."""
-    out = []
-    for b, band in enumerate(bands):
-        f = np.flip(band, axis=-1 if axis == "h" else -2).copy()
-        if negate and b > 0:
-            for o in (0, 2) if axis == "h" else (1, 2):
-                f[o] = -f[o]
-        out.append(f)
-    return out
-
-
 def flips(axes: tuple[str, ...]):
     """after_predict: the locations, raw log-scales and pixel head averaged over the network's
     predictions on the state as is and mirrored along each of `axes`."""
@@ -128,18 +115,18 @@ def flips(axes: tuple[str, ...]):
         raws = [a.astype(np.float64) for a in pred._raw]
         pixel = pred._pixel[1].astype(np.float64)
         for mirror in axes:  # "h", "v" or "hv" (both: the image turned half a turn)
-            z, state = chain.z, chain.state
-            for ax in mirror:
-                z, state = _flip_bands(z, ax, True), _flip_bands(state, ax, False)
-            twin = chain.net.predict(z, state, i, chain.tile)
-            tl, tr, tp = twin.locs, twin._raw, twin._pixel[1]
-            for ax in mirror:
-                tl, tr = _flip_bands(tl, ax, True), _flip_bands(tr, ax, False)
-                tp = np.flip(tp, axis=-1 if ax == "h" else -2)
+            twin = chain.net.predict(
+                ensemble.mirror_bands(chain.z, mirror, signed=True),
+                ensemble.mirror_bands(chain.state, mirror, signed=False),
+                i,
+                chain.tile,
+            )
+            tl = ensemble.mirror_bands(twin.locs, mirror, signed=True)
+            tr = ensemble.mirror_bands(twin._raw, mirror, signed=False)
             for b, (lo, ra) in enumerate(zip(tl, tr)):
                 locs[b] += lo
                 raws[b] += ra
-            pixel += tp
+            pixel += ensemble.mirror_image(twin._pixel[1], mirror)
         n = 1 + len(axes)
         pred.locs = [a / n for a in locs]
         pred._raw = [a / n for a in raws]

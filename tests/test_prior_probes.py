@@ -1,4 +1,5 @@
-"""scripts/prior_probes.py: the mirrored state it feeds the network, and its code lengths."""
+"""scripts/prior_probes.py: its code lengths against the codec's (its flips probe mirrors with
+ensemble.py, tested in test_ensemble.py)."""
 
 import importlib.util
 from pathlib import Path
@@ -6,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uqdm_codec import haar
 from uqdm_codec.codec import ideal_bits
 
 from .conftest import synthetic_image
@@ -19,18 +19,6 @@ def probes():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.mark.parametrize("axis", ["h", "v"])
-def test_flipped_bands_are_the_bands_of_the_mirrored_image(probes, axis):
-    x = np.random.default_rng(0).normal(size=(3, 32, 48))
-    mirrored = x[..., ::-1] if axis == "h" else x[..., ::-1, :]
-    bands = probes._flip_bands(haar.forward(x, 4), axis, True)
-    for got, want in zip(bands, haar.forward(mirrored, 4)):
-        np.testing.assert_allclose(got, want, atol=1e-12)
-    back = probes._flip_bands(bands, axis, True)
-    for got, want in zip(back, haar.forward(x, 4)):
-        np.testing.assert_array_equal(got, want)
 
 
 def test_shape_probe_prices_the_logistic_as_the_codec_does(probes, codec):

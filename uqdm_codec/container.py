@@ -41,6 +41,7 @@ MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
 TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
 MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
+_MIRRORS_OF_CODE = {code: m for m, code in MIRROR_CODES.items()}
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
 SEED_STRIDE = 0x9E3779B97F4A7C15  # region r's seed: file seed + r * SEED_STRIDE, modulo 2^64
 
@@ -242,7 +243,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if flags & ~(TILED | MIRROR_MASK):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
-    mirrors = {code: m for m, code in MIRROR_CODES.items()}.get(mirror_code)
+    mirrors = _MIRRORS_OF_CODE.get(mirror_code)
     if mirrors is None:
         raise FormatError(f"unsupported .uqd header flags {flags:#x} (reserved mirror ensemble code)")
     body = _HEAD.size + name_len + (_REGION.size if flags & TILED else 0)
