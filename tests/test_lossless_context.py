@@ -104,10 +104,9 @@ def _layer_inputs(h: int, w: int, coupling: float, seed: int = 0):
 def test_fit_finds_spatial_structure_and_ignores_white_noise():
     h, w = 40, 48
     levels, x_tilde, loc, scale, q = _layer_inputs(h, w, 1.0)
-    ctx = lc.fit(levels, x_tilde, loc, scale, q, h, w)
+    ctx, m, s = lc.encoder_prior(levels, x_tilde, loc, scale, q, h, w)
     assert ctx is not None and all(f < 64 for f in ctx.factors)  # neighbours narrow the prior
     assert all(max(b) > 10 for b in ctx.betas)
-    m, s = lc.layer_prior(ctx, levels, loc, scale, h, w)
     before = entropy.levels_ideal_bits(levels, x_tilde, loc, scale, q)
     after = entropy.levels_ideal_bits(levels, x_tilde, m, s, q)
     assert after < 0.95 * before  # half B alone pays: about 18 % of its bits here
@@ -115,8 +114,8 @@ def test_fit_finds_spatial_structure_and_ignores_white_noise():
     assert np.array_equal(m[first], loc[first]) and np.array_equal(s[first], scale[first])
 
     levels, x_tilde, loc, scale, q = _layer_inputs(h, w, 0.0)
-    assert lc.fit(levels, x_tilde, loc, scale, q, h, w) is None
-    assert lc.fit(levels[:12], x_tilde[:12], loc[:12], scale[:12], q, 2, 2) is None  # too few
+    assert lc.encoder_prior(levels, x_tilde, loc, scale, q, h, w)[0] is None
+    assert lc.encoder_prior(levels[:12], x_tilde[:12], loc[:12], scale[:12], q, 2, 2)[0] is None  # too few
 
 
 def _rebuilt(data: bytes, parsed, layer) -> bytes:

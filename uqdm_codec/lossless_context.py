@@ -141,6 +141,11 @@ def _half_b(levels: np.ndarray, loc: np.ndarray, scale: np.ndarray, h: int, w: i
 
 
 def _fit(levels, x_tilde, loc, scale, q, h, w, at, feats) -> LosslessContext | None:
+    """The encoder's parameters for an image (levels, x~, m, s of every element in natural order;
+    half B's positions and features): per colour, the least-squares fit of a half-B element's
+    residual on its neighbours', rounded to 1/64, then the factor code that minimises the code
+    length of a sample of up to 32768 of its elements (16, 24, .., 80, then refined by 4, 2 and 1);
+    None unless the saving over all of half B exceeds the block's bytes."""
     n = h * w
     if at.size < 3 * MIN_FIT:
         return None
@@ -185,32 +190,6 @@ def _moved_all(ctx, at, feats, loc, scale, n) -> tuple[np.ndarray, np.ndarray]:
     return loc, scale
 
 
-def fit(
-    levels: np.ndarray, x_tilde: np.ndarray, loc: np.ndarray, scale: np.ndarray, q: float, h: int, w: int
-) -> LosslessContext | None:
-    """The encoder's parameters for an image (levels, x~, m, s of every element in natural order):
-    per colour, the least-squares fit of a half-B element's residual on its neighbours', rounded to
-    1/64, then the factor code that minimises the code length of a sample of up to 32768 of its
-    elements (16, 24, .., 80, then refined by 4, 2 and 1); None unless the saving over all of
-    half B exceeds the block's bytes."""
-    return _fit(levels, x_tilde, loc, scale, q, h, w, *_half_b(levels, loc, scale, h, w))
-
-
-def layer_prior(
-    ctx: LosslessContext | None,
-    levels: np.ndarray,
-    loc: np.ndarray,
-    scale: np.ndarray,
-    h: int,
-    w: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(location, scale) of every element as the encoder codes it: half B moved given all of half A
-    (which every half-B element's group follows, FORMAT.md 6.2)."""
-    if ctx is None:
-        return loc, scale
-    return _moved_all(ctx, *_half_b(levels, loc, scale, h, w), loc, scale, h * w)
-
-
 def encoder_prior(
     levels: np.ndarray,
     x_tilde: np.ndarray,
@@ -221,8 +200,9 @@ def encoder_prior(
     w: int,
     spatial: bool = True,
 ) -> tuple[LosslessContext | None, np.ndarray, np.ndarray]:
-    """(context, location, scale): fit() then layer_prior() with half B's features computed once;
-    with `spatial` False, no context and the prior unchanged."""
+    """(context, location, scale of every element as the encoder codes it): the fitted parameters,
+    and half B's prior moved given all of half A (which every half-B element's group follows,
+    FORMAT.md 6.2); with `spatial` False or no parameters worth sending, the prior unchanged."""
     if not spatial:
         return None, loc, scale
     at, feats = _half_b(levels, loc, scale, h, w)
