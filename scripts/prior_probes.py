@@ -7,6 +7,9 @@
     python scripts/prior_probes.py checker IMAGES...   # the pixel step in two checkerboard halves
     python scripts/prior_probes.py lossless_colour IMAGES... [--spatial]
                                                        # the lossless layer given exact partners
+    python scripts/prior_probes.py display_classes IMAGES...
+                                                       # display filters per class of pixels
+    python scripts/prior_probes.py head_refit IMAGES...  # a per-image refit of the D_1 / D_2 heads
 
 Every probe drives the chain as the encoder does (`codec.ChainRun`: colour context and display
 filters included; ideal code lengths), seed = image index, on centre crops (default 512 px).
@@ -30,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from study_common import load_crops  # noqa: E402
 
-from uqdm_codec import container, ensemble, entropy, get_codec  # noqa: E402
+from uqdm_codec import container, ensemble, entropy, exactnet, get_codec, haar  # noqa: E402
 from uqdm_codec import display_filter as dfilter  # noqa: E402
 from uqdm_codec.accounting import direct_level_bits  # noqa: E402
 from uqdm_codec.bench import bd_rate  # noqa: E402
@@ -388,9 +391,216 @@ def lossless_colour(codec: Codec, images: list[np.ndarray], spatial: bool = Fals
     }
 
 
+# ----------------------------------------------------------------------------- display classes
+
+
+def _window_columns(image: np.ndarray, radius: int) -> list[np.ndarray]:
+    """Every channel of `image` (C, H, W) over a (2r+1)^2 window, edge-padded, one flat column each."""
+    k = 2 * radius + 1
+    h, w = image.shape[1:]
+    padded = np.pad(image, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    return [
+        padded[c, dy : dy + h, dx : dx + w].reshape(-1)
+        for c in range(len(image))
+        for dy in range(k)
+        for dx in range(k)
+    ]
+
+
+def _class_fit(cols: list[np.ndarray], want: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Per class and output colour, the least-squares map from `cols` (+ a bias) to `want` (3, N);
+    its output (3, N). A class with fewer than 4 samples per tap keeps a zero correction."""
+    design = np.stack(cols + [np.ones_like(cols[0])], axis=1)
+    out = np.zeros_like(want)
+    for c in np.unique(cls):
+        sel = cls == c
+        if sel.sum() < 4 * design.shape[1]:
+            continue
+        d = design[sel]
+        g = d.T @ d
+        g += np.eye(len(g)) * (1e-9 * np.trace(g) / len(g))
+        for colour in range(3):
+            out[colour, sel] = d @ np.linalg.solve(g, d.T @ want[colour, sel])
+    return out
+
+
+def _quantile_classes(v: np.ndarray, n: int) -> np.ndarray:
+    return np.searchsorted(np.quantile(v, np.linspace(0, 1, n + 1)[1:-1]), v)
+
+
+def display_classes(codec: Codec, images: list[np.ndarray]) -> dict:
+    """After Haar steps 4..T-1: PSNR gain over the network's image of the filter the encoder sends,
+    of one unquantised radius-2 / radius-3 filter fitted on the whole image, of radius-2 filters
+    fitted per class of pixels (K quantiles of the image's local gradient activity; of the network's
+    own pixel-scale prediction; activity x dominant direction, as VVC's adaptive loop filter
+    classifies), and of a radius-2 filter that also sees the state's pixels (inverse Haar of z)."""
+    out: dict = {}
+    for seed, px in enumerate(images):
+        h, w = px.shape[:2]
+        run = ChainRun(codec, px, seed)
+        target = run.x[:, :h, :w]
+
+        def gain(img, corr, base, px=px, h=h, w=w):
+            shown = np.clip(img + corr.reshape(3, h, w), -1.0, 1.0)
+            return psnr(px, entropy.data_to_pixels(shown).transpose(1, 2, 0)) - base
+
+        for i in range(1, codec.num_steps):
+            p, k = run.code_all(i, run.prior(i), run.values(i))
+            run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+            if i < 4:
+                continue
+            pred = run.pred
+            sent, pred.filter = pred.filter, None
+            img = pred.display_crop(h, w)
+            pred.filter = sent
+            base = psnr(px, entropy.data_to_pixels(img).transpose(1, 2, 0))
+            want = (target - img).reshape(3, -1)
+            r2 = _window_columns(img, 2)
+            one = np.zeros(h * w, int)
+            luma = img.mean(axis=0)
+            gy, gx = np.gradient(luma)
+            act = (np.abs(gx) + np.abs(gy)).reshape(-1)
+            act = sum(c for c in _window_columns(act.reshape(1, h, w), 1)) / 9.0
+            unc = np.log(pred.pixel_scale_crop(h, w).mean(axis=0)).reshape(-1)  # the network's own doubt
+            direction = (np.abs(gx) > np.abs(gy)).reshape(-1).astype(int)
+            state = haar.inverse([b.copy() for b in run.chain.z])[:, :h, :w]
+            row = {
+                "network_psnr": base,
+                "sent": psnr(px, pred.image(h, w)) - base,
+                "radius 2": gain(img, _class_fit(r2, want, one), base),
+                "radius 3": gain(img, _class_fit(_window_columns(img, 3), want, one), base),
+                "radius 2 + state r1": gain(img, _class_fit(r2 + _window_columns(state, 1), want, one), base),
+            }
+            for n in (2, 4, 8):
+                row[f"activity {n}"] = gain(img, _class_fit(r2, want, _quantile_classes(act, n)), base)
+            for n in (2, 4):
+                row[f"scale {n}"] = gain(img, _class_fit(r2, want, _quantile_classes(unc, n)), base)
+            row["activity 2 x direction 2"] = gain(
+                img, _class_fit(r2, want, 2 * _quantile_classes(act, 2) + direction), base
+            )
+            out.setdefault(str(i), []).append(row)
+        print(f"image {seed} done", flush=True)
+    mean = {i: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} for i, rows in out.items()}
+    for i, row in mean.items():
+        print(f"after step {i}: " + ", ".join(f"{k} {v:+.3f}" for k, v in row.items()))
+    return {"mean_gain_db": mean, "images": out}
+
+
+# ----------------------------------------------------------------------------- head refit
+
+
+class _HeadInputs:
+    """Keeps the input (the activation) of each detail head of the exact network's last pass."""
+
+    def __init__(self):
+        self.inputs: dict[str, np.ndarray] = {}
+        self._conv = exactnet.ExactOps.conv
+
+    def __enter__(self):
+        keep, conv = self.inputs, self._conv
+
+        def hooked(ops, name, a, out, stride=1, film=None):
+            if name.startswith("head.detail"):
+                keep[name] = a[0].float().numpy().copy()
+            return conv(ops, name, a, out, stride, film)
+
+        exactnet.ExactOps.conv = hooked
+        return self
+
+    def __exit__(self, *exc):
+        exactnet.ExactOps.conv = self._conv
+
+
+def _band_bits(run: ChainRun, i: int, mask: int) -> np.ndarray:
+    """Ideal bits of step i's elements (colour context fitted as the encoder fits it) with the band
+    locations `mask` takes from the shown image; sets up the chain's coded elements for step i."""
+    prior = run.chain.prior(i, run.pred, mask)
+    xs = run.values(i)
+    _, coded = run.chain.coding_prior(prior, xs)
+    p = coded.part(slice(None))
+    return entropy.step_element_bits(entropy.quantise(xs, p), p)
+
+
+def head_refit(codec: Codec, images: list[np.ndarray]) -> dict:
+    """Before Haar steps 4..T-1: bits of the D_1 and D_2 elements with the network's locations,
+    with the locations the encoder uses (the shown image's where its band mask says so), and with
+    the network's locations corrected per image by c_out times a least-squares linear map (per
+    output channel, weights (c_out / scale)^2) from the features the band's head reads, 1x1 or 3x3:
+    an instance-adaptive head whose weights are not counted."""
+    levels = codec.net.levels
+    heads = {levels: f"head.detail.{levels - 2}", levels - 1: f"head.detail.{levels - 3}"}
+    totals: dict = {}
+    for seed, px in enumerate(images):
+        run = ChainRun(codec, px, seed)
+        chain = run.chain
+        with _HeadInputs() as hooked:
+            for i in range(1, codec.num_steps - 1):
+                p, k = run.code_all(i, run.prior(i), run.values(i))
+                run.finish(i, float(entropy.step_element_bits(k, p).sum()))
+                if i + 1 < 4:
+                    continue
+                row = totals.setdefault(str(i + 1), {})
+                sent = _band_bits(run, i + 1, run.from_display)
+                row["step"] = row.get("step", 0.0) + float(sent.sum())
+                for band, head in heads.items():
+                    feats = hooked.inputs[head]
+                    network = _band_bits(run, i + 1, 0)
+                    on = chain.coded_band == band
+                    figures = {"network": network[on].sum(), "sent": sent[on].sum()}
+                    flat = chain.coded_flat[on]
+                    loc0 = run.pred.locs[band].copy()
+                    cout = codec.net.cout[band][run.pred._states[band]].reshape(-1)
+                    scale = run.pred.scales[band].reshape(-1)
+                    truth = run.x_bands[band].reshape(-1)
+                    hw = feats.shape[1] * feats.shape[2]
+                    for radius in (0, 1):
+                        cols = np.stack(_window_columns(feats, radius) + [np.ones(hw)])
+                        corr = np.zeros(loc0.size)
+                        for o in range(loc0.size // hw):
+                            f = flat[flat // hw == o]
+                            if f.size < 4 * len(cols):
+                                continue
+                            a = cols[:, f % hw].T
+                            wts = (cout[f] / scale[f]) ** 2
+                            g = (a * wts[:, None]).T @ a
+                            g += np.eye(len(g)) * (1e-6 * np.trace(g) / len(g))
+                            beta = np.linalg.solve(
+                                g, (a * wts[:, None]).T @ ((truth[f] - loc0.reshape(-1)[f]) / cout[f])
+                            )
+                            idx = o * hw + np.arange(hw)
+                            corr[idx] = cout[idx] * (cols.T @ beta)
+                        run.pred.locs[band] = loc0 + corr.reshape(loc0.shape)
+                        figures[f"refit {2 * radius + 1}x{2 * radius + 1}"] = _band_bits(run, i + 1, 0)[
+                            on
+                        ].sum()
+                        run.pred.locs[band] = loc0
+                    for key, v in figures.items():
+                        name = f"D_{levels + 1 - band} {key}"
+                        row[name] = row.get(name, 0.0) + float(v)
+        print(f"image {seed} done", flush=True)
+    for i, row in totals.items():
+        print(
+            f"step {i}: "
+            + ", ".join(f"{k} {100 * v / row['step']:.2f} %" for k, v in row.items() if k != "step")
+        )
+    return {"bits_by_step": totals}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("shape", "flips", "skip", "partial", "checker", "lossless_colour"))
+    ap.add_argument(
+        "probe",
+        choices=(
+            "shape",
+            "flips",
+            "skip",
+            "partial",
+            "checker",
+            "lossless_colour",
+            "display_classes",
+            "head_refit",
+        ),
+    )
     ap.add_argument("images", nargs="+", type=Path)
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--json", type=Path)
@@ -413,7 +623,14 @@ def main() -> None:
     elif args.probe == "lossless_colour":
         result = lossless_colour(codec, images, spatial=args.spatial)
     else:
-        result = {"shape": shape, "partial": partial, "checker": checker}[args.probe](codec, images)
+        probes = {
+            "shape": shape,
+            "partial": partial,
+            "checker": checker,
+            "display_classes": display_classes,
+            "head_refit": head_refit,
+        }
+        result = probes[args.probe](codec, images)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=float))
 

@@ -39,3 +39,25 @@ def test_lossless_probe_prices_the_lossless_layer_as_the_codec_does(probes, code
     layer = ideal_bits(codec, px, 0)[-1]  # the lossless layer's bits as the encoder codes them
     assert result["lossless_layer_bpp"] == pytest.approx(layer / (32 * 48), rel=1e-9)
     assert np.isfinite(result["saving_bpp"])
+
+
+def test_display_classes_probe_starts_from_the_images_the_decoder_shows(probes, codec):
+    """Its baseline plus the sent filter's gain is the PSNR of the image decoded after that step."""
+    from uqdm_codec.progression import psnr
+
+    px = synthetic_image(48, 64, seed=5)
+    result = probes.display_classes(codec, [px])
+    data = codec.encode(px, seed=0)
+    for step, rows in result["images"].items():
+        shown = codec.decode(data, steps=int(step)).pixels
+        assert rows[0]["network_psnr"] + rows[0]["sent"] == pytest.approx(psnr(px, shown), abs=1e-9)
+        assert all(np.isfinite(v) for v in rows[0].values())
+
+
+def test_head_refit_probe_prices_each_step_as_the_codec_does(probes, codec):
+    px = synthetic_image(48, 64, seed=6)
+    result = probes.head_refit(codec, [px])
+    bits = ideal_bits(codec, px, 0)
+    for step, row in result["bits_by_step"].items():
+        assert row["step"] == pytest.approx(bits[int(step) - 1], rel=1e-9)
+        assert row["D_1 sent"] + row["D_2 sent"] <= row["step"] + 1e-9

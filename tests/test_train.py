@@ -73,8 +73,8 @@ def test_train_starts_from_committed_weights(tmp_path, capsys):
 
 
 def test_init_fine_tunes_to_a_new_schedule_or_a_wider_network(tmp_path, capsys):
-    """--init accepts weights of the same network for another schedule, and widens narrower weights
-    without changing what they compute; a narrower run or another depth is refused."""
+    """--init accepts weights of the same network for another schedule, and widens or deepens
+    smaller weights without changing what they compute; a narrower or shallower run is refused."""
     from uqdm_codec.model import load_model
     from uqdm_codec.objective import run_chain
 
@@ -108,9 +108,16 @@ def test_init_fine_tunes_to_a_new_schedule_or_a_wider_network(tmp_path, capsys):
         a = run_chain(narrow, pixels, generator=torch.Generator().manual_seed(0))
         b = run_chain(widened, pixels, generator=torch.Generator().manual_seed(0))
     assert np.allclose(a["bpp"], b["bpp"], rtol=1e-4) and np.allclose(a["psnr"], b["psnr"], atol=1e-3)
+    run("16 16 16 16", "deep", "--init", init, "--lr", "0", "--blocks-up", "1", "2", "1", "--blocks-mid", "3")
+    assert "deepened by identity blocks" in capsys.readouterr().out
+    deep = load_model(tmp_path / "deep" / "tiny-run.safetensors")
+    assert deep.config.network.blocks_up == (1, 2, 1) and deep.config.network.blocks_mid == 3
+    with torch.no_grad():
+        c = run_chain(deep, pixels, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(a["bpp"], c["bpp"], rtol=1e-4) and np.allclose(a["psnr"], c["psnr"], atol=1e-3)
     with pytest.raises(SystemExit, match="wider than"):
         run("8 16 16 16", "n", "--init", init)
-    with pytest.raises(SystemExit, match="another network"):
+    with pytest.raises(SystemExit, match="deeper than"):
         run("16 16 16 16", "d", "--init", init, "--blocks-mid", "1")
 
 

@@ -143,9 +143,16 @@ def widen_state(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) ->
     output channels, while readers keep the fresh random columns for them (they read zeros at first,
     and pass gradient back to the writers). A block's new hidden channels are read by its second
     convolution through zero columns (its fresh init is zero anyway). FiLM rows are remapped.
+    A residual block that `old` lacks (a deeper level) keeps its fresh init, whose second
+    convolution and FiLM are zero: it starts as the identity.
     """
     out = {}
     for name, new in fresh.items():
+        if name not in old:
+            if not (".blocks." in name or "_blocks." in name):
+                raise KeyError(f"{name}: only residual blocks can be new")
+            out[name] = new.clone()
+            continue
         w = old[name]
         if w.shape == new.shape:
             out[name] = w.clone()
@@ -264,20 +271,30 @@ def train(cfg: TrainConfig) -> None:
         ours, theirs = mcfg.to_dict(), init.config.to_dict()
 
         def topology(d: dict) -> tuple:
-            """All that must match: the network but for how wide each level is."""
-            return {**d["network"], "widths": len(d["network"]["widths"])}, d["band_sigma"], d["prior"]
+            """All that must match: the network but for how wide and deep each level is."""
+            net = {**d["network"], "widths": len(d["network"]["widths"])}
+            for key in ("blocks_down", "blocks_up"):
+                net[key] = len(net[key])
+            del net["blocks_mid"]
+            return net, d["band_sigma"], d["prior"]
 
+        old_net = init.config.network
         if topology(ours) != topology(theirs):
             raise SystemExit(f"--init {cfg.init} has another network than this run")
-        if any(a < b for a, b in zip(cfg.widths, init.config.network.widths)):
+        if any(a < b for a, b in zip(cfg.widths, old_net.widths)):
             raise SystemExit(f"--init {cfg.init} is wider than this run's --widths")
+        depth = (*cfg.blocks_down, cfg.blocks_mid, *cfg.blocks_up)
+        if any(a < b for a, b in zip(depth, (*old_net.blocks_down, old_net.blocks_mid, *old_net.blocks_up))):
+            raise SystemExit(f"--init {cfg.init} is deeper than this run's --blocks-*")
         state = widen_state(init.state_dict(), model.state_dict())
         model.load_state_dict(state)
         ema.load_state_dict(state)
         if master:
             change = "" if ours["schedule"] == theirs["schedule"] else ", fine-tuning it to a new schedule"
-            if ours["network"] != theirs["network"]:
-                change += f", widened from {list(init.config.network.widths)}"
+            if ours["network"]["widths"] != theirs["network"]["widths"]:
+                change += f", widened from {list(old_net.widths)}"
+            if depth != (*old_net.blocks_down, old_net.blocks_mid, *old_net.blocks_up):
+                change += ", deepened by identity blocks"
             print(f"started from {cfg.init}{change}", flush=True)
     net = model
     if world > 1:
