@@ -541,10 +541,10 @@ def head_refit(codec: Codec, images: list[np.ndarray]) -> dict:
                     continue
                 row = totals.setdefault(str(i + 1), {})
                 sent = _band_bits(run, i + 1, run.from_display)
+                network = _band_bits(run, i + 1, 0)  # the coded elements are the same either way
                 row["step"] = row.get("step", 0.0) + float(sent.sum())
                 for band, head in heads.items():
                     feats = hooked.inputs[head]
-                    network = _band_bits(run, i + 1, 0)
                     on = chain.coded_band == band
                     figures = {"network": network[on].sum(), "sent": sent[on].sum()}
                     flat = chain.coded_flat[on]

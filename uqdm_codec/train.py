@@ -149,7 +149,7 @@ def widen_state(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) ->
     out = {}
     for name, new in fresh.items():
         if name not in old:
-            if not (".blocks." in name or "_blocks." in name):
+            if "_blocks." not in name:  # down_blocks, mid_blocks, up_blocks
                 raise KeyError(f"{name}: only residual blocks can be new")
             out[name] = new.clone()
             continue
@@ -284,7 +284,8 @@ def train(cfg: TrainConfig) -> None:
         if any(a < b for a, b in zip(cfg.widths, old_net.widths)):
             raise SystemExit(f"--init {cfg.init} is wider than this run's --widths")
         depth = (*cfg.blocks_down, cfg.blocks_mid, *cfg.blocks_up)
-        if any(a < b for a, b in zip(depth, (*old_net.blocks_down, old_net.blocks_mid, *old_net.blocks_up))):
+        old_depth = (*old_net.blocks_down, old_net.blocks_mid, *old_net.blocks_up)
+        if any(a < b for a, b in zip(depth, old_depth)):
             raise SystemExit(f"--init {cfg.init} is deeper than this run's --blocks-*")
         state = widen_state(init.state_dict(), model.state_dict())
         model.load_state_dict(state)
@@ -293,7 +294,7 @@ def train(cfg: TrainConfig) -> None:
             change = "" if ours["schedule"] == theirs["schedule"] else ", fine-tuning it to a new schedule"
             if ours["network"]["widths"] != theirs["network"]["widths"]:
                 change += f", widened from {list(old_net.widths)}"
-            if depth != (*old_net.blocks_down, old_net.blocks_mid, *old_net.blocks_up):
+            if depth != old_depth:
                 change += ", deepened by identity blocks"
             print(f"started from {cfg.init}{change}", flush=True)
     net = model
