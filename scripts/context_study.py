@@ -33,7 +33,15 @@ from uqdm_codec.codec import Codec, _Chain  # noqa: E402
 
 
 def bits(x, loc, scale, prior, at) -> float:
-    p = entropy.StepPrior(loc[at], scale[at], prior.dither[at], prior.quant_step[at], prior.bound[at])
+    p = entropy.StepPrior(
+        loc[at],
+        scale[at],
+        prior.dither[at],
+        prior.quant_step[at],
+        prior.bound[at],
+        prior.lower[at],
+        prior.upper[at],
+    )
     return float(entropy.step_element_bits(entropy.quantise(x[at], p), p).sum())
 
 

@@ -10,6 +10,7 @@
     python scripts/prior_probes.py display_classes IMAGES...
                                                        # display filters per class of pixels
     python scripts/prior_probes.py head_refit IMAGES...  # a per-image refit of the D_1 / D_2 heads
+    python scripts/prior_probes.py intervals IMAGES...   # priors truncated to the known intervals
 
 Every probe drives the chain as the encoder does (`codec.ChainRun`: colour context and display
 filters included; ideal code lengths), seed = image index, on centre crops (default 512 px).
@@ -191,7 +192,7 @@ def shape(codec: Codec, images: list[np.ndarray]) -> dict:
             p, k = run.code_all(i, run.prior(i), run.values(i))
             band = run.chain._element_bands()
             s = p.scale
-            a, b = (-p.bound - p.loc) / s, (p.bound - p.loc) / s
+            a, b = (p.lower - p.loc) / s, (p.upper - p.loc) / s  # the prior's truncation
             lo = np.clip((k - p.dither - 0.5) * p.quant_step / s, a, b)
             hi = np.clip((k - p.dither + 0.5) * p.quant_step / s, a, b)
             for bd in np.unique(band):
@@ -586,6 +587,148 @@ def head_refit(codec: Codec, images: list[np.ndarray]) -> dict:
     return {"bits_by_step": totals}
 
 
+# ----------------------------------------------------------------------------- intervals
+
+
+class _Known:
+    """Each Haar coefficient's known interval, the intersection of the bins [x~ - q/2, x~ + q/2] of
+    every step that coded it (what uqdm 0.13 builds in, FORMAT.md 5.5; here in float64, without
+    its margin), kept beside a chain that runs without them (the codec's `intervals` off)."""
+
+    def __init__(self, chain):
+        self.lo = [np.full(b.size, -haar.band_bound(j, chain.levels)) for j, b in enumerate(chain.z)]
+        self.hi = [-a for a in self.lo]
+
+    def of(self, chain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lower, upper, re-coded?) of the step's coded elements, in natural order."""
+        bands, flat = chain.coded_band, chain.coded_flat
+        lo, hi, again = np.empty(flat.size), np.empty(flat.size), np.zeros(flat.size, bool)
+        for b in range(len(self.lo)):
+            sel = bands == b
+            lo[sel], hi[sel] = self.lo[b][flat[sel]], self.hi[b][flat[sel]]
+            again[sel] = chain.state[b].reshape(-1)[flat[sel]] > 0
+        return lo, hi, again
+
+    def narrow(self, chain, x_tilde: np.ndarray, q: np.ndarray) -> None:
+        """After the step's elements are coded (call before chain.apply)."""
+        bands, flat = chain.coded_band, chain.coded_flat
+        for b in range(len(self.lo)):
+            sel, f = bands == b, flat[bands == b]
+            self.lo[b][f] = np.maximum(self.lo[b][f], x_tilde[sel] - 0.5 * q[sel])
+            self.hi[b][f] = np.minimum(self.hi[b][f], x_tilde[sel] + 0.5 * q[sel])
+
+    def move_locations(self, run: ChainRun, how: str) -> None:
+        """The network's locations after a step: "clip" into the intervals (what the codec does), or
+        "mean": the mean of its logistic (next step's scale) restricted to the interval."""
+        new = []
+        for b, a in enumerate(run.pred.locs):
+            loc, lo, hi = a.reshape(-1), self.lo[b], self.hi[b]
+            if how == "mean":
+                sp = entropy.StepPrior(
+                    loc, run.pred.band_scale(b), np.zeros(loc.size), hi - lo, np.full(loc.size, 1e9)
+                )
+                mean = np.clip(entropy.step_posterior_mean(0.5 * (lo + hi), sp), lo, hi)
+                loc = np.where(run.chain.state[b].reshape(-1) > 0, mean, loc)
+            new.append(np.clip(loc, lo, hi).reshape(a.shape))
+        run.pred.locs = new
+
+
+def _interval_bits(k: np.ndarray, p: entropy.StepPrior, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """-log2 P(k) under the prior truncated to [lo, hi] (inside [-B, B]) instead of [-B, B]."""
+    xt = p.loc + (k - p.dither) * p.quant_step
+    a = np.maximum(xt - 0.5 * p.quant_step, lo)
+    b = np.minimum(xt + 0.5 * p.quant_step, hi)
+    cdf = lambda v: entropy._sigmoid((v - p.loc) / p.scale)  # noqa: E731
+    mass = np.maximum(cdf(b) - cdf(a), 0.0) / (cdf(hi) - cdf(lo))
+    return -np.log2(np.maximum(mass, 1e-300))
+
+
+def interval_curve(codec: Codec, px: np.ndarray, seed: int, truncate: bool, locations: str) -> list:
+    """chain_curve (of a chain without the codec's intervals) with the known intervals used to
+    truncate the priors (`truncate`) and to move the network's locations after every step
+    (`locations`: "network" leaves them, "clip" or "mean" as _Known.move_locations; this changes
+    the chain: the display, the filters and the next locations). Also returns per step the bits of
+    the re-coded elements and their share."""
+    h, w = px.shape[:2]
+    run = ChainRun(codec, px, seed)
+    known = _Known(run.chain)
+    cum, curve, T, recoded = 0.0, [], codec.num_steps, []
+    for i in range(1, T + 1):
+        p, k = run.code_all(i, run.prior(i), run.values(i)) if i == T else (None, None)
+        if i < T:
+            prior = run.prior(i)
+            xs = run.values(i)
+            p = run.chain.coding_prior(prior, xs)[1].part(slice(None))
+            k = entropy.quantise(xs, p)
+            xt = entropy.reconstruct(k, p)
+            lo, hi, again = known.of(run.chain)
+            bits = _interval_bits(k, p, lo, hi) if truncate else entropy.step_element_bits(k, p)
+            recoded.append((float(bits[again].sum()) / (h * w), float(again.mean()) if k.size else 0.0))
+            known.narrow(run.chain, xt, p.quant_step)
+            run.chain.apply(i, xt, np.arange(k.size))
+            cum += float(bits.sum())
+            run.predict(i)
+            if locations != "network":
+                known.move_locations(run, locations)
+            run.choose_filter(i, float(bits.sum()))
+            curve.append((cum / (h * w), psnr(px, run.pred.image(h, w))))
+        else:
+            cum += entropy.step_ideal_bits(k, p)
+    q = codec.model.schedule.pixel_quant
+    levels = run.original.ravel().astype(np.int64)
+    cum += entropy.levels_ideal_bits(levels, run.chain.pixel_tilde, p.loc, p.scale, q)
+    return curve + [(cum / (h * w), float("inf"))], recoded
+
+
+def intervals(codec: Codec, images: list[np.ndarray]) -> dict:
+    """uqdm 0.12's chain against the known intervals: truncating the priors alone (the chain and its
+    symbols unchanged, only the bits move), with the network's locations clipped into the
+    intervals as well (what uqdm 0.13 does), and with them moved to the interval's posterior mean."""
+    codec.intervals = False  # the probe keeps the intervals itself
+    try:
+        variants = {
+            "truncate": (True, "network"),
+            "truncate+clip": (True, "clip"),
+            "truncate+mean": (True, "mean"),
+        }
+        base = [interval_curve(codec, px, seed, False, "network") for seed, px in enumerate(images)]
+        out: dict = {"per_step_base": np.mean([r for _, r in base], axis=0).tolist()}  # (step, [bpp, share])
+        for name, (truncate, locations) in variants.items():
+            rows = []
+            for seed, px in enumerate(images):
+                (a, _), (t, rec) = base[seed], interval_curve(codec, px, seed, truncate, locations)
+                rows.append(
+                    {"bd_rate_steps_1_7": bd_rate(a[:-1], t[:-1]), "lossless_bpp": [a[-1][0], t[-1][0]]}
+                )
+                rows[-1].update(steps=[a[:-1], t[:-1]], recoded=rec)
+                print(
+                    f"{name}, image {seed}: BD-rate {rows[-1]['bd_rate_steps_1_7']:+.2f} %, lossless "
+                    f"{a[-1][0]:.4f} -> {t[-1][0]:.4f} bpp",
+                    flush=True,
+                )
+            bd = float(np.mean([r["bd_rate_steps_1_7"] for r in rows]))
+            ll = np.mean([r["lossless_bpp"] for r in rows], axis=0)
+            rec = np.mean([r["recoded"] for r in rows], axis=0)  # (step, [bpp, share])
+            print(
+                f"{name}: BD-rate steps 1-7 {bd:+.2f} %, lossless {ll[0]:.4f} -> {ll[1]:.4f} bpp "
+                f"({100 * (ll[1] / ll[0] - 1):+.2f} %); re-coded elements' bpp per step "
+                + ", ".join(f"{b:.4f} ({100 * sh:.0f} %)" for b, sh in rec)
+            )
+            out[name] = {
+                "bd_rate_steps_1_7": bd,
+                "lossless_bpp": ll.tolist(),
+                "recoded": rec.tolist(),
+                "images": rows,
+            }
+        print(
+            "re-coded elements' bpp per step without intervals: "
+            + ", ".join(f"{b:.4f} ({100 * sh:.0f} %)" for b, sh in out["per_step_base"])
+        )
+        return out
+    finally:
+        codec.intervals = True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -599,6 +742,7 @@ def main() -> None:
             "lossless_colour",
             "display_classes",
             "head_refit",
+            "intervals",
         ),
     )
     ap.add_argument("images", nargs="+", type=Path)
@@ -629,6 +773,7 @@ def main() -> None:
             "checker": checker,
             "display_classes": display_classes,
             "head_refit": head_refit,
+            "intervals": intervals,
         }
         result = probes[args.probe](codec, images)
     if args.json:

@@ -70,17 +70,26 @@ def main(argv: list[str] | None = None) -> None:
         help="encode with each of these mirror ensembles (1, 2, 4); a run with mirrors m > 1 is named "
         "MODEL#mirrors=m",
     )
+    ap.add_argument(
+        "--intervals",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="1: priors truncated to the known intervals (the codec's default), 0: to the band's bound "
+        "only (uqdm 0.12's files); a run with 0 is named MODEL#intervals=0",
+    )
     args = ap.parse_args(argv)
     done = json.loads(args.reuse.read_text()) if args.reuse else {}
     images = load_crops(args.images, args.crop)
     results = {}
     runs = [
-        (model, m, str(model) if m == 1 else f"{model}#mirrors={m}")
+        (model, m, iv, str(model) + ("" if m == 1 else f"#mirrors={m}") + ("" if iv else "#intervals=0"))
         for model in args.models
+        for iv in args.intervals
         for m in args.mirrors
     ]
     codecs: dict[Path, Codec] = {}
-    for model, mirrors, name in runs:
+    for model, mirrors, intervals, name in runs:
         if name in done:  # same images and seeds are the caller's promise
             results[name] = done[name]
             continue
@@ -88,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         if model not in codecs:
             codecs[model] = codec_for(model, args.data)
         codec = codecs[model]
+        codec.intervals = bool(intervals)
         curves = [dense_curve(codec, px, seed, mirrors) for seed, px in enumerate(images)]
         results[name] = {
             "steps": codec.num_steps,
@@ -99,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{name}: {results[name]['lossless_bpp']:.3f} bpp lossless, {time.time() - t0:.0f} s", flush=True
         )
-    anchor = results[runs[0][2]]
+    anchor = results[runs[0][3]]
     for name, res in results.items():
         per_image = [bd_rate(a, t) for a, t in zip(anchor["curves"], res["curves"])]
         res["bd_rate_per_image"] = per_image

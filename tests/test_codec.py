@@ -185,6 +185,50 @@ def test_only_uncertain_coefficients_are_coded(codec, image):
     assert 0 < coded[0] < 0.5  # the first step sends a small part of the image
 
 
+def test_known_intervals_hold_every_value_and_clip_the_locations(codec, image):
+    """Every coded Haar coefficient is known to lie in the intersection of its bins (FORMAT.md 5.5):
+    the true value stays inside, an interval is at most the last bin wide, the step priors are
+    truncated to it and the network's locations are clipped into it."""
+    from uqdm_codec import entropy, haar
+    from uqdm_codec.codec import INTERVAL_MARGIN, _Chain
+
+    chain = _Chain(codec.net, *image.shape[:2], seed=5, tile=codec.tile)
+    x = entropy.pixels_to_data(image.transpose(2, 0, 1))
+    xp = np.pad(x, ((0, 0), (0, chain.hp - image.shape[0]), (0, chain.wp - image.shape[1])), mode="edge")
+    x_bands = haar.forward(xp, chain.levels)
+    pred, narrowed = None, 0
+    for i in range(1, codec.num_steps):
+        prior = chain.prior(i, pred)
+        lower, upper = chain.known()
+        for b in range(len(x_bands)):
+            flat = chain.coded_flat[chain.coded_band == b]
+            at = np.flatnonzero(chain.coded_band == b)
+            assert np.array_equal(prior.lower[at], lower[b].ravel()[flat])
+            assert np.array_equal(prior.upper[at], upper[b].ravel()[flat])
+        k = entropy.quantise(chain.elements(i, xp, x_bands), prior)
+        p = prior.part(slice(None))
+        chain.apply(i, entropy.reconstruct(k, p), np.arange(k.size))
+        lower, upper = chain.known()
+        for b, xb in enumerate(x_bands):
+            assert np.all((lower[b] <= xb) & (xb <= upper[b]))
+            flat = chain.coded_flat[chain.coded_band == b]
+            width = upper[b].ravel()[flat].astype(float) - lower[b].ravel()[flat]
+            q = p.quant_step[chain.coded_band == b]
+            assert np.all(width <= q + 2 * INTERVAL_MARGIN + 1e-5 * np.abs(xb).max())
+            narrowed += int(np.sum(width < 0.99 * q))
+        pred = chain.predict(i)
+        for b, loc in enumerate(pred.locs):
+            assert np.all((lower[b] <= loc) & (loc <= upper[b]))
+    assert narrowed > 0  # some re-coded coefficient's bins overlapped only in part
+
+
+def test_files_without_known_intervals_round_trip_and_differ(tiny_model, image):
+    plain = Codec(tiny_model, "cpu", intervals=False)
+    data = plain.encode(image, seed=6)
+    assert np.array_equal(plain.decode(data).pixels, image)
+    assert data != Codec(tiny_model, "cpu").encode(image, seed=6)
+
+
 @pytest.fixture(scope="session")
 def chunked(tiny_model):
     from uqdm_codec.codec import ChunkPolicy

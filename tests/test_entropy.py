@@ -172,3 +172,32 @@ def test_step_posterior_mean_matches_numeric_integration():
         t = np.abs(x - loc[j]) / scale[j]
         density = np.exp(-t) / (1 + np.exp(-t)) ** 2
         assert got[j] == pytest.approx((x * density).sum() / density.sum(), abs=1e-5)
+
+
+def test_known_intervals_truncate_the_prior_and_round_trip():
+    """A prior truncated to an interval the value is known to lie in (FORMAT.md 5.5): the masses of
+    the feasible symbols sum to one, symbols round trip, and an interval far in a tail of the
+    location (either side) keeps its precision."""
+    rng = np.random.default_rng(5)
+    m, q = 6000, 0.05
+    x = rng.uniform(-0.9, 0.9, m)
+    width = q * rng.uniform(0.3, 3.0, m)
+    lower = x - width * rng.random(m)
+    upper = lower + width
+    offset = np.where(rng.random(m) < 0.2, rng.choice([-1.0, 1.0], m) * 40 * 0.01, 0.0)  # 40 scales out
+    loc = x + offset + rng.normal(size=m) * 0.01
+    scale = np.full(m, 0.01)
+    prior = entropy.StepPrior(loc, scale, rng.random(m) - 0.5, np.full(m, q), np.full(m, 1.0), lower, upper)
+    k = entropy.quantise(x, prior)
+    assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)
+    k_lo, k_hi = entropy.feasible_range(prior)
+    assert np.all((k_lo <= k) & (k <= k_hi))
+    ks = k_lo[:, None] + np.arange(int((k_hi - k_lo).max()) + 1)[None, :]
+    masses = np.where(ks <= k_hi[:, None], entropy._bin_masses(prior, ks.astype(np.float64)), 0.0)
+    assert np.allclose(masses.sum(axis=1) / entropy._normaliser(prior), 1.0, atol=1e-9)
+    bits = entropy.step_element_bits(k, prior)
+    assert np.all(np.isfinite(bits)) and np.all(bits >= 0)
+    plain = entropy.StepPrior(loc, scale, prior.dither, prior.quant_step, prior.bound)
+    assert bits.sum() < entropy.step_element_bits(k, plain).sum()  # knowing more costs less
+    mean = entropy.step_posterior_mean(entropy.reconstruct(k, prior), prior)
+    assert np.all((mean >= lower) & (mean <= upper))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uqdm_codec.codec import ideal_bits
+from uqdm_codec.codec import Codec, ideal_bits
 
 from .conftest import synthetic_image
 
@@ -61,3 +61,25 @@ def test_head_refit_probe_prices_each_step_as_the_codec_does(probes, codec):
     for step, row in result["bits_by_step"].items():
         assert row["step"] == pytest.approx(bits[int(step) - 1], rel=1e-9)
         assert row["D_1 sent"] + row["D_2 sent"] <= row["step"] + 1e-9
+
+
+def test_intervals_probe_with_clipped_locations_is_what_the_codec_codes(probes, codec):
+    """The probe's float64 intervals (kept beside a chain without the codec's) truncating the priors
+    and clipping the network's locations give the code length of the codec's own known intervals
+    (float32, rounded outward; the codec also clips locations taken from the shown image: equal
+    within 1e-4); truncation alone changes no symbol, no image, and no more bits."""
+    px = synthetic_image(48, 64, seed=6)
+    codec.intervals = False
+    try:
+        base, _ = probes.interval_curve(codec, px, 0, False, "network")
+        truncated, recoded = probes.interval_curve(codec, px, 0, True, "network")
+        clipped, _ = probes.interval_curve(codec, px, 0, True, "clip")
+    finally:
+        codec.intervals = True
+    plain = Codec(codec.model, "cpu", intervals=False)
+    assert base[-1][0] * 48 * 64 == pytest.approx(sum(ideal_bits(plain, px, 0)), rel=1e-9)
+    assert clipped[-1][0] * 48 * 64 == pytest.approx(sum(ideal_bits(codec, px, 0)), rel=1e-4)
+    assert truncated[-1][0] <= base[-1][0] and [p[1] for p in truncated[:-1]] == [p[1] for p in base[:-1]]
+    assert any(share > 0 for _, share in recoded)
+    result = probes.intervals(codec, [px])  # the whole probe, as the command line runs it
+    assert codec.intervals and result["truncate+clip"]["lossless_bpp"][1] == pytest.approx(clipped[-1][0])

@@ -208,6 +208,21 @@ def colour_groups(colours: np.ndarray, part: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(col == c) for c in range(3)]
 
 
+INTERVAL_MARGIN = 2.0**-30  # widens every known interval: float64 rounding never puts x outside
+
+
+def _round_down(v: np.ndarray) -> np.ndarray:
+    """float64 -> the largest float32 <= v (IEEE conversion, then one step down if it rounded up)."""
+    f = v.astype(np.float32)
+    return np.where(f > v, np.nextafter(f, np.float32(-np.inf)), f)
+
+
+def _round_up(v: np.ndarray) -> np.ndarray:
+    """float64 -> the smallest float32 >= v."""
+    f = v.astype(np.float32)
+    return np.where(f < v, np.nextafter(f, np.float32(np.inf)), f)
+
+
 def _narrow(k: np.ndarray) -> np.ndarray:
     """Symbols as int32 when they fit (they always do in practice: |k| <= 2 B / q + 1)."""
     if k.size and (int(k.min()) < -(2**31) or int(k.max()) >= 2**31):
@@ -236,15 +251,26 @@ def _data_bands(pixels: np.ndarray, hp: int, wp: int, levels: int) -> list[np.nd
 
 class _Chain:
     """What both sides know: the latent z in Haar bands, for each coefficient the last step that
-    coded it, the current step's coded elements, and the pixel step's x_tilde.
+    coded it and the interval its value is known to lie in, the current step's coded elements, and
+    the pixel step's x_tilde.
 
-    Memory: z is float64, states uint8; a Haar step's coded elements cost 23 bytes each (location,
-    scale and dither in float64, flat index int32, band and state codes; entropy.CodedPrior) and the
-    partial display's estimates 8 bytes per coefficient. Whole-band passes run in blocks."""
+    Memory: z is float64, states uint8, known intervals 2 x float32 per coefficient; a Haar step's
+    coded elements cost 31 bytes each (location, scale and dither in float64, flat index int32,
+    band and state codes, interval in float32; entropy.CodedPrior) and the partial display's
+    estimates 8 bytes per coefficient. Whole-band passes run in blocks."""
 
     BLOCK = 1 << 20  # coefficients per block of a whole-band pass
 
-    def __init__(self, net: PriorNetwork, height: int, width: int, seed: int, tile: int, mirrors: int = 1):
+    def __init__(
+        self,
+        net: PriorNetwork,
+        height: int,
+        width: int,
+        seed: int,
+        tile: int,
+        mirrors: int = 1,
+        intervals: bool = True,
+    ):
         self.net = net
         self.tile = tile
         self.mirrors = mirrors  # network passes averaged per prediction (ensemble.py; the header's)
@@ -256,6 +282,11 @@ class _Chain:
         self.seed = seed
         self._z: list[np.ndarray] | None = None  # allocated when the first step needs it
         self._state: list[np.ndarray] | None = None
+        # per band, the interval each coefficient is known to lie in (FORMAT.md 5.5): float32, the
+        # lower ends rounded down and the upper ends up; None until the first step is applied
+        self.intervals = intervals  # False: truncate to the band's bound only (for measuring it)
+        self._lower: list[np.ndarray] | None = None
+        self._upper: list[np.ndarray] | None = None
         self._released = False  # z and states freed after the last Haar step
         self.tables = {k: np.array(v) for k, v in self.sched.jump_table().items()}
         self.coded_band = np.zeros(0, np.int8)  # band of each coded element of the current step
@@ -301,8 +332,26 @@ class _Chain:
             self._state = [np.zeros(b.shape, dtype=np.uint8) for b in self.z]
         return self._state
 
+    def known(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per band, the lower and upper ends of each coefficient's known interval (float32)."""
+        if self._lower is None:
+            bounds = [haar.band_bound(b, self.levels) for b in range(len(self.z))]
+            self._lower = [np.full(z.shape, -bd, np.float32) for z, bd in zip(self.z, bounds)]
+            self._upper = [np.full(z.shape, bd, np.float32) for z, bd in zip(self.z, bounds)]
+        return self._lower, self._upper
+
     def predict(self, step: int) -> Prediction:
-        return self.net.predict(self.z, self.state, step, self.tile, self.mirrors)
+        """The network's prediction from the current state; with intervals, its locations clipped
+        to the intervals the coefficients are known to lie in (which can only bring them closer)."""
+        pred = self.net.predict(self.z, self.state, step, self.tile, self.mirrors)
+        if self.intervals:
+            lower, upper = self.known()
+            for loc, lo, hi in zip(pred.locs, lower, upper):
+                flat, lo, hi = loc.reshape(-1), lo.reshape(-1), hi.reshape(-1)
+                for s0 in range(0, flat.size, self.BLOCK):
+                    s1 = s0 + self.BLOCK
+                    np.clip(flat[s0:s1], lo[s0:s1], hi[s0:s1], out=flat[s0:s1])
+        return pred
 
     def finish_step(self) -> None:
         """A Haar step is complete: its partial-display estimates are no longer needed."""
@@ -332,7 +381,7 @@ class _Chain:
             self.pixel_shown = entropy.data_to_pixels(loc)  # unreceived pixels show the prior location
             self.lossless = np.zeros(loc.size, np.uint8)
             self.lossless_known = np.zeros(loc.size, bool)
-            self._z = self._state = None  # the chain continues in the pixel basis
+            self._z = self._state = self._lower = self._upper = None  # on in the pixel basis
             self._released, self.estimate = True, []
             zeros = np.zeros(loc.size, np.uint8)
             u = randomness.dither(self.seed, i, (loc.size,))
@@ -346,8 +395,9 @@ class _Chain:
             first_locs, first_scales = self.net.first_prior([b.shape for b in self.z])
         q_table = np.ascontiguousarray(self.tables["quant_step"][:, i])  # by state before the step
         threshold = self.sched.threshold
-        parts: dict[str, list] = {"loc": [], "scale": [], "code": [], "flat": []}
+        parts: dict[str, list] = {"loc": [], "scale": [], "code": [], "flat": [], "lower": [], "upper": []}
         counts, self.estimate = [], []
+        lower, upper = self.known() if self.intervals else (None, None)
         for b, st_band in enumerate(self.state):
             bd = haar.band_bound(b, self.levels)
             if pred is None:
@@ -356,7 +406,10 @@ class _Chain:
                 locs = pred.display_bands(self.h, self.w)[b]
             else:
                 locs = pred.locs[b]
-            self.estimate.append(np.clip(locs, -bd, bd))  # the coded elements' locations too
+            if self.intervals:  # the coded elements' locations too
+                self.estimate.append(np.clip(locs, lower[b], upper[b]))
+            else:
+                self.estimate.append(np.clip(locs, -bd, bd))
             est, st = self.estimate[-1].reshape(-1), st_band.reshape(-1)
             count = 0
             for s0 in range(0, st.size, self.BLOCK):
@@ -371,6 +424,9 @@ class _Chain:
                 parts["loc"].append(est[s0:s1][flat])
                 parts["scale"].append(scale[flat])
                 parts["code"].append(codes[flat])
+                if self.intervals:
+                    parts["lower"].append(lower[b].reshape(-1)[s0:s1][flat])
+                    parts["upper"].append(upper[b].reshape(-1)[s0:s1][flat])
                 count += flat.size
             counts.append(count)
         if pred is None:
@@ -381,6 +437,8 @@ class _Chain:
         loc = np.concatenate(parts.pop("loc"))
         scale = np.concatenate(parts.pop("scale"))
         codes = np.concatenate(parts.pop("code"))
+        known_lower = np.concatenate(parts.pop("lower")) if self.intervals else None
+        known_upper = np.concatenate(parts.pop("upper")) if self.intervals else None
         bounds = np.array([haar.band_bound(b, self.levels) for b in range(len(counts))])
         u = randomness.dither(self.seed, i, (loc.size,))
         self.received = np.zeros(loc.size, bool)
@@ -391,7 +449,9 @@ class _Chain:
             colours[s0:s1] = (self.coded_flat[s0:s1] // size) % 3
         places = colour.places(colours, self.coded_band, self.coded_flat, self._plane_sizes())
         self._start_context(colours, places)
-        return entropy.CodedPrior(loc, scale, u, codes, q_table, self.coded_band, bounds)
+        return entropy.CodedPrior(
+            loc, scale, u, codes, q_table, self.coded_band, bounds, known_lower, known_upper
+        )
 
     def _plane_sizes(self) -> list[int]:
         """Rows x columns of each Haar band (a band array is (3 colours, rows, columns), or
@@ -479,13 +539,20 @@ class _Chain:
                 self.pixel_shown[which] = entropy.data_to_pixels(shown)  # kept as the level it shows
             return
         self.tilde[which] = x_tilde
-        for b, sel, flat in self._move(self.z, self.state, i, which, x_tilde):
+        known = self.known() if self.intervals else None
+        for b, sel, flat, st in self._move(self.z, self.state, i, which, x_tilde):
             if shown is not None:
                 self.estimate[b].reshape(-1)[flat] = shown[sel]
+            if known is not None:
+                half = 0.5 * self.tables["quant_step"][st, i]
+                lo, hi = known[0][b].reshape(-1), known[1][b].reshape(-1)
+                lo[flat] = np.maximum(lo[flat], _round_down(x_tilde[sel] - half - INTERVAL_MARGIN))
+                hi[flat] = np.minimum(hi[flat], _round_up(x_tilde[sel] + half + INTERVAL_MARGIN))
 
     def _move(self, z, state, i: int, which: np.ndarray, x_tilde: np.ndarray):
         """z <- coef_z z + coef_x x_tilde and state <- i for Haar step i's elements `which`
-        (natural-order positions); returns (band, selection in `which`, flat indices) per band."""
+        (natural-order positions); returns (band, selection in `which`, flat indices, their states
+        before the step) per band."""
         bands = self.coded_band[which]
         moved = []
         for b in np.unique(bands):
@@ -495,7 +562,7 @@ class _Chain:
             st = sb[flat]
             zb[flat] = self.tables["coef_z"][st, i] * zb[flat] + self.tables["coef_x"][st, i] * x_tilde[sel]
             sb[flat] = i
-            moved.append((b, sel, flat))
+            moved.append((b, sel, flat, st))
         return moved
 
     def apply_levels(self, levels: np.ndarray, which: np.ndarray) -> None:
@@ -573,6 +640,7 @@ class Codec:
         colour_context: bool = True,
         display_filters: bool = True,
         lossless_context: bool = True,
+        intervals: bool = True,
     ):
         if isinstance(model, UQDM):
             model = from_float(model)
@@ -586,6 +654,9 @@ class Codec:
         self.colour_context = colour_context  # False: send no colour context (for measuring it)
         self.display_filters = display_filters  # False: send no display filters (for measuring them)
         self.lossless_context = lossless_context  # False: no spatial context in the lossless layer
+        # False: priors truncated to the band's bound only, not to the known intervals (FORMAT.md
+        # 5.5). For measuring them: such files decode only with a codec made the same way.
+        self.intervals = intervals
         self.fingerprint = model.fingerprint
 
     @property
@@ -696,7 +767,7 @@ class Codec:
         """The header bytes and then each layer's bytes of the untiled file `header` describes."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
-        chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors)
+        chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, self.intervals)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         out = [header.to_bytes()]
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
@@ -780,7 +851,7 @@ class Codec:
             x = target.reshape(-1)
 
             def pixel_bits(loc):
-                return float(colour.approx_bits(x, loc, scale, u, q, np.ones(x.size)).sum())
+                return float(colour.approx_bits(x, loc, scale, u, q, -np.ones(x.size), np.ones(x.size)).sum())
 
             base = pixel_bits(pred.display_crop(h, w).reshape(-1))
             return lambda f, shown: (base - pixel_bits(shown.reshape(-1)), 0)
@@ -788,7 +859,7 @@ class Codec:
         p = chain.prior(i + 1, pred, 0).part(slice(None))  # set up again when step i+1 starts
         xs = chain.elements(i + 1, None, x_bands)
         bands = chain.levels + 1
-        per = colour.approx_bits(xs, p.loc, p.scale, p.dither, p.quant_step, p.bound)
+        per = colour.approx_bits(xs, p.loc, p.scale, p.dither, p.quant_step, p.lower, p.upper)
         base = np.bincount(chain.coded_band, per, minlength=bands)
         starts, flats = chain._band_start, chain.coded_flat
 
@@ -796,9 +867,9 @@ class Codec:
             loc = np.empty_like(p.loc)
             for b, band in enumerate(haar.forward(haar.extend(shown, chain.hp, chain.wp), chain.levels)):
                 s0, s1 = starts[b], starts[b + 1]
-                bd = haar.band_bound(b, chain.levels)
-                loc[s0:s1] = np.clip(band.reshape(-1)[flats[s0:s1]], -bd, bd)
-            per_f = colour.approx_bits(xs, loc, p.scale, p.dither, p.quant_step, p.bound)
+                loc[s0:s1] = band.reshape(-1)[flats[s0:s1]]
+            np.clip(loc, p.lower, p.upper, out=loc)  # as prior() clips them
+            per_f = colour.approx_bits(xs, loc, p.scale, p.dither, p.quant_step, p.lower, p.upper)
             got = np.bincount(chain.coded_band, per_f, minlength=bands)
             mask = sum(1 << b for b in range(bands) if got[b] < base[b])
             return float(np.maximum(base - got, 0.0).sum()), mask
@@ -976,7 +1047,9 @@ class _DecodeSession:
         codec.check_header(header)
         self.codec, self.hd = codec, header
         self.T = codec.num_steps
-        self.chain = _Chain(codec.net, header.height, header.width, header.seed, codec.tile, header.mirrors)
+        self.chain = _Chain(
+            codec.net, header.height, header.width, header.seed, codec.tile, header.mirrors, codec.intervals
+        )
         self.pred: Prediction | None = None
         self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer
         self.order = np.zeros(0, np.int64)
@@ -1272,7 +1345,9 @@ class ChainRun:
         pixels = _validate_pixels(pixels)
         h, w = pixels.shape[:2]
         self.codec = codec
-        self.chain = _Chain(codec.net, h, w, seed, codec.tile, ensemble.check_mirrors(mirrors))
+        self.chain = _Chain(
+            codec.net, h, w, seed, codec.tile, ensemble.check_mirrors(mirrors), codec.intervals
+        )
         x = entropy.pixels_to_data(pixels.transpose(2, 0, 1))
         self.x = haar.extend(x, self.chain.hp, self.chain.wp)
         self.x_bands = haar.forward(self.x, self.chain.levels)

@@ -221,15 +221,16 @@ def _sigmoid(t: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * t))
 
 
-def approx_bits(x, loc, scale, dither, q, bound) -> np.ndarray:
-    """-log2 P(k) of the symbols x quantises to, in plain float arithmetic (the encoder's choices
-    only; the coder uses entropy.step_element_bits' exact model)."""
+def approx_bits(x, loc, scale, dither, q, lower, upper) -> np.ndarray:
+    """-log2 P(k) of the symbols x quantises to, the prior truncated to [lower, upper], in plain
+    float arithmetic (the encoder's choices only; the coder uses entropy.step_element_bits' exact
+    model)."""
     k = np.rint((x - loc) / q + dither)
-    a, b = (-bound - loc) / scale, (bound - loc) / scale
+    a, b = (lower - loc) / scale, (upper - loc) / scale
     lo = np.clip(((k - dither - 0.5) * q) / scale, a, b)
     hi = np.clip(((k - dither + 0.5) * q) / scale, a, b)
     mass = np.where(lo > 0, _sigmoid(-lo) - _sigmoid(-hi), _sigmoid(hi) - _sigmoid(lo))
-    norm = _sigmoid(b) - _sigmoid(a)
+    norm = np.where(a > 0, _sigmoid(-a) - _sigmoid(-b), _sigmoid(b) - _sigmoid(a))
     return -np.log2(np.maximum(mass / np.maximum(norm, 1e-300), 1e-12))
 
 
@@ -237,7 +238,7 @@ def _sample(at: np.ndarray) -> np.ndarray:
     return at if at.size <= FIT_SAMPLE else at[:: -(-at.size // FIT_SAMPLE)]
 
 
-def _fit_band(c, x, loc, scale, dither, q, bound, r0, r1):
+def _fit_band(c, x, loc, scale, dither, q, lower, upper, r0, r1):
     """(beta codes, factor code, bits saved) for colour c's paired elements of one band (arrays
     already restricted to them)."""
     target = np.clip((x - loc) / scale, -CLIP, CLIP)
@@ -247,13 +248,14 @@ def _fit_band(c, x, loc, scale, dither, q, bound, r0, r1):
     codes = [int(np.clip(np.rint(v * BETA_UNIT), -128, 127)) for v in beta]
     t = sum(code / BETA_UNIT * r for code, r in zip(codes, cols))
     s = _sample(np.arange(x.size))
-    base = approx_bits(x[s], loc[s], scale[s], dither[s], q[s], bound[s]).sum()
+    base = approx_bits(x[s], loc[s], scale[s], dither[s], q[s], lower[s], upper[s]).sum()
     moved = loc[s] + scale[s] * t[s]
     cost: dict[int, float] = {}
 
     def bits_at(f: int) -> float:
         if f not in cost:
-            cost[f] = approx_bits(x[s], moved, scale[s] * (f / FACTOR_UNIT), dither[s], q[s], bound[s]).sum()
+            f_scale = scale[s] * (f / FACTOR_UNIT)
+            cost[f] = approx_bits(x[s], moved, f_scale, dither[s], q[s], lower[s], upper[s]).sum()
         return cost[f]
 
     best = min(FACTOR_CODES, key=bits_at)
@@ -268,7 +270,7 @@ def fit(x, prior, colour, band, pairs, bands: int) -> Context:
     kept where the saving exceeds the 5 bytes they cost. `prior` is the step's prior (arrays in
     natural order); nothing of it is changed."""
     loc, scale = prior.loc.copy(), prior.scale.copy()
-    dither, q, bound = prior.dither, prior.quant_step, prior.bound
+    dither, q, lower, upper = prior.dither, prior.quant_step, prior.lower, prior.upper
     tilde = sample_of(x, loc, dither, q)
     fitted: dict[int, dict] = {b: {"gain": 0.0} for b in range(bands)}
     for c in (1, 2):
@@ -279,7 +281,9 @@ def fit(x, prior, colour, band, pairs, bands: int) -> Context:
                 continue
             r0 = _residual(tilde, loc, scale, pairs[0, at])
             r1 = _residual(tilde, loc, scale, pairs[1, at]) if c == 2 else None
-            codes, f, gain = _fit_band(c, x[at], loc[at], scale[at], dither[at], q[at], bound[at], r0, r1)
+            codes, f, gain = _fit_band(
+                c, x[at], loc[at], scale[at], dither[at], q[at], lower[at], upper[at], r0, r1
+            )
             fitted[b][c] = (codes, f)
             fitted[b]["gain"] += gain
         if c == 1:  # colour 2's regressors: colour 1 as it will be coded

@@ -22,7 +22,7 @@ from .errors import FormatError
 from .lossless_context import LosslessContext
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 7
+VERSION = 8
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
@@ -30,6 +30,7 @@ OLD_VERSIONS = {  # refused with a clear message
     4: "uqdm 0.5, before colour context",
     5: "uqdm 0.6, before display filters",
     6: "uqdm 0.7-0.10, before the lossless layer's spatial context",
+    7: "uqdm 0.11-0.12, before known intervals",
 }
 MIN_CUT_WORDS = 2  # a cut chunk holds at least the coder's 64-bit state
 MAX_SIDE = 65535

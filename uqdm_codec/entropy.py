@@ -3,7 +3,8 @@
 Step symbols. For an element with prior location `loc`, logistic scale `scale` (data units), dither
 `u`, quantiser step `q` and bound `B` (|x| <= B: 1 for pixels, 2^l for Haar level l), the encoder
 sends k = rint((x - loc) / q + u) and the decoder recovers x_tilde = loc + (k - u) * q. The exact
-probability of k is the mass of the prior, truncated to [-B, B], over k's bin
+probability of k is the mass of the prior, truncated to [-B, B] (or to the narrower interval the
+value is known to lie in, from earlier steps: FORMAT.md 5.5), over k's bin
 [loc + (k - u - 1/2) q, loc + (k - u + 1/2) q]: the density of (prior * uniform) at x_tilde times q,
 i.e. the UQDM prior p(z_s | z_t) of the paper, evaluated where the step's sample landed.
 
@@ -58,20 +59,43 @@ class StepPrior:
     dither: np.ndarray
     quant_step: np.ndarray
     bound: np.ndarray
+    # the interval the value is known to lie in (FORMAT.md 5.5), inside [-bound, bound]; None: the
+    # band's whole range [-bound, bound]
+    lower_known: np.ndarray | None = None
+    upper_known: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.loc.size
 
+    @property
+    def lower(self) -> np.ndarray:
+        """Where the prior is truncated below: -bound, or the known interval's lower end."""
+        return -self.bound if self.lower_known is None else self.lower_known
+
+    @property
+    def upper(self) -> np.ndarray:
+        return self.bound if self.upper_known is None else self.upper_known
+
     def part(self, sl: slice | np.ndarray) -> StepPrior:
-        return StepPrior(self.loc[sl], self.scale[sl], self.dither[sl], self.quant_step[sl], self.bound[sl])
+        known = self.lower_known is not None
+        return StepPrior(
+            self.loc[sl],
+            self.scale[sl],
+            self.dither[sl],
+            self.quant_step[sl],
+            self.bound[sl],
+            self.lower_known[sl] if known else None,
+            self.upper_known[sl] if known else None,
+        )
 
 
 @dataclass
 class CodedPrior:
     """A StepPrior whose quantiser steps and bounds take a few values (they depend on a
-    coefficient's state and band only), kept as small integer codes into tables: 26 bytes per
-    element instead of 40. part() gives a plain StepPrior with the same values; quant_step and
-    bound build whole arrays for callers that want them."""
+    coefficient's state and band only), kept as small integer codes into tables, and whose known
+    intervals are float32 (exact: the chain keeps them so): 34 bytes per element instead of 56.
+    part() gives a plain StepPrior with the same values; quant_step, bound, lower and upper build
+    whole float64 arrays for callers that want them."""
 
     loc: np.ndarray
     scale: np.ndarray
@@ -80,6 +104,8 @@ class CodedPrior:
     q_table: np.ndarray
     bound_code: np.ndarray  # int8 / uint8, index into bound_table
     bound_table: np.ndarray
+    lower_known: np.ndarray | None = None  # float32 known intervals (StepPrior's), or None
+    upper_known: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.loc.size
@@ -92,6 +118,14 @@ class CodedPrior:
     def bound(self) -> np.ndarray:
         return self.bound_table[self.bound_code]
 
+    @property
+    def lower(self) -> np.ndarray:
+        return -self.bound if self.lower_known is None else self.lower_known.astype(np.float64)
+
+    @property
+    def upper(self) -> np.ndarray:
+        return self.bound if self.upper_known is None else self.upper_known.astype(np.float64)
+
     def part(self, sl: slice | np.ndarray) -> StepPrior:
         return StepPrior(
             self.loc[sl],
@@ -99,6 +133,8 @@ class CodedPrior:
             self.dither[sl],
             self.q_table[self.q_code[sl]],
             self.bound_table[self.bound_code[sl]],
+            None if self.lower_known is None else self.lower_known[sl].astype(np.float64),
+            None if self.upper_known is None else self.upper_known[sl].astype(np.float64),
         )
 
 
@@ -136,21 +172,27 @@ def window_half_width(prior: StepPrior) -> np.ndarray:
 
 
 def feasible_range(prior: StepPrior) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest k whose bin meets [-B, B]."""
+    """Smallest and largest k whose bin meets [lower, upper]."""
     q = prior.quant_step
-    k_lo = np.floor((-prior.bound - prior.loc) / q + prior.dither - 0.5).astype(np.int64) + 1
-    k_hi = np.ceil((prior.bound - prior.loc) / q + prior.dither + 0.5).astype(np.int64) - 1
+    k_lo = np.floor((prior.lower - prior.loc) / q + prior.dither - 0.5).astype(np.int64) + 1
+    k_hi = np.ceil((prior.upper - prior.loc) / q + prior.dither + 0.5).astype(np.int64) - 1
     return k_lo, k_hi
 
 
 def _edge_cdf(prior: StepPrior, edges: np.ndarray) -> np.ndarray:
-    """Truncated prior CDF (unnormalised) at bin edges loc + (e - u) q, for edge offsets `edges`
-    (broadcast against (m, 1)); clipping to [-B, B] is what truncates the prior."""
+    """Truncated prior CDF (unnormalised, up to a constant per element) at bin edges
+    loc + (e - u) q, for edge offsets `edges` (broadcast against (m, 1)); clipping to
+    [lower, upper] is what truncates the prior. Where the interval lies right of the location
+    (a > 0) the CDF is taken as -sigmoid(-t), i.e. minus the upper tail, so that the differences
+    keep their precision far in the tail."""
     inv = 1.0 / prior.scale[:, None]
-    a = (-prior.bound - prior.loc)[:, None] * inv
-    b = (prior.bound - prior.loc)[:, None] * inv
-    t = (edges - prior.dither[:, None]) * (prior.quant_step[:, None] * inv)
-    return _sigmoid(np.clip(t, a, b))
+    a = (prior.lower - prior.loc)[:, None] * inv
+    b = (prior.upper - prior.loc)[:, None] * inv
+    t = np.clip((edges - prior.dither[:, None]) * (prior.quant_step[:, None] * inv), a, b)
+    right = a > 0
+    if not right.any():
+        return _sigmoid(t)
+    return np.where(right, -_sigmoid(-t), _sigmoid(t))
 
 
 def _bin_masses(prior: StepPrior, ks: np.ndarray) -> np.ndarray:
@@ -160,7 +202,11 @@ def _bin_masses(prior: StepPrior, ks: np.ndarray) -> np.ndarray:
 
 def _normaliser(prior: StepPrior) -> np.ndarray:
     inv = 1.0 / prior.scale
-    return _sigmoid((prior.bound - prior.loc) * inv) - _sigmoid((-prior.bound - prior.loc) * inv)
+    a, b = (prior.lower - prior.loc) * inv, (prior.upper - prior.loc) * inv
+    right = a > 0
+    if not right.any():
+        return _sigmoid(b) - _sigmoid(a)
+    return np.where(right, _sigmoid(-a) - _sigmoid(-b), _sigmoid(b) - _sigmoid(a))
 
 
 def step_element_bits(k: np.ndarray, prior: StepPrior) -> np.ndarray:
@@ -458,14 +504,15 @@ def posterior_mean(x_tilde, loc, scale, quant_step: float) -> np.ndarray:
 
 def step_posterior_mean(x_tilde: np.ndarray, prior: StepPrior) -> np.ndarray:
     """E[x | x_tilde] for step elements: the logistic prior restricted to x_tilde's bin
-    [x_tilde - q/2, x_tilde + q/2] (universal quantisation: x is uniform there given the dither).
+    [x_tilde - q/2, x_tilde + q/2] (universal quantisation: x is uniform there given the dither)
+    intersected with [lower, upper], where the value was known to lie before.
     A better estimate than x_tilde itself when the bin is wide against the prior's scale; the
     decoder shows it after part of a step. Closed form, written so the interval sits at or left of
     the prior's centre (mirrored otherwise) to avoid cancellation; a bin too narrow for that gives
     x_tilde."""
     s = prior.scale
-    ta = (x_tilde - 0.5 * prior.quant_step - prior.loc) / s
-    tb = (x_tilde + 0.5 * prior.quant_step - prior.loc) / s
+    ta = (np.maximum(x_tilde - 0.5 * prior.quant_step, prior.lower) - prior.loc) / s
+    tb = (np.minimum(x_tilde + 0.5 * prior.quant_step, prior.upper) - prior.loc) / s
     mirror = ta > 0
     lo = np.where(mirror, -tb, ta)
     hi = np.where(mirror, -ta, tb)
@@ -479,4 +526,4 @@ def step_posterior_mean(x_tilde: np.ndarray, prior: StepPrior) -> np.ndarray:
         centre = (primitive(hi) - primitive(lo)) / den
     centre = np.where(ok, np.clip(centre, lo, hi), 0.5 * (lo + hi))
     centre = np.where(mirror, -centre, centre)
-    return np.clip(prior.loc + s * centre, -prior.bound, prior.bound)
+    return np.clip(prior.loc + s * centre, prior.lower, prior.upper)

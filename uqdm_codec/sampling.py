@@ -73,17 +73,18 @@ def check_seed(seed: int | None) -> int:
 
 
 def draw_x(prior: entropy.StepPrior, v: np.ndarray) -> np.ndarray:
-    """x ~ logistic(loc, scale) truncated to [-bound, bound], by inverse CDF of v ~ U[0, 1). Both tails
-    are computed directly (p and 1 - p), so a location near a bound loses no precision. Portable
-    functions only (FORMAT.md 8.1): one (file, seed) gives the same sample on every machine."""
+    """x ~ logistic(loc, scale) truncated to [lower, upper] (the band's bound, or the interval the
+    value is known to lie in), by inverse CDF of v ~ U[0, 1). Both tails are computed directly
+    (p and 1 - p), so a location near a bound loses no precision. Portable functions only
+    (FORMAT.md 8.1): one (file, seed) gives the same sample on every machine."""
     s = prior.scale
-    lower = portable.sigmoid((-prior.bound - prior.loc) / s)  # F(-B)
-    upper_tail = portable.sigmoid((prior.loc - prior.bound) / s)  # 1 - F(B)
+    lower = portable.sigmoid((prior.lower - prior.loc) / s)  # F(lower)
+    upper_tail = portable.sigmoid((prior.loc - prior.upper) / s)  # 1 - F(upper)
     mass = np.maximum(1.0 - lower - upper_tail, 0.0)
     p, p_bar = lower + v * mass, upper_tail + (1.0 - v) * mass
     with np.errstate(divide="ignore", invalid="ignore"):
         x = prior.loc + s * (portable.log(p) - portable.log(p_bar))
-    return np.clip(x, -prior.bound, prior.bound)
+    return np.clip(x, prior.lower, prior.upper)
 
 
 def draw_x_tilde(prior: entropy.StepPrior, u: np.ndarray) -> np.ndarray:
