@@ -366,7 +366,8 @@ class _Chain:
         z = [b.copy() for b in self.z]
         state = [b.copy() for b in self.state]
         self._move(z, state, i, missing, prior.loc[missing])
-        return self.net.display_image(z, state, i, self.tile, self.h, self.w, self.mirrors)
+        known = self.known() if self.intervals else None  # narrowed for the received elements only
+        return self.net.display_image(z, state, i, self.tile, self.h, self.w, self.mirrors, known)
 
     def prior(self, i: int, pred: Prediction | None, from_display: int = 0) -> entropy.CodedPrior:
         """The entropy model of step i's coded elements in natural order, given the prediction from

@@ -393,12 +393,17 @@ class PriorNetwork:
         height: int,
         width: int,
         mirrors: int = 1,
+        known: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
     ) -> np.ndarray:
         """Prediction.image() of predict(...) without keeping any prediction: each tile's locations
         go straight to its pixels, (height, width, 3) uint8. An ensemble (mirrors > 1) needs the
-        whole prediction first."""
+        whole prediction first. `known`: per band the lower and upper ends of the intervals the
+        locations are clipped to (FORMAT.md 5.5)."""
         if mirrors != 1:
-            return self.predict(z_bands, states, step, tile, mirrors).image(height, width)
+            pred = self.predict(z_bands, states, step, tile, mirrors)
+            if known is not None:
+                pred.locs = [np.clip(loc, lo, hi) for loc, lo, hi in zip(pred.locs, *known)]
+            return pred.image(height, width)
         levels = self.levels
         out = np.empty((height, width, 3), np.uint8)
         for (y0, y1, x0, x1), raw, _ in self._tiles(z_bands, states, step, tile):
@@ -406,6 +411,9 @@ class PriorNetwork:
                 continue
             core = (y0, y1, x0, x1)
             locs = self._locs(haar.window(z_bands, levels, *core), haar.window(states, levels, *core), raw)
+            if known is not None:
+                lower, upper = (haar.window(k, levels, *core) for k in known)
+                locs = [np.clip(loc, lo, hi) for loc, lo, hi in zip(locs, lower, upper)]
             display = np.clip(haar.inverse(locs), -1.0, 1.0)
             y1, x1 = min(y1, height), min(x1, width)
             out[y0:y1, x0:x1] = entropy.data_to_pixels(display[:, : y1 - y0, : x1 - x0]).transpose(1, 2, 0)
