@@ -105,7 +105,7 @@ def _header_with(**fields):
         (dict(version=1), "version 1 was written by uqdm 0.1.*re-encode"),
         (dict(version=2), "version 2 was written by uqdm 0.2.*re-encode"),
         (dict(version=4), "version 4 was written by uqdm 0.5.*re-encode"),
-        (dict(version=7), "version 7 was written by uqdm 0.11-0.12, before known intervals.*re-encode"),
+        (dict(version=6), "version 6 was written by uqdm 0.7-0.10.*re-encode"),
         (dict(flags=8), "flags"),
         (dict(flags=6), "reserved mirror"),
         (dict(flags=1), "incomplete"),  # tiled: the region size is missing

@@ -655,8 +655,9 @@ class Codec:
         self.colour_context = colour_context  # False: send no colour context (for measuring it)
         self.display_filters = display_filters  # False: send no display filters (for measuring them)
         self.lossless_context = lossless_context  # False: no spatial context in the lossless layer
-        # False: priors truncated to the band's bound only, not to the known intervals (FORMAT.md
-        # 5.5). For measuring them: such files decode only with a codec made the same way.
+        # False: the encoder writes version 7 files, whose priors are truncated to the band's bound
+        # only, not to the known intervals (FORMAT.md 5.5), as uqdm 0.11-0.12 wrote them: for
+        # measuring the intervals. Decoders follow the file's version whatever this says.
         self.intervals = intervals
         self.fingerprint = model.fingerprint
 
@@ -754,7 +755,15 @@ class Codec:
         h, w = pixels.shape[:2]
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
         header = Header(
-            w, h, self.num_steps, seed, self.fingerprint, self.model.config.name, self.tile, mirrors=mirrors
+            w,
+            h,
+            self.num_steps,
+            seed,
+            self.fingerprint,
+            self.model.config.name,
+            self.tile,
+            mirrors=mirrors,
+            version=container.VERSION if self.intervals else container.INTERVALS_VERSION - 1,
         )
         if self.region is not None and max(h, w) > self.region:
             from . import regions
@@ -768,7 +777,7 @@ class Codec:
         """The header bytes and then each layer's bytes of the untiled file `header` describes."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
-        chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, self.intervals)
+        chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         out = [header.to_bytes()]
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
@@ -1049,7 +1058,7 @@ class _DecodeSession:
         self.codec, self.hd = codec, header
         self.T = codec.num_steps
         self.chain = _Chain(
-            codec.net, header.height, header.width, header.seed, codec.tile, header.mirrors, codec.intervals
+            codec.net, header.height, header.width, header.seed, codec.tile, header.mirrors, header.intervals
         )
         self.pred: Prediction | None = None
         self.prior: entropy.CodedPrior | None = None  # the pixel step's prior serves the lossless layer

@@ -22,7 +22,9 @@ from .errors import FormatError
 from .lossless_context import LosslessContext
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
-VERSION = 8
+VERSION = 8  # what the encoder writes
+INTERVALS_VERSION = 8  # the first version whose priors use known intervals (FORMAT.md 5.5)
+READ_VERSIONS = (7, 8)  # 7: uqdm 0.11-0.12, decoded as they decoded it (no known intervals)
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
@@ -30,7 +32,6 @@ OLD_VERSIONS = {  # refused with a clear message
     4: "uqdm 0.5, before colour context",
     5: "uqdm 0.6, before display filters",
     6: "uqdm 0.7-0.10, before the lossless layer's spatial context",
-    7: "uqdm 0.11-0.12, before known intervals",
 }
 MIN_CUT_WORDS = 2  # a cut chunk holds at least the coder's 64-bit state
 MAX_SIDE = 65535
@@ -99,6 +100,12 @@ class Header:
     channels: int = 3
     region: tuple[int, int] | None = None  # a tiled file's region width and height (FORMAT.md 1.1)
     mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
+    version: int = VERSION  # 7: written without known intervals (uqdm 0.11-0.12)
+
+    @property
+    def intervals(self) -> bool:
+        """Whether the chain keeps known intervals (FORMAT.md 5.5): version 8 on."""
+        return self.version >= INTERVALS_VERSION
 
     @property
     def tiled(self) -> bool:
@@ -127,6 +134,7 @@ class Header:
             self.model_name,
             self.tile,
             mirrors=self.mirrors,
+            version=self.version,
         )
 
     def to_bytes(self) -> bytes:
@@ -137,10 +145,12 @@ class Header:
             raise ValueError("tile must be a positive multiple of 16")
         if self.mirrors not in MIRROR_CODES:
             raise ValueError(f"mirrors must be one of {sorted(MIRROR_CODES)}")
+        if self.version not in READ_VERSIONS:
+            raise ValueError(f"version must be one of {READ_VERSIONS}")
         body = (
             _HEAD.pack(
                 MAGIC,
-                VERSION,
+                self.version,
                 (TILED if self.region else 0) | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
                 self.width,
                 self.height,
@@ -239,8 +249,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f".uqd version {version} was written by {OLD_VERSIONS[version]}; this decoder reads version "
             f"{VERSION}: re-encode the image from its original"
         )
-    if version != VERSION:
-        raise FormatError(f"unsupported .uqd version {version} (this decoder reads version {VERSION})")
+    if version not in READ_VERSIONS:
+        raise FormatError(
+            f"unsupported .uqd version {version} (this decoder reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})"
+        )
     if flags & ~(TILED | MIRROR_MASK):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
@@ -279,7 +292,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             raise FormatError(f"invalid region size {rw}x{rh} in header")
         if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
             raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
-    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region, mirrors), end
+    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region, mirrors, version), end
 
 
 def is_tiled(data: bytes) -> bool:

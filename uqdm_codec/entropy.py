@@ -184,13 +184,13 @@ def _edge_cdf(prior: StepPrior, edges: np.ndarray) -> np.ndarray:
     loc + (e - u) q, for edge offsets `edges` (broadcast against (m, 1)); clipping to
     [lower, upper] is what truncates the prior. Where the interval lies right of the location
     (a > 0) the CDF is taken as -sigmoid(-t), i.e. minus the upper tail, so that the differences
-    keep their precision far in the tail."""
+    keep their precision far in the tail (with known intervals only: version 7 files did not)."""
     inv = 1.0 / prior.scale[:, None]
     a = (prior.lower - prior.loc)[:, None] * inv
     b = (prior.upper - prior.loc)[:, None] * inv
     t = np.clip((edges - prior.dither[:, None]) * (prior.quant_step[:, None] * inv), a, b)
     right = a > 0
-    if not right.any():
+    if prior.lower_known is None or not right.any():
         return _sigmoid(t)
     return np.where(right, -_sigmoid(-t), _sigmoid(t))
 
@@ -204,7 +204,7 @@ def _normaliser(prior: StepPrior) -> np.ndarray:
     inv = 1.0 / prior.scale
     a, b = (prior.lower - prior.loc) * inv, (prior.upper - prior.loc) * inv
     right = a > 0
-    if not right.any():
+    if prior.lower_known is None or not right.any():
         return _sigmoid(b) - _sigmoid(a)
     return np.where(right, _sigmoid(-a) - _sigmoid(-b), _sigmoid(b) - _sigmoid(a))
 
@@ -511,8 +511,11 @@ def step_posterior_mean(x_tilde: np.ndarray, prior: StepPrior) -> np.ndarray:
     the prior's centre (mirrored otherwise) to avoid cancellation; a bin too narrow for that gives
     x_tilde."""
     s = prior.scale
-    ta = (np.maximum(x_tilde - 0.5 * prior.quant_step, prior.lower) - prior.loc) / s
-    tb = (np.minimum(x_tilde + 0.5 * prior.quant_step, prior.upper) - prior.loc) / s
+    lo_edge, hi_edge = x_tilde - 0.5 * prior.quant_step, x_tilde + 0.5 * prior.quant_step
+    if prior.lower_known is not None:  # version 7 files used the bin alone
+        lo_edge, hi_edge = np.maximum(lo_edge, prior.lower), np.minimum(hi_edge, prior.upper)
+    ta = (lo_edge - prior.loc) / s
+    tb = (hi_edge - prior.loc) / s
     mirror = ta > 0
     lo = np.where(mirror, -tb, ta)
     hi = np.where(mirror, -ta, tb)

@@ -1,0 +1,80 @@
+"""Files of uqdm 0.11-0.12 (format version 7, no known intervals) still decode as they did there.
+
+tests/data holds two such files, written by uqdm 0.12 (commit 134535e) from a 96x128 crop of
+samples/kodim23.png with the shipped model, one with --mirrors 2, and the SHA-256 of what uqdm
+0.12 decoded from them: after every step, the whole file, and every chunk in turn."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uqdm_codec import container, get_codec
+from uqdm_codec.image_io import load_image
+
+DATA = Path(__file__).resolve().parent / "data"
+EXPECTED = json.loads((DATA / "v7-decodes.json").read_text())
+
+
+def _sha(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_version_7_files_decode_as_uqdm_0_12_decoded_them(name):
+    data = (DATA / name).read_bytes()
+    header, _ = container.parse_header(data)
+    assert header.version == 7 and not header.intervals
+    codec = get_codec()
+    want = EXPECTED[name]
+    for n in range(codec.num_steps + 1):
+        assert _sha(codec.decode(data, steps=n).pixels) == want["steps"][n], f"step {n}"
+    full = codec.decode(data)
+    assert full.lossless and _sha(full.pixels) == want["steps"][-1]
+    original = load_image(Path(__file__).resolve().parent.parent / "samples" / "kodim23.png").pixels
+    assert np.array_equal(full.pixels, original[160:256, 280:408])
+    images = list(codec.iter_decode(data, every_chunk=True))
+    assert len(images) == want["levels"]
+    assert hashlib.sha256(b"".join(im.pixels.tobytes() for im in images)).hexdigest() == want["every_chunk"]
+
+
+def test_the_encoder_writes_version_8_with_intervals_and_7_without(tiny_model):
+    from uqdm_codec.codec import Codec
+
+    from .conftest import synthetic_image
+
+    img = synthetic_image(24, 32, seed=9)
+    for intervals, version in ((True, 8), (False, 7)):
+        codec = Codec(tiny_model, "cpu", intervals=intervals)
+        data = codec.encode(img, seed=3)
+        assert container.parse_header(data)[0].version == version
+        decoder = Codec(tiny_model, "cpu", intervals=not intervals)  # the file's version decides
+        assert np.array_equal(decoder.decode(data).pixels, img)
+
+
+def test_truncating_a_version_7_file_keeps_it_version_7():
+    import uqdm_codec
+
+    name = sorted(EXPECTED)[0]
+    data = (DATA / name).read_bytes()
+    cut = uqdm_codec.truncate(data, steps=5)
+    assert container.parse_header(cut)[0].version == 7
+    assert _sha(get_codec().decode(cut).pixels) == EXPECTED[name]["steps"][5]
+
+
+def test_tiled_files_carry_the_version_to_every_region(tiny_model):
+    from uqdm_codec.codec import Codec
+
+    from .conftest import synthetic_image
+
+    img = synthetic_image(40, 72, seed=10)
+    for intervals in (True, False):
+        codec = Codec(tiny_model, "cpu", region=32, intervals=intervals)
+        data = codec.encode(img, seed=4)
+        header = container.parse_header(data)[0]
+        assert header.tiled and header.version == (8 if intervals else 7)
+        assert np.array_equal(Codec(tiny_model, "cpu", region=32).decode(data).pixels, img)
