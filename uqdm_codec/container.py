@@ -246,13 +246,13 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     magic, version, flags, w, h, ch, steps, tile16, fp, seed, name_len = _HEAD.unpack_from(data)
     if version in OLD_VERSIONS:
         raise FormatError(
-            f".uqd version {version} was written by {OLD_VERSIONS[version]}; this decoder reads version "
-            f"{VERSION}: re-encode the image from its original"
+            f".uqd version {version} was written by {OLD_VERSIONS[version]}; this decoder reads versions "
+            f"{' and '.join(map(str, READ_VERSIONS))}: re-encode the image from its original"
         )
     if version not in READ_VERSIONS:
         raise FormatError(
             f"unsupported .uqd version {version} (this decoder reads versions "
-            f"{', '.join(map(str, READ_VERSIONS))})"
+            f"{' and '.join(map(str, READ_VERSIONS))})"
         )
     if flags & ~(TILED | MIRROR_MASK):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
