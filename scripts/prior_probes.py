@@ -79,12 +79,11 @@ def chain_curve(
     return curve + [(cum / (h * w), float("inf"))]
 
 
-def compare(codec: Codec, images: list[np.ndarray], **variant) -> dict:
-    """The variant's curve against the shipped chain's, per image and averaged."""
+def versus(pairs, label: str = "") -> dict:
+    """Test curves against base curves (chain_curve's form), given as (base, test) per image: the
+    BD-rate over steps 1-7 and the lossless bpp per image, printed as they come, and averaged."""
     rows = []
-    for seed, px in enumerate(images):
-        base = chain_curve(codec, px, seed)
-        test = chain_curve(codec, px, seed, **variant)
+    for seed, (base, test) in enumerate(pairs):
         rows.append(
             {
                 "bd_rate_steps_1_7": bd_rate(base[:-1], test[:-1]),
@@ -93,17 +92,25 @@ def compare(codec: Codec, images: list[np.ndarray], **variant) -> dict:
             }
         )
         print(
-            f"image {seed}: BD-rate {rows[-1]['bd_rate_steps_1_7']:+.2f} %, lossless "
-            f"{base[-1][0]:.3f} -> {test[-1][0]:.3f} bpp",
+            f"{label}image {seed}: BD-rate {rows[-1]['bd_rate_steps_1_7']:+.2f} %, lossless "
+            f"{base[-1][0]:.4f} -> {test[-1][0]:.4f} bpp",
             flush=True,
         )
     bd = float(np.mean([r["bd_rate_steps_1_7"] for r in rows]))
     ll = np.mean([r["lossless_bpp"] for r in rows], axis=0)
     print(
-        f"mean: BD-rate {bd:+.2f} %, lossless {ll[0]:.3f} -> {ll[1]:.3f} bpp "
+        f"{label}mean: BD-rate {bd:+.2f} %, lossless {ll[0]:.4f} -> {ll[1]:.4f} bpp "
         f"({100 * (ll[1] / ll[0] - 1):+.2f} %)"
     )
     return {"bd_rate_steps_1_7": bd, "lossless_bpp": ll.tolist(), "images": rows}
+
+
+def compare(codec: Codec, images: list[np.ndarray], **variant) -> dict:
+    """The variant's curve against the shipped chain's, per image and averaged."""
+    return versus(
+        (chain_curve(codec, px, seed), chain_curve(codec, px, seed, **variant))
+        for seed, px in enumerate(images)
+    )
 
 
 # ----------------------------------------------------------------------------- flips
@@ -653,27 +660,25 @@ def interval_curve(codec: Codec, px: np.ndarray, seed: int, truncate: bool, loca
     run = ChainRun(codec, px, seed)
     known = _Known(run.chain)
     cum, curve, T, recoded = 0.0, [], codec.num_steps, []
-    for i in range(1, T + 1):
-        p, k = run.code_all(i, run.prior(i), run.values(i)) if i == T else (None, None)
-        if i < T:
-            prior = run.prior(i)
-            xs = run.values(i)
-            p = run.chain.coding_prior(prior, xs)[1].part(slice(None))
-            k = entropy.quantise(xs, p)
-            xt = entropy.reconstruct(k, p)
-            lo, hi, again = known.of(run.chain)
-            bits = _interval_bits(k, p, lo, hi) if truncate else entropy.step_element_bits(k, p)
-            recoded.append((float(bits[again].sum()) / (h * w), float(again.mean()) if k.size else 0.0))
-            known.narrow(run.chain, xt, p.quant_step)
-            run.chain.apply(i, xt, np.arange(k.size))
-            cum += float(bits.sum())
-            run.predict(i)
-            if locations != "network":
-                known.move_locations(run, locations)
-            run.choose_filter(i, float(bits.sum()))
-            curve.append((cum / (h * w), psnr(px, run.pred.image(h, w))))
-        else:
-            cum += entropy.step_ideal_bits(k, p)
+    for i in range(1, T):  # the Haar steps
+        prior = run.prior(i)  # sets the step's coded elements, which values() reads
+        xs = run.values(i)
+        p = run.chain.coding_prior(prior, xs)[1].part(slice(None))
+        k = entropy.quantise(xs, p)
+        xt = entropy.reconstruct(k, p)
+        lo, hi, again = known.of(run.chain)
+        bits = _interval_bits(k, p, lo, hi) if truncate else entropy.step_element_bits(k, p)
+        recoded.append((float(bits[again].sum()) / (h * w), float(again.mean()) if k.size else 0.0))
+        known.narrow(run.chain, xt, p.quant_step)
+        run.chain.apply(i, xt, np.arange(k.size))
+        cum += float(bits.sum())
+        run.predict(i)
+        if locations != "network":
+            known.move_locations(run, locations)
+        run.choose_filter(i, float(bits.sum()))
+        curve.append((cum / (h * w), psnr(px, run.pred.image(h, w))))
+    p, k = run.code_all(T, run.prior(T), run.values(T))  # the pixel step, as the encoder codes it
+    cum += entropy.step_ideal_bits(k, p)
     q = codec.model.schedule.pixel_quant
     levels = run.original.ravel().astype(np.int64)
     cum += entropy.levels_ideal_bits(levels, run.chain.pixel_tilde, p.loc, p.scale, q)
@@ -684,7 +689,7 @@ def intervals(codec: Codec, images: list[np.ndarray]) -> dict:
     """uqdm 0.12's chain against the known intervals: truncating the priors alone (the chain and its
     symbols unchanged, only the bits move), with the network's locations clipped into the
     intervals as well (what uqdm 0.13 does), and with them moved to the interval's posterior mean."""
-    codec.intervals = False  # the probe keeps the intervals itself
+    was, codec.intervals = codec.intervals, False  # the probe keeps the intervals itself
     try:
         variants = {
             "truncate": (True, "network"),
@@ -694,39 +699,23 @@ def intervals(codec: Codec, images: list[np.ndarray]) -> dict:
         base = [interval_curve(codec, px, seed, False, "network") for seed, px in enumerate(images)]
         out: dict = {"per_step_base": np.mean([r for _, r in base], axis=0).tolist()}  # (step, [bpp, share])
         for name, (truncate, locations) in variants.items():
-            rows = []
-            for seed, px in enumerate(images):
-                (a, _), (t, rec) = base[seed], interval_curve(codec, px, seed, truncate, locations)
-                rows.append(
-                    {"bd_rate_steps_1_7": bd_rate(a[:-1], t[:-1]), "lossless_bpp": [a[-1][0], t[-1][0]]}
-                )
-                rows[-1].update(steps=[a[:-1], t[:-1]], recoded=rec)
-                print(
-                    f"{name}, image {seed}: BD-rate {rows[-1]['bd_rate_steps_1_7']:+.2f} %, lossless "
-                    f"{a[-1][0]:.4f} -> {t[-1][0]:.4f} bpp",
-                    flush=True,
-                )
-            bd = float(np.mean([r["bd_rate_steps_1_7"] for r in rows]))
-            ll = np.mean([r["lossless_bpp"] for r in rows], axis=0)
-            rec = np.mean([r["recoded"] for r in rows], axis=0)  # (step, [bpp, share])
+            tests = [interval_curve(codec, px, seed, truncate, locations) for seed, px in enumerate(images)]
+            out[name] = versus(((a, t) for (a, _), (t, _) in zip(base, tests)), f"{name}, ")
+            for row, (_, rec) in zip(out[name]["images"], tests):
+                row["recoded"] = rec
+            rec = np.mean([r for _, r in tests], axis=0)  # (step, [bpp, share])
+            out[name]["recoded"] = rec.tolist()
             print(
-                f"{name}: BD-rate steps 1-7 {bd:+.2f} %, lossless {ll[0]:.4f} -> {ll[1]:.4f} bpp "
-                f"({100 * (ll[1] / ll[0] - 1):+.2f} %); re-coded elements' bpp per step "
+                f"{name}: re-coded elements' bpp per step "
                 + ", ".join(f"{b:.4f} ({100 * sh:.0f} %)" for b, sh in rec)
             )
-            out[name] = {
-                "bd_rate_steps_1_7": bd,
-                "lossless_bpp": ll.tolist(),
-                "recoded": rec.tolist(),
-                "images": rows,
-            }
         print(
             "re-coded elements' bpp per step without intervals: "
             + ", ".join(f"{b:.4f} ({100 * sh:.0f} %)" for b, sh in out["per_step_base"])
         )
         return out
     finally:
-        codec.intervals = True
+        codec.intervals = was
 
 
 def main() -> None:

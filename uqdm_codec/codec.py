@@ -283,8 +283,8 @@ class _Chain:
         self._z: list[np.ndarray] | None = None  # allocated when the first step needs it
         self._state: list[np.ndarray] | None = None
         # per band, the interval each coefficient is known to lie in (FORMAT.md 5.5): float32, the
-        # lower ends rounded down and the upper ends up; None until the first step is applied
-        self.intervals = intervals  # False: truncate to the band's bound only (for measuring it)
+        # lower ends rounded down and the upper ends up; allocated when first needed
+        self.intervals = intervals  # False: a version 7 file's chain, priors truncated to [-B, B] only
         self._lower: list[np.ndarray] | None = None
         self._upper: list[np.ndarray] | None = None
         self._released = False  # z and states freed after the last Haar step

@@ -196,6 +196,11 @@ class Prediction:
         return bands_image(self.locs, self.levels, height, width)
 
 
+def _clipped(locs: list[np.ndarray], lower: list[np.ndarray], upper: list[np.ndarray]) -> list[np.ndarray]:
+    """Band locations clipped to the known intervals (FORMAT.md 5.5), band by band."""
+    return [np.clip(loc, lo, hi) for loc, lo, hi in zip(locs, lower, upper)]
+
+
 class PriorNetwork:
     """Evaluates a model on (padded) images of any size."""
 
@@ -402,7 +407,7 @@ class PriorNetwork:
         if mirrors != 1:
             pred = self.predict(z_bands, states, step, tile, mirrors)
             if known is not None:
-                pred.locs = [np.clip(loc, lo, hi) for loc, lo, hi in zip(pred.locs, *known)]
+                pred.locs = _clipped(pred.locs, *known)
             return pred.image(height, width)
         levels = self.levels
         out = np.empty((height, width, 3), np.uint8)
@@ -412,8 +417,7 @@ class PriorNetwork:
             core = (y0, y1, x0, x1)
             locs = self._locs(haar.window(z_bands, levels, *core), haar.window(states, levels, *core), raw)
             if known is not None:
-                lower, upper = (haar.window(k, levels, *core) for k in known)
-                locs = [np.clip(loc, lo, hi) for loc, lo, hi in zip(locs, lower, upper)]
+                locs = _clipped(locs, *(haar.window(k, levels, *core) for k in known))
             display = np.clip(haar.inverse(locs), -1.0, 1.0)
             y1, x1 = min(y1, height), min(x1, width)
             out[y0:y1, x0:x1] = entropy.data_to_pixels(display[:, : y1 - y0, : x1 - x0]).transpose(1, 2, 0)
