@@ -208,3 +208,38 @@ def test_default_network_is_the_shipped_one():
     net = shipped["network"]
     assert list(default.widths) == net["widths"] and list(default.blocks_down) == net["blocks_down"]
     assert default.blocks_mid == net["blocks_mid"] and list(default.blocks_up) == net["blocks_up"]
+
+
+def test_grad_steps_back_propagates_only_the_chosen_steps():
+    """`--grad-steps`: the chain and its figures are the same; all steps chosen is the full
+    gradient; one step chosen is that step's gradient, weighted by the number of network steps."""
+    from uqdm_codec.model import UQDM, ModelConfig
+    from uqdm_codec.network import NetworkConfig
+    from uqdm_codec.objective import run_chain
+
+    torch.manual_seed(0)
+    model = UQDM(ModelConfig(network=NetworkConfig(widths=(8, 8, 8, 8))))
+    for p in model.parameters():  # the heads start at zero: give every weight a gradient path
+        p.data.add_(0.01 * torch.randn_like(p))
+    pixels = np.stack([synthetic_image(32, 32, seed=k) for k in range(2)])
+    pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2))
+    steps = model.schedule.num_steps
+
+    def grads(chosen):
+        model.zero_grad(set_to_none=True)
+        gen = torch.Generator().manual_seed(3)
+        m = run_chain(model, pixels, generator=gen, backward=True, grad_steps=chosen)
+        flat = [
+            (torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in model.denoiser.parameters()
+        ]
+        return m, torch.cat(flat)
+
+    full_m, full = grads(None)
+    all_m, every = grads(frozenset(range(2, steps + 1)))
+    assert torch.equal(full, every) and full_m["bits"] == all_m["bits"]
+    parts = []
+    for i in range(2, steps + 1):
+        m, g = grads(frozenset({i}))
+        assert m["bits"] == full_m["bits"] and m["psnr"] == full_m["psnr"]
+        parts.append(g / (steps - 1))
+    assert torch.allclose(sum(parts), full, rtol=1e-4, atol=1e-7)

@@ -150,6 +150,7 @@ def run_chain(
     display_lambda: float = 1.0,
     skip_lambda: float = 0.1,
     sync=None,
+    grad_steps: frozenset[int] | None = None,
 ) -> dict:
     """Run the whole chain on a batch the way the codec does, step by step.
 
@@ -158,15 +159,22 @@ def run_chain(
     display MSE) is back-propagated at once, the state being treated as data. `sync(last)` gives
     the context each step's forward/backward runs in (DDP: no gradient sync until the last step).
     Returns per-step bits per dim, display PSNR after each step and the fraction of coefficients
-    coded."""
+    coded. `grad_steps`: back-propagate only these network steps (2 .. T), run the others without
+    autograd (the state still needs their scales), and weight the chosen ones' losses by the
+    number of network steps over the number chosen, so the gradient's expectation is unchanged."""
     sched = model.schedule
     x = to_data_units(pixels)
     x_bands = haar.forward(x, model.haar_levels)
     chain = start_chain(x_bands, generator)
     tables = jump_tables(model, x.device, x.dtype)
     out = {"bits": [], "psnr": [], "coded": [], "loss": 0.0}
+    net_steps = range(2, sched.num_steps + 1)
+    chosen = set(net_steps) if grad_steps is None else set(grad_steps) & set(net_steps)
+    last = max(chosen, default=1)
+    weight = len(net_steps) / len(chosen) if chosen else 1.0
     for i in range(1, sched.num_steps + 1):
-        with sync(i == sched.num_steps) if sync else nullcontext():
+        grad = i == 1 or i in chosen
+        with sync(i == last) if sync else nullcontext(), nullcontext() if grad else torch.no_grad():
             chain = _run_step(
                 model,
                 net,
@@ -177,7 +185,7 @@ def run_chain(
                 tables,
                 pixels,
                 generator,
-                backward,
+                (1.0 if i == 1 else weight) if backward and grad else 0.0,
                 display_lambda,
                 skip_lambda,
                 out,
@@ -188,9 +196,10 @@ def run_chain(
 
 
 def _run_step(
-    model, net, i, x, x_bands, chain, tables, pixels, generator, backward, display_lambda, skip_lambda, out
+    model, net, i, x, x_bands, chain, tables, pixels, generator, grad_weight, display_lambda, skip_lambda, out
 ) -> ChainState:
-    """One step of run_chain: prediction, bits, loss (and its backward), the next state."""
+    """One step of run_chain: prediction, bits, loss (and, where grad_weight > 0, the backward of
+    grad_weight x the loss), the next state."""
     sched = model.schedule
     batch, dims = x.shape[0], x[0].numel()
     if i == 1:
@@ -222,8 +231,8 @@ def _run_step(
     if pred is not None:
         mse = ((pred[3] - x) ** 2).mean()
         loss = loss + display_lambda * display_weight(model, i - 1) * mse
-    if backward:
-        loss.backward()
+    if grad_weight:
+        (loss * grad_weight).backward()
     out["loss"] += loss.item()
     return new_chain.detach()
 

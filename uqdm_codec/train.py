@@ -63,6 +63,7 @@ class TrainConfig:
     threshold: float = DEFAULT_THRESHOLD
     init: str = ""  # float weights to start a new run from (e.g. weights/uqdm-small-float.safetensors)
     minutes: float = 0.0  # stop with a checkpoint after this much wall time (0: run to `steps`)
+    grad_steps: int = 0  # back-propagate this many random network steps per batch (0: all of them)
 
 
 # ----------------------------------------------------------------------------- data
@@ -339,6 +340,7 @@ def train(cfg: TrainConfig) -> None:
         rec = {
             "step": done,
             "eval": True,
+            "minutes": round((time.time() - t_start) / 60, 2),  # wall time of this session's run
             "bpp": [round(v, 4) for v in cm["bpp"]],
             "psnr": [round(v, 2) for v in cm["psnr"]],
             "lossless_bpp": round(cm["nelbo_bpp"], 4),
@@ -357,6 +359,10 @@ def train(cfg: TrainConfig) -> None:
         n, crop = (max(1, cfg.batch // 4), cfg.big_crop) if big else (cfg.batch, cfg.crop)
         pixels = torch.from_numpy(data.batch(rng, n, crop)).to(device)
         opt.zero_grad(set_to_none=True)
+        chosen = None
+        if cfg.grad_steps:
+            net_steps = np.arange(2, mcfg.schedule.num_steps + 1)
+            chosen = frozenset(int(i) for i in rng.choice(net_steps, cfg.grad_steps, replace=False))
         m = run_chain(
             model,
             pixels,
@@ -365,6 +371,7 @@ def train(cfg: TrainConfig) -> None:
             display_lambda=cfg.display_lambda,
             skip_lambda=cfg.skip_lambda,
             sync=sync,
+            grad_steps=chosen,
         )
         if world > 1:  # step 1's prior runs outside the DDP forward: average its gradients by hand
             import torch.distributed as dist
