@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from uqdm_codec.model import load_model
-from uqdm_codec.objective import run_chain
+from uqdm_codec.objective import random_grad_steps, run_chain
 from uqdm_codec.train import PhotoCrops, list_images
 
 
@@ -65,10 +65,8 @@ class Variant:
     def step(self, batch: np.ndarray) -> float:
         t = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        chosen = None
-        if self.name.startswith("grad"):  # gradK: back-propagate K random network steps
-            k = int(self.name[4:])
-            chosen = frozenset(int(i) for i in self.rng.choice(np.arange(2, 9), k, replace=False))
+        k = int(self.name[4:]) if self.name.startswith("grad") else 0  # gradK: K random steps
+        chosen = random_grad_steps(self.model, k, self.rng)
         m = run_chain(self.model, torch.from_numpy(batch), backward=True, grad_steps=chosen)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()

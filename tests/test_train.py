@@ -243,3 +243,10 @@ def test_grad_steps_back_propagates_only_the_chosen_steps():
         assert m["bits"] == full_m["bits"] and m["psnr"] == full_m["psnr"]
         parts.append(g / (steps - 1))
     assert torch.allclose(sum(parts), full, rtol=1e-4, atol=1e-7)
+
+
+def test_grad_steps_out_of_range_is_refused_in_one_line(tmp_path):
+    data = _photos(tmp_path, 3)
+    for bad in ("8", "-1"):
+        with pytest.raises(SystemExit, match=r"--grad-steps must be 0 \(all\) to 7, not"):
+            main([str(data), "--out", str(tmp_path / "run"), *TINY, "--steps", "1", "--grad-steps", bad])

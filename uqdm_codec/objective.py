@@ -11,6 +11,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -140,6 +141,19 @@ def display_weight(model: UQDM, step: int) -> float:
     return (n2 + PIXEL_SIGMA_DATA**2) / (n2 * PIXEL_SIGMA_DATA**2)
 
 
+def network_steps(model: UQDM) -> range:
+    """The steps whose prior comes from the network: 2 .. T (step 1's prior is learnt, fixed)."""
+    return range(2, model.schedule.num_steps + 1)
+
+
+def random_grad_steps(model: UQDM, k: int, rng: np.random.Generator) -> frozenset[int] | None:
+    """k network steps drawn at random, without repetition, for run_chain's `grad_steps`
+    (`uqdm train --grad-steps k`); None (all of them) for k = 0."""
+    if not k:
+        return None
+    return frozenset(int(i) for i in rng.choice(network_steps(model), k, replace=False))
+
+
 def run_chain(
     model: UQDM,
     pixels: torch.Tensor,
@@ -168,7 +182,7 @@ def run_chain(
     chain = start_chain(x_bands, generator)
     tables = jump_tables(model, x.device, x.dtype)
     out = {"bits": [], "psnr": [], "coded": [], "loss": 0.0}
-    net_steps = range(2, sched.num_steps + 1)
+    net_steps = network_steps(model)
     chosen = set(net_steps) if grad_steps is None else set(grad_steps) & set(net_steps)
     last = max(chosen, default=1)
     weight = len(net_steps) / len(chosen) if chosen else 1.0

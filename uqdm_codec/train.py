@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 
 from .model import UQDM, ModelConfig, save_model
 from .network import NetworkConfig
-from .objective import run_chain
+from .objective import network_steps, random_grad_steps, run_chain
 from .schedule import DEFAULT_LEVELS, DEFAULT_PIXEL_STEP, DEFAULT_THRESHOLD, Schedule
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -245,6 +245,8 @@ def train(cfg: TrainConfig) -> None:
         schedule=Schedule(tuple(cfg.noise_levels), cfg.pixel_step, cfg.threshold),
     )
     model = UQDM(mcfg).to(device)
+    if not 0 <= cfg.grad_steps <= len(network_steps(model)):
+        raise SystemExit(f"--grad-steps must be 0 (all) to {len(network_steps(model))}, not {cfg.grad_steps}")
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -359,10 +361,7 @@ def train(cfg: TrainConfig) -> None:
         n, crop = (max(1, cfg.batch // 4), cfg.big_crop) if big else (cfg.batch, cfg.crop)
         pixels = torch.from_numpy(data.batch(rng, n, crop)).to(device)
         opt.zero_grad(set_to_none=True)
-        chosen = None
-        if cfg.grad_steps:
-            net_steps = np.arange(2, mcfg.schedule.num_steps + 1)
-            chosen = frozenset(int(i) for i in rng.choice(net_steps, cfg.grad_steps, replace=False))
+        chosen = random_grad_steps(model, cfg.grad_steps, rng)
         m = run_chain(
             model,
             pixels,
