@@ -78,12 +78,26 @@ def main(argv: list[str] | None = None) -> None:
         help="1: priors truncated to the known intervals (the codec's default), 0: to the band's bound "
         "only (uqdm 0.12's files); a run with 0 is named MODEL#intervals=0",
     )
+    ap.add_argument(
+        "--bare",
+        action="store_true",
+        help="the network alone: no colour context, display filters, lossless context or known "
+        "intervals (what the trainer's estimate measures); runs are named MODEL#bare",
+    )
     args = ap.parse_args(argv)
     done = json.loads(args.reuse.read_text()) if args.reuse else {}
     images = load_crops(args.images, args.crop)
     results = {}
     runs = [
-        (model, m, iv, str(model) + ("" if m == 1 else f"#mirrors={m}") + ("" if iv else "#intervals=0"))
+        (
+            model,
+            m,
+            iv,
+            str(model)
+            + ("" if m == 1 else f"#mirrors={m}")
+            + ("" if iv else "#intervals=0")
+            + ("#bare" if args.bare else ""),
+        )
         for model in args.models
         for iv in args.intervals
         for m in args.mirrors
@@ -97,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         if model not in codecs:
             codecs[model] = codec_for(model, args.data)
         codec = codecs[model]
-        codec.intervals = bool(intervals)
+        codec.intervals = bool(intervals) and not args.bare
+        codec.colour_context = codec.display_filters = codec.lossless_context = not args.bare
         curves = [dense_curve(codec, px, seed, mirrors) for seed, px in enumerate(images)]
         results[name] = {
             "steps": codec.num_steps,
