@@ -15,34 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from uqdm_codec.exactmodel import from_float, load_codec_model, save_exact  # noqa: E402
 from uqdm_codec.model import load_model, save_model  # noqa: E402
-from uqdm_codec.train import list_images, load_rgb  # noqa: E402
-
-
-def calibration_crops(data: Path, count: int, size: int, holdout: int = 6, seed: int = 0) -> list[np.ndarray]:
-    """`count` center crops of training photos, skipping the trainer's held-aside ones."""
-    paths = list_images(data)
-    stride = max(1, len(paths) // max(holdout, 1))
-    held = set(paths[::stride][:holdout])
-    pool = [p for p in paths if p not in held]
-    rng = np.random.default_rng(seed)
-    crops = []
-    for idx in rng.permutation(len(pool)):
-        img = load_rgb(pool[idx])
-        h, w = img.shape[:2]
-        if min(h, w) < size:
-            continue
-        y, x = (h - size) // 2, (w - size) // 2
-        crops.append(np.ascontiguousarray(img[y : y + size, x : x + size]))
-        if len(crops) == count:
-            break
-    return crops
+from uqdm_codec.train import calibration_crops  # noqa: E402
 
 
 def main() -> None:

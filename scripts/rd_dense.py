@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from export_weights import calibration_crops  # noqa: E402
 from study_common import load_crops  # noqa: E402
 
 from uqdm_codec.bench import bd_rate  # noqa: E402
@@ -32,6 +31,7 @@ from uqdm_codec.codec import Codec  # noqa: E402
 from uqdm_codec.exactmodel import from_float, load_codec_model  # noqa: E402
 from uqdm_codec.model import MODEL_FORMAT, load_model  # noqa: E402
 from uqdm_codec.progression import psnr  # noqa: E402
+from uqdm_codec.train import calibration_crops  # noqa: E402
 
 
 def codec_for(path: Path, data: Path) -> Codec:

@@ -250,3 +250,22 @@ def test_grad_steps_out_of_range_is_refused_in_one_line(tmp_path):
     for bad in ("8", "-1"):
         with pytest.raises(SystemExit, match=r"--grad-steps must be 0 \(all\) to 7, not"):
             main([str(data), "--out", str(tmp_path / "run"), *TINY, "--steps", "1", "--grad-steps", bad])
+
+
+def test_eval_codec_reports_the_real_bytes_of_the_held_aside_crops(tmp_path):
+    """--eval-codec logs what the codec makes of the EMA weights: the held-aside crop's real file
+    size, the same bytes a user gets encoding that crop with the saved weights (photos too small for
+    the 256 px calibration crops fall back to the synthetic calibration the codec uses too)."""
+    from uqdm_codec.train import holdout_batch, list_images
+
+    data = _photos(tmp_path, 4)
+    out = tmp_path / "run"
+    main([str(data), "--out", str(out), *TINY, "--steps", "2", "--eval-every", "2", "--eval-codec"])
+    rec = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"eval"' in line][-1]
+    bpp, quality = rec["codec_bpp"], rec["codec_psnr"]
+    assert len(bpp) == len(quality) == len(rec["bpp"])  # one point per lossy step, as the trainer's own
+    assert all(b1 >= b0 for b0, b1 in zip(bpp, bpp[1:])) and rec["codec_lossless_bpp"] > bpp[-1]
+    assert all(np.isfinite(q) for q in quality)
+    crop = holdout_batch(list_images(data)[:1])[0].transpose(1, 2, 0)
+    file = Codec(str(out / "uqdm-small.safetensors"), "cpu").encode(np.ascontiguousarray(crop), seed=0)
+    assert rec["codec_lossless_bpp"] == round(8.0 * len(file) / (crop.shape[0] * crop.shape[1]), 4)

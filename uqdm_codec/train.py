@@ -64,6 +64,7 @@ class TrainConfig:
     init: str = ""  # float weights to start a new run from (e.g. weights/uqdm-small-float.safetensors)
     minutes: float = 0.0  # stop with a checkpoint after this much wall time (0: run to `steps`)
     grad_steps: int = 0  # back-propagate this many random network steps per batch (0: all of them)
+    eval_codec: bool = False  # evaluations also code the held-aside crops with the codec: real bytes
 
 
 # ----------------------------------------------------------------------------- data
@@ -125,6 +126,58 @@ def holdout_batch(paths: list[Path], size: int = 256) -> np.ndarray:
         crops.append(np.ascontiguousarray(img[y : y + s, x : x + s][:, :, :3]))
     s = min(c.shape[0] for c in crops)
     return np.stack([c[:s, :s] for c in crops]).transpose(0, 3, 1, 2)
+
+
+def calibration_crops(data: Path, count: int, size: int, holdout: int = 6, seed: int = 0) -> list[np.ndarray]:
+    """`count` center crops of training photos for the exact model's value ranges, skipping the
+    photos the trainer holds aside (the same rule as train's)."""
+    paths = list_images(data)
+    stride = max(1, len(paths) // max(holdout, 1))
+    held = set(paths[::stride][:holdout])
+    pool = [p for p in paths if p not in held]
+    rng = np.random.default_rng(seed)
+    crops = []
+    for idx in rng.permutation(len(pool)):
+        img = load_rgb(pool[idx])
+        h, w = img.shape[:2]
+        if min(h, w) < size:
+            continue
+        y, x = (h - size) // 2, (w - size) // 2
+        crops.append(np.ascontiguousarray(img[y : y + size, x : x + size]))
+        if len(crops) == count:
+            break
+    return crops
+
+
+def codec_evaluation(model: UQDM, held: np.ndarray, calibration: list[np.ndarray]) -> dict:
+    """What the codec makes of float weights, in real bytes: the exact model (calibrated as
+    scripts/export_weights.py does) codes each held-aside crop (seed = its index) with every
+    per-image correction the encoder sends (colour context, display filters, lossless context,
+    known intervals), which the trainer's own chain leaves out; decoded step by step. Returns the
+    mean cumulative bpp and PSNR after each step and the lossless bpp; raises if a file does not
+    decode to its crop."""
+    from .codec import Codec
+    from .exactmodel import from_float
+    from .progression import psnr
+
+    exact = from_float(copy.deepcopy(model).cpu().float().eval(), calibration or None)
+    codec = Codec(exact, "cpu")
+    bpp, quality, lossless = [], [], []
+    for seed, crop in enumerate(held):
+        pixels = np.ascontiguousarray(crop.transpose(1, 2, 0))
+        data = codec.encode(pixels, seed=seed)
+        npx = pixels.shape[0] * pixels.shape[1]
+        images = [im for im in codec.iter_decode(data) if im.steps > 0]
+        if not images[-1].lossless or not np.array_equal(images[-1].pixels, pixels):
+            raise RuntimeError(f"held-aside crop {seed} did not decode to itself")
+        bpp.append([8.0 * im.nbytes / npx for im in images[:-1]])
+        quality.append([psnr(pixels, im.pixels) for im in images[:-1]])
+        lossless.append(8.0 * len(data) / npx)
+    return {
+        "codec_bpp": [round(float(v), 4) for v in np.mean(bpp, axis=0)],
+        "codec_psnr": [round(float(v), 2) for v in np.mean(quality, axis=0)],
+        "codec_lossless_bpp": round(float(np.mean(lossless)), 4),
+    }
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -227,6 +280,7 @@ def train(cfg: TrainConfig) -> None:
     t0 = time.time()
     data = PhotoCrops(train_paths, min_side=cfg.crop)
     val = torch.from_numpy(holdout_batch(held)) if held else None
+    calibration = calibration_crops(Path(cfg.data_dir), 16, 256, cfg.holdout) if cfg.eval_codec else []
     if master:
         print(
             f"loaded {len(data.images)} training crops sources from {len(train_paths)} photos "
@@ -348,6 +402,8 @@ def train(cfg: TrainConfig) -> None:
             "lossless_bpp": round(cm["nelbo_bpp"], 4),
             "coded": [round(v, 3) for v in cm["coded"]],
         }
+        if cfg.eval_codec:
+            rec.update(codec_evaluation(ema, val.numpy(), calibration))
         print(json.dumps(rec), flush=True)
         log_file.write(json.dumps(rec) + "\n")
         log_file.flush()
