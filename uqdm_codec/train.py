@@ -128,12 +128,16 @@ def holdout_batch(paths: list[Path], size: int = 256) -> np.ndarray:
     return np.stack([c[:s, :s] for c in crops]).transpose(0, 3, 1, 2)
 
 
+def held_aside(paths: list[Path], holdout: int) -> list[Path]:
+    """The `holdout` photos the trainer never trains on: every k-th one (deterministic)."""
+    return paths[:: max(1, len(paths) // max(holdout, 1))][:holdout]
+
+
 def calibration_crops(data: Path, count: int, size: int, holdout: int = 6, seed: int = 0) -> list[np.ndarray]:
     """`count` center crops of training photos for the exact model's value ranges, skipping the
-    photos the trainer holds aside (the same rule as train's)."""
+    photos the trainer holds aside."""
     paths = list_images(data)
-    stride = max(1, len(paths) // max(holdout, 1))
-    held = set(paths[::stride][:holdout])
+    held = set(held_aside(paths, holdout))
     pool = [p for p in paths if p not in held]
     rng = np.random.default_rng(seed)
     crops = []
@@ -273,14 +277,14 @@ def train(cfg: TrainConfig) -> None:
     paths = list_images(Path(cfg.data_dir))
     if len(paths) <= cfg.holdout:
         raise SystemExit(f"found {len(paths)} images in {cfg.data_dir}; need more than {cfg.holdout}")
-    # Hold aside every k-th image (deterministic), never trained on.
-    stride = max(1, len(paths) // max(cfg.holdout, 1))
-    held = paths[::stride][: cfg.holdout] if cfg.holdout else []
+    held = held_aside(paths, cfg.holdout)
     train_paths = [p for p in paths if p not in set(held)]
     t0 = time.time()
     data = PhotoCrops(train_paths, min_side=cfg.crop)
     val = torch.from_numpy(holdout_batch(held)) if held else None
-    calibration = calibration_crops(Path(cfg.data_dir), 16, 256, cfg.holdout) if cfg.eval_codec else []
+    calibration = []  # for --eval-codec's exact model; only the master evaluates
+    if cfg.eval_codec and master:
+        calibration = calibration_crops(Path(cfg.data_dir), 16, 256, cfg.holdout)
     if master:
         print(
             f"loaded {len(data.images)} training crops sources from {len(train_paths)} photos "
