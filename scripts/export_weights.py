@@ -40,6 +40,7 @@ def main() -> None:
     model = load_model(args.source)
     model.config = type(model.config)(**{**model.config.__dict__, "name": args.name})
     dest = Path(args.dest) / f"{args.name}.safetensors"
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if args.float_copy:
         save_model(model, Path(args.dest) / f"{args.name}-float.safetensors", dtype=torch.float16)
     t0 = time.time()
