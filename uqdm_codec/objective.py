@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import haar
+from .corrections import colour_context, display_filter
 from .model import PIXEL_SIGMA_DATA, UQDM
 
 LN2 = math.log(2.0)
@@ -109,11 +110,25 @@ def jump_tables(model: UQDM, device, dtype) -> dict[str, torch.Tensor]:
     return {k: torch.tensor(v, device=device, dtype=dtype) for k, v in model.schedule.jump_table().items()}
 
 
-def haar_step(model: UQDM, tables, chain: ChainState, i: int, x_bands, locs, log_scales, generator=None):
+def haar_step(
+    model: UQDM,
+    tables,
+    chain: ChainState,
+    i: int,
+    x_bands,
+    locs,
+    log_scales,
+    generator=None,
+    shown_locs=None,
+    colour: bool = False,
+):
     """Step i (Haar basis): code the coefficients whose prior scale is >= threshold * q.
 
-    Returns (bits of coded coefficients, bits the skipped ones would have cost, both per sample;
-    the new chain state; the fraction of coefficients coded)."""
+    With `colour` (run_chain's `corrections`), each band's coded bits are the codec's: the colour
+    context applied and, given `shown_locs` (the Haar bands of the filtered image the decoder
+    shows), the locations taken per sample from the network or from the shown image, whichever
+    costs less (the encoder's band mask). Returns (bits of coded coefficients, bits the skipped ones would
+    have cost, both per sample; the new chain state; the fraction of coefficients coded)."""
     sched = model.schedule
     coded = skipped = 0.0
     z_new, st_new, n_coded, n_all = [], [], 0, 0
@@ -125,8 +140,15 @@ def haar_step(model: UQDM, tables, chain: ChainState, i: int, x_bands, locs, log
         u = torch.rand(xb.shape, generator=generator, device=xb.device, dtype=xb.dtype) - 0.5
         x_tilde = xb + q * u
         bits = step_bits(x_tilde, q, loc, ls, bound)
-        coded = coded + torch.where(mask, bits, 0.0).flatten(1).sum(1)
         skipped = skipped + torch.where(mask, 0.0, bits).flatten(1).sum(1)
+        if not colour:
+            coded = coded + torch.where(mask, bits, 0.0).flatten(1).sum(1)
+        else:
+            options = []
+            for where in (loc,) if shown_locs is None else (loc, shown_locs[b].clamp(-bound, bound)):
+                cl, cs = colour_context(x_tilde, where, ls, mask)
+                options.append(torch.where(mask, step_bits(x_tilde, q, cl, cs, bound), 0.0).flatten(1).sum(1))
+            coded = coded + (options[0] if len(options) == 1 else torch.minimum(*options))
         z_new.append(torch.where(mask, tables["coef_z"][st, i] * z + tables["coef_x"][st, i] * x_tilde, z))
         st_new.append(torch.where(mask, torch.full_like(st, i), st))
         n_coded += int(mask.sum())
@@ -165,6 +187,9 @@ def run_chain(
     skip_lambda: float = 0.1,
     sync=None,
     grad_steps: frozenset[int] | None = None,
+    corrections: bool = False,
+    filter_from: int = 1,
+    raw_display: float = 0.0,
 ) -> dict:
     """Run the whole chain on a batch the way the codec does, step by step.
 
@@ -175,7 +200,14 @@ def run_chain(
     Returns per-step bits per dim, display PSNR after each step and the fraction of coefficients
     coded. `grad_steps`: back-propagate only these network steps (2 .. T), run the others without
     autograd (the state still needs their scales), and weight the chosen ones' losses by the
-    number of network steps over the number chosen, so the gradient's expectation is unchanged."""
+    number of network steps over the number chosen, so the gradient's expectation is unchanged.
+    `corrections`: measure what the codec codes (corrections.py): the display filter fitted per
+    crop gives the image shown, the display loss, the pixel step's location and, band by band
+    where it costs less, a Haar step's locations; the colour context moves the locations of
+    colours 1 and 2 in every step. `filter_from`: the first step after which the display filter is
+    applied (the codec sends none where it gains less than it costs: on photos, after steps 1-3 and
+    mostly after step 4); `raw_display`: the share of the display loss taken on the unfiltered image
+    where a filter is applied (the images inside a layer are the unfiltered network's)."""
     sched = model.schedule
     x = to_data_units(pixels)
     x_bands = haar.forward(x, model.haar_levels)
@@ -203,6 +235,7 @@ def run_chain(
                 display_lambda,
                 skip_lambda,
                 out,
+                (filter_from, raw_display) if corrections else None,
             )
     out["nelbo_bpp"] = 3 * sum(out["bits"])
     out["bpp"] = [3 * sum(out["bits"][: k + 1]) for k in range(sched.num_steps)]
@@ -210,22 +243,41 @@ def run_chain(
 
 
 def _run_step(
-    model, net, i, x, x_bands, chain, tables, pixels, generator, grad_weight, display_lambda, skip_lambda, out
+    model,
+    net,
+    i,
+    x,
+    x_bands,
+    chain,
+    tables,
+    pixels,
+    generator,
+    grad_weight,
+    display_lambda,
+    skip_lambda,
+    out,
+    corrections: tuple[int, float] | None = None,
 ) -> ChainState:
     """One step of run_chain: prediction, bits, loss (and, where grad_weight > 0, the backward of
-    grad_weight x the loss), the next state."""
+    grad_weight x the loss), the next state. `corrections`: (filter_from, raw_display) of run_chain,
+    or None for the bare chain."""
     sched = model.schedule
     batch, dims = x.shape[0], x[0].numel()
+    shown = shown_locs = None
     if i == 1:
         locs, log_scales = model.first_prior(chain.z)
         pred = None
     else:
         pred = (net or model)(chain.z, chain.state, torch.full((batch,), i - 1, device=x.device))
         locs, log_scales = pred[0], pred[1]
-        out["psnr"].append(psnr(pred[3], pixels))
+        filtered = corrections is not None and (i - 1 >= corrections[0] or sched.is_pixel_step(i))
+        shown = display_filter(pred[3], x) if filtered else pred[3]
+        if filtered:
+            shown_locs = haar.forward(shown, model.haar_levels)
+        out["psnr"].append(psnr(shown, pixels))
     if not sched.is_pixel_step(i):
         coded, skipped, new_chain, frac = haar_step(
-            model, tables, chain, i, x_bands, locs, log_scales, generator
+            model, tables, chain, i, x_bands, locs, log_scales, generator, shown_locs, corrections is not None
         )
         loss = (coded + skip_lambda * skipped).sum() / (batch * dims)
         out["bits"].append(coded.sum().item() / (batch * dims))
@@ -234,16 +286,21 @@ def _run_step(
         q = sched.pixel_quant
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 0.5
         x_tilde = x + q * u
-        bits = step_bits(x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
-        fin = final_bits(x, x_tilde, q, pred[3], pred[2]).flatten(1).sum(1)
+        loc, log_scale = shown, pred[2]
+        if corrections is not None:
+            loc, log_scale = colour_context(x_tilde, shown, pred[2], torch.ones_like(x, dtype=torch.bool))
+        bits = step_bits(x_tilde, q, loc, log_scale).flatten(1).sum(1)
+        fin = final_bits(x, x_tilde, q, shown, pred[2]).flatten(1).sum(1)
         loss = (bits + fin).sum() / (batch * dims)
         out["bits"] += [bits.sum().item() / (batch * dims), fin.sum().item() / (batch * dims)]
         out["coded"].append(1.0)
         with torch.no_grad():
-            out["psnr"].append(psnr(box_mean(x_tilde, q, pred[3], pred[2]), pixels))
+            out["psnr"].append(psnr(box_mean(x_tilde, q, shown, pred[2]), pixels))
         new_chain = chain
     if pred is not None:
-        mse = ((pred[3] - x) ** 2).mean()
+        mse = ((shown - x) ** 2).mean()
+        if shown is not pred[3] and corrections[1]:
+            mse = (1 - corrections[1]) * mse + corrections[1] * ((pred[3] - x) ** 2).mean()
         loss = loss + display_lambda * display_weight(model, i - 1) * mse
     if grad_weight:
         (loss * grad_weight).backward()

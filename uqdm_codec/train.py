@@ -65,6 +65,9 @@ class TrainConfig:
     minutes: float = 0.0  # stop with a checkpoint after this much wall time (0: run to `steps`)
     grad_steps: int = 0  # back-propagate this many random network steps per batch (0: all of them)
     eval_codec: bool = False  # evaluations also code the held-aside crops with the codec: real bytes
+    corrections: bool = False  # the loss includes the codec's colour context and display filters
+    filter_from: int = 1  # with --corrections: the display filter applies to the images after this step on
+    raw_display: float = 0.0  # with --corrections: share of a filtered step's display loss on the raw image
 
 
 # ----------------------------------------------------------------------------- data
@@ -397,6 +400,8 @@ def train(cfg: TrainConfig) -> None:
         with torch.no_grad():
             gen = torch.Generator(device=device).manual_seed(0)
             cm = run_chain(ema, val.to(device), generator=gen)
+            gen = torch.Generator(device=device).manual_seed(0)
+            cc = run_chain(ema, val.to(device), generator=gen, corrections=True, filter_from=cfg.filter_from)
         rec = {
             "step": done,
             "eval": True,
@@ -405,6 +410,10 @@ def train(cfg: TrainConfig) -> None:
             "psnr": [round(v, 2) for v in cm["psnr"]],
             "lossless_bpp": round(cm["nelbo_bpp"], 4),
             "coded": [round(v, 3) for v in cm["coded"]],
+            # the same chain as the codec codes it (objective.run_chain's corrections), either loss
+            "corrected_bpp": [round(v, 4) for v in cc["bpp"]],
+            "corrected_psnr": [round(v, 2) for v in cc["psnr"]],
+            "corrected_lossless_bpp": round(cc["nelbo_bpp"], 4),
         }
         if cfg.eval_codec:
             rec.update(codec_evaluation(ema, val.numpy(), calibration))
@@ -431,6 +440,9 @@ def train(cfg: TrainConfig) -> None:
             skip_lambda=cfg.skip_lambda,
             sync=sync,
             grad_steps=chosen,
+            corrections=cfg.corrections,
+            filter_from=cfg.filter_from,
+            raw_display=cfg.raw_display,
         )
         if world > 1:  # step 1's prior runs outside the DDP forward: average its gradients by hand
             import torch.distributed as dist
