@@ -6,14 +6,20 @@ import numpy as np
 import torch
 
 from uqdm_codec import corrections, display_filter
-from uqdm_codec.objective import step_bits, to_data_units
+from uqdm_codec.objective import run_chain, step_bits, to_data_units
 
-from .conftest import synthetic_image
+from .conftest import make_tiny_model, synthetic_image
 
 
 def _image(seed: int, size: int = 48) -> torch.Tensor:
     pixels = synthetic_image(size, size, seed=seed).transpose(2, 0, 1)
     return to_data_units(torch.from_numpy(np.ascontiguousarray(pixels)))
+
+
+def _tiny_model_and_photos():
+    """conftest's tiny model and 2 synthetic photos, as (B, 3, H, W) uint8."""
+    pixels = np.stack([synthetic_image(32, 32, seed=k) for k in range(2)]).transpose(0, 3, 1, 2)
+    return make_tiny_model(), torch.from_numpy(np.ascontiguousarray(pixels))
 
 
 def test_display_filter_removes_colour_speckle_and_keeps_a_clean_image():
@@ -33,7 +39,7 @@ def test_display_filter_removes_colour_speckle_and_keeps_a_clean_image():
 def test_display_filter_matches_the_codec_filter_of_the_same_taps():
     """The trainer's filtered image is display_filter.apply's with the least-squares taps: fit the
     codec's (quantised) filter on the same images and the two agree to the rounding of the taps."""
-    target, noisy = _image(2), None
+    target = _image(2)
     noisy = (target + 0.04 * torch.randn(target.shape, generator=torch.Generator().manual_seed(1))).clamp(
         -1, 1
     )
@@ -76,17 +82,7 @@ def test_colour_context_uses_correlated_residuals_and_leaves_colour_0():
 def test_run_chain_with_corrections_codes_fewer_bits_and_trains():
     """On photos with correlated colours the corrected chain costs less than the bare one, shows
     an image at least as good (in-sample least squares), and back-propagates finite gradients."""
-    from uqdm_codec.model import UQDM, ModelConfig
-    from uqdm_codec.network import NetworkConfig
-    from uqdm_codec.objective import run_chain
-
-    torch.manual_seed(0)
-    model = UQDM(ModelConfig(network=NetworkConfig(widths=(8, 8, 8, 8))))
-    for p in model.parameters():
-        p.data.add_(0.01 * torch.randn_like(p))
-    pixels = torch.from_numpy(
-        np.stack([synthetic_image(32, 32, seed=k) for k in range(2)]).transpose(0, 3, 1, 2)
-    )
+    model, pixels = _tiny_model_and_photos()
     bare = run_chain(model, pixels, generator=torch.Generator().manual_seed(1))
     corr = run_chain(
         model, pixels, generator=torch.Generator().manual_seed(1), corrections=True, backward=True
@@ -116,17 +112,7 @@ def test_grey_crops_give_finite_corrections():
 def test_filter_from_leaves_the_early_images_unfiltered():
     """`filter_from` k: the images after steps 1 .. k-1 are the network's own (the bare chain's
     PSNR), the later ones filtered; colour context still in every step, so the bits still fall."""
-    from uqdm_codec.model import UQDM, ModelConfig
-    from uqdm_codec.network import NetworkConfig
-    from uqdm_codec.objective import run_chain
-
-    torch.manual_seed(0)
-    model = UQDM(ModelConfig(network=NetworkConfig(widths=(8, 8, 8, 8))))
-    for p in model.parameters():
-        p.data.add_(0.01 * torch.randn_like(p))
-    pixels = torch.from_numpy(
-        np.stack([synthetic_image(32, 32, seed=k) for k in range(2)]).transpose(0, 3, 1, 2)
-    )
+    model, pixels = _tiny_model_and_photos()
     bare = run_chain(model, pixels, generator=torch.Generator().manual_seed(1))
     late = run_chain(
         model, pixels, generator=torch.Generator().manual_seed(1), corrections=True, filter_from=5

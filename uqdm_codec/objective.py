@@ -264,6 +264,7 @@ def _run_step(
     sched = model.schedule
     batch, dims = x.shape[0], x[0].numel()
     shown = shown_locs = None
+    filtered = False
     if i == 1:
         locs, log_scales = model.first_prior(chain.z)
         pred = None
@@ -299,7 +300,7 @@ def _run_step(
         new_chain = chain
     if pred is not None:
         mse = ((shown - x) ** 2).mean()
-        if shown is not pred[3] and corrections[1]:
+        if filtered and corrections[1]:
             mse = (1 - corrections[1]) * mse + corrections[1] * ((pred[3] - x) ** 2).mean()
         loss = loss + display_lambda * display_weight(model, i - 1) * mse
     if grad_weight:
