@@ -201,3 +201,22 @@ def test_known_intervals_truncate_the_prior_and_round_trip():
     assert bits.sum() < entropy.step_element_bits(k, plain).sum()  # knowing more costs less
     mean = entropy.step_posterior_mean(entropy.reconstruct(k, prior), prior)
     assert np.all((mean >= lower) & (mean <= upper))
+
+
+def test_ideal_bits_stay_finite_when_the_known_interval_lies_far_in_the_tail():
+    """A confident location far beyond the end of an element's known interval leaves the truncated
+    prior no mass in float64; the encoder's bit estimate (which places chunk cuts) must not turn
+    into NaN there (it crashed the encoder on a 512 px crop of skimage's astronaut photo), and the
+    coder must still round-trip the element."""
+    loc = np.array([60.0, 0.0, -60.0, 0.0])
+    scale = np.array([0.05, 1.0, 0.05, 1.0])
+    lower = np.array([-16.0, -16.0, 10.0, -16.0])  # elements 0 and 2: interval 60 / 70 scales past
+    upper = np.array([-10.0, 16.0, 16.0, 16.0])  # the location on either side
+    prior = entropy.StepPrior(
+        loc, scale, np.zeros(4), np.full(4, 1.0), np.full(4, 16.0), lower_known=lower, upper_known=upper
+    )
+    k = np.array([-70, 0, 71, 1])
+    bits = entropy.step_element_bits(k, prior)
+    assert np.all(np.isfinite(bits)) and np.all(bits >= 0)
+    assert bits[0] == pytest.approx(np.log2(7)) and bits[2] == pytest.approx(np.log2(7))
+    assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)

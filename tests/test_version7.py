@@ -1,8 +1,10 @@
 """Files of uqdm 0.11-0.12 (format version 7, no known intervals) still decode as they did there.
 
 tests/data holds two such files, written by uqdm 0.12 (commit 134535e) from a 96x128 crop of
-samples/kodim23.png with the shipped model, one with --mirrors 2, and the SHA-256 of what uqdm
-0.12 decoded from them: after every step, the whole file, and every chunk in turn."""
+samples/kodim23.png with the model shipped then (run v8), one with --mirrors 2, and the SHA-256 of
+what uqdm 0.12 decoded from them: after every step, the whole file, and every chunk in turn. Since
+uqdm 0.17 ships another model, they also check that a file finds the retired weights it was made
+with (weights/retired/) without being told."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from uqdm_codec import container, get_codec
+from uqdm_codec.codec import model_for_file
 from uqdm_codec.image_io import load_image
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -29,7 +33,7 @@ def test_version_7_files_decode_as_uqdm_0_12_decoded_them(name):
     data = (DATA / name).read_bytes()
     header, _ = container.parse_header(data)
     assert header.version == 7 and not header.intervals
-    codec = get_codec()
+    codec = get_codec(model_for_file(header, None))
     want = EXPECTED[name]
     for n in range(codec.num_steps + 1):
         assert _sha(codec.decode(data, steps=n).pixels) == want["steps"][n], f"step {n}"
@@ -63,7 +67,7 @@ def test_truncating_a_version_7_file_keeps_it_version_7():
     data = (DATA / name).read_bytes()
     cut = uqdm_codec.truncate(data, steps=5)
     assert container.parse_header(cut)[0].version == 7
-    assert _sha(get_codec().decode(cut).pixels) == EXPECTED[name]["steps"][5]
+    assert _sha(np.asarray(uqdm_codec.decode(cut))) == EXPECTED[name]["steps"][5]
 
 
 def test_tiled_files_carry_the_version_to_every_region(tiny_model):
@@ -78,3 +82,34 @@ def test_tiled_files_carry_the_version_to_every_region(tiny_model):
         header = container.parse_header(data)[0]
         assert header.tiled and header.version == (8 if intervals else 7)
         assert np.array_equal(Codec(tiny_model, "cpu", region=32).decode(data).pixels, img)
+
+
+def test_files_of_a_retired_model_find_its_weights_and_others_are_refused(tmp_path):
+    from uqdm_codec.model import retired_model_path
+
+    name = sorted(EXPECTED)[0]
+    data = (DATA / name).read_bytes()
+    header = container.parse_header(data)[0]
+    retired = retired_model_path(header.model_name, header.fingerprint)
+    assert retired is not None and retired.parent.name == "retired"
+    assert get_codec(retired).fingerprint == header.fingerprint
+    assert retired_model_path("../uqdm-small", header.fingerprint) is None
+    assert retired_model_path(header.model_name, bytes(16)) is None
+    # the current model refuses the file with a one-line error when asked for explicitly
+    from uqdm_codec.errors import ModelError
+
+    with pytest.raises(ModelError, match="made with model"):
+        get_codec("uqdm-small").decode(data, steps=1)
+
+
+def test_the_cli_decodes_a_retired_models_file_without_being_told(tmp_path):
+    from typer.testing import CliRunner
+
+    from uqdm_codec.cli import app
+
+    name = sorted(EXPECTED)[0]
+    src = tmp_path / "old.uqd"
+    src.write_bytes((DATA / name).read_bytes())
+    result = CliRunner().invoke(app, ["decode", str(src), "--steps", "2", "-o", str(tmp_path / "old.png")])
+    assert result.exit_code == 0, result.output
+    assert _sha(np.asarray(Image.open(tmp_path / "old.png"))) == EXPECTED[name]["steps"][2]

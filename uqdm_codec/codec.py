@@ -44,7 +44,7 @@ from .display_filter import DisplayFilter
 from .errors import FormatError, ModelError, SyncError, UqdmError
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
-from .model import UQDM, resolve_model_path
+from .model import UQDM, resolve_model_path, retired_model_path
 
 Progress = Callable[[int, int], None]
 DEFAULT_REGION = 1024  # longest side coded whole; larger images are tiled (FORMAT.md 1.1, README)
@@ -1334,9 +1334,14 @@ def _validate_pixels(pixels: np.ndarray) -> np.ndarray:
 
 
 def model_for_file(header: Header, requested: str | Path | None) -> str | Path | None:
-    """Which model to load for a file: the requested one, else the file's own if it is shipped."""
+    """Which model to load for a file: the requested one, else the file's own if it is shipped:
+    a retired release's weights when the file's fingerprint names one, else the current model of
+    the file's name (whose fingerprint check_header then compares)."""
     if requested is not None:
         return requested
+    retired = retired_model_path(header.model_name, header.fingerprint)
+    if retired is not None:
+        return retired
     try:
         resolve_model_path(header.model_name)
         return header.model_name

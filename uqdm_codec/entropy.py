@@ -210,12 +210,22 @@ def _normaliser(prior: StepPrior) -> np.ndarray:
 
 
 def step_element_bits(k: np.ndarray, prior: StepPrior) -> np.ndarray:
-    """-log2 P(k) of every element under the exact model (ideal code lengths)."""
+    """-log2 P(k) of every element under the exact model (ideal code lengths). Where the data
+    range lies so far in the prior's tail that its mass is 0 in float64 (a confident location
+    beyond a known interval's end), the coder's tables are all floor, i.e. uniform: so is this."""
     out = np.empty(len(prior))
     for start in range(0, len(prior), SLICE):
         sl = slice(start, start + SLICE)
         p = prior.part(sl)
-        mass = _bin_masses(p, k[sl][:, None].astype(np.float64))[:, 0] / _normaliser(p)
+        norm = _normaliser(p)
+        mass = _bin_masses(p, k[sl][:, None].astype(np.float64))[:, 0]
+        inside = norm > 0
+        if inside.all():
+            mass = mass / norm
+        else:
+            k_lo, k_hi = feasible_range(p)
+            uniform = 1.0 / np.maximum(k_hi - k_lo + 1, 1)
+            mass = np.where(inside, mass / np.where(inside, norm, 1.0), uniform)
         out[sl] = -np.log2(np.maximum(mass, 1e-300))
     return out
 

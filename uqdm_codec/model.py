@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +179,16 @@ def weights_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parent.parent / "weights"
+
+
+def retired_model_path(name: str, fingerprint: bytes) -> Path | None:
+    """The shipped weights of an earlier release that made a file, if this install has them:
+    weights/retired/<name>-<fingerprint hex>.safetensors. A new model must not orphan the files
+    its predecessor wrote; the name comes from the file, so only plain names are looked up."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", name) or ".." in name:
+        return None
+    path = weights_dir() / "retired" / f"{name}-{fingerprint.hex()}.safetensors"
+    return path if path.is_file() else None
 
 
 def resolve_model_path(spec: str | Path | None) -> Path:
