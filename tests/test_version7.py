@@ -84,7 +84,8 @@ def test_tiled_files_carry_the_version_to_every_region(tiny_model):
         assert np.array_equal(Codec(tiny_model, "cpu", region=32).decode(data).pixels, img)
 
 
-def test_files_of_a_retired_model_find_its_weights_and_others_are_refused(tmp_path):
+def test_files_of_a_retired_model_find_its_weights_and_others_are_refused():
+    from uqdm_codec.errors import ModelError
     from uqdm_codec.model import retired_model_path
 
     name = sorted(EXPECTED)[0]
@@ -96,8 +97,6 @@ def test_files_of_a_retired_model_find_its_weights_and_others_are_refused(tmp_pa
     assert retired_model_path("../uqdm-small", header.fingerprint) is None
     assert retired_model_path(header.model_name, bytes(16)) is None
     # the current model refuses the file with a one-line error when asked for explicitly
-    from uqdm_codec.errors import ModelError
-
     with pytest.raises(ModelError, match="made with model"):
         get_codec("uqdm-small").decode(data, steps=1)
 
