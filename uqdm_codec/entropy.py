@@ -218,14 +218,11 @@ def step_element_bits(k: np.ndarray, prior: StepPrior) -> np.ndarray:
         sl = slice(start, start + SLICE)
         p = prior.part(sl)
         norm = _normaliser(p)
-        mass = _bin_masses(p, k[sl][:, None].astype(np.float64))[:, 0]
         inside = norm > 0
-        if inside.all():
-            mass = mass / norm
-        else:
+        mass = _bin_masses(p, k[sl][:, None].astype(np.float64))[:, 0] / np.where(inside, norm, 1.0)
+        if not inside.all():
             k_lo, k_hi = feasible_range(p)
-            uniform = 1.0 / np.maximum(k_hi - k_lo + 1, 1)
-            mass = np.where(inside, mass / np.where(inside, norm, 1.0), uniform)
+            mass = np.where(inside, mass, 1.0 / np.maximum(k_hi - k_lo + 1, 1))
         out[sl] = -np.log2(np.maximum(mass, 1e-300))
     return out
 
