@@ -269,3 +269,19 @@ def test_eval_codec_reports_the_real_bytes_of_the_held_aside_crops(tmp_path):
     crop = holdout_batch(list_images(data)[:1])[0].transpose(1, 2, 0)
     file = Codec(str(out / "uqdm-small.safetensors"), "cpu").encode(np.ascontiguousarray(crop), seed=0)
     assert rec["codec_lossless_bpp"] == round(8.0 * len(file) / (crop.shape[0] * crop.shape[1]), 4)
+
+
+def test_exclude_drops_photos_from_training_but_keeps_the_held_aside_ones(tmp_path, capsys):
+    from uqdm_codec.train import excluded, held_aside, list_images
+
+    data = _photos(tmp_path, 6)
+    for k in range(3):
+        Image.fromarray(synthetic_image(72, 80, seed=10 + k)).save(data / f"{k}.jpg")
+    paths = list_images(data)
+    held = held_aside(paths, 1)
+    dropped = [p.name for p in paths if excluded(p, data, "*.jpg, 4.png")]
+    assert sorted(dropped) == ["0.jpg", "1.jpg", "2.jpg", "4.png"] and held[0].name == "0.jpg"
+    assert not any(excluded(p, data, "") for p in paths)
+    main([str(data), "--out", str(tmp_path / "run"), *TINY, "--steps", "1", "--exclude", "*.jpg, 4.png"])
+    # 9 photos: 0.jpg held aside (chosen before the exclusion), 1.jpg, 2.jpg and 4.png excluded
+    assert "from 5 photos in" in capsys.readouterr().out

@@ -112,3 +112,26 @@ def test_the_cli_decodes_a_retired_models_file_without_being_told(tmp_path):
     result = CliRunner().invoke(app, ["decode", str(src), "--steps", "2", "-o", str(tmp_path / "old.png")])
     assert result.exit_code == 0, result.output
     assert _sha(np.asarray(Image.open(tmp_path / "old.png"))) == EXPECTED[name]["steps"][2]
+
+
+def test_uqdm_0_17_files_decode_as_uqdm_0_17_decoded_them():
+    """tests/data/v8-kodim23-96x128-uqdm017.uqd: format 8 (known intervals), written by uqdm 0.17
+    (commit d16d352, run v12e's model, seed 7) from the same crop; since uqdm 0.18 its weights are
+    retired, and the decoder must find them from the file alone, at every step and chunk."""
+    import uqdm_codec
+
+    name = "v8-kodim23-96x128-uqdm017.uqd"
+    want = json.loads((DATA / "v8-decodes.json").read_text())[name]
+    data = (DATA / name).read_bytes()
+    header, _ = container.parse_header(data)
+    assert header.version == 8 and header.intervals and len(data) == want["bytes"]
+    codec = get_codec(model_for_file(header, None))
+    assert codec.fingerprint == header.fingerprint != get_codec("uqdm-small").fingerprint
+    for n in range(codec.num_steps + 1):
+        assert _sha(np.asarray(uqdm_codec.decode(data, steps=n))) == want["steps"][n], f"step {n}"
+    full = codec.decode(data)
+    original = load_image(Path(__file__).resolve().parent.parent / "samples" / "kodim23.png").pixels
+    assert full.lossless and np.array_equal(full.pixels, original[160:256, 280:408])
+    images = list(codec.iter_decode(data, every_chunk=True))
+    assert len(images) == want["levels"]
+    assert hashlib.sha256(b"".join(im.pixels.tobytes() for im in images)).hexdigest() == want["every_chunk"]

@@ -8,6 +8,7 @@ as RUN_DIR/<name>.safetensors + .json at every checkpoint, ready for `--model`. 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import math
 import os
@@ -68,6 +69,7 @@ class TrainConfig:
     corrections: bool = False  # the loss includes the codec's colour context and display filters
     filter_from: int = 1  # with --corrections: the display filter applies to the images after this step on
     raw_display: float = 0.0  # with --corrections: share of a filtered step's display loss on the raw image
+    exclude: str = ""  # comma-separated globs (under data_dir) of photos never to train on, e.g. "misc/*.png"
 
 
 # ----------------------------------------------------------------------------- data
@@ -134,6 +136,13 @@ def holdout_batch(paths: list[Path], size: int = 256) -> np.ndarray:
 def held_aside(paths: list[Path], holdout: int) -> list[Path]:
     """The `holdout` photos the trainer never trains on: every k-th one (deterministic)."""
     return paths[:: max(1, len(paths) // max(holdout, 1))][:holdout]
+
+
+def excluded(path: Path, root: Path, patterns: str) -> bool:
+    """Whether `path` matches one of the comma-separated globs (relative to `root`) of --exclude.
+    Applied after the held-aside photos are chosen, so excluding photos never changes those."""
+    rel = path.relative_to(root).as_posix()
+    return any(fnmatch.fnmatch(rel, pat.strip()) for pat in patterns.split(",") if pat.strip())
 
 
 def calibration_crops(data: Path, count: int, size: int, holdout: int = 6, seed: int = 0) -> list[np.ndarray]:
@@ -281,7 +290,8 @@ def train(cfg: TrainConfig) -> None:
     if len(paths) <= cfg.holdout:
         raise SystemExit(f"found {len(paths)} images in {cfg.data_dir}; need more than {cfg.holdout}")
     held = held_aside(paths, cfg.holdout)
-    train_paths = [p for p in paths if p not in set(held)]
+    root = Path(cfg.data_dir)
+    train_paths = [p for p in paths if p not in set(held) and not excluded(p, root, cfg.exclude)]
     t0 = time.time()
     data = PhotoCrops(train_paths, min_side=cfg.crop)
     val = torch.from_numpy(holdout_batch(held)) if held else None
