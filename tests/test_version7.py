@@ -28,6 +28,18 @@ def _sha(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
+def _assert_whole_file_and_chunks_as_recorded(codec, data: bytes, want: dict) -> None:
+    """The whole file decodes to the recorded hash and to the crop it was made from; every chunk in
+    turn to the recorded images."""
+    full = codec.decode(data)
+    assert full.lossless and _sha(full.pixels) == want["steps"][-1]
+    original = load_image(Path(__file__).resolve().parent.parent / "samples" / "kodim23.png").pixels
+    assert np.array_equal(full.pixels, original[160:256, 280:408])
+    images = list(codec.iter_decode(data, every_chunk=True))
+    assert len(images) == want["levels"]
+    assert hashlib.sha256(b"".join(im.pixels.tobytes() for im in images)).hexdigest() == want["every_chunk"]
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_version_7_files_decode_as_uqdm_0_12_decoded_them(name):
     data = (DATA / name).read_bytes()
@@ -37,13 +49,7 @@ def test_version_7_files_decode_as_uqdm_0_12_decoded_them(name):
     want = EXPECTED[name]
     for n in range(codec.num_steps + 1):
         assert _sha(codec.decode(data, steps=n).pixels) == want["steps"][n], f"step {n}"
-    full = codec.decode(data)
-    assert full.lossless and _sha(full.pixels) == want["steps"][-1]
-    original = load_image(Path(__file__).resolve().parent.parent / "samples" / "kodim23.png").pixels
-    assert np.array_equal(full.pixels, original[160:256, 280:408])
-    images = list(codec.iter_decode(data, every_chunk=True))
-    assert len(images) == want["levels"]
-    assert hashlib.sha256(b"".join(im.pixels.tobytes() for im in images)).hexdigest() == want["every_chunk"]
+    _assert_whole_file_and_chunks_as_recorded(codec, data, want)
 
 
 def test_the_encoder_writes_version_8_with_intervals_and_7_without(tiny_model):
@@ -129,9 +135,4 @@ def test_uqdm_0_17_files_decode_as_uqdm_0_17_decoded_them():
     assert codec.fingerprint == header.fingerprint != get_codec("uqdm-small").fingerprint
     for n in range(codec.num_steps + 1):
         assert _sha(np.asarray(uqdm_codec.decode(data, steps=n))) == want["steps"][n], f"step {n}"
-    full = codec.decode(data)
-    original = load_image(Path(__file__).resolve().parent.parent / "samples" / "kodim23.png").pixels
-    assert full.lossless and np.array_equal(full.pixels, original[160:256, 280:408])
-    images = list(codec.iter_decode(data, every_chunk=True))
-    assert len(images) == want["levels"]
-    assert hashlib.sha256(b"".join(im.pixels.tobytes() for im in images)).hexdigest() == want["every_chunk"]
+    _assert_whole_file_and_chunks_as_recorded(codec, data, want)

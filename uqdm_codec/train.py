@@ -286,12 +286,13 @@ def train(cfg: TrainConfig) -> None:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    paths = list_images(Path(cfg.data_dir))
+    root = Path(cfg.data_dir)
+    paths = list_images(root)
     if len(paths) <= cfg.holdout:
         raise SystemExit(f"found {len(paths)} images in {cfg.data_dir}; need more than {cfg.holdout}")
     held = held_aside(paths, cfg.holdout)
-    root = Path(cfg.data_dir)
-    train_paths = [p for p in paths if p not in set(held) and not excluded(p, root, cfg.exclude)]
+    kept = set(paths) - set(held)
+    train_paths = [p for p in paths if p in kept and not excluded(p, root, cfg.exclude)]
     t0 = time.time()
     data = PhotoCrops(train_paths, min_side=cfg.crop)
     val = torch.from_numpy(holdout_batch(held)) if held else None
