@@ -120,19 +120,30 @@ def test_the_cli_decodes_a_retired_models_file_without_being_told(tmp_path):
     assert _sha(np.asarray(Image.open(tmp_path / "old.png"))) == EXPECTED[name]["steps"][2]
 
 
-def test_uqdm_0_17_files_decode_as_uqdm_0_17_decoded_them():
-    """tests/data/v8-kodim23-96x128-uqdm017.uqd: format 8 (known intervals), written by uqdm 0.17
-    (commit d16d352, run v12e's model, seed 7) from the same crop; since uqdm 0.18 its weights are
-    retired, and the decoder must find them from the file alone, at every step and chunk."""
+RELEASES = {  # file (written by commit d16d352 / c261c2d, seed 7) -> fingerprint of the model it used
+    "v8-kodim23-96x128-uqdm017.uqd": "5abafba905573bdfb7c411dcc9e12cbe",  # run v12e, uqdm 0.17
+    "v8-kodim23-96x128-uqdm018.uqd": "586d459e4d87e18ecad7f6beb499e5bc",  # run v13b, uqdm 0.18
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_files_of_earlier_releases_decode_as_those_releases_decoded_them(name):
+    """tests/data/v8-kodim23-96x128-uqdm01?.uqd: format 8 (known intervals), written by uqdm 0.17 and
+    0.18 from the same crop with the model each shipped; both models are retired now, and the decoder
+    must find each from the file alone, at every step and chunk."""
     import uqdm_codec
 
-    name = "v8-kodim23-96x128-uqdm017.uqd"
     want = json.loads((DATA / "v8-decodes.json").read_text())[name]
     data = (DATA / name).read_bytes()
     header, _ = container.parse_header(data)
     assert header.version == 8 and header.intervals and len(data) == want["bytes"]
+    assert header.fingerprint.hex() == RELEASES[name]
     codec = get_codec(model_for_file(header, None))
     assert codec.fingerprint == header.fingerprint != get_codec("uqdm-small").fingerprint
     for n in range(codec.num_steps + 1):
         assert _sha(np.asarray(uqdm_codec.decode(data, steps=n))) == want["steps"][n], f"step {n}"
     _assert_whole_file_and_chunks_as_recorded(codec, data, want)
+
+
+def test_every_golden_file_of_a_release_is_listed():
+    assert set(json.loads((DATA / "v8-decodes.json").read_text())) == set(RELEASES)
