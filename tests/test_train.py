@@ -285,3 +285,40 @@ def test_exclude_drops_photos_from_training_but_keeps_the_held_aside_ones(tmp_pa
     main([str(data), "--out", str(tmp_path / "run"), *TINY, "--steps", "1", "--exclude", "*.jpg, 4.png"])
     # 9 photos: 0.jpg held aside (chosen before the exclusion), 1.jpg, 2.jpg and 4.png excluded
     assert "from 5 photos in" in capsys.readouterr().out
+
+
+def test_average_weights_is_the_element_wise_mean_and_refuses_runs_that_differ(tmp_path):
+    """scripts/average_weights.py (docs/MODEL.md section 22): float tensors averaged, others kept
+    only where every run agrees, the first run's description copied beside the result."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "average_weights.py"
+    spec = importlib.util.spec_from_file_location("average_weights", path)
+    average_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(average_weights)
+
+    runs = []
+    for i, (w, steps) in enumerate(((1.0, 7), (2.0, 7), (6.0, 7))):
+        run = tmp_path / f"run{i}.safetensors"
+        save_file({"w": torch.full((2, 3), w), "steps": torch.tensor([steps])}, str(run))
+        run.with_suffix(".json").write_text(json.dumps({"name": f"run{i}"}))
+        runs.append(run)
+    mean = average_weights.average(runs)
+    assert torch.equal(mean["w"], torch.full((2, 3), 3.0)) and mean["w"].dtype == torch.float32
+    assert torch.equal(mean["steps"], torch.tensor([7]))
+
+    out = tmp_path / "mean.safetensors"
+    average_weights.main([str(out), str(runs[0]), str(runs[1])])
+    assert torch.equal(load_file(str(out))["w"], torch.full((2, 3), 1.5))
+    assert json.loads(out.with_suffix(".json").read_text()) == {"name": "run0"}
+
+    odd = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(2, 3), "steps": torch.tensor([8])}, str(odd))
+    with pytest.raises(SystemExit, match="differs"):
+        average_weights.average([runs[0], odd])
+    save_file({"v": torch.zeros(2, 3), "steps": torch.tensor([7])}, str(odd))
+    with pytest.raises(SystemExit, match="same tensors"):
+        average_weights.average([runs[0], odd])
