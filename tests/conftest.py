@@ -4,6 +4,10 @@ synthetic images."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +82,12 @@ def image() -> np.ndarray:
 def encoded(codec) -> tuple[np.ndarray, bytes]:
     img = synthetic_image(40, 56, seed=3)
     return img, codec.encode(img, seed=123)
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME.py as a module: the scripts are not a package, but their functions are tested."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,24 +1,17 @@
 """scripts/prior_probes.py: its code lengths against the codec's (its flips probe mirrors with
 ensemble.py, tested in test_ensemble.py)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from uqdm_codec.codec import Codec, ideal_bits
 
-from .conftest import synthetic_image
+from .conftest import load_script, synthetic_image
 
 
 @pytest.fixture(scope="module")
 def probes():
-    path = Path(__file__).resolve().parent.parent / "scripts" / "prior_probes.py"
-    spec = importlib.util.spec_from_file_location("prior_probes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prior_probes")
 
 
 def test_shape_probe_prices_the_logistic_as_the_codec_does(probes, codec):

@@ -12,7 +12,7 @@ from PIL import Image
 from uqdm_codec.codec import Codec
 from uqdm_codec.train import main
 
-from .conftest import synthetic_image
+from .conftest import load_script, synthetic_image
 
 # a tiny network on tiny crops: enough to exercise every part of training in seconds
 TINY = [
@@ -174,9 +174,6 @@ def test_train_skips_non_finite_steps(tmp_path, capsys, monkeypatch):
 def test_minutes_stop_a_run_with_a_checkpoint_and_device_pieces_resume_it(tmp_path, capsys):
     """--minutes ends a run early with a checkpoint (one device call); the device script cuts the
     checkpoint into parts the device tool can return and joins them for the next call."""
-    import importlib.util
-    from pathlib import Path
-
     data = _photos(tmp_path, 3)
     run = tmp_path / "run"
     main(
@@ -185,10 +182,7 @@ def test_minutes_stop_a_run_with_a_checkpoint_and_device_pieces_resume_it(tmp_pa
     assert '"stopped"' in capsys.readouterr().out
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 1
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "device_train.py"
-    spec = importlib.util.spec_from_file_location("device_train", path)
-    device_train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(device_train)
+    device_train = load_script("device_train")
     device_train.PIECE = (run / "checkpoint.pt").stat().st_size // 3 + 1  # three parts
     device_train.split(run, tmp_path / "out")
     assert len(list((tmp_path / "out").glob("checkpoint.pt.part*"))) == 3
@@ -290,15 +284,9 @@ def test_exclude_drops_photos_from_training_but_keeps_the_held_aside_ones(tmp_pa
 def test_average_weights_is_the_element_wise_mean_and_refuses_runs_that_differ(tmp_path):
     """scripts/average_weights.py (docs/MODEL.md section 22): float tensors averaged, others kept
     only where every run agrees, the first run's description copied beside the result."""
-    import importlib.util
-    from pathlib import Path
-
     from safetensors.torch import load_file, save_file
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "average_weights.py"
-    spec = importlib.util.spec_from_file_location("average_weights", path)
-    average_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(average_weights)
+    average_weights = load_script("average_weights")
 
     runs = []
     for i, (w, steps) in enumerate(((1.0, 7), (2.0, 7), (6.0, 7))):
