@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -26,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from study_common import load_crops  # noqa: E402
 
+from uqdm_codec import files  # noqa: E402
 from uqdm_codec.bench import bd_rate  # noqa: E402
-from uqdm_codec.codec import Codec  # noqa: E402
+from uqdm_codec.codec import ChunkPolicy, Codec  # noqa: E402
 from uqdm_codec.exactmodel import from_float, load_codec_model  # noqa: E402
 from uqdm_codec.model import MODEL_FORMAT, load_model  # noqa: E402
 from uqdm_codec.progression import psnr  # noqa: E402
@@ -41,8 +43,11 @@ def codec_for(path: Path, data: Path) -> Codec:
 
 
 def dense_curve(
-    codec: Codec, pixels: np.ndarray, seed: int, mirrors: int = 1
-) -> tuple[list[tuple[float, float]], float, int]:
+    codec: Codec, pixels: np.ndarray, seed: int, mirrors: int = 1, cuts: int = 0
+) -> tuple[list[tuple[float, float]], float, int, list[tuple[float, float]]]:
+    """Every chunk's (bpp, PSNR), the lossless bpp, the number of levels; with `cuts`, also the
+    (bpp, PSNR) of `cuts` files truncated at budgets spaced evenly in log-bytes between the end of
+    layer 1 and the start of the lossless layer, as `uqdm truncate` cuts them (inside chunks)."""
     data = codec.encode(pixels, seed=seed, mirrors=mirrors)
     npx = pixels.shape[0] * pixels.shape[1]
     points, levels = [], 0
@@ -51,7 +56,14 @@ def dense_curve(
         if image.lossless:
             continue
         points.append((8.0 * image.nbytes / npx, psnr(pixels, image.pixels)))
-    return [p for p in points if p[0] > 0], 8.0 * len(data) / npx, levels
+    cut_points = []
+    if cuts:
+        layers = files.info(data).layers
+        lo, hi = layers[0].end, layers[-2].end
+        for budget in np.unique(np.geomspace(lo, hi, cuts).astype(int)):
+            part = files.truncate(data, max_bytes=int(budget))
+            cut_points.append((8.0 * len(part) / npx, psnr(pixels, codec.decode(part).pixels)))
+    return [p for p in points if p[0] > 0], 8.0 * len(data) / npx, levels, cut_points
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,6 +91,29 @@ def main(argv: list[str] | None = None) -> None:
         "only (uqdm 0.12's files); a run with 0 is named MODEL#intervals=0",
     )
     ap.add_argument(
+        "--network-every",
+        nargs="+",
+        type=int,
+        default=[None],
+        help="the encoder also offers the network's image at every n-th chunk of a Haar layer "
+        "(ChunkPolicy.network_every; 0: only before the tail, as uqdm 0.19; default the codec's); "
+        "named MODEL#network-every=n",
+    )
+    ap.add_argument(
+        "--growth",
+        nargs="+",
+        type=float,
+        default=[None],
+        help="the encoder's chunk growth (ChunkPolicy.growth; default the codec's); named MODEL#growth=g",
+    )
+    ap.add_argument(
+        "--cuts",
+        type=int,
+        default=0,
+        help="also decode this many truncated files per image (uqdm truncate's cut chunks) and report "
+        "the BD-rate over them",
+    )
+    ap.add_argument(
         "--bare",
         action="store_true",
         help="the network alone: no colour context, display filters, lossless context or known "
@@ -93,17 +128,23 @@ def main(argv: list[str] | None = None) -> None:
             model,
             m,
             iv,
+            ne,
+            g,
             str(model)
             + ("" if m == 1 else f"#mirrors={m}")
             + ("" if iv else "#intervals=0")
+            + (f"#network-every={ne}" if ne is not None else "")
+            + (f"#growth={g}" if g is not None else "")
             + ("#bare" if args.bare else ""),
         )
         for model in args.models
         for iv in args.intervals
         for m in args.mirrors
+        for ne in args.network_every
+        for g in args.growth
     ]
     codecs: dict[Path, Codec] = {}
-    for model, mirrors, intervals, name in runs:
+    for model, mirrors, intervals, every, growth, name in runs:
         if name in done:  # same images and seeds are the caller's promise
             results[name] = done[name]
             continue
@@ -112,27 +153,40 @@ def main(argv: list[str] | None = None) -> None:
             codecs[model] = codec_for(model, args.data)
         codec = codecs[model]
         codec.intervals = bool(intervals) and not args.bare
+        policy = ChunkPolicy()  # the codec's default, then this run's changes
+        if every is not None:
+            policy = replace(policy, network_every=every)
+        if growth is not None:
+            policy = replace(policy, growth=growth)
+        codec.chunking = policy
         codec.colour_context = codec.display_filters = codec.lossless_context = not args.bare
-        curves = [dense_curve(codec, px, seed, mirrors) for seed, px in enumerate(images)]
+        curves = [dense_curve(codec, px, seed, mirrors, args.cuts) for seed, px in enumerate(images)]
         results[name] = {
             "steps": codec.num_steps,
-            "curves": [c for c, _, _ in curves],
-            "lossless_bpp": float(np.mean([b for _, b, _ in curves])),
-            "levels": float(np.mean([n for _, _, n in curves])),
+            "curves": [c[0] for c in curves],
+            "cut_curves": [c[3] for c in curves],
+            "lossless_bpp": float(np.mean([c[1] for c in curves])),
+            "levels": float(np.mean([c[2] for c in curves])),
             "seconds": round(time.time() - t0, 1),
         }
         print(
             f"{name}: {results[name]['lossless_bpp']:.3f} bpp lossless, {time.time() - t0:.0f} s", flush=True
         )
-    anchor = results[runs[0][3]]
+    anchor = results[runs[0][-1]]
     for name, res in results.items():
         per_image = [bd_rate(a, t) for a, t in zip(anchor["curves"], res["curves"])]
         res["bd_rate_per_image"] = per_image
         res["bd_rate_mean"] = float(np.mean([b for b in per_image if b is not None]))
+        cut_bd = ""
+        if res.get("cut_curves") and all(res["cut_curves"]) and all(anchor.get("cut_curves") or [[]]):
+            per_cut = [bd_rate(a, t) for a, t in zip(anchor["cut_curves"], res["cut_curves"])]
+            res["cut_bd_rate_per_image"] = per_cut
+            res["cut_bd_rate_mean"] = float(np.mean([b for b in per_cut if b is not None]))
+            cut_bd = f", truncated files: BD-rate {res['cut_bd_rate_mean']:+.2f} %"
         print(
             f"{name}: {res['steps']} steps, lossless {res['lossless_bpp']:.3f} bpp, "
             f"levels {res['levels']:.0f}, BD-rate vs first {res['bd_rate_mean']:+.2f} % "
-            f"(per image {', '.join(f'{b:+.1f}' for b in per_image if b is not None)})"
+            f"(per image {', '.join(f'{b:+.1f}' for b in per_image if b is not None)}){cut_bd}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

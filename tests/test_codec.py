@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -457,3 +459,27 @@ def test_any_tile_size_decodes_the_file(tiny_model):
     finally:
         torch.set_num_threads(threads)
     assert all(np.array_equal(a, b.pixels) for a, b in zip(single, other.iter_decode(data)))
+
+
+def test_network_images_offered_at_every_chunk_decode_to_the_encoders_choice():
+    """With network_every=1 the encoder flags `NETWORK` on any inner chunk of a Haar layer whose
+    network image beats its posterior means (the shipped model's does, a random tiny model's not); a
+    decoder cut there shows exactly that image, and quality still never falls as bytes arrive."""
+    from PIL import Image
+
+    from uqdm_codec.codec import ChunkPolicy
+
+    with Image.open(Path(__file__).parents[1] / "samples" / "kodim23.png") as im:
+        img = np.asarray(im.convert("RGB"))[192:256, 296:392].copy()
+    codec = Codec(None, "cpu", chunking=ChunkPolicy(growth=0.03, min_bytes=24, network_every=1))
+    data = codec.encode(img, seed=4)
+    parsed = container.parse(data)
+    chunks = [c for layer in parsed.layers for c in layer.chunks]
+    tails = sum(1 for layer in parsed.layers[1 : codec.num_steps - 1] if len(layer.chunks) > 1)
+    assert sum(c.network for c in chunks) > tails  # more than one network image per layer
+    points = list(codec.iter_decode(data, every_chunk=True))
+    errors = [_sse(p.pixels, img) for p in points]
+    assert all(b <= a for a, b in zip(errors, errors[1:])) and errors[-1] == 0
+    cut_at = [p for flag, p in zip(chunks, points[1:]) if flag.network]
+    for p in cut_at[:: max(1, len(cut_at) // 4)]:
+        assert np.array_equal(codec.decode(data[: p.nbytes]).pixels, p.pixels)

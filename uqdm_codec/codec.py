@@ -71,8 +71,9 @@ class DecodedImage:
 
 @dataclass(frozen=True)
 class ChunkPolicy:
-    """How the encoder cuts layers: a chunk holds about `growth` times the bytes before it (so a
-    file can be cut within that fraction of any budget), but at least `min_bytes`. The first layer
+    """How the encoder cuts layers: a chunk holds about `growth` times the bytes before it, but at
+    least `min_bytes` (`truncate` lands inside chunks, so growth sets how often a streaming decoder
+    gets a new image and how much framing the file pays, not how close a cut lands). The first layer
     stays whole (it is small, and every byte of it counts). Each later layer ends in a tail as
     large as the bytes that chunking added to the file so far: a prefix as long as the file would
     be up to this step without sub-step chunks then holds the whole step but its tail, and shows
@@ -85,9 +86,14 @@ class ChunkPolicy:
     inside chunks (FORMAT.md 2.1), so small chunks no longer buy closer landings, while each
     chunk's framing (about `chunk_overhead` bytes, paid again in every later step's tail) costs the
     step points (README, "Progressive decoding"). A lower floor gives a streaming decoder more updates on
-    a small image."""
+    a small image.
 
-    growth: float = 0.03
+    `network_every` n > 0: at every n-th chunk of a Haar layer the encoder also makes the network's
+    image (FORMAT.md 7) and flags `NETWORK` where it beats the per-coefficient posterior means, at
+    one network pass per such chunk in the encoder and one in a decoder that stops there
+    (docs/MODEL.md section 23); 0 offers it only before the tail, as uqdm 0.19 did."""
+
+    growth: float = 0.12
     min_bytes: int = 384
     min_floor: int = 384
     reference_pixels: int = 768 * 512
@@ -97,6 +103,7 @@ class ChunkPolicy:
     descriptor_bytes: float = 3.0  # a chunk's descriptor: in the layer header, before the first chunk
     max_tail_pieces: int = 8
     tail: bool = True
+    network_every: int = 1
 
     def for_image(self, width: int, height: int) -> ChunkPolicy:
         """This policy with min_bytes in proportion to the image's pixels (never above min_bytes,
@@ -619,6 +626,10 @@ class _Judge:
             total += int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
         return total
 
+    def error(self, image: np.ndarray) -> int:
+        """The image's squared error against the original."""
+        return self._sse(image)
+
     def __call__(self, image: np.ndarray) -> bool:
         err = self._sse(image)
         if err < self.best:
@@ -723,6 +734,7 @@ class Codec:
         The last chunk's flags are left to the caller."""
         partition, order, ends, pays, head = cut
         net_at = min(head, len(ends) - 1) - 1  # the tail's head: as close to the step as it gets
+        every = self.chunking.network_every if self.chunking is not None else 0
         chunks, start = [], 0
         for c, (end, payload) in enumerate(zip(ends, pays)):
             part = order[start:end]
@@ -730,7 +742,12 @@ class Codec:
             flags = 0
             if c < len(ends) - 1:
                 net = network and c == net_at
-                flags = (NETWORK if net else 0) | (SHOW if judge(partial(net)) else 0)
+                image = partial(net)
+                if network and not net and every and (c + 1) % every == 0:
+                    alt = partial(True)  # the network's image where it beats the posterior means
+                    if judge.error(alt) < judge.error(image):
+                        net, image = True, alt
+                flags = (NETWORK if net else 0) | (SHOW if judge(image) else 0)
             chunks.append(Chunk(payload, end - start, flags))
             start = end
         return partition, chunks
