@@ -66,6 +66,12 @@ def dense_curve(
     return [p for p in points if p[0] > 0], 8.0 * len(data) / npx, levels, cut_points
 
 
+def _has_cuts(result: dict) -> bool:
+    """Whether a result holds truncated-file points for every image (runs without --cuts, and
+    older --reuse files, do not)."""
+    return all(result.get("cut_curves") or [[]])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", type=Path, help="the first is the anchor")
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         res["bd_rate_per_image"] = per_image
         res["bd_rate_mean"] = float(np.mean([b for b in per_image if b is not None]))
         cut_bd = ""
-        if res.get("cut_curves") and all(res["cut_curves"]) and all(anchor.get("cut_curves") or [[]]):
+        if _has_cuts(anchor) and _has_cuts(res):
             per_cut = [bd_rate(a, t) for a, t in zip(anchor["cut_curves"], res["cut_curves"])]
             res["cut_bd_rate_per_image"] = per_cut
             res["cut_bd_rate_mean"] = float(np.mean([b for b in per_cut if b is not None]))

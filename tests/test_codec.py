@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -469,7 +467,9 @@ def test_network_images_offered_at_every_chunk_decode_to_the_encoders_choice():
 
     from uqdm_codec.codec import ChunkPolicy
 
-    with Image.open(Path(__file__).parents[1] / "samples" / "kodim23.png") as im:
+    from .test_portability import SAMPLE
+
+    with Image.open(SAMPLE) as im:
         img = np.asarray(im.convert("RGB"))[192:256, 296:392].copy()
     codec = Codec(None, "cpu", chunking=ChunkPolicy(growth=0.03, min_bytes=24, network_every=1))
     data = codec.encode(img, seed=4)

@@ -631,7 +631,10 @@ class _Judge:
         return self._sse(image)
 
     def __call__(self, image: np.ndarray) -> bool:
-        err = self._sse(image)
+        return self.beats(self._sse(image))
+
+    def beats(self, err: int) -> bool:
+        """Whether an image of squared error `err` beats the one on screen (it is shown if so)."""
         if err < self.best:
             self.best = err
             return True
@@ -730,7 +733,7 @@ class Codec:
     def _layer(self, cut, apply, partial, network, judge):
         """The chunks of one layer, flagged: apply(part) moves the chain past elements (given by
         natural-order position), partial(net) is the image a decoder shows after them (net: the
-        network's, allowed where `network`), judge(image) says whether it beats what is on screen.
+        network's, allowed where `network`), judge says whether it beats what is on screen.
         The last chunk's flags are left to the caller."""
         partition, order, ends, pays, head = cut
         net_at = min(head, len(ends) - 1) - 1  # the tail's head: as close to the step as it gets
@@ -742,12 +745,12 @@ class Codec:
             flags = 0
             if c < len(ends) - 1:
                 net = network and c == net_at
-                image = partial(net)
+                err = judge.error(partial(net))
                 if network and not net and every and (c + 1) % every == 0:
-                    alt = partial(True)  # the network's image where it beats the posterior means
-                    if judge.error(alt) < judge.error(image):
-                        net, image = True, alt
-                flags = (NETWORK if net else 0) | (SHOW if judge(image) else 0)
+                    alt = judge.error(partial(True))  # the network's image where it beats the means
+                    if alt < err:
+                        net, err = True, alt
+                flags = (NETWORK if net else 0) | (SHOW if judge.beats(err) else 0)
             chunks.append(Chunk(payload, end - start, flags))
             start = end
         return partition, chunks
