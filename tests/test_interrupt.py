@@ -19,6 +19,10 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_cpu_time(pid: int, seconds: float, timeout: float = 60.0) -> None:
     """Wait until the process has used `seconds` of CPU (user + system), so that a signal lands
     inside the work rather than in interpreter start-up on a busy machine."""
@@ -77,7 +81,9 @@ def test_interrupted_run_leaves_nothing(tmp_path, tiny_model_path, sig, command)
         str(target),
         "-q",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a shell starts background jobs with SIGINT ignored, and a child inherits that (Python then
+    # installs no KeyboardInterrupt handler): give the child SIGINT's default, as a terminal would
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     _wait_for_cpu_time(proc.pid, 3.0)  # past start-up, inside the work, however loaded the machine
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

@@ -217,10 +217,10 @@ def encode(
 
     Several inputs run in --jobs worker processes; a file that fails is reported in one line and
     the others go on; a table sums up, and the exit code is 1 if any failed."""
-    from . import ensemble, get_codec
-    from .image_io import atomic_write, load_image
+    with _errors():  # the imports too: an interrupt while torch loads gets the same one line
+        from . import ensemble, get_codec
+        from .image_io import atomic_write, load_image
 
-    with _errors():
         mirrors = ensemble.check_mirrors(mirrors)
         if len(images) > 1:
             _batch(
@@ -298,11 +298,11 @@ def decode(
     """Reconstruct images from .uqd files, from their first N steps or all of them.
 
     Several inputs run in --jobs worker processes, as for encode."""
-    from . import container, get_codec, sampling
-    from .codec import model_for_file
-    from .image_io import save_image
+    with _errors():  # the imports too, as in encode
+        from . import container, get_codec, sampling
+        from .codec import model_for_file
+        from .image_io import save_image
 
-    with _errors():
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         if len(files_) > 1:
             if progression or all_steps:
@@ -459,10 +459,10 @@ def bench(
     quiet: bool = QuietOpt,
 ) -> None:
     """Rate-distortion and speed of uqdm (real file bytes, every layer) against the usual codecs."""
-    from . import bench as benchmark
-    from . import ensemble, get_codec
+    with _errors():  # the imports too, as in encode
+        from . import bench as benchmark
+        from . import ensemble, get_codec
 
-    with _errors():
         if not folder.is_dir():
             raise UqdmError(f"{folder}: not a folder")
         codec = get_codec(model, device)
