@@ -236,11 +236,14 @@ def shape(codec: Codec, images: list[np.ndarray]) -> dict:
 
 def partial(codec: Codec, images: list[np.ndarray]) -> dict:
     """PSNR of every image shown inside a Haar layer (2..T-1), as shown and filtered by the
-    previous layer's filter, by this layer's, or by the best filter fitted on that image."""
+    previous layer's filter, by this layer's, or by the best filter fitted on that image; per layer
+    over all of them and over those whose chunk shows the network's image (`NETWORK` and `SHOW`,
+    uqdm 0.20's encoder: most of them)."""
     rows = []
     for seed, px in enumerate(images):
         data = codec.encode(px, seed=seed)
-        filters = {lay.index: lay.display_filter for lay in container.parse(data).layers}
+        layers = container.parse(data).layers
+        filters = {lay.index: lay.display_filter for lay in layers}
         target = entropy.pixels_to_data(px.transpose(2, 0, 1))
         for im in codec.iter_decode(data, every_chunk=True):
             if im.lossless or im.complete or not 2 <= im.layer < codec.num_steps:
@@ -251,6 +254,7 @@ def partial(codec: Codec, images: list[np.ndarray]) -> dict:
                 return psnr(px, entropy.data_to_pixels(dfilter.apply(f, d)).transpose(1, 2, 0))
 
             best = max(shown(f) for f in dfilter.fit(d, target))
+            chunk = layers[im.layer - 1].chunks[im.chunks - 1]
             rows.append(
                 [
                     seed,
@@ -260,18 +264,24 @@ def partial(codec: Codec, images: list[np.ndarray]) -> dict:
                     shown(filters.get(im.layer - 1)),
                     shown(filters.get(im.layer)),
                     best,
+                    float(chunk.network and chunk.show),
                 ]
             )
         print(f"image {seed}: {sum(r[0] == seed for r in rows)} partial images", flush=True)
     arr = np.array(rows)
     out = {}
     for layer in np.unique(arr[:, 1]).astype(int):
-        gain = (arr[arr[:, 1] == layer, 4:] - arr[arr[:, 1] == layer, 3:4]).mean(axis=0)
-        out[f"layer {layer}"] = dict(zip(("previous filter", "this filter", "fitted"), gain.tolist()))
-        print(
-            f"layer {layer}: mean gain (dB) previous filter {gain[0]:+.2f}, this layer's "
-            f"{gain[1]:+.2f}, fitted {gain[2]:+.2f}"
-        )
+        for label, sel in (("", arr[:, 1] == layer), (" network", (arr[:, 1] == layer) & (arr[:, 7] > 0))):
+            if not sel.any():
+                continue
+            gain = (arr[sel, 4:7] - arr[sel, 3:4]).mean(axis=0)
+            out[f"layer {layer}{label}"] = dict(
+                zip(("previous filter", "this filter", "fitted", "images"), [*gain.tolist(), int(sel.sum())])
+            )
+            print(
+                f"layer {layer}{label} ({int(sel.sum())} images): mean gain (dB) previous filter "
+                f"{gain[0]:+.2f}, this layer's {gain[1]:+.2f}, fitted {gain[2]:+.2f}"
+            )
     return {"gain_db": out, "points": rows}
 
 

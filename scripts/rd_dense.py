@@ -113,6 +113,15 @@ def main(argv: list[str] | None = None) -> None:
         help="the encoder's chunk growth (ChunkPolicy.growth; default the codec's); named MODEL#growth=g",
     )
     ap.add_argument(
+        "--tail-choice",
+        nargs="+",
+        type=int,
+        default=[None],
+        help="1: the encoder keeps the closer of the network's image and the means at the tail's head "
+        "too, 0: always the network's there (ChunkPolicy.choose_at_tail; uqdm 0.19-0.20: 0; default the "
+        "codec's); named MODEL#tail-choice=b",
+    )
+    ap.add_argument(
         "--cuts",
         type=int,
         default=0,
@@ -136,11 +145,13 @@ def main(argv: list[str] | None = None) -> None:
             iv,
             ne,
             g,
+            tc,
             str(model)
             + ("" if m == 1 else f"#mirrors={m}")
             + ("" if iv else "#intervals=0")
             + (f"#network-every={ne}" if ne is not None else "")
             + (f"#growth={g}" if g is not None else "")
+            + (f"#tail-choice={tc}" if tc is not None else "")
             + ("#bare" if args.bare else ""),
         )
         for model in args.models
@@ -148,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         for m in args.mirrors
         for ne in args.network_every
         for g in args.growth
+        for tc in args.tail_choice
     ]
     codecs: dict[Path, Codec] = {}
-    for model, mirrors, intervals, every, growth, name in runs:
+    for model, mirrors, intervals, every, growth, tail_choice, name in runs:
         if name in done:  # same images and seeds are the caller's promise
             results[name] = done[name]
             continue
@@ -164,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             policy = replace(policy, network_every=every)
         if growth is not None:
             policy = replace(policy, growth=growth)
+        if tail_choice is not None:
+            policy = replace(policy, choose_at_tail=bool(tail_choice))
         codec.chunking = policy
         codec.colour_context = codec.display_filters = codec.lossless_context = not args.bare
         curves = [dense_curve(codec, px, seed, mirrors, args.cuts) for seed, px in enumerate(images)]

@@ -483,3 +483,26 @@ def test_network_images_offered_at_every_chunk_decode_to_the_encoders_choice():
     cut_at = [p for flag, p in zip(chunks, points[1:]) if flag.network]
     for p in cut_at[:: max(1, len(cut_at) // 4)]:
         assert np.array_equal(codec.decode(data[: p.nbytes]).pixels, p.pixels)
+
+
+def test_tail_head_keeps_the_closer_image(tiny_model):
+    """At the tail's head the encoder keeps the closer of the network's image and the posterior
+    means (choose_at_tail): a random tiny model's network image loses to the means there, so no
+    chunk is flagged `NETWORK`, the bytes are the same as when it is always shown, and at every
+    chunk the image a decoder shows is at least as close to the original."""
+    from uqdm_codec.codec import ChunkPolicy
+
+    img = synthetic_image(48, 64, seed=11)
+    runs = {}
+    for choose in (False, True):
+        policy = ChunkPolicy(growth=0.01, min_bytes=24, network_every=0, choose_at_tail=choose)
+        codec = Codec(tiny_model, "cpu", chunking=policy)
+        data = codec.encode(img, seed=4)
+        flags = [c.network for layer in container.parse(data).layers for c in layer.chunks]
+        errors = [_sse(p.pixels, img) for p in codec.iter_decode(data, every_chunk=True)]
+        runs[choose] = data, flags, errors
+    (always, always_flags, always_err), (chosen, chosen_flags, chosen_err) = runs[False], runs[True]
+    assert sum(always_flags) >= 3 and not any(chosen_flags)
+    assert len(always) == len(chosen) and len(always_err) == len(chosen_err)
+    assert all(b <= a for a, b in zip(always_err, chosen_err))
+    assert any(b < a for a, b in zip(always_err, chosen_err))

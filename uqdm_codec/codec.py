@@ -91,7 +91,10 @@ class ChunkPolicy:
     `network_every` n > 0: at every n-th chunk of a Haar layer the encoder also makes the network's
     image (FORMAT.md 7) and flags `NETWORK` where it beats the per-coefficient posterior means, at
     one network pass per such chunk in the encoder and one in a decoder that stops there
-    (docs/MODEL.md section 23); 0 offers it only before the tail, as uqdm 0.19 did."""
+    (docs/MODEL.md section 23); 0 offers it only before the tail, as uqdm 0.19 did.
+
+    `choose_at_tail`: at the tail's head too, keep the closer of the network's image and the
+    posterior means (uqdm 0.19 and 0.20 always showed the network's there; section 24)."""
 
     growth: float = 0.12
     min_bytes: int = 384
@@ -104,6 +107,7 @@ class ChunkPolicy:
     max_tail_pieces: int = 8
     tail: bool = True
     network_every: int = 1
+    choose_at_tail: bool = True
 
     def for_image(self, width: int, height: int) -> ChunkPolicy:
         """This policy with min_bytes in proportion to the image's pixels (never above min_bytes,
@@ -738,6 +742,7 @@ class Codec:
         partition, order, ends, pays, head = cut
         net_at = min(head, len(ends) - 1) - 1  # the tail's head: as close to the step as it gets
         every = self.chunking.network_every if self.chunking is not None else 0
+        choose = self.chunking is not None and self.chunking.choose_at_tail
         chunks, start = [], 0
         for c, (end, payload) in enumerate(zip(ends, pays)):
             part = order[start:end]
@@ -746,7 +751,11 @@ class Codec:
             if c < len(ends) - 1:
                 net = network and c == net_at
                 err = judge.error(partial(net))
-                if network and not net and every and (c + 1) % every == 0:
+                if net and choose:
+                    alt = judge.error(partial(False))  # the means where they beat the network's image
+                    if alt < err:
+                        net, err = False, alt
+                elif network and not net and every and (c + 1) % every == 0:
                     alt = judge.error(partial(True))  # the network's image where it beats the means
                     if alt < err:
                         net, err = True, alt
