@@ -749,16 +749,15 @@ class Codec:
             apply(part)
             flags = 0
             if c < len(ends) - 1:
-                net = network and c == net_at
-                err = judge.error(partial(net))
-                if net and choose:
-                    alt = judge.error(partial(False))  # the means where they beat the network's image
+                # the default candidate: the network's image at the tail's head, else the means;
+                # where the other is offered, it is kept if it is closer to the original
+                first = network and c == net_at
+                offered = choose if first else network and every and (c + 1) % every == 0
+                net, err = first, judge.error(partial(first))
+                if offered:
+                    alt = judge.error(partial(not first))
                     if alt < err:
-                        net, err = False, alt
-                elif network and not net and every and (c + 1) % every == 0:
-                    alt = judge.error(partial(True))  # the network's image where it beats the means
-                    if alt < err:
-                        net, err = True, alt
+                        net, err = not first, alt
                 flags = (NETWORK if net else 0) | (SHOW if judge.beats(err) else 0)
             chunks.append(Chunk(payload, end - start, flags))
             start = end
