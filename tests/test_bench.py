@@ -44,11 +44,26 @@ def test_bench_on_synthetic_images(tmp_path, codec, tiny_model_path):
     assert {"JPEG", "WebP"} <= set(summary["baselines"]) and "PNG" in summary["lossless_bpp"]
 
     out = tmp_path / "out"
-    r = run("bench", folder, "--limit", 1, "--crop", 24, "-m", tiny_model_path, "--out", out, "--mirrors", 2)
+    r = run(
+        "bench",
+        folder,
+        "--limit",
+        1,
+        "--crop",
+        24,
+        "-m",
+        tiny_model_path,
+        "--out",
+        out,
+        "--mirrors",
+        2,
+        "--fast",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "results.json").read_text())
     assert doc["summary"]["images"] == 1 and (out / "rd.png").exists()
     assert doc["summary"]["mirrors"] == 2 and summary["mirrors"] == 1
+    assert doc["summary"]["fast"] and not summary["fast"]
     assert "BD-rate vs JPEG" in r.stdout
     if "JPEG XL" in doc["summary"]["baselines"]:
         assert "BD-rate vs JPEG XL" in r.stdout and "JPEG XL lossless" in r.stdout

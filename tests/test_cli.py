@@ -262,3 +262,28 @@ def test_help_mentions_the_batch_options():
     for command in ("encode", "decode", "truncate"):
         r = run(command, "--help")
         assert r.exit_code == 0 and "--out-dir" in r.stdout and "--jobs" in r.stdout
+
+
+def test_fast_encoding_single_and_batch(tmp_path, photos, tiny_model_path, monkeypatch):
+    """--fast reaches the encoder on both paths; files of the same size as without it, exact decodes."""
+    from uqdm_codec.codec import Codec
+
+    seen, encode = [], Codec.encode
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("fast"))
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(Codec, "encode", spy)
+    common = ("-m", tiny_model_path, "--seed", 3)
+    for flags, out in (([], "plain"), (["--fast"], "fast")):
+        r = run("encode", *photos[:2], "--out-dir", tmp_path / out, *common, *flags)
+        assert r.exit_code == 0, r.output
+    r = run("encode", photos[0], "-o", tmp_path / "one.uqd", *common, "--fast")
+    assert r.exit_code == 0, r.output
+    assert seen == [False, False, True, True, True]
+    sizes = {out: [p.stat().st_size for p in sorted((tmp_path / out).iterdir())] for out in ("plain", "fast")}
+    assert sizes["plain"] == sizes["fast"] and (tmp_path / "one.uqd").stat().st_size == sizes["plain"][0]
+    r = run("decode", tmp_path / "one.uqd", "-o", tmp_path / "one.png", "-m", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one.png")), np.asarray(Image.open(photos[0])))

@@ -509,3 +509,31 @@ def test_tail_head_keeps_the_closer_image(tiny_model):
     assert len(always) == len(chosen) and len(always_err) == len(chosen_err)
     assert all(b <= a for a, b in zip(always_err, chosen_err))
     assert any(b < a for a, b in zip(always_err, chosen_err))
+
+
+def test_fast_encoding_changes_only_the_flags_inside_steps():
+    """encode(fast=True) offers the network's image only at each tail's head: the same layers and
+    chunk payloads (so the same size and step images), NETWORK flags at most once per layer, and
+    quality still never falls as bytes arrive."""
+    from PIL import Image
+
+    from uqdm_codec.codec import ChunkPolicy
+
+    from .test_portability import SAMPLE
+
+    with Image.open(SAMPLE) as im:
+        img = np.asarray(im.convert("RGB"))[192:256, 296:392].copy()
+    codec = Codec(None, "cpu", chunking=ChunkPolicy(growth=0.03, min_bytes=24))
+    full, fast = codec.encode(img, seed=4), codec.encode(img, seed=4, fast=True)
+    a, b = container.parse(full), container.parse(fast)
+    assert len(full) == len(fast) and len(a.layers) == len(b.layers)
+    for la, lb in zip(a.layers, b.layers):
+        assert [c.payload for c in la.chunks] == [c.payload for c in lb.chunks]
+        assert sum(c.network for c in lb.chunks[:-1]) <= 1
+    assert sum(c.network for layer in b.layers for c in layer.chunks) < sum(
+        c.network for layer in a.layers for c in layer.chunks
+    )
+    for steps in (3, 5, codec.num_steps, None):
+        assert np.array_equal(codec.decode(full, steps=steps).pixels, codec.decode(fast, steps=steps).pixels)
+    errors = [_sse(p.pixels, img) for p in codec.iter_decode(fast, every_chunk=True)]
+    assert all(q <= p for p, q in zip(errors, errors[1:])) and errors[-1] == 0

@@ -134,9 +134,11 @@ def encode_file(
     device=None,
     seed: int | None = None,
     mirrors: int = 1,
+    fast: bool = False,
     force: bool = False,
 ) -> Result:
-    """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input)."""
+    """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
+    `mirrors` and `fast` as for Codec.encode."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
@@ -147,7 +149,7 @@ def encode_file(
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(source)
-        data = get_codec(model, device).encode(loaded.pixels, seed=seed, mirrors=mirrors)
+        data = get_codec(model, device).encode(loaded.pixels, seed=seed, mirrors=mirrors, fast=fast)
         atomic_write(target, data, force=force, inputs=(source,))
         bpp = files.info(data).layers[-1].bpp
         return Result(source, target, True, len(data), bpp, f"{bpp:.3f} bpp", notes=loaded.notes)
@@ -275,6 +277,7 @@ def run_batch(
     bpp: float | None = None,
     recon: str = "mean",
     mirrors: int = 1,
+    fast: bool = False,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -283,7 +286,7 @@ def run_batch(
     Outputs go to out_dir (created if missing), else beside each input, under the single-file
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
-    with recon="sample"; `mirrors` the encoder's mirror ensemble (1, 2 or 4). progress(result, done,
+    with recon="sample"; `mirrors` and `fast` the encoder's (Codec.encode). progress(result, done,
     total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
@@ -305,7 +308,7 @@ def run_batch(
     if out_dir is not None:
         make_folder(out_dir)
     options = {
-        "encode": {"model": model, "device": device, "seed": seed, "mirrors": mirrors},
+        "encode": {"model": model, "device": device, "seed": seed, "mirrors": mirrors, "fast": fast},
         "decode": {"model": model, "device": device, "steps": steps, "recon": recon, "seed": seed},
         "truncate": {"bpp": bpp, "steps": steps},
     }[op]

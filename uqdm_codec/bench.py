@@ -156,10 +156,16 @@ class ImageResult:
 
 
 def bench_image(
-    codec, pixels: np.ndarray, name: str, seed: int = 0, baselines: bool = True, mirrors: int = 1
+    codec,
+    pixels: np.ndarray,
+    name: str,
+    seed: int = 0,
+    baselines: bool = True,
+    mirrors: int = 1,
+    fast: bool = False,
 ) -> ImageResult:
     t0 = time.perf_counter()
-    data = codec.encode(pixels, seed=seed, mirrors=mirrors)
+    data = codec.encode(pixels, seed=seed, mirrors=mirrors, fast=fast)
     enc = time.perf_counter() - t0
     fi = files.info(data)
     ends = [fi.header_bytes] + [layer.end for layer in fi.layers]
@@ -313,7 +319,11 @@ def run(
     baselines: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
     mirrors: int = 1,
+    fast: bool = False,
 ) -> tuple[dict, list[ImageResult]]:
+    """Every image of `folder` through uqdm (seed = its index; `mirrors` and `fast` as for
+    Codec.encode: fast files have the same layers, so the same figures but the encoding time) and,
+    with `baselines`, the other codecs."""
     paths = list_images(folder)[:limit] if limit else list_images(folder)
     if not paths:
         from .errors import UqdmError
@@ -323,11 +333,13 @@ def run(
     results = []
     for k, path in enumerate(paths):
         pixels = center_crop(load_image(path).pixels, crop)
-        results.append(bench_image(codec, pixels, path.name, seed=k, baselines=baselines, mirrors=mirrors))
+        results.append(
+            bench_image(codec, pixels, path.name, seed=k, baselines=baselines, mirrors=mirrors, fast=fast)
+        )
         if progress:
             progress(k + 1, len(paths), path.name)
     summary = summarise(results, codec.num_steps)
-    summary["mirrors"] = mirrors
+    summary["mirrors"], summary["fast"] = mirrors, fast
     return summary, results
 
 

@@ -734,15 +734,16 @@ class Codec:
                 break
         return PARTITION_IMPORTANCE, order, ends, pays, head
 
-    def _layer(self, cut, apply, partial, network, judge):
+    @staticmethod
+    def _layer(cut, apply, partial, network, judge, policy: ChunkPolicy | None):
         """The chunks of one layer, flagged: apply(part) moves the chain past elements (given by
         natural-order position), partial(net) is the image a decoder shows after them (net: the
         network's, allowed where `network`), judge says whether it beats what is on screen.
         The last chunk's flags are left to the caller."""
         partition, order, ends, pays, head = cut
         net_at = min(head, len(ends) - 1) - 1  # the tail's head: as close to the step as it gets
-        every = self.chunking.network_every if self.chunking is not None else 0
-        choose = self.chunking is not None and self.chunking.choose_at_tail
+        every = policy.network_every if policy is not None else 0
+        choose = policy is not None and policy.choose_at_tail
         chunks, start = [], 0
         for c, (end, payload) in enumerate(zip(ends, pays)):
             part = order[start:end]
@@ -773,11 +774,15 @@ class Codec:
         seed: int | None = None,
         progress: Progress | None = None,
         mirrors: int = 1,
+        fast: bool = False,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
         the network's average over the state and its mirror images (ensemble.py), for smaller files
-        at 2 or 4 network passes per step on both sides."""
+        at 2 or 4 network passes per step on both sides. fast: the network's image is offered only
+        at each step's tail head (ChunkPolicy.network_every 0), for about half the encoding time;
+        the same bytes but for chunk flags, so the same size and step images, and coarser images
+        inside a step (docs/MODEL.md section 25)."""
         pixels = _validate_pixels(pixels)
         mirrors = ensemble.check_mirrors(mirrors)
         h, w = pixels.shape[:2]
@@ -796,13 +801,14 @@ class Codec:
         if self.region is not None and max(h, w) > self.region:
             from . import regions
 
-            return regions.encode(self, pixels, header, progress)
-        return b"".join(self.encode_layers(pixels, header, progress))
+            return regions.encode(self, pixels, header, progress, fast)
+        return b"".join(self.encode_layers(pixels, header, progress, fast))
 
     def encode_layers(
-        self, pixels: np.ndarray, header: Header, progress: Progress | None = None
+        self, pixels: np.ndarray, header: Header, progress: Progress | None = None, fast: bool = False
     ) -> list[bytes]:
-        """The header bytes and then each layer's bytes of the untiled file `header` describes."""
+        """The header bytes and then each layer's bytes of the untiled file `header` describes
+        (fast: as for encode)."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
@@ -811,6 +817,8 @@ class Codec:
         size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
         judge = _Judge(pixels, chain.blank_display())
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
+        if fast and policy is not None:
+            policy = replace(policy, network_every=0)
         pred, prior, order = None, None, np.zeros(0, np.int64)
         original = pixels.transpose(2, 0, 1).astype(np.float64)
         prev_sse = float(judge.best)  # of the last complete step's image: for the filters' choice
@@ -997,7 +1005,7 @@ class Codec:
         flat_size = (
             flat[1] if flat else size + Layer(KIND_STEP, i, 0, [Chunk(cut[3][0], n)], 0, steps_ctx).size
         )
-        partition, chunks = self._layer(cut, apply, partial, i < T, judge)
+        partition, chunks = self._layer(cut, apply, partial, i < T, judge, policy)
         if i <= T and not np.array_equal(prior.loc, coded.loc):
             raise AssertionError("colour context: the decoder's prior would differ from the encoder's")
         return partition, chunks, flat_size, context

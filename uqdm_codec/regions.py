@@ -44,9 +44,11 @@ def region_size(width: int, height: int, limit: int, multiple: int) -> tuple[int
     return side(width), side(height)
 
 
-def encode(codec: Codec, pixels: np.ndarray, header: Header, progress: Progress | None = None) -> bytes:
+def encode(
+    codec: Codec, pixels: np.ndarray, header: Header, progress: Progress | None = None, fast: bool = False
+) -> bytes:
     """The tiled file of `pixels`: each region encoded in turn (its chain freed before the next),
-    then the layer records interleaved."""
+    then the layer records interleaved (fast: as for Codec.encode)."""
     size = region_size(header.width, header.height, codec.region, codec.net.multiple)
     header = replace(header, region=size)
     boxes = header.regions()
@@ -59,7 +61,7 @@ def encode(codec: Codec, pixels: np.ndarray, header: Header, progress: Progress 
                 progress(r * per + i, len(boxes) * per)
 
         sub = np.ascontiguousarray(pixels[y0:y1, x0:x1])
-        records.append(codec.encode_layers(sub, header.region_header(r), step)[1:])
+        records.append(codec.encode_layers(sub, header.region_header(r), step, fast)[1:])
         del sub
         release_memory()
     out = [header.to_bytes()]
