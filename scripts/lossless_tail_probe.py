@@ -15,6 +15,8 @@ levels, with one scale per bin of local activity (16 quantile bins). Ideal code 
 fitted coefficients, bin edges and scales are counted at 16 bits each. Prints, per photo, in
 bits per pixel: the chain's lossless file, PNG, JPEG 2000 reversible, WebP lossless and JPEG XL
 lossless (real bytes), the tail alone, and the prefix up to step s plus the tail given its image.
+`--rich`: each pass also sees the next ring of 8 known pixels, and the activity adds the mean
+coded error of the 4 nearest (CALIC's error energy).
 Measured, not kept (docs/MODEL.md section 26).
 """
 
@@ -68,8 +70,18 @@ def _neighbours(i, j, offsets, shape):
     return out
 
 
-def code_pass(x: np.ndarray, side: np.ndarray | None, i, j, offsets, known: np.ndarray) -> float:
-    """Bits of one pass: pixels (i, j) given their known neighbours at `offsets` (and `side`)."""
+def code_pass(
+    x: np.ndarray,
+    side: np.ndarray | None,
+    i,
+    j,
+    offsets,
+    known: np.ndarray,
+    err: np.ndarray | None = None,
+) -> float:
+    """Bits of one pass: pixels (i, j) given their known neighbours at `offsets` (and `side`).
+    The first 4 offsets are the nearest, whose spread sets the activity; with `err` (the coded
+    pixels' absolute prediction errors, updated here), their mean error adds to it."""
     n = len(i)
     if n == 0:  # a pass of a scale the image is too small for
         return 0.0
@@ -84,7 +96,8 @@ def code_pass(x: np.ndarray, side: np.ndarray | None, i, j, offsets, known: np.n
             mean = (nv * ok).sum(1) / np.maximum(ok.sum(1), 1)
             nv = np.where(ok, nv, mean[:, None])
             feats += list(nv.T)
-            activity = np.abs(nv - nv.mean(1, keepdims=True)).mean(1)
+            near4 = nv[:, :4]
+            activity = np.abs(near4 - near4.mean(1, keepdims=True)).mean(1)
         if side is not None:
             feats.append(side[i, j, c])
             if near:
@@ -103,34 +116,59 @@ def code_pass(x: np.ndarray, side: np.ndarray | None, i, j, offsets, known: np.n
             w = 1.0 / np.sqrt(np.abs(t - a @ coef) + 1.0 + 0.5 * activity)
             coef, *_ = np.linalg.lstsq(a * w[:, None], t * w, rcond=None)
         m = np.clip(a @ coef, 0, 255)
-        bits += binned_bits(t, m, np.log(activity + 0.5)) + 16.0 * len(coef)
+        if err is not None and near:
+            ev = np.stack([err[a_, b_, c] for a_, b_ in near[:4]], 1)
+            energy = (ev * ok[:, :4]).sum(1) / np.maximum(ok[:, :4].sum(1), 1)
+            bits += binned_bits(t, m, np.log(activity + 0.7 * energy + 0.5)) + 16.0 * len(coef)
+        else:
+            bits += binned_bits(t, m, np.log(activity + 0.5)) + 16.0 * len(coef)
+        if err is not None:
+            err[i, j, c] = np.abs(t - m)
         residuals.append(t - m)
     return bits
 
 
-def interlaced_bits(pixels: np.ndarray, side: np.ndarray | None = None, levels: int = 6) -> float:
-    """Ideal code length of the whole image in interlaced passes, coarse to fine."""
+def _ring(a: int, b: int) -> list[tuple[int, int]]:
+    """The 8 offsets (+-a, +-b) and (+-b, +-a)."""
+    return [(sa * a, sb * b) for sa in (-1, 1) for sb in (-1, 1)] + [
+        (sb * b, sa * a) for sa in (-1, 1) for sb in (-1, 1)
+    ]
+
+
+def interlaced_bits(
+    pixels: np.ndarray, side: np.ndarray | None = None, levels: int = 6, rich: bool = False
+) -> float:
+    """Ideal code length of the whole image in interlaced passes, coarse to fine. rich: 8 more
+    known neighbours per pass (the next ring) and the neighbours' coded errors in the activity."""
     x = pixels.astype(np.float64)
     side = None if side is None else side.astype(np.float64)
     h, w, _ = x.shape
     known = np.zeros((h, w), bool)
+    err = np.zeros_like(x) if rich else None
     d = 2**levels
     i, j = (a.ravel() for a in np.meshgrid(np.arange(0, h, d), np.arange(0, w, d), indexing="ij"))
-    bits = 8.0 * 3 * len(i) if side is None else code_pass(x, side, i, j, [], known)
+    bits = 8.0 * 3 * len(i) if side is None else code_pass(x, side, i, j, [], known, err)
     known[i, j] = True
+    if err is not None and side is None:
+        err[i, j] = 8.0  # sent raw: no prediction, a typical error
     for level in range(levels, 0, -1):
         d, half = 2**level, 2 ** (level - 1)
         i, j = (a.ravel() for a in np.meshgrid(np.arange(half, h, d), np.arange(half, w, d), indexing="ij"))
         diag = [(-half, -half), (-half, half), (half, -half), (half, half)]
+        if rich:  # the lattice points of the next ring
+            diag += _ring(half, 3 * half)
         assert not known[i, j].any()  # every pixel is coded once
-        bits += code_pass(x, side, i, j, diag, known)
+        bits += code_pass(x, side, i, j, diag, known, err)
         known[i, j] = True
         a1 = np.meshgrid(np.arange(0, h, d), np.arange(half, w, d), indexing="ij")
         a2 = np.meshgrid(np.arange(half, h, d), np.arange(0, w, d), indexing="ij")
         i = np.concatenate([a1[0].ravel(), a2[0].ravel()])
         j = np.concatenate([a1[1].ravel(), a2[1].ravel()])
+        cross = [(-half, 0), (half, 0), (0, -half), (0, half)]
+        if rich:  # the known points of the next ring: lattice points and square centres
+            cross += _ring(half, 2 * half)
         assert not known[i, j].any()
-        bits += code_pass(x, side, i, j, [(-half, 0), (half, 0), (0, -half), (0, half)], known)
+        bits += code_pass(x, side, i, j, cross, known, err)
         known[i, j] = True
     assert known.all()
     return bits
@@ -139,6 +177,7 @@ def interlaced_bits(pixels: np.ndarray, side: np.ndarray | None = None, levels: 
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--after", type=int, nargs="+", default=[5, 6, 7, 8])
+    ap.add_argument("--rich", action="store_true", help="12 neighbours and their errors (interlaced_bits)")
     args = ap.parse_args()
     codec = get_codec()
     baselines = baseline_settings()
@@ -153,12 +192,12 @@ def main() -> None:
                 size, rec = baselines[name][0](px)
                 assert np.array_equal(rec, px)
                 row[name] = 8.0 * size / npx
-        row["tail alone"] = interlaced_bits(px) / npx
+        row["tail alone"] = interlaced_bits(px, rich=args.rich) / npx
         for s in args.after:
             lv = levels[s]
             shown = lv.pixels if lv.shown is None else lv.shown
             row[f"step {s} prefix"] = 8.0 * lv.nbytes / npx
-            row[f"step {s} + tail"] = (8.0 * lv.nbytes + interlaced_bits(px, shown)) / npx
+            row[f"step {s} + tail"] = (8.0 * lv.nbytes + interlaced_bits(px, shown, rich=args.rich)) / npx
         rows.append(row)
         text = (f"{k} {v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items())
         print("  ".join(text), flush=True)

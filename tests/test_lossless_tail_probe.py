@@ -21,11 +21,12 @@ def test_discretised_logistic_sums_to_one_over_the_levels(probe, m, s):
         assert np.argmin(bits) == int(np.clip(np.round(m), 0, 255))
 
 
+@pytest.mark.parametrize("rich", [False, True])
 @pytest.mark.parametrize("h, w", [(37, 53), (9, 130)])
-def test_every_pixel_is_coded_once_at_any_size(probe, h, w):
+def test_every_pixel_is_coded_once_at_any_size(probe, h, w, rich):
     """interlaced_bits asserts that each pass codes only pixels not yet known, and all of them."""
     px = synthetic_image(h, w, seed=h)
-    assert 0 < probe.interlaced_bits(px) < 8 * px.size + 12 * 3 * 16 * (9 + 31)
+    assert 0 < probe.interlaced_bits(px, rich=rich) < 8 * px.size + 12 * 3 * 16 * (17 + 31)
 
 
 def test_noise_costs_about_eight_bits_a_value(probe):
