@@ -17,21 +17,22 @@ bits per pixel: the chain's lossless file, PNG, JPEG 2000 reversible, WebP lossl
 lossless (real bytes), the tail alone, and the prefix up to step s plus the tail given its image.
 `--rich`: each pass also sees the next ring of 8 known pixels, and the activity adds the mean
 coded error of the 4 nearest (CALIC's error energy).
-Measured, not kept (docs/MODEL.md section 26).
+`--exact`: the tail's real bytes from uqdm_codec.lossless_tail (integer coefficients, real ANS
+payloads, every parameter in its varint), each file decoded back and checked (section 27).
+Measured, not kept (docs/MODEL.md sections 26 and 27).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from study_common import load_crops, parser
+from study_common import finish_rows, load_crops, parser, print_row
 
-from uqdm_codec import get_codec
+from uqdm_codec import get_codec, lossless_tail
 from uqdm_codec.bench import baseline_settings
 
 LOSSLESS = ("PNG", "JPEG 2000 reversible", "WebP lossless", "JPEG XL lossless")
@@ -178,10 +179,19 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--after", type=int, nargs="+", default=[5, 6, 7, 8])
     ap.add_argument("--rich", action="store_true", help="12 neighbours and their errors (interlaced_bits)")
+    ap.add_argument("--exact", action="store_true", help="real bytes of uqdm_codec.lossless_tail")
     args = ap.parse_args()
     codec = get_codec()
     baselines = baseline_settings()
     rows = []
+
+    def tail_bits(px: np.ndarray, side: np.ndarray | None) -> float:
+        if not args.exact:
+            return interlaced_bits(px, side, rich=args.rich)
+        data = lossless_tail.encode(px, side)
+        assert np.array_equal(lossless_tail.decode(data, px.shape[0], px.shape[1], side), px)
+        return 8.0 * len(data)
+
     for seed, (path, px) in enumerate(zip(args.images, load_crops(args.images, args.crop))):
         npx = px.shape[0] * px.shape[1]
         data = codec.encode(px, seed=seed, fast=True)
@@ -192,20 +202,15 @@ def main() -> None:
                 size, rec = baselines[name][0](px)
                 assert np.array_equal(rec, px)
                 row[name] = 8.0 * size / npx
-        row["tail alone"] = interlaced_bits(px, rich=args.rich) / npx
+        row["tail alone"] = tail_bits(px, None) / npx
         for s in args.after:
             lv = levels[s]
             shown = lv.pixels if lv.shown is None else lv.shown
             row[f"step {s} prefix"] = 8.0 * lv.nbytes / npx
-            row[f"step {s} + tail"] = (8.0 * lv.nbytes + interlaced_bits(px, shown, rich=args.rich)) / npx
+            row[f"step {s} + tail"] = (8.0 * lv.nbytes + tail_bits(px, shown)) / npx
         rows.append(row)
-        text = (f"{k} {v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items())
-        print("  ".join(text), flush=True)
-    keys = [k for k in rows[0] if k != "image"]
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    print("mean  " + "  ".join(f"{k} {v:.3f}" for k, v in mean.items()))
-    if args.json:
-        args.json.write_text(json.dumps({"images": rows, "mean": mean}, indent=1) + "\n")
+        print_row(row)
+    finish_rows(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,18 @@ def load_crops(paths: list[Path], crop: int) -> list[np.ndarray]:
         h, w = px.shape[:2]
         images.append(np.ascontiguousarray(px[: h - h % 16, : w - w % 16]))
     return images
+
+
+def print_row(row: dict) -> None:
+    """One photo's figures on one line: `name  key value  key value ...`."""
+    print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else str(v) for k, v in row.items()), flush=True)
+
+
+def finish_rows(rows: list[dict], out: Path | None) -> dict:
+    """Print the mean of every figure over the photos, and save rows and means to `out` (JSON)."""
+    keys = [k for k in rows[0] if k != "image"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    print("mean  " + "  ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    if out:
+        out.write_text(json.dumps({"images": rows, "mean": mean}, indent=1) + "\n")
+    return mean

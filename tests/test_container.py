@@ -106,7 +106,8 @@ def _header_with(**fields):
         (dict(version=2), "version 2 was written by uqdm 0.2.*re-encode"),
         (dict(version=4), "version 4 was written by uqdm 0.5.*re-encode"),
         (dict(version=6), "version 6 was written by uqdm 0.7-0.10.*re-encode"),
-        (dict(flags=8), "flags"),
+        (dict(flags=16), "flags"),
+        (dict(flags=8, version=7), "flags"),  # a lossless tail (FORMAT.md 6.6) needs version 8
         (dict(flags=6), "reserved mirror"),
         (dict(flags=1), "incomplete"),  # tiled: the region size is missing
         (dict(tile=0), "tile"),

@@ -151,7 +151,7 @@ def test_damaged_tiled_files(tiled, tiled_codec, other_model_path):
 
     raw = hd.to_bytes()
     bad_flag = bytearray(raw)
-    bad_flag[9] = 0b1001  # TILED and an unknown bit
+    bad_flag[9] = 0b10001  # TILED and an unknown bit
     with pytest.raises(FormatError, match="flags"):
         files.info(with_header(bytes(bad_flag)))
     with pytest.raises(FormatError, match="region size"):

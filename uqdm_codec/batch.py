@@ -135,10 +135,11 @@ def encode_file(
     seed: int | None = None,
     mirrors: int = 1,
     fast: bool = False,
+    tail: bool | None = False,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
-    `mirrors` and `fast` as for Codec.encode."""
+    `mirrors`, `fast` and `tail` as for Codec.encode."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
@@ -149,7 +150,9 @@ def encode_file(
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(source)
-        data = get_codec(model, device).encode(loaded.pixels, seed=seed, mirrors=mirrors, fast=fast)
+        data = get_codec(model, device).encode(
+            loaded.pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail
+        )
         atomic_write(target, data, force=force, inputs=(source,))
         bpp = files.info(data).layers[-1].bpp
         return Result(source, target, True, len(data), bpp, f"{bpp:.3f} bpp", notes=loaded.notes)
@@ -186,7 +189,7 @@ def decode_file(
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         save_image(decoded.pixels, target, force=force, inputs=(source,))
-        what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.num_steps}"
+        what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.num_steps - header.tail}"
         return Result(source, target, True, target.stat().st_size, None, what, notes=decoded.warnings)
 
     return _run(task, source, target, out_dir if output is None else None)
@@ -278,6 +281,7 @@ def run_batch(
     recon: str = "mean",
     mirrors: int = 1,
     fast: bool = False,
+    tail: bool | None = False,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -286,7 +290,7 @@ def run_batch(
     Outputs go to out_dir (created if missing), else beside each input, under the single-file
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
-    with recon="sample"; `mirrors` and `fast` the encoder's (Codec.encode). progress(result, done,
+    with recon="sample"; `mirrors`, `fast` and `tail` the encoder's (Codec.encode). progress(result, done,
     total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
@@ -308,7 +312,14 @@ def run_batch(
     if out_dir is not None:
         make_folder(out_dir)
     options = {
-        "encode": {"model": model, "device": device, "seed": seed, "mirrors": mirrors, "fast": fast},
+        "encode": {
+            "model": model,
+            "device": device,
+            "seed": seed,
+            "mirrors": mirrors,
+            "fast": fast,
+            "tail": tail,
+        },
         "decode": {"model": model, "device": device, "steps": steps, "recon": recon, "seed": seed},
         "truncate": {"bpp": bpp, "steps": steps},
     }[op]

@@ -163,9 +163,10 @@ def bench_image(
     baselines: bool = True,
     mirrors: int = 1,
     fast: bool = False,
+    tail: bool = False,
 ) -> ImageResult:
     t0 = time.perf_counter()
-    data = codec.encode(pixels, seed=seed, mirrors=mirrors, fast=fast)
+    data = codec.encode(pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail)
     enc = time.perf_counter() - t0
     fi = files.info(data)
     ends = [fi.header_bytes] + [layer.end for layer in fi.layers]
@@ -244,7 +245,8 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
 
 def summarise(results: list[ImageResult], num_steps: int) -> dict:
     ours = _mean_curve([list(zip(r.layer_bpp, r.layer_psnr)) for r in results])
-    lossy_ours = ours[1 : num_steps + 1]  # after each diffusion step (skip the 0-byte preview and lossless)
+    # after each diffusion step (skip the 0-byte preview and the lossless end: a tail file has T-1 steps)
+    lossy_ours = [p for p in ours[1 : num_steps + 1] if math.isfinite(p[1])]
     curves = {
         name: _mean_curve([r.baselines[name] for r in results])
         for name in LOSSY
@@ -320,10 +322,12 @@ def run(
     progress: Callable[[int, int, str], None] | None = None,
     mirrors: int = 1,
     fast: bool = False,
+    tail: bool = False,
 ) -> tuple[dict, list[ImageResult]]:
-    """Every image of `folder` through uqdm (seed = its index; `mirrors` and `fast` as for
-    Codec.encode: fast files have the same layers, so the same figures but the encoding time) and,
-    with `baselines`, the other codecs."""
+    """Every image of `folder` through uqdm (seed = its index; `mirrors`, `fast` and `tail` as for
+    Codec.encode: fast files have the same layers, so the same figures but the encoding time; tail
+    files end with the lossless tail after step T-1, every one of them, so that the curves align)
+    and, with `baselines`, the other codecs."""
     paths = list_images(folder)[:limit] if limit else list_images(folder)
     if not paths:
         from .errors import UqdmError
@@ -334,12 +338,14 @@ def run(
     for k, path in enumerate(paths):
         pixels = center_crop(load_image(path).pixels, crop)
         results.append(
-            bench_image(codec, pixels, path.name, seed=k, baselines=baselines, mirrors=mirrors, fast=fast)
+            bench_image(
+                codec, pixels, path.name, seed=k, baselines=baselines, mirrors=mirrors, fast=fast, tail=tail
+            )
         )
         if progress:
             progress(k + 1, len(paths), path.name)
     summary = summarise(results, codec.num_steps)
-    summary["mirrors"], summary["fast"] = mirrors, fast
+    summary["mirrors"], summary["fast"], summary["tail"] = mirrors, fast, tail
     return summary, results
 
 

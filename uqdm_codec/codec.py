@@ -26,12 +26,14 @@ from . import (
     entropy,
     haar,
     lossless_context,
+    lossless_tail,
     randomness,
     sampling,
 )
 from .container import (
     KIND_LOSSLESS,
     KIND_STEP,
+    KIND_TAIL,
     NETWORK,
     PARTITION_IMPORTANCE,
     PARTITION_NATURAL,
@@ -775,6 +777,7 @@ class Codec:
         progress: Progress | None = None,
         mirrors: int = 1,
         fast: bool = False,
+        tail: bool | None = False,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -782,7 +785,11 @@ class Codec:
         at 2 or 4 network passes per step on both sides. fast: the network's image is offered only
         at each step's tail head (ChunkPolicy.network_every 0), for about half the encoding time;
         the same bytes but for chunk flags, so the same size and step images, and coarser images
-        inside a step (docs/MODEL.md section 25)."""
+        inside a step (docs/MODEL.md section 25). tail True: after step T-1 the exact pixels are
+        coded by an interlaced lossless tail from exact neighbours (lossless_tail.py, FORMAT.md 6.6)
+        in place of the pixel step and the lossless layer: a smaller lossless file for photos, no
+        pixel-step image (docs/MODEL.md section 27); False: the pixel step and the lossless layer;
+        None: both coded, the smaller file kept."""
         pixels = _validate_pixels(pixels)
         mirrors = ensemble.check_mirrors(mirrors)
         h, w = pixels.shape[:2]
@@ -797,18 +804,33 @@ class Codec:
             self.tile,
             mirrors=mirrors,
             version=container.VERSION if self.intervals else container.INTERVALS_VERSION - 1,
+            tail=bool(tail),  # None (either, whichever is smaller) codes the plain file first
         )
+        if tail and not self.intervals:
+            raise UqdmError("a lossless tail needs file format 8 (known intervals)")
         if self.region is not None and max(h, w) > self.region:
             from . import regions
 
-            return regions.encode(self, pixels, header, progress, fast)
-        return b"".join(self.encode_layers(pixels, header, progress, fast))
+            return regions.encode(self, pixels, header, progress, fast, tail)
+        if tail is not None:
+            return b"".join(self.encode_layers(pixels, header, progress, fast))
+        alternative: list[bytes] = []
+        plain = self.encode_layers(pixels, header, progress, fast, alternative)
+        header, (records,) = choose_end(header, [plain[1:]], alternative)
+        return header.to_bytes() + b"".join(records)
 
     def encode_layers(
-        self, pixels: np.ndarray, header: Header, progress: Progress | None = None, fast: bool = False
+        self,
+        pixels: np.ndarray,
+        header: Header,
+        progress: Progress | None = None,
+        fast: bool = False,
+        tail_record: list[bytes] | None = None,
     ) -> list[bytes]:
         """The header bytes and then each layer's bytes of the untiled file `header` describes
-        (fast: as for encode)."""
+        (fast: as for encode). tail_record: a list that receives the tail layer's record (FORMAT.md
+        6.6) made from the same layers 1..T-1, so that the caller can choose between the plain
+        file returned and its TAIL form (choose_end)."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
@@ -820,10 +842,19 @@ class Codec:
         if fast and policy is not None:
             policy = replace(policy, network_every=0)
         pred, prior, order = None, None, np.zeros(0, np.int64)
+        side = chain.blank_display()  # the tail's side image: the one shown after step T-1
         original = pixels.transpose(2, 0, 1).astype(np.float64)
         prev_sse = float(judge.best)  # of the last complete step's image: for the filters' choice
         from_display = 0  # the next step's bands that take the shown image's locations
         for i in range(1, T + 2):
+            if i == T and (header.tail or tail_record is not None):
+                record = self._tail_layer(T, pixels, side, copy.copy(judge)).to_bytes()
+                if header.tail:
+                    out.append(record)
+                    if progress:
+                        progress(T, T)
+                    break
+                tail_record.append(record)
             if i <= T:
                 prior = chain.prior(i, pred, from_display)
                 pred = None
@@ -840,7 +871,7 @@ class Codec:
                 pred.filter, next_from_display, prev_sse = self.step_filter(
                     chain, i, pred, original, x_bands, prev_sse, bits
                 )
-                shown = pred.image(h, w)
+                shown = side = pred.image(h, w)
             else:
                 shown = pixels if i == T + 1 else chain.pixel_display()
             chunks[-1].flags = SHOW if judge(shown) or i == T + 1 else 0  # the exact image always shows
@@ -859,6 +890,23 @@ class Codec:
             if progress:
                 progress(i, T + 1)
         return out
+
+    @staticmethod
+    def _tail_layer(index: int, pixels: np.ndarray, side: np.ndarray, judge: _Judge) -> Layer:
+        """Layer T of a TAIL file: the exact pixels given the image after step T-1, one chunk per
+        interlaced pass (FORMAT.md 6.6), decoded here as a decoder will (a check of the coder) to
+        flag the chunks whose image beats the one on screen."""
+        h, w = pixels.shape[:2]
+        coded = lossless_tail.encode_passes(pixels, side)
+        dec = lossless_tail.TailDecoder(coded.params, h, w, side)
+        chunks = []
+        for count, payload in coded.chunks:
+            dec.decode_pass(payload)
+            chunks.append(Chunk(payload, count, SHOW if judge(dec.image()) else 0))
+        if not np.array_equal(dec.x, pixels):
+            raise AssertionError("lossless tail: the decoder's pixels would differ from the original")
+        chunks[-1].flags = SHOW
+        return Layer(KIND_TAIL, index, _check(pixels), chunks, PARTITION_NATURAL, tail_params=coded.params)
 
     def step_filter(
         self,
@@ -1107,6 +1155,8 @@ class _DecodeSession:
         self.nbytes = header_size
         self.ended = False
         self.shown = self.chain.blank_display()  # the image on screen: changes on flagged chunks
+        self.side = self.shown  # a TAIL file's side image: the one shown after step T-1
+        self.tail: lossless_tail.TailDecoder | None = None
 
     def blank(self, warnings: list[str]) -> DecodedImage:
         return DecodedImage(self.shown, 0, False, list(warnings), nbytes=self.nbytes)
@@ -1117,7 +1167,7 @@ class _DecodeSession:
         the last Haar step (the pixel step is not sampled, see sampling.py)."""
         H = self.T - 1
         first, partial = self.layer, self.chunk > 0  # the first step not complete; arrived in part?
-        if first > H and not (first == H + 1 and not partial and sampling.SAMPLE_PIXELS):
+        if first > H and (self.hd.tail or not (first == H + 1 and not partial and sampling.SAMPLE_PIXELS)):
             return None
         prior = self.prior if self.started == first else None  # set up (and maybe in part) already
         x = sampling.ancestral(self.chain.fork(), first, H, self.pred, prior, seed)
@@ -1134,6 +1184,11 @@ class _DecodeSession:
 
     def _start_layer(self, layer: Layer) -> None:
         i, chain = layer.index, self.chain
+        if layer.kind == KIND_TAIL:
+            hd = self.hd
+            self.tail = lossless_tail.TailDecoder(layer.tail_params, hd.height, hd.width, self.side)
+            self.order = np.arange(3 * hd.height * hd.width)
+            return
         if i > self.T:  # the lossless layer: the pixel step's order (its scales before conditioning)
             important = layer.partition == PARTITION_IMPORTANCE
             self.second = lossless_context.second_half(self.hd.height, self.hd.width)
@@ -1160,6 +1215,9 @@ class _DecodeSession:
     def _apply_chunk(self, i: int, chunk: Chunk, part: np.ndarray) -> None:
         """Decode a chunk and move the chain past its elements; of a cut chunk, past those its
         words hold (FORMAT.md 2.1)."""
+        if self.tail is not None:
+            _decode_checked(self.tail.decode_pass, i, chunk, chunk.cut)
+            return
         if i <= self.T:
             _decode_checked(self._decode_groups, i, chunk, i, part, chunk.cut)
             return
@@ -1209,6 +1267,11 @@ class _DecodeSession:
 
     def _finish_layer(self, i: int, filt: DisplayFilter | None) -> np.ndarray:
         hd = self.hd
+        if self.tail is not None:
+            if not self.tail.complete:
+                raise SyncError(_sync_message(i))
+            self.done_steps = i
+            return self.tail.x.copy()
         if i > self.T:
             levels = self.chain.lossless.reshape(3, hd.height, hd.width).transpose(1, 2, 0)
             return np.ascontiguousarray(levels.astype(np.uint8))
@@ -1231,7 +1294,8 @@ class _DecodeSession:
     ) -> Iterator[DecodedImage]:
         """Apply whatever `parsed` holds beyond what was applied before; yield the images."""
         T = self.T
-        last_layer = T + 1 if max_layer is None else max_layer
+        last = self.hd.num_layers
+        last_layer = last if max_layer is None else max_layer
         warnings = list(parsed.warnings)
         while self.layer <= last_layer and not self.ended:
             i = self.layer
@@ -1253,6 +1317,10 @@ class _DecodeSession:
             if self.chunk == 0:
                 if complete and sum(c.count for c in layer.chunks) != self.order.size:
                     raise SyncError(_sync_message(i))
+                if self.tail is not None:
+                    counts = self.tail.counts()
+                    if [c.count for c in layer.chunks] != counts[:n] or complete and n != len(counts):
+                        raise SyncError(_sync_message(i))
             # without every_chunk only the last shown image inside the layer is ever seen
             flagged = [c for c in range(self.chunk, inner) if layer.chunks[c].show]
             wanted = set(flagged) if every_chunk else set(flagged[-1:])
@@ -1272,7 +1340,10 @@ class _DecodeSession:
                 if c >= inner:
                     break
                 if c in wanted:
-                    self.shown = self.chain.partial_display(i, self.prior, chunk.network)
+                    if self.tail is not None:
+                        self.shown = self.tail.image()
+                    else:
+                        self.shown = self.chain.partial_display(i, self.prior, chunk.network)
                 if every_chunk or c == n - 1:
                     yield DecodedImage(
                         self.shown, self.done_steps, False, warnings, i, c + 1, False, self.nbytes
@@ -1283,12 +1354,14 @@ class _DecodeSession:
             release_memory()
             if _check(end_image) != layer.display_check:
                 raise SyncError(_sync_message(i))
-            if layer.chunks[-1].show or i == T + 1:
+            if self.hd.tail and i == T - 1:
+                self.side = end_image
+            if layer.chunks[-1].show or i == last:
                 self.shown = end_image
             self.layer, self.chunk = i + 1, 0
             if progress:
                 progress(i, last_layer)
-            yield DecodedImage(self.shown, self.done_steps, i == T + 1, warnings, i, n, True, self.nbytes)
+            yield DecodedImage(self.shown, self.done_steps, i == last, warnings, i, n, True, self.nbytes)
 
 
 class Decoder:
@@ -1337,6 +1410,19 @@ class Decoder:
             return None
         self._fresh = False
         return self.latest.to_pil()
+
+
+def choose_end(
+    header: Header, plains: list[list[bytes]], tails: list[bytes]
+) -> tuple[Header, list[list[bytes]]]:
+    """The smaller of two files that share layers 1..T-1: per region, the plain layer records
+    (`plains`: layers 1..T+1) or the same with its tail record (`tails`) in place of layers T and
+    T+1; returns the header (TAIL flag set for the latter) and each region's records."""
+    T = header.num_steps
+    plain_size = sum(len(r) for rec in plains for r in rec[T - 1 :])
+    if plain_size <= sum(len(t) for t in tails):
+        return header, plains
+    return replace(header, tail=True), [[*rec[: T - 1], t] for rec, t in zip(plains, tails)]
 
 
 def _decode_checked(fn, layer: int, chunk: Chunk, *args) -> np.ndarray:

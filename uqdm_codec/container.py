@@ -42,6 +42,7 @@ MAX_NAME = 64
 MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
 TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
 MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
+TAIL = 8  # header flag bit 3: layer T is an interlaced lossless tail, the last layer (FORMAT.md 6.6)
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
 _MIRRORS_OF_CODE = {code: m for m, code in MIRROR_CODES.items()}
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
@@ -49,6 +50,8 @@ SEED_STRIDE = 0x9E3779B97F4A7C15  # region r's seed: file seed + r * SEED_STRIDE
 
 KIND_STEP = 1
 KIND_LOSSLESS = 2
+KIND_TAIL = 3  # layer T of a file with the TAIL flag: exact pixels from exact neighbours
+MAX_TAIL_PARAMS = 1 << 16  # bytes of a tail layer's parameters (13 passes x 3 colours need ~3 KB)
 PARTITION_NATURAL = 0  # elements in their natural order (band, then C order; pixels in C order)
 PARTITION_IMPORTANCE = 1  # elements sorted by the prior's scale / quantiser step, largest first
 
@@ -101,6 +104,15 @@ class Header:
     region: tuple[int, int] | None = None  # a tiled file's region width and height (FORMAT.md 1.1)
     mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
     version: int = VERSION  # 7: written without known intervals (uqdm 0.11-0.12)
+    tail: bool = False  # layer T is a lossless tail and the last layer (FORMAT.md 6.6)
+
+    @property
+    def num_layers(self) -> int:
+        """Layers of a complete file: T steps and the lossless layer, or T-1 steps and the tail."""
+        return self.num_steps if self.tail else self.num_steps + 1
+
+    def last_kind(self) -> int:
+        return KIND_TAIL if self.tail else KIND_LOSSLESS
 
     @property
     def intervals(self) -> bool:
@@ -135,6 +147,7 @@ class Header:
             self.tile,
             mirrors=self.mirrors,
             version=self.version,
+            tail=self.tail,
         )
 
     def to_bytes(self) -> bytes:
@@ -151,7 +164,9 @@ class Header:
             _HEAD.pack(
                 MAGIC,
                 self.version,
-                (TILED if self.region else 0) | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
+                (TILED if self.region else 0)
+                | (TAIL if self.tail else 0)
+                | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
                 self.width,
                 self.height,
                 self.channels,
@@ -199,6 +214,7 @@ class Layer:
     display_filter: DisplayFilter | None = None  # a step layer's display filter (FORMAT.md 6.5)
     from_display: int = 0  # bands whose prior locations come from the shown image (FORMAT.md 6.5)
     lossless_context: LosslessContext | None = None  # the lossless layer's spatial context (FORMAT.md 6.2)
+    tail_params: bytes = b""  # a tail layer's predictor and scale parameters (FORMAT.md 6.6)
 
     def header_bytes(self) -> bytes:
         body = _LAYER.pack(self.kind, self.index, self.partition, len(self.chunks), self.display_check)
@@ -207,6 +223,8 @@ class Layer:
             body += display_filter.to_bytes(self.display_filter)
         elif self.kind == KIND_LOSSLESS:
             body += lossless_context.to_bytes(self.lossless_context)
+        elif self.kind == KIND_TAIL:
+            body += put_varint(len(self.tail_params)) + self.tail_params
         body += b"".join(
             put_varint(4 * c.count + c.flags) + put_varint(len(c.payload) // 4) for c in self.chunks
         )
@@ -254,7 +272,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f"unsupported .uqd version {version} (this decoder reads versions "
             f"{' and '.join(map(str, READ_VERSIONS))})"
         )
-    if flags & ~(TILED | MIRROR_MASK):
+    if flags & ~(TILED | MIRROR_MASK | TAIL) or flags & TAIL and version < VERSION:
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
     mirrors = _MIRRORS_OF_CODE.get(mirror_code)
@@ -292,7 +310,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             raise FormatError(f"invalid region size {rw}x{rh} in header")
         if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
             raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
-    return Header(w, h, steps, seed, fp, name, 16 * tile16, ch, region, mirrors, version), end
+    header = Header(
+        w, h, steps, seed, fp, name, 16 * tile16, ch, region, mirrors, version, bool(flags & TAIL)
+    )
+    return header, end
 
 
 def is_tiled(data: bytes) -> bool:
@@ -310,7 +331,7 @@ def parse(data: bytes) -> ParsedFile:
     out = ParsedFile(header, pos, [])
     expected_index = 1
     while pos < len(data):
-        if expected_index > header.num_steps + 1:
+        if expected_index > header.num_layers:
             raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)")
         start = pos
         if len(data) - pos < _LAYER.size:
@@ -319,6 +340,7 @@ def parse(data: bytes) -> ParsedFile:
         kind, index, partition, n_chunks, check = _LAYER.unpack_from(data, pos)
         spans, cursor, context, filt, from_display = [], pos + _LAYER.size, (), None, 0
         ctx_b = None  # the lossless layer's spatial context
+        tail_params = b""
         if kind == KIND_STEP:
             block = colour.parse(data, cursor)
             filter_block = None
@@ -336,6 +358,14 @@ def parse(data: bytes) -> ParsedFile:
                 out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
                 break
             ctx_b, cursor = spatial
+        elif kind == KIND_TAIL:
+            size = get_varint(data, cursor)
+            if size is not None and size[0] > MAX_TAIL_PARAMS:
+                raise FormatError(f"layer {expected_index} has an oversized lossless tail header")
+            if size is None or len(data) < size[1] + size[0]:
+                out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
+                break
+            tail_params, cursor = data[size[1] : size[1] + size[0]], size[1] + size[0]
         for _ in range(n_chunks):
             count = get_varint(data, cursor)
             words = get_varint(data, count[1]) if count else None
@@ -349,7 +379,7 @@ def parse(data: bytes) -> ParsedFile:
         (stored,) = _U32.unpack_from(data, cursor)
         if crc32(data[pos:cursor]) != stored:
             raise FormatError(f"corrupted layer {expected_index} header (checksum mismatch)")
-        want_kind = KIND_LOSSLESS if expected_index == header.num_steps + 1 else KIND_STEP
+        want_kind = header.last_kind() if expected_index == header.num_layers else KIND_STEP
         if index != expected_index or kind != want_kind:
             raise FormatError(f"layer {expected_index} is missing or out of order (found layer {index})")
         if n_chunks == 0:
@@ -363,7 +393,7 @@ def parse(data: bytes) -> ParsedFile:
         pos = cursor + _U32.size
         if filt is not None and index >= header.num_steps:
             raise FormatError(f"layer {index} carries a display filter, which only a Haar step may")
-        layer = Layer(kind, index, check, [], partition, context, filt, from_display, ctx_b)
+        layer = Layer(kind, index, check, [], partition, context, filt, from_display, ctx_b, tail_params)
         ends = []
         complete = True
         for j, (count, length, flags) in enumerate(spans):
@@ -437,7 +467,7 @@ def cut_chunk_bytes(data: bytes, chunk_start: int, end: int) -> bytes:
 
 
 def _truncated_note(index: int, header: Header, nbytes: int) -> str:
-    what = "lossless layer" if index == header.num_steps + 1 else f"layer {index}"
+    what = "lossless layer" if index == header.num_layers else f"layer {index}"
     return f"ignoring {nbytes} trailing bytes: {what} is incomplete"
 
 
@@ -478,6 +508,11 @@ def _record_end(data: bytes, pos: int) -> int | None:
         if cursor >= len(data):
             return None
         cursor += lossless_context.SIZE if data[cursor] == 1 else 1  # a bad flag is the parse's to refuse
+    elif data[pos] == KIND_TAIL:
+        size = get_varint(data, cursor)
+        if size is None:
+            return None
+        cursor = size[1] + size[0]
     for _ in range(n_chunks):
         count = get_varint(data, cursor)
         words = get_varint(data, count[1]) if count else None
@@ -503,7 +538,7 @@ def split_tiled(data: bytes) -> tuple[Header, int, list[RegionPart]]:
     sizes = [len(p[0]) for p in pieces]
     j = 0
     while pos < len(data):
-        if j >= (header.num_steps + 1) * count:
+        if j >= header.num_layers * count:
             raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)")
         end = _record_end(data, pos)
         end = len(data) if end is None else min(end, len(data))

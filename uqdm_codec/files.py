@@ -44,7 +44,7 @@ class FileInfo:
 
     @property
     def complete(self) -> bool:
-        return len(self.layers) == self.header.num_steps + 1
+        return len(self.layers) == self.header.num_layers
 
     @property
     def steps(self) -> int:
@@ -65,7 +65,7 @@ def info(data: bytes) -> FileInfo:
         layers.append(
             LayerInfo(
                 layer.index,
-                layer.kind == container.KIND_LOSSLESS,
+                layer.kind in (container.KIND_LOSSLESS, container.KIND_TAIL),
                 end - prev,
                 end,
                 bpp_of(end, hd),

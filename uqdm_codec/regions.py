@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import container
-from .codec import Codec, DecodedImage, Progress, _DecodeSession
+from .codec import Codec, DecodedImage, Progress, _DecodeSession, choose_end
 from .container import Header, RegionPart
 from .errors import UqdmError
 from .inference import release_memory
@@ -45,15 +45,22 @@ def region_size(width: int, height: int, limit: int, multiple: int) -> tuple[int
 
 
 def encode(
-    codec: Codec, pixels: np.ndarray, header: Header, progress: Progress | None = None, fast: bool = False
+    codec: Codec,
+    pixels: np.ndarray,
+    header: Header,
+    progress: Progress | None = None,
+    fast: bool = False,
+    tail: bool | None = False,
 ) -> bytes:
     """The tiled file of `pixels`: each region encoded in turn (its chain freed before the next),
-    then the layer records interleaved (fast: as for Codec.encode)."""
+    then the layer records interleaved (fast and tail: as for Codec.encode; with tail None every
+    region is coded both ways and the smaller file kept)."""
     size = region_size(header.width, header.height, codec.region, codec.net.multiple)
     header = replace(header, region=size)
     boxes = header.regions()
-    per = header.num_steps + 1
+    per = header.num_layers
     records: list[list[bytes]] = []
+    tails: list[bytes] | None = [] if tail is None else None
     for r, (x0, y0, x1, y1) in enumerate(boxes):
 
         def step(i: int, _n: int, r: int = r) -> None:
@@ -61,11 +68,13 @@ def encode(
                 progress(r * per + i, len(boxes) * per)
 
         sub = np.ascontiguousarray(pixels[y0:y1, x0:x1])
-        records.append(codec.encode_layers(sub, header.region_header(r), step, fast)[1:])
+        records.append(codec.encode_layers(sub, header.region_header(r), step, fast, tails)[1:])
         del sub
         release_memory()
+    if tails is not None:
+        header, records = choose_end(header, records, tails)
     out = [header.to_bytes()]
-    for i in range(per):
+    for i in range(header.num_layers):
         for rec in records:
             out.append(rec[i])
             rec[i] = b""

@@ -1,0 +1,228 @@
+"""The lossless tail (lossless_tail.py, FORMAT.md 6.6): the interlaced coder on its own, and files
+whose layer T is a tail (the TAIL header flag) through the codec, truncation, tiling and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from uqdm_codec import container, files, lossless_tail
+from uqdm_codec.codec import Codec
+from uqdm_codec.errors import FormatError, SyncError
+
+from .conftest import synthetic_image
+from .test_cli import assert_one_line_error, run
+
+
+def _near(img: np.ndarray, seed: int = 0, spread: int = 3) -> np.ndarray:
+    """A side image the decoder might have: the image with small errors."""
+    rng = np.random.default_rng(seed)
+    return np.clip(img.astype(np.int64) + rng.integers(-spread, spread + 1, img.shape), 0, 255).astype(
+        np.uint8
+    )
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (5, 3), (64, 65), (130, 67)])
+def test_passes_cover_every_pixel_once(shape):
+    seen = np.zeros(shape, np.int64)
+    for p in lossless_tail.passes(*shape):
+        seen[p.rows, p.cols] += 1
+    assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (17, 33), (64, 80)])
+def test_round_trip_with_and_without_a_side_image(shape):
+    img = synthetic_image(*shape, seed=3)
+    for side in (None, _near(img)):
+        data = lossless_tail.encode(img, side)
+        assert np.array_equal(lossless_tail.decode(data, *shape, side), img)
+
+
+def test_extreme_images_round_trip():
+    rng = np.random.default_rng(5)
+    checker = (np.indices((40, 40)).sum(0) % 2 * 255).astype(np.uint8)
+    for img in (
+        np.zeros((40, 40, 3), np.uint8),
+        np.full((40, 40, 3), 255, np.uint8),
+        rng.integers(0, 256, (40, 40, 3), dtype=np.uint8),
+        np.repeat(checker[:, :, None], 3, 2),
+    ):
+        for side in (None, 255 - img):
+            assert np.array_equal(lossless_tail.decode(lossless_tail.encode(img, side), 40, 40, side), img)
+
+
+def test_a_close_side_image_and_smooth_content_cost_fewer_bits():
+    img = synthetic_image(96, 96, seed=1)
+    alone = len(lossless_tail.encode(img))
+    assert len(lossless_tail.encode(img, _near(img, spread=1))) < alone
+    noise = np.random.default_rng(2).integers(0, 256, img.shape, dtype=np.uint8)
+    assert alone < len(lossless_tail.encode(noise)) < 1.01 * noise.size + 4096  # ~8 bits, no blow-up
+
+
+def test_damaged_and_short_tails_are_refused():
+    img = synthetic_image(32, 48, seed=2)
+    data = bytearray(lossless_tail.encode(img))
+    with pytest.raises(FormatError):
+        lossless_tail.decode(bytes(data[:-4]), 32, 48)
+    data[-5] ^= 0x40  # a flipped bit in the last payload: the coder does not end where it should
+    with pytest.raises(FormatError):
+        lossless_tail.decode(bytes(data), 32, 48)
+    with pytest.raises(FormatError):
+        lossless_tail.TailDecoder(b"\xff" * 9, 32, 48)
+
+
+def _sse(a: np.ndarray, b: np.ndarray) -> int:
+    return int(((a.astype(np.int64) - b) ** 2).sum())
+
+
+def test_a_cut_pass_gives_exact_pixels_where_they_arrived():
+    img = synthetic_image(64, 64, seed=4)
+    side = _near(img, spread=6)
+    coded = lossless_tail.encode_passes(img, side)
+    last = coded.chunks[-1][1]
+    decoded = []
+    for words in (2, len(last) // 12, len(last) // 6):
+        dec = lossless_tail.TailDecoder(coded.params, 64, 64, side)
+        assert dec.counts() == [count for count, _ in coded.chunks]
+        for _, payload in coded.chunks[:-1]:
+            assert dec.decode_pass(payload)
+        assert not dec.decode_pass(last[: 4 * words], cut=True) and not dec.complete
+        shown = dec.image()
+        assert np.array_equal(shown[dec.decoded], img[dec.decoded])
+        # the rest of the pass shows predictions from exact neighbours: better than the side image
+        assert _sse(shown[~dec.decoded], img[~dec.decoded]) < _sse(side[~dec.decoded], img[~dec.decoded])
+        decoded.append(int(dec.decoded.sum()))
+    assert decoded[0] < decoded[1] < decoded[2] < img.size
+
+
+# ----------------------------------------------------------------------------- in .uqd files
+
+
+@pytest.fixture(scope="module")
+def tail_files(codec):
+    img = synthetic_image(48, 64, seed=11)
+    return img, codec.encode(img, seed=4, tail=True), codec.encode(img, seed=4, tail=False)
+
+
+def test_tail_file_layout_round_trip_and_shared_steps(codec, tail_files):
+    img, tail, plain = tail_files
+    T = codec.num_steps
+    hd, size = container.parse_header(tail)
+    assert hd.tail and hd.num_layers == T and not container.parse_header(plain)[0].tail
+    fi = files.info(tail)
+    assert fi.complete and len(fi.layers) == T and fi.layers[-1].lossless
+    assert container.parse(tail).layers[-1].kind == container.KIND_TAIL
+    out = codec.decode(tail)
+    assert out.lossless and np.array_equal(out.pixels, img) and out.nbytes == len(tail)
+    # layers 1..T-1 are the plain file's, byte for byte, and decode to the same images
+    end = files.info(plain).layers[T - 2].end
+    assert tail[size:end] == plain[size:end] and fi.layers[T - 2].end == end
+    for s in (1, T - 1):
+        assert np.array_equal(codec.decode(tail, steps=s).pixels, codec.decode(plain, steps=s).pixels)
+
+
+def test_auto_keeps_the_smaller_file(codec, tail_files):
+    img, tail, plain = tail_files
+    assert codec.encode(img, seed=4, tail=None) == min(tail, plain, key=len)
+    big = synthetic_image(160, 160, seed=6)  # photo-like content where the tail wins
+    chosen = codec.encode(big, seed=1, tail=None)
+    sizes = [len(codec.encode(big, seed=1, tail=t)) for t in (False, True)]
+    assert len(chosen) == min(sizes)
+
+
+def test_every_tail_chunk_prefix_decodes_to_its_point_and_improves(codec, tail_files):
+    img, tail, _ = tail_files
+    fi = files.info(tail)
+    points = list(codec.iter_decode(tail, every_chunk=True))
+    assert [p.nbytes for p in points] == fi.cut_points
+    inside = [p for p in points if p.layer == codec.num_steps]
+    assert len(inside) == len(
+        lossless_tail.TailDecoder(container.parse(tail).layers[-1].tail_params, 48, 64, img).counts()
+    )
+    errors = [int(((p.pixels.astype(np.int64) - img) ** 2).sum()) for p in inside]
+    assert all(b <= a for a, b in zip(errors, errors[1:])) and errors[-1] == 0 and errors[0] > 0
+    for p in inside[:-1]:
+        cut = codec.decode(tail[: p.nbytes])
+        assert not cut.lossless and np.array_equal(cut.pixels, p.pixels)
+
+
+def test_truncating_inside_the_tail(codec, tail_files):
+    img, tail, _ = tail_files
+    fi = files.info(tail)
+    step_error = _sse(codec.decode(tail, steps=codec.num_steps - 1).pixels, img)
+    start = fi.layers[-2].end
+    first = min(c for c in fi.cut_points if c > start)  # the tail's parameters and first pass
+    assert files.truncate(tail, max_bytes=first - 1) == tail[:start]
+    for budget in np.linspace(first, len(tail) - 1, 6).astype(int):
+        cut = files.truncate(tail, max_bytes=int(budget))
+        assert start < len(cut) <= budget
+        out = codec.decode(cut)
+        assert out.nbytes == len(cut) and not out.lossless
+        assert 0 < _sse(out.pixels, img) < step_error
+
+
+def test_damaged_tail_layers_are_refused(codec, tail_files):
+    _, tail, _ = tail_files
+    parsed = container.parse(tail)
+    end = files.info(tail).layers[-2].end
+    bad = replace(parsed.layers[-1], tail_params=b"\x01\x02")
+    with pytest.raises(FormatError):
+        codec.decode(tail[:end] + bad.to_bytes())
+    wrong_counts = replace(
+        parsed.layers[-1], chunks=[replace(c, count=c.count + 3) for c in parsed.layers[-1].chunks]
+    )
+    with pytest.raises((FormatError, SyncError)):
+        codec.decode(tail[:end] + wrong_counts.to_bytes())
+    with pytest.raises(FormatError, match="after the last layer"):
+        codec.decode(tail + parsed.layers[-1].to_bytes())
+
+
+def test_tiled_files_with_a_tail(tiny_model):
+    codec = Codec(tiny_model, "cpu", region=32)
+    img = synthetic_image(40, 72, seed=4)
+    data = codec.encode(img, seed=9, tail=True)
+    hd, _, parts = container.split_tiled(data)
+    assert hd.tiled and hd.tail and len(parts) == 6
+    fi = files.info(data)
+    assert fi.complete and len(fi.layers) == codec.num_steps
+    assert np.array_equal(codec.decode(data).pixels, img)
+    assert np.array_equal(
+        codec.decode(files.truncate(data, steps=3)).pixels, codec.decode(data, steps=3).pixels
+    )
+    chosen = codec.encode(img, seed=9, tail=None)
+    assert len(chosen) == min(len(data), len(codec.encode(img, seed=9, tail=False)))
+    assert np.array_equal(codec.decode(chosen).pixels, img)
+
+
+def test_cli_tail_modes(tmp_path, tiny_model_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(synthetic_image(40, 48, seed=8)).save(src)
+    for mode in ("on", "off", "auto"):
+        r = run(
+            "encode", src, "-o", tmp_path / f"{mode}.uqd", "-m", tiny_model_path, "--seed", 2, "--tail", mode
+        )
+        assert r.exit_code == 0, r.output
+    assert container.parse_header((tmp_path / "on.uqd").read_bytes())[0].tail
+    assert not container.parse_header((tmp_path / "off.uqd").read_bytes())[0].tail
+    r = run("info", tmp_path / "on.uqd")
+    assert r.exit_code == 0 and "lossless tail" in r.output
+    r = run("decode", tmp_path / "on.uqd", "-o", tmp_path / "on.png", "-m", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "on.png")), np.asarray(Image.open(src)))
+    r = run("encode", src, "-o", tmp_path / "x.uqd", "-m", tiny_model_path, "--tail", "maybe")
+    assert_one_line_error(r)
+    assert "--tail must be one of" in r.stderr
+
+
+def test_streaming_decoder_reads_a_tail_file(codec, tail_files, monkeypatch):
+    import uqdm_codec
+
+    img, tail, _ = tail_files
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
+    dec = uqdm_codec.Decoder()
+    for at in range(0, len(tail), 501):
+        dec.feed(tail[at : at + 501])
+    assert dec.latest.lossless and np.array_equal(dec.latest.pixels, img)

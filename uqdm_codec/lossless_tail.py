@@ -1,0 +1,423 @@
+"""An exact interlaced lossless coder from exact neighbours: the "tail" of docs/MODEL.md section 26.
+
+Not part of the .uqd format yet (section 27 of docs/MODEL.md says why and what wiring it needs):
+this module is the coder itself, exact and self-contained, so that its real bytes can be measured
+against the chain's lossless end, alone or given the decoder's image after a step (`side`).
+
+Order (FLIF / Adam7 style): the pixels on a 64-pixel lattice, then for each scale d = 64 .. 2,
+h = d / 2: the centres of the known d-squares (rows and columns = h mod d), then the edge
+midpoints (row = 0 mod d and column = h mod d, then row = h mod d and column = 0 mod d), each
+pass in row-major order. Within a pass colours go G, R, B, each a group of its own.
+
+Prediction, all in integers: the features of a pixel are its 4 neighbours at distance h (the
+diagonals in a centre pass, the direct ones in an edge pass; mirrored back inside the image at its
+edges, and an unknown one replaced by the floor of the known ones' mean), the side image at the
+pixel and at those neighbours (when there is one), the symbols of the colours already coded at the
+pixel, and 1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k sent per pass
+and colour. The symbol is k = v - rint(mu), coded under the step prior of entropy.py (FORMAT.md
+6.1) with location mu, dither mu - rint(mu), step 1 and known interval [-0.5, 255.5]: a logistic
+discretised to the levels and truncated to [0, 255]. Its scale is s_b / 64 for the bin b of the
+pixel's activity A = sum_k |4 n_k - sum n| (+ 16 |k_first|, the first colour's symbol, for the
+later colours; the lattice pass with a side image: 16 |side - side one row down|), b = the number
+of the pass and colour's thresholds <= A.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import entropy
+from .errors import FormatError
+
+LEVELS = 6  # the first lattice has spacing 2^LEVELS
+FRAC = 14  # fractional bits of the coefficients
+SCALE_DENOM = 64  # a bin's scale is its code / 64 levels
+COLOURS = (1, 0, 2)  # G, R, B
+MAX_BINS = 16
+PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
+_SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
+
+
+@dataclass
+class Pass:
+    """One pass: the pixels it codes and the offsets of their 4 neighbours (none on the lattice)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    offsets: list[tuple[int, int]]
+
+
+def passes(height: int, width: int) -> list[Pass]:
+    """The 2 LEVELS + 1 passes, coarse to fine; every pixel is in exactly one of them."""
+
+    def grid(r0: int, c0: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        r, c = np.meshgrid(np.arange(r0, height, step), np.arange(c0, width, step), indexing="ij")
+        return r.ravel(), c.ravel()
+
+    d = 2**LEVELS
+    out = [Pass(*grid(0, 0, d), [])]
+    for level in range(LEVELS, 0, -1):
+        d, h = 2**level, 2 ** (level - 1)
+        out.append(Pass(*grid(h, h, d), [(-h, -h), (-h, h), (h, -h), (h, h)]))
+        r1, c1 = grid(0, h, d)
+        r2, c2 = grid(h, 0, d)
+        out.append(
+            Pass(np.concatenate([r1, r2]), np.concatenate([c1, c2]), [(-h, 0), (h, 0), (0, -h), (0, h)])
+        )
+    return out
+
+
+def _neighbour_index(p: Pass, height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for di, dj in p.offsets:
+        ni, nj = p.rows + di, p.cols + dj
+        ni = np.clip(np.where((ni < 0) | (ni >= height), p.rows - di, ni), 0, height - 1)
+        nj = np.clip(np.where((nj < 0) | (nj >= width), p.cols - dj, nj), 0, width - 1)
+        out.append((ni, nj))
+    return out
+
+
+def _features(
+    p: Pass,
+    near,
+    known: np.ndarray,
+    x: np.ndarray,
+    side: np.ndarray | None,
+    c: int,
+    earlier: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features as int64 of shape (n, F), activity as int64) of colour c's pixels in pass p."""
+    n = p.rows.size
+    feats: list[np.ndarray] = []
+    activity = np.zeros(n, np.int64)
+    if near:
+        nv = np.stack([x[a, b, c] for a, b in near], 1).astype(np.int64)
+        ok = np.stack([known[a, b] for a, b in near], 1)
+        mean = (nv * ok).sum(1) // np.maximum(ok.sum(1), 1)
+        nv = np.where(ok, nv, mean[:, None])
+        feats += list(nv.T)
+        total = nv.sum(1)
+        activity = np.abs(4 * nv - total[:, None]).sum(1)
+    if side is not None:
+        feats.append(side[p.rows, p.cols, c].astype(np.int64))
+        feats += [side[a, b, c].astype(np.int64) for a, b in near]
+        if not near:
+            below = np.minimum(p.rows + 1, side.shape[0] - 1)
+            activity = 16 * np.abs(side[p.rows, p.cols, c].astype(np.int64) - side[below, p.cols, c])
+    feats += earlier
+    if earlier:
+        activity = activity + 16 * np.abs(earlier[0])
+    feats.append(np.ones(n, np.int64))
+    return np.stack(feats, 1), activity
+
+
+def _location(feats: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """mu = clip(sum c_k f_k / 2^FRAC, 0, 255), exact (an int64 sum, then a division by a power of 2)."""
+    total = np.zeros(feats.shape[0], np.int64)
+    for k in range(feats.shape[1]):
+        total += feats[:, k] * int(coef[k])
+    return np.clip(total.astype(np.float64) / 2.0**FRAC, 0.0, 255.0)
+
+
+def _prior(mu: np.ndarray, scale: np.ndarray) -> entropy.StepPrior:
+    n = mu.size
+    return entropy.StepPrior(
+        loc=mu,
+        scale=scale,
+        dither=mu - np.rint(mu),
+        quant_step=np.ones(n),
+        bound=np.full(n, 256.0),
+        lower_known=np.full(n, -0.5),
+        upper_known=np.full(n, 255.5),
+    )
+
+
+def _bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return np.searchsorted(thresholds, activity, side="right")
+
+
+# ----------------------------------------------------------------------------- encoder choices
+
+
+def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray) -> np.ndarray:
+    """Integer coefficients: least squares reweighted towards least absolute error."""
+    a = feats.astype(np.float64)
+    t = target.astype(np.float64)
+    coef, *_ = np.linalg.lstsq(a, t, rcond=None)
+    act = activity / 16.0
+    for _ in range(4):
+        w = 1.0 / np.sqrt(np.abs(t - a @ coef) + 1.0 + 0.5 * act)
+        coef, *_ = np.linalg.lstsq(a * w[:, None], t * w, rcond=None)
+    return np.rint(coef * 2.0**FRAC).astype(np.int64)
+
+
+def _logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
+    """Approximate -log2 P(v) (encoder choices only; the coder uses entropy.py's exact model)."""
+    with np.errstate(over="ignore"):
+        up = np.where(v >= 255, 1.0, 1.0 / (1.0 + np.exp(-(v + 0.5 - m) / s)))
+        dn = np.where(v <= 0, 0.0, 1.0 / (1.0 + np.exp(-(v - 0.5 - m) / s)))
+    return -np.log2(np.maximum(up - dn, 1e-12))
+
+
+def _choose_bins(v: np.ndarray, mu: np.ndarray, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, scale codes): activity quantiles, and the best scale of a grid per bin."""
+    nbins = int(np.clip(v.size // PIXELS_PER_BIN, 1, MAX_BINS))
+    qs = np.quantile(activity, np.linspace(0, 1, nbins + 1)[1:-1]) if nbins > 1 else np.zeros(0)
+    thresholds = np.unique(np.ceil(qs).astype(np.int64))
+    thresholds = thresholds[thresholds > activity.min()] if thresholds.size else thresholds
+    which = _bins(activity, thresholds)
+    codes = np.empty(thresholds.size + 1, np.int64)
+    for b in range(codes.size):
+        sel = which == b
+        if not sel.any():
+            codes[b] = SCALE_DENOM
+            continue
+        cost = [float(_logistic_bits(v[sel], mu[sel], s).sum()) for s in _SCALES]
+        codes[b] = max(1, int(round(_SCALES[int(np.argmin(cost))] * SCALE_DENOM)))
+    return thresholds, codes
+
+
+# ----------------------------------------------------------------------------- serialisation
+
+
+def _zigzag(v: int) -> int:
+    return 2 * v if v >= 0 else -2 * v - 1
+
+
+def _put(out: bytearray, value: int) -> None:
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return
+
+
+class _Reader:
+    def __init__(self, data: bytes, pos: int = 0):
+        self.data, self.pos = data, pos
+
+    def uint(self, limit: int = 10) -> int:
+        value = 0
+        for k in range(limit):
+            if self.pos >= len(self.data):
+                raise FormatError("lossless tail ends early")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << (7 * k)
+            if not byte & 0x80:
+                return value
+        raise FormatError("malformed number in a lossless tail")
+
+    def sint(self) -> int:
+        z = self.uint()
+        return z // 2 if z % 2 == 0 else -(z + 1) // 2
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise FormatError("lossless tail ends early")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+
+# ----------------------------------------------------------------------------- coder
+
+
+def _num_features(p: Pass, has_side: bool, earlier: int) -> int:
+    return len(p.offsets) * (2 if has_side else 1) + (1 if has_side else 0) + earlier + 1
+
+
+@dataclass
+class Coded:
+    """A coded tail: its parameters (what a layer header carries) and, per pass that codes any
+    pixel, the number of elements (pixels x 3) and the ANS payload (one chunk each)."""
+
+    params: bytes
+    chunks: list[tuple[int, bytes]]
+
+    def to_bytes(self) -> bytes:
+        """A standalone form: the parameters' length and the parameters, then each payload's
+        length in words and the payload."""
+        out = bytearray()
+        _put(out, len(self.params))
+        out += self.params
+        for _, payload in self.chunks:
+            _put(out, len(payload) // 4)
+            out += payload
+        return bytes(out)
+
+
+def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None) -> Coded:
+    """Losslessly code uint8 pixels (H, W, 3), optionally given a side image of the same shape
+    that the decoder also has."""
+    x = np.ascontiguousarray(pixels, dtype=np.uint8)
+    height, width, _ = x.shape
+    if side is not None and side.shape != x.shape:
+        raise ValueError("side image and pixels differ in shape")
+    known = np.zeros((height, width), bool)
+    params = bytearray()
+    chunks = []
+    for p in passes(height, width):
+        if p.rows.size == 0:
+            continue
+        near = _neighbour_index(p, height, width)
+        earlier: list[np.ndarray] = []
+        ks, priors = [], []
+        for c in COLOURS:
+            feats, activity = _features(p, near, known, x, side, c, earlier)
+            v = x[p.rows, p.cols, c].astype(np.int64)
+            coef = _fit(feats, v, activity)
+            mu = _location(feats, coef)
+            thresholds, codes = _choose_bins(v, mu, activity)
+            for value in coef:
+                _put(params, _zigzag(int(value)))
+            _put(params, thresholds.size)
+            prev = 0
+            for t in thresholds:
+                _put(params, int(t) - prev)
+                prev = int(t)
+            for code in codes:
+                _put(params, int(code))
+            k = v - np.rint(mu).astype(np.int64)
+            scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
+            ks.append(k)
+            priors.append(_prior(mu, scale))
+            earlier.append(k)
+        n = p.rows.size
+        groups = [np.arange(g * n, (g + 1) * n) for g in range(3)]
+        chunks.append((3 * n, entropy.encode_step(np.concatenate(ks), _concat(priors), groups)))
+        known[p.rows, p.cols] = True
+    return Coded(bytes(params), chunks)
+
+
+def encode(pixels: np.ndarray, side: np.ndarray | None = None) -> bytes:
+    """encode_passes in its standalone form (Coded.to_bytes)."""
+    return encode_passes(pixels, side).to_bytes()
+
+
+def _concat(priors: list[entropy.StepPrior]) -> entropy.StepPrior:
+    return entropy.StepPrior(
+        *(
+            np.concatenate([getattr(p, f) for p in priors])
+            for f in ("loc", "scale", "dither", "quant_step", "bound")
+        ),
+        np.concatenate([p.lower_known for p in priors]),
+        np.concatenate([p.upper_known for p in priors]),
+    )
+
+
+MAX_COEF = 1 << 31  # |c| below this: sum c f stays far inside int64 (and mu exact in float64)
+MAX_THRESHOLD = 1 << 40
+MAX_SCALE_CODE = 1 << 20
+
+
+class TailDecoder:
+    """Decodes a tail pass by pass (one chunk each, in order), given its parameters. image() is
+    what a decoder shows: exact where decoded, the prediction in the first pass not yet decoded in
+    full, the side image (or grey) elsewhere."""
+
+    def __init__(self, params: bytes, height: int, width: int, side: np.ndarray | None = None):
+        if side is not None and side.shape != (height, width, 3):
+            raise ValueError("side image does not match the image's shape")
+        self.height, self.width, self.side = height, width, side
+        self.passes = [p for p in passes(height, width) if p.rows.size]
+        self.x = np.zeros((height, width, 3), np.uint8)
+        self.known = np.zeros((height, width), bool)
+        self.decoded = np.zeros((height, width, 3), bool)
+        self.next = 0  # the next pass to decode
+        self.open = 0  # the first pass not decoded in full
+        src = _Reader(params)
+        self.params = []
+        for p in self.passes:
+            per = []
+            for e in range(3):
+                nf = _num_features(p, side is not None, e)
+                coef = np.array([src.sint() for _ in range(nf)], np.int64)
+                nt = src.uint()
+                if nt >= MAX_BINS:
+                    raise FormatError("lossless tail has too many activity bins")
+                thresholds = np.cumsum([src.uint() for _ in range(nt)]).astype(np.int64)
+                codes = np.array([src.uint() for _ in range(nt + 1)], np.int64)
+                if (np.abs(coef) >= MAX_COEF).any() or (thresholds >= MAX_THRESHOLD).any():
+                    raise FormatError("lossless tail parameter out of range")
+                if (codes < 1).any() or (codes >= MAX_SCALE_CODE).any() or (np.diff(thresholds) <= 0).any():
+                    raise FormatError("invalid lossless tail parameters")
+                per.append((coef, thresholds, codes))
+            self.params.append(per)
+        if src.pos != len(params):
+            raise FormatError("bytes after the lossless tail's parameters")
+
+    def counts(self) -> list[int]:
+        """Elements per pass: what each chunk must declare."""
+        return [3 * p.rows.size for p in self.passes]
+
+    def decode_pass(self, payload: bytes, cut: bool = False) -> bool:
+        """Decode the next pass from its chunk's payload (a prefix of it if cut); True if every
+        element of it was received. FormatError if the stream does not end where it should."""
+        if self.next >= len(self.passes):
+            raise FormatError("more lossless tail chunks than passes")
+        p, per = self.passes[self.next], self.params[self.next]
+        near = _neighbour_index(p, self.height, self.width)
+        stream = entropy.StepStream(payload, cut)
+        earlier: list[np.ndarray] = []
+        whole = True
+        for c, (coef, thresholds, codes) in zip(COLOURS, per):
+            feats, activity = _features(p, near, self.known, self.x, self.side, c, earlier)
+            mu = _location(feats, coef)
+            scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
+            k, got = stream.group(_prior(mu, scale))
+            v = k + np.rint(mu).astype(np.int64)
+            if (v[got] < 0).any() or (v[got] > 255).any():
+                raise FormatError("lossless tail decodes outside 0..255")
+            self.x[p.rows[got], p.cols[got], c] = v[got]
+            self.decoded[p.rows[got], p.cols[got], c] = True
+            earlier.append(k)
+            if not got.all():
+                whole = False
+                break
+        stream.finish()
+        self.known[p.rows, p.cols] = whole
+        self.next += 1
+        self.open = self.next if whole else self.next - 1
+        return whole
+
+    @property
+    def complete(self) -> bool:
+        return self.next == len(self.passes) and bool(self.decoded.all())
+
+    def image(self) -> np.ndarray:
+        """Exact levels where decoded; in the first pass not decoded in full, rint(mu) for the rest
+        (mu from the known neighbours, with the symbol of a colour not decoded at the pixel taken
+        as 0); the side image (or grey) elsewhere (FORMAT.md 7)."""
+        base = self.side if self.side is not None else np.full_like(self.x, 128)
+        out = np.where(self.decoded, self.x, base)
+        if self.open >= len(self.passes):
+            return out
+        p, per = self.passes[self.open], self.params[self.open]
+        near = _neighbour_index(p, self.height, self.width)
+        earlier: list[np.ndarray] = []
+        for c, (coef, _, _) in zip(COLOURS, per):
+            feats, _ = _features(p, near, self.known, self.x, self.side, c, earlier)
+            guess = np.rint(_location(feats, coef)).astype(np.int64)
+            have = self.decoded[p.rows, p.cols, c]
+            value = np.where(have, self.x[p.rows, p.cols, c], guess)
+            out[p.rows, p.cols, c] = value
+            earlier.append(np.where(have, value - guess, 0))
+        return out
+
+
+def decode(data: bytes, height: int, width: int, side: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of encode: the exact pixels (H, W, 3) uint8. FormatError on damaged data."""
+    src = _Reader(data)
+    size = src.uint()
+    dec = TailDecoder(src.take(size), height, width, side)
+    for _ in dec.passes:
+        words = src.uint()
+        dec.decode_pass(src.take(4 * words))
+    if src.pos != len(data):
+        raise FormatError("bytes after the lossless tail")
+    return dec.x
