@@ -12,6 +12,7 @@ from PIL import Image
 from uqdm_codec import container, files, lossless_tail
 from uqdm_codec.codec import Codec
 from uqdm_codec.errors import FormatError, SyncError
+from uqdm_codec.progression import level_name
 
 from .conftest import synthetic_image
 from .test_cli import assert_one_line_error, run
@@ -144,6 +145,9 @@ def test_every_tail_chunk_prefix_decodes_to_its_point_and_improves(codec, tail_f
     )
     errors = [int(((p.pixels.astype(np.int64) - img) ** 2).sum()) for p in inside]
     assert all(b <= a for a, b in zip(errors, errors[1:])) and errors[-1] == 0 and errors[0] > 0
+    assert [level_name(p) for p in inside] == [f"tail pass {k + 1}" for k in range(len(inside) - 1)] + [
+        "lossless"
+    ]
     for p in inside[:-1]:
         cut = codec.decode(tail[: p.nbytes])
         assert not cut.lossless and np.array_equal(cut.pixels, p.pixels)

@@ -64,6 +64,7 @@ class DecodedImage:
     nbytes: int = 0  # length of the file prefix this image needs
     recon: str = "mean"  # what `pixels` is: the decoder's image on screen, or an ancestral "sample"
     shown: np.ndarray | None = None  # with recon "sample": the image on screen (the mean's)
+    tail: bool = False  # the layer is a lossless tail (FORMAT.md 6.6): `chunks` of its passes decoded
 
     def to_pil(self):
         from PIL import Image
@@ -1346,7 +1347,15 @@ class _DecodeSession:
                         self.shown = self.chain.partial_display(i, self.prior, chunk.network)
                 if every_chunk or c == n - 1:
                     yield DecodedImage(
-                        self.shown, self.done_steps, False, warnings, i, c + 1, False, self.nbytes
+                        self.shown,
+                        self.done_steps,
+                        False,
+                        warnings,
+                        i,
+                        c + 1,
+                        False,
+                        self.nbytes,
+                        tail=self.tail is not None,
                     )
             if not complete:
                 return

@@ -30,6 +30,8 @@ def level_name(image: DecodedImage) -> str:
         return "header"
     if image.lossless:
         return "lossless"
+    if image.tail:
+        return f"tail pass {image.chunks}"
     return f"step {image.layer}" + ("" if image.complete else f" chunk {image.chunks}")
 
 

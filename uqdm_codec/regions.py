@@ -140,6 +140,7 @@ class _Mosaic:
             max([header_size, *(e for e in ends if e is not None)]),
             "sample" if any(im.recon == "sample" for im in got) else "mean",
             None if self.shown is None else self.shown.copy() if copy else self.shown,
+            any(im.tail for im in got if im.layer == layer),
         )
 
 
