@@ -36,15 +36,8 @@ from uqdm_codec import get_codec, lossless_tail
 from uqdm_codec.bench import baseline_settings
 
 LOSSLESS = ("PNG", "JPEG 2000 reversible", "WebP lossless", "JPEG XL lossless")
-SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))
-
-
-def logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
-    """-log2 P(v) for integers v in [0, 255] under logistic(m, s) discretised to the levels."""
-    with np.errstate(over="ignore"):
-        up = np.where(v >= 255, 1.0, 1.0 / (1.0 + np.exp(-(v + 0.5 - m) / s)))
-        dn = np.where(v <= 0, 0.0, 1.0 / (1.0 + np.exp(-(v - 0.5 - m) / s)))
-    return -np.log2(np.maximum(up - dn, 1e-12))
+SCALES = lossless_tail.SCALES
+logistic_bits = lossless_tail.logistic_bits  # -log2 P(v) under a logistic discretised to 0..255
 
 
 def binned_bits(v: np.ndarray, m: np.ndarray, activity: np.ndarray, bins: int = 16) -> float:

@@ -82,7 +82,7 @@ def class_bits(px: np.ndarray, side: np.ndarray, classes: int) -> float:
                 total += 24.0 * feats.shape[1]
             thresholds, codes = lossless_tail._choose_bins(v, mu, act)
             scale = codes[lossless_tail._bins(act, thresholds)] / lossless_tail.SCALE_DENOM
-            total += float(lossless_tail._logistic_bits(v, mu, scale).sum())
+            total += float(lossless_tail.logistic_bits(v, mu, scale).sum())
             total += 16.0 * (2 * thresholds.size + 1)
             earlier.append(v - np.rint(mu).astype(np.int64))
         known[p.rows, p.cols] = True

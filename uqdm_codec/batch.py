@@ -189,7 +189,7 @@ def decode_file(
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         save_image(decoded.pixels, target, force=force, inputs=(source,))
-        what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.num_steps - header.tail}"
+        what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
         return Result(source, target, True, target.stat().st_size, None, what, notes=decoded.warnings)
 
     return _run(task, source, target, out_dir if output is None else None)

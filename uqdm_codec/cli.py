@@ -377,7 +377,7 @@ def decode(
             what = (
                 "lossless (exact original)"
                 if result.lossless
-                else f"after {result.steps} of {header.num_steps - header.tail} steps"
+                else f"after {result.steps} of {header.coded_steps} steps"
                 + (", part of the lossless tail" if header.tail and result.layer == header.num_steps else "")
             )
             if result.recon == "sample":
@@ -466,11 +466,7 @@ def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
         hd = fi.header
         out.print(
             f"{file}: {hd.width}x{hd.height} RGB, "
-            + (
-                f"{hd.num_steps - 1} diffusion steps + lossless tail, "
-                if hd.tail
-                else f"{hd.num_steps} diffusion steps + lossless layer, "
-            )
+            + f"{hd.coded_steps} diffusion steps + lossless {'tail' if hd.tail else 'layer'}, "
             + f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}"
             + (f", {fi.regions} regions of {hd.region[0]}x{hd.region[1]}" if hd.tiled else "")
             + (f", network averaged over {hd.mirrors} mirror images" if hd.mirrors > 1 else ""),

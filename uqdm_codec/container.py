@@ -111,6 +111,11 @@ class Header:
         """Layers of a complete file: T steps and the lossless layer, or T-1 steps and the tail."""
         return self.num_steps if self.tail else self.num_steps + 1
 
+    @property
+    def coded_steps(self) -> int:
+        """Diffusion steps the file codes: T, or T-1 before a tail."""
+        return self.num_steps - self.tail
+
     def last_kind(self) -> int:
         return KIND_TAIL if self.tail else KIND_LOSSLESS
 

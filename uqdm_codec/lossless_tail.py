@@ -1,8 +1,8 @@
-"""An exact interlaced lossless coder from exact neighbours: the "tail" of docs/MODEL.md section 26.
+"""The lossless tail: an exact interlaced lossless coder from exact neighbours (FORMAT.md 6.6).
 
-Not part of the .uqd format yet (section 27 of docs/MODEL.md says why and what wiring it needs):
-this module is the coder itself, exact and self-contained, so that its real bytes can be measured
-against the chain's lossless end, alone or given the decoder's image after a step (`side`).
+Layer T of a file with the TAIL header flag codes the pixels with it, given the image after step
+T-1 (`side`), in place of the pixel step and the lossless layer (docs/MODEL.md sections 26-27).
+encode()/decode() give a standalone form of the same coder, for measurements and tests.
 
 Order (FLIF / Adam7 style): the pixels on a 64-pixel lattice, then for each scale d = 64 .. 2,
 h = d / 2: the centres of the known d-squares (rows and columns = h mod d), then the edge
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import entropy
+from .container import get_varint, put_varint
 from .errors import FormatError
 
 LEVELS = 6  # the first lattice has spacing 2^LEVELS
@@ -39,7 +40,7 @@ SCALE_DENOM = 64  # a bin's scale is its code / 64 levels
 COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
-_SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
+SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray) -> np.ndar
     return np.rint(coef * 2.0**FRAC).astype(np.int64)
 
 
-def _logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
+def logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
     """Approximate -log2 P(v) (encoder choices only; the coder uses entropy.py's exact model)."""
     with np.errstate(over="ignore"):
         up = np.where(v >= 255, 1.0, 1.0 / (1.0 + np.exp(-(v + 0.5 - m) / s)))
@@ -176,8 +177,8 @@ def _choose_bins(v: np.ndarray, mu: np.ndarray, activity: np.ndarray) -> tuple[n
         if not sel.any():
             codes[b] = SCALE_DENOM
             continue
-        cost = [float(_logistic_bits(v[sel], mu[sel], s).sum()) for s in _SCALES]
-        codes[b] = max(1, int(round(_SCALES[int(np.argmin(cost))] * SCALE_DENOM)))
+        cost = [float(logistic_bits(v[sel], mu[sel], s).sum()) for s in SCALES]
+        codes[b] = max(1, int(round(SCALES[int(np.argmin(cost))] * SCALE_DENOM)))
     return thresholds, codes
 
 
@@ -188,29 +189,16 @@ def _zigzag(v: int) -> int:
     return 2 * v if v >= 0 else -2 * v - 1
 
 
-def _put(out: bytearray, value: int) -> None:
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return
-
-
 class _Reader:
     def __init__(self, data: bytes, pos: int = 0):
         self.data, self.pos = data, pos
 
-    def uint(self, limit: int = 10) -> int:
-        value = 0
-        for k in range(limit):
-            if self.pos >= len(self.data):
-                raise FormatError("lossless tail ends early")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << (7 * k)
-            if not byte & 0x80:
-                return value
-        raise FormatError("malformed number in a lossless tail")
+    def uint(self) -> int:
+        got = get_varint(self.data, self.pos, limit=10)
+        if got is None:
+            raise FormatError("lossless tail ends early")
+        value, self.pos = got
+        return value
 
     def sint(self) -> int:
         z = self.uint()
@@ -243,10 +231,10 @@ class Coded:
         """A standalone form: the parameters' length and the parameters, then each payload's
         length in words and the payload."""
         out = bytearray()
-        _put(out, len(self.params))
+        out += put_varint(len(self.params))
         out += self.params
         for _, payload in self.chunks:
-            _put(out, len(payload) // 4)
+            out += put_varint(len(payload) // 4)
             out += payload
         return bytes(out)
 
@@ -274,14 +262,14 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None) -> Coded:
             mu = _location(feats, coef)
             thresholds, codes = _choose_bins(v, mu, activity)
             for value in coef:
-                _put(params, _zigzag(int(value)))
-            _put(params, thresholds.size)
+                params += put_varint(_zigzag(int(value)))
+            params += put_varint(thresholds.size)
             prev = 0
             for t in thresholds:
-                _put(params, int(t) - prev)
+                params += put_varint(int(t) - prev)
                 prev = int(t)
             for code in codes:
-                _put(params, int(code))
+                params += put_varint(int(code))
             k = v - np.rint(mu).astype(np.int64)
             scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
             ks.append(k)
