@@ -310,3 +310,139 @@ def test_average_weights_is_the_element_wise_mean_and_refuses_runs_that_differ(t
     save_file({"v": torch.zeros(2, 3), "steps": torch.tensor([7])}, str(odd))
     with pytest.raises(SystemExit, match="same tensors"):
         average_weights.average([runs[0], odd])
+
+
+def test_lr_schedule_decays_by_steps_or_by_the_minutes_of_a_lease():
+    """--decay-by-time: a run bound by a lease (--minutes) does not know its step count, so its decay
+    follows wall time; without it the schedule is the step-based one."""
+    from uqdm_codec.train import TrainConfig, lr_at
+
+    cfg = TrainConfig("d", "o", steps=1000, lr=1e-3, min_lr=0.0, warmup=10, decay_frac=0.5)
+    assert lr_at(cfg, 4) == pytest.approx(5e-4)  # warm-up
+    assert lr_at(cfg, 400, elapsed=1e9) == 1e-3 and lr_at(cfg, 750) == pytest.approx(5e-4)
+    timed = TrainConfig("d", "o", steps=10**6, lr=1e-3, min_lr=0.0, warmup=10, decay_frac=0.5, minutes=2.0)
+    assert lr_at(timed, 900_000, elapsed=30.0) == pytest.approx(2e-4)  # by steps: elapsed is ignored
+    timed.decay_by_time = True
+    assert lr_at(timed, 50, elapsed=30.0) == 1e-3  # a quarter of the minutes: constant
+    assert lr_at(timed, 50, elapsed=90.0) == pytest.approx(5e-4)  # three quarters: half way down
+    assert lr_at(timed, 50, elapsed=500.0) == 0.0  # past the end: min_lr
+
+
+def test_device_sweep_trains_runs_side_by_side_and_copies_them_out(tmp_path):
+    """scripts/device_train.py sweep (one device call): every run starts from --init, stops at
+    --minutes, and its EMA weights and logs land in the output folder under the run's name."""
+    data = _photos(tmp_path, 4)
+    main([str(data), "--out", str(tmp_path / "first"), *TINY, "--steps", "1", "--name", "uqdm-small"])
+    device_train = load_script("device_train")
+    tiny = " ".join(TINY[:6]) + " --holdout 1 --steps 1000 --eval-every 1000 --ckpt-every 1000"
+    runs = [("a", [*tiny.split(), "--widths", "16", "16", "16", "16"])]
+    runs += [("b", [*tiny.split(), "--widths", "24", "16", "16", "16"])]
+    out = tmp_path / "out"
+    failed = device_train.sweep(
+        1e-6, runs, tmp_path / "root", out, data, 0.2, tmp_path / "first" / "uqdm-small.safetensors"
+    )
+    assert failed == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.json",
+        "a.safetensors",
+        "b.json",
+        "b.safetensors",
+        "logs.tar",
+    ]
+    codec = Codec(str(out / "b.safetensors"), "cpu")
+    assert codec.model.config.network.widths == (24, 16, 16, 16)
+    import tarfile
+
+    with tarfile.open(out / "logs.tar") as tar:
+        assert {"a/log.jsonl", "b/console.log", "b/train_config.json"} <= set(tar.getnames())
+
+
+def test_pack_keeps_pixels_and_leaves_out_the_photos_that_decide_what_ships(tmp_path):
+    """The device's training set holds the photos' own pixels (JPEGs byte for byte, the others as
+    lossless WebP: never a lossy re-encode) and never the trainer's held-aside photos of the whole
+    folder nor the PNG photos of misc/ (held aside for decisions since run v13b); photos too small
+    for a crop are left out."""
+    from uqdm_codec.train import held_aside, list_images, load_rgb
+
+    source = tmp_path / "train"
+    for folder, count, ext in (("a", 10, "jpg"), ("b", 4, "png"), ("misc", 3, "png")):
+        (source / folder).mkdir(parents=True)
+        for k in range(count):
+            Image.fromarray(synthetic_image(40, 48, seed=k)).save(source / folder / f"{k}.{ext}")
+    Image.fromarray(synthetic_image(20, 48, seed=99)).save(source / "a" / "small.jpg")
+    device_train = load_script("device_train")
+    dest = tmp_path / "packed"
+    device_train.pack(source, dest, mib=10, min_side=32)
+    packed = {p.name: p for p in dest.iterdir()}
+    decisions = {
+        "__".join(p.relative_to(source).with_suffix("").parts) for p in held_aside(list_images(source), 6)
+    }
+    stems = {name.rsplit(".", 1)[0] for name in packed}
+    assert stems and not stems & decisions and not any(name.startswith("misc") for name in packed)
+    assert stems == ({f"a__{k}" for k in range(10)} | {f"b__{k}" for k in range(4)}) - decisions
+    for name, path in packed.items():
+        folder, file = name.split("__")
+        original = source / folder / file.replace(".webp", ".png")
+        if name.endswith(".jpg"):
+            assert path.read_bytes() == original.read_bytes()
+        else:
+            assert np.array_equal(load_rgb(path), load_rgb(original))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_widening_on_a_gpu_starts_from_the_same_weights():
+    """--init on CUDA with a wider network (the narrow weights load on the CPU): widen_state moves
+    them to the device of the new network (a run on the lent GPU failed here once)."""
+    from uqdm_codec.model import UQDM, ModelConfig
+    from uqdm_codec.network import NetworkConfig
+    from uqdm_codec.train import widen_state
+
+    old = UQDM(ModelConfig(network=NetworkConfig(widths=(16, 16, 16, 16)))).state_dict()
+    fresh = UQDM(ModelConfig(network=NetworkConfig(widths=(24, 32, 16, 16)))).cuda().state_dict()
+    out = widen_state(old, fresh)
+    assert all(t.is_cuda for t in out.values())
+    assert all(
+        torch.equal(out[k][tuple(slice(0, n) for n in v.shape)].cpu(), v)
+        for k, v in old.items()
+        if ".film." not in k
+    )
+
+
+def test_val_dir_evaluates_on_other_photos(tmp_path):
+    """--val-dir: the run's evaluations use centre crops of another folder's photos (the decision
+    photos, carried beside a packed subset), and an empty folder is refused in one line."""
+    data = _photos(tmp_path, 3)
+    main([str(data), *TINY, "--steps", "1", "--out", str(tmp_path / "first")])
+    init = str(tmp_path / "first" / "uqdm-small.safetensors")
+    val = tmp_path / "val"
+    val.mkdir()
+    args = [str(data), *TINY, "--steps", "1", "--eval-every", "1", "--eval-at-start", "--init", init]
+    with pytest.raises(SystemExit, match="no images there"):
+        main([*args, "--val-dir", str(val), "--out", str(tmp_path / "r0")])
+    for k in range(2):
+        Image.fromarray(synthetic_image(96, 112, seed=40 + k)).save(val / f"{k}.png")
+    main([*args, "--val-dir", str(val), "--out", str(tmp_path / "r1")])
+    main([*args, "--out", str(tmp_path / "r2")])
+    evals = {}
+    for run in ("r1", "r2"):
+        logs = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        evals[run] = [r for r in logs if r.get("eval")]
+    assert [r["step"] for r in evals["r1"]] == [0, 1]
+    # the same weights at step 0 (both start from `first`): other crops, other figures
+    assert evals["r1"][0]["lossless_bpp"] != evals["r2"][0]["lossless_bpp"]
+
+
+def test_estimate_script_prints_the_trainers_figures_per_model(tmp_path, capsys, monkeypatch):
+    """scripts/estimate.py: the trainer's evaluation (same crops, same seed) for any photos."""
+    data = _photos(tmp_path, 3)
+    main([str(data), *TINY, "--steps", "1", "--out", str(tmp_path / "r")])
+    listing = tmp_path / "photos.txt"
+    listing.write_text(" ".join(str(p) for p in sorted(data.iterdir())))
+    model = str(tmp_path / "r" / "uqdm-small.safetensors")
+    monkeypatch.setattr("sys.argv", ["estimate.py", str(listing), model, model, "--size", "64"])
+    capsys.readouterr()
+    load_script("estimate").main()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith(model)
+    bare, corrected = (float(lines[0].split(word)[1].split()[0]) for word in (" bare ", " corrected "))
+    assert 0 < corrected < 30 and 0 < bare < 30

@@ -70,6 +70,8 @@ class TrainConfig:
     filter_from: int = 1  # with --corrections: the display filter applies to the images after this step on
     raw_display: float = 0.0  # with --corrections: share of a filtered step's display loss on the raw image
     exclude: str = ""  # comma-separated globs (under data_dir) of photos never to train on, e.g. "misc/*.png"
+    decay_by_time: bool = False  # with --minutes: decay over the last decay_frac of the minutes
+    val_dir: str = ""  # evaluate on centre crops of these photos instead of the held-aside ones
 
 
 # ----------------------------------------------------------------------------- data
@@ -223,14 +225,14 @@ def widen_state(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) ->
                 raise KeyError(f"{name}: only residual blocks can be new")
             out[name] = new.clone()
             continue
-        w = old[name]
+        w = old[name].to(new.device)
         if w.shape == new.shape:
             out[name] = w.clone()
             continue
         t = new.clone()
         writer = any(k in name for k in ("stem.", "inject.", "downsamplers.", "upsamplers.", "conv2."))
         if ".film." in name:
-            rows = _film_rows(w.shape[0] // 2, new.shape[0] // 2)
+            rows = _film_rows(w.shape[0] // 2, new.shape[0] // 2).to(t.device)
             t.zero_()  # FiLM starts at zero for new channels: no modulation
             t[rows] = w  # the embedding width is not widened
         else:
@@ -243,13 +245,19 @@ def widen_state(old: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) ->
     return out
 
 
-def lr_at(cfg: TrainConfig, it: int) -> float:
+def lr_at(cfg: TrainConfig, it: int, elapsed: float = 0.0) -> float:
+    """Warm-up, constant, linear decay to min_lr over the last decay_frac of the run: of --steps, or
+    with --decay-by-time of --minutes (`elapsed` seconds; for a lease whose step count is unknown)."""
     if it < cfg.warmup:
         return cfg.lr * (it + 1) / cfg.warmup
-    decay_start = int(cfg.steps * (1.0 - cfg.decay_frac))
-    if it < decay_start:
+    if cfg.decay_by_time and cfg.minutes > 0:
+        progress = elapsed / (60.0 * cfg.minutes)
+    else:
+        progress = it / max(1, cfg.steps)
+    start = 1.0 - cfg.decay_frac
+    if progress < start:
         return cfg.lr
-    frac = min(1.0, (it - decay_start) / max(1, cfg.steps - decay_start))
+    frac = min(1.0, (progress - start) / max(cfg.decay_frac, 1e-9))
     return cfg.lr + (cfg.min_lr - cfg.lr) * frac
 
 
@@ -295,7 +303,13 @@ def train(cfg: TrainConfig) -> None:
     train_paths = [p for p in paths if p in kept and not excluded(p, root, cfg.exclude)]
     t0 = time.time()
     data = PhotoCrops(train_paths, min_side=cfg.crop)
-    val = torch.from_numpy(holdout_batch(held)) if held else None
+    if cfg.val_dir:  # e.g. the photos that decide what ships, carried to a GPU beside a packed subset
+        val_paths = list_images(Path(cfg.val_dir))
+        if not val_paths:
+            raise SystemExit(f"--val-dir {cfg.val_dir}: no images there")
+        val = torch.from_numpy(holdout_batch(val_paths))
+    else:
+        val = torch.from_numpy(holdout_batch(held)) if held else None
     calibration = []  # for --eval-codec's exact model; only the master evaluates
     if cfg.eval_codec and master:
         calibration = calibration_crops(Path(cfg.data_dir), 16, 256, cfg.holdout)
@@ -435,8 +449,9 @@ def train(cfg: TrainConfig) -> None:
     if master and val is not None and cfg.eval_at_start and start == 0:
         evaluate(0)
     for it in range(start, cfg.steps):
+        lr = lr_at(cfg, it, time.time() - t_start)
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, it)
+            g["lr"] = lr
         big = cfg.big_every > 0 and it % cfg.big_every == cfg.big_every - 1
         n, crop = (max(1, cfg.batch // 4), cfg.big_crop) if big else (cfg.batch, cfg.crop)
         pixels = torch.from_numpy(data.batch(rng, n, crop)).to(device)
@@ -486,7 +501,7 @@ def train(cfg: TrainConfig) -> None:
         if master and done % cfg.log_every == 0 and n_acc:
             rec = {
                 "step": done,
-                "lr": lr_at(cfg, it),
+                "lr": lr,
                 "loss": round(acc["loss"] / n_acc, 4),
                 "nelbo_bpp": round(3 * sum(acc["bits"]) / n_acc, 4),
                 "layer_bpp": [round(3 * v / n_acc, 4) for v in acc["bits"]],

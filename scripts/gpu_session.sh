@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One call of the device tool (a lent GPU, at most 10 minutes): training runs side by side, and
+# the portability check of files made on this project's CPU machine, decoded and encoded again on
+# the GPU and on that machine's CPU (another CPU, another torch version).
+#
+# Here, first (docs/MODEL.md section 28):
+#   python scripts/device_train.py pack ../shared/data/train --mib 32      # -> .carry/train
+#   mkdir -p .carry/val && cp $(cat runs/held.txt) .carry/val/    # the 6 held-aside decision photos
+#   cp ../shared/data/kodak/kodim0{1,2,3}.png .carry/kodak/        # portability (optional)
+#   python scripts/portability.py .carry/kodak --out .carry/port --limit 3 --variant threads1
+#   python scripts/portability.py .carry/kodak --out .carry/port-tail --tail --limit 2 --variant threads1
+#   pip download constriction==0.5.0 (cp312 manylinux wheel, the device notes) -d .whl
+# Then the device tool's `run` with carry [".carry", ".whl"], timeout_s about 60 s over the minutes:
+#   bash scripts/gpu_session.sh 6.5
+# and afterwards `tar xf FILES_AT/logs.tar -C runs/gpuN`; the EMA weights are FILES_AT/NAME.safetensors.
+#
+# uqdm 0.24's session ran this with its runs `base` (--lr 2e-4) and `wide` (--widths 64 128 128
+# 192), no --val-dir, on a pack of JPEG q95 re-encodes: nothing shipped (section 28). The runs below
+# are what that section proposes next.
+set -u
+MINUTES=${1:-6.5}
+PY=${PY:-python3}
+[ -n "${NO_WHEEL:-}" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
+
+VAL=""
+[ -d .carry/val ] && VAL="--val-dir .carry/val"
+COMMON=${COMMON:-"--crop 256 --batch 16 --big-every 0 --warmup 50 --decay-by-time --decay-frac 0.3 --min-lr 1e-5
+        --ema 0.997 --steps 1000000 --log-every 25 --eval-every 100 --eval-at-start --ckpt-every 100
+        --corrections --filter-from 5 --raw-display 0.5 --seed 21 $VAL"}
+$PY scripts/device_train.py sweep --minutes "$MINUTES" --poll 30 --common "$COMMON" \
+    --run lr1 "--lr 1e-4" --run lr2 "--lr 2e-4" > "$OUT/sweep.log" 2>&1 &
+SWEEP=$!
+
+# Portability while the runs train (so its seconds are not speed figures: the GPU is shared).
+mkdir -p /tmp/pt
+for files in port port-tail; do
+    [ -f .carry/$files/reference.json ] || continue
+    for dev in ${DEVICES:-cuda cpu}; do
+        $PY scripts/portability.py .carry/kodak --out .carry/$files --decode-only --variant plain \
+            --device $dev $([ $dev = cuda ] && echo --reencode) 2>&1 | grep -v '^encoded'
+    done
+    mkdir -p /tmp/pt/$files && cp .carry/$files/summary-*.json /tmp/pt/$files/
+done
+tar cf "$OUT/portability.tar" -C /tmp/pt .
+
+wait $SWEEP
+echo "sweep exit $?"
+tail -n 30 "$OUT/sweep.log"
+
+# Speed on the GPU alone (the runs are done): encode and decode one Kodak image, after a warm-up.
+[ -f .carry/kodak/kodim03.png ] && $PY - <<'PY' 2>&1 | tee "$OUT/speed.txt"
+import time, uqdm_codec
+from uqdm_codec.image_io import load_image
+pixels = load_image(".carry/kodak/kodim03.png").pixels
+for dev in ("cuda", "cpu"):
+    codec = uqdm_codec.get_codec(None, dev)
+    for attempt in ("warm-up", "timed") if dev == "cuda" else ("timed",):
+        t = time.perf_counter(); data = codec.encode(pixels, seed=1); enc = time.perf_counter() - t
+        t = time.perf_counter(); images = list(codec.iter_decode(data)); dec = time.perf_counter() - t
+        print(f"{dev} {attempt}: encode {enc:.2f} s, full decode {dec:.2f} s, {len(data)} bytes", flush=True)
+PY
