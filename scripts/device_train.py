@@ -57,6 +57,11 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
+def _train_command(data: Path, run: Path, minutes: float) -> list[str]:
+    """`uqdm train DATA --out RUN --minutes M` in a fresh interpreter (see _child_env)."""
+    return [sys.executable, "-m", "uqdm_codec.train", str(data), "--out", str(run), "--minutes", str(minutes)]
+
+
 def pack(source: Path, dest: Path, mib: float, seed: int = 0, min_side: int = 256) -> None:
     """Copy training photos into `dest` with their pixels unchanged, in a random order until `mib`
     MiB (so each subfolder gets about its share): JPEG originals byte for byte, the others as
@@ -133,7 +138,7 @@ def join(pieces: Path, run: Path) -> bool:
 def call(minutes: float, train_args: list[str], run: Path, out: Path, data: Path, pieces: Path) -> None:
     """Resume from `pieces` (or start from the shipped float weights), train, write parts to out."""
     resumed = join(pieces, run)
-    cmd = [sys.executable, "-m", "uqdm_codec.train", str(data), "--out", str(run), "--minutes", str(minutes)]
+    cmd = _train_command(data, run, minutes)
     if not resumed:
         cmd += ["--init", str(ROOT / "weights" / "uqdm-small-float.safetensors")]
     cmd += train_args
@@ -166,16 +171,7 @@ def sweep(
     for name, args in runs:
         run = root / name
         run.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "uqdm_codec.train",
-            str(data),
-            "--out",
-            str(run),
-            "--minutes",
-            str(minutes),
-        ]
+        cmd = _train_command(data, run, minutes)
         cmd += ["--init", str(init), *args]
         print("+", " ".join(cmd), flush=True)
         console = open(run / "console.log", "w")

@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from uqdm_codec.model import load_model  # noqa: E402
-from uqdm_codec.objective import run_chain  # noqa: E402
-from uqdm_codec.train import holdout_batch  # noqa: E402
+from uqdm_codec.train import chain_estimates, holdout_batch  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +33,7 @@ def main() -> None:
     paths = [Path(p) for p in args.photos.read_text().split()]
     val = torch.from_numpy(holdout_batch(paths, args.size))
     for spec in args.models:
-        model = load_model(spec).eval()
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(0)
-            corrected = run_chain(model, val, generator=gen, corrections=True, filter_from=args.filter_from)
-            bare = run_chain(model, val, generator=torch.Generator().manual_seed(0))
+        bare, corrected = chain_estimates(load_model(spec).eval(), val, args.filter_from)
         steps = [round(v, 3) for v in corrected["bpp"]]
         totals = f"bare {bare['nelbo_bpp']:.4f} corrected {corrected['nelbo_bpp']:.4f} bpp"
         print(f"{spec}: {totals}, after each step {steps}", flush=True)

@@ -201,6 +201,18 @@ def codec_evaluation(model: UQDM, held: np.ndarray, calibration: list[np.ndarray
 # ----------------------------------------------------------------------------- helpers
 
 
+def chain_estimates(model: UQDM, val: torch.Tensor, filter_from: int) -> tuple[dict, dict]:
+    """The evaluation's two runs of the chain on the crops `val` (seed 0 each, no gradient): the
+    bare chain, and the chain as the codec codes it (objective.run_chain's corrections). The
+    trainer's logs and scripts/estimate.py report these."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        bare = run_chain(model, val.to(device), generator=torch.Generator(device=device).manual_seed(0))
+        gen = torch.Generator(device=device).manual_seed(0)
+        corrected = run_chain(model, val.to(device), generator=gen, corrections=True, filter_from=filter_from)
+    return bare, corrected
+
+
 def _film_rows(n_old: int, n_new: int) -> torch.Tensor:
     """Where a FiLM layer's rows (scale for each channel, then shift) of the narrow network go."""
     return torch.cat([torch.arange(n_old), n_new + torch.arange(n_old)])
@@ -422,11 +434,7 @@ def train(cfg: TrainConfig) -> None:
 
     def evaluate(done: int) -> None:
         """The EMA model's chain on the held-aside crops (fixed seed): cumulative bpp and PSNR per step."""
-        with torch.no_grad():
-            gen = torch.Generator(device=device).manual_seed(0)
-            cm = run_chain(ema, val.to(device), generator=gen)
-            gen = torch.Generator(device=device).manual_seed(0)
-            cc = run_chain(ema, val.to(device), generator=gen, corrections=True, filter_from=cfg.filter_from)
+        cm, cc = chain_estimates(ema, val, cfg.filter_from)
         rec = {
             "step": done,
             "eval": True,
