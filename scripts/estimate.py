@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="centre crop side")
     ap.add_argument("--filter-from", type=int, default=5, help="as the shipped model's --filter-from")
     args = ap.parse_args()
+    if not args.photos.is_file():
+        ap.error(f"{args.photos}: no such list of photos")
     paths = [Path(p) for p in args.photos.read_text().split()]
     val = torch.from_numpy(holdout_batch(paths, args.size))
     for spec in args.models:
