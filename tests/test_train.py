@@ -165,8 +165,9 @@ def test_train_skips_non_finite_steps(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert '"skipped"' in printed
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    train_logs = [r for r in logs if not r.get("eval")]
+    train_logs = [r for r in logs if "loss" in r]
     assert [r["step"] for r in train_logs] == [1, 3] and all(np.isfinite(r["loss"]) for r in train_logs)
+    assert [r["step"] for r in logs if "skipped" in r] == [2]
     state = torch.load(out / "checkpoint.pt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 

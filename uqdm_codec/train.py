@@ -490,8 +490,10 @@ def train(cfg: TrainConfig) -> None:
             # a rare batch whose loss overflows: skip it rather than let NaN reach the weights
             # (every DDP rank sees the same all-reduced norm, so all skip together)
             skipped += 1
-            if master:
-                print(json.dumps({"step": it + 1, "skipped": "non-finite loss or gradient"}), flush=True)
+            if master:  # in the log too: a run's compute in the model card counts its skipped steps
+                rec = {"step": it + 1, "skipped": "non-finite loss or gradient"}
+                print(json.dumps(rec), flush=True)
+                log_file.write(json.dumps(rec) + "\n")
             if skipped > 50:
                 raise RuntimeError("training diverged: more than 50 non-finite steps")
         else:
