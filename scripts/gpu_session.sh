@@ -60,7 +60,8 @@ done
 [ "${PORTABILITY:-0}" = 1 ] && tar cf "$OUT/portability.tar" -C /tmp/pt .
 
 wait $SWEEP
-echo "sweep exit $?"
+STATUS=$?
+echo "sweep exit $STATUS"
 tail -n 30 "$OUT/sweep.log"
 
 # Speed on the GPU alone (the runs are done): encode and decode one Kodak image, after a warm-up.
@@ -75,3 +76,4 @@ for dev in ("cuda", "cpu"):
         t = time.perf_counter(); images = list(codec.iter_decode(data)); dec = time.perf_counter() - t
         print(f"{dev} {attempt}: encode {enc:.2f} s, full decode {dec:.2f} s, {len(data)} bytes", flush=True)
 PY
+exit $STATUS  # the runs' status, not the optional checks'
