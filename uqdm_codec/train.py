@@ -412,6 +412,13 @@ def train(cfg: TrainConfig) -> None:
     if master:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     log_file = open(out / "log.jsonl", "a") if master else None
+
+    def record(rec: dict) -> None:
+        """One line of the run's log (master only), on the console and in log.jsonl."""
+        print(json.dumps(rec), flush=True)
+        log_file.write(json.dumps(rec) + "\n")
+        log_file.flush()
+
     acc: dict = {}
     n_acc = 0
     skipped = 0
@@ -450,9 +457,7 @@ def train(cfg: TrainConfig) -> None:
         }
         if cfg.eval_codec:
             rec.update(codec_evaluation(ema, val.numpy(), calibration))
-        print(json.dumps(rec), flush=True)
-        log_file.write(json.dumps(rec) + "\n")
-        log_file.flush()
+        record(rec)
 
     if master and val is not None and cfg.eval_at_start and start == 0:
         evaluate(0)
@@ -491,9 +496,7 @@ def train(cfg: TrainConfig) -> None:
             # (every DDP rank sees the same all-reduced norm, so all skip together)
             skipped += 1
             if master:  # in the log too: a run's compute in the model card counts its skipped steps
-                rec = {"step": it + 1, "skipped": "non-finite loss or gradient"}
-                print(json.dumps(rec), flush=True)
-                log_file.write(json.dumps(rec) + "\n")
+                record({"step": it + 1, "skipped": "non-finite loss or gradient"})
             if skipped > 50:
                 raise RuntimeError("training diverged: more than 50 non-finite steps")
         else:
@@ -519,9 +522,7 @@ def train(cfg: TrainConfig) -> None:
                 "psnr": [round(v / n_acc, 2) for v in acc["psnr"]],
                 "sec_per_step": round((time.time() - t_last) / n_acc, 3),
             }
-            print(json.dumps(rec), flush=True)
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
+            record(rec)
             acc, n_acc, t_last = {}, 0, time.time()
         if master and val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
             evaluate(done)
