@@ -447,3 +447,10 @@ def test_estimate_script_prints_the_trainers_figures_per_model(tmp_path, capsys,
     assert len(lines) == 2 and lines[0] == lines[1] and lines[0].startswith(model)
     bare, corrected = (float(lines[0].split(word)[1].split()[0]) for word in (" bare ", " corrected "))
     assert 0 < corrected < 30 and 0 < bare < 30
+    # --tf32: a second line per model, the same chain with TF32-rounded convolutions
+    monkeypatch.setattr("sys.argv", ["estimate.py", str(listing), model, "--size", "64", "--tf32"])
+    load_script("estimate").main()
+    plain, tf32 = capsys.readouterr().out.strip().splitlines()
+    assert plain == lines[0] and tf32.startswith(f"{model} (TF32 convolutions): bare ")
+    bare32 = float(tf32.split(" bare ")[1].split()[0])
+    assert abs(bare32 - bare) < 0.05 * bare
