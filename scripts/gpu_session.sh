@@ -47,17 +47,19 @@ $PY scripts/device_train.py sweep --minutes "$MINUTES" --poll 30 --common "$COMM
 SWEEP=$!
 
 # Portability while the runs train (so its seconds are not speed figures: the GPU is shared).
-mkdir -p /tmp/pt
 # PORTABILITY=1 and SPEED=1 add the checks of section 28 (docs/bench/gpu-h200).
-for files in $([ "${PORTABILITY:-0}" = 1 ] && echo port port-tail); do
-    [ -f .carry/$files/reference.json ] || continue
-    for dev in ${DEVICES:-cuda cpu}; do
-        $PY scripts/portability.py .carry/kodak --out .carry/$files --decode-only --variant plain \
-            --device $dev $([ $dev = cuda ] && echo --reencode) 2>&1 | grep -v '^encoded'
+if [ "${PORTABILITY:-0}" = 1 ]; then
+    mkdir -p /tmp/pt
+    for files in port port-tail; do
+        [ -f .carry/$files/reference.json ] || continue
+        for dev in ${DEVICES:-cuda cpu}; do
+            $PY scripts/portability.py .carry/kodak --out .carry/$files --decode-only --variant plain \
+                --device $dev $([ $dev = cuda ] && echo --reencode) 2>&1 | grep -v '^encoded'
+        done
+        mkdir -p /tmp/pt/$files && cp .carry/$files/summary-*.json /tmp/pt/$files/
     done
-    mkdir -p /tmp/pt/$files && cp .carry/$files/summary-*.json /tmp/pt/$files/
-done
-[ "${PORTABILITY:-0}" = 1 ] && tar cf "$OUT/portability.tar" -C /tmp/pt .
+    tar cf "$OUT/portability.tar" -C /tmp/pt .
+fi
 
 wait $SWEEP
 STATUS=$?
