@@ -18,7 +18,8 @@ lossless (real bytes), the tail alone, and the prefix up to step s plus the tail
 `--rich`: each pass also sees the next ring of 8 known pixels, and the activity adds the mean
 coded error of the 4 nearest (CALIC's error energy).
 `--exact`: the tail's real bytes from uqdm_codec.lossless_tail (integer coefficients, real ANS
-payloads, every parameter in its varint), each file decoded back and checked (section 27).
+payloads, every parameter in its varint), each file decoded back and checked (section 27), in the
+form the encoder writes (form 2 since uqdm 0.26, section 30; sections 26-27 measured form 1).
 Measured, not kept (docs/MODEL.md sections 26 and 27).
 """
 

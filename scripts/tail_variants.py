@@ -5,7 +5,8 @@
 Encodes each photo once (centre crop, seed = index, `--fast`) and keeps the original, the image
 after step 7 and the bytes of steps 1-7 in F.npz (reused when present). Then prints the mean
 lossless size in bpp over the photos (steps 1-7's real bytes plus the tail), for:
-- base: uqdm_codec.lossless_tail as shipped (real bytes of its passes and parameters);
+- base: uqdm_codec.lossless_tail's form 1, shipped in uqdm 0.23-0.25 (real bytes of its passes and
+  parameters; form 2 of uqdm 0.26 is section 30's);
 - side W: the activity also counts the side image's error at the 4 known neighbours,
   W x 4 x sum |n_k - S(n_k)| (real bytes);
 - classes K: K predictor fits per pass and colour, one per activity quantile, each sending its
@@ -45,8 +46,8 @@ def cache(args) -> list[tuple[np.ndarray, np.ndarray, int]]:
 def with_side_error(weight: float):
     """_features whose activity adds weight x 4 x the side image's error at the known neighbours."""
 
-    def features(p, near, known, x, side, c, earlier):
-        feats, activity = SHIPPED(p, near, known, x, side, c, earlier)
+    def features(p, near, known, x, side, c, earlier, errors=None):
+        feats, activity = SHIPPED(p, near, known, x, side, c, earlier, errors)
         if near and side is not None:
             ok = np.stack([known[a, b] for a, b in near], 1)
             err = np.stack([np.abs(x[a, b, c].astype(np.int64) - side[a, b, c]) for a, b in near], 1)
@@ -101,7 +102,7 @@ def main() -> None:
         print(f"{name:12s} {np.mean(sizes):.4f} bpp  per photo {each}", flush=True)
 
     def real(px, side) -> float:
-        return 8.0 * len(lossless_tail.encode_passes(px, side).to_bytes())
+        return 8.0 * len(lossless_tail.encode_passes(px, side, form=1).to_bytes())
 
     report("base", real)
     for weight in (1.0, 4.0):

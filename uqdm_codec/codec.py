@@ -806,6 +806,7 @@ class Codec:
             mirrors=mirrors,
             version=container.VERSION if self.intervals else container.INTERVALS_VERSION - 1,
             tail=bool(tail),  # None (either, whichever is smaller) codes the plain file first
+            tail_form=lossless_tail.FORM,
         )
         if tail and not self.intervals:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
@@ -898,8 +899,8 @@ class Codec:
         interlaced pass (FORMAT.md 6.6), decoded here as a decoder will (a check of the coder) to
         flag the chunks whose image beats the one on screen."""
         h, w = pixels.shape[:2]
-        coded = lossless_tail.encode_passes(pixels, side)
-        dec = lossless_tail.TailDecoder(coded.params, h, w, side)
+        coded = lossless_tail.encode_passes(pixels, side, lossless_tail.FORM)
+        dec = lossless_tail.TailDecoder(coded.params, h, w, side, lossless_tail.FORM)
         chunks = []
         for count, payload in coded.chunks:
             dec.decode_pass(payload)
@@ -1187,7 +1188,9 @@ class _DecodeSession:
         i, chain = layer.index, self.chain
         if layer.kind == KIND_TAIL:
             hd = self.hd
-            self.tail = lossless_tail.TailDecoder(layer.tail_params, hd.height, hd.width, self.side)
+            self.tail = lossless_tail.TailDecoder(
+                layer.tail_params, hd.height, hd.width, self.side, hd.tail_form
+            )
             self.order = np.arange(3 * hd.height * hd.width)
             return
         if i > self.T:  # the lossless layer: the pixel step's order (its scales before conditioning)

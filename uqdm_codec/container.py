@@ -43,6 +43,7 @@ MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
 TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
 MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
 TAIL = 8  # header flag bit 3: layer T is an interlaced lossless tail, the last layer (FORMAT.md 6.6)
+TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 (earlier colours' levels, neighbours' errors)
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
 _MIRRORS_OF_CODE = {code: m for m, code in MIRROR_CODES.items()}
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
@@ -105,6 +106,7 @@ class Header:
     mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
     version: int = VERSION  # 7: written without known intervals (uqdm 0.11-0.12)
     tail: bool = False  # layer T is a lossless tail and the last layer (FORMAT.md 6.6)
+    tail_form: int = 2  # the tail's feature set (lossless_tail.FORM): 1 in files of uqdm 0.23-0.25
 
     @property
     def num_layers(self) -> int:
@@ -153,6 +155,7 @@ class Header:
             mirrors=self.mirrors,
             version=self.version,
             tail=self.tail,
+            tail_form=self.tail_form,
         )
 
     def to_bytes(self) -> bytes:
@@ -171,6 +174,7 @@ class Header:
                 self.version,
                 (TILED if self.region else 0)
                 | (TAIL if self.tail else 0)
+                | (TAIL_COLOURS if self.tail and self.tail_form >= 2 else 0)
                 | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
                 self.width,
                 self.height,
@@ -277,7 +281,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f"unsupported .uqd version {version} (this decoder reads versions "
             f"{' and '.join(map(str, READ_VERSIONS))})"
         )
-    if flags & ~(TILED | MIRROR_MASK | TAIL) or flags & TAIL and version < VERSION:
+    if (
+        flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS)
+        or (flags & TAIL and version < VERSION)
+        or (flags & TAIL_COLOURS and not flags & TAIL)
+    ):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
     mirrors = _MIRRORS_OF_CODE.get(mirror_code)
@@ -316,7 +324,19 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
             raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
     header = Header(
-        w, h, steps, seed, fp, name, 16 * tile16, ch, region, mirrors, version, bool(flags & TAIL)
+        w,
+        h,
+        steps,
+        seed,
+        fp,
+        name,
+        16 * tile16,
+        ch,
+        region,
+        mirrors,
+        version,
+        bool(flags & TAIL),
+        1 if flags & TAIL and not flags & TAIL_COLOURS else 2,  # form 1: a tail without the flag
     )
     return header, end
 

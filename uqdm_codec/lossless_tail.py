@@ -13,13 +13,20 @@ Prediction, all in integers: the features of a pixel are its 4 neighbours at dis
 diagonals in a centre pass, the direct ones in an edge pass; mirrored back inside the image at its
 edges, and an unknown one replaced by the floor of the known ones' mean), the side image at the
 pixel and at those neighbours (when there is one), the symbols of the colours already coded at the
-pixel, and 1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k sent per pass
-and colour. The symbol is k = v - rint(mu), coded under the step prior of entropy.py (FORMAT.md
-6.1) with location mu, dither mu - rint(mu), step 1 and known interval [-0.5, 255.5]: a logistic
-discretised to the levels and truncated to [0, 255]. Its scale is s_b / 64 for the bin b of the
-pixel's activity A = sum_k |4 n_k - sum n| (+ 16 |k_first|, the first colour's symbol, for the
-later colours; the lattice pass with a side image: 16 |side - side one row down|), b = the number
+pixel, in form 2 the levels of those colours at the pixel and at the neighbours (and their side
+image at the pixel), and 1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k
+sent per pass and colour. The symbol is k = v - rint(mu), coded under the step prior of entropy.py
+(FORMAT.md 6.1) with location mu, dither mu - rint(mu), step 1 and known interval [-0.5, 255.5]: a
+logistic discretised to the levels and truncated to [0, 255]. Its scale is s_b / 64 for the bin b
+of the pixel's activity A = sum_k |4 n_k - sum n| (+ 16 |k_first|, the first colour's symbol, for
+the later colours; in form 2 + ERROR_WEIGHT times the known neighbours' |k| in this colour, CALIC's
+error energy; the lattice pass with a side image: 16 |side - side one row down|), b = the number
 of the pass and colour's thresholds <= A.
+
+Form 1 (files of uqdm 0.23-0.25) predicts R and B from the earlier colours' symbols alone: those
+say how far G was from G's own prediction, not where G is, and G's prediction leans on G's side
+image, which R's features cannot mirror. Given an early step's image that cost the tail 2-7 %
+(docs/MODEL.md section 30).
 
 No torch here.
 """
@@ -41,6 +48,10 @@ COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
+FORM = 2  # the tail's feature set that the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25
+FORMS = (1, 2)
+ERROR_WEIGHT = 48  # form 2: the activity's weight of the known neighbours' coded |k|
+FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
 
 
 @dataclass
@@ -82,6 +93,15 @@ def _neighbour_index(p: Pass, height: int, width: int) -> list[tuple[np.ndarray,
     return out
 
 
+def _neighbour_levels(near, known: np.ndarray, x: np.ndarray, c: int) -> np.ndarray:
+    """Colour c's levels at the 4 neighbours (n, 4), an unknown one replaced by the floor of the
+    known ones' mean (0 if none is known)."""
+    nv = np.stack([x[a, b, c] for a, b in near], 1).astype(np.int64)
+    ok = np.stack([known[a, b] for a, b in near], 1)
+    mean = (nv * ok).sum(1) // np.maximum(ok.sum(1), 1)
+    return np.where(ok, nv, mean[:, None])
+
+
 def _features(
     p: Pass,
     near,
@@ -90,16 +110,15 @@ def _features(
     side: np.ndarray | None,
     c: int,
     earlier: list[np.ndarray],
+    errors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features as int64 of shape (n, F), activity as int64) of colour c's pixels in pass p."""
+    """(features as int64 of shape (n, F), activity as int64) of colour c's pixels in pass p.
+    `errors` (H, W, 3): the coded |k| of every decoded element, for form 2; None for form 1."""
     n = p.rows.size
     feats: list[np.ndarray] = []
     activity = np.zeros(n, np.int64)
     if near:
-        nv = np.stack([x[a, b, c] for a, b in near], 1).astype(np.int64)
-        ok = np.stack([known[a, b] for a, b in near], 1)
-        mean = (nv * ok).sum(1) // np.maximum(ok.sum(1), 1)
-        nv = np.where(ok, nv, mean[:, None])
+        nv = _neighbour_levels(near, known, x, c)
         feats += list(nv.T)
         total = nv.sum(1)
         activity = np.abs(4 * nv - total[:, None]).sum(1)
@@ -112,6 +131,16 @@ def _features(
     feats += earlier
     if earlier:
         activity = activity + 16 * np.abs(earlier[0])
+    if errors is not None:
+        for e in COLOURS[: len(earlier)]:
+            feats.append(x[p.rows, p.cols, e].astype(np.int64))
+            if near:
+                feats += list(_neighbour_levels(near, known, x, e).T)
+            if side is not None:
+                feats.append(side[p.rows, p.cols, e].astype(np.int64))
+        if near:
+            ev = np.stack([np.where(known[a, b], errors[a, b, c], 0) for a, b in near], 1)
+            activity = activity + ERROR_WEIGHT * ev.sum(1)
     feats.append(np.ones(n, np.int64))
     return np.stack(feats, 1), activity
 
@@ -145,15 +174,31 @@ def _bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray) -> np.ndarray:
-    """Integer coefficients: least squares reweighted towards least absolute error."""
+    """Integer coefficients: least squares reweighted towards least absolute error. Features that
+    are nearly collinear (form 2's levels of an earlier colour and its symbol, in a small pass of a
+    noisy image) can give huge coefficients that cancel; then the fit is redone with a ridge."""
     a = feats.astype(np.float64)
     t = target.astype(np.float64)
-    coef, *_ = np.linalg.lstsq(a, t, rcond=None)
     act = activity / 16.0
-    for _ in range(4):
-        w = 1.0 / np.sqrt(np.abs(t - a @ coef) + 1.0 + 0.5 * act)
-        coef, *_ = np.linalg.lstsq(a * w[:, None], t * w, rcond=None)
-    return np.rint(coef * 2.0**FRAC).astype(np.int64)
+
+    def solve(ridge: float) -> np.ndarray:
+        rows = np.sqrt(ridge * max(1.0, float((a * a).sum()) / a.shape[0])) * np.eye(a.shape[1])
+        coef, *_ = np.linalg.lstsq(
+            np.concatenate([a, rows]), np.concatenate([t, np.zeros(a.shape[1])]), rcond=None
+        )
+        for _ in range(4):
+            w = 1.0 / np.sqrt(np.abs(t - a @ coef) + 1.0 + 0.5 * act)
+            coef, *_ = np.linalg.lstsq(
+                np.concatenate([a * w[:, None], rows]),
+                np.concatenate([t * w, np.zeros(a.shape[1])]),
+                rcond=None,
+            )
+        return coef
+
+    coef = solve(0.0)
+    if np.abs(coef).max() >= FIT_LIMIT:
+        coef = solve(1e-6)
+    return np.clip(np.rint(coef * 2.0**FRAC), 1 - MAX_COEF, MAX_COEF - 1).astype(np.int64)
 
 
 def logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
@@ -215,8 +260,16 @@ class _Reader:
 # ----------------------------------------------------------------------------- coder
 
 
-def _num_features(p: Pass, has_side: bool, earlier: int) -> int:
-    return len(p.offsets) * (2 if has_side else 1) + (1 if has_side else 0) + earlier + 1
+def _num_features(p: Pass, has_side: bool, earlier: int, form: int = FORM) -> int:
+    n = len(p.offsets) * (2 if has_side else 1) + (1 if has_side else 0) + earlier + 1
+    if form >= 2:
+        n += earlier * (1 + len(p.offsets) + (1 if has_side else 0))
+    return n
+
+
+def _check_form(form: int) -> None:
+    if form not in FORMS:
+        raise ValueError(f"lossless tail form must be one of {FORMS}")
 
 
 @dataclass
@@ -239,14 +292,16 @@ class Coded:
         return bytes(out)
 
 
-def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None) -> Coded:
+def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int = FORM) -> Coded:
     """Losslessly code uint8 pixels (H, W, 3), optionally given a side image of the same shape
-    that the decoder also has."""
+    that the decoder also has, with the feature set `form` (1 only to reproduce older files)."""
+    _check_form(form)
     x = np.ascontiguousarray(pixels, dtype=np.uint8)
     height, width, _ = x.shape
     if side is not None and side.shape != x.shape:
         raise ValueError("side image and pixels differ in shape")
     known = np.zeros((height, width), bool)
+    errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None
     params = bytearray()
     chunks = []
     for p in passes(height, width):
@@ -256,7 +311,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None) -> Coded:
         earlier: list[np.ndarray] = []
         ks, priors = [], []
         for c in COLOURS:
-            feats, activity = _features(p, near, known, x, side, c, earlier)
+            feats, activity = _features(p, near, known, x, side, c, earlier, errors)
             v = x[p.rows, p.cols, c].astype(np.int64)
             coef = _fit(feats, v, activity)
             mu = _location(feats, coef)
@@ -275,6 +330,8 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None) -> Coded:
             ks.append(k)
             priors.append(_prior(mu, scale))
             earlier.append(k)
+            if errors is not None:
+                errors[p.rows, p.cols, c] = np.abs(k)
         n = p.rows.size
         groups = [np.arange(g * n, (g + 1) * n) for g in range(3)]
         chunks.append((3 * n, entropy.encode_step(np.concatenate(ks), _concat(priors), groups)))
@@ -282,9 +339,9 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None) -> Coded:
     return Coded(bytes(params), chunks)
 
 
-def encode(pixels: np.ndarray, side: np.ndarray | None = None) -> bytes:
+def encode(pixels: np.ndarray, side: np.ndarray | None = None, form: int = FORM) -> bytes:
     """encode_passes in its standalone form (Coded.to_bytes)."""
-    return encode_passes(pixels, side).to_bytes()
+    return encode_passes(pixels, side, form).to_bytes()
 
 
 def _concat(priors: list[entropy.StepPrior]) -> entropy.StepPrior:
@@ -308,14 +365,18 @@ class TailDecoder:
     what a decoder shows: exact where decoded, the prediction in the first pass not yet decoded in
     full, the side image (or grey) elsewhere."""
 
-    def __init__(self, params: bytes, height: int, width: int, side: np.ndarray | None = None):
+    def __init__(
+        self, params: bytes, height: int, width: int, side: np.ndarray | None = None, form: int = FORM
+    ):
+        _check_form(form)
         if side is not None and side.shape != (height, width, 3):
             raise ValueError("side image does not match the image's shape")
-        self.height, self.width, self.side = height, width, side
+        self.height, self.width, self.side, self.form = height, width, side, form
         self.passes = [p for p in passes(height, width) if p.rows.size]
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
         self.decoded = np.zeros((height, width, 3), bool)
+        self.errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None  # coded |k|
         self.next = 0  # the next pass to decode
         self.open = 0  # the first pass not decoded in full
         src = _Reader(params)
@@ -323,7 +384,7 @@ class TailDecoder:
         for p in self.passes:
             per = []
             for e in range(3):
-                nf = _num_features(p, side is not None, e)
+                nf = _num_features(p, side is not None, e, form)
                 coef = np.array([src.sint() for _ in range(nf)], np.int64)
                 nt = src.uint()
                 if nt >= MAX_BINS:
@@ -354,7 +415,7 @@ class TailDecoder:
         earlier: list[np.ndarray] = []
         whole = True
         for c, (coef, thresholds, codes) in zip(COLOURS, per):
-            feats, activity = _features(p, near, self.known, self.x, self.side, c, earlier)
+            feats, activity = _features(p, near, self.known, self.x, self.side, c, earlier, self.errors)
             mu = _location(feats, coef)
             scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
             k, got = stream.group(_prior(mu, scale))
@@ -363,6 +424,8 @@ class TailDecoder:
                 raise FormatError("lossless tail decodes outside 0..255")
             self.x[p.rows[got], p.cols[got], c] = v[got]
             self.decoded[p.rows[got], p.cols[got], c] = True
+            if self.errors is not None:
+                self.errors[p.rows[got], p.cols[got], c] = np.abs(k[got])
             earlier.append(k)
             if not got.all():
                 whole = False
@@ -380,7 +443,7 @@ class TailDecoder:
     def image(self) -> np.ndarray:
         """Exact levels where decoded; in the first pass not decoded in full, rint(mu) for the rest
         (mu from the known neighbours, with the symbol of a colour not decoded at the pixel taken
-        as 0); the side image (or grey) elsewhere (FORMAT.md 7)."""
+        as 0, its level as that rint(mu)); the side image (or grey) elsewhere (FORMAT.md 7)."""
         base = self.side if self.side is not None else np.full_like(self.x, 128)
         out = np.where(self.decoded, self.x, base)
         if self.open >= len(self.passes):
@@ -388,21 +451,25 @@ class TailDecoder:
         p, per = self.passes[self.open], self.params[self.open]
         near = _neighbour_index(p, self.height, self.width)
         earlier: list[np.ndarray] = []
+        x = self.x.copy()  # the open pass's colours: decoded levels, else their guesses (form 2)
         for c, (coef, _, _) in zip(COLOURS, per):
-            feats, _ = _features(p, near, self.known, self.x, self.side, c, earlier)
+            feats, _ = _features(p, near, self.known, x, self.side, c, earlier, self.errors)
             guess = np.rint(_location(feats, coef)).astype(np.int64)
             have = self.decoded[p.rows, p.cols, c]
             value = np.where(have, self.x[p.rows, p.cols, c], guess)
             out[p.rows, p.cols, c] = value
+            x[p.rows, p.cols, c] = value
             earlier.append(np.where(have, value - guess, 0))
         return out
 
 
-def decode(data: bytes, height: int, width: int, side: np.ndarray | None = None) -> np.ndarray:
+def decode(
+    data: bytes, height: int, width: int, side: np.ndarray | None = None, form: int = FORM
+) -> np.ndarray:
     """Inverse of encode: the exact pixels (H, W, 3) uint8. FormatError on damaged data."""
     src = _Reader(data)
     size = src.uint()
-    dec = TailDecoder(src.take(size), height, width, side)
+    dec = TailDecoder(src.take(size), height, width, side, form)
     for _ in dec.passes:
         words = src.uint()
         dec.decode_pass(src.take(4 * words))
