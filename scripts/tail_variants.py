@@ -10,8 +10,12 @@ lossless size in bpp over the photos (steps 1-7's real bytes plus the tail), for
 - side W: the activity also counts the side image's error at the 4 known neighbours,
   W x 4 x sum |n_k - S(n_k)| (real bytes);
 - classes K: K predictor fits per pass and colour, one per activity quantile, each sending its
-  coefficients (ideal code lengths, with base's the same way for reference: `classes 1`).
-docs/MODEL.md section 27. Measured, not kept.
+  coefficients (ideal code lengths, with base's the same way for reference: `classes 1`);
+- form 2 (uqdm 0.26, section 30; real bytes) and three variants of it: `2 side-nb`, the earlier
+  colours' side image also at the 4 neighbours; `2 err-col`, the activity also adds 24 x the
+  earlier colours' coded |k| at the known neighbours; `2 no-k`, without the earlier colours'
+  symbols.
+docs/MODEL.md sections 27 and 30. Measured, not kept.
 """
 
 from __future__ import annotations
@@ -52,6 +56,29 @@ def with_side_error(weight: float):
             ok = np.stack([known[a, b] for a, b in near], 1)
             err = np.stack([np.abs(x[a, b, c].astype(np.int64) - side[a, b, c]) for a, b in near], 1)
             activity = activity + np.rint(weight * 4 * (err * ok).sum(1)).astype(np.int64)
+        return feats, activity
+
+    return features
+
+
+def form2_variant(name: str):
+    """Form 2's _features with one change (see the docstring)."""
+
+    def features(p, near, known, x, side, c, earlier, errors=None):
+        feats, activity = SHIPPED(p, near, known, x, side, c, earlier, errors)
+        done = lossless_tail.COLOURS[: len(earlier)]
+        if errors is None or not near or not done:
+            return feats, activity
+        if name == "2 side-nb" and side is not None:
+            extra = [side[a, b, e].astype(np.int64) for e in done for a, b in near]
+            feats = np.concatenate([feats[:, :-1], np.stack(extra, 1), feats[:, -1:]], 1)
+        elif name == "2 err-col":
+            for e in done:
+                ev = np.stack([np.where(known[a, b], errors[a, b, e], 0) for a, b in near], 1)
+                activity = activity + 24 * ev.sum(1)
+        elif name == "2 no-k":
+            first = len(near) * (2 if side is not None else 1) + (side is not None)  # the symbols' column
+            feats = np.delete(feats, np.arange(first, first + len(done)), axis=1)
         return feats, activity
 
     return features
@@ -111,6 +138,15 @@ def main() -> None:
     lossless_tail._features = SHIPPED
     for k in (1, 4, 8):
         report(f"classes {k}", lambda px, side, k=k: class_bits(px, side, k))
+
+    def real2(px, side) -> float:  # encoder only: the variants have no decoder
+        return 8.0 * len(lossless_tail.encode_passes(px, side, form=2).to_bytes())
+
+    report("form 2", real2)
+    for name in ("2 side-nb", "2 err-col", "2 no-k"):
+        lossless_tail._features = form2_variant(name)
+        report(name, real2)
+    lossless_tail._features = SHIPPED
 
 
 if __name__ == "__main__":
