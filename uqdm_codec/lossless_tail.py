@@ -25,7 +25,7 @@ of the pass and colour's thresholds <= A.
 
 Form 1 (files of uqdm 0.23-0.25) predicts R and B from the earlier colours' symbols alone: those
 say how far G was from G's own prediction, not where G is, and G's prediction leans on G's side
-image, which R's features cannot mirror. Given an early step's image that cost the tail 2-7 %
+image, which R's features cannot mirror. Given an early step's image that cost the tail 2-6 %
 (docs/MODEL.md section 30).
 
 No torch here.
