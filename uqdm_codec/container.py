@@ -335,8 +335,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         region,
         mirrors,
         version,
-        bool(flags & TAIL),
-        1 if flags & TAIL and not flags & TAIL_COLOURS else 2,  # form 1: a tail without the flag
+        tail=bool(flags & TAIL),
+        tail_form=1 if flags & TAIL and not flags & TAIL_COLOURS else 2,  # form 1: a tail without the flag
     )
     return header, end
 

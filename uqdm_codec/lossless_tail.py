@@ -182,17 +182,20 @@ def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray) -> np.ndar
     act = activity / 16.0
 
     def solve(ridge: float) -> np.ndarray:
-        rows = np.sqrt(ridge * max(1.0, float((a * a).sum()) / a.shape[0])) * np.eye(a.shape[1])
-        coef, *_ = np.linalg.lstsq(
-            np.concatenate([a, rows]), np.concatenate([t, np.zeros(a.shape[1])]), rcond=None
-        )
+        """IRLS; with a ridge, rows sqrt(ridge x mean squared row norm) x I appended to each system."""
+        rows = None
+        if ridge:
+            rows = np.sqrt(ridge * max(1.0, float((a * a).sum()) / a.shape[0])) * np.eye(a.shape[1])
+
+        def lstsq(m: np.ndarray, y: np.ndarray) -> np.ndarray:
+            if rows is not None:
+                m, y = np.concatenate([m, rows]), np.concatenate([y, np.zeros(rows.shape[0])])
+            return np.linalg.lstsq(m, y, rcond=None)[0]
+
+        coef = lstsq(a, t)
         for _ in range(4):
             w = 1.0 / np.sqrt(np.abs(t - a @ coef) + 1.0 + 0.5 * act)
-            coef, *_ = np.linalg.lstsq(
-                np.concatenate([a * w[:, None], rows]),
-                np.concatenate([t * w, np.zeros(a.shape[1])]),
-                rcond=None,
-            )
+            coef = lstsq(a * w[:, None], t * w)
         return coef
 
     coef = solve(0.0)
@@ -371,7 +374,7 @@ class TailDecoder:
         _check_form(form)
         if side is not None and side.shape != (height, width, 3):
             raise ValueError("side image does not match the image's shape")
-        self.height, self.width, self.side, self.form = height, width, side, form
+        self.height, self.width, self.side = height, width, side
         self.passes = [p for p in passes(height, width) if p.rows.size]
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
