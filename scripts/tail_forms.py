@@ -1,13 +1,15 @@
-"""Lossless tail, form 1 (uqdm 0.23-0.25) against form 2 (0.26): real `--tail on` files.
+"""Lossless tail, forms 1 (uqdm 0.23-0.25), 2 (0.26) and 3 (0.27): real `--tail on` files.
 
     python scripts/tail_forms.py IMAGES... [--crop 512] [--json F]
 
-Each photo (centre crop; `--crop 100000` for whole images) is encoded twice with the shipped model,
-`--fast`, seed = index and `--tail on`: once with the tail's form 1 (the R and B predictors see the
-symbols of the colours coded before them) and once with form 2 (they also see those colours'
-levels at the pixel and its neighbours, and every activity adds the neighbours' coded errors;
-FORMAT.md 6.6). Both files are decoded back and must equal the original; steps 1-7 are the same
-bytes in both. Prints the whole files' bits per pixel and the change (docs/MODEL.md section 30).
+Each photo (centre crop; `--crop 100000` for whole images) is encoded with the shipped model,
+`--fast`, seed = index and `--tail on`, once per form of the tail: form 1 (the R and B predictors
+see the symbols of the colours coded before them), form 2 (they also see those colours' levels at
+the pixel and its neighbours, and every activity adds the neighbours' coded errors) and form 3
+(every predictor also sees the sum of the neighbours' signed errors in its colour; FORMAT.md 6.6).
+Every file is decoded back and must equal the original; steps 1-7 are the same bytes in all.
+Prints the whole files' bits per pixel and each form's change from the one before (docs/MODEL.md
+sections 30 and 31).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def main() -> None:
             assert container.parse_header(data)[0].tail_form == form
             assert np.array_equal(codec.decode(data).pixels, px)
             row[f"form {form}"] = 8.0 * len(data) / npx
-        row["change %"] = 100.0 * (row["form 2"] / row["form 1"] - 1.0)
+        for form in lossless_tail.FORMS[1:]:
+            row[f"{form} vs {form - 1} %"] = 100.0 * (row[f"form {form}"] / row[f"form {form - 1}"] - 1.0)
+        lossless_tail.FORM = lossless_tail.FORMS[-1]
         rows.append(row)
         print_row(row)
     finish_rows(rows, args.json)

@@ -50,8 +50,8 @@ def cache(args) -> list[tuple[np.ndarray, np.ndarray, int]]:
 def with_side_error(weight: float):
     """_features whose activity adds weight x 4 x the side image's error at the known neighbours."""
 
-    def features(p, near, known, x, side, c, earlier, errors=None):
-        feats, activity = SHIPPED(p, near, known, x, side, c, earlier, errors)
+    def features(p, near, known, x, side, c, earlier, errors=None, form=1):
+        feats, activity = SHIPPED(p, near, known, x, side, c, earlier, errors, form)
         if near and side is not None:
             ok = np.stack([known[a, b] for a, b in near], 1)
             err = np.stack([np.abs(x[a, b, c].astype(np.int64) - side[a, b, c]) for a, b in near], 1)
@@ -64,8 +64,8 @@ def with_side_error(weight: float):
 def form2_variant(name: str):
     """Form 2's _features with one change (see the docstring)."""
 
-    def features(p, near, known, x, side, c, earlier, errors=None):
-        feats, activity = SHIPPED(p, near, known, x, side, c, earlier, errors)
+    def features(p, near, known, x, side, c, earlier, errors=None, form=2):
+        feats, activity = SHIPPED(p, near, known, x, side, c, earlier, errors, form)
         done = lossless_tail.COLOURS[: len(earlier)]
         if errors is None or not near or not done:
             return feats, activity
@@ -74,7 +74,7 @@ def form2_variant(name: str):
             feats = np.concatenate([feats[:, :-1], np.stack(extra, 1), feats[:, -1:]], 1)
         elif name == "2 err-col":
             for e in done:
-                ev = np.stack([np.where(known[a, b], errors[a, b, e], 0) for a, b in near], 1)
+                ev = np.stack([np.where(known[a, b], np.abs(errors[a, b, e]), 0) for a, b in near], 1)
                 activity = activity + 24 * ev.sum(1)
         elif name == "2 no-k":
             first = len(near) * (2 if side is not None else 1) + (side is not None)  # the symbols' column
@@ -96,7 +96,7 @@ def class_bits(px: np.ndarray, side: np.ndarray, classes: int) -> float:
         near = lossless_tail._neighbour_index(p, h, w)
         earlier: list[np.ndarray] = []
         for c in lossless_tail.COLOURS:
-            feats, act = SHIPPED(p, near, known, px, side, c, earlier)
+            feats, act = SHIPPED(p, near, known, px, side, c, earlier, None, 1)
             v = px[p.rows, p.cols, c].astype(np.int64)
             k = classes if v.size >= 4096 * classes else 1
             cls = np.zeros(v.size, np.int64)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.26.0"
+__version__ = "0.27.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -56,18 +56,26 @@ def encode(
     mirrors: int = 1,
     fast: bool = False,
     tail: bool | None = False,
+    tail_after: int | None = None,
 ) -> bytes:
     """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network
     is averaged over mirror images at every step, for smaller files at 2 or 4 times its time.
     fast: about half the encoding time, the same size and step images, coarser images inside a
     step (Codec.encode). tail=True: the lossless end is an interlaced coder from exact neighbours
     after step T-1, a smaller lossless file without the pixel step's image; None: the smaller
-    of the two (Codec.encode)."""
+    of the two (Codec.encode). tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller
+    lossless file with previews up to step S only."""
     from .image_io import load_image
 
     loaded = load_image(image)
     return get_codec(model, device).encode(
-        loaded.pixels, seed=seed, progress=progress, mirrors=mirrors, fast=fast, tail=tail
+        loaded.pixels,
+        seed=seed,
+        progress=progress,
+        mirrors=mirrors,
+        fast=fast,
+        tail=tail,
+        tail_after=tail_after,
     )
 
 

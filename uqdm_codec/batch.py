@@ -136,10 +136,11 @@ def encode_file(
     mirrors: int = 1,
     fast: bool = False,
     tail: bool | None = False,
+    tail_after: int | None = None,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
-    `mirrors`, `fast` and `tail` as for Codec.encode."""
+    `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
@@ -151,7 +152,7 @@ def encode_file(
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(source)
         data = get_codec(model, device).encode(
-            loaded.pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail
+            loaded.pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail, tail_after=tail_after
         )
         atomic_write(target, data, force=force, inputs=(source,))
         bpp = files.info(data).layers[-1].bpp
@@ -282,6 +283,7 @@ def run_batch(
     mirrors: int = 1,
     fast: bool = False,
     tail: bool | None = False,
+    tail_after: int | None = None,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -290,8 +292,8 @@ def run_batch(
     Outputs go to out_dir (created if missing), else beside each input, under the single-file
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
-    with recon="sample"; `mirrors`, `fast` and `tail` the encoder's (Codec.encode). progress(result, done,
-    total) is called as each file finishes.
+    with recon="sample"; `mirrors`, `fast`, `tail` and `tail_after` the encoder's (Codec.encode).
+    progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
@@ -319,6 +321,7 @@ def run_batch(
             "mirrors": mirrors,
             "fast": fast,
             "tail": tail,
+            "tail_after": tail_after,
         },
         "decode": {"model": model, "device": device, "steps": steps, "recon": recon, "seed": seed},
         "truncate": {"bpp": bpp, "steps": steps},

@@ -164,9 +164,10 @@ def bench_image(
     mirrors: int = 1,
     fast: bool = False,
     tail: bool = False,
+    tail_after: int | None = None,
 ) -> ImageResult:
     t0 = time.perf_counter()
-    data = codec.encode(pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail)
+    data = codec.encode(pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail, tail_after=tail_after)
     enc = time.perf_counter() - t0
     fi = files.info(data)
     ends = [fi.header_bytes] + [layer.end for layer in fi.layers]
@@ -323,10 +324,12 @@ def run(
     mirrors: int = 1,
     fast: bool = False,
     tail: bool = False,
+    tail_after: int | None = None,
 ) -> tuple[dict, list[ImageResult]]:
     """Every image of `folder` through uqdm (seed = its index; `mirrors`, `fast` and `tail` as for
     Codec.encode: fast files have the same layers, so the same figures but the encoding time; tail
-    files end with the lossless tail after step T-1, every one of them, so that the curves align)
+    files end with the lossless tail after step T-1, every one of them, so that the curves align;
+    tail_after S: after step S, an early tail)
     and, with `baselines`, the other codecs."""
     paths = list_images(folder)[:limit] if limit else list_images(folder)
     if not paths:
@@ -339,13 +342,22 @@ def run(
         pixels = center_crop(load_image(path).pixels, crop)
         results.append(
             bench_image(
-                codec, pixels, path.name, seed=k, baselines=baselines, mirrors=mirrors, fast=fast, tail=tail
+                codec,
+                pixels,
+                path.name,
+                seed=k,
+                baselines=baselines,
+                mirrors=mirrors,
+                fast=fast,
+                tail=tail,
+                tail_after=tail_after,
             )
         )
         if progress:
             progress(k + 1, len(paths), path.name)
     summary = summarise(results, codec.num_steps)
-    summary["mirrors"], summary["fast"], summary["tail"] = mirrors, fast, tail
+    summary["mirrors"], summary["fast"], summary["tail"] = mirrors, fast, tail or tail_after is not None
+    summary["tail_after"] = tail_after
     return summary, results
 
 

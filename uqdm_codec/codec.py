@@ -779,6 +779,7 @@ class Codec:
         mirrors: int = 1,
         fast: bool = False,
         tail: bool | None = False,
+        tail_after: int | None = None,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -790,8 +791,14 @@ class Codec:
         coded by an interlaced lossless tail from exact neighbours (lossless_tail.py, FORMAT.md 6.6)
         in place of the pixel step and the lossless layer: a smaller lossless file for photos, no
         pixel-step image (docs/MODEL.md section 27); False: the pixel step and the lossless layer;
-        None: both coded, the smaller file kept."""
+        None: both coded, the smaller file kept. tail_after S (0 .. T-1, whatever `tail` says):
+        the tail follows step S instead, an *early tail* (FORMAT.md 1, `EARLY_TAIL`): a lossless
+        file with previews up to step S, smaller than the tail after step T-1 for photos, with no
+        step images after S (docs/MODEL.md section 31)."""
         pixels = _validate_pixels(pixels)
+        tail_after = self.check_tail_after(tail_after)
+        if tail_after is not None:
+            tail = True
         mirrors = ensemble.check_mirrors(mirrors)
         h, w = pixels.shape[:2]
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
@@ -807,6 +814,7 @@ class Codec:
             version=container.VERSION if self.intervals else container.INTERVALS_VERSION - 1,
             tail=bool(tail),  # None (either, whichever is smaller) codes the plain file first
             tail_form=lossless_tail.FORM,
+            tail_after=tail_after,
         )
         if tail and not self.intervals:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
@@ -820,6 +828,17 @@ class Codec:
         plain = self.encode_layers(pixels, header, progress, fast, alternative)
         header, (records,) = choose_end(header, [plain[1:]], alternative)
         return header.to_bytes() + b"".join(records)
+
+    def check_tail_after(self, tail_after: int | None) -> int | None:
+        """`tail_after` as the header holds it: None for the tail after step T-1 (or no tail)."""
+        if tail_after is None:
+            return None
+        T = self.num_steps
+        if isinstance(tail_after, bool) or not isinstance(tail_after, (int, np.integer)):
+            raise UqdmError(f"tail_after must be a step number from 0 to {T - 1}")
+        if not 0 <= tail_after <= T - 1:
+            raise UqdmError(f"the tail can follow step 0 to {T - 1}, not {tail_after}")
+        return int(tail_after) if tail_after < T - 1 else None
 
     def encode_layers(
         self,
@@ -844,17 +863,18 @@ class Codec:
         if fast and policy is not None:
             policy = replace(policy, network_every=0)
         pred, prior, order = None, None, np.zeros(0, np.int64)
-        side = chain.blank_display()  # the tail's side image: the one shown after step T-1
+        side = chain.blank_display()  # the tail's side image: the one shown after step S (T-1)
         original = pixels.transpose(2, 0, 1).astype(np.float64)
         prev_sse = float(judge.best)  # of the last complete step's image: for the filters' choice
         from_display = 0  # the next step's bands that take the shown image's locations
+        last = header.num_layers  # the tail's layer in a TAIL file (T, or S + 1 for an early tail)
         for i in range(1, T + 2):
-            if i == T and (header.tail or tail_record is not None):
-                record = self._tail_layer(T, pixels, side, copy.copy(judge)).to_bytes()
+            if i == last and header.tail or i == T and tail_record is not None:
+                record = self._tail_layer(i, pixels, side, copy.copy(judge)).to_bytes()
                 if header.tail:
                     out.append(record)
                     if progress:
-                        progress(T, T)
+                        progress(i, i)
                     break
                 tail_record.append(record)
             if i <= T:
@@ -895,7 +915,7 @@ class Codec:
 
     @staticmethod
     def _tail_layer(index: int, pixels: np.ndarray, side: np.ndarray, judge: _Judge) -> Layer:
-        """Layer T of a TAIL file: the exact pixels given the image after step T-1, one chunk per
+        """The last layer of a TAIL file: the exact pixels given the image after step S, one chunk per
         interlaced pass (FORMAT.md 6.6), decoded here as a decoder will (a check of the coder) to
         flag the chunks whose image beats the one on screen."""
         h, w = pixels.shape[:2]
@@ -1077,11 +1097,11 @@ class Codec:
         when the generator yields it)."""
         parsed = container.parse(data)
         session = _DecodeSession(self, parsed.header, parsed.header_size)
-        T = self.num_steps
+        top = parsed.header.max_steps
         if steps is not None:
-            have = min(len(parsed.layers), T)
-            if not 0 <= steps <= T:
-                raise UqdmError(f"steps must be between 0 and {T}")
+            have = min(len(parsed.layers), top)
+            if not 0 <= steps <= top:
+                raise UqdmError(f"steps must be between 0 and {top}")
             if steps > have:
                 raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
 
@@ -1157,7 +1177,7 @@ class _DecodeSession:
         self.nbytes = header_size
         self.ended = False
         self.shown = self.chain.blank_display()  # the image on screen: changes on flagged chunks
-        self.side = self.shown  # a TAIL file's side image: the one shown after step T-1
+        self.side = self.shown  # a TAIL file's side image: the one shown after step S (T-1)
         self.tail: lossless_tail.TailDecoder | None = None
 
     def blank(self, warnings: list[str]) -> DecodedImage:
@@ -1169,6 +1189,8 @@ class _DecodeSession:
         the last Haar step (the pixel step is not sampled, see sampling.py)."""
         H = self.T - 1
         first, partial = self.layer, self.chunk > 0  # the first step not complete; arrived in part?
+        if self.tail is not None:  # the tail's images are exact where decoded: nothing to draw
+            return None
         if first > H and (self.hd.tail or not (first == H + 1 and not partial and sampling.SAMPLE_PIXELS)):
             return None
         prior = self.prior if self.started == first else None  # set up (and maybe in part) already
@@ -1313,7 +1335,7 @@ class _DecodeSession:
             inner = n - 1 if complete else n  # chunks available before the layer's end
             declared = n if complete else parsed.partial_expected_chunks
             for c, chunk in enumerate(layer.chunks):
-                if chunk.network and (c >= declared - 1 or i >= T):
+                if chunk.network and (c >= declared - 1 or i >= T or layer.kind == KIND_TAIL):
                     raise FormatError(f"layer {i}, chunk {c + 1}: network flag where no network runs")
             if self.started != i:  # once: the prior consumes the prediction it is made from
                 self._start_layer(layer)
@@ -1366,7 +1388,7 @@ class _DecodeSession:
             release_memory()
             if _check(end_image) != layer.display_check:
                 raise SyncError(_sync_message(i))
-            if self.hd.tail and i == T - 1:
+            if self.hd.tail and i == self.hd.coded_steps:
                 self.side = end_image
             if layer.chunks[-1].show or i == last:
                 self.shown = end_image

@@ -44,6 +44,8 @@ TILED = 1  # header flag: the image is coded as a grid of independent regions (F
 MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
 TAIL = 8  # header flag bit 3: layer T is an interlaced lossless tail, the last layer (FORMAT.md 6.6)
 TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 (earlier colours' levels, neighbours' errors)
+EARLY_TAIL = 32  # bit 5, only with TAIL: the tail follows step S < T-1, a header byte after the model name
+TAIL_SIGNED = 64  # bit 6, only with TAIL_COLOURS: the tail's form 3 (also the neighbours' signed errors)
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
 _MIRRORS_OF_CODE = {code: m for m, code in MIRROR_CODES.items()}
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
@@ -51,7 +53,7 @@ SEED_STRIDE = 0x9E3779B97F4A7C15  # region r's seed: file seed + r * SEED_STRIDE
 
 KIND_STEP = 1
 KIND_LOSSLESS = 2
-KIND_TAIL = 3  # layer T of a file with the TAIL flag: exact pixels from exact neighbours
+KIND_TAIL = 3  # the last layer of a file with the TAIL flag: exact pixels from exact neighbours
 MAX_TAIL_PARAMS = 1 << 16  # bytes of a tail layer's parameters (13 passes x 3 colours need ~3 KB)
 PARTITION_NATURAL = 0  # elements in their natural order (band, then C order; pixels in C order)
 PARTITION_IMPORTANCE = 1  # elements sorted by the prior's scale / quantiser step, largest first
@@ -106,17 +108,25 @@ class Header:
     mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
     version: int = VERSION  # 7: written without known intervals (uqdm 0.11-0.12)
     tail: bool = False  # layer T is a lossless tail and the last layer (FORMAT.md 6.6)
-    tail_form: int = 2  # the tail's feature set (lossless_tail.FORM): 1 in files of uqdm 0.23-0.25
+    tail_form: int = 3  # the tail's features (lossless_tail.FORM): 1 in files of uqdm 0.23-0.25, 2 of 0.26
+    tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
 
     @property
     def num_layers(self) -> int:
-        """Layers of a complete file: T steps and the lossless layer, or T-1 steps and the tail."""
-        return self.num_steps if self.tail else self.num_steps + 1
+        """Layers of a complete file: T steps and the lossless layer, or S steps and the tail."""
+        return self.coded_steps + 1
 
     @property
     def coded_steps(self) -> int:
-        """Diffusion steps the file codes: T, or T-1 before a tail."""
-        return self.num_steps - self.tail
+        """Diffusion steps the file codes: T, or S (T-1 unless the tail is early) before a tail."""
+        if not self.tail:
+            return self.num_steps
+        return self.num_steps - 1 if self.tail_after is None else self.tail_after
+
+    @property
+    def max_steps(self) -> int:
+        """The largest `steps` a decoder takes: T (the pixel step), or the tail's layer S + 1."""
+        return min(self.num_layers, self.num_steps)
 
     def last_kind(self) -> int:
         return KIND_TAIL if self.tail else KIND_LOSSLESS
@@ -156,6 +166,7 @@ class Header:
             version=self.version,
             tail=self.tail,
             tail_form=self.tail_form,
+            tail_after=self.tail_after,
         )
 
     def to_bytes(self) -> bytes:
@@ -168,6 +179,9 @@ class Header:
             raise ValueError(f"mirrors must be one of {sorted(MIRROR_CODES)}")
         if self.version not in READ_VERSIONS:
             raise ValueError(f"version must be one of {READ_VERSIONS}")
+        early = self.tail and self.tail_after is not None
+        if early and not 0 <= self.tail_after < self.num_steps - 1:
+            raise ValueError(f"an early tail follows a step from 0 to {self.num_steps - 2}")
         body = (
             _HEAD.pack(
                 MAGIC,
@@ -175,6 +189,8 @@ class Header:
                 (TILED if self.region else 0)
                 | (TAIL if self.tail else 0)
                 | (TAIL_COLOURS if self.tail and self.tail_form >= 2 else 0)
+                | (TAIL_SIGNED if self.tail and self.tail_form >= 3 else 0)
+                | (EARLY_TAIL if early else 0)
                 | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
                 self.width,
                 self.height,
@@ -187,6 +203,8 @@ class Header:
             )
             + name
         )
+        if early:
+            body += bytes([self.tail_after])
         if self.region:
             body += _REGION.pack(*self.region)
         return body + _U32.pack(crc32(body))
@@ -282,16 +300,18 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f"{' and '.join(map(str, READ_VERSIONS))})"
         )
     if (
-        flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS)
+        flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS | EARLY_TAIL | TAIL_SIGNED)
         or (flags & TAIL and version < VERSION)
-        or (flags & TAIL_COLOURS and not flags & TAIL)
+        or (flags & (TAIL_COLOURS | EARLY_TAIL) and not flags & TAIL)
+        or (flags & TAIL_SIGNED and not flags & TAIL_COLOURS)
     ):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
     mirrors = _MIRRORS_OF_CODE.get(mirror_code)
     if mirrors is None:
         raise FormatError(f"unsupported .uqd header flags {flags:#x} (reserved mirror ensemble code)")
-    body = _HEAD.size + name_len + (_REGION.size if flags & TILED else 0)
+    early = 1 if flags & EARLY_TAIL else 0  # the tail's step byte
+    body = _HEAD.size + name_len + early + (_REGION.size if flags & TILED else 0)
     end = body + _U32.size
     if len(data) < end:
         raise FormatError("file too short: the .uqd header is incomplete")
@@ -315,9 +335,14 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         name = data[_HEAD.size : _HEAD.size + name_len].decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError("invalid model name in header") from None
+    tail_after = data[_HEAD.size + name_len] if early else None
+    if tail_after is not None and not tail_after < steps - 1:
+        raise FormatError(
+            f"invalid tail step {tail_after} in header (an early tail follows steps 0 to {steps - 2})"
+        )
     region = None
     if flags & TILED:
-        region = _REGION.unpack_from(data, _HEAD.size + name_len)
+        region = _REGION.unpack_from(data, _HEAD.size + name_len + early)
         rw, rh = region
         if not (16 <= rw and 16 <= rh and rw % 16 == 0 and rh % 16 == 0):
             raise FormatError(f"invalid region size {rw}x{rh} in header")
@@ -336,9 +361,18 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         mirrors,
         version,
         tail=bool(flags & TAIL),
-        tail_form=1 if flags & TAIL and not flags & TAIL_COLOURS else 2,  # form 1: a tail without the flag
+        tail_form=_tail_form(flags),
+        tail_after=tail_after,
     )
     return header, end
+
+
+def _tail_form(flags: int) -> int:
+    """The tail's form from the header flags: 1 without TAIL_COLOURS (uqdm 0.23-0.25), 2 with it
+    (0.26), 3 with TAIL_SIGNED too; a file without a tail gets the current form, which it never uses."""
+    if not flags & TAIL:
+        return 3
+    return 1 if not flags & TAIL_COLOURS else 3 if flags & TAIL_SIGNED else 2
 
 
 def is_tiled(data: bytes) -> bool:

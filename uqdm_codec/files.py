@@ -48,7 +48,7 @@ class FileInfo:
 
     @property
     def steps(self) -> int:
-        return min(len(self.layers), self.header.num_steps)
+        return min(len(self.layers), self.header.max_steps)
 
 
 def bpp_of(nbytes: int, header: Header) -> float:
@@ -125,8 +125,8 @@ def truncate(
     fi = info(data)
     hd = fi.header
     if steps is not None:
-        if not 0 <= steps <= hd.num_steps:
-            raise UqdmError(f"steps must be between 0 and {hd.num_steps}")
+        if not 0 <= steps <= hd.max_steps:
+            raise UqdmError(f"steps must be between 0 and {hd.max_steps}")
         if steps > fi.steps:
             raise UqdmError(f"the file holds only {fi.steps} complete steps")
         end = fi.layers[steps - 1].end if steps else fi.header_bytes

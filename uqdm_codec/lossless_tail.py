@@ -1,7 +1,8 @@
 """The lossless tail: an exact interlaced lossless coder from exact neighbours (FORMAT.md 6.6).
 
-Layer T of a file with the TAIL header flag codes the pixels with it, given the image after step
-T-1 (`side`), in place of the pixel step and the lossless layer (docs/MODEL.md sections 26-27).
+The last layer of a file with the TAIL header flag codes the pixels with it, given the image after
+step T-1, or after an earlier step S with EARLY_TAIL (`side`), in place of the later steps and the
+lossless layer (docs/MODEL.md sections 26-27 and 31).
 encode()/decode() give a standalone form of the same coder, for measurements and tests.
 
 Order (FLIF / Adam7 style): the pixels on a 64-pixel lattice, then for each scale d = 64 .. 2,
@@ -14,19 +15,22 @@ diagonals in a centre pass, the direct ones in an edge pass; mirrored back insid
 edges, and an unknown one replaced by the floor of the known ones' mean), the side image at the
 pixel and at those neighbours (when there is one), the symbols of the colours already coded at the
 pixel, in form 2 the levels of those colours at the pixel and at the neighbours (and their side
-image at the pixel), and 1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k
+image at the pixel), in form 3 the sum of the symbols coded at the known neighbours in this colour
+(their signed errors: where the prediction ran low around a pixel it tends to run low there), and
+1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k
 sent per pass and colour. The symbol is k = v - rint(mu), coded under the step prior of entropy.py
 (FORMAT.md 6.1) with location mu, dither mu - rint(mu), step 1 and known interval [-0.5, 255.5]: a
 logistic discretised to the levels and truncated to [0, 255]. Its scale is s_b / 64 for the bin b
 of the pixel's activity A = sum_k |4 n_k - sum n| (+ 16 |k_first|, the first colour's symbol, for
-the later colours; in form 2 + ERROR_WEIGHT times the known neighbours' |k| in this colour, CALIC's
+the later colours; from form 2 on + ERROR_WEIGHT times the known neighbours' |k| in this colour, CALIC's
 error energy; the lattice pass with a side image: 16 |side - side one row down|), b = the number
 of the pass and colour's thresholds <= A.
 
 Form 1 (files of uqdm 0.23-0.25) predicts R and B from the earlier colours' symbols alone: those
 say how far G was from G's own prediction, not where G is, and G's prediction leans on G's side
 image, which R's features cannot mirror. Given an early step's image that cost the tail 2-6 %
-(docs/MODEL.md section 30).
+(docs/MODEL.md section 30). Form 2 (uqdm 0.26) lacks form 3's signed errors, which take 0.6-1 % off
+the tail alone (section 31).
 
 No torch here.
 """
@@ -48,9 +52,9 @@ COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
-FORM = 2  # the tail's feature set that the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25
-FORMS = (1, 2)
-ERROR_WEIGHT = 48  # form 2: the activity's weight of the known neighbours' coded |k|
+FORM = 3  # the tail's feature set that the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, 2: 0.26
+FORMS = (1, 2, 3)
+ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
 
 
@@ -111,9 +115,10 @@ def _features(
     c: int,
     earlier: list[np.ndarray],
     errors: np.ndarray | None = None,
+    form: int = FORM,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(features as int64 of shape (n, F), activity as int64) of colour c's pixels in pass p.
-    `errors` (H, W, 3): the coded |k| of every decoded element, for form 2; None for form 1."""
+    `errors` (H, W, 3): the coded symbol k of every decoded element, for form 2 on; None for form 1."""
     n = p.rows.size
     feats: list[np.ndarray] = []
     activity = np.zeros(n, np.int64)
@@ -140,7 +145,9 @@ def _features(
                 feats.append(side[p.rows, p.cols, e].astype(np.int64))
         if near:
             ev = np.stack([np.where(known[a, b], errors[a, b, c], 0) for a, b in near], 1)
-            activity = activity + ERROR_WEIGHT * ev.sum(1)
+            activity = activity + ERROR_WEIGHT * np.abs(ev).sum(1)
+            if form >= 3:
+                feats.append(ev.sum(1))
     feats.append(np.ones(n, np.int64))
     return np.stack(feats, 1), activity
 
@@ -267,6 +274,8 @@ def _num_features(p: Pass, has_side: bool, earlier: int, form: int = FORM) -> in
     n = len(p.offsets) * (2 if has_side else 1) + (1 if has_side else 0) + earlier + 1
     if form >= 2:
         n += earlier * (1 + len(p.offsets) + (1 if has_side else 0))
+    if form >= 3 and p.offsets:
+        n += 1
     return n
 
 
@@ -314,7 +323,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
         earlier: list[np.ndarray] = []
         ks, priors = [], []
         for c in COLOURS:
-            feats, activity = _features(p, near, known, x, side, c, earlier, errors)
+            feats, activity = _features(p, near, known, x, side, c, earlier, errors, form)
             v = x[p.rows, p.cols, c].astype(np.int64)
             coef = _fit(feats, v, activity)
             mu = _location(feats, coef)
@@ -334,7 +343,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
             priors.append(_prior(mu, scale))
             earlier.append(k)
             if errors is not None:
-                errors[p.rows, p.cols, c] = np.abs(k)
+                errors[p.rows, p.cols, c] = k
         n = p.rows.size
         groups = [np.arange(g * n, (g + 1) * n) for g in range(3)]
         chunks.append((3 * n, entropy.encode_step(np.concatenate(ks), _concat(priors), groups)))
@@ -379,7 +388,8 @@ class TailDecoder:
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
         self.decoded = np.zeros((height, width, 3), bool)
-        self.errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None  # coded |k|
+        self.form = form
+        self.errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None  # coded k
         self.next = 0  # the next pass to decode
         self.open = 0  # the first pass not decoded in full
         src = _Reader(params)
@@ -418,7 +428,9 @@ class TailDecoder:
         earlier: list[np.ndarray] = []
         whole = True
         for c, (coef, thresholds, codes) in zip(COLOURS, per):
-            feats, activity = _features(p, near, self.known, self.x, self.side, c, earlier, self.errors)
+            feats, activity = _features(
+                p, near, self.known, self.x, self.side, c, earlier, self.errors, self.form
+            )
             mu = _location(feats, coef)
             scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
             k, got = stream.group(_prior(mu, scale))
@@ -428,7 +440,7 @@ class TailDecoder:
             self.x[p.rows[got], p.cols[got], c] = v[got]
             self.decoded[p.rows[got], p.cols[got], c] = True
             if self.errors is not None:
-                self.errors[p.rows[got], p.cols[got], c] = np.abs(k[got])
+                self.errors[p.rows[got], p.cols[got], c] = k[got]
             earlier.append(k)
             if not got.all():
                 whole = False
@@ -456,7 +468,7 @@ class TailDecoder:
         earlier: list[np.ndarray] = []
         x = self.x.copy()  # the open pass's colours: decoded levels, else their guesses (form 2)
         for c, (coef, _, _) in zip(COLOURS, per):
-            feats, _ = _features(p, near, self.known, x, self.side, c, earlier, self.errors)
+            feats, _ = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
             guess = np.rint(_location(feats, coef)).astype(np.int64)
             have = self.decoded[p.rows, p.cols, c]
             value = np.where(have, self.x[p.rows, p.cols, c], guess)
