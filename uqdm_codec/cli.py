@@ -38,9 +38,10 @@ TailAfterOpt = typer.Option(
     None,
     "--tail-after",
     metavar="STEP",
-    help="A lossless file with previews: the tail follows diffusion step STEP (0 to T-1; implies "
-    "--tail on) and the later steps are not coded. Lossless files 7-10 % smaller than --tail on "
-    "for photos (STEP 2-4), with step images up to STEP only (about 0.05 bpp at 2, 0.35 at 4).",
+    help="A lossless archive with previews: the tail follows diffusion step STEP (0 to T-1; implies "
+    "--tail on) and the later steps are not coded. Lossless files 7-11 % smaller than --tail on "
+    "for photos at STEP 3 (below JPEG 2000 on Kodak), with step images up to STEP only (on Kodak "
+    "about 0.03 bpp at STEP 2, 0.07 at 3, 0.35 at 4).",
 )
 _TAIL_MODES = {"off": False, "on": True, "auto": None}
 
