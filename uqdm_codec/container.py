@@ -42,8 +42,8 @@ MAX_NAME = 64
 MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
 TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
 MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
-TAIL = 8  # header flag bit 3: layer T is an interlaced lossless tail, the last layer (FORMAT.md 6.6)
-TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 (earlier colours' levels, neighbours' errors)
+TAIL = 8  # header flag bit 3: the last layer is an interlaced lossless tail (FORMAT.md 6.6)
+TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 or 3 (earlier colours' levels, errors)
 EARLY_TAIL = 32  # bit 5, only with TAIL: the tail follows step S < T-1, a header byte after the model name
 TAIL_SIGNED = 64  # bit 6, only with TAIL_COLOURS: the tail's form 3 (also the neighbours' signed errors)
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
@@ -107,7 +107,7 @@ class Header:
     region: tuple[int, int] | None = None  # a tiled file's region width and height (FORMAT.md 1.1)
     mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
     version: int = VERSION  # 7: written without known intervals (uqdm 0.11-0.12)
-    tail: bool = False  # layer T is a lossless tail and the last layer (FORMAT.md 6.6)
+    tail: bool = False  # the last layer is a lossless tail (FORMAT.md 6.6), after step T-1 or tail_after
     tail_form: int = 3  # the tail's features (lossless_tail.FORM): 1 in files of uqdm 0.23-0.25, 2 of 0.26
     tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
 

@@ -14,8 +14,8 @@ Prediction, all in integers: the features of a pixel are its 4 neighbours at dis
 diagonals in a centre pass, the direct ones in an edge pass; mirrored back inside the image at its
 edges, and an unknown one replaced by the floor of the known ones' mean), the side image at the
 pixel and at those neighbours (when there is one), the symbols of the colours already coded at the
-pixel, in form 2 the levels of those colours at the pixel and at the neighbours (and their side
-image at the pixel), in form 3 the sum of the symbols coded at the known neighbours in this colour
+pixel, from form 2 on the levels of those colours at the pixel and at the neighbours (and their
+side image at the pixel), in form 3 the sum of the symbols coded at the known neighbours in this colour
 (their signed errors: where the prediction ran low around a pixel it tends to run low there), and
 1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k
 sent per pass and colour. The symbol is k = v - rint(mu), coded under the step prior of entropy.py
