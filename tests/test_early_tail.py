@@ -58,6 +58,7 @@ def test_the_tail_after_step_t_minus_1_is_the_plain_tail_file(codec, early):
     img = early[0]
     T = codec.num_steps
     assert codec.encode(img, seed=4, tail=True, tail_after=T - 1) == codec.encode(img, seed=4, tail=True)
+    assert codec.encode(img, seed=4, tail_after=T - 1) == codec.encode(img, seed=4, tail=True)
     one = codec.encode(img, seed=4, tail=True, tail_after=1)
     assert codec.encode(img, seed=4, tail=None, tail_after=1) == one
     assert codec.encode(img, seed=4, tail_after=1) == one  # an early tail is a tail whatever `tail` says

@@ -796,9 +796,9 @@ class Codec:
         file with previews up to step S, smaller than the tail after step T-1 for photos, with no
         step images after S (docs/MODEL.md section 31)."""
         pixels = _validate_pixels(pixels)
-        tail_after = self.check_tail_after(tail_after)
-        if tail_after is not None:
+        if tail_after is not None:  # any step, T-1 too: the tail whatever `tail` says
             tail = True
+        tail_after = self.check_tail_after(tail_after)
         mirrors = ensemble.check_mirrors(mirrors)
         h, w = pixels.shape[:2]
         seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
