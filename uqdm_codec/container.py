@@ -46,6 +46,7 @@ TAIL = 8  # header flag bit 3: the last layer is an interlaced lossless tail (FO
 TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 or 3 (earlier colours' levels, errors)
 EARLY_TAIL = 32  # bit 5, only with TAIL: the tail follows step S < T-1, a header byte after the model name
 TAIL_SIGNED = 64  # bit 6, only with TAIL_COLOURS: the tail's form 3 (also the neighbours' signed errors)
+TAIL_FORM = 3  # the tail form new files get (lossless_tail.FORM); 1 in files of uqdm 0.23-0.25, 2 of 0.26
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
 _MIRRORS_OF_CODE = {code: m for m, code in MIRROR_CODES.items()}
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
@@ -108,7 +109,7 @@ class Header:
     mirrors: int = 1  # network passes averaged per prediction: 1, 2 or 4 (ensemble.py)
     version: int = VERSION  # 7: written without known intervals (uqdm 0.11-0.12)
     tail: bool = False  # the last layer is a lossless tail (FORMAT.md 6.6), after step T-1 or tail_after
-    tail_form: int = 3  # the tail's features (lossless_tail.FORM): 1 in files of uqdm 0.23-0.25, 2 of 0.26
+    tail_form: int = TAIL_FORM  # the tail's features (FORMAT.md 6.6)
     tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
 
     @property
@@ -371,7 +372,7 @@ def _tail_form(flags: int) -> int:
     """The tail's form from the header flags: 1 without TAIL_COLOURS (uqdm 0.23-0.25), 2 with it
     (0.26), 3 with TAIL_SIGNED too; a file without a tail gets the current form, which it never uses."""
     if not flags & TAIL:
-        return 3
+        return TAIL_FORM
     return 1 if not flags & TAIL_COLOURS else 3 if flags & TAIL_SIGNED else 2
 
 

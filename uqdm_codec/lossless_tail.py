@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import entropy
-from .container import get_varint, put_varint
+from .container import TAIL_FORM, get_varint, put_varint
 from .errors import FormatError
 
 LEVELS = 6  # the first lattice has spacing 2^LEVELS
@@ -52,7 +52,7 @@ COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
-FORM = 3  # the tail's feature set that the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, 2: 0.26
+FORM = TAIL_FORM  # the tail's feature set that the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, 2: 0.26
 FORMS = (1, 2, 3)
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
