@@ -44,9 +44,11 @@ def test_layout_lossless_end_and_shared_steps(codec, early):
         assert container.parse(data).layers[-1].kind == container.KIND_TAIL
         out = codec.decode(data)
         assert out.lossless and np.array_equal(out.pixels, img) and out.nbytes == len(data)
-        # steps 1..S are the plain file's bytes (but for the header's extra byte) and images
+        # steps 1..S are the plain file's bytes (after a header two bytes longer: the tail's step
+        # and its form) and images
         end = plain_info.layers[s - 1].end if s else plain_info.header_bytes
-        assert data[size : fi.layers[s - 1].end if s else size] == plain[size - 1 : end]
+        assert size == plain_info.header_bytes + 2
+        assert data[size : fi.layers[s - 1].end if s else size] == plain[size - 2 : end]
         for n in range(s + 1):
             assert np.array_equal(codec.decode(data, steps=n).pixels, codec.decode(plain, steps=n).pixels)
         assert np.array_equal(codec.decode(data, steps=s + 1).pixels, img)
@@ -182,7 +184,7 @@ def test_cli_tail_after(tmp_path, tiny_model_path):
     r = run("info", tmp_path / "e.uqd")
     assert r.exit_code == 0 and "3 of 3 layers" in r.output
     assert "2 diffusion steps + lossless tail" in " ".join(r.output.split())
-    assert "lossless tail after" in r.output and "step 2 (form 3)" in r.output  # the table wraps the cell
+    assert "lossless tail after" in r.output and "step 2 (form 4)" in r.output  # the table wraps the cell
     r = run("decode", tmp_path / "e.uqd", "-o", tmp_path / "e.png", "-m", tiny_model_path)
     assert r.exit_code == 0, r.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "e.png")), pixels)

@@ -43,10 +43,11 @@ MAX_REGIONS = 4096  # regions of a tiled file (FORMAT.md 1.1)
 TILED = 1  # header flag: the image is coded as a grid of independent regions (FORMAT.md 1.1)
 MIRROR_SHIFT, MIRROR_MASK = 1, 0b110  # header flag bits 1-2: the network's mirror ensemble (FORMAT.md 2)
 TAIL = 8  # header flag bit 3: the last layer is an interlaced lossless tail (FORMAT.md 6.6)
-TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 or 3 (earlier colours' levels, errors)
+TAIL_COLOURS = 16  # bit 4, only with TAIL: the tail's form 2 or later (earlier colours' levels, errors)
 EARLY_TAIL = 32  # bit 5, only with TAIL: the tail follows step S < T-1, a header byte after the model name
 TAIL_SIGNED = 64  # bit 6, only with TAIL_COLOURS: the tail's form 3 (also the neighbours' signed errors)
-TAIL_FORM = 3  # the tail form new files get (lossless_tail.FORM); 1 in files of uqdm 0.23-0.25, 2 of 0.26
+TAIL_FORM_BYTE = 128  # bit 7, only with TAIL_SIGNED: a header byte holds the tail's form, 4 or later
+TAIL_FORM = 4  # the tail form new files get (lossless_tail.FORM); 1: uqdm 0.23-0.25, 2: 0.26, 3: 0.27
 MIRROR_CODES = {1: 0, 2: 1, 4: 2}  # mirrors -> the 2-bit code (3 is reserved)
 _MIRRORS_OF_CODE = {code: m for m, code in MIRROR_CODES.items()}
 _REGION = struct.Struct("<HH")  # a tiled file's region width and height, after the model name
@@ -192,6 +193,7 @@ class Header:
                 | (TAIL_COLOURS if self.tail and self.tail_form >= 2 else 0)
                 | (TAIL_SIGNED if self.tail and self.tail_form >= 3 else 0)
                 | (EARLY_TAIL if early else 0)
+                | (TAIL_FORM_BYTE if self.tail and self.tail_form >= 4 else 0)
                 | MIRROR_CODES[self.mirrors] << MIRROR_SHIFT,
                 self.width,
                 self.height,
@@ -206,6 +208,8 @@ class Header:
         )
         if early:
             body += bytes([self.tail_after])
+        if self.tail and self.tail_form >= 4:
+            body += bytes([self.tail_form])
         if self.region:
             body += _REGION.pack(*self.region)
         return body + _U32.pack(crc32(body))
@@ -301,10 +305,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f"{' and '.join(map(str, READ_VERSIONS))})"
         )
     if (
-        flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS | EARLY_TAIL | TAIL_SIGNED)
+        flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS | EARLY_TAIL | TAIL_SIGNED | TAIL_FORM_BYTE)
         or (flags & TAIL and version < VERSION)
         or (flags & (TAIL_COLOURS | EARLY_TAIL) and not flags & TAIL)
         or (flags & TAIL_SIGNED and not flags & TAIL_COLOURS)
+        or (flags & TAIL_FORM_BYTE and not flags & TAIL_SIGNED)
     ):
         raise FormatError(f"unsupported .uqd header flags {flags:#x}")
     mirror_code = (flags & MIRROR_MASK) >> MIRROR_SHIFT
@@ -312,7 +317,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if mirrors is None:
         raise FormatError(f"unsupported .uqd header flags {flags:#x} (reserved mirror ensemble code)")
     early = 1 if flags & EARLY_TAIL else 0  # the tail's step byte
-    body = _HEAD.size + name_len + early + (_REGION.size if flags & TILED else 0)
+    formed = 1 if flags & TAIL_FORM_BYTE else 0  # the tail's form byte
+    body = _HEAD.size + name_len + early + formed + (_REGION.size if flags & TILED else 0)
     end = body + _U32.size
     if len(data) < end:
         raise FormatError("file too short: the .uqd header is incomplete")
@@ -341,9 +347,19 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise FormatError(
             f"invalid tail step {tail_after} in header (an early tail follows steps 0 to {steps - 2})"
         )
+    tail_form = _tail_form(flags)
+    if formed:
+        tail_form = data[_HEAD.size + name_len + early]
+        if tail_form < 4:
+            raise FormatError(f"invalid tail form {tail_form} in header (a form byte holds 4 or later)")
+        if tail_form > TAIL_FORM:
+            raise FormatError(
+                f"the lossless tail is of form {tail_form}; this decoder reads forms 1 to {TAIL_FORM}: "
+                "a newer uqdm wrote it"
+            )
     region = None
     if flags & TILED:
-        region = _REGION.unpack_from(data, _HEAD.size + name_len + early)
+        region = _REGION.unpack_from(data, _HEAD.size + name_len + early + formed)
         rw, rh = region
         if not (16 <= rw and 16 <= rh and rw % 16 == 0 and rh % 16 == 0):
             raise FormatError(f"invalid region size {rw}x{rh} in header")
@@ -362,7 +378,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         mirrors,
         version,
         tail=bool(flags & TAIL),
-        tail_form=_tail_form(flags),
+        tail_form=tail_form,
         tail_after=tail_after,
     )
     return header, end
@@ -370,7 +386,8 @@ def parse_header(data: bytes) -> tuple[Header, int]:
 
 def _tail_form(flags: int) -> int:
     """The tail's form from the header flags: 1 without TAIL_COLOURS (uqdm 0.23-0.25), 2 with it
-    (0.26), 3 with TAIL_SIGNED too; a file without a tail gets the current form, which it never uses."""
+    (0.26), 3 with TAIL_SIGNED too (0.27; with TAIL_FORM_BYTE the header's byte says which later
+    form); a file without a tail gets the current form, which it never uses."""
     if not flags & TAIL:
         return TAIL_FORM
     return 1 if not flags & TAIL_COLOURS else 3 if flags & TAIL_SIGNED else 2

@@ -15,22 +15,25 @@ diagonals in a centre pass, the direct ones in an edge pass; mirrored back insid
 edges, and an unknown one replaced by the floor of the known ones' mean), the side image at the
 pixel and at those neighbours (when there is one), the symbols of the colours already coded at the
 pixel, from form 2 on the levels of those colours at the pixel and at the neighbours (and their
-side image at the pixel), in form 3 the sum of the symbols coded at the known neighbours in this colour
-(their signed errors: where the prediction ran low around a pixel it tends to run low there), and
-1. mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k
+side image at the pixel), from form 3 on the sum of the symbols coded at the known neighbours in
+this colour (their signed errors: where the prediction ran low around a pixel it tends to run low
+there), in form 4 the sum of the middle two of the 4 neighbours' levels in this colour and in each
+colour coded before it at the pixel, and 1.
+mu = clip(sum_k c_k f_k / 2^14, 0, 255) with integer coefficients c_k
 sent per pass and colour. The symbol is k = v - rint(mu), coded under the step prior of entropy.py
 (FORMAT.md 6.1) with location mu, dither mu - rint(mu), step 1 and known interval [-0.5, 255.5]: a
 logistic discretised to the levels and truncated to [0, 255]. Its scale is s_b / 64 for the bin b
 of the pixel's activity A = sum_k |4 n_k - sum n| (+ 16 |k_first|, the first colour's symbol, for
 the later colours; from form 2 on + ERROR_WEIGHT times the known neighbours' |k| in this colour, CALIC's
-error energy; the lattice pass with a side image: 16 |side - side one row down|), b = the number
-of the pass and colour's thresholds <= A.
+error energy; in form 4, B's activity also adds 16 |k| of R, the second colour; the lattice pass
+with a side image: 16 |side - side one row down|), b = the number of the pass and colour's
+thresholds <= A.
 
 Form 1 (files of uqdm 0.23-0.25) predicts R and B from the earlier colours' symbols alone: those
 say how far G was from G's own prediction, not where G is, and G's prediction leans on G's side
 image, which R's features cannot mirror. Given an early step's image that cost the tail 2-6 %
 (docs/MODEL.md section 30). Form 2 (uqdm 0.26) lacks form 3's signed errors, which take 0.6-1 % off
-the tail alone (section 31).
+the tail alone (section 31); form 3 (uqdm 0.27) lacks form 4's medians (section 32).
 
 No torch here.
 """
@@ -52,8 +55,8 @@ COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
-FORM = TAIL_FORM  # the tail's feature set that the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, 2: 0.26
-FORMS = (1, 2, 3)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, 2: 0.26, 3: 0.27
+FORMS = (1, 2, 3, 4)
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
 
@@ -148,8 +151,21 @@ def _features(
             activity = activity + ERROR_WEIGHT * np.abs(ev).sum(1)
             if form >= 3:
                 feats.append(ev.sum(1))
+    if form >= 4:
+        if near:  # the middle two of the 4 neighbours, in this colour and in each earlier one
+            feats.append(_middle_sum(nv))
+            feats += [_middle_sum(_neighbour_levels(near, known, x, e)) for e in COLOURS[: len(earlier)]]
+        if len(earlier) > 1:
+            activity = activity + 16 * np.abs(earlier[1])
     feats.append(np.ones(n, np.int64))
     return np.stack(feats, 1), activity
+
+
+def _middle_sum(nv: np.ndarray) -> np.ndarray:
+    """The sum of the middle two of 4 levels per row (twice their median): form 4's one non-linear
+    feature, which lets a least-squares predictor follow edges that a linear mix blurs."""
+    s = np.sort(nv, axis=1)
+    return s[:, 1] + s[:, 2]
 
 
 def _location(feats: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -276,6 +292,8 @@ def _num_features(p: Pass, has_side: bool, earlier: int, form: int = FORM) -> in
         n += earlier * (1 + len(p.offsets) + (1 if has_side else 0))
     if form >= 3 and p.offsets:
         n += 1
+    if form >= 4 and p.offsets:
+        n += 1 + earlier
     return n
 
 
