@@ -139,11 +139,13 @@ def _features(
     feats += earlier
     if earlier:
         activity = activity + 16 * np.abs(earlier[0])
+    earlier_nv: list[np.ndarray] = []  # the earlier colours' neighbour levels (form 2 on)
     if errors is not None:
         for e in COLOURS[: len(earlier)]:
             feats.append(x[p.rows, p.cols, e].astype(np.int64))
             if near:
-                feats += list(_neighbour_levels(near, known, x, e).T)
+                earlier_nv.append(_neighbour_levels(near, known, x, e))
+                feats += list(earlier_nv[-1].T)
             if side is not None:
                 feats.append(side[p.rows, p.cols, e].astype(np.int64))
         if near:
@@ -154,7 +156,7 @@ def _features(
     if form >= 4:
         if near:  # the middle two of the 4 neighbours, in this colour and in each earlier one
             feats.append(_middle_sum(nv))
-            feats += [_middle_sum(_neighbour_levels(near, known, x, e)) for e in COLOURS[: len(earlier)]]
+            feats += [_middle_sum(v) for v in earlier_nv]
         if len(earlier) > 1:
             activity = activity + 16 * np.abs(earlier[1])
     feats.append(np.ones(n, np.int64))
