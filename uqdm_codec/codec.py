@@ -1100,8 +1100,7 @@ class Codec:
         top = parsed.header.max_steps
         if steps is not None:
             have = min(len(parsed.layers), top)
-            if not 0 <= steps <= top:
-                raise UqdmError(f"steps must be between 0 and {top}")
+            parsed.header.check_steps(steps)
             if steps > have:
                 raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import colour, display_filter, lossless_context
 from .display_filter import DisplayFilter
-from .errors import FormatError
+from .errors import FormatError, UqdmError
 from .lossless_context import LosslessContext
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
@@ -129,6 +129,11 @@ class Header:
     def max_steps(self) -> int:
         """The largest `steps` a decoder takes: T (the pixel step), or the tail's layer S + 1."""
         return min(self.num_layers, self.num_steps)
+
+    def check_steps(self, steps: int) -> None:
+        """UqdmError unless 0 <= steps <= max_steps: what every `steps` argument must satisfy."""
+        if not 0 <= steps <= self.max_steps:
+            raise UqdmError(f"steps must be between 0 and {self.max_steps}")
 
     def last_kind(self) -> int:
         return KIND_TAIL if self.tail else KIND_LOSSLESS

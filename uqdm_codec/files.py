@@ -125,8 +125,7 @@ def truncate(
     fi = info(data)
     hd = fi.header
     if steps is not None:
-        if not 0 <= steps <= hd.max_steps:
-            raise UqdmError(f"steps must be between 0 and {hd.max_steps}")
+        hd.check_steps(steps)
         if steps > fi.steps:
             raise UqdmError(f"the file holds only {fi.steps} complete steps")
         end = fi.layers[steps - 1].end if steps else fi.header_bytes

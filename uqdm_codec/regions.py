@@ -89,8 +89,7 @@ def _check(codec: Codec, data: bytes, steps: int | None, every_chunk: bool = Fal
             f"per-chunk images are not available for a tiled file ({len(parts)} regions); decode by steps"
         )
     if steps is not None:
-        if not 0 <= steps <= hd.max_steps:
-            raise UqdmError(f"steps must be between 0 and {hd.max_steps}")
+        hd.check_steps(steps)
         have = min(len(container.parse(p.data).layers) for p in parts)
         have = min(have, hd.max_steps)
         if steps > have:
