@@ -19,8 +19,8 @@ lossless (real bytes), the tail alone, and the prefix up to step s plus the tail
 coded error of the 4 nearest (CALIC's error energy).
 `--exact`: the tail's real bytes from uqdm_codec.lossless_tail (integer coefficients, real ANS
 payloads, every parameter in its varint), each file decoded back and checked (section 27), in the
-form the encoder writes (form 4 since uqdm 0.28, 3 in 0.27, 2 in 0.26, sections 30-32; sections 26-27
-measured form 1).
+form the encoder writes (form 5 since uqdm 0.29, 4 in 0.28, 3 in 0.27, 2 in 0.26, sections 30-33;
+sections 26-27 measured form 1).
 Measured, not kept (docs/MODEL.md sections 26 and 27).
 """
 

@@ -1,4 +1,4 @@
-"""Lossless tail, forms 1 (uqdm 0.23-0.25), 2 (0.26), 3 (0.27) and 4 (0.28): real `--tail on` files.
+"""Lossless tail, forms 1 (uqdm 0.23-0.25), 2 (0.26), 3 (0.27), 4 (0.28) and 5 (0.29): real `--tail on` files.
 
     python scripts/tail_forms.py IMAGES... [--crop 512] [--json F]
 
@@ -6,11 +6,12 @@ Each photo (centre crop; `--crop 100000` for whole images) is encoded with the s
 `--fast`, seed = index and `--tail on`, once per form of the tail: form 1 (the R and B predictors
 see the symbols of the colours coded before them), form 2 (they also see those colours' levels at
 the pixel and its neighbours, and every activity adds the neighbours' coded errors), form 3
-(every predictor also sees the sum of the neighbours' signed errors in its colour) and form 4 (and
-the median of the neighbours in its colour and the earlier ones; FORMAT.md 6.6).
+(every predictor also sees the sum of the neighbours' signed errors in its colour), form 4 (and
+the median of the neighbours in its colour and the earlier ones) and form 5 (large edge passes
+split, fitted activity weights, predictor classes, shifted coefficients; FORMAT.md 6.6).
 Every file is decoded back and must equal the original; steps 1-7 are the same bytes in all.
 Prints the whole files' bits per pixel and each form's change from the one before (docs/MODEL.md
-sections 30 to 32).
+sections 30 to 33).
 """
 
 from __future__ import annotations

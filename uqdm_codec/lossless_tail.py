@@ -35,6 +35,13 @@ image, which R's features cannot mirror. Given an early step's image that cost t
 (docs/MODEL.md section 30). Form 2 (uqdm 0.26) lacks form 3's signed errors, which take 0.6-1 % off
 the tail alone (section 31); form 3 (uqdm 0.27) lacks form 4's medians (section 32).
 
+Form 5 (uqdm 0.29, section 33) keeps form 4's features and adds three things. Large edge passes are
+split in two, and the second half also sees its 4 diagonal neighbours (the first half's pixels).
+The activity is a weighted sum of separate terms, with weights sent per pass and colour and fitted
+by the encoder, where form 4 fixed them. And a pass and colour may split its pixels by activity
+into classes with a coefficient set each: the busy and the quiet half of a photo want different
+mixes of the same neighbours.
+
 No torch here.
 """
 
@@ -55,23 +62,32 @@ COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, 2: 0.26, 3: 0.27
-FORMS = (1, 2, 3, 4)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 4: 0.28
+FORMS = (1, 2, 3, 4, 5)
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
+WEIGHT_FRAC = 8  # form 5: fractional bits of the activity's term weights
+MAX_WEIGHT = 1 << 20  # form 5: a term weight at or above this is corruption
+CLASSES = 2  # form 5: predictor classes the encoder makes per pass and colour (at most MAX_CLASSES)
+MAX_CLASSES = 8
+SPLIT_PIXELS = 32768  # form 5: edge passes of at least this many pixels are split in two
+PIXELS_PER_CLASS = 4096  # form 5: a pass and colour is split only where each class gets this many
+MAX_SHIFT = 12  # form 5: the coefficients' shift: at most this many of their FRAC bits dropped
 
 
 @dataclass
 class Pass:
-    """One pass: the pixels it codes and the offsets of their 4 neighbours (none on the lattice)."""
+    """One pass: the pixels it codes and the offsets of their 4 or 8 neighbours (none on the lattice)."""
 
     rows: np.ndarray
     cols: np.ndarray
     offsets: list[tuple[int, int]]
 
 
-def passes(height: int, width: int) -> list[Pass]:
-    """The 2 LEVELS + 1 passes, coarse to fine; every pixel is in exactly one of them."""
+def passes(height: int, width: int, form: int = FORM) -> list[Pass]:
+    """The 2 LEVELS + 1 passes (3 LEVELS + 1 from form 5 on), coarse to fine; every pixel is in
+    exactly one of them. From form 5 on the edge midpoints of a scale are two passes, the second of
+    which also sees its 4 diagonal neighbours (the first's pixels)."""
 
     def grid(r0: int, c0: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         r, c = np.meshgrid(np.arange(r0, height, step), np.arange(c0, width, step), indexing="ij")
@@ -81,12 +97,14 @@ def passes(height: int, width: int) -> list[Pass]:
     out = [Pass(*grid(0, 0, d), [])]
     for level in range(LEVELS, 0, -1):
         d, h = 2**level, 2 ** (level - 1)
-        out.append(Pass(*grid(h, h, d), [(-h, -h), (-h, h), (h, -h), (h, h)]))
+        diagonal, direct = [(-h, -h), (-h, h), (h, -h), (h, h)], [(-h, 0), (h, 0), (0, -h), (0, h)]
+        out.append(Pass(*grid(h, h, d), diagonal))
         r1, c1 = grid(0, h, d)
         r2, c2 = grid(h, 0, d)
-        out.append(
-            Pass(np.concatenate([r1, r2]), np.concatenate([c1, c2]), [(-h, 0), (h, 0), (0, -h), (0, h)])
-        )
+        if form >= 5 and r1.size + r2.size >= SPLIT_PIXELS:
+            out += [Pass(r1, c1, direct), Pass(r2, c2, direct + diagonal)]
+        else:
+            out.append(Pass(np.concatenate([r1, r2]), np.concatenate([c1, c2]), direct))
     return out
 
 
@@ -129,7 +147,7 @@ def _features(
         nv = _neighbour_levels(near, known, x, c)
         feats += list(nv.T)
         total = nv.sum(1)
-        activity = np.abs(4 * nv - total[:, None]).sum(1)
+        activity = np.abs(nv.shape[1] * nv - total[:, None]).sum(1)
     if side is not None:
         feats.append(side[p.rows, p.cols, c].astype(np.int64))
         feats += [side[a, b, c].astype(np.int64) for a, b in near]
@@ -164,10 +182,66 @@ def _features(
 
 
 def _middle_sum(nv: np.ndarray) -> np.ndarray:
-    """The sum of the middle two of 4 levels per row (twice their median): form 4's one non-linear
-    feature, which lets a least-squares predictor follow edges that a linear mix blurs."""
+    """The sum of the middle two of the 4 (8) levels per row (twice their median): form 4's one
+    non-linear feature, which lets a least-squares predictor follow edges that a linear mix blurs."""
     s = np.sort(nv, axis=1)
-    return s[:, 1] + s[:, 2]
+    m = nv.shape[1] // 2
+    return s[:, m - 1] + s[:, m]
+
+
+def _terms(
+    p: Pass,
+    near,
+    known: np.ndarray,
+    x: np.ndarray,
+    side: np.ndarray | None,
+    c: int,
+    earlier: list[np.ndarray],
+    errors: np.ndarray,
+) -> np.ndarray:
+    """Form 5: the activity's terms (n, T) as int64, which the activity weighs with weights sent
+    per pass and colour (_num_terms gives T). In order: with neighbours, the spread of their levels
+    sum |4 n_k - sum n| and the sum of their |k| in this colour; without, and with a side image, its
+    slope |side - side one row down|; |k| of each colour coded before at the pixel; with neighbours
+    and a side image, the side image's spread at the neighbours and |4 side - sum n|; with
+    neighbours, the sum of their |k| in each colour coded before at the pixel."""
+    n = p.rows.size
+    out: list[np.ndarray] = []
+    if near:
+        nv = _neighbour_levels(near, known, x, c)
+        total = nv.sum(1)
+        out.append(np.abs(nv.shape[1] * nv - total[:, None]).sum(1))
+        out.append(_neighbour_errors(near, known, errors, c))
+    elif side is not None:
+        below = np.minimum(p.rows + 1, side.shape[0] - 1)
+        out.append(np.abs(side[p.rows, p.cols, c].astype(np.int64) - side[below, p.cols, c]))
+    out += [np.abs(e) for e in earlier]
+    if near and side is not None:
+        sv = np.stack([side[a, b, c] for a, b in near], 1).astype(np.int64)
+        out.append(np.abs(sv.shape[1] * sv - sv.sum(1)[:, None]).sum(1))
+        out.append(np.abs(sv.shape[1] * side[p.rows, p.cols, c].astype(np.int64) - total))
+    if near:
+        out += [_neighbour_errors(near, known, errors, e) for e in COLOURS[: len(earlier)]]
+    return np.stack(out, 1) if out else np.zeros((n, 0), np.int64)
+
+
+def _neighbour_errors(near, known: np.ndarray, errors: np.ndarray, c: int) -> np.ndarray:
+    """The sum of |k| of colour c at the known ones of the neighbours."""
+    return np.stack([np.where(known[a, b], np.abs(errors[a, b, c]), 0) for a, b in near], 1).sum(1)
+
+
+def _num_terms(p: Pass, has_side: bool, earlier: int) -> int:
+    if p.offsets:
+        return 2 + earlier + (2 if has_side else 0) + earlier
+    return (1 if has_side else 0) + earlier
+
+
+def _weighted(terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Form 5's activity: sum_j w_j t_j, exact in int64 (terms < 2^14, weights < 2^20, at most 8 terms)."""
+    total = np.zeros(terms.shape[0], np.int64)
+    for j in range(terms.shape[1]):
+        total += terms[:, j] * int(weights[j])
+    return total
 
 
 def _location(feats: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -176,6 +250,17 @@ def _location(feats: np.ndarray, coef: np.ndarray) -> np.ndarray:
     for k in range(feats.shape[1]):
         total += feats[:, k] * int(coef[k])
     return np.clip(total.astype(np.float64) / 2.0**FRAC, 0.0, 255.0)
+
+
+def _class_location(feats: np.ndarray, coefs: list[np.ndarray], cls: np.ndarray) -> np.ndarray:
+    """Form 5: each pixel's location from its class's coefficients."""
+    if len(coefs) == 1:
+        return _location(feats, coefs[0])
+    mu = np.zeros(feats.shape[0])
+    for j, coef in enumerate(coefs):
+        sel = cls == j
+        mu[sel] = _location(feats[sel], coef)
+    return mu
 
 
 def _prior(mu: np.ndarray, scale: np.ndarray) -> entropy.StepPrior:
@@ -198,10 +283,14 @@ def _bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- encoder choices
 
 
-def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray) -> np.ndarray:
+def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray, normal: bool = False) -> np.ndarray:
     """Integer coefficients: least squares reweighted towards least absolute error. Features that
     are nearly collinear (form 2's levels of an earlier colour and its symbol, in a small pass of a
-    noisy image) can give huge coefficients that cancel; then the fit is redone with a ridge."""
+    noisy image) can give huge coefficients that cancel; then the fit is redone with a ridge.
+    `normal` (form 5) solves each system by its normal equations instead of an SVD of the pixels'
+    rows: a fit that differs in the last digits, and a form-5 tail of kodim23 encoded in 4.8 s
+    instead of 5.9 s (the encoders of forms 1-4 keep the SVD, so that they still write their
+    releases' files byte for byte)."""
     a = feats.astype(np.float64)
     t = target.astype(np.float64)
     act = activity / 16.0
@@ -213,6 +302,9 @@ def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray) -> np.ndar
             rows = np.sqrt(ridge * max(1.0, float((a * a).sum()) / a.shape[0])) * np.eye(a.shape[1])
 
         def lstsq(m: np.ndarray, y: np.ndarray) -> np.ndarray:
+            if normal:
+                gram = m.T @ m + (rows.T @ rows if rows is not None else 0.0)
+                return np.linalg.lstsq(gram, m.T @ y, rcond=None)[0]
             if rows is not None:
                 m, y = np.concatenate([m, rows]), np.concatenate([y, np.zeros(rows.shape[0])])
             return np.linalg.lstsq(m, y, rcond=None)[0]
@@ -237,6 +329,76 @@ def logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
     return -np.log2(np.maximum(up - dn, 1e-12))
 
 
+def _fit_weights(terms: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Form 5: non-negative integer term weights (WEIGHT_FRAC fractional bits) that predict 16 |k|
+    by least squares with a constant, a negative weight dropped (set to 0) and the rest refitted."""
+    a = np.concatenate([terms, np.ones((terms.shape[0], 1), np.int64)], 1).astype(np.float64)
+    y = 16.0 * np.abs(k).astype(np.float64)
+    active = list(range(terms.shape[1]))
+    w = np.zeros(0)
+    while active:
+        w = np.linalg.lstsq(a[:, active + [terms.shape[1]]], y, rcond=None)[0][:-1]
+        if (w >= 0).all():
+            break
+        active.pop(int(np.argmin(w)))
+    out = np.zeros(terms.shape[1])
+    out[active] = w[: len(active)] if active else 0.0
+    return np.clip(np.rint(out * 2.0**WEIGHT_FRAC), 0, MAX_WEIGHT - 1).astype(np.int64)
+
+
+def _choose_shift(
+    feats: np.ndarray, v: np.ndarray, coefs: list[np.ndarray], cls: np.ndarray, activity: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Form 5: (shift, thresholds, scale codes): how many low bits of the coefficients to drop
+    (they are sent shifted), where the bytes saved outweigh the estimated bits lost: a small pass's
+    coefficients can cost more than their precision buys. The coefficients are rounded to the chosen
+    multiple of 2^shift; shifts are tried upwards until one estimates worse. The bins are chosen
+    for the unshifted coefficients, then again for the shifted ones if the shift is not 0."""
+    mu = _class_location(feats, coefs, cls)
+    thresholds, codes = _choose_bins(v, mu, activity)
+    scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
+    best, best_bits = 0, np.inf
+    for shift in range(MAX_SHIFT + 1):
+        rounded = [_round_coef(coef, shift) for coef in coefs]
+        sent = sum(len(put_varint(_zigzag(int(z)))) for coef in rounded for z in coef >> shift)
+        mu = _class_location(feats, rounded, cls)
+        bits = float(logistic_bits(v, mu, scale).sum()) + 8 * sent
+        if bits >= best_bits:
+            break
+        best, best_bits = shift, bits
+    if best:
+        mu = _class_location(feats, [_round_coef(coef, best) for coef in coefs], cls)
+        thresholds, codes = _choose_bins(v, mu, activity)
+    return best, thresholds, codes
+
+
+def _round_coef(coef: np.ndarray, shift: int) -> np.ndarray:
+    """coef rounded to a multiple of 2^shift (half away from zero), kept inside MAX_COEF."""
+    if shift == 0:
+        return coef
+    half = 1 << (shift - 1)
+    out = np.where(coef >= 0, (coef + half) >> shift, -((-coef + half) >> shift)) << shift
+    return np.clip(out, -((MAX_COEF - 1) >> shift << shift), (MAX_COEF - 1) >> shift << shift)
+
+
+def _class_cuts(activity: np.ndarray) -> np.ndarray:
+    """Form 5: activity cuts that split a pass and colour into up to CLASSES predictor classes of
+    about equal size, each of at least PIXELS_PER_CLASS pixels (none in a small pass)."""
+    want = int(min(CLASSES, activity.size // PIXELS_PER_CLASS))
+    if want < 2:
+        return np.zeros(0, np.int64)
+    qs = np.quantile(activity, np.linspace(0, 1, want + 1)[1:-1])
+    cuts = np.unique(np.ceil(qs).astype(np.int64))
+    cuts = cuts[cuts > activity.min()]
+    while cuts.size:
+        counts = np.bincount(_bins(activity, cuts), minlength=cuts.size + 1)
+        if counts.min() >= PIXELS_PER_CLASS:
+            break
+        small = int(np.argmin(counts))  # merge the smallest class with a neighbour
+        cuts = np.delete(cuts, min(small, cuts.size - 1))
+    return cuts
+
+
 def _choose_bins(v: np.ndarray, mu: np.ndarray, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds, scale codes): activity quantiles, and the best scale of a grid per bin."""
     nbins = int(np.clip(v.size // PIXELS_PER_BIN, 1, MAX_BINS))
@@ -258,6 +420,15 @@ def _choose_bins(v: np.ndarray, mu: np.ndarray, activity: np.ndarray) -> tuple[n
 # ----------------------------------------------------------------------------- serialisation
 
 
+def _put_increasing(params: bytearray, values: np.ndarray) -> None:
+    """A count, then increasing integers as differences (the first from 0)."""
+    params += put_varint(values.size)
+    prev = 0
+    for t in values:
+        params += put_varint(int(t) - prev)
+        prev = int(t)
+
+
 def _zigzag(v: int) -> int:
     return 2 * v if v >= 0 else -2 * v - 1
 
@@ -272,6 +443,13 @@ class _Reader:
             raise FormatError("lossless tail ends early")
         value, self.pos = got
         return value
+
+    def uints(self, count: int, limit: int) -> np.ndarray:
+        """count varints as int64, each below limit (<= 2^62), else corruption."""
+        values = [self.uint() for _ in range(count)]
+        if any(v >= limit for v in values):
+            raise FormatError("lossless tail parameter out of range")
+        return np.array(values, np.int64)
 
     def sint(self) -> int:
         z = self.uint()
@@ -336,7 +514,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
     errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None
     params = bytearray()
     chunks = []
-    for p in passes(height, width):
+    for p in passes(height, width, form):
         if p.rows.size == 0:
             continue
         near = _neighbour_index(p, height, width)
@@ -345,16 +523,33 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
         for c in COLOURS:
             feats, activity = _features(p, near, known, x, side, c, earlier, errors, form)
             v = x[p.rows, p.cols, c].astype(np.int64)
-            coef = _fit(feats, v, activity)
+            coef = _fit(feats, v, activity, normal=form >= 5)
             mu = _location(feats, coef)
-            thresholds, codes = _choose_bins(v, mu, activity)
-            for value in coef:
-                params += put_varint(_zigzag(int(value)))
-            params += put_varint(thresholds.size)
-            prev = 0
-            for t in thresholds:
-                params += put_varint(int(t) - prev)
-                prev = int(t)
+            if form >= 5:
+                assert errors is not None
+                terms = _terms(p, near, known, x, side, c, earlier, errors)
+                weights = _fit_weights(terms, v - np.rint(mu).astype(np.int64))
+                activity = _weighted(terms, weights)
+                cuts = _class_cuts(activity)
+                cls = _bins(activity, cuts)
+                coefs = [
+                    _fit(feats[cls == j], v[cls == j], activity[cls == j] >> WEIGHT_FRAC, normal=True)
+                    for j in range(cuts.size + 1)
+                ]
+                shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity)
+                coefs = [_round_coef(coef, shift) for coef in coefs]
+                mu = _class_location(feats, coefs, cls)
+                for w in weights:
+                    params += put_varint(int(w))
+                _put_increasing(params, cuts)
+                params += put_varint(shift)
+            else:
+                coefs, shift = [coef], 0
+                thresholds, codes = _choose_bins(v, mu, activity)
+            for coef in coefs:
+                for value in coef >> shift:
+                    params += put_varint(_zigzag(int(value)))
+            _put_increasing(params, thresholds)
             for code in codes:
                 params += put_varint(int(code))
             k = v - np.rint(mu).astype(np.int64)
@@ -392,6 +587,37 @@ MAX_THRESHOLD = 1 << 40
 MAX_SCALE_CODE = 1 << 20
 
 
+def _get_increasing(src: _Reader, limit: int, what: str) -> np.ndarray:
+    """_put_increasing's inverse: fewer than `limit` values, strictly increasing, below MAX_THRESHOLD."""
+    count = src.uint()
+    if count >= limit:
+        raise FormatError(f"lossless tail has too many {what}")
+    values = np.cumsum(src.uints(count, MAX_THRESHOLD)).astype(np.int64)
+    if (values >= MAX_THRESHOLD).any():
+        raise FormatError("lossless tail parameter out of range")
+    if (np.diff(values) <= 0).any():
+        raise FormatError("invalid lossless tail parameters")
+    return values
+
+
+@dataclass
+class _Colour:
+    """One pass and colour's parameters: a coefficient set per predictor class, the activity's
+    thresholds and scale codes, and from form 5 on the term weights and the class cuts."""
+
+    coefs: list[np.ndarray]
+    thresholds: np.ndarray
+    codes: np.ndarray
+    weights: np.ndarray | None
+    cuts: np.ndarray
+
+    def predict(self, feats: np.ndarray, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(location, scale) of the pass's pixels, given their features and activity (in form 5 the
+        weighted sum of its terms)."""
+        mu = _class_location(feats, self.coefs, _bins(activity, self.cuts))
+        return mu, self.codes[_bins(activity, self.thresholds)] / float(SCALE_DENOM)
+
+
 class TailDecoder:
     """Decodes a tail pass by pass (one chunk each, in order), given its parameters. image() is
     what a decoder shows: exact where decoded, the prediction in the first pass not yet decoded in
@@ -404,7 +630,7 @@ class TailDecoder:
         if side is not None and side.shape != (height, width, 3):
             raise ValueError("side image does not match the image's shape")
         self.height, self.width, self.side = height, width, side
-        self.passes = [p for p in passes(height, width) if p.rows.size]
+        self.passes = [p for p in passes(height, width, form) if p.rows.size]
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
         self.decoded = np.zeros((height, width, 3), bool)
@@ -417,18 +643,23 @@ class TailDecoder:
         for p in self.passes:
             per = []
             for e in range(3):
+                weights, cuts, shift = None, np.zeros(0, np.int64), 0
+                if form >= 5:
+                    weights = src.uints(_num_terms(p, side is not None, e), MAX_WEIGHT)
+                    cuts = _get_increasing(src, MAX_CLASSES, "predictor classes")
+                    shift = src.uint()
+                    if shift > MAX_SHIFT:
+                        raise FormatError("lossless tail parameter out of range")
                 nf = _num_features(p, side is not None, e, form)
-                coef = np.array([src.sint() for _ in range(nf)], np.int64)
-                nt = src.uint()
-                if nt >= MAX_BINS:
-                    raise FormatError("lossless tail has too many activity bins")
-                thresholds = np.cumsum([src.uint() for _ in range(nt)]).astype(np.int64)
-                codes = np.array([src.uint() for _ in range(nt + 1)], np.int64)
-                if (np.abs(coef) >= MAX_COEF).any() or (thresholds >= MAX_THRESHOLD).any():
+                sets = [[src.sint() << shift for _ in range(nf)] for _ in range(cuts.size + 1)]
+                if any(abs(z) >= MAX_COEF for coef in sets for z in coef):
                     raise FormatError("lossless tail parameter out of range")
-                if (codes < 1).any() or (codes >= MAX_SCALE_CODE).any() or (np.diff(thresholds) <= 0).any():
+                coefs = [np.array(coef, np.int64) for coef in sets]
+                thresholds = _get_increasing(src, MAX_BINS, "activity bins")
+                codes = src.uints(thresholds.size + 1, MAX_SCALE_CODE)
+                if (codes < 1).any():
                     raise FormatError("invalid lossless tail parameters")
-                per.append((coef, thresholds, codes))
+                per.append(_Colour(coefs, thresholds, codes, weights, cuts))
             self.params.append(per)
         if src.pos != len(params):
             raise FormatError("bytes after the lossless tail's parameters")
@@ -447,12 +678,15 @@ class TailDecoder:
         stream = entropy.StepStream(payload, cut)
         earlier: list[np.ndarray] = []
         whole = True
-        for c, (coef, thresholds, codes) in zip(COLOURS, per):
+        for c, colour in zip(COLOURS, per):
             feats, activity = _features(
                 p, near, self.known, self.x, self.side, c, earlier, self.errors, self.form
             )
-            mu = _location(feats, coef)
-            scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
+            if colour.weights is not None:
+                activity = _weighted(
+                    _terms(p, near, self.known, self.x, self.side, c, earlier, self.errors), colour.weights
+                )
+            mu, scale = colour.predict(feats, activity)
             k, got = stream.group(_prior(mu, scale))
             v = k + np.rint(mu).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():
@@ -487,9 +721,14 @@ class TailDecoder:
         near = _neighbour_index(p, self.height, self.width)
         earlier: list[np.ndarray] = []
         x = self.x.copy()  # the open pass's colours: decoded levels, else their guesses (form 2)
-        for c, (coef, _, _) in zip(COLOURS, per):
-            feats, _ = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
-            guess = np.rint(_location(feats, coef)).astype(np.int64)
+        for c, colour in zip(COLOURS, per):
+            feats, activity = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
+            if colour.weights is not None:
+                activity = _weighted(
+                    _terms(p, near, self.known, x, self.side, c, earlier, self.errors), colour.weights
+                )
+            mu, _ = colour.predict(feats, activity)
+            guess = np.rint(mu).astype(np.int64)
             have = self.decoded[p.rows, p.cols, c]
             value = np.where(have, self.x[p.rows, p.cols, c], guess)
             out[p.rows, p.cols, c] = value
