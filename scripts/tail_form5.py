@@ -1,0 +1,69 @@
+"""Study: what each part of the lossless tail's form 5 buys, tail after step 3, real bytes.
+
+    python scripts/tail_form5.py IMAGES... --cache F.npz [--specs SPEC...] [--json F]
+
+The cache is tail_edges.py's (each photo's 512 px centre crop, the image after step 3 and the bytes
+of steps 1-3; seed = index). Each SPEC is a form, then optional `:NAME=VALUE` settings of
+lossless_tail's encoder constants, kept for the specs after it, e.g. `5:CLASSES=1:MAX_SHIFT=0`.
+The defaults build form 5 up from form 4 part by part:
+- `4`: form 4 (uqdm 0.28);
+- `5:CLASSES=1:SPLIT_PIXELS=...:MAX_SHIFT=0`: the activity's weights fitted per pass and colour;
+- `...:CLASSES=2`: and two predictor classes in large passes;
+- `...:SPLIT_PIXELS=32768`: and large edge passes in two halves, the second seeing 8 neighbours;
+- `...:MAX_SHIFT=12`: and the coefficients' shift (form 5 as shipped).
+Prints the mean whole-file bits per pixel (steps 1-3 plus the tail) and the change from form 4.
+Encoder only (the tests check that form 5 decodes). docs/MODEL.md section 33.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+from study_common import parser
+
+from uqdm_codec import lossless_tail as lt
+
+NEVER = 1 << 40
+SPECS = [
+    "4",
+    f"5:CLASSES=1:SPLIT_PIXELS={NEVER}:MAX_SHIFT=0",
+    "5:CLASSES=2",
+    "5:SPLIT_PIXELS=32768",
+    "5:MAX_SHIFT=12",
+]
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--specs", nargs="*", default=SPECS)
+    args = ap.parse_args()
+    d = np.load(args.cache)
+    photos = [(d[f"px{i}"], d[f"side{i}"], int(d[f"pre{i}"])) for i in range(len(args.images))]
+    out: dict[str, list[float]] = {}
+    base = None
+    for spec in args.specs:
+        form, *settings = spec.split(":")
+        for setting in settings:
+            name, value = setting.split("=")
+            setattr(lt, name, int(value))
+        sizes = [
+            8.0 * (pre + len(lt.encode(px, side, int(form)))) / (px.shape[0] * px.shape[1])
+            for px, side, pre in photos
+        ]
+        out[spec] = sizes
+        base = base or float(np.mean(sizes))
+        each = " ".join(f"{s:.3f}" for s in sizes)
+        change = 100 * (np.mean(sizes) / base - 1)
+        print(f"{spec:40s} {np.mean(sizes):.4f} bpp ({change:+.2f} %)  {each}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
