@@ -146,14 +146,12 @@ def _features(
     if near:
         nv = _neighbour_levels(near, known, x, c)
         feats += list(nv.T)
-        total = nv.sum(1)
-        activity = np.abs(nv.shape[1] * nv - total[:, None]).sum(1)
+        activity = _spread(nv)
     if side is not None:
         feats.append(side[p.rows, p.cols, c].astype(np.int64))
         feats += [side[a, b, c].astype(np.int64) for a, b in near]
         if not near:
-            below = np.minimum(p.rows + 1, side.shape[0] - 1)
-            activity = 16 * np.abs(side[p.rows, p.cols, c].astype(np.int64) - side[below, p.cols, c])
+            activity = 16 * _side_slope(p, side, c)
     feats += earlier
     if earlier:
         activity = activity + 16 * np.abs(earlier[0])
@@ -189,40 +187,48 @@ def _middle_sum(nv: np.ndarray) -> np.ndarray:
     return s[:, m - 1] + s[:, m]
 
 
+def _spread(v: np.ndarray) -> np.ndarray:
+    """sum_k |P v_k - (v_1 + .. + v_P)| per row of P neighbour values: how much they disagree."""
+    return np.abs(v.shape[1] * v - v.sum(1)[:, None]).sum(1)
+
+
+def _side_slope(p: Pass, side: np.ndarray, c: int) -> np.ndarray:
+    """|S_c(y, x) - S_c(min(y + 1, H - 1), x)|: the lattice pass's only activity."""
+    below = np.minimum(p.rows + 1, side.shape[0] - 1)
+    return np.abs(side[p.rows, p.cols, c].astype(np.int64) - side[below, p.cols, c])
+
+
 def _terms(
     p: Pass,
     near,
+    feats: np.ndarray,
     known: np.ndarray,
-    x: np.ndarray,
     side: np.ndarray | None,
     c: int,
     earlier: list[np.ndarray],
     errors: np.ndarray,
 ) -> np.ndarray:
     """Form 5: the activity's terms (n, T) as int64, which the activity weighs with weights sent
-    per pass and colour (_num_terms gives T). In order: with neighbours, the spread of their levels
-    sum |4 n_k - sum n| and the sum of their |k| in this colour; without, and with a side image, its
+    per pass and colour (_num_terms gives T), given the pixels' features (their first P columns
+    are the neighbours' levels n_1..n_P). In order: with neighbours, the spread of their levels
+    sum |P n_k - sum n| and the sum of their |k| in this colour; without, and with a side image, its
     slope |side - side one row down|; |k| of each colour coded before at the pixel; with neighbours
-    and a side image, the side image's spread at the neighbours and |4 side - sum n|; with
+    and a side image, the side image's spread at the neighbours and |P side - sum n|; with
     neighbours, the sum of their |k| in each colour coded before at the pixel."""
-    n = p.rows.size
     out: list[np.ndarray] = []
+    nv = feats[:, : len(near)]
     if near:
-        nv = _neighbour_levels(near, known, x, c)
-        total = nv.sum(1)
-        out.append(np.abs(nv.shape[1] * nv - total[:, None]).sum(1))
-        out.append(_neighbour_errors(near, known, errors, c))
+        out += [_spread(nv), _neighbour_errors(near, known, errors, c)]
     elif side is not None:
-        below = np.minimum(p.rows + 1, side.shape[0] - 1)
-        out.append(np.abs(side[p.rows, p.cols, c].astype(np.int64) - side[below, p.cols, c]))
+        out.append(_side_slope(p, side, c))
     out += [np.abs(e) for e in earlier]
     if near and side is not None:
         sv = np.stack([side[a, b, c] for a, b in near], 1).astype(np.int64)
-        out.append(np.abs(sv.shape[1] * sv - sv.sum(1)[:, None]).sum(1))
-        out.append(np.abs(sv.shape[1] * side[p.rows, p.cols, c].astype(np.int64) - total))
+        out.append(_spread(sv))
+        out.append(np.abs(len(near) * side[p.rows, p.cols, c].astype(np.int64) - nv.sum(1)))
     if near:
         out += [_neighbour_errors(near, known, errors, e) for e in COLOURS[: len(earlier)]]
-    return np.stack(out, 1) if out else np.zeros((n, 0), np.int64)
+    return np.stack(out, 1) if out else np.zeros((feats.shape[0], 0), np.int64)
 
 
 def _neighbour_errors(near, known: np.ndarray, errors: np.ndarray, c: int) -> np.ndarray:
@@ -527,7 +533,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
             mu = _location(feats, coef)
             if form >= 5:
                 assert errors is not None
-                terms = _terms(p, near, known, x, side, c, earlier, errors)
+                terms = _terms(p, near, feats, known, side, c, earlier, errors)
                 weights = _fit_weights(terms, v - np.rint(mu).astype(np.int64))
                 activity = _weighted(terms, weights)
                 cuts = _class_cuts(activity)
@@ -612,8 +618,7 @@ class _Colour:
     cuts: np.ndarray
 
     def predict(self, feats: np.ndarray, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(location, scale) of the pass's pixels, given their features and activity (in form 5 the
-        weighted sum of its terms)."""
+        """(location, scale) of the pass's pixels, given their features and activity."""
         mu = _class_location(feats, self.coefs, _bins(activity, self.cuts))
         return mu, self.codes[_bins(activity, self.thresholds)] / float(SCALE_DENOM)
 
@@ -664,6 +669,18 @@ class TailDecoder:
         if src.pos != len(params):
             raise FormatError("bytes after the lossless tail's parameters")
 
+    def _predict(
+        self, p: Pass, near, x: np.ndarray, c: int, colour: _Colour, earlier: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(location, scale) of colour c's pixels in pass p, given the levels x decoded so far and
+        the symbols of the colours before it (in form 5 the activity is the weighted sum of its terms)."""
+        feats, activity = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
+        if colour.weights is not None:
+            activity = _weighted(
+                _terms(p, near, feats, self.known, self.side, c, earlier, self.errors), colour.weights
+            )
+        return colour.predict(feats, activity)
+
     def counts(self) -> list[int]:
         """Elements per pass: what each chunk must declare."""
         return [3 * p.rows.size for p in self.passes]
@@ -679,14 +696,7 @@ class TailDecoder:
         earlier: list[np.ndarray] = []
         whole = True
         for c, colour in zip(COLOURS, per):
-            feats, activity = _features(
-                p, near, self.known, self.x, self.side, c, earlier, self.errors, self.form
-            )
-            if colour.weights is not None:
-                activity = _weighted(
-                    _terms(p, near, self.known, self.x, self.side, c, earlier, self.errors), colour.weights
-                )
-            mu, scale = colour.predict(feats, activity)
+            mu, scale = self._predict(p, near, self.x, c, colour, earlier)
             k, got = stream.group(_prior(mu, scale))
             v = k + np.rint(mu).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():
@@ -722,12 +732,7 @@ class TailDecoder:
         earlier: list[np.ndarray] = []
         x = self.x.copy()  # the open pass's colours: decoded levels, else their guesses (form 2)
         for c, colour in zip(COLOURS, per):
-            feats, activity = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
-            if colour.weights is not None:
-                activity = _weighted(
-                    _terms(p, near, self.known, x, self.side, c, earlier, self.errors), colour.weights
-                )
-            mu, _ = colour.predict(feats, activity)
+            mu, _ = self._predict(p, near, x, c, colour, earlier)
             guess = np.rint(mu).astype(np.int64)
             have = self.decoded[p.rows, p.cols, c]
             value = np.where(have, self.x[p.rows, p.cols, c], guess)
