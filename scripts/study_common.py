@@ -44,3 +44,29 @@ def finish_rows(rows: list[dict], out: Path | None) -> dict:
     if out:
         out.write_text(json.dumps({"images": rows, "mean": mean}, indent=1) + "\n")
     return mean
+
+
+def load_tail_cache(path: Path, count: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """tail_edges.py's cache: per photo (original, image after step S, bytes of steps 1..S)."""
+    d = np.load(path)
+    return [(d[f"px{i}"], d[f"side{i}"], int(d[f"pre{i}"])) for i in range(count)]
+
+
+def compare_tail_sizes(
+    names: list[str], tail_bytes, photos: list[tuple[np.ndarray, np.ndarray, int]], out: Path | None
+) -> dict[str, list[float]]:
+    """Per variant name, each photo's whole file in bits per pixel (the cached steps' bytes plus
+    tail_bytes(name, original, side image)), printed with the change from the first name's mean
+    and saved to `out` (JSON, name -> sizes)."""
+    sizes: dict[str, list[float]] = {}
+    for name in names:
+        sizes[name] = [
+            8.0 * (pre + tail_bytes(name, px, side)) / (px.shape[0] * px.shape[1]) for px, side, pre in photos
+        ]
+        mean = float(np.mean(sizes[name]))
+        change = 100 * (mean / float(np.mean(sizes[names[0]])) - 1)
+        each = " ".join(f"{s:.3f}" for s in sizes[name])
+        print(f"{name:12s} {mean:.4f} bpp ({change:+.2f} %)  per photo {each}", flush=True)
+    if out:
+        out.write_text(json.dumps(sizes, indent=1) + "\n")
+    return sizes

@@ -14,14 +14,13 @@ those steps' bytes plus the tail's parameters and ANS payloads. docs/MODEL.md se
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from study_common import parser
+from study_common import compare_tail_sizes, load_tail_cache, parser
 
 from uqdm_codec import entropy
 from uqdm_codec import lossless_tail as lt
@@ -109,22 +108,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--variants", nargs="*", default=VARIANTS)
     args = ap.parse_args()
-    d = np.load(args.cache)
-    photos = [(d[f"px{i}"], d[f"side{i}"], int(d[f"pre{i}"])) for i in range(len(args.images))]
-    out: dict[str, list[float]] = {}
-    for name in ["form 4"] + args.variants:
-        sizes = [
-            8.0
-            * (pre + encode_size(px, side, None if name == "form 4" else name))
-            / (px.shape[0] * px.shape[1])
-            for px, side, pre in photos
-        ]
-        out[name] = sizes
-        change = 100 * (np.mean(sizes) / np.mean(out["form 4"]) - 1)
-        each = " ".join(f"{s:.3f}" for s in sizes)
-        print(f"{name:10s} {np.mean(sizes):.4f} bpp ({change:+.2f} %)  per photo {each}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    photos = load_tail_cache(args.cache, len(args.images))
+    compare_tail_sizes(
+        ["form 4"] + args.variants,
+        lambda name, px, side: encode_size(px, side, None if name == "form 4" else name),
+        photos,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

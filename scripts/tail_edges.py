@@ -25,14 +25,13 @@ docs/MODEL.md section 32.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from study_common import load_crops, parser
+from study_common import compare_tail_sizes, load_crops, load_tail_cache, parser
 
 from uqdm_codec import get_codec, lossless_tail
 
@@ -53,8 +52,7 @@ def cache(args) -> list[tuple[np.ndarray, np.ndarray, int]]:
             out |= {f"px{seed}": px, f"side{seed}": level.pixels, f"pre{seed}": np.array(level.nbytes)}
             print(f"cached {seed}", flush=True)
         np.savez_compressed(args.cache, **out)
-    d = np.load(args.cache)
-    return [(d[f"px{i}"], d[f"side{i}"], int(d[f"pre{i}"])) for i in range(len(args.images))]
+    return load_tail_cache(args.cache, len(args.images))
 
 
 def _pairs(p) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -124,21 +122,13 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=VARIANTS)
     args = ap.parse_args()
     photos = cache(args)
-    out = {}
 
-    def real(px, side) -> float:
-        return 8.0 * len(lossless_tail.encode_passes(px, side, form=3).to_bytes())
-
-    for name in ["form 3"] + args.variants:
+    def tail_bytes(name: str, px: np.ndarray, side: np.ndarray) -> int:
         lossless_tail._features = SHIPPED if name == "form 3" else variant(name)
-        sizes = [(8.0 * pre + real(px, side)) / (px.shape[0] * px.shape[1]) for px, side, pre in photos]
-        out[name] = sizes
-        change = 100 * (np.mean(sizes) / np.mean(out["form 3"]) - 1)
-        each = " ".join(f"{s:.3f}" for s in sizes)
-        print(f"{name:12s} {np.mean(sizes):.4f} bpp ({change:+.2f} %)  per photo {each}", flush=True)
+        return len(lossless_tail.encode_passes(px, side, form=3).to_bytes())
+
+    compare_tail_sizes(["form 3"] + args.variants, tail_bytes, photos, args.json)
     lossless_tail._features = SHIPPED
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

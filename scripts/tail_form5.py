@@ -17,14 +17,13 @@ Encoder only (the tests check that form 5 decodes). docs/MODEL.md section 33.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from study_common import parser
+from study_common import compare_tail_sizes, load_tail_cache, parser
 
 from uqdm_codec import lossless_tail as lt
 
@@ -38,31 +37,21 @@ SPECS = [
 ]
 
 
+def tail_bytes(spec: str, px: np.ndarray, side: np.ndarray) -> int:
+    """The tail's bytes with the spec's form, after setting its constants (they stay set)."""
+    form, *settings = spec.split(":")
+    for setting in settings:
+        name, value = setting.split("=")
+        setattr(lt, name, int(value))
+    return len(lt.encode(px, side, int(form)))
+
+
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--specs", nargs="*", default=SPECS)
     args = ap.parse_args()
-    d = np.load(args.cache)
-    photos = [(d[f"px{i}"], d[f"side{i}"], int(d[f"pre{i}"])) for i in range(len(args.images))]
-    out: dict[str, list[float]] = {}
-    base = None
-    for spec in args.specs:
-        form, *settings = spec.split(":")
-        for setting in settings:
-            name, value = setting.split("=")
-            setattr(lt, name, int(value))
-        sizes = [
-            8.0 * (pre + len(lt.encode(px, side, int(form)))) / (px.shape[0] * px.shape[1])
-            for px, side, pre in photos
-        ]
-        out[spec] = sizes
-        base = base or float(np.mean(sizes))
-        each = " ".join(f"{s:.3f}" for s in sizes)
-        change = 100 * (np.mean(sizes) / base - 1)
-        print(f"{spec:40s} {np.mean(sizes):.4f} bpp ({change:+.2f} %)  {each}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    compare_tail_sizes(args.specs, tail_bytes, load_tail_cache(args.cache, len(args.images)), args.json)
 
 
 if __name__ == "__main__":
