@@ -92,7 +92,7 @@ def encode_size(pixels: np.ndarray, side: np.ndarray, name: str | None) -> int:
     errors = np.zeros((height, width, 3), np.int64)
     params = bytearray()
     total = 0
-    for p in lt.passes(height, width):
+    for p in lt.passes(height, width, 4):  # form 4's passes, whatever the current form
         if p.rows.size == 0:
             continue
         near = lt._neighbour_index(p, height, width)
