@@ -81,7 +81,7 @@ def encode_size(pixels: np.ndarray, side: np.ndarray, name: str | None) -> int:
                 mu[sel] = lt._location(feats[sel], coef)
                 for value in coef:
                     params += put_varint(lt._zigzag(int(value)))
-            thresholds, codes = lt._choose_bins(v, mu, activity)
+            thresholds, codes = lt._choose_bins(v, mu, activity, 4)
             params += put_varint(thresholds.size)
             prev = 0
             for t in thresholds:

@@ -129,7 +129,7 @@ def encode_size(pixels: np.ndarray, side: np.ndarray, name: str | None) -> int:
                         for value in coef:
                             params += put_varint(lt._zigzag(int(value)))
                     k = v - np.rint(mu).astype(np.int64)
-            thresholds, codes = lt._choose_bins(v, mu, activity)
+            thresholds, codes = lt._choose_bins(v, mu, activity, 4)
             params += put_varint(thresholds.size)
             prev = 0
             for th in thresholds:

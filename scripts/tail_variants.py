@@ -108,7 +108,7 @@ def class_bits(px: np.ndarray, side: np.ndarray, classes: int) -> float:
                 coef = lossless_tail._fit(feats[sel], v[sel], act[sel])
                 mu[sel] = lossless_tail._location(feats[sel], coef)
                 total += 24.0 * feats.shape[1]
-            thresholds, codes = lossless_tail._choose_bins(v, mu, act)
+            thresholds, codes = lossless_tail._choose_bins(v, mu, act, 1)
             scale = codes[lossless_tail._bins(act, thresholds)] / lossless_tail.SCALE_DENOM
             total += float(lossless_tail.logistic_bits(v, mu, scale).sum())
             total += 16.0 * (2 * thresholds.size + 1)

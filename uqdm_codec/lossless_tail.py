@@ -42,6 +42,13 @@ by the encoder, where form 4 fixed them. And a pass and colour may split its pix
 into classes with a coefficient set each: the busy and the quiet half of a photo want different
 mixes of the same neighbours.
 
+Form 6 (uqdm 0.30, section 34) adds, for each colour coded before at the pixel, a feature (the
+median of the neighbours' differences to that colour, plus that colour at the pixel) and an
+activity term (the spread of those differences); and its encoder's scales go down to 0.022 where
+form 5's stopped at 0.15, in bins of half as many pixels. Red and blue are busy wherever green is, but their difference to green is
+often flat (always, in a photo that went through JPEG's subsampled chroma), and there form 5 saw
+only the busy levels.
+
 No torch here.
 """
 
@@ -61,9 +68,12 @@ SCALE_DENOM = 64  # a bin's scale is its code / 64 levels
 COLOURS = (1, 0, 2)  # G, R, B
 MAX_BINS = 16
 PIXELS_PER_BIN = 2048  # fewer bins in small passes: their side information costs more than it saves
-SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder tries
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 4: 0.28
-FORMS = (1, 2, 3, 4, 5)
+FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, and finer bins pay
+SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
+# form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
+FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 5: 0.29
+FORMS = (1, 2, 3, 4, 5, 6)
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
 WEIGHT_FRAC = 8  # form 5: fractional bits of the activity's term weights
@@ -173,6 +183,11 @@ def _features(
         if near:  # the middle two of the 4 neighbours, in this colour and in each earlier one
             feats.append(_middle_sum(nv))
             feats += [_middle_sum(v) for v in earlier_nv]
+        if form >= 6 and near:  # the colour difference's median, added to each earlier colour
+            feats += [
+                _middle_sum(nv - ev) + 2 * x[p.rows, p.cols, e].astype(np.int64)
+                for e, ev in zip(COLOURS, earlier_nv)
+            ]
         if len(earlier) > 1:
             activity = activity + 16 * np.abs(earlier[1])
     feats.append(np.ones(n, np.int64))
@@ -203,18 +218,22 @@ def _terms(
     near,
     feats: np.ndarray,
     known: np.ndarray,
+    x: np.ndarray,
     side: np.ndarray | None,
     c: int,
     earlier: list[np.ndarray],
     errors: np.ndarray,
+    form: int = FORM,
 ) -> np.ndarray:
-    """Form 5: the activity's terms (n, T) as int64, which the activity weighs with weights sent
+    """Form 5 on: the activity's terms (n, T) as int64, which the activity weighs with weights sent
     per pass and colour (_num_terms gives T), given the pixels' features (their first P columns
     are the neighbours' levels n_1..n_P). In order: with neighbours, the spread of their levels
     sum |P n_k - sum n| and the sum of their |k| in this colour; without, and with a side image, its
     slope |side - side one row down|; |k| of each colour coded before at the pixel; with neighbours
     and a side image, the side image's spread at the neighbours and |P side - sum n|; with
-    neighbours, the sum of their |k| in each colour coded before at the pixel."""
+    neighbours, the sum of their |k| in each colour coded before at the pixel; from form 6 on, with
+    neighbours, the spread of the differences n_k - e_k to each colour e coded before (a busy colour
+    whose difference to green is flat is easy to predict from green)."""
     out: list[np.ndarray] = []
     nv = feats[:, : len(near)]
     if near:
@@ -228,6 +247,8 @@ def _terms(
         out.append(np.abs(len(near) * side[p.rows, p.cols, c].astype(np.int64) - nv.sum(1)))
     if near:
         out += [_neighbour_errors(near, known, errors, e) for e in COLOURS[: len(earlier)]]
+    if near and form >= 6:
+        out += [_spread(nv - _neighbour_levels(near, known, x, e)) for e in COLOURS[: len(earlier)]]
     return np.stack(out, 1) if out else np.zeros((feats.shape[0], 0), np.int64)
 
 
@@ -236,14 +257,15 @@ def _neighbour_errors(near, known: np.ndarray, errors: np.ndarray, c: int) -> np
     return np.stack([np.where(known[a, b], np.abs(errors[a, b, c]), 0) for a, b in near], 1).sum(1)
 
 
-def _num_terms(p: Pass, has_side: bool, earlier: int) -> int:
+def _num_terms(p: Pass, has_side: bool, earlier: int, form: int = FORM) -> int:
     if p.offsets:
-        return 2 + earlier + (2 if has_side else 0) + earlier
+        return 2 + earlier + (2 if has_side else 0) + earlier + (earlier if form >= 6 else 0)
     return (1 if has_side else 0) + earlier
 
 
 def _weighted(terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Form 5's activity: sum_j w_j t_j, exact in int64 (terms < 2^14, weights < 2^20, at most 8 terms)."""
+    """From form 5 on, the activity: sum_j w_j t_j, exact in int64 (terms < 2^15, weights < 2^20,
+    at most 10 terms)."""
     total = np.zeros(terms.shape[0], np.int64)
     for j in range(terms.shape[1]):
         total += terms[:, j] * int(weights[j])
@@ -353,7 +375,12 @@ def _fit_weights(terms: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def _choose_shift(
-    feats: np.ndarray, v: np.ndarray, coefs: list[np.ndarray], cls: np.ndarray, activity: np.ndarray
+    feats: np.ndarray,
+    v: np.ndarray,
+    coefs: list[np.ndarray],
+    cls: np.ndarray,
+    activity: np.ndarray,
+    form: int,
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """Form 5: (shift, thresholds, scale codes): how many low bits of the coefficients to drop
     (they are sent shifted), where the bytes saved outweigh the estimated bits lost: a small pass's
@@ -361,7 +388,7 @@ def _choose_shift(
     multiple of 2^shift; shifts are tried upwards until one estimates worse. The bins are chosen
     for the unshifted coefficients, then again for the shifted ones if the shift is not 0."""
     mu = _class_location(feats, coefs, cls)
-    thresholds, codes = _choose_bins(v, mu, activity)
+    thresholds, codes = _choose_bins(v, mu, activity, form)
     scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
     best, best_bits = 0, np.inf
     for shift in range(MAX_SHIFT + 1):
@@ -374,7 +401,7 @@ def _choose_shift(
         best, best_bits = shift, bits
     if best:
         mu = _class_location(feats, [_round_coef(coef, best) for coef in coefs], cls)
-        thresholds, codes = _choose_bins(v, mu, activity)
+        thresholds, codes = _choose_bins(v, mu, activity, form)
     return best, thresholds, codes
 
 
@@ -405,9 +432,14 @@ def _class_cuts(activity: np.ndarray) -> np.ndarray:
     return cuts
 
 
-def _choose_bins(v: np.ndarray, mu: np.ndarray, activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds, scale codes): activity quantiles, and the best scale of a grid per bin."""
-    nbins = int(np.clip(v.size // PIXELS_PER_BIN, 1, MAX_BINS))
+def _choose_bins(
+    v: np.ndarray, mu: np.ndarray, activity: np.ndarray, form: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, scale codes): activity quantiles, and the best scale of a grid per bin (form 6
+    on: a finer grid that goes lower, and bins of half as many pixels)."""
+    scales = FINE_SCALES if form >= 6 else SCALES
+    per_bin = FINE_PIXELS_PER_BIN if form >= 6 else PIXELS_PER_BIN
+    nbins = int(np.clip(v.size // per_bin, 1, MAX_BINS))
     qs = np.quantile(activity, np.linspace(0, 1, nbins + 1)[1:-1]) if nbins > 1 else np.zeros(0)
     thresholds = np.unique(np.ceil(qs).astype(np.int64))
     thresholds = thresholds[thresholds > activity.min()] if thresholds.size else thresholds
@@ -418,8 +450,8 @@ def _choose_bins(v: np.ndarray, mu: np.ndarray, activity: np.ndarray) -> tuple[n
         if not sel.any():
             codes[b] = SCALE_DENOM
             continue
-        cost = [float(logistic_bits(v[sel], mu[sel], s).sum()) for s in SCALES]
-        codes[b] = max(1, int(round(SCALES[int(np.argmin(cost))] * SCALE_DENOM)))
+        cost = [float(logistic_bits(v[sel], mu[sel], s).sum()) for s in scales]
+        codes[b] = max(1, int(round(scales[int(np.argmin(cost))] * SCALE_DENOM)))
     return thresholds, codes
 
 
@@ -480,6 +512,8 @@ def _num_features(p: Pass, has_side: bool, earlier: int, form: int = FORM) -> in
         n += 1
     if form >= 4 and p.offsets:
         n += 1 + earlier
+    if form >= 6 and p.offsets:
+        n += earlier
     return n
 
 
@@ -533,7 +567,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
             mu = _location(feats, coef)
             if form >= 5:
                 assert errors is not None
-                terms = _terms(p, near, feats, known, side, c, earlier, errors)
+                terms = _terms(p, near, feats, known, x, side, c, earlier, errors, form)
                 weights = _fit_weights(terms, v - np.rint(mu).astype(np.int64))
                 activity = _weighted(terms, weights)
                 cuts = _class_cuts(activity)
@@ -542,7 +576,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
                     _fit(feats[cls == j], v[cls == j], activity[cls == j] >> WEIGHT_FRAC, normal=True)
                     for j in range(cuts.size + 1)
                 ]
-                shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity)
+                shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity, form)
                 coefs = [_round_coef(coef, shift) for coef in coefs]
                 mu = _class_location(feats, coefs, cls)
                 for w in weights:
@@ -551,7 +585,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
                 params += put_varint(shift)
             else:
                 coefs, shift = [coef], 0
-                thresholds, codes = _choose_bins(v, mu, activity)
+                thresholds, codes = _choose_bins(v, mu, activity, form)
             for coef in coefs:
                 for value in coef >> shift:
                     params += put_varint(_zigzag(int(value)))
@@ -650,7 +684,7 @@ class TailDecoder:
             for e in range(3):
                 weights, cuts, shift = None, np.zeros(0, np.int64), 0
                 if form >= 5:
-                    weights = src.uints(_num_terms(p, side is not None, e), MAX_WEIGHT)
+                    weights = src.uints(_num_terms(p, side is not None, e, form), MAX_WEIGHT)
                     cuts = _get_increasing(src, MAX_CLASSES, "predictor classes")
                     shift = src.uint()
                     if shift > MAX_SHIFT:
@@ -677,7 +711,8 @@ class TailDecoder:
         feats, activity = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
         if colour.weights is not None:
             activity = _weighted(
-                _terms(p, near, feats, self.known, self.side, c, earlier, self.errors), colour.weights
+                _terms(p, near, feats, self.known, x, self.side, c, earlier, self.errors, self.form),
+                colour.weights,
             )
         return colour.predict(feats, activity)
 
