@@ -45,9 +45,9 @@ mixes of the same neighbours.
 Form 6 (uqdm 0.30, section 34) adds, for each colour coded before at the pixel, a feature (the
 median of the neighbours' differences to that colour, plus that colour at the pixel) and an
 activity term (the spread of those differences); and its encoder's scales go down to 0.022 where
-form 5's stopped at 0.15, in bins of half as many pixels. Red and blue are busy wherever green is, but their difference to green is
-often flat (always, in a photo that went through JPEG's subsampled chroma), and there form 5 saw
-only the busy levels.
+form 5's stopped at 0.15, in bins of half as many pixels. Red and blue are busy wherever green is,
+but their difference to green is often flat (always, in a photo that went through JPEG's
+subsampled chroma), and there form 5 saw only the busy levels.
 
 No torch here.
 """
