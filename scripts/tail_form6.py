@@ -6,12 +6,15 @@ The cache is tail_edges.py's (each photo's 512 px centre crop, the image after s
 of steps 1-3; seed = index). A variant is a form, then the parts of form 6 it goes without. The
 defaults build form 6 up from form 5 part by part:
 - `5`: form 5 (uqdm 0.29);
-- `6-features-scales-bins`: only form 6's new activity terms (the spread of each colour's
+- `6-features-scales-bins-split`: only form 6's new activity terms (the spread of each colour's
   difference to the colours coded before it);
-- `6-scales-bins`: and its new features (the median of the neighbours' colour difference, plus the
-  earlier colour at the pixel);
-- `6-bins`: and its encoder's scale grid, which goes down to 0.022 where form 5's stopped at 0.15;
-- `6`: and its encoder's bins of 1024 pixels instead of 2048 (form 6 as shipped).
+- `6-scales-bins-split`: and its new features (the median of the neighbours' colour difference,
+  plus the earlier colour at the pixel);
+- `6-bins-split`: and its encoder's scale grid, which goes down to 0.022 where form 5's stopped at
+  0.15;
+- `6-split`: and its encoder's bins of 1024 pixels instead of 2048;
+- `6`: and large centre passes split in two, a checkerboard whose second half also sees its 4
+  direct neighbours at distance d (form 6 as shipped).
 `6-features` (form 6 without the new features) is another choice.
 Prints the mean whole-file bits per pixel (steps 1-3 plus the tail) and the change from the first
 variant. Encoder only (the tests check that form 6 decodes). docs/MODEL.md section 34.
@@ -29,8 +32,18 @@ from study_common import compare_tail_sizes, load_tail_cache, parser
 
 from uqdm_codec import lossless_tail as lt
 
-VARIANTS = ["5", "6-features-scales-bins", "6-scales-bins", "6-bins", "6"]
-FEATURES, FINE_SCALES, FINE_PIXELS_PER_BIN = lt._features, lt.FINE_SCALES, lt.FINE_PIXELS_PER_BIN
+VARIANTS = ["5", "6-features-scales-bins-split", "6-scales-bins-split", "6-bins-split", "6-split", "6"]
+FEATURES, FINE_SCALES, FINE_PIXELS_PER_BIN, PASSES = (
+    lt._features,
+    lt.FINE_SCALES,
+    lt.FINE_PIXELS_PER_BIN,
+    lt.passes,
+)
+
+
+def form_5_passes(height: int, width: int, form: int = lt.FORM) -> list[lt.Pass]:
+    """Form 6's passes less its centre split: form 5's."""
+    return PASSES(height, width, 5)
 
 
 def without_new_features(p, near, known, x, side, c, earlier, errors=None, form=lt.FORM):
@@ -46,10 +59,12 @@ def tail_bytes(variant: str, px: np.ndarray, side: np.ndarray) -> int:
     lt._features = without_new_features if "features" in removed else FEATURES
     lt.FINE_SCALES = lt.SCALES if "scales" in removed else FINE_SCALES
     lt.FINE_PIXELS_PER_BIN = lt.PIXELS_PER_BIN if "bins" in removed else FINE_PIXELS_PER_BIN
+    lt.passes = form_5_passes if "split" in removed else PASSES
     try:
         return len(lt.encode(px, side, int(form)))
     finally:
         lt._features, lt.FINE_SCALES, lt.FINE_PIXELS_PER_BIN = FEATURES, FINE_SCALES, FINE_PIXELS_PER_BIN
+        lt.passes = PASSES
 
 
 def main() -> None:

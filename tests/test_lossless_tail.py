@@ -174,6 +174,45 @@ def test_form_5_splits_only_large_edge_passes_and_the_second_half_sees_8_neighbo
     assert len(lossless_tail.passes(768, 512, 5)) == 13 + 2  # h = 1 and h = 2 (49152 pixels), not h = 4
 
 
+def test_form_6_also_splits_large_centre_passes_into_a_checkerboard():
+    five, six = lossless_tail.passes(512, 512, 5), lossless_tail.passes(512, 512, 6)
+    assert len(five) == 15 and len(six) == 16  # only h = 1's centres (65536 pixels) are split
+    small = lossless_tail.passes(256, 256, 6), lossless_tail.passes(256, 256, 5)  # 16384: not split
+    assert [(p.offsets, p.rows.tolist(), p.cols.tolist()) for p in small[0]] == [
+        (p.offsets, p.rows.tolist(), p.cols.tolist()) for p in small[1]
+    ]
+    at = next(i for i, p in enumerate(six) if len(p.offsets) == 8 and p.offsets[0] == (-1, -1))
+    a, b = six[at - 1], six[at]
+    assert a.offsets == five[at - 1].offsets and a.rows.size == b.rows.size == 32768
+    assert (a.rows % 2 == 1).all() and (a.cols % 2 == 1).all()
+    assert ((a.rows // 2 + a.cols // 2) % 2 == 0).all() and ((b.rows // 2 + b.cols // 2) % 2 == 1).all()
+    first = np.zeros((512, 512), bool)
+    first[a.rows, a.cols] = True
+    for dy, dx in b.offsets[4:]:  # the far neighbours at distance 2 are first-half pixels
+        assert abs(dy) + abs(dx) == 2
+        inside = (b.rows + dy >= 0) & (b.rows + dy < 512) & (b.cols + dx >= 0) & (b.cols + dx < 512)
+        assert first[(b.rows + dy)[inside], (b.cols + dx)[inside]].all()
+    cover = np.zeros((512, 512), int)
+    for p in six:
+        np.add.at(cover, (p.rows, p.cols), 1)
+    assert (cover == 1).all()
+
+
+def test_a_tail_with_split_centre_passes_round_trips_and_a_cut_inside_one_is_exact():
+    img = synthetic_image(384, 384, seed=5)  # h = 1's centres: 36864 pixels, split
+    side = _near(img, spread=6)
+    coded = lossless_tail.encode_passes(img, side, 6)
+    assert np.array_equal(lossless_tail.decode(coded.to_bytes(), 384, 384, side, 6), img)
+    dec = lossless_tail.TailDecoder(coded.params, 384, 384, side, 6)
+    at = next(i for i, p in enumerate(dec.passes) if len(p.offsets) == 8 and p.offsets[0] == (-1, -1))
+    for _, payload in coded.chunks[:at]:
+        assert dec.decode_pass(payload)
+    last = coded.chunks[at][1]
+    assert not dec.decode_pass(last[: len(last) // 2], cut=True)
+    shown = dec.image()
+    assert 0 < dec.decoded.sum() < img.size and np.array_equal(shown[dec.decoded], img[dec.decoded])
+
+
 def test_form_5_parameters_out_of_range_are_refused():
     img = synthetic_image(64, 64, seed=4)
     coded = lossless_tail.encode_passes(img, None, 5)

@@ -80,7 +80,7 @@ WEIGHT_FRAC = 8  # form 5: fractional bits of the activity's term weights
 MAX_WEIGHT = 1 << 20  # form 5: a term weight at or above this is corruption
 CLASSES = 2  # form 5: predictor classes the encoder makes per pass and colour (at most MAX_CLASSES)
 MAX_CLASSES = 8
-SPLIT_PIXELS = 32768  # form 5: edge passes of at least this many pixels are split in two
+SPLIT_PIXELS = 32768  # form 5 on: edge passes (form 6 on: centre passes too) this large are split in two
 PIXELS_PER_CLASS = 4096  # form 5: a pass and colour is split only where each class gets this many
 MAX_SHIFT = 12  # form 5: the coefficients' shift: at most this many of their FRAC bits dropped
 
@@ -95,9 +95,11 @@ class Pass:
 
 
 def passes(height: int, width: int, form: int = FORM) -> list[Pass]:
-    """The 2 LEVELS + 1 passes (3 LEVELS + 1 from form 5 on), coarse to fine; every pixel is in
-    exactly one of them. From form 5 on the edge midpoints of a scale are two passes, the second of
-    which also sees its 4 diagonal neighbours (the first's pixels)."""
+    """The 2 LEVELS + 1 passes, coarse to fine, and more from form 5 on; every pixel is in exactly
+    one of them. From form 5 on the edge midpoints of a large scale are two passes, the second of
+    which also sees its 4 diagonal neighbours (the first's pixels); from form 6 on its centres are
+    two passes too, a checkerboard of the d-squares, the second also seeing its 4 direct
+    neighbours at distance d (the first's pixels)."""
 
     def grid(r0: int, c0: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         r, c = np.meshgrid(np.arange(r0, height, step), np.arange(c0, width, step), indexing="ij")
@@ -108,7 +110,13 @@ def passes(height: int, width: int, form: int = FORM) -> list[Pass]:
     for level in range(LEVELS, 0, -1):
         d, h = 2**level, 2 ** (level - 1)
         diagonal, direct = [(-h, -h), (-h, h), (h, -h), (h, h)], [(-h, 0), (h, 0), (0, -h), (0, h)]
-        out.append(Pass(*grid(h, h, d), diagonal))
+        r0, c0 = grid(h, h, d)
+        if form >= 6 and r0.size >= SPLIT_PIXELS:
+            first = (r0 // d + c0 // d) % 2 == 0
+            far = [(-d, 0), (d, 0), (0, -d), (0, d)]
+            out += [Pass(r0[first], c0[first], diagonal), Pass(r0[~first], c0[~first], diagonal + far)]
+        else:
+            out.append(Pass(r0, c0, diagonal))
         r1, c1 = grid(0, h, d)
         r2, c2 = grid(h, 0, d)
         if form >= 5 and r1.size + r2.size >= SPLIT_PIXELS:
