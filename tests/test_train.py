@@ -133,7 +133,7 @@ def test_train_under_torchrun_ddp(tmp_path):
     cmd += [str(data), "--out", str(out), "--steps", "2", *TINY, "--ckpt-every", "2", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[:2000] + "\n...\n" + result.stderr[-2000:]
     assert (out / "checkpoint.pt").exists() and (out / "uqdm-small.safetensors").exists()
 
 

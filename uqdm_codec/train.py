@@ -538,6 +538,9 @@ def train(cfg: TrainConfig) -> None:
     if world > 1:
         import torch.distributed as dist
 
+        # every rank waits for rank 0's last checkpoint before the group goes: a rank that tears
+        # down its gloo pairs while another still works on them can abort (seen once in CI)
+        dist.barrier()
         dist.destroy_process_group()
 
 
