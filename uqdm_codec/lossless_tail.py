@@ -46,8 +46,8 @@ Form 6 (uqdm 0.30, section 34) adds, for each colour coded before at the pixel, 
 median of the neighbours' differences to that colour, plus that colour at the pixel) and an
 activity term (the spread of those differences); and its encoder's scales go down to 0.022 where
 form 5's stopped at 0.15, in bins of half as many pixels. Red and blue are busy wherever green is,
-but their difference to green is often flat (always, in a photo that went through JPEG's
-subsampled chroma), and there form 5 saw only the busy levels. Form 6 also splits large centre
+but their difference to green is often flat (as in photos that went through JPEG with subsampled
+chroma), and there form 5 saw only the busy levels. Form 6 also splits large centre
 passes in two, a checkerboard whose second half sees 4 more neighbours at distance d.
 
 No torch here.
