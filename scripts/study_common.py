@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from uqdm_codec import entropy
+from uqdm_codec import lossless_tail as lt
 from uqdm_codec.bench import center_crop
+from uqdm_codec.container import put_varint
 from uqdm_codec.image_io import load_image
 
 
@@ -50,6 +53,29 @@ def load_tail_cache(path: Path, count: int) -> list[tuple[np.ndarray, np.ndarray
     """tail_edges.py's cache: per photo (original, image after step S, bytes of steps 1..S)."""
     d = np.load(path)
     return [(d[f"px{i}"], d[f"side{i}"], int(d[f"pre{i}"])) for i in range(count)]
+
+
+def chunk_bytes(ks: list[np.ndarray], priors: list[entropy.StepPrior]) -> int:
+    """A tail pass's bytes in the standalone form: the ANS payload of its three colours (each a
+    group) and the varint of its length in words, as lossless_tail.encode_passes codes it."""
+    n = ks[0].size
+    groups = [np.arange(g * n, (g + 1) * n) for g in range(len(ks))]
+    payload = entropy.encode_step(np.concatenate(ks), lt._concat(priors), groups)
+    return len(put_varint(len(payload) // 4)) + len(payload)
+
+
+def tail_study(
+    doc: str | None, variants: list[str], tail_bytes, flag: str = "--variants", baseline: str | None = None
+) -> None:
+    """The tail studies' command line: IMAGES... --cache F.npz [FLAG NAME...] [--json F], then
+    compare_tail_sizes over the named variants (`variants` by default) on the cached photos, after
+    `baseline` if given (always measured, the variants' reference)."""
+    ap = parser(doc)
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument(flag, nargs="*", default=variants, dest="names")
+    args = ap.parse_args()
+    names = ([baseline] if baseline else []) + args.names
+    compare_tail_sizes(names, tail_bytes, load_tail_cache(args.cache, len(args.images)), args.json)
 
 
 def compare_tail_sizes(

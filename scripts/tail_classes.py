@@ -20,9 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from study_common import compare_tail_sizes, load_tail_cache, parser
+from study_common import chunk_bytes, tail_study
 
-from uqdm_codec import entropy
 from uqdm_codec import lossless_tail as lt
 from uqdm_codec.container import put_varint
 
@@ -82,11 +81,7 @@ def encode_size(pixels: np.ndarray, side: np.ndarray, name: str | None) -> int:
                 for value in coef:
                     params += put_varint(lt._zigzag(int(value)))
             thresholds, codes = lt._choose_bins(v, mu, activity, 4)
-            params += put_varint(thresholds.size)
-            prev = 0
-            for t in thresholds:
-                params += put_varint(int(t) - prev)
-                prev = int(t)
+            lt._put_increasing(params, thresholds)
             for code in codes:
                 params += put_varint(int(code))
             k = v - np.rint(mu).astype(np.int64)
@@ -95,25 +90,17 @@ def encode_size(pixels: np.ndarray, side: np.ndarray, name: str | None) -> int:
             priors.append(lt._prior(mu, scale))
             earlier.append(k)
             errors[p.rows, p.cols, c] = k
-        n = p.rows.size
-        groups = [np.arange(g * n, (g + 1) * n) for g in range(3)]
-        payload = entropy.encode_step(np.concatenate(ks), lt._concat(priors), groups)
-        total += len(put_varint(len(payload) // 4)) + len(payload)
+        total += chunk_bytes(ks, priors)
         known[p.rows, p.cols] = True
     return total + len(put_varint(len(params))) + len(params)
 
 
 def main() -> None:
-    ap = parser(__doc__)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--variants", nargs="*", default=VARIANTS)
-    args = ap.parse_args()
-    photos = load_tail_cache(args.cache, len(args.images))
-    compare_tail_sizes(
-        ["form 4"] + args.variants,
+    tail_study(
+        __doc__,
+        VARIANTS,
         lambda name, px, side: encode_size(px, side, None if name == "form 4" else name),
-        photos,
-        args.json,
+        baseline="form 4",
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from study_common import compare_tail_sizes, load_tail_cache, parser
+from study_common import tail_study
 
 from uqdm_codec import lossless_tail as lt
 
@@ -47,11 +47,7 @@ def tail_bytes(spec: str, px: np.ndarray, side: np.ndarray) -> int:
 
 
 def main() -> None:
-    ap = parser(__doc__)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--specs", nargs="*", default=SPECS)
-    args = ap.parse_args()
-    compare_tail_sizes(args.specs, tail_bytes, load_tail_cache(args.cache, len(args.images)), args.json)
+    tail_study(__doc__, SPECS, tail_bytes, "--specs")
 
 
 if __name__ == "__main__":
