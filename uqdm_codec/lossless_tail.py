@@ -227,7 +227,6 @@ def _terms(
     near,
     feats: np.ndarray,
     known: np.ndarray,
-    x: np.ndarray,
     side: np.ndarray | None,
     c: int,
     earlier: list[np.ndarray],
@@ -235,8 +234,9 @@ def _terms(
     form: int = FORM,
 ) -> np.ndarray:
     """Form 5 on: the activity's terms (n, T) as int64, which the activity weighs with weights sent
-    per pass and colour (_num_terms gives T), given the pixels' features (their first P columns
-    are the neighbours' levels n_1..n_P). In order: with neighbours, the spread of their levels
+    per pass and colour (_num_terms gives T), given the pixels' features (the levels of the
+    neighbours, of the side image and of the earlier colours are read from their columns, in the
+    order of FORMAT.md 6.6). In order: with neighbours, the spread of their levels
     sum |P n_k - sum n| and the sum of their |k| in this colour; without, and with a side image, its
     slope |side - side one row down|; |k| of each colour coded before at the pixel; with neighbours
     and a side image, the side image's spread at the neighbours and |P side - sum n|; with
@@ -244,20 +244,23 @@ def _terms(
     neighbours, the spread of the differences n_k - e_k to each colour e coded before (a busy colour
     whose difference to green is flat is easy to predict from green)."""
     out: list[np.ndarray] = []
-    nv = feats[:, : len(near)]
+    size, z = len(near), 1 if side is not None else 0
+    nv = feats[:, :size]
     if near:
         out += [_spread(nv), _neighbour_errors(near, known, errors, c)]
     elif side is not None:
         out.append(_side_slope(p, side, c))
     out += [np.abs(e) for e in earlier]
-    if near and side is not None:
-        sv = np.stack([side[a, b, c] for a, b in near], 1).astype(np.int64)
-        out.append(_spread(sv))
-        out.append(np.abs(len(near) * side[p.rows, p.cols, c].astype(np.int64) - nv.sum(1)))
+    if near and side is not None:  # S_c at the pixel, then at the neighbours
+        out.append(_spread(feats[:, size + 1 : 2 * size + 1]))
+        out.append(np.abs(size * feats[:, size] - nv.sum(1)))
     if near:
         out += [_neighbour_errors(near, known, errors, e) for e in COLOURS[: len(earlier)]]
-    if near and form >= 6:
-        out += [_spread(nv - _neighbour_levels(near, known, x, e)) for e in COLOURS[: len(earlier)]]
+    if near and form >= 6:  # each earlier colour's block: its level, its neighbours' levels, (S_e)
+        start, block = size * (1 + z) + z + len(earlier) + 1, 1 + size + z
+        out += [
+            _spread(nv - feats[:, start + j * block : start + j * block + size]) for j in range(len(earlier))
+        ]
     return np.stack(out, 1) if out else np.zeros((feats.shape[0], 0), np.int64)
 
 
@@ -576,7 +579,7 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
             mu = _location(feats, coef)
             if form >= 5:
                 assert errors is not None
-                terms = _terms(p, near, feats, known, x, side, c, earlier, errors, form)
+                terms = _terms(p, near, feats, known, side, c, earlier, errors, form)
                 weights = _fit_weights(terms, v - np.rint(mu).astype(np.int64))
                 activity = _weighted(terms, weights)
                 cuts = _class_cuts(activity)
@@ -720,7 +723,7 @@ class TailDecoder:
         feats, activity = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
         if colour.weights is not None:
             activity = _weighted(
-                _terms(p, near, feats, self.known, x, self.side, c, earlier, self.errors, self.form),
+                _terms(p, near, feats, self.known, self.side, c, earlier, self.errors, self.form),
                 colour.weights,
             )
         return colour.predict(feats, activity)
