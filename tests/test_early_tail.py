@@ -95,8 +95,9 @@ def test_truncation_by_steps_and_inside_the_tail(codec, early):
         files.truncate(data, steps=4)
     start = fi.layers[-2].end
     step_error = _sse(codec.decode(data, steps=2).pixels, img)
-    first = min(c for c in fi.cut_points if c > start)  # the tail's parameters and first pass
-    assert files.truncate(data, max_bytes=first - 1) == data[:start]
+    first = min(c for c in fi.cut_points if c > start)  # the tail's parameters and first chunk
+    opening = min(s for s, _ in fi.chunk_spans if s >= start)  # where its first chunk begins
+    assert files.truncate(data, max_bytes=opening + 4) == data[:start]  # no word of it: not yet
     for budget in np.linspace(first, len(data) - 1, 5).astype(int):
         cut = files.truncate(data, max_bytes=int(budget))
         assert start < len(cut) <= budget

@@ -50,6 +50,12 @@ but their difference to green is often flat (as in photos that went through JPEG
 chroma), and there form 5 saw only the busy levels. Form 6 also splits large centre
 passes in two, a checkerboard whose second half sees 4 more neighbours at distance d.
 
+Form 7 (uqdm 0.31, section 35) may code green first in raster order (tail_green.py), where the
+encoder estimates that smaller than green in the passes; red and blue then go in the passes as
+before, seeing green everywhere. And for each colour coded before at the pixel it adds a guided
+feature: the neighbours' differences to that colour weighed by how alike that colour is there and
+at the pixel, which reads a colour difference along the earlier colour's edges.
+
 No torch here.
 """
 
@@ -73,8 +79,9 @@ FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, an
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
 # form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 5: 0.29
-FORMS = (1, 2, 3, 4, 5, 6)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 6: 0.30
+FORMS = (1, 2, 3, 4, 5, 6, 7)
+GREEN_ORDERS = ("interlaced", "raster")  # form 7: how green is coded, the parameters' first varint
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
 WEIGHT_FRAC = 8  # form 5: fractional bits of the activity's term weights
@@ -197,10 +204,23 @@ def _features(
                 _middle_sum(nv - ev) + 2 * x[p.rows, p.cols, e].astype(np.int64)
                 for e, ev in zip(COLOURS, earlier_nv)
             ]
+        if form >= 7 and near:  # each earlier colour's differences, weighed by its likeness at the pixel
+            feats += [
+                _guided(x[p.rows, p.cols, e].astype(np.int64), ev, nv) for e, ev in zip(COLOURS, earlier_nv)
+            ]
         if len(earlier) > 1:
             activity = activity + 16 * np.abs(earlier[1])
     feats.append(np.ones(n, np.int64))
     return np.stack(feats, 1), activity
+
+
+def _guided(level: np.ndarray, ev: np.ndarray, nv: np.ndarray) -> np.ndarray:
+    """Form 7: 2 v_e + floor(2 sum_k w_k (n_k - e_k) / sum_k w_k), w_k = floor(1024 / (1 + |v_e - e_k|)):
+    the neighbours' differences to an earlier colour e, each weighed by how alike e is there and at
+    the pixel (where e has an edge, the neighbours on the pixel's side of it count), added to e at
+    the pixel. Exact in int64; every w_k >= 4."""
+    w = 1024 // (1 + np.abs(level[:, None] - ev))
+    return 2 * level + (2 * (w * (nv - ev)).sum(1)) // w.sum(1)
 
 
 def _middle_sum(nv: np.ndarray) -> np.ndarray:
@@ -526,6 +546,8 @@ def _num_features(p: Pass, has_side: bool, earlier: int, form: int = FORM) -> in
         n += 1 + earlier
     if form >= 6 and p.offsets:
         n += earlier
+    if form >= 7 and p.offsets:
+        n += earlier
     return n
 
 
@@ -556,66 +578,140 @@ class Coded:
 
 def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int = FORM) -> Coded:
     """Losslessly code uint8 pixels (H, W, 3), optionally given a side image of the same shape
-    that the decoder also has, with the feature set `form` (1 only to reproduce older files)."""
+    that the decoder also has, with the feature set `form` (an earlier one only to reproduce older
+    files). Form 7 codes green in raster order (tail_green.py) where that is estimated to cost fewer
+    bits than green in the interlaced passes, else green in the passes too; its parameters begin
+    with which (GREEN_ORDERS)."""
     _check_form(form)
     x = np.ascontiguousarray(pixels, dtype=np.uint8)
-    height, width, _ = x.shape
     if side is not None and side.shape != x.shape:
         raise ValueError("side image and pixels differ in shape")
+    if form < 7:
+        return _encode_interlaced(x, side, form)
+    from . import tail_green  # it builds on this module
+
+    raster = tail_green.encode(x[..., 1], None if side is None else side[..., 1])
+    if raster.bits >= _interlaced_green_bits(x, side):
+        coded = _encode_interlaced(x, side, 7)
+        return Coded(put_varint(GREEN_ORDERS.index("interlaced")) + coded.params, coded.chunks)
+    rest = _encode_interlaced(x, side, 7, raster.symbols)
+    chunks = [(x.shape[0] * x.shape[1], raster.payload)] + rest.chunks
+    return Coded(put_varint(GREEN_ORDERS.index("raster")) + raster.params + rest.params, chunks)
+
+
+def _encode_interlaced(
+    x: np.ndarray, side: np.ndarray | None, form: int, green: np.ndarray | None = None
+) -> Coded:
+    """The interlaced passes; given green's symbols (H, W) from raster order, those of red and
+    blue only, with green known everywhere and its symbols those given."""
+    height, width, _ = x.shape
     known = np.zeros((height, width), bool)
     errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None
+    colours = COLOURS if green is None else COLOURS[1:]
+    if green is not None:
+        assert errors is not None
+        errors[..., COLOURS[0]] = green
     params = bytearray()
     chunks = []
     for p in passes(height, width, form):
         if p.rows.size == 0:
             continue
         near = _neighbour_index(p, height, width)
-        earlier: list[np.ndarray] = []
+        earlier: list[np.ndarray] = [] if green is None else [green[p.rows, p.cols]]
         ks, priors = [], []
-        for c in COLOURS:
-            feats, activity = _features(p, near, known, x, side, c, earlier, errors, form)
-            v = x[p.rows, p.cols, c].astype(np.int64)
-            coef = _fit(feats, v, activity, normal=form >= 5)
-            mu = _location(feats, coef)
-            if form >= 5:
-                assert errors is not None
-                terms = _terms(p, near, feats, known, side, c, earlier, errors, form)
-                weights = _fit_weights(terms, v - np.rint(mu).astype(np.int64))
-                activity = _weighted(terms, weights)
-                cuts = _class_cuts(activity)
-                cls = _bins(activity, cuts)
-                coefs = [
-                    _fit(feats[cls == j], v[cls == j], activity[cls == j] >> WEIGHT_FRAC, normal=True)
-                    for j in range(cuts.size + 1)
-                ]
-                shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity, form)
-                coefs = [_round_coef(coef, shift) for coef in coefs]
-                mu = _class_location(feats, coefs, cls)
-                for w in weights:
-                    params += put_varint(int(w))
-                _put_increasing(params, cuts)
-                params += put_varint(shift)
-            else:
-                coefs, shift = [coef], 0
-                thresholds, codes = _choose_bins(v, mu, activity, form)
-            for coef in coefs:
-                for value in coef >> shift:
-                    params += put_varint(_zigzag(int(value)))
-            _put_increasing(params, thresholds)
-            for code in codes:
-                params += put_varint(int(code))
-            k = v - np.rint(mu).astype(np.int64)
-            scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
+        for c in colours:
+            k, prior = _code_colour(params, p, near, known, x, side, c, earlier, errors, form)
             ks.append(k)
-            priors.append(_prior(mu, scale))
-            earlier.append(k)
-            if errors is not None:
-                errors[p.rows, p.cols, c] = k
+            priors.append(prior)
         n = p.rows.size
-        groups = [np.arange(g * n, (g + 1) * n) for g in range(3)]
-        chunks.append((3 * n, entropy.encode_step(np.concatenate(ks), _concat(priors), groups)))
+        groups = [np.arange(g * n, (g + 1) * n) for g in range(len(colours))]
+        chunks.append((len(colours) * n, entropy.encode_step(np.concatenate(ks), _concat(priors), groups)))
         known[p.rows, p.cols] = True
     return Coded(bytes(params), chunks)
+
+
+def _interlaced_green_bits(x: np.ndarray, side: np.ndarray | None) -> float:
+    """Form 7's choice: the estimated bits of green in the interlaced passes (its parameters' bytes
+    included), which do not depend on red and blue."""
+    height, width, _ = x.shape
+    known = np.zeros((height, width), bool)
+    errors = np.zeros((height, width, 3), np.int64)
+    params = bytearray()
+    bits = 0.0
+    for p in passes(height, width, 7):
+        if p.rows.size:
+            near = _neighbour_index(p, height, width)
+            k, prior = _code_colour(params, p, near, known, x, side, COLOURS[0], [], errors, 7)
+            bits += float(logistic_bits(k + np.rint(prior.loc), prior.loc, prior.scale).sum())
+            known[p.rows, p.cols] = True
+    return bits + 8.0 * len(params)
+
+
+def _code_colour(
+    params: bytearray,
+    p: Pass,
+    near,
+    known: np.ndarray,
+    x: np.ndarray,
+    side: np.ndarray | None,
+    c: int,
+    earlier: list[np.ndarray],
+    errors: np.ndarray | None,
+    form: int,
+) -> tuple[np.ndarray, entropy.StepPrior]:
+    """The encoder's choices for colour c of pass p: its parameters (appended), its symbols k and
+    their prior; k is appended to `earlier` and written into `errors`."""
+    feats, activity = _features(p, near, known, x, side, c, earlier, errors, form)
+    v = x[p.rows, p.cols, c].astype(np.int64)
+    coef = _fit(feats, v, activity, normal=form >= 5)
+    mu = _location(feats, coef)
+    if form >= 5:
+        assert errors is not None
+        terms = _terms(p, near, feats, known, side, c, earlier, errors, form)
+        weights = _fit_weights(terms, v - np.rint(mu).astype(np.int64))
+        activity = _weighted(terms, weights)
+        cuts = _class_cuts(activity)
+        cls = _bins(activity, cuts)
+        coefs = [
+            _fit(feats[cls == j], v[cls == j], activity[cls == j] >> WEIGHT_FRAC, normal=True)
+            for j in range(cuts.size + 1)
+        ]
+        shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity, form)
+        coefs = [_round_coef(coef, shift) for coef in coefs]
+        mu = _class_location(feats, coefs, cls)
+        _put_colour(params, weights, cuts, shift, coefs, thresholds, codes)
+    else:
+        thresholds, codes = _choose_bins(v, mu, activity, form)
+        _put_colour(params, None, None, 0, [coef], thresholds, codes)
+    k = v - np.rint(mu).astype(np.int64)
+    earlier.append(k)
+    if errors is not None:
+        errors[p.rows, p.cols, c] = k
+    return k, _prior(mu, codes[_bins(activity, thresholds)] / float(SCALE_DENOM))
+
+
+def _put_colour(
+    params: bytearray,
+    weights: np.ndarray | None,
+    cuts: np.ndarray | None,
+    shift: int,
+    coefs: list[np.ndarray],
+    thresholds: np.ndarray,
+    codes: np.ndarray,
+) -> None:
+    """One pass and colour's parameters (FORMAT.md 6.6): from form 5 on (weights given) the term
+    weights, the class cuts and the shift; the coefficients (shifted); the thresholds and codes."""
+    if weights is not None:
+        for w in weights:
+            params += put_varint(int(w))
+        _put_increasing(params, cuts)
+        params += put_varint(shift)
+    for coef in coefs:
+        for value in coef >> shift:
+            params += put_varint(_zigzag(int(value)))
+    _put_increasing(params, thresholds)
+    for code in codes:
+        params += put_varint(int(code))
 
 
 def encode(pixels: np.ndarray, side: np.ndarray | None = None, form: int = FORM) -> bytes:
@@ -670,9 +766,10 @@ class _Colour:
 
 
 class TailDecoder:
-    """Decodes a tail pass by pass (one chunk each, in order), given its parameters. image() is
-    what a decoder shows: exact where decoded, the prediction in the first pass not yet decoded in
-    full, the side image (or grey) elsewhere."""
+    """Decodes a tail chunk by chunk, in order: a pass each (in form 7 with green in raster order,
+    green's chunk first, then red and blue per pass), given its parameters. image() is what a
+    decoder shows: exact where decoded, the prediction in the first pass not yet decoded in full,
+    the side image (or grey) elsewhere."""
 
     def __init__(
         self, params: bytes, height: int, width: int, side: np.ndarray | None = None, form: int = FORM
@@ -681,39 +778,40 @@ class TailDecoder:
         if side is not None and side.shape != (height, width, 3):
             raise ValueError("side image does not match the image's shape")
         self.height, self.width, self.side = height, width, side
+        src = _Reader(params)
+        self.green = None  # form 7 with green in raster order: its decoder (tail_green.py)
+        if form >= 7:
+            order = src.uint()
+            if order >= len(GREEN_ORDERS):
+                raise FormatError("lossless tail parameter out of range")
+            if GREEN_ORDERS[order] == "raster":
+                from . import tail_green  # it builds on this module
+
+                colour = _read_colour(
+                    src, tail_green.num_terms(side is not None), tail_green.num_features(side is not None), 5
+                )
+                self.green = tail_green.Decoder(colour, height, width, None if side is None else side[..., 1])
+        self.colours = COLOURS if self.green is None else COLOURS[1:]
+        self.lead = 0 if self.green is None else 1  # chunks before the passes'
         self.passes = [p for p in passes(height, width, form) if p.rows.size]
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
         self.decoded = np.zeros((height, width, 3), bool)
         self.form = form
         self.errors = np.zeros((height, width, 3), np.int64) if form >= 2 else None  # coded k
-        self.next = 0  # the next pass to decode
-        self.open = 0  # the first pass not decoded in full
-        src = _Reader(params)
-        self.params = []
-        for p in self.passes:
-            per = []
-            for e in range(3):
-                weights, cuts, shift = None, np.zeros(0, np.int64), 0
-                if form >= 5:
-                    weights = src.uints(_num_terms(p, side is not None, e, form), MAX_WEIGHT)
-                    cuts = _get_increasing(src, MAX_CLASSES, "predictor classes")
-                    shift = src.uint()
-                    if shift > MAX_SHIFT:
-                        raise FormatError("lossless tail parameter out of range")
-                nf = _num_features(p, side is not None, e, form)
-                sets = [[src.sint() << shift for _ in range(nf)] for _ in range(cuts.size + 1)]
-                if any(abs(z) >= MAX_COEF for coef in sets for z in coef):
-                    raise FormatError("lossless tail parameter out of range")
-                coefs = [np.array(coef, np.int64) for coef in sets]
-                thresholds = _get_increasing(src, MAX_BINS, "activity bins")
-                codes = src.uints(thresholds.size + 1, MAX_SCALE_CODE)
-                if (codes < 1).any():
-                    raise FormatError("invalid lossless tail parameters")
-                per.append(_Colour(coefs, thresholds, codes, weights, cuts))
-            self.params.append(per)
+        self.next = 0  # the next chunk to decode
+        self.open = 0  # the first chunk not decoded in full
+        skip = 3 - len(self.colours)
+        self.params = [
+            [_read_colour(src, *self._counts(p, e), form) for e in range(skip, 3)] for p in self.passes
+        ]
         if src.pos != len(params):
             raise FormatError("bytes after the lossless tail's parameters")
+
+    def _counts(self, p: Pass, earlier: int) -> tuple[int, int]:
+        """(terms, features) of a pass's colour with `earlier` colours coded before it."""
+        has_side = self.side is not None
+        return _num_terms(p, has_side, earlier, self.form), _num_features(p, has_side, earlier, self.form)
 
     def _predict(
         self, p: Pass, near, x: np.ndarray, c: int, colour: _Colour, earlier: list[np.ndarray]
@@ -728,21 +826,31 @@ class TailDecoder:
             )
         return colour.predict(feats, activity)
 
+    def _earlier(self, p: Pass) -> list[np.ndarray]:
+        """The symbols of the colours coded before a pass's: green's, if it went first in raster order."""
+        if self.green is None:
+            return []
+        assert self.errors is not None
+        return [self.errors[p.rows, p.cols, COLOURS[0]]]
+
     def counts(self) -> list[int]:
-        """Elements per pass: what each chunk must declare."""
-        return [3 * p.rows.size for p in self.passes]
+        """Elements per chunk: what each chunk must declare."""
+        lead = [self.height * self.width] if self.green is not None else []
+        return lead + [len(self.colours) * p.rows.size for p in self.passes]
 
     def decode_pass(self, payload: bytes, cut: bool = False) -> bool:
-        """Decode the next pass from its chunk's payload (a prefix of it if cut); True if every
-        element of it was received. FormatError if the stream does not end where it should."""
-        if self.next >= len(self.passes):
+        """Decode the next chunk from its payload (a prefix of it if cut); True if every element
+        of it was received. FormatError if the stream does not end where it should."""
+        if self.next >= self.lead + len(self.passes):
             raise FormatError("more lossless tail chunks than passes")
-        p, per = self.passes[self.next], self.params[self.next]
+        if self.next < self.lead:
+            return self._decode_green(payload, cut)
+        p, per = self.passes[self.next - self.lead], self.params[self.next - self.lead]
         near = _neighbour_index(p, self.height, self.width)
         stream = entropy.StepStream(payload, cut)
-        earlier: list[np.ndarray] = []
+        earlier = self._earlier(p)
         whole = True
-        for c, colour in zip(COLOURS, per):
+        for c, colour in zip(self.colours, per):
             mu, scale = self._predict(p, near, self.x, c, colour, earlier)
             k, got = stream.group(_prior(mu, scale))
             v = k + np.rint(mu).astype(np.int64)
@@ -762,9 +870,19 @@ class TailDecoder:
         self.open = self.next if whole else self.next - 1
         return whole
 
+    def _decode_green(self, payload: bytes, cut: bool) -> bool:
+        assert self.green is not None and self.errors is not None
+        whole = self.green.decode(payload, cut)
+        levels, symbols, done = self.green.plane()
+        g = COLOURS[0]
+        self.x[..., g], self.errors[..., g], self.decoded[..., g] = levels, symbols, done
+        self.next += 1
+        self.open = self.next if whole else self.next - 1
+        return whole
+
     @property
     def complete(self) -> bool:
-        return self.next == len(self.passes) and bool(self.decoded.all())
+        return self.next == self.lead + len(self.passes) and bool(self.decoded.all())
 
     def image(self) -> np.ndarray:
         """Exact levels where decoded; in the first pass not decoded in full, rint(mu) for the rest
@@ -772,13 +890,13 @@ class TailDecoder:
         as 0, its level as that rint(mu)); the side image (or grey) elsewhere (FORMAT.md 7)."""
         base = self.side if self.side is not None else np.full_like(self.x, 128)
         out = np.where(self.decoded, self.x, base)
-        if self.open >= len(self.passes):
+        if self.open < self.lead or self.open >= self.lead + len(self.passes):
             return out
-        p, per = self.passes[self.open], self.params[self.open]
+        p, per = self.passes[self.open - self.lead], self.params[self.open - self.lead]
         near = _neighbour_index(p, self.height, self.width)
-        earlier: list[np.ndarray] = []
+        earlier = self._earlier(p)
         x = self.x.copy()  # the open pass's colours: decoded levels, else their guesses (form 2)
-        for c, colour in zip(COLOURS, per):
+        for c, colour in zip(self.colours, per):
             mu, _ = self._predict(p, near, x, c, colour, earlier)
             guess = np.rint(mu).astype(np.int64)
             have = self.decoded[p.rows, p.cols, c]
@@ -789,6 +907,26 @@ class TailDecoder:
         return out
 
 
+def _read_colour(src: _Reader, num_terms: int, num_features: int, form: int) -> _Colour:
+    """_put_colour's inverse, checking every value's range."""
+    weights, cuts, shift = None, np.zeros(0, np.int64), 0
+    if form >= 5:
+        weights = src.uints(num_terms, MAX_WEIGHT)
+        cuts = _get_increasing(src, MAX_CLASSES, "predictor classes")
+        shift = src.uint()
+        if shift > MAX_SHIFT:
+            raise FormatError("lossless tail parameter out of range")
+    sets = [[src.sint() << shift for _ in range(num_features)] for _ in range(cuts.size + 1)]
+    if any(abs(z) >= MAX_COEF for coef in sets for z in coef):
+        raise FormatError("lossless tail parameter out of range")
+    coefs = [np.array(coef, np.int64) for coef in sets]
+    thresholds = _get_increasing(src, MAX_BINS, "activity bins")
+    codes = src.uints(thresholds.size + 1, MAX_SCALE_CODE)
+    if (codes < 1).any():
+        raise FormatError("invalid lossless tail parameters")
+    return _Colour(coefs, thresholds, codes, weights, cuts)
+
+
 def decode(
     data: bytes, height: int, width: int, side: np.ndarray | None = None, form: int = FORM
 ) -> np.ndarray:
@@ -796,7 +934,7 @@ def decode(
     src = _Reader(data)
     size = src.uint()
     dec = TailDecoder(src.take(size), height, width, side, form)
-    for _ in dec.passes:
+    for _ in dec.counts():
         words = src.uint()
         dec.decode_pass(src.take(4 * words))
     if src.pos != len(data):

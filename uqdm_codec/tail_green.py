@@ -1,0 +1,230 @@
+"""Form 7 of the lossless tail: green in raster order, one wavefront at a time (FORMAT.md 6.6.1).
+
+The interlaced tail predicts its coarse passes from neighbours far apart; a raster-order coder
+sees every pixel's causal neighbours at distance 1 and 2. On smooth and edged photos that codes
+green (43-48 % of the tail) 2-5 % smaller; on grainy ones, where interpolating between known
+neighbours on both sides beats extrapolating from one, it loses (docs/MODEL.md section 35), so the
+encoder keeps whichever of the two tails is smaller. Red and blue stay interlaced (they see green
+at every neighbour either way, and lose in raster order).
+
+Pixels go in wavefronts t = 2i + j (row i, column j), by increasing row within one: each causal
+neighbour used (W, N, NW, NE, WW, NN, NNW, NNE) has 2 di + dj < 0, so it lies in an earlier
+wavefront, and a wavefront's pixels are predicted, coded and decoded together (about 2H + W
+wavefronts, one entropy-coded group each). The predictor is the tail's: integer features,
+coefficients per activity class, a logistic whose scale is binned by a weighted activity; its
+features and terms are those of `Grid.features`.
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import entropy
+from . import lossless_tail as lt
+
+# W, N, NW, NE, WW, NN, NNW, NNE: the causal neighbours whose levels are features
+CAUSAL = ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-2, -1), (-2, 1))
+# the pixel, W, N, NW, NE, E, S: where the side image's green is a feature
+SIDE_AT = ((0, 0), (0, -1), (-1, 0), (-1, -1), (-1, 1), (0, 1), (1, 0))
+PAD = 2  # rows above and columns either side that the padded planes hold (one row below)
+NO_SIDE = 128  # an outside neighbour's level without a side image
+
+
+def num_features(has_side: bool) -> int:
+    """8 levels, (7 side values), the median pair, (the side-difference median and its guided
+    mean), 4 errors, 1."""
+    return 14 + (9 if has_side else 0)
+
+
+def num_terms(has_side: bool) -> int:
+    """5 gradients, the errors' sum, (2 side spreads)."""
+    return 6 + (2 if has_side else 0)
+
+
+class Grid:
+    """Green's padded planes (levels, coded symbols, side image) and its wavefronts.
+
+    Outside the image a neighbour's level is the side image's green at the nearest pixel (128
+    without one) and its symbol 0; the side image is extended by its edge pixels."""
+
+    def __init__(self, height: int, width: int, side: np.ndarray | None):
+        self.height, self.width = height, width
+        self.stride = width + 2 * PAD
+        pad = ((PAD, 1), (PAD, PAD))
+        if side is not None:
+            self.side = np.pad(side.astype(np.int64), pad, mode="edge").ravel()
+            self.level = self.side.copy()
+        else:
+            self.side = None
+            self.level = np.full((height + PAD + 1) * self.stride, NO_SIDE, np.int64)
+        self.error = np.zeros_like(self.level)
+        i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        t = (2 * i + j).ravel()
+        self.order = np.lexsort((i.ravel(), t))  # raster index of the pixels in coding order
+        self.at = ((i.ravel() + PAD) * self.stride + j.ravel() + PAD)[self.order]  # padded index
+        ends = np.cumsum(np.bincount(t))
+        self.fronts = [slice(int(a), int(b)) for a, b in zip(np.r_[0, ends[:-1]], ends) if b > a]
+        self._causal = [di * self.stride + dj for di, dj in CAUSAL]
+        self._side_at = [di * self.stride + dj for di, dj in SIDE_AT]
+
+    def set_levels(self, green: np.ndarray) -> None:
+        """The encoder's: every level known (features read only the causal ones)."""
+        self.level[self.at] = green.ravel()[self.order]
+
+    def levels(self) -> np.ndarray:
+        """The green plane (H, W) as the padded plane holds it."""
+        plane = self.level.reshape(-1, self.stride)
+        return plane[PAD : PAD + self.height, PAD : PAD + self.width]
+
+    def features(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, F), terms (n, T)) as int64 of the pixels at padded indices `at`.
+
+        Features: the 8 causal levels; with a side image its green at the pixel, W, N, NW, NE, E
+        and S; the sum of the middle two of W, N, NW, NE; with a side image, twice its green at the
+        pixel plus the sum of the middle two of the differences W - S_W, N - S_N, NW - S_NW,
+        NE - S_NE, and those differences' mean weighed by how alike the side image is there and at
+        the pixel (lossless_tail._guided); the coded symbols k at W, N, NW, NE; 1.
+        Terms: |W - NW|, |N - NW|, |N - NE|, |W - WW|, |N - NN|; the sum of |k| at W, N, NW, NE;
+        with a side image, the spread of those 4 differences and the spread of the side image's
+        green at W, N, E, S (lossless_tail._spread)."""
+        n = [self.level[at + o] for o in self._causal]
+        near = np.stack(n[:4], 1)
+        e = [self.error[at + o] for o in self._causal[:4]]
+        terms = [np.abs(n[0] - n[2]), np.abs(n[1] - n[2]), np.abs(n[1] - n[3])]
+        terms += [np.abs(n[0] - n[4]), np.abs(n[1] - n[5]), np.abs(np.stack(e, 1)).sum(1)]
+        feats = list(n)
+        if self.side is None:
+            feats.append(lt._middle_sum(near))
+        else:
+            s = [self.side[at + o] for o in self._side_at]
+            diff = near - np.stack(s[1:5], 1)
+            feats += s
+            feats += [lt._middle_sum(near), 2 * s[0] + lt._middle_sum(diff)]
+            feats.append(lt._guided(s[0], np.stack(s[1:5], 1), near))
+            terms += [lt._spread(diff), lt._spread(np.stack([s[1], s[2], s[5], s[6]], 1))]
+        feats += e
+        feats.append(np.ones(at.size, np.int64))
+        return np.stack(feats, 1), np.stack(terms, 1)
+
+    def run(
+        self,
+        predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+        take: Callable[[slice, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> bool:
+        """Every wavefront in turn: predict(features, terms) -> (location, activity), then
+        take(its slice of the coding order, location, activity) -> (k, received); the levels
+        rint(location) + k and symbols k received go into the planes. False once a wavefront
+        is not received in full (a cut chunk): the rest stays unknown."""
+        for sl in self.fronts:
+            at = self.at[sl]
+            mu, activity = predict(*self.features(at))
+            k, got = take(sl, mu, activity)
+            at, k = at[got], k[got]
+            self.error[at] = k
+            self.level[at] = np.rint(mu[got]).astype(np.int64) + k
+            if not got.all():
+                return False
+        return True
+
+
+@dataclass
+class Coded:
+    """Green coded in raster order: its parameters, its symbols k as a plane (H, W), its chunk's
+    payload, and the estimated bits of both (lossless_tail.logistic_bits, the encoder's choice)."""
+
+    params: bytes
+    symbols: np.ndarray
+    payload: bytes
+    bits: float
+
+
+def encode(green: np.ndarray, side: np.ndarray | None) -> Coded:
+    """Code a green plane (H, W) uint8 in raster order, given the side image's green (or None).
+
+    The coefficients come from a first least-squares fit without the symbol features and a second
+    one given that fit's symbols (the symbols a wavefront coder makes depend on the coefficients,
+    so the fit sees close stand-ins); the term weights, classes and scale bins are then chosen as
+    in a form-5 pass, the bins on the symbols really coded."""
+    height, width = green.shape
+    grid = Grid(height, width, side)
+    grid.set_levels(green)
+    v = green.ravel()[grid.order].astype(np.int64)
+    feats, terms = grid.features(grid.at)
+    plain = np.r_[0 : feats.shape[1] - 5, feats.shape[1] - 1]  # without the 4 symbols
+    first = lt._location(feats[:, plain], lt._fit(feats[:, plain], v, 16 * terms[:, :5].sum(1), normal=True))
+    grid.error[grid.at] = v - np.rint(first).astype(np.int64)
+    feats, terms = grid.features(grid.at)
+    weights = lt._fit_weights(terms, v - np.rint(first).astype(np.int64))
+    activity = lt._weighted(terms, weights)
+    cuts = lt._class_cuts(activity)
+    cls = lt._bins(activity, cuts)
+    coefs = [
+        lt._fit(feats[cls == j], v[cls == j], activity[cls == j] >> lt.WEIGHT_FRAC, normal=True)
+        for j in range(cuts.size + 1)
+    ]
+    grid.error[:] = 0
+    mu, activity = np.zeros(v.size), np.zeros(v.size, np.int64)
+
+    def predict(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = lt._weighted(t, weights)
+        return lt._class_location(f, coefs, lt._bins(a, cuts)), a
+
+    def take(sl: slice, m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu[sl], activity[sl] = m, a
+        return v[sl] - np.rint(m).astype(np.int64), np.ones(m.size, bool)
+
+    grid.run(predict, take)
+    k = v - np.rint(mu).astype(np.int64)
+    thresholds, codes = lt._choose_bins(v, mu, activity, 6)
+    params = bytearray()
+    lt._put_colour(params, weights, cuts, 0, coefs, thresholds, codes)
+    scale = codes[lt._bins(activity, thresholds)] / float(lt.SCALE_DENOM)
+    groups = [np.arange(sl.start, sl.stop) for sl in grid.fronts]
+    payload = entropy.encode_step(k, lt._prior(mu, scale), groups)
+    plane = np.zeros(v.size, np.int64)
+    plane[grid.order] = k
+    bits = float(lt.logistic_bits(v, mu, scale).sum()) + 8.0 * len(params)
+    return Coded(bytes(params), plane.reshape(height, width), payload, bits)
+
+
+class Decoder:
+    """Decodes green's chunk (a prefix of it if cut), given its parameters."""
+
+    def __init__(self, colour: lt._Colour, height: int, width: int, side: np.ndarray | None):
+        self.colour, self.grid = colour, Grid(height, width, side)
+        self.received = np.zeros(height * width, bool)  # in coding order (a cut group's need not be a prefix)
+
+    def decode(self, payload: bytes, cut: bool = False) -> bool:
+        """True if every pixel was received. FormatError if the stream does not end where it should."""
+        stream, colour = entropy.StepStream(payload, cut), self.colour
+
+        def predict(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            a = lt._weighted(t, colour.weights)
+            return colour.predict(f, a)[0], a
+
+        def take(sl: slice, m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scale = colour.codes[lt._bins(a, colour.thresholds)] / float(lt.SCALE_DENOM)
+            k, got = stream.group(lt._prior(m, scale))
+            v = k + np.rint(m).astype(np.int64)
+            if (v[got] < 0).any() or (v[got] > 255).any():
+                raise lt.FormatError("lossless tail decodes outside 0..255")
+            self.received[sl] = got
+            return k, got
+
+        whole = self.grid.run(predict, take)
+        stream.finish()
+        return whole
+
+    def plane(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(levels, symbols, decoded) as planes (H, W): what was received, 0 / False elsewhere."""
+        g = self.grid
+        done = np.zeros(g.height * g.width, bool)
+        done[g.order[self.received]] = True
+        done = done.reshape(g.height, g.width)
+        err = g.error.reshape(-1, g.stride)[PAD : PAD + g.height, PAD : PAD + g.width]
+        return np.where(done, g.levels(), 0), np.where(done, err, 0), done
