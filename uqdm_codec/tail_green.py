@@ -4,8 +4,8 @@ The interlaced tail predicts its coarse passes from neighbours far apart; a rast
 sees every pixel's causal neighbours at distance 1 and 2. On smooth and edged photos that codes
 green (43-48 % of the tail) 2-5 % smaller; on grainy ones, where interpolating between known
 neighbours on both sides beats extrapolating from one, it loses (docs/MODEL.md section 35), so the
-encoder keeps whichever of the two tails is smaller. Red and blue stay interlaced (they see green
-at every neighbour either way, and lose in raster order).
+encoder estimates green's bits both ways and codes green in the cheaper order. Red and blue stay
+interlaced (they see green at every neighbour either way, and lose in raster order).
 
 Pixels go in wavefronts t = 2i + j (row i, column j), by increasing row within one: each causal
 neighbour used (W, N, NW, NE, WW, NN, NNW, NNE) has 2 di + dj < 0, so it lies in an earlier
