@@ -116,14 +116,15 @@ class Grid:
         predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
         take: Callable[[slice, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     ) -> bool:
-        """Every wavefront in turn: predict(features, terms) -> (location, activity), then
-        take(its slice of the coding order, location, activity) -> (k, received); the levels
-        rint(location) + k and symbols k received go into the planes. False once a wavefront
-        is not received in full (a cut chunk): the rest stays unknown."""
+        """Every wavefront in turn: predict(features, terms) -> (location, what take needs: the
+        encoder's activity, the decoder's scale), then take(its slice of the coding order, location,
+        that) -> (k, received); the levels rint(location) + k and symbols k received go into the
+        planes. False once a wavefront is not received in full (a cut chunk): the rest stays
+        unknown."""
         for sl in self.fronts:
             at = self.at[sl]
-            mu, activity = predict(*self.features(at))
-            k, got = take(sl, mu, activity)
+            mu, extra = predict(*self.features(at))
+            k, got = take(sl, mu, extra)
             at, k = at[got], k[got]
             self.error[at] = k
             self.level[at] = np.rint(mu[got]).astype(np.int64) + k
@@ -204,11 +205,9 @@ class Decoder:
         stream, colour = entropy.StepStream(payload, cut), self.colour
 
         def predict(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            a = lt._weighted(t, colour.weights)
-            return colour.predict(f, a)[0], a
+            return colour.predict(f, lt._weighted(t, colour.weights))  # (location, scale)
 
-        def take(sl: slice, m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            scale = colour.codes[lt._bins(a, colour.thresholds)] / float(lt.SCALE_DENOM)
+        def take(sl: slice, m: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             k, got = stream.group(lt._prior(m, scale))
             v = k + np.rint(m).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():
