@@ -55,7 +55,7 @@ def tail_bytes(variant: str, px: np.ndarray, side: np.ndarray) -> int:
     form, *removed = variant.split("-")
     lt._features = without_guided if "guided" in removed else FEATURES
     tail_green.Grid.features = green_without_guided if "sideguided" in removed else GREEN_FEATURES
-    lt._interlaced_green_bits = (lambda x, s: np.inf) if "choice" in removed else GREEN_BITS
+    lt._interlaced_green_bits = (lambda *_: np.inf) if "choice" in removed else GREEN_BITS
     try:
         return len(lt.encode(px, side, int(form)))
     finally:

@@ -56,6 +56,9 @@ before, seeing green everywhere. And for each colour coded before at the pixel i
 feature: the neighbours' differences to that colour weighed by how alike that colour is there and
 at the pixel, which reads a colour difference along the earlier colour's edges.
 
+Form 8 (uqdm 0.32, section 36) gives green in raster order a weighted predictor (tail_green.py):
+sub-predictions weighed by their errors at the causal neighbours. The rest is form 7's.
+
 No torch here.
 """
 
@@ -79,8 +82,8 @@ FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, an
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
 # form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 6: 0.30
-FORMS = (1, 2, 3, 4, 5, 6, 7)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 7: 0.31
+FORMS = (1, 2, 3, 4, 5, 6, 7, 8)
 GREEN_ORDERS = ("interlaced", "raster")  # form 7: how green is coded, the parameters' first varint
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
@@ -590,11 +593,11 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
         return _encode_interlaced(x, side, form)
     from . import tail_green  # it builds on this module
 
-    raster = tail_green.encode(x[..., 1], None if side is None else side[..., 1])
-    if raster.bits >= _interlaced_green_bits(x, side):
-        coded = _encode_interlaced(x, side, 7)
+    raster = tail_green.encode(x[..., 1], None if side is None else side[..., 1], form)
+    if raster.bits >= _interlaced_green_bits(x, side, form):
+        coded = _encode_interlaced(x, side, form)
         return Coded(put_varint(GREEN_ORDERS.index("interlaced")) + coded.params, coded.chunks)
-    rest = _encode_interlaced(x, side, 7, raster.symbols)
+    rest = _encode_interlaced(x, side, form, raster.symbols)
     chunks = [(x.shape[0] * x.shape[1], raster.payload)] + rest.chunks
     return Coded(put_varint(GREEN_ORDERS.index("raster")) + raster.params + rest.params, chunks)
 
@@ -630,18 +633,18 @@ def _encode_interlaced(
     return Coded(bytes(params), chunks)
 
 
-def _interlaced_green_bits(x: np.ndarray, side: np.ndarray | None) -> float:
-    """Form 7's choice: the estimated bits of green in the interlaced passes (its parameters' bytes
+def _interlaced_green_bits(x: np.ndarray, side: np.ndarray | None, form: int) -> float:
+    """Form 7's (and 8's) choice: the estimated bits of green in the interlaced passes (its parameters' bytes
     included), which do not depend on red and blue."""
     height, width, _ = x.shape
     known = np.zeros((height, width), bool)
     errors = np.zeros((height, width, 3), np.int64)
     params = bytearray()
     bits = 0.0
-    for p in passes(height, width, 7):
+    for p in passes(height, width, form):
         if p.rows.size:
             near = _neighbour_index(p, height, width)
-            k, prior = _code_colour(params, p, near, known, x, side, COLOURS[0], [], errors, 7)
+            k, prior = _code_colour(params, p, near, known, x, side, COLOURS[0], [], errors, form)
             bits += float(logistic_bits(k + np.rint(prior.loc), prior.loc, prior.scale).sum())
             known[p.rows, p.cols] = True
     return bits + 8.0 * len(params)
@@ -787,10 +790,12 @@ class TailDecoder:
             if GREEN_ORDERS[order] == "raster":
                 from . import tail_green  # it builds on this module
 
-                colour = _read_colour(
-                    src, tail_green.num_terms(side is not None), tail_green.num_features(side is not None), 5
+                has_side = side is not None
+                counts = tail_green.num_terms(has_side, form), tail_green.num_features(has_side, form)
+                colour = _read_colour(src, *counts, 5)
+                self.green = tail_green.Decoder(
+                    colour, height, width, None if side is None else side[..., 1], form
                 )
-                self.green = tail_green.Decoder(colour, height, width, None if side is None else side[..., 1])
         self.colours = COLOURS if self.green is None else COLOURS[1:]
         self.lead = 0 if self.green is None else 1  # chunks before the passes'
         self.passes = [p for p in passes(height, width, form) if p.rows.size]

@@ -14,6 +14,12 @@ wavefronts, one entropy-coded group each). The predictor is the tail's: integer 
 coefficients per activity class, a logistic whose scale is binned by a weighted activity; its
 features and terms are those of `Grid.features`.
 
+Form 8 (FORMAT.md 6.6.2) adds JPEG XL's self-correcting idea: simple sub-predictions (N, W,
+N + W - NW, ..., the side image plus a neighbour's difference to it), each weighed by how wrong it
+was at the 8 causal neighbours. A linear predictor mixes its features the same way everywhere in a
+class; this mix changes from pixel to pixel. Green's bytes: -2.6 % and -4.1 % on the decision sets
+(docs/MODEL.md section 36).
+
 No torch here.
 """
 
@@ -35,25 +41,32 @@ PAD = 2  # rows above and columns either side that the padded planes hold (one r
 NO_SIDE = 128  # an outside neighbour's level without a side image
 
 
-def num_features(has_side: bool) -> int:
+def num_features(has_side: bool, form: int = lt.FORM) -> int:
     """8 levels, (7 side values), the median pair, (the side-difference median and its guided
-    mean), 4 errors, 1."""
-    return 14 + (9 if has_side else 0)
+    mean), (form 8: the weighted predictor and the best sub-predictor), 4 errors, 1."""
+    return 14 + (9 if has_side else 0) + (2 if form >= 8 else 0)
 
 
-def num_terms(has_side: bool) -> int:
-    """5 gradients, the errors' sum, (2 side spreads)."""
-    return 6 + (2 if has_side else 0)
+def num_terms(has_side: bool, form: int = lt.FORM) -> int:
+    """5 gradients, the errors' sum, (2 side spreads), (form 8: the best sub-predictor's error)."""
+    return 6 + (2 if has_side else 0) + (1 if form >= 8 else 0)
+
+
+def num_sub_predictors(has_side: bool) -> int:
+    """Form 8: the weighted predictor's sub-predictors (Grid.sub_predictions)."""
+    return 14 if has_side else 10
 
 
 class Grid:
-    """Green's padded planes (levels, coded symbols, side image) and its wavefronts.
+    """Green's padded planes (levels, coded symbols, side image, from form 8 on the sub-predictors'
+    errors) and its wavefronts.
 
     Outside the image a neighbour's level is the side image's green at the nearest pixel (128
-    without one) and its symbol 0; the side image is extended by its edge pixels."""
+    without one), its symbol 0 and its sub-predictors' errors 0; the side image is extended by its
+    edge pixels."""
 
-    def __init__(self, height: int, width: int, side: np.ndarray | None):
-        self.height, self.width = height, width
+    def __init__(self, height: int, width: int, side: np.ndarray | None, form: int = lt.FORM):
+        self.height, self.width, self.form = height, width, form
         self.stride = width + 2 * PAD
         pad = ((PAD, 1), (PAD, PAD))
         if side is not None:
@@ -63,6 +76,10 @@ class Grid:
             self.side = None
             self.level = np.full((height + PAD + 1) * self.stride, NO_SIDE, np.int64)
         self.error = np.zeros_like(self.level)
+        # form 8: |sub-prediction - 2 level| of each coded pixel (half levels, at most 1530), per
+        # sub-predictor; int16 to keep a 1024 x 1024 region's planes at 29 MB
+        self.sub_error = np.zeros((self.level.size, num_sub_predictors(side is not None)), np.int16)
+        self._sub = np.zeros((0, self.sub_error.shape[1]), np.int64)  # the last features() call's
         i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
         t = (2 * i + j).ravel()
         self.order = np.lexsort((i.ravel(), t))  # raster index of the pixels in coding order
@@ -73,8 +90,30 @@ class Grid:
         self._side_at = [di * self.stride + dj for di, dj in SIDE_AT]
 
     def set_levels(self, green: np.ndarray) -> None:
-        """The encoder's: every level known (features read only the causal ones)."""
+        """The encoder's: every level known (features read only the causal ones), and so every
+        sub-predictor's error."""
         self.level[self.at] = green.ravel()[self.order]
+        if self.form >= 8:
+            self.sub_error[self.at] = np.abs(self.sub_predictions(self.at) - 2 * self.level[self.at, None])
+
+    def sub_predictions(self, at: np.ndarray) -> np.ndarray:
+        """Form 8: the weighted predictor's sub-predictors at padded indices `at`, in half levels
+        (n, P): 2 (N + W - NW), 2 (W + NE - N), 2 N, 2 W, N + NE, 2 NE, 2 NW, 2 (2 W - WW),
+        2 (2 N - NN), W + N, and with a side image S 2 (S + W - S_W), 2 (S + N - S_N),
+        2 (S + NE - S_NE), 2 (S + NW - S_NW)."""
+        w, n, nw, ne, ww, nn = (self.level[at + o] for o in self._causal[:6])
+        sub = [2 * (n + w - nw), 2 * (w + ne - n), 2 * n, 2 * w, n + ne, 2 * ne]
+        sub += [2 * nw, 2 * (2 * w - ww), 2 * (2 * n - nn), w + n]
+        if self.side is not None:
+            s = self.side[at]
+            for level, o in (
+                (w, self._causal[0]),
+                (n, self._causal[1]),
+                (ne, self._causal[3]),
+                (nw, self._causal[2]),
+            ):
+                sub.append(2 * (s + level - self.side[at + o]))
+        return np.stack(sub, 1)
 
     def levels(self) -> np.ndarray:
         """The green plane (H, W) as the padded plane holds it."""
@@ -88,10 +127,14 @@ class Grid:
         and S; the sum of the middle two of W, N, NW, NE; with a side image, twice its green at the
         pixel plus the sum of the middle two of the differences W - S_W, N - S_N, NW - S_NW,
         NE - S_NE, and those differences' mean weighed by how alike the side image is there and at
-        the pixel (lossless_tail._guided); the coded symbols k at W, N, NW, NE; 1.
+        the pixel (lossless_tail._guided); from form 8 on the weighted predictor
+        floor(sum_i w_i P_i / sum_i w_i), w_i = floor(2^30 / (1 + E_i)^2), over the sub-predictions
+        P_i (sub_predictions) with E_i the sum of sub-predictor i's errors at the 8 causal
+        neighbours (JPEG XL's self-correcting idea: trust what was right nearby), and P_i of the
+        least E_i (the first on a tie); the coded symbols k at W, N, NW, NE; 1.
         Terms: |W - NW|, |N - NW|, |N - NE|, |W - WW|, |N - NN|; the sum of |k| at W, N, NW, NE;
         with a side image, the spread of those 4 differences and the spread of the side image's
-        green at W, N, E, S (lossless_tail._spread)."""
+        green at W, N, E, S (lossless_tail._spread); from form 8 on the least E_i."""
         n = [self.level[at + o] for o in self._causal]
         near = np.stack(n[:4], 1)
         e = [self.error[at + o] for o in self._causal[:4]]
@@ -107,6 +150,14 @@ class Grid:
             feats += [lt._middle_sum(near), 2 * s[0] + lt._middle_sum(diff)]
             feats.append(lt._guided(s[0], np.stack(s[1:5], 1), near))
             terms += [lt._spread(diff), lt._spread(np.stack([s[1], s[2], s[5], s[6]], 1))]
+        if self.form >= 8:
+            sub = self.sub_predictions(at)
+            err = sum(self.sub_error[at + o].astype(np.int64) for o in self._causal)
+            weight = (1 << 30) // (1 + err) ** 2
+            feats.append((weight * sub).sum(1) // weight.sum(1))
+            feats.append(sub[np.arange(at.size), np.argmin(err, 1)])
+            terms.append(err.min(1))
+            self._sub = sub
         feats += e
         feats.append(np.ones(at.size, np.int64))
         return np.stack(feats, 1), np.stack(terms, 1)
@@ -128,6 +179,8 @@ class Grid:
             at, k = at[got], k[got]
             self.error[at] = k
             self.level[at] = np.rint(mu[got]).astype(np.int64) + k
+            if self.form >= 8:
+                self.sub_error[at] = np.abs(self._sub[got] - 2 * self.level[at, None])
             if not got.all():
                 return False
         return True
@@ -144,7 +197,7 @@ class Coded:
     bits: float
 
 
-def encode(green: np.ndarray, side: np.ndarray | None) -> Coded:
+def encode(green: np.ndarray, side: np.ndarray | None, form: int = lt.FORM) -> Coded:
     """Code a green plane (H, W) uint8 in raster order, given the side image's green (or None).
 
     The coefficients come from a first least-squares fit without the symbol features and a second
@@ -152,7 +205,7 @@ def encode(green: np.ndarray, side: np.ndarray | None) -> Coded:
     so the fit sees close stand-ins); the term weights, classes and scale bins are then chosen as
     in a form-5 pass, the bins on the symbols really coded."""
     height, width = green.shape
-    grid = Grid(height, width, side)
+    grid = Grid(height, width, side, form)
     grid.set_levels(green)
     v = green.ravel()[grid.order].astype(np.int64)
     feats, terms = grid.features(grid.at)
@@ -196,8 +249,10 @@ def encode(green: np.ndarray, side: np.ndarray | None) -> Coded:
 class Decoder:
     """Decodes green's chunk (a prefix of it if cut), given its parameters."""
 
-    def __init__(self, colour: lt._Colour, height: int, width: int, side: np.ndarray | None):
-        self.colour, self.grid = colour, Grid(height, width, side)
+    def __init__(
+        self, colour: lt._Colour, height: int, width: int, side: np.ndarray | None, form: int = lt.FORM
+    ):
+        self.colour, self.grid = colour, Grid(height, width, side, form)
         self.received = np.zeros(height * width, bool)  # in coding order (a cut group's need not be a prefix)
 
     def decode(self, payload: bytes, cut: bool = False) -> bool:
