@@ -76,7 +76,7 @@ class Grid:
             self.side = None
             self.level = np.full((height + PAD + 1) * self.stride, NO_SIDE, np.int64)
         self.error = np.zeros_like(self.level)
-        # form 8: |sub-prediction - 2 level| of each coded pixel (half levels, at most 1530), per
+        # form 8: |sub-prediction - 2 level| of each coded pixel (half levels, at most 1020), per
         # sub-predictor; int16 to keep a 1024 x 1024 region's planes at 29 MB
         self.sub_error = np.zeros((self.level.size, num_sub_predictors(side is not None)), np.int16)
         self._sub = np.zeros((0, self.sub_error.shape[1]), np.int64)  # the last features() call's
