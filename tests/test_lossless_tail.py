@@ -215,6 +215,30 @@ def test_form_8_adds_a_weighted_predictor_and_codes_green_in_fewer_bytes():
         lossless_tail.decode(lossless_tail.encode(img, None, 7), 256, 256, None, 8)
 
 
+def test_form_8_may_code_red_and_blue_in_raster_order_too():
+    """Form 8's colour order "all raster": red and blue each in raster order with green as their
+    side image, where the encoder finds that smaller than the passes (on this crop of the sample
+    photo); three chunks of H x W, no passes. A cut red chunk gives exact green everywhere and exact
+    red where it arrived."""
+    img = _photo_crop()[:96, :128]
+    coded = lossless_tail.encode_passes(img, None, 8)
+    assert coded.params[0] == lossless_tail.GREEN_ORDERS.index("all raster") == 2
+    assert [n for n, _ in coded.chunks] == [96 * 128] * 3
+    data = coded.to_bytes()
+    assert len(data) < len(lossless_tail.encode(img, None, 7))
+    assert np.array_equal(lossless_tail.decode(data, 96, 128, None, 8), img)
+    dec = lossless_tail.TailDecoder(coded.params, 96, 128, None, 8)
+    assert dec.counts() == [96 * 128] * 3 and dec.passes == [] and dec.colours == ()
+    red = coded.chunks[1][1]
+    assert dec.decode_pass(coded.chunks[0][1]) and not dec.decode_pass(red[: 4 * (len(red) // 8)], cut=True)
+    shown, have = dec.image(), dec.decoded
+    assert have[..., 1].all() and 0 < have[..., 0].sum() < 96 * 128 and not have[..., 2].any()
+    assert np.array_equal(shown[have], img[have]) and (shown[~have] == 128).all()
+    for order, form in ((3, 8), (2, 7)):  # beyond the orders of the form
+        with pytest.raises(FormatError, match="out of range"):
+            lossless_tail.TailDecoder(bytes([order]) + coded.params[1:], 96, 128, None, form)
+
+
 def test_the_weighted_predictor_trusts_the_sub_predictors_that_were_right_nearby():
     """Columns of levels j^2 + 7: N, N + W - NW and 2 N - NN are exact everywhere, W + NE - N is
     2 levels high, 2 W - WW 2 levels low, the others further off; at an inner pixel the weighted
@@ -251,7 +275,7 @@ def test_a_cut_green_chunk_gives_exact_green_where_it_arrived(form):
     img = _photo_crop()[:96, :128]
     side = _near(img, spread=6)
     coded = lossless_tail.encode_passes(img, side, form)
-    assert coded.params[0] == 1
+    assert coded.params[0] >= 1  # green in raster order (form 8: red and blue too, here)
     green = coded.chunks[0][1]
     got = []
     for words in (2, len(green) // 16, len(green) // 8):

@@ -57,7 +57,8 @@ feature: the neighbours' differences to that colour weighed by how alike that co
 at the pixel, which reads a colour difference along the earlier colour's edges.
 
 Form 8 (uqdm 0.32, section 36) gives green in raster order a weighted predictor (tail_green.py):
-sub-predictions weighed by their errors at the causal neighbours. The rest is form 7's.
+sub-predictions weighed by their errors at the causal neighbours. And it may code red and blue in
+raster order too, each with green as its side image, where that is smaller than the passes.
 
 No torch here.
 """
@@ -84,7 +85,10 @@ SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
 FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 7: 0.31
 FORMS = (1, 2, 3, 4, 5, 6, 7, 8)
-GREEN_ORDERS = ("interlaced", "raster")  # form 7: how green is coded, the parameters' first varint
+# form 7 on: how the colours are coded, the parameters' first varint: all in the interlaced passes;
+# green in raster order, red and blue in the passes; (form 8 on) all three in raster order, red and
+# blue each with green as its side image
+GREEN_ORDERS = ("interlaced", "raster", "all raster")
 ERROR_WEIGHT = 48  # form 2 on: the activity's weight of the known neighbours' coded |k|
 FIT_LIMIT = 1024.0  # a coefficient this large means a degenerate fit: refit with a ridge
 WEIGHT_FRAC = 8  # form 5: fractional bits of the activity's term weights
@@ -584,7 +588,8 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
     that the decoder also has, with the feature set `form` (an earlier one only to reproduce older
     files). Form 7 codes green in raster order (tail_green.py) where that is estimated to cost fewer
     bits than green in the interlaced passes, else green in the passes too; its parameters begin
-    with which (GREEN_ORDERS)."""
+    with which (GREEN_ORDERS). Form 8 may code red and blue in raster order too, each guided by
+    green, where that gives fewer bytes than the passes."""
     _check_form(form)
     x = np.ascontiguousarray(pixels, dtype=np.uint8)
     if side is not None and side.shape != x.shape:
@@ -598,8 +603,17 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
         coded = _encode_interlaced(x, side, form)
         return Coded(put_varint(GREEN_ORDERS.index("interlaced")) + coded.params, coded.chunks)
     rest = _encode_interlaced(x, side, form, raster.symbols)
-    chunks = [(x.shape[0] * x.shape[1], raster.payload)] + rest.chunks
-    return Coded(put_varint(GREEN_ORDERS.index("raster")) + raster.params + rest.params, chunks)
+    n = x.shape[0] * x.shape[1]
+    coded = Coded(
+        put_varint(GREEN_ORDERS.index("raster")) + raster.params + rest.params,
+        [(n, raster.payload)] + rest.chunks,
+    )
+    if form < 8:
+        return coded
+    red, blue = (tail_green.encode(x[..., c], x[..., 1], form) for c in (0, 2))
+    params = put_varint(GREEN_ORDERS.index("all raster")) + raster.params + red.params + blue.params
+    alone = Coded(params, [(n, raster.payload), (n, red.payload), (n, blue.payload)])
+    return alone if len(alone.to_bytes()) < len(coded.to_bytes()) else coded
 
 
 def _encode_interlaced(
@@ -783,11 +797,13 @@ class TailDecoder:
         self.height, self.width, self.side = height, width, side
         src = _Reader(params)
         self.green = None  # form 7 with green in raster order: its decoder (tail_green.py)
+        self.raster: list[_Colour] = []  # form 8, all in raster order: red's and blue's parameters
+        order = 0
         if form >= 7:
             order = src.uint()
-            if order >= len(GREEN_ORDERS):
+            if order >= (3 if form >= 8 else 2):
                 raise FormatError("lossless tail parameter out of range")
-            if GREEN_ORDERS[order] == "raster":
+            if order:
                 from . import tail_green  # it builds on this module
 
                 has_side = side is not None
@@ -796,9 +812,12 @@ class TailDecoder:
                 self.green = tail_green.Decoder(
                     colour, height, width, None if side is None else side[..., 1], form
                 )
-        self.colours = COLOURS if self.green is None else COLOURS[1:]
-        self.lead = 0 if self.green is None else 1  # chunks before the passes'
-        self.passes = [p for p in passes(height, width, form) if p.rows.size]
+                if GREEN_ORDERS[order] == "all raster":
+                    counts = tail_green.num_terms(True, form), tail_green.num_features(True, form)
+                    self.raster = [_read_colour(src, *counts, 5) for _ in range(2)]
+        self.colours = COLOURS if self.green is None else () if self.raster else COLOURS[1:]
+        self.lead = 3 if self.raster else 0 if self.green is None else 1  # chunks before the passes'
+        self.passes = [] if self.raster else [p for p in passes(height, width, form) if p.rows.size]
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
         self.decoded = np.zeros((height, width, 3), bool)
@@ -840,8 +859,7 @@ class TailDecoder:
 
     def counts(self) -> list[int]:
         """Elements per chunk: what each chunk must declare."""
-        lead = [self.height * self.width] if self.green is not None else []
-        return lead + [len(self.colours) * p.rows.size for p in self.passes]
+        return [self.height * self.width] * self.lead + [len(self.colours) * p.rows.size for p in self.passes]
 
     def decode_pass(self, payload: bytes, cut: bool = False) -> bool:
         """Decode the next chunk from its payload (a prefix of it if cut); True if every element
@@ -849,7 +867,7 @@ class TailDecoder:
         if self.next >= self.lead + len(self.passes):
             raise FormatError("more lossless tail chunks than passes")
         if self.next < self.lead:
-            return self._decode_green(payload, cut)
+            return self._decode_raster(payload, cut)
         p, per = self.passes[self.next - self.lead], self.params[self.next - self.lead]
         near = _neighbour_index(p, self.height, self.width)
         stream = entropy.StepStream(payload, cut)
@@ -875,12 +893,19 @@ class TailDecoder:
         self.open = self.next if whole else self.next - 1
         return whole
 
-    def _decode_green(self, payload: bytes, cut: bool) -> bool:
+    def _decode_raster(self, payload: bytes, cut: bool) -> bool:
+        """Green's chunk, or (all in raster order) red's or blue's, guided by the decoded green."""
         assert self.green is not None and self.errors is not None
-        whole = self.green.decode(payload, cut)
-        levels, symbols, done = self.green.plane()
-        g = COLOURS[0]
-        self.x[..., g], self.errors[..., g], self.decoded[..., g] = levels, symbols, done
+        dec = self.green
+        if self.next:
+            from . import tail_green  # it builds on this module
+
+            green = self.x[..., COLOURS[0]].copy()
+            dec = tail_green.Decoder(self.raster[self.next - 1], self.height, self.width, green, self.form)
+        whole = dec.decode(payload, cut)
+        levels, symbols, done = dec.plane()
+        c = COLOURS[self.next]
+        self.x[..., c], self.errors[..., c], self.decoded[..., c] = levels, symbols, done
         self.next += 1
         self.open = self.next if whole else self.next - 1
         return whole

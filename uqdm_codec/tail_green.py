@@ -1,11 +1,13 @@
-"""Form 7 of the lossless tail: green in raster order, one wavefront at a time (FORMAT.md 6.6.1).
+"""Forms 7 and 8 of the lossless tail: a plane in raster order, one wavefront at a time (FORMAT.md
+6.6.1 and 6.6.2).
 
 The interlaced tail predicts its coarse passes from neighbours far apart; a raster-order coder
 sees every pixel's causal neighbours at distance 1 and 2. On smooth and edged photos that codes
 green (43-48 % of the tail) 2-5 % smaller; on grainy ones, where interpolating between known
 neighbours on both sides beats extrapolating from one, it loses (docs/MODEL.md section 35), so the
-encoder estimates green's bits both ways and codes green in the cheaper order. Red and blue stay
-interlaced (they see green at every neighbour either way, and lose in raster order).
+encoder estimates green's bits both ways and codes green in the cheaper order. In form 7 red and
+blue stay interlaced (they see green at every neighbour either way, and lost 4-5 % in raster order
+then).
 
 Pixels go in wavefronts t = 2i + j (row i, column j), by increasing row within one: each causal
 neighbour used (W, N, NW, NE, WW, NN, NNW, NNE) has 2 di + dj < 0, so it lies in an earlier
@@ -18,7 +20,9 @@ Form 8 (FORMAT.md 6.6.2) adds JPEG XL's self-correcting idea: simple sub-predict
 N + W - NW, ..., the side image plus a neighbour's difference to it), each weighed by how wrong it
 was at the 8 causal neighbours. A linear predictor mixes its features the same way everywhere in a
 class; this mix changes from pixel to pixel. Green's bytes: -2.6 % and -4.1 % on the decision sets
-(docs/MODEL.md section 36).
+(docs/MODEL.md section 36). With it, red and blue in raster order, each coded here with the decoded
+green as its side image (the colour-difference sub-predictions then read R - G and B - G), beat
+the interlaced passes on some photos, and the encoder may choose that.
 
 No torch here.
 """
