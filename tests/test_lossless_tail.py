@@ -54,11 +54,16 @@ def _photo_crop() -> np.ndarray:
     return np.ascontiguousarray(load_image(SAMPLES / "kodim23.png").pixels[:256, :256])
 
 
+def _blurred(img: np.ndarray) -> np.ndarray:
+    """A 256 x 256 side image like an early step's: img box-filtered to 32 x 32 and upsampled."""
+    return np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+
+
 def test_form_2_sees_the_earlier_colours_and_codes_a_photo_in_fewer_bytes():
     """Form 2 (uqdm 0.26) against form 1 (0.23-0.25) on a crop of the sample photo, alone and given
     a blurred side image like an early step's: measured 2.6 % and 3.5 % smaller (MODEL.md 30)."""
     img = _photo_crop()
-    blurred = np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+    blurred = _blurred(img)
     for side in (None, blurred):
         one, two = (lossless_tail.encode(img, side, form) for form in (1, 2))
         assert len(two) < 0.985 * len(one)
@@ -74,7 +79,7 @@ def test_form_3_sees_the_neighbours_signed_errors_and_codes_a_photo_in_fewer_byt
     """Form 3 (uqdm 0.27) against form 2 on the same crop: 0.12 % and 0.04 % smaller here (a smooth
     photo; 0.6 % and 1.0 % on the held-aside and PNG photos, MODEL.md 31)."""
     img = _photo_crop()
-    blurred = np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+    blurred = _blurred(img)
     for side in (None, blurred):
         two, three = (lossless_tail.encode(img, side, form) for form in (2, 3))
         assert len(three) < len(two)
@@ -121,7 +126,7 @@ def test_form_5_codes_photos_and_shapes_in_fewer_bytes():
     assert np.array_equal(lossless_tail.decode(five, 256, 256, None, 5), shapes)
     with pytest.raises(FormatError):
         lossless_tail.decode(four, 256, 256, None, 5)
-    blurred = np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+    blurred = _blurred(img)
     for side in (None, blurred):
         coded = lossless_tail.encode_passes(img, side, 5)
         assert len(coded.to_bytes()) < 0.995 * len(lossless_tail.encode(img, side, 4))
@@ -145,7 +150,7 @@ def test_form_6_sees_colour_differences_and_codes_photos_in_fewer_bytes():
     Measured against form 5: 3.5 % and 3.2 % smaller on the sample crop alone and with a blurred side
     image, 5.1 % with its chroma subsampled as in a JPEG (MODEL.md 34)."""
     img = _photo_crop()
-    blurred = np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+    blurred = _blurred(img)
     for side in (None, blurred):
         six = lossless_tail.encode(img, side, 6)
         assert len(six) < 0.98 * len(lossless_tail.encode(img, side, 5))
@@ -168,7 +173,7 @@ def test_form_7_codes_green_in_raster_order_where_that_is_smaller():
     form 6 alone, 2.0 % with a blurred side image; on an upsampled image, whose pixels are
     interpolations of their neighbours, the interlaced passes win (MODEL.md 35)."""
     img = _photo_crop()
-    blurred = np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+    blurred = _blurred(img)
     for side, gain in ((None, 0.996), (blurred, 0.985)):
         coded = lossless_tail.encode_passes(img, side, 7)
         data = coded.to_bytes()
@@ -202,7 +207,7 @@ def test_form_8_adds_a_weighted_predictor_and_codes_green_in_fewer_bytes():
     by its errors at the 8 causal neighbours, and the one of least error. Measured on the sample
     crop against form 7: 2.0 % smaller alone, 1.0 % with a blurred side image (MODEL.md 36)."""
     img = _photo_crop()
-    blurred = np.asarray(Image.fromarray(img).resize((32, 32), Image.BOX).resize((256, 256), Image.BILINEAR))
+    blurred = _blurred(img)
     for side, gain in ((None, 0.985), (blurred, 0.994)):
         coded = lossless_tail.encode_passes(img, side, 8)
         data = coded.to_bytes()

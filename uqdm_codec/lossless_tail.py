@@ -815,9 +815,9 @@ class TailDecoder:
                 if GREEN_ORDERS[order] == "all raster":
                     counts = tail_green.num_terms(True, form), tail_green.num_features(True, form)
                     self.raster = [_read_colour(src, *counts, 5) for _ in range(2)]
-        self.colours = COLOURS if self.green is None else () if self.raster else COLOURS[1:]
-        self.lead = 3 if self.raster else 0 if self.green is None else 1  # chunks before the passes'
-        self.passes = [] if self.raster else [p for p in passes(height, width, form) if p.rows.size]
+        self.lead = (0, 1, 3)[order]  # colours in raster order, green first: a chunk each, before the passes
+        self.colours = COLOURS[self.lead :]  # the colours of the passes
+        self.passes = [p for p in passes(height, width, form) if p.rows.size] if self.colours else []
         self.x = np.zeros((height, width, 3), np.uint8)
         self.known = np.zeros((height, width), bool)
         self.decoded = np.zeros((height, width, 3), bool)
