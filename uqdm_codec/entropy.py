@@ -31,6 +31,7 @@ SLICE = 1 << 18  # elements coded per table batch; part of the format (docs/FORM
 TAIL_SCALES = 8.0  # window half-width in prior scales: escape mass below 2 exp(-8) ~ 7e-4
 WINDOW_SIZES = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256], np.int64)
 PROB_FLOOR = 1e-12
+TABLE_BATCH = 1 << 13  # the encoder makes the window tables of consecutive smaller groups together
 LN2 = math.log(2.0)
 
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
@@ -275,12 +276,48 @@ def encode_step(
     decoded one after the other (the colour groups of FORMAT.md 6.3), each sliced as a chunk of
     its own; everything is pushed in reverse of the decoding order."""
     coder = constriction.stream.stack.AnsCoder()
-    for g in reversed(groups if groups is not None else [None]):
-        _push_group(coder, k if g is None else k[g], prior if g is None else prior.part(g))
+    if groups is None:
+        _push_group(coder, k, prior)
+        return _payload(coder)
+    pending: list[np.ndarray] = []  # small groups, in push order, whose tables are made together
+    for g in reversed(groups):
+        if g.size >= TABLE_BATCH:
+            _push_small_groups(coder, k, prior, pending)
+            pending = []
+            _push_group(coder, k[g], prior.part(g))
+            continue
+        if sum(p.size for p in pending) + g.size > TABLE_BATCH:
+            _push_small_groups(coder, k, prior, pending)
+            pending = []
+        pending.append(g)
+    _push_small_groups(coder, k, prior, pending)
     return _payload(coder)
 
 
-def _push_group(coder, k: np.ndarray, prior: StepPrior | CodedPrior) -> None:
+def _push_small_groups(coder, k: np.ndarray, prior: StepPrior | CodedPrior, groups: list[np.ndarray]) -> None:
+    """Push small groups (each one slice) in the order given, their window tables made for all of
+    them at once: a table row depends on its element's prior alone, so these are the numbers that
+    one call per group and bucket would give, for a fraction of the calls (a raster tail's groups
+    are wavefronts of a few hundred pixels)."""
+    if not groups:
+        return
+    every = np.concatenate(groups)
+    part = prior.part(every)
+    half = window_half_width(part)
+    tables, row = {}, np.zeros(every.size, np.int64)
+    for w in np.unique(half):
+        members = np.flatnonzero(half == w)
+        tables[int(w)] = _window_tables(part.part(members), int(w))
+        row[members] = np.arange(members.size)
+    start = 0
+    for g in groups:
+        _push_group(coder, k[g], prior.part(g), lambda w, idx, first=start: tables[w][row[first + idx]])
+        start += g.size
+
+
+def _push_group(coder, k: np.ndarray, prior: StepPrior | CodedPrior, rows=None) -> None:
+    """Push one group's symbols, slice by slice in reverse; `rows(w, positions)` gives the window
+    tables of the group's elements at those positions where they were made beforehand."""
     for sl in reversed(slices(len(prior))):
         _, part, half, buckets = _plan(prior, sl)
         ks = k[sl]
@@ -290,7 +327,8 @@ def _push_group(coder, k: np.ndarray, prior: StepPrior | CodedPrior) -> None:
             coder.encode_reverse((ks[escaped] - k_lo).astype(np.int32), _CATEGORICAL, tables)
         for w, idx in reversed(buckets):
             sym = np.where(np.abs(ks[idx]) > w, 2 * w + 1, ks[idx] + w).astype(np.int32)
-            coder.encode_reverse(sym, _CATEGORICAL, _window_tables(part.part(idx), w))
+            table = _window_tables(part.part(idx), w) if rows is None else rows(w, idx)
+            coder.encode_reverse(sym, _CATEGORICAL, table)
 
 
 def _payload(coder) -> bytes:

@@ -85,6 +85,10 @@ SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoder
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
 FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 7: 0.31
 FORMS = (1, 2, 3, 4, 5, 6, 7, 8)
+# form 8: red and blue in raster order are entropy-coded (and the smaller tail kept) only where their
+# estimated bits come within this fraction of the passes' real bytes for red and blue (the estimate
+# was within 1.5 % of the real bytes on the decision sets' photos, docs/MODEL.md section 37)
+RASTER_MARGIN = 0.03
 # form 7 on: how the colours are coded, the parameters' first varint: all in the interlaced passes;
 # green in raster order, red and blue in the passes; (form 8 on) all three in raster order, red and
 # blue each with green as its side image
@@ -489,9 +493,32 @@ def _choose_bins(
         if not sel.any():
             codes[b] = SCALE_DENOM
             continue
-        cost = [float(logistic_bits(v[sel], mu[sel], s).sum()) for s in scales]
-        codes[b] = max(1, int(round(scales[int(np.argmin(cost))] * SCALE_DENOM)))
+        if form >= 8:
+            best = _best_scale(v[sel], mu[sel], scales)
+        else:
+            best = int(np.argmin([float(logistic_bits(v[sel], mu[sel], s).sum()) for s in scales]))
+        codes[b] = max(1, int(round(scales[best] * SCALE_DENOM)))
     return thresholds, codes
+
+
+def _best_scale(v: np.ndarray, mu: np.ndarray, scales: np.ndarray, stride: int = 3) -> int:
+    """Form 8 on: the index of the scale of least estimated bits, by a search that tries every
+    `stride`-th scale, then the neighbours of the best of those: the grid's best wherever the bits
+    fall and rise once along the grid (a third of the evaluations; the encoders of forms 1-7 try
+    every scale, to write their releases' files byte for byte)."""
+    cost: dict[int, float] = {}
+
+    def bits(i: int) -> float:
+        if i not in cost:
+            cost[i] = float(logistic_bits(v, mu, scales[i]).sum())
+        return cost[i]
+
+    coarse = list(range(0, scales.size, stride))
+    if coarse[-1] != scales.size - 1:
+        coarse.append(scales.size - 1)
+    c = min(coarse, key=bits)
+    near = range(max(0, c - stride + 1), min(scales.size, c + stride))
+    return min(sorted(set(near) | {c}), key=bits)
 
 
 # ----------------------------------------------------------------------------- serialisation
@@ -589,7 +616,8 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
     files). Form 7 codes green in raster order (tail_green.py) where that is estimated to cost fewer
     bits than green in the interlaced passes, else green in the passes too; its parameters begin
     with which (GREEN_ORDERS). Form 8 may code red and blue in raster order too, each guided by
-    green, where that gives fewer bytes than the passes."""
+    green, where that gives fewer bytes than the passes (entropy-coded only where the estimate says
+    it may: RASTER_MARGIN)."""
     _check_form(form)
     x = np.ascontiguousarray(pixels, dtype=np.uint8)
     if side is not None and side.shape != x.shape:
@@ -611,6 +639,10 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
     if form < 8:
         return coded
     red, blue = (tail_green.encode(x[..., c], x[..., 1], form) for c in (0, 2))
+    if red.bits + blue.bits > (1.0 + RASTER_MARGIN) * 8.0 * (
+        len(rest.params) + sum(len(p) for _, p in rest.chunks)
+    ):
+        return coded  # clearly larger by the estimate: not entropy-coded
     params = put_varint(GREEN_ORDERS.index("all raster")) + raster.params + red.params + blue.params
     alone = Coded(params, [(n, raster.payload), (n, red.payload), (n, blue.payload)])
     return alone if len(alone.to_bytes()) < len(coded.to_bytes()) else coded

@@ -30,7 +30,8 @@ No torch here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -192,13 +193,19 @@ class Grid:
 
 @dataclass
 class Coded:
-    """Green coded in raster order: its parameters, its symbols k as a plane (H, W), its chunk's
-    payload, and the estimated bits of both (lossless_tail.logistic_bits, the encoder's choice)."""
+    """A plane coded in raster order: its parameters, its symbols k as a plane (H, W), the
+    estimated bits of both (lossless_tail.logistic_bits, the encoder's choices), and its chunk's
+    payload, entropy-coded only when asked for (an order the encoder does not choose is never
+    coded)."""
 
     params: bytes
     symbols: np.ndarray
-    payload: bytes
     bits: float
+    code: Callable[[], bytes] = field(repr=False)
+
+    @cached_property
+    def payload(self) -> bytes:
+        return self.code()
 
 
 def encode(green: np.ndarray, side: np.ndarray | None, form: int = lt.FORM) -> Coded:
@@ -225,29 +232,52 @@ def encode(green: np.ndarray, side: np.ndarray | None, form: int = lt.FORM) -> C
         lt._fit(feats[cls == j], v[cls == j], activity[cls == j] >> lt.WEIGHT_FRAC, normal=True)
         for j in range(cuts.size + 1)
     ]
-    grid.error[:] = 0
-    mu, activity = np.zeros(v.size), np.zeros(v.size, np.int64)
-
-    def predict(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = lt._weighted(t, weights)
-        return lt._class_location(f, coefs, lt._bins(a, cuts)), a
-
-    def take(sl: slice, m: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu[sl], activity[sl] = m, a
-        return v[sl] - np.rint(m).astype(np.int64), np.ones(m.size, bool)
-
-    grid.run(predict, take)
+    mu, activity = _run_known(grid, feats, terms, v, weights, coefs, cuts)
     k = v - np.rint(mu).astype(np.int64)
-    thresholds, codes = lt._choose_bins(v, mu, activity, 6)
+    thresholds, codes = lt._choose_bins(v, mu, activity, form)
     params = bytearray()
     lt._put_colour(params, weights, cuts, 0, coefs, thresholds, codes)
     scale = codes[lt._bins(activity, thresholds)] / float(lt.SCALE_DENOM)
     groups = [np.arange(sl.start, sl.stop) for sl in grid.fronts]
-    payload = entropy.encode_step(k, lt._prior(mu, scale), groups)
     plane = np.zeros(v.size, np.int64)
     plane[grid.order] = k
     bits = float(lt.logistic_bits(v, mu, scale).sum()) + 8.0 * len(params)
-    return Coded(bytes(params), plane.reshape(height, width), payload, bits)
+    return Coded(
+        bytes(params),
+        plane.reshape(height, width),
+        bits,
+        lambda: entropy.encode_step(k, lt._prior(mu, scale), groups),
+    )
+
+
+def _run_known(
+    grid: Grid,
+    feats: np.ndarray,
+    terms: np.ndarray,
+    v: np.ndarray,
+    weights: np.ndarray,
+    coefs: list[np.ndarray],
+    cuts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's Grid.run: every pixel's (location, activity) in coding order, wavefront by
+    wavefront. The encoder knows every level, so of the features and terms (computed for all pixels
+    at once) only those that read the coded symbols (the 4 symbols, the sum of their sizes) change
+    from one wavefront to the next: the same numbers as Grid.run, in a fraction of its time."""
+    e_cols = slice(feats.shape[1] - 5, feats.shape[1] - 1)  # the symbols at W, N, NW, NE (features' order)
+    near = grid._causal[:4]
+    grid.error[:] = 0
+    mu, activity = np.zeros(v.size), np.zeros(v.size, np.int64)
+    for sl in grid.fronts:
+        at = grid.at[sl]
+        e = np.stack([grid.error[at + o] for o in near], 1)
+        f, t = feats[sl].copy(), terms[sl].copy()
+        f[:, e_cols] = e
+        t[:, 5] = np.abs(e).sum(1)
+        a = lt._weighted(t, weights)
+        m = lt._class_location(f, coefs, lt._bins(a, cuts))
+        mu[sl], activity[sl] = m, a
+        grid.error[at] = v[sl] - np.rint(m).astype(np.int64)
+    return mu, activity
 
 
 class Decoder:
