@@ -66,12 +66,12 @@ def partial_features(self, at):
     return np.concatenate([feats[:, :-5], np.stack(extra, 1), feats[:, -5:]], 1), terms
 
 
-def green_only(plane, side, form):
+def green_only(plane, side, form, guide=None):
     """tail_green.encode for green; for red and blue (guided by the photo's own green) a stand-in
     far too large to be chosen, so that the tail keeps red and blue in the passes."""
     if side is not None and np.shares_memory(side, green_only.image):
-        return tail_green.Coded(b"", np.zeros(0), bytes(1 << 24), np.inf)
-    return ENCODE(plane, side, form)
+        return tail_green.Coded(b"", np.zeros(0), np.inf, lambda: bytes(1 << 24))
+    return ENCODE(plane, side, form, guide)
 
 
 green_only.image = np.zeros(0)

@@ -62,6 +62,26 @@ def test_multiple_slices(monkeypatch):
     assert np.array_equal(entropy.decode_step(entropy.encode_step(k, prior), prior), k)
 
 
+def test_small_groups_tables_made_together_give_the_same_payload(monkeypatch):
+    """The encoder makes the window tables of consecutive small groups together (TABLE_BATCH): the
+    payload is byte for byte that of one table call per group and bucket, escapes included, and
+    groups larger than a batch go on their own."""
+    rng = np.random.default_rng(4)
+    x, prior = make_prior(rng, 3000, 0.05, 0.02, spread=8)  # wide windows and some escapes
+    k = entropy.quantise(x, prior)
+    assert (np.abs(k) > entropy.window_half_width(prior)).any()
+    cuts = np.sort(rng.choice(np.arange(1, 3000), 60, replace=False))
+    groups = np.split(np.arange(3000), cuts)  # 61 groups of 1 to a few hundred elements
+    monkeypatch.setattr(entropy, "TABLE_BATCH", 400)
+    batched = entropy.encode_step(k, prior, groups)
+    monkeypatch.setattr(entropy, "TABLE_BATCH", 1)  # every group on its own, as before the batches
+    assert batched == entropy.encode_step(k, prior, groups)
+    stream = entropy.StepStream(batched)
+    for g in groups:
+        got, ok = stream.group(prior.part(g))
+        assert ok.all() and np.array_equal(got, k[g])
+
+
 def _check_prefixes(payload: bytes, decode, truth: np.ndarray) -> list[int]:
     """Decode every whole-word prefix of a payload as a cut chunk: what it marks received must be
     the encoder's values, and more words never receive fewer elements. Returns the counts."""

@@ -60,6 +60,9 @@ Form 8 (uqdm 0.32, section 36) gives green in raster order a weighted predictor 
 sub-predictions weighed by their errors at the causal neighbours. And it may code red and blue in
 raster order too, each with green as its side image, where that is smaller than the passes.
 
+Form 9 (uqdm 0.33, section 37) gives blue in raster order red as a second guide beside green: red's
+levels around the pixel, blue's differences to them, and 4 more sub-predictions.
+
 No torch here.
 """
 
@@ -83,8 +86,8 @@ FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, an
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
 # form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 7: 0.31
-FORMS = (1, 2, 3, 4, 5, 6, 7, 8)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 8: 0.32
+FORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 # form 8: red and blue in raster order are entropy-coded (and the smaller tail kept) only where their
 # estimated bits come within this fraction of the passes' real bytes for red and blue (the estimate
 # was within 1.5 % of the real bytes on the decision sets' photos, docs/MODEL.md section 37)
@@ -638,7 +641,8 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
     )
     if form < 8:
         return coded
-    red, blue = (tail_green.encode(x[..., c], x[..., 1], form) for c in (0, 2))
+    red = tail_green.encode(x[..., 0], x[..., 1], form)
+    blue = tail_green.encode(x[..., 2], x[..., 1], form, x[..., 0] if form >= 9 else None)
     if red.bits + blue.bits > (1.0 + RASTER_MARGIN) * 8.0 * (
         len(rest.params) + sum(len(p) for _, p in rest.chunks)
     ):
@@ -844,9 +848,18 @@ class TailDecoder:
                 self.green = tail_green.Decoder(
                     colour, height, width, None if side is None else side[..., 1], form
                 )
-                if GREEN_ORDERS[order] == "all raster":
-                    counts = tail_green.num_terms(True, form), tail_green.num_features(True, form)
-                    self.raster = [_read_colour(src, *counts, 5) for _ in range(2)]
+                if (
+                    GREEN_ORDERS[order] == "all raster"
+                ):  # red's, then blue's (from form 9 on guided by red too)
+                    self.raster = [
+                        _read_colour(
+                            src,
+                            tail_green.num_terms(True, form, guided),
+                            tail_green.num_features(True, form, guided),
+                            5,
+                        )
+                        for guided in (False, form >= 9)
+                    ]
         self.lead = (0, 1, 3)[order]  # colours in raster order, green first: a chunk each, before the passes
         self.colours = COLOURS[self.lead :]  # the colours of the passes
         self.passes = [p for p in passes(height, width, form) if p.rows.size] if self.colours else []
@@ -933,7 +946,10 @@ class TailDecoder:
             from . import tail_green  # it builds on this module
 
             green = self.x[..., COLOURS[0]].copy()
-            dec = tail_green.Decoder(self.raster[self.next - 1], self.height, self.width, green, self.form)
+            guide = self.x[..., 0].copy() if self.next == 2 and self.form >= 9 else None  # blue's: red
+            dec = tail_green.Decoder(
+                self.raster[self.next - 1], self.height, self.width, green, self.form, guide
+            )
         whole = dec.decode(payload, cut)
         levels, symbols, done = dec.plane()
         c = COLOURS[self.next]

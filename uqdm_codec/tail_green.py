@@ -22,7 +22,8 @@ was at the 8 causal neighbours. A linear predictor mixes its features the same w
 class; this mix changes from pixel to pixel. Green's bytes: -2.6 % and -4.1 % on the decision sets
 (docs/MODEL.md section 36). With it, red and blue in raster order, each coded here with the decoded
 green as its side image (the colour-difference sub-predictions then read R - G and B - G), beat
-the interlaced passes on some photos, and the encoder may choose that.
+the interlaced passes on some photos, and the encoder may choose that. Form 9 gives blue's raster
+coder the decoded red as a second guide (docs/MODEL.md section 37).
 
 No torch here.
 """
@@ -46,20 +47,22 @@ PAD = 2  # rows above and columns either side that the padded planes hold (one r
 NO_SIDE = 128  # an outside neighbour's level without a side image
 
 
-def num_features(has_side: bool, form: int = lt.FORM) -> int:
+def num_features(has_side: bool, form: int = lt.FORM, has_guide: bool = False) -> int:
     """8 levels, (7 side values), the median pair, (the side-difference median and its guided
-    mean), (form 8: the weighted predictor and the best sub-predictor), 4 errors, 1."""
-    return 14 + (9 if has_side else 0) + (2 if form >= 8 else 0)
+    mean), (form 8: the weighted predictor and the best sub-predictor), (form 9's blue: 7 guide
+    values, the guide-difference median and its guided mean), 4 errors, 1."""
+    return 14 + (9 if has_side else 0) + (2 if form >= 8 else 0) + (9 if has_guide else 0)
 
 
-def num_terms(has_side: bool, form: int = lt.FORM) -> int:
-    """5 gradients, the errors' sum, (2 side spreads), (form 8: the best sub-predictor's error)."""
-    return 6 + (2 if has_side else 0) + (1 if form >= 8 else 0)
+def num_terms(has_side: bool, form: int = lt.FORM, has_guide: bool = False) -> int:
+    """5 gradients, the errors' sum, (2 side spreads), (form 8: the best sub-predictor's error),
+    (form 9's blue: 2 guide spreads)."""
+    return 6 + (2 if has_side else 0) + (1 if form >= 8 else 0) + (2 if has_guide else 0)
 
 
-def num_sub_predictors(has_side: bool) -> int:
+def num_sub_predictors(has_side: bool, has_guide: bool = False) -> int:
     """Form 8: the weighted predictor's sub-predictors (Grid.sub_predictions)."""
-    return 14 if has_side else 10
+    return (14 if has_side else 10) + (4 if has_guide else 0)
 
 
 class Grid:
@@ -70,10 +73,21 @@ class Grid:
     without one), its symbol 0 and its sub-predictors' errors 0; the side image is extended by its
     edge pixels."""
 
-    def __init__(self, height: int, width: int, side: np.ndarray | None, form: int = lt.FORM):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        side: np.ndarray | None,
+        form: int = lt.FORM,
+        guide: np.ndarray | None = None,
+    ):
+        if guide is not None and (side is None or form < 9):
+            raise ValueError("a second guide needs a side image and form 9")
         self.height, self.width, self.form = height, width, form
         self.stride = width + 2 * PAD
         pad = ((PAD, 1), (PAD, PAD))
+        # form 9, blue in raster order: red, a second guide beside the side image (green)
+        self.guide = None if guide is None else np.pad(guide.astype(np.int64), pad, mode="edge").ravel()
         if side is not None:
             self.side = np.pad(side.astype(np.int64), pad, mode="edge").ravel()
             self.level = self.side.copy()
@@ -83,7 +97,9 @@ class Grid:
         self.error = np.zeros_like(self.level)
         # form 8: |sub-prediction - 2 level| of each coded pixel (half levels, at most 1020), per
         # sub-predictor; int16 to keep a 1024 x 1024 region's planes at 29 MB
-        self.sub_error = np.zeros((self.level.size, num_sub_predictors(side is not None)), np.int16)
+        self.sub_error = np.zeros(
+            (self.level.size, num_sub_predictors(side is not None, guide is not None)), np.int16
+        )
         self._sub = np.zeros((0, self.sub_error.shape[1]), np.int64)  # the last features() call's
         i, j = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
         t = (2 * i + j).ravel()
@@ -105,7 +121,8 @@ class Grid:
         """Form 8: the weighted predictor's sub-predictors at padded indices `at`, in half levels
         (n, P): 2 (N + W - NW), 2 (W + NE - N), 2 N, 2 W, N + NE, 2 NE, 2 NW, 2 (2 W - WW),
         2 (2 N - NN), W + N, and with a side image S 2 (S + W - S_W), 2 (S + N - S_N),
-        2 (S + NE - S_NE), 2 (S + NW - S_NW)."""
+        2 (S + NE - S_NE), 2 (S + NW - S_NW), and with a guide R (form 9's blue) the same 4 with R
+        for S."""
         w, n, nw, ne, ww, nn = (self.level[at + o] for o in self._causal[:6])
         sub = [2 * (n + w - nw), 2 * (w + ne - n), 2 * n, 2 * w, n + ne, 2 * ne]
         sub += [2 * nw, 2 * (2 * w - ww), 2 * (2 * n - nn), w + n]
@@ -118,6 +135,15 @@ class Grid:
                 (nw, self._causal[2]),
             ):
                 sub.append(2 * (s + level - self.side[at + o]))
+        if self.guide is not None:
+            g = self.guide[at]
+            for level, o in (
+                (w, self._causal[0]),
+                (n, self._causal[1]),
+                (ne, self._causal[3]),
+                (nw, self._causal[2]),
+            ):
+                sub.append(2 * (g + level - self.guide[at + o]))
         return np.stack(sub, 1)
 
     def levels(self) -> np.ndarray:
@@ -136,10 +162,14 @@ class Grid:
         floor(sum_i w_i P_i / sum_i w_i), w_i = floor(2^30 / (1 + E_i)^2), over the sub-predictions
         P_i (sub_predictions) with E_i the sum of sub-predictor i's errors at the 8 causal
         neighbours (JPEG XL's self-correcting idea: trust what was right nearby), and P_i of the
-        least E_i (the first on a tie); the coded symbols k at W, N, NW, NE; 1.
+        least E_i (the first on a tie); with a guide (form 9's blue: red) its values at the pixel,
+        W, N, NW, NE, E and S, twice its value at the pixel plus the sum of the middle two of the
+        differences to it at W, N, NW, NE, and those differences' guided mean; the coded symbols k
+        at W, N, NW, NE; 1.
         Terms: |W - NW|, |N - NW|, |N - NE|, |W - WW|, |N - NN|; the sum of |k| at W, N, NW, NE;
         with a side image, the spread of those 4 differences and the spread of the side image's
-        green at W, N, E, S (lossless_tail._spread); from form 8 on the least E_i."""
+        green at W, N, E, S (lossless_tail._spread); from form 8 on the least E_i; with a guide the
+        same two spreads of the guide."""
         n = [self.level[at + o] for o in self._causal]
         near = np.stack(n[:4], 1)
         e = [self.error[at + o] for o in self._causal[:4]]
@@ -163,6 +193,12 @@ class Grid:
             feats.append(sub[np.arange(at.size), np.argmin(err, 1)])
             terms.append(err.min(1))
             self._sub = sub
+        if self.guide is not None:
+            g = [self.guide[at + o] for o in self._side_at]
+            gn = np.stack(g[1:5], 1)
+            feats += g
+            feats += [2 * g[0] + lt._middle_sum(near - gn), lt._guided(g[0], gn, near)]
+            terms += [lt._spread(near - gn), lt._spread(np.stack([g[1], g[2], g[5], g[6]], 1))]
         feats += e
         feats.append(np.ones(at.size, np.int64))
         return np.stack(feats, 1), np.stack(terms, 1)
@@ -208,15 +244,18 @@ class Coded:
         return self.code()
 
 
-def encode(green: np.ndarray, side: np.ndarray | None, form: int = lt.FORM) -> Coded:
-    """Code a green plane (H, W) uint8 in raster order, given the side image's green (or None).
+def encode(
+    green: np.ndarray, side: np.ndarray | None, form: int = lt.FORM, guide: np.ndarray | None = None
+) -> Coded:
+    """Code a green plane (H, W) uint8 in raster order, given the side image's green (or None),
+    and (form 9, blue in raster order) a second guide plane, red.
 
     The coefficients come from a first least-squares fit without the symbol features and a second
     one given that fit's symbols (the symbols a wavefront coder makes depend on the coefficients,
     so the fit sees close stand-ins); the term weights, classes and scale bins are then chosen as
     in a form-5 pass, the bins on the symbols really coded."""
     height, width = green.shape
-    grid = Grid(height, width, side, form)
+    grid = Grid(height, width, side, form, guide)
     grid.set_levels(green)
     v = green.ravel()[grid.order].astype(np.int64)
     feats, terms = grid.features(grid.at)
@@ -284,9 +323,15 @@ class Decoder:
     """Decodes green's chunk (a prefix of it if cut), given its parameters."""
 
     def __init__(
-        self, colour: lt._Colour, height: int, width: int, side: np.ndarray | None, form: int = lt.FORM
+        self,
+        colour: lt._Colour,
+        height: int,
+        width: int,
+        side: np.ndarray | None,
+        form: int = lt.FORM,
+        guide: np.ndarray | None = None,
     ):
-        self.colour, self.grid = colour, Grid(height, width, side, form)
+        self.colour, self.grid = colour, Grid(height, width, side, form, guide)
         self.received = np.zeros(height * width, bool)  # in coding order (a cut group's need not be a prefix)
 
     def decode(self, payload: bytes, cut: bool = False) -> bool:
