@@ -180,20 +180,55 @@ def feasible_range(prior: StepPrior) -> tuple[np.ndarray, np.ndarray]:
     return k_lo, k_hi
 
 
-def _edge_cdf(prior: StepPrior, edges: np.ndarray) -> np.ndarray:
-    """Truncated prior CDF (unnormalised, up to a constant per element) at bin edges
-    loc + (e - u) q, for edge offsets `edges` (broadcast against (m, 1)); clipping to
-    [lower, upper] is what truncates the prior. Where the interval lies right of the location
-    (a > 0) the CDF is taken as -sigmoid(-t), i.e. minus the upper tail, so that the differences
-    keep their precision far in the tail (with known intervals only: version 7 files did not)."""
+class _Sigmoids:
+    """Sigmoid arguments collected from several tables and evaluated in one portable.sigmoid call:
+    elementwise, so each value is what a call of its own would give, for the numpy overhead of one
+    call (a raster tail's wavefront groups have several small buckets each)."""
+
+    def __init__(self) -> None:
+        self.args: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def add(self, t: np.ndarray) -> int:
+        self.args.append(np.asarray(t, dtype=np.float64))
+        return len(self.args) - 1
+
+    def run(self) -> None:
+        if len(self.args) == 1:
+            self.values = [_sigmoid(self.args[0])]
+            return
+        flat = _sigmoid(np.concatenate([a.reshape(-1) for a in self.args]))
+        ends = np.cumsum([a.size for a in self.args])
+        self.values = [v.reshape(a.shape) for v, a in zip(np.split(flat, ends[:-1]), self.args)]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.values[i]
+
+
+def _edge_cdf_parts(prior: StepPrior, edges: np.ndarray, sig: _Sigmoids):
+    """_edge_cdf with its sigmoids left to `sig`: returns what makes the CDF once sig has run."""
     inv = 1.0 / prior.scale[:, None]
     a = (prior.lower - prior.loc)[:, None] * inv
     b = (prior.upper - prior.loc)[:, None] * inv
     t = np.clip((edges - prior.dither[:, None]) * (prior.quant_step[:, None] * inv), a, b)
     right = a > 0
     if prior.lower_known is None or not right.any():
-        return _sigmoid(t)
-    return np.where(right, -_sigmoid(-t), _sigmoid(t))
+        i = sig.add(t)
+        return lambda: sig[i]
+    i, j = sig.add(-t), sig.add(t)
+    return lambda: np.where(right, -sig[i], sig[j])
+
+
+def _edge_cdf(prior: StepPrior, edges: np.ndarray) -> np.ndarray:
+    """Truncated prior CDF (unnormalised, up to a constant per element) at bin edges
+    loc + (e - u) q, for edge offsets `edges` (broadcast against (m, 1)); clipping to
+    [lower, upper] is what truncates the prior. Where the interval lies right of the location
+    (a > 0) the CDF is taken as -sigmoid(-t), i.e. minus the upper tail, so that the differences
+    keep their precision far in the tail (with known intervals only: version 7 files did not)."""
+    sig = _Sigmoids()
+    cdf = _edge_cdf_parts(prior, edges, sig)
+    sig.run()
+    return cdf()
 
 
 def _bin_masses(prior: StepPrior, ks: np.ndarray) -> np.ndarray:
@@ -201,13 +236,23 @@ def _bin_masses(prior: StepPrior, ks: np.ndarray) -> np.ndarray:
     return np.maximum(_edge_cdf(prior, ks + 0.5) - _edge_cdf(prior, ks - 0.5), 0.0)
 
 
-def _normaliser(prior: StepPrior) -> np.ndarray:
+def _normaliser_parts(prior: StepPrior, sig: _Sigmoids):
+    """_normaliser with its sigmoids left to `sig`."""
     inv = 1.0 / prior.scale
     a, b = (prior.lower - prior.loc) * inv, (prior.upper - prior.loc) * inv
     right = a > 0
     if prior.lower_known is None or not right.any():
-        return _sigmoid(b) - _sigmoid(a)
-    return np.where(right, _sigmoid(-a) - _sigmoid(-b), _sigmoid(b) - _sigmoid(a))
+        i, j = sig.add(b), sig.add(a)
+        return lambda: sig[i] - sig[j]
+    i, j, m, n = sig.add(-a), sig.add(-b), sig.add(b), sig.add(a)
+    return lambda: np.where(right, sig[i] - sig[j], sig[m] - sig[n])
+
+
+def _normaliser(prior: StepPrior) -> np.ndarray:
+    sig = _Sigmoids()
+    norm = _normaliser_parts(prior, sig)
+    sig.run()
+    return norm()
 
 
 def step_element_bits(k: np.ndarray, prior: StepPrior) -> np.ndarray:
@@ -233,13 +278,32 @@ def step_ideal_bits(k: np.ndarray, prior: StepPrior) -> float:
     return float(step_element_bits(k, prior).sum())
 
 
+def _window_table_parts(prior: StepPrior, half: int, sig: _Sigmoids):
+    """_window_tables with its sigmoids left to `sig`."""
+    edges = np.arange(-half, half + 2, dtype=np.float64)[None, :] - 0.5
+    cdf_of, norm_of = _edge_cdf_parts(prior, edges, sig), _normaliser_parts(prior, sig)
+
+    def table() -> np.ndarray:
+        cdf = cdf_of()
+        masses = np.maximum(np.diff(cdf, axis=1), 0.0)
+        escape = np.maximum(norm_of() - (cdf[:, -1] - cdf[:, 0]), 0.0)
+        return np.maximum(np.concatenate([masses, escape[:, None]], axis=1), PROB_FLOOR)
+
+    return table
+
+
 def _window_tables(prior: StepPrior, half: int) -> np.ndarray:
     """Rows [P(k=-W..W) ..., P(escape)] for elements sharing half-width W."""
-    edges = np.arange(-half, half + 2, dtype=np.float64)[None, :] - 0.5
-    cdf = _edge_cdf(prior, edges)
-    masses = np.maximum(np.diff(cdf, axis=1), 0.0)
-    escape = np.maximum(_normaliser(prior) - (cdf[:, -1] - cdf[:, 0]), 0.0)
-    return np.maximum(np.concatenate([masses, escape[:, None]], axis=1), PROB_FLOOR)
+    return _window_tables_many(prior, [(half, slice(None))])[0]
+
+
+def _window_tables_many(prior: StepPrior, buckets) -> list[np.ndarray]:
+    """_window_tables of each bucket (W, positions) of a prior, the same numbers from one sigmoid
+    call for them all."""
+    sig = _Sigmoids()
+    tables = [_window_table_parts(prior.part(idx), int(w), sig) for w, idx in buckets]
+    sig.run()
+    return [table() for table in tables]
 
 
 def _escape_tables(prior: StepPrior, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,10 +368,10 @@ def _push_small_groups(coder, k: np.ndarray, prior: StepPrior | CodedPrior, grou
     every = np.concatenate(groups)
     part = prior.part(every)
     half = window_half_width(part)
-    tables, row = {}, np.zeros(every.size, np.int64)
-    for w in np.unique(half):
-        members = np.flatnonzero(half == w)
-        tables[int(w)] = _window_tables(part.part(members), int(w))
+    row = np.zeros(every.size, np.int64)
+    widths = [(int(w), np.flatnonzero(half == w)) for w in np.unique(half)]
+    tables = dict(zip((w for w, _ in widths), _window_tables_many(part, widths)))
+    for _, members in widths:
         row[members] = np.arange(members.size)
     start = 0
     for g in groups:
@@ -417,8 +481,10 @@ def _decode_group(src: _Source, prior: StepPrior) -> tuple[np.ndarray, np.ndarra
     for sl, part, half, buckets in _slice_plan(prior):
         ks = np.zeros(sl.stop - sl.start, dtype=np.int64)
         got = np.zeros(ks.size, bool)
-        for w, idx in buckets:
-            sym, valid = src.decode(_window_tables(part.part(idx), w))
+        small = ks.size <= TABLE_BATCH  # then every bucket's table at once (the same numbers)
+        tables = _window_tables_many(part, buckets) if small else [None] * len(buckets)
+        for (w, idx), table in zip(buckets, tables):
+            sym, valid = src.decode(_window_tables(part.part(idx), w) if table is None else table)
             ks[idx[:valid]] = sym[:valid] - w
             got[idx[:valid]] = True
         escaped = np.flatnonzero(got & (ks > half))  # the escape symbol decodes as w + 1
