@@ -65,13 +65,14 @@ def test_multiple_slices(monkeypatch):
 def test_small_groups_tables_made_together_give_the_same_payload(monkeypatch):
     """The encoder makes the window tables of consecutive small groups together (TABLE_BATCH): the
     payload is byte for byte that of one table call per group and bucket, escapes included, and
-    groups larger than a batch go on their own."""
+    groups larger than a batch go on their own; an empty group codes nothing."""
     rng = np.random.default_rng(4)
     x, prior = make_prior(rng, 3000, 0.05, 0.02, spread=8)  # wide windows and some escapes
     k = entropy.quantise(x, prior)
     assert (np.abs(k) > entropy.window_half_width(prior)).any()
     cuts = np.sort(rng.choice(np.arange(1, 3000), 60, replace=False))
     groups = np.split(np.arange(3000), cuts)  # 61 groups of 1 to a few hundred elements
+    groups[5:5] = [np.arange(0)]  # and an empty one (a colour group of a region without pixels)
     monkeypatch.setattr(entropy, "TABLE_BATCH", 400)
     batched = entropy.encode_step(k, prior, groups)
     monkeypatch.setattr(entropy, "TABLE_BATCH", 1)  # every group on its own, as before the batches

@@ -194,8 +194,8 @@ class _Sigmoids:
         return len(self.args) - 1
 
     def run(self) -> None:
-        if len(self.args) == 1:
-            self.values = [_sigmoid(self.args[0])]
+        if len(self.args) <= 1:  # none (no bucket: an empty group) or one
+            self.values = [_sigmoid(a) for a in self.args]
             return
         flat = _sigmoid(np.concatenate([a.reshape(-1) for a in self.args]))
         ends = np.cumsum([a.size for a in self.args])

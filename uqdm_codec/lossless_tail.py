@@ -848,9 +848,8 @@ class TailDecoder:
                 self.green = tail_green.Decoder(
                     colour, height, width, None if side is None else side[..., 1], form
                 )
-                if (
-                    GREEN_ORDERS[order] == "all raster"
-                ):  # red's, then blue's (from form 9 on guided by red too)
+                # red's parameters, then blue's (from form 9 on guided by red too)
+                if GREEN_ORDERS[order] == "all raster":
                     self.raster = [
                         _read_colour(
                             src,
