@@ -72,7 +72,7 @@ def test_small_groups_tables_made_together_give_the_same_payload(monkeypatch):
     assert (np.abs(k) > entropy.window_half_width(prior)).any()
     cuts = np.sort(rng.choice(np.arange(1, 3000), 60, replace=False))
     groups = np.split(np.arange(3000), cuts)  # 61 groups of 1 to a few hundred elements
-    groups[5:5] = [np.arange(0)]  # and an empty one (a colour group of a region without pixels)
+    groups[5:5] = [np.arange(0)]  # and an empty one (a chunk where one colour has no elements)
     monkeypatch.setattr(entropy, "TABLE_BATCH", 400)
     batched = entropy.encode_step(k, prior, groups)
     monkeypatch.setattr(entropy, "TABLE_BATCH", 1)  # every group on its own, as before the batches
