@@ -481,10 +481,12 @@ def _decode_group(src: _Source, prior: StepPrior) -> tuple[np.ndarray, np.ndarra
     for sl, part, half, buckets in _slice_plan(prior):
         ks = np.zeros(sl.stop - sl.start, dtype=np.int64)
         got = np.zeros(ks.size, bool)
-        small = ks.size <= TABLE_BATCH  # then every bucket's table at once (the same numbers)
-        tables = _window_tables_many(part, buckets) if small else [None] * len(buckets)
+        if ks.size <= TABLE_BATCH:  # every bucket's table at once (the same numbers)
+            tables = iter(_window_tables_many(part, buckets))
+        else:  # one at a time, as each is needed
+            tables = (_window_tables(part.part(idx), w) for w, idx in buckets)
         for (w, idx), table in zip(buckets, tables):
-            sym, valid = src.decode(_window_tables(part.part(idx), w) if table is None else table)
+            sym, valid = src.decode(table)
             ks[idx[:valid]] = sym[:valid] - w
             got[idx[:valid]] = True
         escaped = np.flatnonzero(got & (ks > half))  # the escape symbol decodes as w + 1

@@ -520,8 +520,7 @@ def _best_scale(v: np.ndarray, mu: np.ndarray, scales: np.ndarray, stride: int =
     if coarse[-1] != scales.size - 1:
         coarse.append(scales.size - 1)
     c = min(coarse, key=bits)
-    near = range(max(0, c - stride + 1), min(scales.size, c + stride))
-    return min(sorted(set(near) | {c}), key=bits)
+    return min(range(max(0, c - stride + 1), min(scales.size, c + stride)), key=bits)
 
 
 # ----------------------------------------------------------------------------- serialisation

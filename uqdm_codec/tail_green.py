@@ -126,24 +126,11 @@ class Grid:
         w, n, nw, ne, ww, nn = (self.level[at + o] for o in self._causal[:6])
         sub = [2 * (n + w - nw), 2 * (w + ne - n), 2 * n, 2 * w, n + ne, 2 * ne]
         sub += [2 * nw, 2 * (2 * w - ww), 2 * (2 * n - nn), w + n]
-        if self.side is not None:
-            s = self.side[at]
-            for level, o in (
-                (w, self._causal[0]),
-                (n, self._causal[1]),
-                (ne, self._causal[3]),
-                (nw, self._causal[2]),
-            ):
-                sub.append(2 * (s + level - self.side[at + o]))
-        if self.guide is not None:
-            g = self.guide[at]
-            for level, o in (
-                (w, self._causal[0]),
-                (n, self._causal[1]),
-                (ne, self._causal[3]),
-                (nw, self._causal[2]),
-            ):
-                sub.append(2 * (g + level - self.guide[at + o]))
+        for plane in (self.side, self.guide):  # the side image's 4, then the guide's
+            if plane is not None:
+                here, c = plane[at], self._causal
+                for level, o in ((w, c[0]), (n, c[1]), (ne, c[3]), (nw, c[2])):
+                    sub.append(2 * (here + level - plane[at + o]))
         return np.stack(sub, 1)
 
     def levels(self) -> np.ndarray:
@@ -179,12 +166,9 @@ class Grid:
         if self.side is None:
             feats.append(lt._middle_sum(near))
         else:
-            s = [self.side[at + o] for o in self._side_at]
-            diff = near - np.stack(s[1:5], 1)
-            feats += s
-            feats += [lt._middle_sum(near), 2 * s[0] + lt._middle_sum(diff)]
-            feats.append(lt._guided(s[0], np.stack(s[1:5], 1), near))
-            terms += [lt._spread(diff), lt._spread(np.stack([s[1], s[2], s[5], s[6]], 1))]
+            values, pair, spreads = self._guided_by(self.side, at, near)
+            feats += values + [lt._middle_sum(near)] + pair
+            terms += spreads
         if self.form >= 8:
             sub = self.sub_predictions(at)
             err = sum(self.sub_error[at + o].astype(np.int64) for o in self._causal)
@@ -194,14 +178,25 @@ class Grid:
             terms.append(err.min(1))
             self._sub = sub
         if self.guide is not None:
-            g = [self.guide[at + o] for o in self._side_at]
-            gn = np.stack(g[1:5], 1)
-            feats += g
-            feats += [2 * g[0] + lt._middle_sum(near - gn), lt._guided(g[0], gn, near)]
-            terms += [lt._spread(near - gn), lt._spread(np.stack([g[1], g[2], g[5], g[6]], 1))]
+            values, pair, spreads = self._guided_by(self.guide, at, near)
+            feats += values + pair
+            terms += spreads
         feats += e
         feats.append(np.ones(at.size, np.int64))
         return np.stack(feats, 1), np.stack(terms, 1)
+
+    def _guided_by(
+        self, plane: np.ndarray, at: np.ndarray, near: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """What a guide plane (the side image, or form 9's second guide) gives the pixels at `at`,
+        whose levels at W, N, NW, NE are `near`: its values at the pixel, W, N, NW, NE, E and S;
+        twice its value at the pixel plus the median pair of the differences near - guide, and
+        their guided mean; the spread of those differences and of its values at W, N, E, S."""
+        g = [plane[at + o] for o in self._side_at]
+        gn = np.stack(g[1:5], 1)
+        diff = near - gn
+        pair = [2 * g[0] + lt._middle_sum(diff), lt._guided(g[0], gn, near)]
+        return g, pair, [lt._spread(diff), lt._spread(np.stack([g[1], g[2], g[5], g[6]], 1))]
 
     def run(
         self,
