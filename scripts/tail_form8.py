@@ -87,7 +87,7 @@ def tail_bytes(variant: str, px: np.ndarray, side: np.ndarray) -> int:
         tail_green.Grid.features = partial_features
     if "more" in removed:
         tail_green.Grid.sub_predictions = fewer_sub_predictions
-        tail_green.num_sub_predictors = lambda has_side: COUNT(has_side) - 4
+        tail_green.num_sub_predictors = lambda has_side, has_guide=False: COUNT(has_side, has_guide) - 4
     try:
         return len(lt.encode(px, side, int(form)))
     finally:
