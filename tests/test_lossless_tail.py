@@ -322,6 +322,126 @@ def test_green_wavefronts_hold_every_pixel_once_and_see_only_earlier_ones(shape)
     assert (np.diff([t[sl][0] for sl in grid.fronts]) > 0).all()
 
 
+@pytest.mark.parametrize("form, guided", [(7, False), (8, False), (9, True), (10, True)])
+def test_the_encoders_known_levels_give_every_wavefront_the_decoders_features(form, guided):
+    """Grid.run with `known` (the encoder's: features computed at once, then only the symbols'
+    columns brought up to date) hands predict the same integers as features() on a decoder's planes,
+    filled wavefront by wavefront."""
+    img = _photo_crop()[:24, :40]
+    side = _near(img, spread=5)
+    green = img[..., 1].ravel().astype(np.int64)
+    seen: dict[str, list] = {"known": [], "decoder": []}
+
+    def run(name: str, grid: tail_green.Grid, known=None) -> None:
+        def predict(f: np.ndarray, t: np.ndarray):
+            seen[name].append((f, t))
+            return (f[:, 0] + f[:, 1]) / 2.0, None  # the mean of W and N as the location
+
+        def take(sl: slice, mu: np.ndarray, _, bounds):
+            seen[name].append(bounds)
+            return green[grid.order[sl]] - np.rint(mu).astype(np.int64), np.ones(mu.size, bool)
+
+        assert grid.run(predict, take, known)
+
+    intervals = _block_intervals(img, np.random.default_rng(2)) if form >= 10 else None
+    encoder = tail_green.Grid(24, 40, side[..., 1], form, img[..., 0] if guided else None, intervals)
+    encoder.set_levels(img[..., 1])
+    run("known", encoder, encoder.features(encoder.at))
+    decoder = tail_green.Grid(24, 40, side[..., 1], form, img[..., 0] if guided else None, intervals)
+    run("decoder", decoder)
+    assert len(seen["known"]) == len(seen["decoder"]) == 2 * len(encoder.fronts)
+    for (f0, t0), (f1, t1), b0, b1 in zip(
+        seen["known"][::2], seen["decoder"][::2], seen["known"][1::2], seen["decoder"][1::2]
+    ):
+        assert np.array_equal(f0, f1) and np.array_equal(t0, t1)
+        assert (
+            (b0 is None and b1 is None) if intervals is None else np.array_equal(np.stack(b0), np.stack(b1))
+        )
+    assert np.array_equal(decoder.levels(), img[..., 1]) and np.array_equal(encoder.error, decoder.error)
+    assert any(f[:, -5:-1].any() for f, _ in seen["known"][::2])  # the symbols' columns did change
+    if intervals is not None:  # and the bounds narrowed some levels
+        assert any((b[1] - b[0] < 255).any() for b in seen["known"][1::2])
+
+
+def _block_intervals(
+    img: np.ndarray, rng: np.random.Generator, widest: float = 6.0
+) -> lossless_tail.Intervals:
+    """Known intervals of an image's finest Haar band as a chain might leave them: each of width
+    0.5 to `widest` levels around the true coefficient, a third of them the whole band."""
+    x = img.astype(np.float64).transpose(2, 0, 1)
+    a, b, c, d = x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+    true = np.stack([(a - b + c - d) / 2, (a + b - c - d) / 2, (a - b - c + d) / 2])
+    width = rng.uniform(0.5, widest, true.shape)
+    lower = true - rng.uniform(0, 1, true.shape) * width
+    upper = lower + width
+    wide = rng.random(true.shape) < 1 / 3
+    return lossless_tail.Intervals(np.where(wide, -256.0, lower), np.where(wide, 256.0, upper))
+
+
+def test_block_bounds_hold_the_truth_and_are_exact_once_three_pixels_are_known():
+    """Every pixel lies within its bounds whatever mates of its 2 x 2 block are known; with all
+    three known the bounds are the integers the three intervals allow (a brute-force check)."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)
+    intervals = _block_intervals(img, rng)
+    rows, cols = np.divmod(np.arange(120), 12)
+    for c in range(3):
+        level = img[..., c].astype(np.int64)
+        for trial in range(8):
+            known = rng.random((10, 12)) < trial / 7
+            low, high = intervals.bounds(rows, cols, c, level, known)
+            assert (low <= level.ravel()).all() and (level.ravel() <= high).all()
+        low, high = intervals.bounds(rows, cols, c, level, np.ones((10, 12), bool))
+        for i in rng.choice(120, 20, replace=False):
+            r, q = rows[i], cols[i]
+            block = level[r - r % 2 : r - r % 2 + 2, q - q % 2 : q - q % 2 + 2].astype(np.float64)
+            allowed = []
+            for v in range(256):
+                block[r % 2, q % 2] = v
+                (a, b), (cc, d) = block
+                coefs = ((a - b + cc - d) / 2, (a + b - cc - d) / 2, (a - b - cc + d) / 2)
+                lo, hi = intervals.lower[:, c, r // 2, q // 2], intervals.upper[:, c, r // 2, q // 2]
+                if all(lo[j] <= coefs[j] <= hi[j] for j in range(3)):
+                    allowed.append(v)
+            assert (low[i], high[i]) == (min(allowed), max(allowed))
+    # a block that reaches past an odd edge bounds nothing
+    low, high = intervals.bounds(
+        np.array([9]), np.array([11]), 0, img[..., 0][:9, :11].astype(np.int64), np.ones((9, 11), bool)
+    )
+    assert (low[0], high[0]) == (0, 255)
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (33, 47)])
+def test_form_10_bounds_the_pixels_by_known_intervals_and_codes_them_in_fewer_bytes(shape):
+    """Given known intervals of the finest band (as a chain after step 7 has them), form 10
+    codes every order (green in raster order, red and blue in the passes or in raster order) in
+    fewer bytes than form 9, and decodes exactly given the same intervals."""
+    rng = np.random.default_rng(0)
+    img = _photo_crop()[: shape[0], : shape[1]]
+    side = _near(img, spread=4)
+    intervals = _block_intervals(img[: shape[0] // 2 * 2, : shape[1] // 2 * 2], rng, widest=4.0)
+    nine = lossless_tail.encode_passes(img, side, 9)
+    ten = lossless_tail.encode_passes(img, side, 10, intervals)
+    assert len(ten.to_bytes()) < 0.98 * len(nine.to_bytes())
+    assert lossless_tail.encode_passes(img, side, 10).to_bytes() == nine.to_bytes()  # no intervals: form 9's
+    for coded in (ten, lossless_tail.encode_passes(img, None, 10, intervals)):
+        dec = lossless_tail.TailDecoder(coded.params, *shape, side if coded is ten else None, 10, intervals)
+        for _, payload in coded.chunks:
+            assert dec.decode_pass(payload)
+        assert dec.complete and np.array_equal(dec.x, img)
+    with pytest.raises(ValueError, match="form 10"):
+        lossless_tail.encode_passes(img, side, 9, intervals)
+    # decoded with another image's intervals: a format error or other pixels, never a crash
+    other = _block_intervals(255 - img[: shape[0] // 2 * 2, : shape[1] // 2 * 2], rng, widest=4.0)
+    dec = lossless_tail.TailDecoder(ten.params, *shape, side, 10, other)
+    try:
+        for _, payload in ten.chunks:
+            dec.decode_pass(payload)
+        assert not np.array_equal(dec.x, img)
+    except FormatError:
+        pass
+
+
 @pytest.mark.parametrize("form", [7, 8])
 def test_a_cut_green_chunk_gives_exact_green_where_it_arrived(form):
     img = _photo_crop()[:96, :128]
@@ -639,7 +759,7 @@ def test_streaming_decoder_reads_a_tail_file(codec, tail_files, monkeypatch):
 
 def test_new_tail_files_carry_the_form_flag_and_the_flag_needs_a_tail(codec, tail_files):
     _, tail, plain = tail_files
-    assert container.parse_header(tail)[0].tail_form == lossless_tail.FORM == 9
+    assert container.parse_header(tail)[0].tail_form == lossless_tail.FORM == 10
     for flag in (container.TAIL_COLOURS, container.TAIL_SIGNED, container.TAIL_FORM_BYTE):
         assert tail[9] & flag and not plain[9] & flag
     hd = container.parse_header(plain)[0]
@@ -652,7 +772,7 @@ def test_new_tail_files_carry_the_form_flag_and_the_flag_needs_a_tail(codec, tai
     assert_forged_header_refused(bytes(forged))
 
 
-@pytest.mark.parametrize("form, message", [(3, "invalid tail form 3"), (10, "form 10.*newer uqdm")])
+@pytest.mark.parametrize("form, message", [(3, "invalid tail form 3"), (11, "form 11.*newer uqdm")])
 def test_a_form_byte_outside_4_to_the_current_form_is_refused(codec, tail_files, form, message):
     """Forms 1-3 are spelt by flags alone, so a form byte holds 4 or later; a later form than this
     decoder knows is refused in one line that says why."""
@@ -679,7 +799,7 @@ def assert_forged_header_refused(header: bytes) -> None:
 GOLDEN_TAILS = [
     # (file, recorded decodes, form): written by uqdm 0.25 (commit f14f43f), 0.26 (commit 7e9db02),
     # 0.27 (commit 351c243), 0.28 (commit 5aff12f), 0.29 (commit 21b03f7), 0.30 (commit cc12ef7)
-    # 0.31 (commit 62aa8fe) and 0.32 (commit 9edfc71),
+    # 0.31 (commit 62aa8fe), 0.32 (commit 9edfc71) and 0.33 (commit 05d2fa4),
     # the model shipped since 0.20 (run v14b), seed 7, `--tail on`, from kodim23[160:256, 280:408]
     ("v8-kodim23-96x128-uqdm025-tail.uqd", "v8-tail-decodes.json", 1),
     ("v8-kodim23-96x128-uqdm026-tail.uqd", "v8-tail2-decodes.json", 2),
@@ -689,6 +809,7 @@ GOLDEN_TAILS = [
     ("v8-kodim23-96x128-uqdm030-tail.uqd", "v8-tail6-decodes.json", 6),
     ("v8-kodim23-96x128-uqdm031-tail.uqd", "v8-tail7-decodes.json", 7),
     ("v8-kodim23-96x128-uqdm032-tail.uqd", "v8-tail8-decodes.json", 8),
+    ("v8-kodim23-96x128-uqdm033-tail.uqd", "v8-tail9-decodes.json", 9),
 ]
 
 

@@ -371,6 +371,12 @@ class _Chain:
         """A Haar step is complete: its partial-display estimates are no longer needed."""
         self.estimate = []
 
+    def tail_intervals(self) -> lossless_tail.Intervals:
+        """What a tail of form 10 after the current step is told: the finest band's known intervals
+        in levels (FORMAT.md 6.6.4): the float32 ends times 128 (exact), kept as float32."""
+        lower, upper = self.known()
+        return lossless_tail.Intervals(lower[-1] * np.float32(128), upper[-1] * np.float32(128))
+
     def display_imputed(self, i: int, prior: entropy.CodedPrior, missing: np.ndarray) -> np.ndarray:
         """The network's image at state i when only part of Haar step i arrived: the `missing`
         elements (natural-order positions) are taken to state i as if their x_tilde were their prior
@@ -870,7 +876,9 @@ class Codec:
         last = header.num_layers  # the tail's layer in a TAIL file (T, or S + 1 for an early tail)
         for i in range(1, T + 2):
             if i == last and header.tail or i == T and tail_record is not None:
-                record = self._tail_layer(i, pixels, side, copy.copy(judge)).to_bytes()
+                record = self._tail_layer(
+                    i, pixels, side, copy.copy(judge), chain.tail_intervals()
+                ).to_bytes()
                 if header.tail:
                     out.append(record)
                     if progress:
@@ -914,13 +922,17 @@ class Codec:
         return out
 
     @staticmethod
-    def _tail_layer(index: int, pixels: np.ndarray, side: np.ndarray, judge: _Judge) -> Layer:
-        """The last layer of a TAIL file: the exact pixels given the image after step S, one chunk per
-        interlaced pass (FORMAT.md 6.6), decoded here as a decoder will (a check of the coder) to
-        flag the chunks whose image beats the one on screen."""
+    def _tail_layer(
+        index: int, pixels: np.ndarray, side: np.ndarray, judge: _Judge, intervals: lossless_tail.Intervals
+    ) -> Layer:
+        """The last layer of a TAIL file: the exact pixels given the image after step S (and from
+        form 10 on the known intervals then), a chunk per pass (FORMAT.md 6.6), decoded here as a
+        decoder will (a check of the coder) to flag the chunks whose image beats the one on screen."""
         h, w = pixels.shape[:2]
-        coded = lossless_tail.encode_passes(pixels, side, lossless_tail.FORM)
-        dec = lossless_tail.TailDecoder(coded.params, h, w, side, lossless_tail.FORM)
+        form = lossless_tail.FORM
+        bounds = intervals if form >= 10 else None
+        coded = lossless_tail.encode_passes(pixels, side, form, bounds)
+        dec = lossless_tail.TailDecoder(coded.params, h, w, side, form, bounds)
         chunks = []
         for count, payload in coded.chunks:
             dec.decode_pass(payload)
@@ -1209,8 +1221,9 @@ class _DecodeSession:
         i, chain = layer.index, self.chain
         if layer.kind == KIND_TAIL:
             hd = self.hd
+            intervals = chain.tail_intervals() if hd.tail_form >= 10 else None
             self.tail = lossless_tail.TailDecoder(
-                layer.tail_params, hd.height, hd.width, self.side, hd.tail_form
+                layer.tail_params, hd.height, hd.width, self.side, hd.tail_form, intervals
             )
             self.order = np.arange(3 * hd.height * hd.width)
             return

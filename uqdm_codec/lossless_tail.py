@@ -63,6 +63,11 @@ raster order too, each with green as its side image, where that is smaller than 
 Form 9 (uqdm 0.33, section 37) gives blue in raster order red as a second guide beside green: red's
 levels around the pixel, blue's differences to them, and 4 more sub-predictions.
 
+Form 10 (uqdm 0.34, section 38) bounds every pixel by what the chain's known intervals say of it:
+a 2 x 2 block's finest Haar coefficients lie in known intervals, so its decoded pixels bound the
+rest (Intervals); each location is clipped into its pixel's bounds and each prior truncated to
+them. Nothing more is sent: -1.8 % on Kodak's `--tail on` files.
+
 No torch here.
 """
 
@@ -86,8 +91,8 @@ FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, an
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
 # form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 8: 0.32
-FORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 9: 0.33
+FORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 # form 8: red and blue in raster order are entropy-coded (and the smaller tail kept) only where their
 # estimated bits come within this fraction of the passes' real bytes for red and blue (the estimate
 # was within 1.5 % of the real bytes on the decision sets' photos, docs/MODEL.md section 37)
@@ -337,17 +342,117 @@ def _class_location(feats: np.ndarray, coefs: list[np.ndarray], cls: np.ndarray)
     return mu
 
 
-def _prior(mu: np.ndarray, scale: np.ndarray) -> entropy.StepPrior:
+def _prior(mu: np.ndarray, scale: np.ndarray, bounds: Bounds | None = None) -> entropy.StepPrior:
+    """The symbols' prior: a logistic at mu, discretised to the levels and truncated to 0..255, or
+    (form 10) to the levels the known intervals leave (bounds, which mu then lies within)."""
     n = mu.size
+    low, high = (np.zeros(n, np.int64), np.full(n, 255, np.int64)) if bounds is None else bounds
     return entropy.StepPrior(
         loc=mu,
         scale=scale,
         dither=mu - np.rint(mu),
         quant_step=np.ones(n),
         bound=np.full(n, 256.0),
-        lower_known=np.full(n, -0.5),
-        upper_known=np.full(n, 255.5),
+        lower_known=low - 0.5,
+        upper_known=high + 0.5,
     )
+
+
+Bounds = tuple[np.ndarray, np.ndarray]  # form 10: each pixel's lowest and highest possible level
+
+# form 10: 2 x - LL = s . (LH, HL, HH) for the pixels a, b, c, d of a 2 x 2 block (haar.analysis)
+BLOCK_SIGNS = np.array([[1, 1, 1], [-1, 1, -1], [1, -1, -1], [-1, -1, 1]], np.int64)
+
+
+@dataclass
+class Intervals:
+    """Form 10: what the chain's known intervals (FORMAT.md 5.5) after the tail's step say of the
+    pixels: the finest Haar band's, D_1, in levels. A 2 x 2 block's three D_1 coefficients
+    (LH, HL, HH) each lie in a known interval, so once one of its pixels is known the others are
+    bounded; once three are, the fourth lies within the intersection of three bins. The tail
+    truncates each pixel's prior to the levels left (and moves its location into them): where step
+    T-1 coded D_1, a textured photo's last pixel of a block often has only 5-9 levels left.
+
+    lower, upper: (3 orientations LH, HL, HH; 3 colours R, G, B; H2, W2), the chain's float32 ends
+    times 128 (a level is 2/256 in data units; exact), float32 or float64: read as float64. Blocks
+    that reach past the image (an odd height or width) give no bounds."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def bounds(
+        self, rows: np.ndarray, cols: np.ndarray, c: int, level: np.ndarray, known: np.ndarray
+    ) -> Bounds:
+        """(lowest, highest) level of colour c at pixels (rows, cols), given the colour's levels
+        (H, W) and which pixels of it are known (H, W): those of the pixel's block bound it. All
+        in float64 from the exact ends, the same on every machine; then rounded inward to levels
+        and clipped to 0..255."""
+        height, width = level.shape
+        n = rows.size
+        br, bc = rows // 2, cols // 2
+        whole = (2 * br + 1 < height) & (2 * bc + 1 < width)
+        br, bc = np.where(whole, br, 0), np.where(whole, bc, 0)
+        pos = 2 * (rows % 2) + cols % 2
+        mates = [(2 * br + q // 2, 2 * bc + q % 2) for q in range(4)]
+        have = np.stack([known[r, q] for r, q in mates], 1) & whole[:, None]
+        have[np.arange(n), pos] = False
+        val = np.stack([level[r, q] for r, q in mates], 1).astype(np.float64)
+        lo = self.lower[:, c, br, bc].T.astype(np.float64)  # (n, 3)
+        hi = self.upper[:, c, br, bc].T.astype(np.float64)
+        low, high = np.full(n, -np.inf), np.full(n, np.inf)
+        count = have.sum(1)
+        signs = BLOCK_SIGNS[pos]  # (n, 3)
+        # three mates known: each coefficient alone gives s_j x = 2 V_j - sum of the others
+        three = count == 3
+        if three.any():
+            rest = (np.where(have, val, 0.0)[:, :, None] * BLOCK_SIGNS[None]).sum(1)  # (n, 3), integers
+            a, b = signs * (2 * lo - rest), signs * (2 * hi - rest)
+            low = np.where(three, np.minimum(a, b).max(1), low)
+            high = np.where(three, np.maximum(a, b).min(1), high)
+        # one or two mates known: x - k = f . V with f = (s_x - s_k) / 2, k the first known mate
+        first = np.argmax(have, 1)
+        base = val[np.arange(n), first]
+        f = (signs - BLOCK_SIGNS[first]) // 2  # two of its entries are +-1
+        one = count == 1
+        if one.any():
+            a, b = _scaled(f, lo, hi)
+            low = np.where(one, base + _sum3(a), low)
+            high = np.where(one, base + _sum3(b), high)
+        two = count == 2
+        if two.any():
+            # the second known mate k2 fixes e . V = k2 - k, e = (s_k2 - s_k) / 2; e and f share one
+            # variable A (the rest: B in e, C in f): A = (k2 - k - e_B B) / e_A, within its interval
+            later = have.copy()
+            later[np.arange(n), first] = False
+            second = np.argmax(later, 1)
+            e = (BLOCK_SIGNS[second] - BLOCK_SIGNS[first]) // 2
+            delta = val[np.arange(n), second] - base
+            shared = (e != 0) & (f != 0)
+            only_e = (e != 0) & ~shared
+            eb_lo, eb_hi = (_sum3(v) for v in _scaled(e * only_e, lo, hi))  # e_B B: one term
+            ea = (e * shared).sum(1)  # +-1
+            a_lo = np.where(ea > 0, delta - eb_hi, -(delta - eb_lo))
+            a_hi = np.where(ea > 0, delta - eb_lo, -(delta - eb_hi))
+            a_lo = np.maximum(a_lo, _sum3(np.where(shared, lo, 0.0)))
+            a_hi = np.minimum(a_hi, _sum3(np.where(shared, hi, 0.0)))
+            fa = (f * shared).sum(1)
+            c_lo, c_hi = (_sum3(v) for v in _scaled(f * ((f != 0) & ~shared), lo, hi))
+            low = np.where(two, base + np.where(fa > 0, a_lo, -a_hi) + c_lo, low)
+            high = np.where(two, base + np.where(fa > 0, a_hi, -a_lo) + c_hi, high)
+        low = np.clip(np.ceil(low), 0, 255).astype(np.int64)
+        high = np.clip(np.floor(high), 0, 255).astype(np.int64)
+        return low, high
+
+
+def _sum3(v: np.ndarray) -> np.ndarray:
+    """(v_1 + v_2) + v_3 per row of an (n, 3) float64 array: the order FORMAT.md 6.6.4 gives (a
+    zero term leaves the sum of the other two exact)."""
+    return v[:, 0] + v[:, 1] + v[:, 2]
+
+
+def _scaled(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry, the interval of f V for V in [lo, hi] and f in {-1, 0, 1}."""
+    return np.where(f > 0, lo, np.where(f < 0, -hi, 0.0)), np.where(f > 0, hi, np.where(f < 0, -lo, 0.0))
 
 
 def _bins(activity: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -395,11 +500,13 @@ def _fit(feats: np.ndarray, target: np.ndarray, activity: np.ndarray, normal: bo
     return np.clip(np.rint(coef * 2.0**FRAC), 1 - MAX_COEF, MAX_COEF - 1).astype(np.int64)
 
 
-def logistic_bits(v: np.ndarray, m: np.ndarray, s: float) -> np.ndarray:
-    """Approximate -log2 P(v) (encoder choices only; the coder uses entropy.py's exact model)."""
+def logistic_bits(v: np.ndarray, m: np.ndarray, s: float, bounds: Bounds | None = None) -> np.ndarray:
+    """Approximate -log2 P(v) (encoder choices only; the coder uses entropy.py's exact model), the
+    ends (0 and 255, or form 10's bounds) taking the tails."""
+    low, high = (0, 255) if bounds is None else bounds
     with np.errstate(over="ignore"):
-        up = np.where(v >= 255, 1.0, 1.0 / (1.0 + np.exp(-(v + 0.5 - m) / s)))
-        dn = np.where(v <= 0, 0.0, 1.0 / (1.0 + np.exp(-(v - 0.5 - m) / s)))
+        up = np.where(v >= high, 1.0, 1.0 / (1.0 + np.exp(-(v + 0.5 - m) / s)))
+        dn = np.where(v <= low, 0.0, 1.0 / (1.0 + np.exp(-(v - 0.5 - m) / s)))
     return -np.log2(np.maximum(up - dn, 1e-12))
 
 
@@ -427,27 +534,33 @@ def _choose_shift(
     cls: np.ndarray,
     activity: np.ndarray,
     form: int,
+    bounds: Bounds | None = None,
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """Form 5: (shift, thresholds, scale codes): how many low bits of the coefficients to drop
     (they are sent shifted), where the bytes saved outweigh the estimated bits lost: a small pass's
     coefficients can cost more than their precision buys. The coefficients are rounded to the chosen
     multiple of 2^shift; shifts are tried upwards until one estimates worse. The bins are chosen
-    for the unshifted coefficients, then again for the shifted ones if the shift is not 0."""
-    mu = _class_location(feats, coefs, cls)
-    thresholds, codes = _choose_bins(v, mu, activity, form)
+    for the unshifted coefficients, then again for the shifted ones if the shift is not 0. Form 10:
+    the locations clipped into the pixels' bounds, the priors truncated to them."""
+
+    def location(rounded: list[np.ndarray]) -> np.ndarray:
+        mu = _class_location(feats, rounded, cls)
+        return mu if bounds is None else np.clip(mu, bounds[0], bounds[1])
+
+    thresholds, codes = _choose_bins(v, location(coefs), activity, form, bounds)
     scale = codes[_bins(activity, thresholds)] / float(SCALE_DENOM)
     best, best_bits = 0, np.inf
     for shift in range(MAX_SHIFT + 1):
         rounded = [_round_coef(coef, shift) for coef in coefs]
         sent = sum(len(put_varint(_zigzag(int(z)))) for coef in rounded for z in coef >> shift)
-        mu = _class_location(feats, rounded, cls)
-        bits = float(logistic_bits(v, mu, scale).sum()) + 8 * sent
+        bits = float(logistic_bits(v, location(rounded), scale, bounds).sum()) + 8 * sent
         if bits >= best_bits:
             break
         best, best_bits = shift, bits
     if best:
-        mu = _class_location(feats, [_round_coef(coef, best) for coef in coefs], cls)
-        thresholds, codes = _choose_bins(v, mu, activity, form)
+        thresholds, codes = _choose_bins(
+            v, location([_round_coef(c, best) for c in coefs]), activity, form, bounds
+        )
     return best, thresholds, codes
 
 
@@ -479,10 +592,11 @@ def _class_cuts(activity: np.ndarray) -> np.ndarray:
 
 
 def _choose_bins(
-    v: np.ndarray, mu: np.ndarray, activity: np.ndarray, form: int
+    v: np.ndarray, mu: np.ndarray, activity: np.ndarray, form: int, bounds: Bounds | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds, scale codes): activity quantiles, and the best scale of a grid per bin (form 6
-    on: a finer grid that goes lower, and bins of half as many pixels)."""
+    on: a finer grid that goes lower, and bins of half as many pixels; form 10: for the priors
+    truncated to the pixels' bounds)."""
     scales = FINE_SCALES if form >= 6 else SCALES
     per_bin = FINE_PIXELS_PER_BIN if form >= 6 else PIXELS_PER_BIN
     nbins = int(np.clip(v.size // per_bin, 1, MAX_BINS))
@@ -497,14 +611,17 @@ def _choose_bins(
             codes[b] = SCALE_DENOM
             continue
         if form >= 8:
-            best = _best_scale(v[sel], mu[sel], scales)
+            part = None if bounds is None else (bounds[0][sel], bounds[1][sel])
+            best = _best_scale(v[sel], mu[sel], scales, bounds=part)
         else:
             best = int(np.argmin([float(logistic_bits(v[sel], mu[sel], s).sum()) for s in scales]))
         codes[b] = max(1, int(round(scales[best] * SCALE_DENOM)))
     return thresholds, codes
 
 
-def _best_scale(v: np.ndarray, mu: np.ndarray, scales: np.ndarray, stride: int = 3) -> int:
+def _best_scale(
+    v: np.ndarray, mu: np.ndarray, scales: np.ndarray, stride: int = 3, bounds: Bounds | None = None
+) -> int:
     """Form 8 on: the index of the scale of least estimated bits, by a search that tries every
     `stride`-th scale, then the neighbours of the best of those: the grid's best wherever the bits
     fall and rise once along the grid (a third of the evaluations; the encoders of forms 1-7 try
@@ -513,7 +630,7 @@ def _best_scale(v: np.ndarray, mu: np.ndarray, scales: np.ndarray, stride: int =
 
     def bits(i: int) -> float:
         if i not in cost:
-            cost[i] = float(logistic_bits(v, mu, scales[i]).sum())
+            cost[i] = float(logistic_bits(v, mu, scales[i], bounds).sum())
         return cost[i]
 
     coarse = list(range(0, scales.size, stride))
@@ -612,15 +729,20 @@ class Coded:
         return bytes(out)
 
 
-def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int = FORM) -> Coded:
+def encode_passes(
+    pixels: np.ndarray, side: np.ndarray | None = None, form: int = FORM, intervals: Intervals | None = None
+) -> Coded:
     """Losslessly code uint8 pixels (H, W, 3), optionally given a side image of the same shape
     that the decoder also has, with the feature set `form` (an earlier one only to reproduce older
     files). Form 7 codes green in raster order (tail_green.py) where that is estimated to cost fewer
     bits than green in the interlaced passes, else green in the passes too; its parameters begin
     with which (GREEN_ORDERS). Form 8 may code red and blue in raster order too, each guided by
     green, where that gives fewer bytes than the passes (entropy-coded only where the estimate says
-    it may: RASTER_MARGIN)."""
+    it may: RASTER_MARGIN). Form 10 given the chain's known intervals bounds each pixel by them
+    (Intervals); without them it codes as form 9."""
     _check_form(form)
+    if intervals is not None and form < 10:
+        raise ValueError("known intervals bound the levels from form 10 on")
     x = np.ascontiguousarray(pixels, dtype=np.uint8)
     if side is not None and side.shape != x.shape:
         raise ValueError("side image and pixels differ in shape")
@@ -628,11 +750,11 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
         return _encode_interlaced(x, side, form)
     from . import tail_green  # it builds on this module
 
-    raster = tail_green.encode(x[..., 1], None if side is None else side[..., 1], form)
-    if raster.bits >= _interlaced_green_bits(x, side, form):
-        coded = _encode_interlaced(x, side, form)
+    raster = tail_green.encode(x[..., 1], None if side is None else side[..., 1], form, None, intervals, 1)
+    if raster.bits >= _interlaced_green_bits(x, side, form, intervals):
+        coded = _encode_interlaced(x, side, form, None, intervals)
         return Coded(put_varint(GREEN_ORDERS.index("interlaced")) + coded.params, coded.chunks)
-    rest = _encode_interlaced(x, side, form, raster.symbols)
+    rest = _encode_interlaced(x, side, form, raster.symbols, intervals)
     n = x.shape[0] * x.shape[1]
     coded = Coded(
         put_varint(GREEN_ORDERS.index("raster")) + raster.params + rest.params,
@@ -640,8 +762,8 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
     )
     if form < 8:
         return coded
-    red = tail_green.encode(x[..., 0], x[..., 1], form)
-    blue = tail_green.encode(x[..., 2], x[..., 1], form, x[..., 0] if form >= 9 else None)
+    red = tail_green.encode(x[..., 0], x[..., 1], form, None, intervals, 0)
+    blue = tail_green.encode(x[..., 2], x[..., 1], form, x[..., 0] if form >= 9 else None, intervals, 2)
     if red.bits + blue.bits > (1.0 + RASTER_MARGIN) * 8.0 * (
         len(rest.params) + sum(len(p) for _, p in rest.chunks)
     ):
@@ -652,7 +774,11 @@ def encode_passes(pixels: np.ndarray, side: np.ndarray | None = None, form: int 
 
 
 def _encode_interlaced(
-    x: np.ndarray, side: np.ndarray | None, form: int, green: np.ndarray | None = None
+    x: np.ndarray,
+    side: np.ndarray | None,
+    form: int,
+    green: np.ndarray | None = None,
+    intervals: Intervals | None = None,
 ) -> Coded:
     """The interlaced passes; given green's symbols (H, W) from raster order, those of red and
     blue only, with green known everywhere and its symbols those given."""
@@ -672,7 +798,7 @@ def _encode_interlaced(
         earlier: list[np.ndarray] = [] if green is None else [green[p.rows, p.cols]]
         ks, priors = [], []
         for c in colours:
-            k, prior = _code_colour(params, p, near, known, x, side, c, earlier, errors, form)
+            k, prior = _code_colour(params, p, near, known, x, side, c, earlier, errors, form, intervals)
             ks.append(k)
             priors.append(prior)
         n = p.rows.size
@@ -682,7 +808,9 @@ def _encode_interlaced(
     return Coded(bytes(params), chunks)
 
 
-def _interlaced_green_bits(x: np.ndarray, side: np.ndarray | None, form: int) -> float:
+def _interlaced_green_bits(
+    x: np.ndarray, side: np.ndarray | None, form: int, intervals: Intervals | None = None
+) -> float:
     """Form 7's (and 8's) choice: the estimated bits of green in the interlaced passes (its parameters' bytes
     included), which do not depend on red and blue."""
     height, width, _ = x.shape
@@ -693,8 +821,9 @@ def _interlaced_green_bits(x: np.ndarray, side: np.ndarray | None, form: int) ->
     for p in passes(height, width, form):
         if p.rows.size:
             near = _neighbour_index(p, height, width)
-            k, prior = _code_colour(params, p, near, known, x, side, COLOURS[0], [], errors, form)
-            bits += float(logistic_bits(k + np.rint(prior.loc), prior.loc, prior.scale).sum())
+            k, prior = _code_colour(params, p, near, known, x, side, COLOURS[0], [], errors, form, intervals)
+            ends = (np.rint(prior.lower_known + 0.5), np.rint(prior.upper_known - 0.5))
+            bits += float(logistic_bits(k + np.rint(prior.loc), prior.loc, prior.scale, ends).sum())
             known[p.rows, p.cols] = True
     return bits + 8.0 * len(params)
 
@@ -710,11 +839,14 @@ def _code_colour(
     earlier: list[np.ndarray],
     errors: np.ndarray | None,
     form: int,
+    intervals: Intervals | None = None,
 ) -> tuple[np.ndarray, entropy.StepPrior]:
     """The encoder's choices for colour c of pass p: its parameters (appended), its symbols k and
-    their prior; k is appended to `earlier` and written into `errors`."""
+    their prior; k is appended to `earlier` and written into `errors`. With intervals (form 10)
+    the locations are clipped into the pixels' bounds, which truncate the prior."""
     feats, activity = _features(p, near, known, x, side, c, earlier, errors, form)
     v = x[p.rows, p.cols, c].astype(np.int64)
+    bounds = None if intervals is None else intervals.bounds(p.rows, p.cols, c, x[..., c], known)
     coef = _fit(feats, v, activity, normal=form >= 5)
     mu = _location(feats, coef)
     if form >= 5:
@@ -728,18 +860,20 @@ def _code_colour(
             _fit(feats[cls == j], v[cls == j], activity[cls == j] >> WEIGHT_FRAC, normal=True)
             for j in range(cuts.size + 1)
         ]
-        shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity, form)
+        shift, thresholds, codes = _choose_shift(feats, v, coefs, cls, activity, form, bounds)
         coefs = [_round_coef(coef, shift) for coef in coefs]
         mu = _class_location(feats, coefs, cls)
         _put_colour(params, weights, cuts, shift, coefs, thresholds, codes)
     else:
         thresholds, codes = _choose_bins(v, mu, activity, form)
         _put_colour(params, None, None, 0, [coef], thresholds, codes)
+    if bounds is not None:
+        mu = np.clip(mu, bounds[0], bounds[1])
     k = v - np.rint(mu).astype(np.int64)
     earlier.append(k)
     if errors is not None:
         errors[p.rows, p.cols, c] = k
-    return k, _prior(mu, codes[_bins(activity, thresholds)] / float(SCALE_DENOM))
+    return k, _prior(mu, codes[_bins(activity, thresholds)] / float(SCALE_DENOM), bounds)
 
 
 def _put_colour(
@@ -824,12 +958,21 @@ class TailDecoder:
     the side image (or grey) elsewhere."""
 
     def __init__(
-        self, params: bytes, height: int, width: int, side: np.ndarray | None = None, form: int = FORM
+        self,
+        params: bytes,
+        height: int,
+        width: int,
+        side: np.ndarray | None = None,
+        form: int = FORM,
+        intervals: Intervals | None = None,
     ):
         _check_form(form)
         if side is not None and side.shape != (height, width, 3):
             raise ValueError("side image does not match the image's shape")
+        if intervals is not None and form < 10:
+            raise ValueError("known intervals bound the levels from form 10 on")
         self.height, self.width, self.side = height, width, side
+        self.intervals = intervals  # form 10: the chain's, which bound the levels
         src = _Reader(params)
         self.green = None  # form 7 with green in raster order: its decoder (tail_green.py)
         self.raster: list[_Colour] = []  # form 8, all in raster order: red's and blue's parameters
@@ -845,7 +988,7 @@ class TailDecoder:
                 counts = tail_green.num_terms(has_side, form), tail_green.num_features(has_side, form)
                 colour = _read_colour(src, *counts, 5)
                 self.green = tail_green.Decoder(
-                    colour, height, width, None if side is None else side[..., 1], form
+                    colour, height, width, None if side is None else side[..., 1], form, None, intervals, 1
                 )
                 # red's parameters, then blue's (from form 9 on guided by red too)
                 if GREEN_ORDERS[order] == "all raster":
@@ -882,16 +1025,21 @@ class TailDecoder:
 
     def _predict(
         self, p: Pass, near, x: np.ndarray, c: int, colour: _Colour, earlier: list[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(location, scale) of colour c's pixels in pass p, given the levels x decoded so far and
-        the symbols of the colours before it (in form 5 the activity is the weighted sum of its terms)."""
+    ) -> tuple[np.ndarray, np.ndarray, Bounds | None]:
+        """(location, scale, form 10's bounds or None) of colour c's pixels in pass p, given the
+        levels x decoded so far and the symbols of the colours before it (in form 5 the activity is
+        the weighted sum of its terms)."""
         feats, activity = _features(p, near, self.known, x, self.side, c, earlier, self.errors, self.form)
         if colour.weights is not None:
             activity = _weighted(
                 _terms(p, near, feats, self.known, self.side, c, earlier, self.errors, self.form),
                 colour.weights,
             )
-        return colour.predict(feats, activity)
+        mu, scale = colour.predict(feats, activity)
+        if self.intervals is None:
+            return mu, scale, None
+        bounds = self.intervals.bounds(p.rows, p.cols, c, x[..., c], self.known)
+        return np.clip(mu, bounds[0], bounds[1]), scale, bounds
 
     def _earlier(self, p: Pass) -> list[np.ndarray]:
         """The symbols of the colours coded before a pass's: green's, if it went first in raster order."""
@@ -917,8 +1065,10 @@ class TailDecoder:
         earlier = self._earlier(p)
         whole = True
         for c, colour in zip(self.colours, per):
-            mu, scale = self._predict(p, near, self.x, c, colour, earlier)
-            k, got = stream.group(_prior(mu, scale))
+            mu, scale, bounds = self._predict(p, near, self.x, c, colour, earlier)
+            if bounds is not None and (bounds[0] > bounds[1]).any():
+                raise FormatError("lossless tail: decoded levels outside their known intervals")
+            k, got = stream.group(_prior(mu, scale, bounds))
             v = k + np.rint(mu).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():
                 raise FormatError("lossless tail decodes outside 0..255")
@@ -945,8 +1095,16 @@ class TailDecoder:
 
             green = self.x[..., COLOURS[0]].copy()
             guide = self.x[..., 0].copy() if self.next == 2 and self.form >= 9 else None  # blue's: red
+            c = COLOURS[self.next]
             dec = tail_green.Decoder(
-                self.raster[self.next - 1], self.height, self.width, green, self.form, guide
+                self.raster[self.next - 1],
+                self.height,
+                self.width,
+                green,
+                self.form,
+                guide,
+                self.intervals,
+                c,
             )
         whole = dec.decode(payload, cut)
         levels, symbols, done = dec.plane()
@@ -973,7 +1131,7 @@ class TailDecoder:
         earlier = self._earlier(p)
         x = self.x.copy()  # the open pass's colours: decoded levels, else their guesses (form 2)
         for c, colour in zip(self.colours, per):
-            mu, _ = self._predict(p, near, x, c, colour, earlier)
+            mu, _, _ = self._predict(p, near, x, c, colour, earlier)
             guess = np.rint(mu).astype(np.int64)
             have = self.decoded[p.rows, p.cols, c]
             value = np.where(have, self.x[p.rows, p.cols, c], guess)

@@ -1,5 +1,5 @@
-"""Forms 7 and 8 of the lossless tail: a plane in raster order, one wavefront at a time (FORMAT.md
-6.6.1 and 6.6.2).
+"""Forms 7 to 10 of the lossless tail: a plane in raster order, one wavefront at a time (FORMAT.md
+6.6.1 to 6.6.4).
 
 The interlaced tail predicts its coarse passes from neighbours far apart; a raster-order coder
 sees every pixel's causal neighbours at distance 1 and 2. On smooth and edged photos that codes
@@ -23,7 +23,8 @@ class; this mix changes from pixel to pixel. Green's bytes: -2.6 % and -4.1 % on
 (docs/MODEL.md section 36). With it, red and blue in raster order, each coded here with the decoded
 green as its side image (the colour-difference sub-predictions then read R - G and B - G), beat
 the interlaced passes on some photos, and the encoder may choose that. Form 9 gives blue's raster
-coder the decoded red as a second guide (docs/MODEL.md section 37).
+coder the decoded red as a second guide (docs/MODEL.md section 37); form 10 bounds each level by
+the chain's known intervals and its 2 x 2 block's coded pixels (lossless_tail.Intervals).
 
 No torch here.
 """
@@ -80,10 +81,18 @@ class Grid:
         side: np.ndarray | None,
         form: int = lt.FORM,
         guide: np.ndarray | None = None,
+        intervals: lt.Intervals | None = None,
+        colour: int = 1,
     ):
         if guide is not None and (side is None or form < 9):
             raise ValueError("a second guide needs a side image and form 9")
+        if intervals is not None and form < 10:
+            raise ValueError("known intervals bound the levels from form 10 on")
         self.height, self.width, self.form = height, width, form
+        # form 10: the chain's known intervals bound each level (lossless_tail.Intervals) once a
+        # pixel of its 2 x 2 block is coded; `colour` is the plane's (0, 1, 2: R, G, B)
+        self.intervals, self.colour = intervals, colour
+        self.coded = np.zeros((height, width), bool)
         self.stride = width + 2 * PAD
         pad = ((PAD, 1), (PAD, PAD))
         # form 9, blue in raster order: red, a second guide beside the side image (green)
@@ -198,22 +207,53 @@ class Grid:
         pair = [2 * g[0] + lt._middle_sum(diff), lt._guided(g[0], gn, near)]
         return g, pair, [lt._spread(diff), lt._spread(np.stack([g[1], g[2], g[5], g[6]], 1))]
 
+    def with_symbols(
+        self, at: np.ndarray, feats: np.ndarray, terms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """features(at) from a copy of it made before the symbols were known: only the 4 symbols at
+        W, N, NW, NE (the features' last columns but the constant) and the sum of their sizes (the
+        6th term) read the coded symbols, so these are replaced from the current planes."""
+        e = np.stack([self.error[at + o] for o in self._causal[:4]], 1)
+        feats, terms = feats.copy(), terms.copy()
+        feats[:, -5:-1] = e
+        terms[:, 5] = np.abs(e).sum(1)
+        return feats, terms
+
     def run(
         self,
         predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-        take: Callable[[slice, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+        take: Callable[[slice, np.ndarray, np.ndarray, lt.Bounds | None], tuple[np.ndarray, np.ndarray]],
+        known: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> bool:
         """Every wavefront in turn: predict(features, terms) -> (location, what take needs: the
         encoder's activity, the decoder's scale), then take(its slice of the coding order, location,
-        that) -> (k, received); the levels rint(location) + k and symbols k received go into the
-        planes. False once a wavefront is not received in full (a cut chunk): the rest stays
-        unknown."""
+        that, bounds) -> (k, received); the levels rint(location) + k and symbols k received go
+        into the planes. False once a wavefront is not received in full (a cut chunk): the rest
+        stays unknown. Form 10 with intervals: each pixel's bounds (lossless_tail.Intervals, from
+        the coded pixels of its block), its location clipped into them; else bounds is None.
+
+        known: the encoder's, whose levels (set_levels) and so every feature but the symbols' are
+        known in advance: every pixel's (features, terms) in coding order, computed at once, whose
+        symbol columns each wavefront then brings up to date (with_symbols): the same numbers as
+        features() gives, in a fraction of its time."""
         for sl in self.fronts:
             at = self.at[sl]
-            mu, extra = predict(*self.features(at))
-            k, got = take(sl, mu, extra)
+            if known is None:
+                mu, extra = predict(*self.features(at))
+            else:
+                mu, extra = predict(*self.with_symbols(at, known[0][sl], known[1][sl]))
+            bounds = None
+            if self.intervals is not None:
+                rows, cols = np.divmod(self.order[sl], self.width)
+                bounds = self.intervals.bounds(rows, cols, self.colour, self.levels(), self.coded)
+                mu = np.clip(mu, bounds[0], bounds[1])
+            k, got = take(sl, mu, extra, bounds)
+            if self.intervals is not None:
+                self.coded[rows[got], cols[got]] = True
             at, k = at[got], k[got]
             self.error[at] = k
+            if known is not None:
+                continue  # the levels and the sub-predictors' errors are there already
             self.level[at] = np.rint(mu[got]).astype(np.int64) + k
             if self.form >= 8:
                 self.sub_error[at] = np.abs(self._sub[got] - 2 * self.level[at, None])
@@ -240,19 +280,64 @@ class Coded:
 
 
 def encode(
-    green: np.ndarray, side: np.ndarray | None, form: int = lt.FORM, guide: np.ndarray | None = None
+    green: np.ndarray,
+    side: np.ndarray | None,
+    form: int = lt.FORM,
+    guide: np.ndarray | None = None,
+    intervals: lt.Intervals | None = None,
+    colour: int = 1,
 ) -> Coded:
     """Code a green plane (H, W) uint8 in raster order, given the side image's green (or None),
-    and (form 9, blue in raster order) a second guide plane, red.
+    (form 9, blue in raster order) a second guide plane, red, and (form 10) the chain's known
+    intervals, the plane being colour `colour` (0, 1, 2: R, G, B) of them."""
+    height, width = green.shape
+    grid = Grid(height, width, side, form, guide, intervals, colour)
+    grid.set_levels(green)
+    v = green.ravel()[grid.order].astype(np.int64)
+    chosen = choose(grid, v)
+    mu, scale, bounds = chosen.mu, chosen.scale, chosen.bounds
+    k = v - np.rint(mu).astype(np.int64)
+    params = bytearray()
+    lt._put_colour(params, chosen.weights, chosen.cuts, 0, chosen.coefs, chosen.thresholds, chosen.codes)
+    groups = [np.arange(sl.start, sl.stop) for sl in grid.fronts]
+    plane = np.zeros(v.size, np.int64)
+    plane[grid.order] = k
+    bits = float(lt.logistic_bits(v, mu, scale, bounds).sum()) + 8.0 * len(params)
+    return Coded(
+        bytes(params),
+        plane.reshape(height, width),
+        bits,
+        lambda: entropy.encode_step(k, lt._prior(mu, scale, bounds), groups),
+    )
+
+
+@dataclass
+class Choices:
+    """The encoder's choices for a plane in raster order (its parameters: term weights, class
+    cuts, coefficients, scale bins) and what they give each pixel, in coding order: its location,
+    activity and (form 10 with intervals) bounds."""
+
+    weights: np.ndarray
+    cuts: np.ndarray
+    coefs: list[np.ndarray]
+    thresholds: np.ndarray
+    codes: np.ndarray
+    mu: np.ndarray
+    activity: np.ndarray
+    bounds: lt.Bounds | None
+
+    @property
+    def scale(self) -> np.ndarray:
+        return self.codes[lt._bins(self.activity, self.thresholds)] / float(lt.SCALE_DENOM)
+
+
+def choose(grid: Grid, v: np.ndarray) -> Choices:
+    """The encoder's choices for the plane whose levels are set in `grid` (v: them in coding order).
 
     The coefficients come from a first least-squares fit without the symbol features and a second
     one given that fit's symbols (the symbols a wavefront coder makes depend on the coefficients,
     so the fit sees close stand-ins); the term weights, classes and scale bins are then chosen as
     in a form-5 pass, the bins on the symbols really coded."""
-    height, width = green.shape
-    grid = Grid(height, width, side, form, guide)
-    grid.set_levels(green)
-    v = green.ravel()[grid.order].astype(np.int64)
     feats, terms = grid.features(grid.at)
     plain = np.r_[0 : feats.shape[1] - 5, feats.shape[1] - 1]  # without the 4 symbols
     first = lt._location(feats[:, plain], lt._fit(feats[:, plain], v, 16 * terms[:, :5].sum(1), normal=True))
@@ -266,22 +351,9 @@ def encode(
         lt._fit(feats[cls == j], v[cls == j], activity[cls == j] >> lt.WEIGHT_FRAC, normal=True)
         for j in range(cuts.size + 1)
     ]
-    mu, activity = _run_known(grid, feats, terms, v, weights, coefs, cuts)
-    k = v - np.rint(mu).astype(np.int64)
-    thresholds, codes = lt._choose_bins(v, mu, activity, form)
-    params = bytearray()
-    lt._put_colour(params, weights, cuts, 0, coefs, thresholds, codes)
-    scale = codes[lt._bins(activity, thresholds)] / float(lt.SCALE_DENOM)
-    groups = [np.arange(sl.start, sl.stop) for sl in grid.fronts]
-    plane = np.zeros(v.size, np.int64)
-    plane[grid.order] = k
-    bits = float(lt.logistic_bits(v, mu, scale).sum()) + 8.0 * len(params)
-    return Coded(
-        bytes(params),
-        plane.reshape(height, width),
-        bits,
-        lambda: entropy.encode_step(k, lt._prior(mu, scale), groups),
-    )
+    mu, activity, bounds = _run_known(grid, feats, terms, v, weights, coefs, cuts)
+    thresholds, codes = lt._choose_bins(v, mu, activity, grid.form, bounds)
+    return Choices(weights, cuts, coefs, thresholds, codes, mu, activity, bounds)
 
 
 def _run_known(
@@ -292,26 +364,28 @@ def _run_known(
     weights: np.ndarray,
     coefs: list[np.ndarray],
     cuts: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The encoder's Grid.run: every pixel's (location, activity) in coding order, wavefront by
-    wavefront. The encoder knows every level, so of the features and terms (computed for all pixels
-    at once) only those that read the coded symbols (the 4 symbols, the sum of their sizes) change
-    from one wavefront to the next: the same numbers as Grid.run, in a fraction of its time."""
-    e_cols = slice(feats.shape[1] - 5, feats.shape[1] - 1)  # the symbols at W, N, NW, NE (features' order)
-    near = grid._causal[:4]
+) -> tuple[np.ndarray, np.ndarray, lt.Bounds | None]:
+    """The encoder's pass over the wavefronts (Grid.run with every level known): every pixel's
+    location, activity and (form 10 with intervals, else None) bounds in coding order."""
     grid.error[:] = 0
+    grid.coded[:] = False
     mu, activity = np.zeros(v.size), np.zeros(v.size, np.int64)
-    for sl in grid.fronts:
-        at = grid.at[sl]
-        e = np.stack([grid.error[at + o] for o in near], 1)
-        f, t = feats[sl].copy(), terms[sl].copy()
-        f[:, e_cols] = e
-        t[:, 5] = np.abs(e).sum(1)
+    low, high = np.zeros(v.size, np.int64), np.full(v.size, 255, np.int64)
+
+    def predict(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = lt._weighted(t, weights)
-        m = lt._class_location(f, coefs, lt._bins(a, cuts))
+        return lt._class_location(f, coefs, lt._bins(a, cuts)), a
+
+    def take(
+        sl: slice, m: np.ndarray, a: np.ndarray, bounds: lt.Bounds | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         mu[sl], activity[sl] = m, a
-        grid.error[at] = v[sl] - np.rint(m).astype(np.int64)
-    return mu, activity
+        if bounds is not None:
+            low[sl], high[sl] = bounds
+        return v[sl] - np.rint(m).astype(np.int64), np.ones(m.size, bool)
+
+    grid.run(predict, take, (feats, terms))
+    return mu, activity, None if grid.intervals is None else (low, high)
 
 
 class Decoder:
@@ -325,8 +399,10 @@ class Decoder:
         side: np.ndarray | None,
         form: int = lt.FORM,
         guide: np.ndarray | None = None,
+        intervals: lt.Intervals | None = None,
+        plane: int = 1,
     ):
-        self.colour, self.grid = colour, Grid(height, width, side, form, guide)
+        self.colour, self.grid = colour, Grid(height, width, side, form, guide, intervals, plane)
         self.received = np.zeros(height * width, bool)  # in coding order (a cut group's need not be a prefix)
 
     def decode(self, payload: bytes, cut: bool = False) -> bool:
@@ -336,8 +412,12 @@ class Decoder:
         def predict(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return colour.predict(f, lt._weighted(t, colour.weights))  # (location, scale)
 
-        def take(sl: slice, m: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            k, got = stream.group(lt._prior(m, scale))
+        def take(
+            sl: slice, m: np.ndarray, scale: np.ndarray, bounds: lt.Bounds | None
+        ) -> tuple[np.ndarray, np.ndarray]:
+            if bounds is not None and (bounds[0] > bounds[1]).any():
+                raise lt.FormatError("lossless tail: decoded levels outside their known intervals")
+            k, got = stream.group(lt._prior(m, scale, bounds))
             v = k + np.rint(m).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():
                 raise lt.FormatError("lossless tail decodes outside 0..255")
