@@ -404,6 +404,13 @@ def test_block_bounds_hold_the_truth_and_are_exact_once_three_pixels_are_known()
                 if all(lo[j] <= coefs[j] <= hi[j] for j in range(3)):
                     allowed.append(v)
             assert (low[i], high[i]) == (min(allowed), max(allowed))
+    # intervals that are still the whole band (nothing coded) bound nothing: a tail may skip them
+    whole = lossless_tail.Intervals(np.full((3, 3, 5, 6), -256.0), np.full((3, 3, 5, 6), 256.0))
+    assert intervals.can_bound() and not whole.can_bound()
+    for trial in range(8):
+        extreme = rng.choice(np.array([0, 255]), (10, 12)) if trial % 2 else rng.integers(0, 256, (10, 12))
+        low, high = whole.bounds(rows, cols, 1, extreme, rng.random((10, 12)) < trial / 7)
+        assert (low == 0).all() and (high == 255).all()
     # a block that reaches past an odd edge bounds nothing
     low, high = intervals.bounds(
         np.array([9]), np.array([11]), 0, img[..., 0][:9, :11].astype(np.int64), np.ones((9, 11), bool)

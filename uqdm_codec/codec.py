@@ -930,7 +930,7 @@ class Codec:
         decoder will (a check of the coder) to flag the chunks whose image beats the one on screen."""
         h, w = pixels.shape[:2]
         form = lossless_tail.FORM
-        bounds = intervals if form >= 10 else None
+        bounds = intervals if form >= 10 and intervals.can_bound() else None  # the same tail either way
         coded = lossless_tail.encode_passes(pixels, side, form, bounds)
         dec = lossless_tail.TailDecoder(coded.params, h, w, side, form, bounds)
         chunks = []
@@ -1222,6 +1222,8 @@ class _DecodeSession:
         if layer.kind == KIND_TAIL:
             hd = self.hd
             intervals = chain.tail_intervals() if hd.tail_form >= 10 else None
+            if intervals is not None and not intervals.can_bound():
+                intervals = None  # they bound no pixel (FORMAT.md 6.6.4): the same pixels, sooner
             self.tail = lossless_tail.TailDecoder(
                 layer.tail_params, hd.height, hd.width, self.side, hd.tail_form, intervals
             )

@@ -380,6 +380,13 @@ class Intervals:
     lower: np.ndarray
     upper: np.ndarray
 
+    def can_bound(self) -> bool:
+        """False if no interval is narrower than the whole band ([-256, 256] levels: the finest
+        band's coefficients the chain has not coded yet, as after step 3), which bounds no pixel
+        within 0..255 (every bound then lies outside it: a known level is 0..255, an interval 512
+        levels wide): a tail may skip computing them, with the same result."""
+        return bool((self.upper - self.lower < 512).any())
+
     def bounds(
         self, rows: np.ndarray, cols: np.ndarray, c: int, level: np.ndarray, known: np.ndarray
     ) -> Bounds:
