@@ -122,56 +122,44 @@ def estimates(images: list[Path], cache: Path, out: Path | None) -> None:
 
 
 def interval_widths(images: list[Path], after: int, crop: int, out: Path | None) -> None:
-    """The levels the D_1 intervals after step `after` leave for the last pixel of each 2x2 block,
-    and what truncating green's raster prior (form 9, given that step's image) to them would save."""
-    chains, sides = [], []
-    finish, tail_layer = codec_module._Chain.finish_step, codec_module.Codec._tail_layer
+    """The levels the D_1 intervals after step `after` leave for the last pixel of each 2x2 block
+    (lossless_tail.Intervals.bounds, its three mates known), and what truncating green's raster
+    prior (form 9, given that step's image) to them would save."""
+    seen = []
+    tail_layer = codec_module.Codec._tail_layer
 
-    def keep(self):  # the encoder's chain after each Haar step; the last one is step `after`'s
-        finish(self)
-        chains.append(self)
+    def keep(index, pixels, side, judge, intervals):  # the image after step `after`, its intervals
+        seen.append((side.copy(), intervals))
+        return tail_layer(index, pixels, side, judge, intervals)
 
-    def keep_side(index, pixels, side, judge):
-        sides.append(side.copy())
-        return tail_layer(index, pixels, side, judge)
-
-    codec_module._Chain.finish_step = keep
-    codec_module.Codec._tail_layer = staticmethod(keep_side)
+    codec_module.Codec._tail_layer = staticmethod(keep)
     rows = []
     for seed, (px, path) in enumerate(zip(load_crops(images, crop), images)):
-        chains.clear()
-        sides.clear()
+        seen.clear()
         get_codec().encode(px, seed=seed, fast=True, tail=True, tail_after=after)
-        lower, upper = (b[-1].astype(np.float64) * 128 for b in chains[-1].known())  # D_1, in levels
-        x = px.astype(np.int64).transpose(2, 0, 1)
-        a, b, c, d = x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
-        # the orientations of haar.analysis: (a - b + c - d) / 2, (a + b - c - d) / 2, (a - b - c + d) / 2
-        low = np.maximum.reduce(
-            [a - b + c - 2 * upper[0], a + b - c - 2 * upper[1], 2 * lower[2] - a + b + c]
-        )
-        high = np.minimum.reduce(
-            [a - b + c - 2 * lower[0], a + b - c - 2 * lower[1], 2 * upper[2] - a + b + c]
-        )
-        assert (d >= low - 1e-6).all() and (d <= high + 1e-6).all()
-        low, high = np.ceil(np.maximum(low, 0)), np.floor(np.minimum(high, 255))
+        side, intervals = seen[-1]
+        h, w = px.shape[:2]
+        if intervals is None:  # every interval still the whole band
+            whole = np.full((3, 3, h // 2, w // 2), 256.0)
+            intervals = lt.Intervals(-whole, whole)
+        r, q = np.divmod(np.arange(h * w), w)
+        last = (r % 2 == 1) & (q % 2 == 1)
+        mates = ~last.reshape(h, w)
+        bounds = [intervals.bounds(r[last], q[last], c, px[..., c].astype(np.int64), mates) for c in range(3)]
+        low, high = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
         left = high - low + 1
         row = {"image": path.name, "median_levels": float(np.median(left))}
         row |= {f"share_at_most_{n}": float((left <= n).mean()) for n in (3, 5, 9)}
         # green in raster order: its prior at each block's last pixel, truncated to [low, high]
-        g = green_prior(px[..., 1], sides[-1][..., 1])
-        h, w = px.shape[:2]
+        g = green_prior(px[..., 1], side[..., 1])
         at = np.zeros(h * w, np.int64)
         at[g["order"]] = np.arange(h * w)  # coding position of each pixel
-        last = at[((np.arange(1, h, 2)[:, None] * w) + np.arange(1, w, 2)[None, :]).ravel()]
-        v, mu, s = g["v"][last], g["mu"][last], g["scale"][last]
-        assert np.array_equal(v, d[1].ravel())
-        inside = mass_between(low[1].ravel(), high[1].ravel(), mu, s)
+        inside = mass_between(low[1], high[1], g["mu"][at[last]], g["scale"][at[last]])
         bits = -np.log2(mass(g["v"], g["mu"], g["scale"])).sum()
         row["green_change_percent"] = float(100 * np.log2(inside).sum() / bits)
         row["green_bpp"] = float(bits / (h * w))
         rows.append(row)
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
-    codec_module._Chain.finish_step = finish
     codec_module.Codec._tail_layer = tail_layer
     if out:
         out.write_text(json.dumps({"after": after, "images": rows}, indent=1) + "\n")

@@ -371,11 +371,14 @@ class _Chain:
         """A Haar step is complete: its partial-display estimates are no longer needed."""
         self.estimate = []
 
-    def tail_intervals(self) -> lossless_tail.Intervals:
+    def tail_intervals(self) -> lossless_tail.Intervals | None:
         """What a tail of form 10 after the current step is told: the finest band's known intervals
-        in levels (FORMAT.md 6.6.4): the float32 ends times 128 (exact), kept as float32."""
+        in levels (FORMAT.md 6.6.4): the float32 ends times 128 (exact), kept as float32. None
+        where they bound no pixel (every one still the whole band, as after step 3): the same tail
+        without computing them."""
         lower, upper = self.known()
-        return lossless_tail.Intervals(lower[-1] * np.float32(128), upper[-1] * np.float32(128))
+        intervals = lossless_tail.Intervals(lower[-1] * np.float32(128), upper[-1] * np.float32(128))
+        return intervals if intervals.can_bound() else None
 
     def display_imputed(self, i: int, prior: entropy.CodedPrior, missing: np.ndarray) -> np.ndarray:
         """The network's image at state i when only part of Haar step i arrived: the `missing`
@@ -923,14 +926,18 @@ class Codec:
 
     @staticmethod
     def _tail_layer(
-        index: int, pixels: np.ndarray, side: np.ndarray, judge: _Judge, intervals: lossless_tail.Intervals
+        index: int,
+        pixels: np.ndarray,
+        side: np.ndarray,
+        judge: _Judge,
+        intervals: lossless_tail.Intervals | None,
     ) -> Layer:
         """The last layer of a TAIL file: the exact pixels given the image after step S (and from
         form 10 on the known intervals then), a chunk per pass (FORMAT.md 6.6), decoded here as a
         decoder will (a check of the coder) to flag the chunks whose image beats the one on screen."""
         h, w = pixels.shape[:2]
         form = lossless_tail.FORM
-        bounds = intervals if form >= 10 and intervals.can_bound() else None  # the same tail either way
+        bounds = intervals if form >= 10 else None
         coded = lossless_tail.encode_passes(pixels, side, form, bounds)
         dec = lossless_tail.TailDecoder(coded.params, h, w, side, form, bounds)
         chunks = []
@@ -1222,8 +1229,6 @@ class _DecodeSession:
         if layer.kind == KIND_TAIL:
             hd = self.hd
             intervals = chain.tail_intervals() if hd.tail_form >= 10 else None
-            if intervals is not None and not intervals.can_bound():
-                intervals = None  # they bound no pixel (FORMAT.md 6.6.4): the same pixels, sooner
             self.tail = lossless_tail.TailDecoder(
                 layer.tail_params, hd.height, hd.width, self.side, hd.tail_form, intervals
             )

@@ -393,7 +393,8 @@ class Intervals:
         """(lowest, highest) level of colour c at pixels (rows, cols), given the colour's levels
         (H, W) and which pixels of it are known (H, W): those of the pixel's block bound it. All
         in float64 from the exact ends, the same on every machine; then rounded inward to levels
-        and clipped to 0..255."""
+        and clipped to 0..255. FormatError where the known levels leave a pixel none (FORMAT.md
+        6.6.4: corruption)."""
         height, width = level.shape
         n = rows.size
         br, bc = rows // 2, cols // 2
@@ -448,6 +449,8 @@ class Intervals:
             high = np.where(two, base + np.where(fa > 0, a_hi, -a_lo) + c_hi, high)
         low = np.clip(np.ceil(low), 0, 255).astype(np.int64)
         high = np.clip(np.floor(high), 0, 255).astype(np.int64)
+        if (low > high).any():  # never for true levels; a damaged stream's can contradict them
+            raise FormatError("lossless tail: decoded levels outside their known intervals")
         return low, high
 
 
@@ -1073,8 +1076,6 @@ class TailDecoder:
         whole = True
         for c, colour in zip(self.colours, per):
             mu, scale, bounds = self._predict(p, near, self.x, c, colour, earlier)
-            if bounds is not None and (bounds[0] > bounds[1]).any():
-                raise FormatError("lossless tail: decoded levels outside their known intervals")
             k, got = stream.group(_prior(mu, scale, bounds))
             v = k + np.rint(mu).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():

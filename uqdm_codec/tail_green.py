@@ -415,8 +415,6 @@ class Decoder:
         def take(
             sl: slice, m: np.ndarray, scale: np.ndarray, bounds: lt.Bounds | None
         ) -> tuple[np.ndarray, np.ndarray]:
-            if bounds is not None and (bounds[0] > bounds[1]).any():
-                raise lt.FormatError("lossless tail: decoded levels outside their known intervals")
             k, got = stream.group(lt._prior(m, scale, bounds))
             v = k + np.rint(m).astype(np.int64)
             if (v[got] < 0).any() or (v[got] > 255).any():
