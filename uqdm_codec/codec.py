@@ -377,8 +377,13 @@ class _Chain:
         where they bound no pixel (every one still the whole band, as after step 3): the same tail
         without computing them."""
         lower, upper = self.known()
-        intervals = lossless_tail.Intervals(lower[-1] * np.float32(128), upper[-1] * np.float32(128))
-        return intervals if intervals.can_bound() else None
+        level = np.float32(128)
+        return lossless_tail.Intervals(
+            lower[-1] * level,
+            upper[-1] * level,
+            [band * level for band in lower[:-1]],
+            [band * level for band in upper[:-1]],
+        )
 
     def display_imputed(self, i: int, prior: entropy.CodedPrior, missing: np.ndarray) -> np.ndarray:
         """The network's image at state i when only part of Haar step i arrived: the `missing`

@@ -68,12 +68,17 @@ a 2 x 2 block's finest Haar coefficients lie in known intervals, so its decoded 
 rest (Intervals); each location is clipped into its pixel's bounds and each prior truncated to
 them. Nothing more is sent: -1.8 % on Kodak's `--tail on` files.
 
+Form 11 (uqdm 0.35, section 39) bounds the pixels of planes coded in raster order by every band's
+known intervals: a block's coarser coefficients bound the sum of a child block once its siblings
+are decoded (BlockSums, Intervals.sum_bounds), and that sum bounds the child's last pixels.
+
 No torch here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -91,8 +96,8 @@ FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, an
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
 # form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
-FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 9: 0.33
-FORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 10: 0.34
+FORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 # form 8: red and blue in raster order are entropy-coded (and the smaller tail kept) only where their
 # estimated bits come within this fraction of the passes' real bytes for red and blue (the estimate
 # was within 1.5 % of the real bytes on the decision sets' photos, docs/MODEL.md section 37)
@@ -363,6 +368,69 @@ Bounds = tuple[np.ndarray, np.ndarray]  # form 10: each pixel's lowest and highe
 # form 10: 2 x - LL = s . (LH, HL, HH) for the pixels a, b, c, d of a 2 x 2 block (haar.analysis)
 BLOCK_SIGNS = np.array([[1, 1, 1], [-1, 1, -1], [1, -1, -1], [-1, -1, 1]], np.int64)
 
+# form 11: a block's four rows over its children's sums (top left, top right, bottom left, bottom
+# right): the block's own sum, then 2^m times its LH, HL and HH coefficients (m: its level)
+_ROWS = np.concatenate([np.ones((1, 4), np.int64), BLOCK_SIGNS.T])
+_CHILD_ROW, _CHILD_COL = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+_BIT = np.array([1, 2, 4, 8])
+_ROWS_NONE = np.concatenate([_ROWS, np.zeros((1, 4), np.int64)])  # and row 4, "none"
+
+
+def _combinations() -> tuple[np.ndarray, ...]:
+    """For each child position q and set of unknown other children (a 4-bit mask), the (at most 4)
+    combinations of the parent's rows that bound child q's sum: every row alone where every other
+    child is complete, else the sums and differences of two rows whose coefficients vanish on the
+    unknown children but not on q (four for one unknown child, two for two); none for three.
+    As arrays (4, 16, 4): first row, second row (4: none), its sign, the coefficient of child q
+    (0: no combination), and (4, 16, 4, 4) the coefficients of the children."""
+    first = np.full((4, 16, 4), 4, np.int64)
+    second = np.full((4, 16, 4), 4, np.int64)
+    sign = np.ones((4, 16, 4), np.int64)
+    own = np.zeros((4, 16, 4), np.int64)
+    coef = np.zeros((4, 16, 4, 4), np.int64)
+    for q in range(4):
+        for mask in range(16):
+            unknown = [k for k in range(4) if mask >> k & 1]
+            if q in unknown or len(unknown) == 3:
+                continue
+            if not unknown:
+                found = [(r, 4, 1, _ROWS[r]) for r in range(4)]
+            else:
+                found = [
+                    (r1, r2, g, _ROWS[r1] + g * _ROWS[r2])
+                    for r1 in range(4)
+                    for r2 in range(r1 + 1, 4)
+                    for g in (1, -1)
+                ]
+                found = [f for f in found if f[3][q] and not f[3][unknown].any()]
+                assert len(found) == (4 if len(unknown) == 1 else 2)
+            for j, (r1, r2, g, c) in enumerate(found):
+                first[q, mask, j], second[q, mask, j], sign[q, mask, j] = r1, r2, g
+                own[q, mask, j] = c[q]
+                coef[q, mask, j] = np.where(np.arange(4) == q, 0, c)
+    return first, second, sign, own, coef
+
+
+_COMBO_FIRST, _COMBO_SECOND, _COMBO_SIGN, _COMBO_OWN, _COMBO_COEF = (
+    a.reshape(64, *a.shape[2:]) for a in _combinations()
+)
+_COMBO_READS_SUM = (_COMBO_FIRST == 0) | (_COMBO_SECOND == 0)
+
+
+class BlockSums:
+    """Form 11: the level sums of a plane's 2^m x 2^m blocks (m = 1 .. L-1) and how many of their
+    pixels are coded, brought up to date after each wavefront; a block is complete when all are."""
+
+    def __init__(self, height: int, width: int, levels: int):
+        shapes = [((height >> m) + 1, (width >> m) + 1) if m else (0, 0) for m in range(levels)]
+        self.sum = [np.zeros(s, np.int64) for s in shapes]
+        self.count = [np.zeros(s, np.int64) for s in shapes]
+
+    def add(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+        for m in range(1, len(self.sum)):
+            np.add.at(self.sum[m], (rows >> m, cols >> m), values)
+            np.add.at(self.count[m], (rows >> m, cols >> m), 1)
+
 
 @dataclass
 class Intervals:
@@ -379,6 +447,10 @@ class Intervals:
 
     lower: np.ndarray
     upper: np.ndarray
+    # form 11: the coarser bands' ends, LL_L, D_L, ..., D_2 (as the chain holds them, times 128)
+    coarse_lower: list[np.ndarray] | None = None
+    coarse_upper: list[np.ndarray] | None = None
+    _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def can_bound(self) -> bool:
         """False if no interval is narrower than the whole band ([-256, 256] levels: the finest
@@ -387,14 +459,158 @@ class Intervals:
         levels wide): a tail may skip computing them, with the same result."""
         return bool((self.upper - self.lower < 512).any())
 
+    def for_form(self, form: int) -> Intervals | None:
+        """What a tail of this form reads: None where the finest band bounds nothing (can_bound;
+        the coarser bands then bound too little to pay for their time: docs/MODEL.md section 39);
+        else the finest band, and from form 11 on the coarser bands too, where given."""
+        if not self.can_bound():
+            return None
+        if form < 11 or self.coarse_lower is None:
+            return replace(self, coarse_lower=None, coarse_upper=None)
+        return self
+
+    @property
+    def haar_levels(self) -> int:
+        return 0 if self.coarse_lower is None else len(self.coarse_lower)
+
+    def sum_bounds(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        c: int,
+        level: np.ndarray,
+        known: np.ndarray,
+        sums: BlockSums,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Form 11 (FORMAT.md 6.6.5): (lowest, highest) level of colour c at pixels (rows, cols) that
+        the block sums allow, float64 (-inf, inf where nothing bounds it). From the top: the sum of
+        the pixel's 2^L block lies in a known interval (LL_L's); then for m = L-1 .. 0 the sum of
+        its 2^m block N (the pixel itself at m = 0) is bounded by its parent's four rows (the
+        parent's sum, as just bounded, and its three D_{m+1} coefficients: signed sums of the
+        four children's sums), alone or two at a time (sum or difference), wherever every child
+        but N that the combination reads is complete (its sum known: `sums`; at m = 0 its pixel:
+        `known`). Every operation is one IEEE float64 operation in a fixed order: the same bounds
+        on every machine. Parents that reach past the image bound nothing."""
+        height, width = level.shape
+        big = self.haar_levels
+        top_ends, row_ends = self._sum_tables(c)
+        inside = ((rows >> big) + 1 << big <= height) & ((cols >> big) + 1 << big <= width)
+        ry, rx = np.where(inside, rows >> big, 0), np.where(inside, cols >> big, 0)
+        ends = top_ends[:, ry, rx]
+        low, high = np.where(inside, ends[0], -np.inf), np.where(inside, ends[1], np.inf)
+        # what does not depend on the sums bounded above, for every level m = 0 .. L-1 at once
+        m = np.arange(big)
+        r, q = rows[:, None], cols[:, None]
+        inside = ((r >> m + 1) + 1 << m + 1 <= height) & ((q >> m + 1) + 1 << m + 1 <= width)  # (n, L)
+        py, px = np.where(inside, r >> m + 1, 0), np.where(inside, q >> m + 1, 0)
+        child = 2 * ((r >> m) & 1) + ((q >> m) & 1)
+        cy, cx = 2 * py[..., None] + _CHILD_ROW, 2 * px[..., None] + _CHILD_COL  # (n, L, 4)
+        n = rows.size
+        value, done = np.empty((n, big, 4), np.int64), np.empty((n, big, 4), bool)
+        raw = np.zeros((2, n, big, 5))  # each row's ends (row 0, the parent's sum, filled in below)
+        for k in range(big):
+            if k == 0:
+                value[:, 0], done[:, 0] = level[cy[:, 0], cx[:, 0]], known[cy[:, 0], cx[:, 0]]
+            else:
+                value[:, k] = sums.sum[k][cy[:, k], cx[:, k]]
+                done[:, k] = sums.count[k][cy[:, k], cx[:, k]] == 4**k
+            raw[:, :, k, 1:4] = row_ends[k][:, :, py[:, k], px[:, k]].transpose(0, 2, 1)
+        other = np.arange(4) != child[..., None]
+        done &= other
+        key = 16 * child + ((~done & other) * _BIT).sum(2)
+        first, second, sign = _COMBO_FIRST[key], _COMBO_SECOND[key], _COMBO_SIGN[key]  # (n, L, 4)
+        own, reads = _COMBO_OWN[key], _COMBO_READS_SUM[key]
+        # each row's part from the complete children (integers, exact), then each combination's
+        known_rows = np.where(done, value, 0) @ _ROWS_NONE.T  # (n, L, 5)
+        base = (5 * np.arange(n * big)).reshape(n, big, 1)
+        first, second = first + base, second + base
+        rest = known_rows.ravel()[first] + sign * known_rows.ravel()[second]
+        flat_lo, flat_hi = raw[0].ravel(), raw[1].ravel()
+        lo1, hi1 = flat_lo[first], flat_hi[first]
+        lo2 = np.where(sign > 0, flat_lo[second], -flat_hi[second])
+        hi2 = np.where(sign > 0, flat_hi[second], -flat_lo[second])
+        plain_lo, plain_hi = (lo1 + lo2) - rest, (hi1 + hi2) - rest  # combinations of D rows alone
+        usable = (own != 0) & inside[..., None]
+        div = np.where(own != 0, own, 1)
+        for k in range(big - 1, -1, -1):  # the sums, from the top down
+            parent = np.isfinite(low)
+            sum_lo = (np.where(parent, low, 0.0)[:, None] + lo2[:, k]) - rest[:, k]  # row 0 is the first
+            sum_hi = (np.where(parent, high, 0.0)[:, None] + hi2[:, k]) - rest[:, k]
+            lo = np.where(reads[:, k], sum_lo, plain_lo[:, k])
+            hi = np.where(reads[:, k], sum_hi, plain_hi[:, k])
+            a = np.where(own[:, k] > 0, lo, hi) / div[:, k]
+            b = np.where(own[:, k] > 0, hi, lo) / div[:, k]
+            ok = usable[:, k] & (parent[:, None] | ~reads[:, k])
+            low = np.where(ok, a, -np.inf).max(1)
+            high = np.where(ok, b, np.inf).min(1)
+        return low, high
+
+    def _sum_tables(self, c: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Colour c's ends as sum_bounds reads them, made once per colour: the sum of each 2^L
+        block, 2^L LL_L + 4^L 127.5 (2, H / 2^L, W / 2^L; float64), and per level m = 0 .. L-1 the
+        rows of each 2^(m+1) block, 2^(m+1) D_(m+1) (2, 3, H / 2^(m+1), W / 2^(m+1); in the ends'
+        type, float32 from the chain: exact, and half the memory)."""
+        if c not in self._tables:
+            assert self.coarse_lower is not None and self.coarse_upper is not None
+            big = self.haar_levels
+            ends = [(self.coarse_lower[0][c], self.coarse_upper[0][c])]
+            top = np.stack([e.astype(np.float64) * 2.0**big + 4.0**big * 127.5 for e in ends[0]])
+            rows = []
+            for m in range(big):
+                lo, hi = (
+                    (self.lower, self.upper)
+                    if m == 0
+                    else (self.coarse_lower[big - m], self.coarse_upper[big - m])
+                )
+                factor = lo.dtype.type(2 ** (m + 1))  # exact in the ends' own type (float32 here)
+                rows.append(np.stack([lo[:, c] * factor, hi[:, c] * factor]))
+            self._tables[c] = (top, rows)
+        return self._tables[c]
+
+    @cached_property
+    def fine(self) -> bool:
+        """Whether the finest band bounds anything (can_bound), asked once."""
+        return self.can_bound()
+
     def bounds(
-        self, rows: np.ndarray, cols: np.ndarray, c: int, level: np.ndarray, known: np.ndarray
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        c: int,
+        level: np.ndarray,
+        known: np.ndarray,
+        sums: BlockSums | None = None,
     ) -> Bounds:
         """(lowest, highest) level of colour c at pixels (rows, cols), given the colour's levels
-        (H, W) and which pixels of it are known (H, W): those of the pixel's block bound it. All
-        in float64 from the exact ends, the same on every machine; then rounded inward to levels
-        and clipped to 0..255. FormatError where the known levels leave a pixel none (FORMAT.md
-        6.6.4: corruption)."""
+        (H, W) and which pixels of it are known (H, W): those of the pixel's block bound it, and
+        (form 11, with the plane's block sums) the coarser bands with its complete blocks
+        (sum_bounds). All in float64 from the exact ends, the same on every machine; then rounded
+        inward to levels and clipped to 0..255. FormatError where the known levels leave a pixel
+        none (FORMAT.md 6.6.4: corruption)."""
+        n = rows.size
+        if self.fine:
+            low, high = self._finest(rows, cols, c, level, known)
+        else:  # every bound would lie outside 0..255
+            low, high = np.full(n, -np.inf), np.full(n, np.inf)
+        if sums is not None and self.haar_levels:
+            # a pixel none of whose block mates is known has no combination at m = 0 (sum_bounds)
+            height, width = level.shape
+            top, left = rows & ~1, cols & ~1
+            below, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
+            mate = known[top, left] | known[top, right] | known[below, left] | known[below, right]
+            if mate.any():
+                a, b = self.sum_bounds(rows[mate], cols[mate], c, level, known, sums)
+                low[mate], high[mate] = np.maximum(low[mate], a), np.minimum(high[mate], b)
+        low = np.clip(np.ceil(low), 0, 255).astype(np.int64)
+        high = np.clip(np.floor(high), 0, 255).astype(np.int64)
+        if (low > high).any():  # never for true levels; a damaged stream's can contradict them
+            raise FormatError("lossless tail: decoded levels outside their known intervals")
+        return low, high
+
+    def _finest(
+        self, rows: np.ndarray, cols: np.ndarray, c: int, level: np.ndarray, known: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Form 10's bounds from the finest band and the block's known pixels, float64."""
         height, width = level.shape
         n = rows.size
         br, bc = rows // 2, cols // 2
@@ -447,10 +663,6 @@ class Intervals:
             c_lo, c_hi = (_sum3(v) for v in _scaled(f * ((f != 0) & ~shared), lo, hi))
             low = np.where(two, base + np.where(fa > 0, a_lo, -a_hi) + c_lo, low)
             high = np.where(two, base + np.where(fa > 0, a_hi, -a_lo) + c_hi, high)
-        low = np.clip(np.ceil(low), 0, 255).astype(np.int64)
-        high = np.clip(np.floor(high), 0, 255).astype(np.int64)
-        if (low > high).any():  # never for true levels; a damaged stream's can contradict them
-            raise FormatError("lossless tail: decoded levels outside their known intervals")
         return low, high
 
 
@@ -753,6 +965,7 @@ def encode_passes(
     _check_form(form)
     if intervals is not None and form < 10:
         raise ValueError("known intervals bound the levels from form 10 on")
+    intervals = None if intervals is None else intervals.for_form(form)
     x = np.ascontiguousarray(pixels, dtype=np.uint8)
     if side is not None and side.shape != x.shape:
         raise ValueError("side image and pixels differ in shape")
@@ -981,6 +1194,7 @@ class TailDecoder:
             raise ValueError("side image does not match the image's shape")
         if intervals is not None and form < 10:
             raise ValueError("known intervals bound the levels from form 10 on")
+        intervals = None if intervals is None else intervals.for_form(form)
         self.height, self.width, self.side = height, width, side
         self.intervals = intervals  # form 10: the chain's, which bound the levels
         src = _Reader(params)

@@ -24,7 +24,8 @@ class; this mix changes from pixel to pixel. Green's bytes: -2.6 % and -4.1 % on
 green as its side image (the colour-difference sub-predictions then read R - G and B - G), beat
 the interlaced passes on some photos, and the encoder may choose that. Form 9 gives blue's raster
 coder the decoded red as a second guide (docs/MODEL.md section 37); form 10 bounds each level by
-the chain's known intervals and its 2 x 2 block's coded pixels (lossless_tail.Intervals).
+the chain's known intervals and its 2 x 2 block's coded pixels (lossless_tail.Intervals); form 11
+by the coarser bands' too, through the sums of the blocks already coded (lossless_tail.BlockSums).
 
 No torch here.
 """
@@ -93,6 +94,10 @@ class Grid:
         # pixel of its 2 x 2 block is coded; `colour` is the plane's (0, 1, 2: R, G, B)
         self.intervals, self.colour = intervals, colour
         self.coded = np.zeros((height, width), bool)
+        # form 11: the coarser bands bound a level too, through the sums of its complete blocks
+        self.sums = None
+        if intervals is not None and form >= 11 and intervals.haar_levels:
+            self.sums = lt.BlockSums(height, width, intervals.haar_levels)
         self.stride = width + 2 * PAD
         pad = ((PAD, 1), (PAD, PAD))
         # form 9, blue in raster order: red, a second guide beside the side image (green)
@@ -245,19 +250,20 @@ class Grid:
             bounds = None
             if self.intervals is not None:
                 rows, cols = np.divmod(self.order[sl], self.width)
-                bounds = self.intervals.bounds(rows, cols, self.colour, self.levels(), self.coded)
+                bounds = self.intervals.bounds(rows, cols, self.colour, self.levels(), self.coded, self.sums)
                 mu = np.clip(mu, bounds[0], bounds[1])
             k, got = take(sl, mu, extra, bounds)
             if self.intervals is not None:
                 self.coded[rows[got], cols[got]] = True
             at, k = at[got], k[got]
             self.error[at] = k
-            if known is not None:
-                continue  # the levels and the sub-predictors' errors are there already
-            self.level[at] = np.rint(mu[got]).astype(np.int64) + k
-            if self.form >= 8:
-                self.sub_error[at] = np.abs(self._sub[got] - 2 * self.level[at, None])
-            if not got.all():
+            if known is None:  # else the levels and the sub-predictors' errors are there already
+                self.level[at] = np.rint(mu[got]).astype(np.int64) + k
+                if self.form >= 8:
+                    self.sub_error[at] = np.abs(self._sub[got] - 2 * self.level[at, None])
+            if self.sums is not None:
+                self.sums.add(rows[got], cols[got], self.level[at])
+            if known is None and not got.all():
                 return False
         return True
 
@@ -369,6 +375,8 @@ def _run_known(
     location, activity and (form 10 with intervals, else None) bounds in coding order."""
     grid.error[:] = 0
     grid.coded[:] = False
+    if grid.sums is not None:
+        grid.sums = lt.BlockSums(grid.height, grid.width, len(grid.sums.sum))
     mu, activity = np.zeros(v.size), np.zeros(v.size, np.int64)
     low, high = np.zeros(v.size, np.int64), np.full(v.size, 255, np.int64)
 
