@@ -371,11 +371,11 @@ class _Chain:
         """A Haar step is complete: its partial-display estimates are no longer needed."""
         self.estimate = []
 
-    def tail_intervals(self) -> lossless_tail.Intervals | None:
-        """What a tail of form 10 after the current step is told: the finest band's known intervals
-        in levels (FORMAT.md 6.6.4): the float32 ends times 128 (exact), kept as float32. None
-        where they bound no pixel (every one still the whole band, as after step 3): the same tail
-        without computing them."""
+    def tail_intervals(self) -> lossless_tail.Intervals:
+        """What a tail of form 10 or later after the current step is told: every band's known
+        intervals in levels (FORMAT.md 6.6.4-6.6.5), the float32 ends times 128 (exact), kept as
+        float32. The tail reads what its form reads (Intervals.for_form: nothing where the finest
+        band bounds nothing, as after step 3)."""
         lower, upper = self.known()
         level = np.float32(128)
         return lossless_tail.Intervals(
