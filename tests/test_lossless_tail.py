@@ -440,9 +440,14 @@ def test_form_10_bounds_the_pixels_by_known_intervals_and_codes_them_in_fewer_by
         lossless_tail.encode_passes(img, side, 9, intervals)
     # decoded with another image's intervals: a format error or other pixels, never a crash
     other = _block_intervals(255 - img[: shape[0] // 2 * 2, : shape[1] // 2 * 2], rng, widest=4.0)
-    dec = lossless_tail.TailDecoder(ten.params, *shape, side, 10, other)
+    _assert_refused_or_other_pixels(ten, img, side, 10, other)
+
+
+def _assert_refused_or_other_pixels(coded, img, side, form, intervals) -> None:
+    """A tail decoded with intervals it was not coded with: a format error or other pixels."""
+    dec = lossless_tail.TailDecoder(coded.params, *img.shape[:2], side, form, intervals)
     try:
-        for _, payload in ten.chunks:
+        for _, payload in coded.chunks:
             dec.decode_pass(payload)
         assert not np.array_equal(dec.x, img)
     except FormatError:
@@ -564,14 +569,7 @@ def test_form_11_bounds_by_block_sums_and_codes_raster_planes_in_fewer_bytes(sha
     for _, payload in eleven.chunks:
         assert dec.decode_pass(payload)
     assert dec.complete and np.array_equal(dec.x, img)
-    other = _pyramid_intervals(255 - img, rng, 4, widest=3.0)
-    dec = lossless_tail.TailDecoder(eleven.params, *shape, side, 11, other)
-    try:
-        for _, payload in eleven.chunks:
-            dec.decode_pass(payload)
-        assert not np.array_equal(dec.x, img)
-    except FormatError:
-        pass
+    _assert_refused_or_other_pixels(eleven, img, side, 11, _pyramid_intervals(255 - img, rng, 4, widest=3.0))
 
 
 @pytest.mark.parametrize("form", [7, 8])

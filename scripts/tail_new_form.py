@@ -1,14 +1,14 @@
-"""Study: what the tail's form 11 (raster planes bounded by every band's known intervals through
-block sums) buys over form 10, real files.
+"""Study: what a new form of the lossless tail buys over an older one, real files.
 
-    python scripts/tail_form11.py IMAGES... [--after 7 ...] [--crop 512] [--json F]
+    python scripts/tail_new_form.py IMAGES... [--forms OLD NEW] [--after 7 ...] [--crop 512] [--json F]
 
 Encodes each photo's centre crop (seed = index, `--fast`) with a lossless tail after step S (7:
-`--tail on`) as form 11 (the shipped tail) and decodes the file back to the original; then codes
-the same tail, given the same image after step S and the same known intervals, as form 10 (uqdm
-0.34) and puts its layer in the form-11 layer's place. Prints each file's bits per pixel both
-ways, the change and the seconds each tail took to code (encoder and its check decode), and the
-mean. docs/MODEL.md section 39.
+`--tail on`) as the shipped form and decodes the file back to the original; then codes the same
+tail, given the same image after step S and the same known intervals, as form OLD and as form NEW
+(default 10 and 11) and puts each layer in the shipped layer's place. Prints each file's bits per
+pixel both ways, the change and the seconds each tail took to code (its encoder and the check
+decode), and the means. `--forms 9 10`: docs/MODEL.md section 38 (form 10 against form 9);
+`--forms 10 11`: section 39 (form 11 against form 10).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from uqdm_codec import lossless_tail as lt
 
 def main() -> None:
     ap = parser(__doc__)
+    ap.add_argument("--forms", type=int, nargs=2, default=[10, 11], metavar=("OLD", "NEW"))
     ap.add_argument("--after", type=int, nargs="+", default=[7])
     args = ap.parse_args()
     seen = []
@@ -43,6 +44,7 @@ def main() -> None:
     codec = get_codec()
     rows = []
     shipped = lt.FORM
+    old, new = args.forms
     for seed, (px, path) in enumerate(zip(load_crops(args.images, args.crop), args.images)):
         row: dict = {"image": path.name}
         for after in args.after:
@@ -53,7 +55,7 @@ def main() -> None:
                 raise AssertionError(f"{path.name}: the form-{shipped} file does not decode to the original")
             index, side, judge, intervals = seen[-1]
             sizes, seconds = {}, {}
-            for form in (shipped, 10):
+            for form in (shipped, old, new):
                 lt.FORM = form
                 try:
                     start = time.perf_counter()
@@ -62,12 +64,12 @@ def main() -> None:
                 finally:
                     lt.FORM = shipped
             pixels = px.shape[0] * px.shape[1]
-            old = len(data) - sizes[shipped] + sizes[10]
-            row[f"form10_after{after}"] = 8.0 * old / pixels
-            row[f"form{shipped}_after{after}"] = 8.0 * len(data) / pixels
-            row[f"change_after{after}"] = 100.0 * (len(data) - old) / old
-            row[f"tail_seconds_form10_after{after}"] = seconds[10]
-            row[f"tail_seconds_form{shipped}_after{after}"] = seconds[shipped]
+            steps = len(data) - sizes[shipped]  # the header and the layers before the tail
+            row[f"form{old}_after{after}"] = 8.0 * (steps + sizes[old]) / pixels
+            row[f"form{new}_after{after}"] = 8.0 * (steps + sizes[new]) / pixels
+            row[f"change_after{after}"] = 100.0 * (sizes[new] - sizes[old]) / (steps + sizes[old])
+            row[f"tail_seconds_form{old}_after{after}"] = seconds[old]
+            row[f"tail_seconds_form{new}_after{after}"] = seconds[new]
         rows.append(row)
         print_row(row)
     finish_rows(rows, args.json)
