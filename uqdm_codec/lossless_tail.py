@@ -443,7 +443,9 @@ class Intervals:
 
     lower, upper: (3 orientations LH, HL, HH; 3 colours R, G, B; H2, W2), the chain's float32 ends
     times 128 (a level is 2/256 in data units; exact), float32 or float64: read as float64. Blocks
-    that reach past the image (an odd height or width) give no bounds."""
+    that reach past the image (an odd height or width) give no bounds. Form 11 also reads the
+    coarser bands (coarse_lower, coarse_upper: LL_L (3, ...) and D_L .. D_2 (3, 3, ...), the same
+    units) through the sums of complete blocks (sum_bounds)."""
 
     lower: np.ndarray
     upper: np.ndarray
@@ -961,7 +963,8 @@ def encode_passes(
     with which (GREEN_ORDERS). Form 8 may code red and blue in raster order too, each guided by
     green, where that gives fewer bytes than the passes (entropy-coded only where the estimate says
     it may: RASTER_MARGIN). Form 10 given the chain's known intervals bounds each pixel by them
-    (Intervals); without them it codes as form 9."""
+    (Intervals), form 11 its raster planes by the coarser bands' too; without them either codes as
+    form 9."""
     _check_form(form)
     if intervals is not None and form < 10:
         raise ValueError("known intervals bound the levels from form 10 on")
