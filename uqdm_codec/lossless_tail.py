@@ -381,13 +381,12 @@ def _combinations() -> tuple[np.ndarray, ...]:
     combinations of the parent's rows that bound child q's sum: every row alone where every other
     child is complete, else the sums and differences of two rows whose coefficients vanish on the
     unknown children but not on q (four for one unknown child, two for two); none for three.
-    As arrays (4, 16, 4): first row, second row (4: none), its sign, the coefficient of child q
-    (0: no combination), and (4, 16, 4, 4) the coefficients of the children."""
+    As arrays (4, 16, 4): first row, second row (4: none), its sign, and the coefficient of child
+    q (0: no combination)."""
     first = np.full((4, 16, 4), 4, np.int64)
     second = np.full((4, 16, 4), 4, np.int64)
     sign = np.ones((4, 16, 4), np.int64)
     own = np.zeros((4, 16, 4), np.int64)
-    coef = np.zeros((4, 16, 4, 4), np.int64)
     for q in range(4):
         for mask in range(16):
             unknown = [k for k in range(4) if mask >> k & 1]
@@ -407,13 +406,10 @@ def _combinations() -> tuple[np.ndarray, ...]:
             for j, (r1, r2, g, c) in enumerate(found):
                 first[q, mask, j], second[q, mask, j], sign[q, mask, j] = r1, r2, g
                 own[q, mask, j] = c[q]
-                coef[q, mask, j] = np.where(np.arange(4) == q, 0, c)
-    return first, second, sign, own, coef
+    return first, second, sign, own
 
 
-_COMBO_FIRST, _COMBO_SECOND, _COMBO_SIGN, _COMBO_OWN, _COMBO_COEF = (
-    a.reshape(64, *a.shape[2:]) for a in _combinations()
-)
+_COMBO_FIRST, _COMBO_SECOND, _COMBO_SIGN, _COMBO_OWN = (a.reshape(64, *a.shape[2:]) for a in _combinations())
 _COMBO_READS_SUM = (_COMBO_FIRST == 0) | (_COMBO_SECOND == 0)
 
 
@@ -425,6 +421,11 @@ class BlockSums:
         shapes = [((height >> m) + 1, (width >> m) + 1) if m else (0, 0) for m in range(levels)]
         self.sum = [np.zeros(s, np.int64) for s in shapes]
         self.count = [np.zeros(s, np.int64) for s in shapes]
+
+    def clear(self) -> None:
+        """Back to no pixel coded (an encoder's next pass over the wavefronts)."""
+        for a in (*self.sum, *self.count):
+            a[:] = 0
 
     def add(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
         for m in range(1, len(self.sum)):
@@ -465,7 +466,7 @@ class Intervals:
         """What a tail of this form reads: None where the finest band bounds nothing (can_bound;
         the coarser bands then bound too little to pay for their time: docs/MODEL.md section 39);
         else the finest band, and from form 11 on the coarser bands too, where given."""
-        if not self.can_bound():
+        if not self.fine:
             return None
         if form < 11 or self.coarse_lower is None:
             return replace(self, coarse_lower=None, coarse_upper=None)

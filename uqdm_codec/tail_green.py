@@ -124,6 +124,14 @@ class Grid:
         self._causal = [di * self.stride + dj for di, dj in CAUSAL]
         self._side_at = [di * self.stride + dj for di, dj in SIDE_AT]
 
+    def restart(self) -> None:
+        """No pixel coded yet: the planes a pass over the wavefronts fills (symbols, and from form
+        10 on which pixels are coded and their blocks' sums) cleared, the levels kept."""
+        self.error[:] = 0
+        self.coded[:] = False
+        if self.sums is not None:
+            self.sums.clear()
+
     def set_levels(self, green: np.ndarray) -> None:
         """The encoder's: every level known (features read only the causal ones), and so every
         sub-predictor's error."""
@@ -373,10 +381,7 @@ def _run_known(
 ) -> tuple[np.ndarray, np.ndarray, lt.Bounds | None]:
     """The encoder's pass over the wavefronts (Grid.run with every level known): every pixel's
     location, activity and (form 10 with intervals, else None) bounds in coding order."""
-    grid.error[:] = 0
-    grid.coded[:] = False
-    if grid.sums is not None:
-        grid.sums = lt.BlockSums(grid.height, grid.width, len(grid.sums.sum))
+    grid.restart()
     mu, activity = np.zeros(v.size), np.zeros(v.size, np.int64)
     low, high = np.zeros(v.size, np.int64), np.full(v.size, 255, np.int64)
 
