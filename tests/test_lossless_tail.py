@@ -856,6 +856,24 @@ def test_tiled_files_with_a_tail(tiny_model):
     assert np.array_equal(codec.decode(chosen).pixels, img)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (2, 2), (6, 7), (7, 20), (20, 3)])
+def test_a_tail_on_images_with_a_side_under_8_pixels(codec, shape):
+    """Its 2 x 2 to 16 x 16 blocks reach past the image: they bound nothing, and are not read past
+    the planes' edges (uqdm 0.34-0.35 failed here with an IndexError)."""
+    img = synthetic_image(*shape, seed=6)
+    data = codec.encode(img, seed=3, tail=True)
+    assert np.array_equal(codec.decode(data).pixels, img)
+
+
+def test_a_tail_on_a_tiled_image_whose_last_regions_are_thin(tiny_model):
+    codec = Codec(tiny_model, "cpu", region=32)
+    img = synthetic_image(38, 70, seed=5)  # regions 32 and 6 high, 32, 32 and 6 wide
+    data = codec.encode(img, seed=2, tail=True)
+    assert np.array_equal(codec.decode(data).pixels, img)
+    cut = files.truncate(data, max_bytes=len(data) * 9 // 10)
+    assert not codec.decode(cut).lossless
+
+
 def test_cli_tail_modes(tmp_path, tiny_model_path):
     src = tmp_path / "a.png"
     Image.fromarray(synthetic_image(40, 48, seed=8)).save(src)

@@ -508,6 +508,9 @@ class Intervals:
         py, px = np.where(inside, r >> m + 1, 0), np.where(inside, q >> m + 1, 0)
         child = 2 * ((r >> m) & 1) + ((q >> m) & 1)
         cy, cx = 2 * py[..., None] + _CHILD_ROW, 2 * px[..., None] + _CHILD_COL  # (n, L, 4)
+        # a parent past the image (inside False) bounds nothing; its children's reads stay inside
+        # the planes where a side (of the image or a region) is under 2^L pixels
+        cy, cx = np.minimum(cy, (height - 1) >> m[:, None]), np.minimum(cx, (width - 1) >> m[:, None])
         n = rows.size
         value, done = np.empty((n, big, 4), np.int64), np.empty((n, big, 4), bool)
         raw = np.zeros((2, n, big, 5))  # each row's ends (row 0, the parent's sum, filled in below)
@@ -620,7 +623,11 @@ class Intervals:
         whole = (2 * br + 1 < height) & (2 * bc + 1 < width)
         br, bc = np.where(whole, br, 0), np.where(whole, bc, 0)
         pos = 2 * (rows % 2) + cols % 2
-        mates = [(2 * br + q // 2, 2 * bc + q % 2) for q in range(4)]
+        # a block past the image (whole False) has no known mates; its reads stay inside the plane
+        # where a side is 1 pixel (a 1-pixel image or region)
+        mates = [
+            (np.minimum(2 * br + q // 2, height - 1), np.minimum(2 * bc + q % 2, width - 1)) for q in range(4)
+        ]
         have = np.stack([known[r, q] for r, q in mates], 1) & whole[:, None]
         have[np.arange(n), pos] = False
         val = np.stack([level[r, q] for r, q in mates], 1).astype(np.float64)
