@@ -2,9 +2,14 @@
 correct decode within a time bound.
 
     python scripts/fuzz_campaign.py --cases 12000 --out fuzz_report.json
+    python scripts/fuzz_campaign.py --tail --cases 4000 --out fuzz_tail_report.json
+    python scripts/fuzz_campaign.py --inner --cases 4000 --out fuzz_inner_report.json
 
 Uses a small randomly initialised model (the decoder's robustness does not depend on the weights)
-and real files of several sizes, with and without sub-step chunks.
+and real files of several sizes, with and without sub-step chunks. `--tail`: files with a lossless
+tail in each colour order, damaged inside their checksums (tests/fuzz_cases.tail_mutations), so that
+the tail's own decoder meets them. `--inner`: any layer's header or a chunk's payload damaged
+inside its checksum (tests/fuzz_cases.inner_mutations).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from tests.conftest import make_tiny_model, synthetic_image  # noqa: E402
-from tests.fuzz_cases import mutations, run_case  # noqa: E402
+from tests.fuzz_cases import inner_mutations, mutations, run_case, tail_files, tail_mutations  # noqa: E402
 from uqdm_codec.codec import ChunkPolicy, Codec  # noqa: E402
 
 
@@ -30,14 +35,25 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=12000)
     parser.add_argument("--out", default="fuzz_report.json")
     parser.add_argument("--time-limit", type=float, default=10.0)
+    parser.add_argument("--tail", action="store_true", help="damaged tails inside valid checksums")
+    parser.add_argument("--inner", action="store_true", help="damaged layers inside valid checksums")
     args = parser.parse_args()
 
     model = make_tiny_model()
     codecs = [Codec(model, "cpu"), Codec(model, "cpu", chunking=ChunkPolicy(growth=0.01, min_bytes=24))]
-    sources = []
-    for k, (h, w) in enumerate([(20, 28), (1, 1), (33, 17)]):
-        for c in codecs:
-            sources.append((c, c.encode(synthetic_image(h, w, seed=k), seed=k)))
+    sources, strategy = [], inner_mutations if args.inner else mutations
+    if args.tail:
+        strategy = tail_mutations
+        for k, (h, w) in enumerate([(20, 28), (1, 1), (33, 17), (6, 40)]):
+            sources += [
+                (codecs[0], data) for data in tail_files(codecs[0], synthetic_image(h, w, seed=k)).values()
+            ]
+    else:
+        for k, (h, w) in enumerate([(20, 28), (1, 1), (33, 17)]):
+            for c in codecs:
+                sources.append((c, c.encode(synthetic_image(h, w, seed=k), seed=k)))
+        if args.inner:  # and the tails' layers
+            sources += [(codecs[0], data) for data in tail_files(codecs[0], synthetic_image(20, 28)).values()]
 
     counts: Counter = Counter()
     crashes: list[str] = []
@@ -48,7 +64,7 @@ def main() -> None:
         @settings(
             max_examples=per_source, deadline=None, database=None, suppress_health_check=list(HealthCheck)
         )
-        @given(mutations(data))
+        @given(strategy(data))
         def case(blob):
             outcome = run_case(codec, blob, args.time_limit)
             counts[outcome.split(":")[0] if outcome.startswith(("crash", "slow")) else outcome] += 1

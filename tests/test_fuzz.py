@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from uqdm_codec import container, lossless_tail
+
 from .conftest import synthetic_image
-from .fuzz_cases import mutations, run_case
+from .fuzz_cases import inner_mutations, mutations, run_case, tail_files, tail_mutations
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -39,3 +41,46 @@ def test_absurd_header_is_refused_without_allocating(codec):
 
     for w, h in ((100_000, 100_000), (65535, 65535), (1, 10**9 % 2**32)):
         assert run_case(codec, header_with(w, h), time_limit=1.0) == "error:FormatError"
+
+
+@pytest.fixture(scope="module")
+def tail_sources(codec):
+    img = synthetic_image(20, 28, seed=7)
+    return img, tail_files(codec, img)
+
+
+def test_tail_sources_cover_every_colour_order(tail_sources):
+    _, sources = tail_sources
+    for name in ("interlaced", "raster", "all raster"):
+        params = container.parse(sources[name]).layers[-1].tail_params
+        assert params[0] == lossless_tail.GREEN_ORDERS.index(name)
+
+
+@pytest.mark.parametrize("name", ["interlaced", "raster", "all raster", "after step 3"])
+def test_damaged_tails_inside_their_checksums_never_crash(codec, tail_sources, name):
+    img, sources = tail_sources
+    data = sources[name]
+    assert np.array_equal(codec.decode(data).pixels, img)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(tail_mutations(data))
+    def check(blob):
+        outcome = run_case(codec, blob, time_limit=10.0)
+        assert not outcome.startswith(("crash", "slow")), outcome
+
+    check()
+
+
+def test_damaged_layers_inside_their_checksums_never_crash(codec, small_file):
+    img, data = small_file
+    parsed = container.parse(data)
+    for layer, end in zip(parsed.layers, parsed.layer_offsets):  # the strategy rebuilds layers from these
+        assert data[end - layer.size : end] == layer.to_bytes()
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(inner_mutations(data))
+    def check(blob):
+        outcome = run_case(codec, blob, time_limit=10.0)
+        assert not outcome.startswith(("crash", "slow")), outcome
+
+    check()
