@@ -1,5 +1,5 @@
-"""Forms 7 to 10 of the lossless tail: a plane in raster order, one wavefront at a time (FORMAT.md
-6.6.1 to 6.6.4).
+"""Forms 7 to 11 of the lossless tail: a plane in raster order, one wavefront at a time (FORMAT.md
+6.6.1 to 6.6.5).
 
 The interlaced tail predicts its coarse passes from neighbours far apart; a raster-order coder
 sees every pixel's causal neighbours at distance 1 and 2. On smooth and edged photos that codes
