@@ -43,6 +43,18 @@ def test_absurd_header_is_refused_without_allocating(codec):
         assert run_case(codec, header_with(w, h), time_limit=1.0) == "error:FormatError"
 
 
+def _never_crash(codec, strategy, examples: int) -> None:
+    """Every blob the strategy draws ends in the codec's own error or a decode, within 10 s."""
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(strategy)
+    def check(blob):
+        outcome = run_case(codec, blob, time_limit=10.0)
+        assert not outcome.startswith(("crash", "slow")), outcome
+
+    check()
+
+
 @pytest.fixture(scope="module")
 def tail_sources(codec):
     img = synthetic_image(20, 28, seed=7)
@@ -61,14 +73,7 @@ def test_damaged_tails_inside_their_checksums_never_crash(codec, tail_sources, n
     img, sources = tail_sources
     data = sources[name]
     assert np.array_equal(codec.decode(data).pixels, img)
-
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    @given(tail_mutations(data))
-    def check(blob):
-        outcome = run_case(codec, blob, time_limit=10.0)
-        assert not outcome.startswith(("crash", "slow")), outcome
-
-    check()
+    _never_crash(codec, tail_mutations(data), examples=40)
 
 
 def test_damaged_layers_inside_their_checksums_never_crash(codec, small_file):
@@ -76,11 +81,4 @@ def test_damaged_layers_inside_their_checksums_never_crash(codec, small_file):
     parsed = container.parse(data)
     for layer, end in zip(parsed.layers, parsed.layer_offsets):  # the strategy rebuilds layers from these
         assert data[end - layer.size : end] == layer.to_bytes()
-
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    @given(inner_mutations(data))
-    def check(blob):
-        outcome = run_case(codec, blob, time_limit=10.0)
-        assert not outcome.startswith(("crash", "slow")), outcome
-
-    check()
+    _never_crash(codec, inner_mutations(data), examples=120)
