@@ -100,7 +100,9 @@ def mutations(data: bytes):
 
 
 def _flipped(raw: bytes, spots) -> bytes:
-    """raw with the bits (position modulo its length, bit) of `spots` flipped."""
+    """raw with the bits (position modulo its length, bit) of `spots` flipped (none if it is empty)."""
+    if not raw:
+        return raw
     out = bytearray(raw)
     for pos, bit in spots:
         out[pos % len(out)] ^= 1 << bit

@@ -195,6 +195,18 @@ def test_step_posterior_mean_matches_numeric_integration():
         assert got[j] == pytest.approx((x * density).sum() / density.sum(), abs=1e-5)
 
 
+def test_a_pixel_step_value_no_level_is_consistent_with_is_corruption():
+    """The pixel step's window (FORMAT.md 6.1) lets a damaged stream decode an x~ past the data
+    range, where no level is a candidate: a FormatError, not a NaN cast to pixels."""
+    q = 3 * 2 / 256  # the pixel step's quantiser: 3 levels
+    loc, scale = np.zeros(2), np.full(2, 0.02)
+    shown = entropy.posterior_mean(np.array([0.0, 1.0]), loc, scale, q)  # levels 254 and 255
+    top = entropy.pixels_to_data(np.array([254, 255]))
+    assert np.isfinite(shown).all() and top[0] < shown[1] < top[1]
+    with pytest.raises(FormatError, match="no pixel level"):
+        entropy.posterior_mean(np.array([0.0, 1.0 + q]), loc, scale, q)
+
+
 def test_known_intervals_truncate_the_prior_and_round_trip():
     """A prior truncated to an interval the value is known to lie in (FORMAT.md 5.5): the masses of
     the feasible symbols sum to one, symbols round trip, and an interval far in a tail of the

@@ -606,12 +606,16 @@ def levels_ideal_bits(levels: np.ndarray, x_tilde, loc, scale, quant_step: float
 
 
 def posterior_mean(x_tilde, loc, scale, quant_step: float) -> np.ndarray:
-    """E[x | last step] over the consistent levels: the display before the lossless layer."""
+    """E[x | last step] over the consistent levels: the display before the lossless layer.
+    FormatError where an x_tilde has none (a damaged stream's: the true level always is one)."""
     out = np.empty_like(x_tilde)
     for start in range(0, x_tilde.size, SLICE):
         sl = slice(start, start + SLICE)
         _, centres, _, tables = _level_tables(x_tilde[sl], loc[sl], scale[sl], quant_step)
-        out[sl] = portable.row_sum(tables * centres) / portable.row_sum(tables)
+        total = portable.row_sum(tables)
+        if not (total > 0).all():
+            raise FormatError("the pixel step decodes a value that no pixel level is consistent with")
+        out[sl] = portable.row_sum(tables * centres) / total
     return out
 
 
