@@ -207,6 +207,30 @@ def test_a_pixel_step_value_no_level_is_consistent_with_is_corruption():
         entropy.posterior_mean(np.array([0.0, 1.0 + q]), loc, scale, q)
 
 
+def test_an_escape_that_no_value_can_take_is_corruption():
+    """Every window symbol and the escape have a probability of at least 1e-12 (FORMAT.md 6.1), so
+    a damaged stream can decode the escape of an element whose feasible values all lie inside its
+    window: a FormatError, not constriction's error on an empty row."""
+    import constriction
+
+    prior = entropy.StepPrior(
+        loc=np.zeros(1),
+        scale=np.ones(1),
+        dither=np.zeros(1),
+        quant_step=np.ones(1),
+        bound=np.full(1, 256.0),
+        lower_known=np.array([-2.5]),
+        upper_known=np.array([2.5]),
+    )
+    w = 12  # the window half-width of scale / step 1
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(
+        np.array([2 * w + 1], np.int32), entropy._CATEGORICAL, entropy._window_tables(prior, w)
+    )
+    with pytest.raises(FormatError, match="escape"):
+        entropy.StepStream(entropy._payload(coder), False).group(prior)
+
+
 def test_known_intervals_truncate_the_prior_and_round_trip():
     """A prior truncated to an interval the value is known to lie in (FORMAT.md 5.5): the masses of
     the feasible symbols sum to one, symbols round trip, and an interval far in a tail of the

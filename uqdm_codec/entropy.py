@@ -492,6 +492,8 @@ def _decode_group(src: _Source, prior: StepPrior) -> tuple[np.ndarray, np.ndarra
         escaped = np.flatnonzero(got & (ks > half))  # the escape symbol decodes as w + 1
         if escaped.size:
             tables, k_lo = _escape_tables(part.part(escaped), half[escaped])
+            if not (tables > 0).any(axis=1).all():  # every value of its feasible range is in its window
+                raise FormatError("a step decodes an escape that no value can take: the stream is damaged")
             sym, valid = src.decode(tables)
             ks[escaped[:valid]] = sym[:valid] + k_lo[:valid]
             got[escaped[valid:]] = False
