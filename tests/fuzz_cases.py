@@ -46,12 +46,6 @@ def mutations(data: bytes):
     spans = layer_spans(data)
     n = len(data)
 
-    def flip(pos_bit):
-        pos, bit = pos_bit
-        out = bytearray(data)
-        out[pos % n] ^= 1 << bit
-        return bytes(out)
-
     def swap(ij):
         i, j = sorted(ij)
         if i == j:
@@ -74,7 +68,9 @@ def mutations(data: bytes):
     k = len(spans)
     return st.one_of(
         st.binary(max_size=400),
-        st.builds(flip, st.tuples(st.integers(0, n - 1), st.integers(0, 7))),
+        st.builds(
+            lambda pos_bit: _flipped(data, [pos_bit]), st.tuples(st.integers(0, n - 1), st.integers(0, 7))
+        ),
         st.builds(lambda cut: data[:cut], st.integers(0, n)),
         st.sampled_from([data[:b] for _, b in spans] + [data[: b - 1] for _, b in spans]),
         st.builds(swap, st.tuples(st.integers(0, k - 1), st.integers(0, k - 1))),
@@ -121,13 +117,16 @@ def inner_mutations(data: bytes):
     def damaged(i: int, chunk: int | None, spots) -> bytes:
         k = i % len(parsed.layers)
         layer, start = parsed.layers[k], starts[k]
-        header, payloads = layer.header_bytes(), [c.payload for c in layer.chunks]
-        if chunk is None or not payloads:
+        if chunk is None or not layer.chunks:
+            header = layer.header_bytes()
             body = _flipped(header[:-4], spots)
-            header = body + struct.pack("<I", container.crc32(body))
+            rebuilt = body + struct.pack("<I", container.crc32(body)) + layer.to_bytes()[len(header) :]
         else:
-            payloads[chunk % len(payloads)] = _flipped(payloads[chunk % len(payloads)], spots)
-        rebuilt = header + b"".join(struct.pack("<I", container.crc32(p)) + p for p in payloads)
+            j = chunk % len(layer.chunks)
+            changed = replace(layer.chunks[j], payload=_flipped(layer.chunks[j].payload, spots))
+            rebuilt = replace(
+                layer, chunks=[changed if i == j else c for i, c in enumerate(layer.chunks)]
+            ).to_bytes()
         return data[:start] + rebuilt + data[start + layer.size :]
 
     spots = st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 7)), min_size=1, max_size=4)
