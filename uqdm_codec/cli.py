@@ -31,7 +31,7 @@ TailOpt = typer.Option(
     "off",
     "--tail",
     help="The lossless end: 'off' the pixel step and the lossless layer; 'on' a lossless coder "
-    "from exact neighbours after step T-1 (11-15 % smaller lossless files for photos, no image between "
+    "from exact neighbours after step T-1 (10-15 % smaller lossless files for photos, no image between "
     "step T-1 and lossless but its passes'); 'auto' both coded, the smaller file kept.",
 )
 TailAfterOpt = typer.Option(
