@@ -11,7 +11,6 @@ codec's own error) or "crash:<Type>" (a bug).
 
 from __future__ import annotations
 
-import struct
 import time
 from dataclasses import replace
 from unittest import mock
@@ -38,7 +37,7 @@ def header_with(
         )
         + name
     )
-    return body + struct.pack("<I", container.crc32(body))
+    return container.sealed(body)
 
 
 def mutations(data: bytes):
@@ -119,13 +118,12 @@ def inner_mutations(data: bytes):
         layer, start = parsed.layers[k], starts[k]
         if chunk is None or not layer.chunks:
             header = layer.header_bytes()
-            body = _flipped(header[:-4], spots)
-            rebuilt = body + struct.pack("<I", container.crc32(body)) + layer.to_bytes()[len(header) :]
+            rebuilt = container.sealed(_flipped(header[:-4], spots)) + layer.to_bytes()[len(header) :]
         else:
             j = chunk % len(layer.chunks)
             changed = replace(layer.chunks[j], payload=_flipped(layer.chunks[j].payload, spots))
             rebuilt = replace(
-                layer, chunks=[changed if i == j else c for i, c in enumerate(layer.chunks)]
+                layer, chunks=[changed if n == j else c for n, c in enumerate(layer.chunks)]
             ).to_bytes()
         return data[:start] + rebuilt + data[start + layer.size :]
 

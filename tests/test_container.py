@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
 from uqdm_codec import container, files
@@ -89,7 +87,7 @@ def _header_with(**fields):
     )
     base.update(fields)
     body = container._HEAD.pack(*base.values())
-    return body + struct.pack("<I", container.crc32(body))
+    return container.sealed(body)
 
 
 @pytest.mark.parametrize(

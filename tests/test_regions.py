@@ -3,7 +3,6 @@ interleaved. Tested at small scale with a tiny model and a 32-pixel region side.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import replace
 
 import numpy as np
@@ -147,7 +146,7 @@ def test_damaged_tiled_files(tiled, tiled_codec, other_model_path):
 
     def with_header(header_bytes: bytes) -> bytes:
         body = header_bytes[:-4]
-        return body + struct.pack("<I", container.crc32(body)) + data[size:]
+        return container.sealed(body) + data[size:]
 
     raw = hd.to_bytes()
     bad_flag = bytearray(raw)

@@ -73,6 +73,11 @@ def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+def sealed(body: bytes) -> bytes:
+    """A file or layer header: its body, then the body's CRC32 (FORMAT.md 1 and 2)."""
+    return body + _U32.pack(crc32(body))
+
+
 def put_varint(value: int) -> bytes:
     """Unsigned LEB128: 7 bits per byte, high bit set on all but the last."""
     out = bytearray()
@@ -217,7 +222,7 @@ class Header:
             body += bytes([self.tail_form])
         if self.region:
             body += _REGION.pack(*self.region)
-        return body + _U32.pack(crc32(body))
+        return sealed(body)
 
 
 SHOW = 1  # chunk flag: the decoder shows this chunk's image (else it keeps the image it showed)
@@ -265,7 +270,7 @@ class Layer:
         body += b"".join(
             put_varint(4 * c.count + c.flags) + put_varint(len(c.payload) // 4) for c in self.chunks
         )
-        return body + _U32.pack(crc32(body))
+        return sealed(body)
 
     def to_bytes(self) -> bytes:
         parts = [self.header_bytes()]
