@@ -35,6 +35,9 @@ def test_output_names_follow_the_single_file_commands(tmp_path):
     assert plan_outputs("decode", src[1:], tmp_path / "o") == [tmp_path / "o" / "b.decoded.png"]
     assert plan_outputs("decode", src[1:], None, steps=3) == [tmp_path / "b.step3.png"]
     assert plan_outputs("truncate", src[1:], None, bpp=0.5) == [tmp_path / "b.0.5bpp.uqd"]
+    assert plan_outputs("decode", src[1:], None, bpp=0.5) == [tmp_path / "b.0.5bpp.png"]
+    sampled = plan_outputs("decode", src[1:], None, bpp=2, recon="sample", seed=3)
+    assert sampled == [tmp_path / "b.2bpp.sample3.png"]
 
 
 def test_collisions_and_inputs_are_refused_before_anything_runs(tmp_path):

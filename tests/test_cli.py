@@ -70,6 +70,33 @@ def test_encode_decode_info_truncate(photo, tiny_model_path):
     assert r.exit_code == 0 and "part of chunk" in r.stderr
 
 
+def test_decode_bpp_reads_what_truncate_keeps(photo, tiny_model_path):
+    import uqdm_codec
+
+    assert run("encode", photo, "-m", tiny_model_path, "--seed", 4).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    data = uqd.read_bytes()
+    for bpp in (1.5, 6.0, 100.0):  # inside the early steps, inside the pixel step, the whole file
+        r = run("truncate", uqd, "--bpp", bpp, "-o", photo.with_name(f"cut{bpp:g}.uqd"))
+        assert r.exit_code == 0, r.output
+        r = run("decode", photo.with_name(f"cut{bpp:g}.uqd"), "-m", tiny_model_path)
+        assert r.exit_code == 0, r.output
+        r = run("decode", uqd, "--bpp", bpp, "-m", tiny_model_path)
+        assert r.exit_code == 0, r.output
+        assert "warning" not in r.stderr  # the cut is what was asked for
+        cut_bytes = photo.with_name(f"cut{bpp:g}.uqd").stat().st_size
+        assert f"from the first {cut_bytes} bytes" in r.stdout
+        ours = np.asarray(Image.open(photo.with_name(f"photo.{bpp:g}bpp.png")))
+        theirs = np.asarray(Image.open(photo.with_name(f"cut{bpp:g}.decoded.png")))
+        assert np.array_equal(ours, theirs)
+        library = uqdm_codec.decode(data, model=tiny_model_path, bpp=bpp)
+        assert np.array_equal(np.asarray(library), ours)
+    assert cut_bytes == len(data) and np.array_equal(ours, np.asarray(Image.open(photo)))
+    assert_one_line_error(run("decode", uqd, "--bpp", 1, "--steps", 2, "-m", tiny_model_path))
+    assert_one_line_error(run("decode", uqd, "--bpp", 0.001, "-m", tiny_model_path))
+    assert_one_line_error(run("decode", uqd, uqd, "--bpp", 1, "--steps", 2, "-m", tiny_model_path))
+
+
 def test_no_overwrite_without_force(photo, tiny_model_path):
     assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
     uqd = photo.with_suffix(".uqd")

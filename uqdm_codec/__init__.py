@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.35.1"
+__version__ = "0.36.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -88,12 +88,16 @@ def decode(
     progress=None,
     recon: str = "mean",
     seed: int | None = None,
+    bpp: float | None = None,
 ):
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
-    layers in the file; with the lossless layer that is the exact original). recon="sample" draws
-    the steps the file does not hold from the model (the paper's ancestral decoding: sharp where the
-    mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step is in."""
-    return decode_full(data, steps, model, device=device, progress=progress, recon=recon, seed=seed).to_pil()
+    layers in the file; with the lossless layer that is the exact original), or from the longest
+    prefix within `bpp` bits per pixel (what `truncate` would keep, cut in memory). recon="sample"
+    draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp
+    where the mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step
+    is in."""
+    full = decode_full(data, steps, model, device=device, progress=progress, recon=recon, seed=seed, bpp=bpp)
+    return full.to_pil()
 
 
 def Decoder(model=None, device=None):  # noqa: N802 - a class to the user
@@ -112,14 +116,16 @@ def decode_full(
     progress=None,
     recon: str = "mean",
     seed: int | None = None,
+    bpp: float | None = None,
 ):
     """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings, recon)."""
-    from . import container, sampling
+    from . import container, files, sampling
     from .codec import model_for_file
 
     recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
     if isinstance(data, (str, Path)):
         data = Path(data).read_bytes()
+    data = files.budget_prefix(data, steps, bpp)
     header, _ = container.parse_header(bytes(data[:512]))
     codec = get_codec(model_for_file(header, model), device)
     return codec.decode(data, steps, progress, recon=recon, seed=seed)

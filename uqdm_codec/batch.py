@@ -55,6 +55,8 @@ def output_name(
         return f"{source.stem}.uqd"
     if op == "decode":
         tag = "" if recon == "mean" else f".sample{seed or 0}"
+        if bpp is not None:
+            return f"{source.stem}.{bpp:g}bpp{tag}.png"
         return f"{source.stem}.decoded{tag}.png" if steps is None else f"{source.stem}.step{steps}{tag}.png"
     if op == "truncate":
         tag = f"{bpp:g}bpp" if bpp is not None else f"{steps}steps"
@@ -167,23 +169,25 @@ def decode_file(
     output: str | Path | None = None,
     *,
     steps: int | None = None,
+    bpp: float | None = None,
     model=None,
     device=None,
     recon: str = "mean",
     seed: int | None = None,
     force: bool = False,
 ) -> Result:
-    """Decode one .uqd file to an image (default: NAME.decoded.png or NAME.stepN.png; with
-    recon="sample" the remaining steps are drawn, see sampling.py, and the name ends .sampleS)."""
+    """Decode one .uqd file to an image (default: NAME.decoded.png, NAME.stepN.png or, from the
+    longest prefix within `bpp`, NAME.<bpp>bpp.png; with recon="sample" the remaining steps are
+    drawn, see sampling.py, and the name ends .sampleS)."""
     source = Path(source)
-    target = _target("decode", source, out_dir, output, steps=steps, recon=recon, seed=seed)
+    target = _target("decode", source, out_dir, output, steps=steps, bpp=bpp, recon=recon, seed=seed)
 
     def task() -> Result:
-        from . import container, get_codec
+        from . import container, files, get_codec
         from .codec import model_for_file
         from .image_io import save_image
 
-        data = read_input(source)
+        data = files.budget_prefix(read_input(source), steps, bpp)
         header, _ = container.parse_header(data[:512])
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
@@ -191,7 +195,10 @@ def decode_file(
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         save_image(decoded.pixels, target, force=force, inputs=(source,))
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
-        return Result(source, target, True, target.stat().st_size, None, what, notes=decoded.warnings)
+        if bpp is not None:
+            what += f", {files.bpp_of(len(data), header):.3f} bpp read"
+        notes = decoded.warnings if bpp is None else []  # with bpp the prefix is cut on purpose
+        return Result(source, target, True, target.stat().st_size, None, what, notes=notes)
 
     return _run(task, source, target, out_dir if output is None else None)
 
@@ -301,6 +308,8 @@ def run_batch(
         raise UqdmError("--jobs must be at least 1")
     if op == "truncate" and (bpp is None) == (steps is None):
         raise UqdmError("give exactly one of --bpp or --steps")
+    if op == "decode" and bpp is not None and steps is not None:
+        raise UqdmError("give at most one of --bpp or --steps")
     sources = [Path(p) for p in paths]
     names = {"recon": recon, "seed": seed} if op == "decode" else {}
     targets = plan_outputs(
@@ -323,7 +332,14 @@ def run_batch(
             "tail": tail,
             "tail_after": tail_after,
         },
-        "decode": {"model": model, "device": device, "steps": steps, "recon": recon, "seed": seed},
+        "decode": {
+            "model": model,
+            "device": device,
+            "steps": steps,
+            "bpp": bpp,
+            "recon": recon,
+            "seed": seed,
+        },
         "truncate": {"bpp": bpp, "steps": steps},
     }[op]
     task = partial(TASKS[op], force=force, **options)

@@ -322,12 +322,18 @@ def decode(
         None,
         "-o",
         "--output",
-        help="Output image of a single input (default: next to the input, NAME.decoded.png or "
-        "NAME.stepN.png).",
+        help="Output image of a single input (default: next to the input, NAME.decoded.png, "
+        "NAME.stepN.png or NAME.<bpp>bpp.png).",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
     steps: int | None = typer.Option(None, "--steps", "-s", help="Decode only the first N diffusion steps."),
+    bpp: float | None = typer.Option(
+        None,
+        "--bpp",
+        help="Decode the longest prefix within this many bits per pixel (what truncate --bpp would keep; "
+        "no file is cut).",
+    ),
     recon: str = typer.Option(
         "mean",
         "--recon",
@@ -351,7 +357,8 @@ def decode(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Reconstruct images from .uqd files, from their first N steps or all of them.
+    """Reconstruct images from .uqd files: from their first N steps, a prefix within a bit budget,
+    or all of them.
 
     Several inputs run in --jobs worker processes, as for encode."""
     with _errors():  # the imports too, as in encode
@@ -360,6 +367,8 @@ def decode(
         from .image_io import save_image
 
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        if bpp is not None and steps is not None:
+            raise UqdmError("give at most one of --bpp or --steps")
         if len(files_) > 1:
             if progression or all_steps:
                 raise UqdmError("--progression and --all-steps take a single input")
@@ -373,6 +382,7 @@ def decode(
                 model=model,
                 device=device,
                 steps=steps,
+                bpp=bpp,
                 recon=recon,
                 seed=seed,
                 force=force,
@@ -382,8 +392,9 @@ def decode(
         data = _read(file)
         with _naming(file):
             header, _ = container.parse_header(data[:512])
-        levels_only = (progression or all_steps) and output is None and steps is None
-        names = {"steps": steps, "recon": recon, "seed": seed}
+            data = files.budget_prefix(data, steps, bpp)
+        levels_only = (progression or all_steps) and output is None and steps is None and bpp is None
+        names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed}
         target = None if levels_only else _single_target("decode", file, output, out_dir, **names)
         for path in (target, progression):
             if path is not None and path.exists() and not force:
@@ -392,7 +403,7 @@ def decode(
         if target is not None:
             with _progress("decoding", quiet) as update, _naming(file):
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
-            for w in result.warnings:
+            for w in result.warnings if bpp is None else ():  # with --bpp the file is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
             save_image(result.pixels, target, force=force, inputs=(file,))
         if progression or all_steps:
@@ -405,6 +416,8 @@ def decode(
                 else f"after {result.steps} of {header.coded_steps} steps"
                 + (", part of the lossless tail" if header.tail and result.layer == header.num_layers else "")
             )
+            if bpp is not None:
+                what += f", from the first {len(data)} bytes ({files.bpp_of(len(data), header):.4f} bpp)"
             if result.recon == "sample":
                 what += f", remaining steps sampled (seed {seed})"
             elif recon == "sample" and not result.lossless:

@@ -114,6 +114,16 @@ def _tiled_info(data: bytes) -> FileInfo:
     return FileInfo(hd, header_size, len(data), layers, warnings, cuts, spans, cut, len(parts))
 
 
+def budget_prefix(data: bytes, steps: int | None, bpp: float | None) -> bytes:
+    """What a decode with these options reads: the whole file, or with `bpp` the prefix `truncate`
+    would keep (a decode gives --steps or --bpp, not both)."""
+    if bpp is None:
+        return data
+    if steps is not None:
+        raise UqdmError("give at most one of --bpp or --steps")
+    return truncate(bytes(data), bpp=bpp)
+
+
 def truncate(
     data: bytes, *, bpp: float | None = None, steps: int | None = None, max_bytes: int | None = None
 ) -> bytes:
