@@ -99,7 +99,7 @@ def _header_with(**fields):
         (dict(ch=4), "channel"),
         (dict(steps=0), "step count"),
         (dict(steps=200), "step count"),
-        (dict(version=9), "version 9"),
+        (dict(version=10), "version 10"),
         (dict(version=1), "version 1 was written by uqdm 0.1.*re-encode"),
         (dict(version=2), "version 2 was written by uqdm 0.2.*re-encode"),
         (dict(version=4), "version 4 was written by uqdm 0.5.*re-encode"),

@@ -22,8 +22,18 @@ def small_file(codec):
     return img, codec.encode(img, seed=9)
 
 
-def test_mutated_files_never_crash(codec, small_file):
-    img, data = small_file
+@pytest.fixture(scope="module")
+def tagged_file(codec):
+    from PIL import ImageCms
+
+    img = synthetic_image(20, 28, seed=5)
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return img, codec.encode(img, seed=9, icc_profile=profile)  # a version-9 header (FORMAT.md 1.2)
+
+
+@pytest.mark.parametrize("which", ["small_file", "tagged_file"])
+def test_mutated_files_never_crash(codec, which, request):
+    img, data = request.getfixturevalue(which)
 
     @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(mutations(data))

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.36.0"
+__version__ = "0.37.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -57,6 +57,7 @@ def encode(
     fast: bool = False,
     tail: bool | None = False,
     tail_after: int | None = None,
+    keep_icc: bool = True,
 ) -> bytes:
     """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network
     is averaged over mirror images at every step, for smaller files at 2 or 4 times its time.
@@ -64,7 +65,8 @@ def encode(
     step (Codec.encode). tail=True: the lossless end is an interlaced coder from exact neighbours
     after step T-1, a smaller lossless file without the pixel step's image; None: the smaller
     of the two (Codec.encode). tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller
-    lossless file with previews up to step S only."""
+    lossless file with previews up to step S only. keep_icc: store the image's RGB ICC colour profile,
+    if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out)."""
     from .image_io import load_image
 
     loaded = load_image(image)
@@ -76,6 +78,7 @@ def encode(
         fast=fast,
         tail=tail,
         tail_after=tail_after,
+        icc_profile=loaded.icc_profile if keep_icc else None,
     )
 
 
@@ -91,7 +94,8 @@ def decode(
     bpp: float | None = None,
 ):
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
-    layers in the file; with the lossless layer that is the exact original), or from the longest
+    layers in the file; with the lossless layer that is the exact original; the file's colour
+    profile, if any, in its info["icc_profile"]), or from the longest
     prefix within `bpp` bits per pixel (what `truncate` would keep, cut in memory). recon="sample"
     draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp
     where the mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step
@@ -126,7 +130,7 @@ def decode_full(
     if isinstance(data, (str, Path)):
         data = Path(data).read_bytes()
     data = files.budget_prefix(data, steps, bpp)
-    header, _ = container.parse_header(bytes(data[:512]))
+    header, _ = container.parse_header(data)
     codec = get_codec(model_for_file(header, model), device)
     return codec.decode(data, steps, progress, recon=recon, seed=seed)
 

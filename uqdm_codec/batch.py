@@ -139,10 +139,12 @@ def encode_file(
     fast: bool = False,
     tail: bool | None = False,
     tail_after: int | None = None,
+    keep_icc: bool = True,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
-    `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode."""
+    `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc: store the image's
+    RGB colour profile if it has one."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
@@ -153,8 +155,15 @@ def encode_file(
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(source)
+        icc = loaded.icc_profile if keep_icc else None
         data = get_codec(model, device).encode(
-            loaded.pixels, seed=seed, mirrors=mirrors, fast=fast, tail=tail, tail_after=tail_after
+            loaded.pixels,
+            seed=seed,
+            mirrors=mirrors,
+            fast=fast,
+            tail=tail,
+            tail_after=tail_after,
+            icc_profile=icc,
         )
         atomic_write(target, data, force=force, inputs=(source,))
         bpp = files.info(data).layers[-1].bpp
@@ -188,16 +197,18 @@ def decode_file(
         from .image_io import save_image
 
         data = files.budget_prefix(read_input(source), steps, bpp)
-        header, _ = container.parse_header(data[:512])
+        header, _ = container.parse_header(data)
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
-        save_image(decoded.pixels, target, force=force, inputs=(source,))
+        saved = save_image(
+            decoded.pixels, target, force=force, inputs=(source,), icc_profile=decoded.icc_profile
+        )
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
         if bpp is not None:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"
-        notes = decoded.warnings if bpp is None else []  # with bpp the prefix is cut on purpose
+        notes = (decoded.warnings if bpp is None else []) + saved  # with bpp the prefix is cut on purpose
         return Result(source, target, True, target.stat().st_size, None, what, notes=notes)
 
     return _run(task, source, target, out_dir if output is None else None)
@@ -291,6 +302,7 @@ def run_batch(
     fast: bool = False,
     tail: bool | None = False,
     tail_after: int | None = None,
+    keep_icc: bool = True,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -299,7 +311,8 @@ def run_batch(
     Outputs go to out_dir (created if missing), else beside each input, under the single-file
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
-    with recon="sample"; `mirrors`, `fast`, `tail` and `tail_after` the encoder's (Codec.encode).
+    with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after` and `keep_icc` the encoder's
+    (encode_file).
     progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
@@ -331,6 +344,7 @@ def run_batch(
             "fast": fast,
             "tail": tail,
             "tail_after": tail_after,
+            "keep_icc": keep_icc,
         },
         "decode": {
             "model": model,

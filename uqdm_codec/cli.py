@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import files
+from . import colour_profile, files
 from .errors import FormatError, UqdmError
 
 app = typer.Typer(
@@ -204,9 +204,10 @@ def _layer_table(fi, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("layer", "content", "filter", "bytes", "total bytes", "bpp (total)"):
         table.add_column(col, justify="right" if col not in ("content", "filter") else "left")
+    profile = fi.header.icc_profile
     table.add_row(
         "header",
-        "",
+        "" if profile is None else f"ICC profile: {colour_profile.describe(profile)}",
         "",
         str(fi.header_bytes),
         str(fi.header_bytes),
@@ -252,6 +253,12 @@ def encode(
     ),
     tail: str = TailOpt,
     tail_after: int | None = TailAfterOpt,
+    icc: bool = typer.Option(
+        True,
+        "--icc/--no-icc",
+        help="Keep an image's RGB ICC colour profile in the file, for decoded images to carry "
+        "(--no-icc: leave it out, a few hundred bytes to a few KB less).",
+    ),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -282,6 +289,7 @@ def encode(
                 fast=fast,
                 tail=tail_mode,
                 tail_after=tail_after,
+                keep_icc=icc,
                 force=force,
             )
             return
@@ -303,6 +311,7 @@ def encode(
                 fast=fast,
                 tail=tail_mode,
                 tail_after=tail_after,
+                icc_profile=loaded.icc_profile if icc else None,
             )
         atomic_write(target, data, force=force, inputs=(image,))
         fi = files.info(data)
@@ -391,7 +400,7 @@ def decode(
         file = files_[0]
         data = _read(file)
         with _naming(file):
-            header, _ = container.parse_header(data[:512])
+            header, _ = container.parse_header(data)
             data = files.budget_prefix(data, steps, bpp)
         levels_only = (progression or all_steps) and output is None and steps is None and bpp is None
         names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed}
@@ -405,7 +414,10 @@ def decode(
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
             for w in result.warnings if bpp is None else ():  # with --bpp the file is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
-            save_image(result.pixels, target, force=force, inputs=(file,))
+            for note in save_image(
+                result.pixels, target, force=force, inputs=(file,), icc_profile=header.icc_profile
+            ):
+                err.print(f"note: {note}", highlight=False)
         if progression or all_steps:
             with _naming(file):
                 _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed)
@@ -435,18 +447,22 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
     reference = levels[-1].pixels if levels[-1].lossless else None
     h, w = levels[0].pixels.shape[:2]
+    keep = {"force": force, "inputs": (file,), "icc_profile": levels[0].icc_profile}
+    notes: list[str] = []
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
         for n, image in enumerate(levels):
             name = f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp"
-            save_image(prog.mean_image(image), folder / f"{name}.png", force=force, inputs=(file,))
+            notes += save_image(prog.mean_image(image), folder / f"{name}.png", **keep)
             if image.recon == "sample":
-                save_image(image.pixels, folder / f"{name}_sample{seed}.png", force=force, inputs=(file,))
+                notes += save_image(image.pixels, folder / f"{name}_sample{seed}.png", **keep)
         out.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
     if strip_path:
         sheet = prog.strip(levels, reference)
-        save_image(np.asarray(sheet), strip_path, force=force, inputs=(file,))
+        notes += save_image(np.asarray(sheet), strip_path, **keep)
         out.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
+    for note in notes:  # the levels are PNGs: only the strip's format can drop the profile
+        err.print(f"note: {note}", highlight=False)
 
 
 @app.command()

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import (
     colour,
+    colour_profile,
     container,
     display_filter,
     ensemble,
@@ -65,11 +66,15 @@ class DecodedImage:
     recon: str = "mean"  # what `pixels` is: the decoder's image on screen, or an ancestral "sample"
     shown: np.ndarray | None = None  # with recon "sample": the image on screen (the mean's)
     tail: bool = False  # the layer is a lossless tail (FORMAT.md 6.6): `chunks` of its passes decoded
+    icc_profile: bytes | None = None  # the file's colour profile (FORMAT.md 1.2), for whoever shows it
 
     def to_pil(self):
         from PIL import Image
 
-        return Image.fromarray(self.pixels, "RGB")
+        image = Image.fromarray(self.pixels, "RGB")
+        if self.icc_profile is not None:
+            image.info["icc_profile"] = self.icc_profile
+        return image
 
 
 @dataclass(frozen=True)
@@ -794,6 +799,7 @@ class Codec:
         fast: bool = False,
         tail: bool | None = False,
         tail_after: int | None = None,
+        icc_profile: bytes | None = None,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -808,7 +814,9 @@ class Codec:
         None: both coded, the smaller file kept. tail_after S (0 .. T-1, whatever `tail` says):
         the tail follows step S instead, an *early tail* (FORMAT.md 1, `EARLY_TAIL`): a lossless
         file with previews up to step S, smaller than the tail after step T-1 for photos, with no
-        step images after S (docs/MODEL.md section 31)."""
+        step images after S (docs/MODEL.md section 31). icc_profile: the image's RGB colour
+        profile, stored in the header (FORMAT.md 1.2) and handed back with every decoded image;
+        the layers are the same bytes as without it."""
         pixels = _validate_pixels(pixels)
         if tail_after is not None:  # any step, T-1 too: the tail whatever `tail` says
             tail = True
@@ -829,7 +837,10 @@ class Codec:
             tail=bool(tail),  # None (either, whichever is smaller) codes the plain file first
             tail_form=lossless_tail.FORM,
             tail_after=tail_after,
+            icc_profile=icc_profile,
         )
+        if icc_profile is not None and (why := colour_profile.problem(icc_profile)):
+            raise UqdmError(f"colour profile not kept: {why}")
         if tail and not self.intervals:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
         if self.region is not None and max(h, w) > self.region:
@@ -871,7 +882,9 @@ class Codec:
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         out = [header.to_bytes()]
-        size = flat_size = len(out[0])  # flat_size: the same file without sub-step chunks
+        # flat_size: the same file without sub-step chunks. Both leave the colour profile out, so
+        # that it changes no chunk boundary: the layers are those of the file without it
+        size = flat_size = len(replace(header, icc_profile=None).to_bytes())
         judge = _Judge(pixels, chain.blank_display())
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
         if fast and policy is not None:
@@ -1149,14 +1162,16 @@ class Codec:
         recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        profile = container.parse_header(data)[0].icc_profile
         if container.is_tiled(data):
             from . import regions
 
-            yield from regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed)
+            for image in regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed):
+                yield replace(image, icc_profile=profile)
             return
         session, images = self._levels(data, steps, progress, every_chunk)
         for image in images:
-            yield session.reconstruct(image, recon, seed)
+            yield replace(session.reconstruct(image, recon, seed), icc_profile=profile)
 
     def decode(
         self,
@@ -1169,13 +1184,14 @@ class Codec:
         """The image after `steps` diffusion steps (default: everything the file holds): the posterior
         mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        profile = container.parse_header(data)[0].icc_profile
         if container.is_tiled(data):
             from . import regions
 
-            return regions.decode(self, data, steps, progress, recon, seed)
+            return replace(regions.decode(self, data, steps, progress, recon, seed), icc_profile=profile)
         session, images = self._levels(data, steps, progress, every_chunk=False)
         *_, last = images
-        return session.reconstruct(last, recon, seed)
+        return replace(session.reconstruct(last, recon, seed), icc_profile=profile)
 
 
 class _DecodeSession:
@@ -1435,6 +1451,7 @@ class Decoder:
         self._buffer = bytearray()
         self._session = None  # a _DecodeSession, or regions.StreamingTiles for a tiled file
         self._fresh = True  # nothing shown yet: the first image is news even if it is the blank one
+        self._session_profile: bytes | None = None  # the file's colour profile, once its header is in
         self.latest: DecodedImage | None = None
 
     def feed(self, data: bytes):
@@ -1451,6 +1468,7 @@ class Decoder:
             from . import get_codec
 
             codec = get_codec(model_for_file(header, self._model), self._device)
+            self._session_profile = header.icc_profile
             if header.tiled:
                 from .regions import StreamingTiles
 
@@ -1467,6 +1485,7 @@ class Decoder:
         elif not self._fresh:
             return None
         self._fresh = False
+        self.latest.icc_profile = self._session_profile
         return self.latest.to_pil()
 
 

@@ -16,7 +16,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from . import colour, display_filter, lossless_context
+from . import colour, colour_profile, display_filter, lossless_context
 from .display_filter import DisplayFilter
 from .errors import FormatError, UqdmError
 from .lossless_context import LosslessContext
@@ -25,6 +25,9 @@ MAGIC = b"\x89UQD\r\n\x1a\n"
 VERSION = 8  # what the encoder writes
 INTERVALS_VERSION = 8  # the first version whose priors use known intervals (FORMAT.md 5.5)
 READ_VERSIONS = (7, 8)  # 7: uqdm 0.11-0.12, decoded as they decoded it (no known intervals)
+EXTENDED_VERSION = 9  # version 8 whose header ends in extensions (FORMAT.md 1.2): written only when needed
+EXT_ICC = 1  # extension bit 0: the header holds the image's ICC colour profile
+MAX_ICC_STORED = colour_profile.MAX_SIZE + (1 << 16)  # a stored (deflated) profile's bytes, at most
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
@@ -117,6 +120,7 @@ class Header:
     tail: bool = False  # the last layer is a lossless tail (FORMAT.md 6.6), after step T-1 or tail_after
     tail_form: int = TAIL_FORM  # the tail's features (FORMAT.md 6.6)
     tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
+    icc_profile: bytes | None = None  # the image's RGB colour profile (FORMAT.md 1.2): version 9 bytes
 
     @property
     def num_layers(self) -> int:
@@ -191,13 +195,17 @@ class Header:
             raise ValueError(f"mirrors must be one of {sorted(MIRROR_CODES)}")
         if self.version not in READ_VERSIONS:
             raise ValueError(f"version must be one of {READ_VERSIONS}")
+        if self.icc_profile is not None and self.version != VERSION:
+            raise ValueError(f"a colour profile needs version {VERSION}'s chain")
+        if self.icc_profile is not None and colour_profile.problem(self.icc_profile):
+            raise ValueError(f"colour profile: {colour_profile.problem(self.icc_profile)}")
         early = self.tail and self.tail_after is not None
         if early and not 0 <= self.tail_after < self.num_steps - 1:
             raise ValueError(f"an early tail follows a step from 0 to {self.num_steps - 2}")
         body = (
             _HEAD.pack(
                 MAGIC,
-                self.version,
+                self.version if self.icc_profile is None else EXTENDED_VERSION,
                 (TILED if self.region else 0)
                 | (TAIL if self.tail else 0)
                 | (TAIL_COLOURS if self.tail and self.tail_form >= 2 else 0)
@@ -222,6 +230,9 @@ class Header:
             body += bytes([self.tail_form])
         if self.region:
             body += _REGION.pack(*self.region)
+        if self.icc_profile is not None:
+            stored = colour_profile.pack(self.icc_profile)
+            body += bytes([EXT_ICC]) + put_varint(len(stored)) + stored
         return sealed(body)
 
 
@@ -309,10 +320,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             f".uqd version {version} was written by {OLD_VERSIONS[version]}; this decoder reads versions "
             f"{' and '.join(map(str, READ_VERSIONS))}: re-encode the image from its original"
         )
-    if version not in READ_VERSIONS:
+    if version not in (*READ_VERSIONS, EXTENDED_VERSION):
         raise FormatError(
             f"unsupported .uqd version {version} (this decoder reads versions "
-            f"{' and '.join(map(str, READ_VERSIONS))})"
+            f"{', '.join(map(str, READ_VERSIONS))} and {EXTENDED_VERSION})"
         )
     if (
         flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS | EARLY_TAIL | TAIL_SIGNED | TAIL_FORM_BYTE)
@@ -329,6 +340,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     early = 1 if flags & EARLY_TAIL else 0  # the tail's step byte
     formed = 1 if flags & TAIL_FORM_BYTE else 0  # the tail's form byte
     body = _HEAD.size + name_len + early + formed + (_REGION.size if flags & TILED else 0)
+    icc_span = None
+    if version == EXTENDED_VERSION:
+        icc_span = _icc_span(data, body)
+        body = body + 1 if icc_span is None else icc_span[1]
     end = body + _U32.size
     if len(data) < end:
         raise FormatError("file too short: the .uqd header is incomplete")
@@ -386,12 +401,37 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         ch,
         region,
         mirrors,
-        version,
+        VERSION if version == EXTENDED_VERSION else version,  # the chain's version: 9 is 8's
         tail=bool(flags & TAIL),
         tail_form=tail_form,
         tail_after=tail_after,
+        icc_profile=None if icc_span is None else colour_profile.unpack(data[icc_span[0] : icc_span[1]]),
     )
     return header, end
+
+
+def _icc_span(data: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the stored colour profile of a version-9 header whose extension byte is at `pos` lies
+    (None: the header holds none); FormatError("file too short ...") while the data ends first."""
+    if len(data) <= pos:
+        raise FormatError("file too short: the .uqd header is incomplete")
+    extensions = data[pos]
+    if extensions & ~EXT_ICC:  # their fields would come before the checksum: it cannot be found
+        raise FormatError(
+            f"unknown .uqd header extensions {extensions:#x} (a newer uqdm wrote the file, or it is damaged)"
+        )
+    if not extensions & EXT_ICC:
+        return None
+    try:
+        size = get_varint(data, pos + 1)
+    except FormatError:
+        raise FormatError("corrupted .uqd header (colour profile length)") from None
+    if size is None:
+        raise FormatError("file too short: the .uqd header is incomplete")
+    n, start = size
+    if not 0 < n <= MAX_ICC_STORED:
+        raise FormatError("corrupted .uqd header (colour profile length)")
+    return start, start + n
 
 
 def _tail_form(flags: int) -> int:
@@ -406,7 +446,7 @@ def _tail_form(flags: int) -> int:
 def is_tiled(data: bytes) -> bool:
     """Whether `data` (at least its header) is a tiled file (FORMAT.md 1.1); FormatError if the
     header is not a valid one."""
-    return parse_header(bytes(data[:512]))[0].tiled
+    return parse_header(data)[0].tiled
 
 
 def parse(data: bytes) -> ParsedFile:

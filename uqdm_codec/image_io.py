@@ -2,7 +2,8 @@
 
 The lossless promise is for the 8-bit RGB image this module produces: grayscale, palette, alpha,
 CMYK and 16-bit inputs are converted (with a one-line note each), EXIF orientation is applied and
-animated images contribute their first frame.
+animated images contribute their first frame. An RGB ICC colour profile is kept with the pixels
+(colour_profile.py); one that cannot describe them is left out with a note.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import container
+from . import colour_profile, container
 from .errors import ImageError, UqdmError
 
 
@@ -24,6 +25,11 @@ from .errors import ImageError, UqdmError
 class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) uint8
     notes: list[str] = field(default_factory=list)
+    icc_profile: bytes | None = None  # the input's RGB colour profile, if it had one
+
+
+# Formats whose Pillow writer embeds an ICC profile (others are written without one, with a note)
+ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
 
 
 def _check_size(width: int, height: int) -> None:
@@ -72,14 +78,36 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def _profile(im: Image.Image, notes: list[str]) -> bytes | None:
+    """The image's ICC profile if it describes RGB colours (palette images' too) other than sRGB's;
+    None, with a note, if there was one that cannot describe the RGB pixels (a grayscale or CMYK
+    profile, or bytes that are no profile) or that is sRGB (colour_profile.is_srgb: the colours
+    a viewer gives the decoded image without it, so a few KB saved at no cost)."""
+    profile = im.info.get("icc_profile")
+    if not profile:
+        return None
+    profile = bytes(profile)
+    why = colour_profile.problem(profile)
+    if why is None and im.mode not in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA"):
+        why = f"it belongs to the {im.mode} pixels, not RGB"
+    if why is None and colour_profile.is_srgb(profile):
+        why = "it is sRGB, which an image without one is taken to be"
+    if why is None:
+        return profile
+    notes.append(f"ICC colour profile left out: {why}")
+    return None
+
+
 def load_image(source) -> LoadedImage:
-    """Path, PIL image or numpy array -> (H, W, 3) uint8 plus notes on any conversion."""
+    """Path, PIL image or numpy array -> (H, W, 3) uint8 plus notes on any conversion, and the
+    image's RGB colour profile if it carries one."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
         return LoadedImage(_from_array(source, notes), notes)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
-        return LoadedImage(_from_pil(ImageOps.exif_transpose(source), notes), notes)
+        pixels = _from_pil(ImageOps.exif_transpose(source), notes)
+        return LoadedImage(pixels, notes, _profile(source, notes))
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
@@ -96,7 +124,8 @@ def load_image(source) -> LoadedImage:
                     im.seek(0)
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                return LoadedImage(_from_pil(im, notes), notes)
+                pixels = _from_pil(im, notes)
+                return LoadedImage(pixels, notes, _profile(im, notes))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
@@ -179,10 +208,22 @@ def atomic_write(
 
 
 def save_image(
-    pixels: np.ndarray, path: str | Path, *, force: bool = False, inputs: tuple[Path, ...] = ()
-) -> None:
-    """Save (H, W, 3) uint8 pixels; the format follows the file name (PNG when unknown)."""
+    pixels: np.ndarray,
+    path: str | Path,
+    *,
+    force: bool = False,
+    inputs: tuple[Path, ...] = (),
+    icc_profile: bytes | None = None,
+) -> list[str]:
+    """Save (H, W, 3) uint8 pixels, with their colour profile where the format holds one; the
+    format follows the file name (PNG when unknown). Returns notes (a profile the format drops)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     image = Image.fromarray(pixels, "RGB")
-    atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt))
+    options, notes = {}, []
+    if icc_profile is not None and fmt in ICC_FORMATS:
+        options["icc_profile"] = icc_profile
+    elif icc_profile is not None:
+        notes.append(f"{path.name}: {fmt} files cannot hold the image's ICC colour profile; left out")
+    atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
+    return notes

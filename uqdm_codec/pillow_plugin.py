@@ -23,6 +23,8 @@ class UqdImageFile(ImageFile.ImageFile):
         self._uqd_data = data
         self._size = (header.width, header.height)
         self._mode = "RGB"
+        if header.icc_profile is not None:
+            self.info["icc_profile"] = header.icc_profile
         self.tile = []
 
     def load(self):
