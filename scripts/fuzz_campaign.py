@@ -4,14 +4,14 @@ correct decode within a time bound.
     python scripts/fuzz_campaign.py --cases 12000 --out fuzz_report.json
     python scripts/fuzz_campaign.py --tail --cases 4000 --out fuzz_tail_report.json
     python scripts/fuzz_campaign.py --inner --cases 4000 --out fuzz_inner_report.json
-    python scripts/fuzz_campaign.py --icc --cases 4000 --out fuzz_icc_report.json
+    python scripts/fuzz_campaign.py --extensions --cases 20000 --out fuzz_extensions_report.json
 
 Uses a small randomly initialised model (the decoder's robustness does not depend on the weights)
 and real files of several sizes, with and without sub-step chunks. `--tail`: files with a lossless
 tail in each colour order, damaged inside their checksums (tests/fuzz_cases.tail_mutations), so that
 the tail's own decoder meets them. `--inner`: any layer's header or a chunk's payload damaged
-inside its checksum (tests/fuzz_cases.inner_mutations). `--icc`: the files carry a colour profile,
-so their headers are version 9 (FORMAT.md 1.2).
+inside its checksum (tests/fuzz_cases.inner_mutations). `--extensions`: the files carry a colour
+profile and an alpha channel, so their headers are version 9 (FORMAT.md 1.2).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--tail", action="store_true", help="damaged tails inside valid checksums")
     parser.add_argument("--inner", action="store_true", help="damaged layers inside valid checksums")
-    parser.add_argument("--icc", action="store_true", help="files with a colour profile (version 9)")
+    parser.add_argument(
+        "--extensions", action="store_true", help="files with a profile and alpha (version 9)"
+    )
     args = parser.parse_args()
 
     model = make_tiny_model()
@@ -53,13 +55,15 @@ def main() -> None:
             ]
     else:
         profile = None
-        if args.icc:
+        if args.extensions:
             from PIL import ImageCms
 
             profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
         for k, (h, w) in enumerate([(20, 28), (1, 1), (33, 17)]):
+            img = synthetic_image(h, w, seed=k)
+            alpha = img[:, :, 0] // 3 if args.extensions else None
             for c in codecs:
-                sources.append((c, c.encode(synthetic_image(h, w, seed=k), seed=k, icc_profile=profile)))
+                sources.append((c, c.encode(img, seed=k, icc_profile=profile, alpha=alpha)))
         if args.inner:  # and the tails' layers
             sources += [(codecs[0], data) for data in tail_files(codecs[0], synthetic_image(20, 28)).values()]
 

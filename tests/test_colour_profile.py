@@ -103,7 +103,7 @@ def test_forged_extensions_are_refused():
     ext = lambda b: _resealed(bytes([*plain[:8], 9, *plain[9:]]) + b)  # noqa: E731
     assert container.parse_header(ext(b"\0"))[0] == _header()  # no extension: allowed, nothing held
     with pytest.raises(FormatError, match="newer uqdm"):
-        container.parse_header(ext(b"\x02"))
+        container.parse_header(ext(b"\x04"))
     stored = colour_profile.pack(WIDE)
     assert (
         container.parse_header(ext(b"\x01" + container.put_varint(len(stored)) + stored))[0].icc_profile

@@ -28,7 +28,8 @@ def tagged_file(codec):
 
     img = synthetic_image(20, 28, seed=5)
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    return img, codec.encode(img, seed=9, icc_profile=profile)  # a version-9 header (FORMAT.md 1.2)
+    alpha = img[:, :, 1] // 2  # a version-9 header with both extensions (FORMAT.md 1.2)
+    return img, codec.encode(img, seed=9, icc_profile=profile, alpha=alpha)
 
 
 @pytest.mark.parametrize("which", ["small_file", "tagged_file"])

@@ -99,7 +99,10 @@ def test_size_limits(tmp_path):
 
 def test_arrays():
     assert load_image(np.zeros((3, 4), np.uint8)).pixels.shape == (3, 4, 3)
-    assert load_image(np.zeros((3, 4, 4), np.uint8)).notes
+    transparent = load_image(np.zeros((3, 4, 4), np.uint8))  # an alpha channel is kept
+    assert transparent.alpha.shape == (3, 4) and not transparent.notes
+    opaque = load_image(np.full((3, 4, 4), 255, np.uint8))  # unless it is opaque everywhere
+    assert opaque.alpha is None and any("opaque" in n for n in opaque.notes)
     with pytest.raises(ImageError):
         load_image(np.zeros((3, 4, 3), np.float32))
 

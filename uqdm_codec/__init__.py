@@ -66,7 +66,8 @@ def encode(
     after step T-1, a smaller lossless file without the pixel step's image; None: the smaller
     of the two (Codec.encode). tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller
     lossless file with previews up to step S only. keep_icc: store the image's RGB ICC colour profile,
-    if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out)."""
+    if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out). An
+    alpha channel (unless opaque everywhere) is kept exactly, and decoded images are RGBA."""
     from .image_io import load_image
 
     loaded = load_image(image)
@@ -79,6 +80,7 @@ def encode(
         tail=tail,
         tail_after=tail_after,
         icc_profile=loaded.icc_profile if keep_icc else None,
+        alpha=loaded.alpha,
     )
 
 
@@ -94,8 +96,8 @@ def decode(
     bpp: float | None = None,
 ):
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
-    layers in the file; with the lossless layer that is the exact original; the file's colour
-    profile, if any, in its info["icc_profile"]), or from the longest
+    layers in the file; with the lossless layer that is the exact original; RGBA if the file has
+    an alpha channel, its colour profile, if any, in info["icc_profile"]), or from the longest
     prefix within `bpp` bits per pixel (what `truncate` would keep, cut in memory). recon="sample"
     draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp
     where the mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step

@@ -164,6 +164,7 @@ def encode_file(
             tail=tail,
             tail_after=tail_after,
             icc_profile=icc,
+            alpha=loaded.alpha,
         )
         atomic_write(target, data, force=force, inputs=(source,))
         bpp = files.info(data).layers[-1].bpp
@@ -202,9 +203,8 @@ def decode_file(
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
-        saved = save_image(
-            decoded.pixels, target, force=force, inputs=(source,), icc_profile=decoded.icc_profile
-        )
+        extras = {"icc_profile": decoded.icc_profile, "alpha": decoded.alpha}
+        saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **extras)
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
         if bpp is not None:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"

@@ -204,10 +204,14 @@ def _layer_table(fi, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("layer", "content", "filter", "bytes", "total bytes", "bpp (total)"):
         table.add_column(col, justify="right" if col not in ("content", "filter") else "left")
-    profile = fi.header.icc_profile
+    extras = []
+    if fi.header.icc_profile is not None:
+        extras.append(f"ICC profile: {colour_profile.describe(fi.header.icc_profile)}")
+    if fi.header.alpha is not None:
+        extras.append("alpha channel")
     table.add_row(
         "header",
-        "" if profile is None else f"ICC profile: {colour_profile.describe(profile)}",
+        ", ".join(extras),
         "",
         str(fi.header_bytes),
         str(fi.header_bytes),
@@ -312,6 +316,7 @@ def encode(
                 tail=tail_mode,
                 tail_after=tail_after,
                 icc_profile=loaded.icc_profile if icc else None,
+                alpha=loaded.alpha,
             )
         atomic_write(target, data, force=force, inputs=(image,))
         fi = files.info(data)
@@ -414,9 +419,8 @@ def decode(
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
             for w in result.warnings if bpp is None else ():  # with --bpp the file is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
-            for note in save_image(
-                result.pixels, target, force=force, inputs=(file,), icc_profile=header.icc_profile
-            ):
+            extras = {"icc_profile": result.icc_profile, "alpha": result.alpha}
+            for note in save_image(result.pixels, target, force=force, inputs=(file,), **extras):
                 err.print(f"note: {note}", highlight=False)
         if progression or all_steps:
             with _naming(file):
@@ -447,7 +451,7 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
     reference = levels[-1].pixels if levels[-1].lossless else None
     h, w = levels[0].pixels.shape[:2]
-    keep = {"force": force, "inputs": (file,), "icc_profile": levels[0].icc_profile}
+    keep = {"force": force, "inputs": (file,), "icc_profile": levels[0].icc_profile, "alpha": levels[0].alpha}
     notes: list[str] = []
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
@@ -459,9 +463,9 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         out.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
     if strip_path:
         sheet = prog.strip(levels, reference)
-        notes += save_image(np.asarray(sheet), strip_path, **keep)
+        notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=(file,))  # a sheet: no extras
         out.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
-    for note in notes:  # the levels are PNGs: only the strip's format can drop the profile
+    for note in notes:  # the levels are PNGs, which hold both
         err.print(f"note: {note}", highlight=False)
 
 
@@ -519,7 +523,7 @@ def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
             fi = files.info(_read(file))
         hd = fi.header
         out.print(
-            f"{file}: {hd.width}x{hd.height} RGB, "
+            f"{file}: {hd.width}x{hd.height} {'RGB' if hd.alpha is None else 'RGBA'}, "
             + f"{hd.coded_steps} diffusion steps + lossless {'tail' if hd.tail else 'layer'}, "
             + f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}"
             + (f", {fi.regions} regions of {hd.region[0]}x{hd.region[1]}" if hd.tiled else "")

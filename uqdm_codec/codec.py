@@ -67,14 +67,26 @@ class DecodedImage:
     shown: np.ndarray | None = None  # with recon "sample": the image on screen (the mean's)
     tail: bool = False  # the layer is a lossless tail (FORMAT.md 6.6): `chunks` of its passes decoded
     icc_profile: bytes | None = None  # the file's colour profile (FORMAT.md 1.2), for whoever shows it
+    alpha: np.ndarray | None = None  # (H, W) uint8: the file's alpha channel (FORMAT.md 1.2), exact
 
     def to_pil(self):
+        """A PIL image: RGB, or RGBA if the file has an alpha channel; info["icc_profile"] holds
+        the file's colour profile if it has one."""
         from PIL import Image
 
-        image = Image.fromarray(self.pixels, "RGB")
+        if self.alpha is not None:
+            image = Image.fromarray(np.dstack([self.pixels, self.alpha]), "RGBA")
+        else:
+            image = Image.fromarray(self.pixels, "RGB")
         if self.icc_profile is not None:
             image.info["icc_profile"] = self.icc_profile
         return image
+
+
+def _extras(data: bytes) -> dict:
+    """What a file's header adds to each of its images (FORMAT.md 1.2): colour profile and alpha."""
+    header = container.parse_header(data)[0]
+    return {"icc_profile": header.icc_profile, "alpha": header.alpha_plane()}
 
 
 @dataclass(frozen=True)
@@ -800,6 +812,7 @@ class Codec:
         tail: bool | None = False,
         tail_after: int | None = None,
         icc_profile: bytes | None = None,
+        alpha: np.ndarray | None = None,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -815,9 +828,14 @@ class Codec:
         the tail follows step S instead, an *early tail* (FORMAT.md 1, `EARLY_TAIL`): a lossless
         file with previews up to step S, smaller than the tail after step T-1 for photos, with no
         step images after S (docs/MODEL.md section 31). icc_profile: the image's RGB colour
-        profile, stored in the header (FORMAT.md 1.2) and handed back with every decoded image;
-        the layers are the same bytes as without it."""
+        profile, and alpha: its (H, W) uint8 alpha channel, both stored in the header (FORMAT.md
+        1.2) and handed back with every decoded image; the layers are the same bytes as without."""
         pixels = _validate_pixels(pixels)
+        if alpha is not None:
+            alpha = np.asarray(alpha)
+            if alpha.shape != pixels.shape[:2] or alpha.dtype != np.uint8:
+                want = pixels.shape[:2]
+                raise UqdmError(f"alpha must be a {want} uint8 array, not {alpha.shape} {alpha.dtype}")
         if tail_after is not None:  # any step, T-1 too: the tail whatever `tail` says
             tail = True
         tail_after = self.check_tail_after(tail_after)
@@ -838,6 +856,7 @@ class Codec:
             tail_form=lossless_tail.FORM,
             tail_after=tail_after,
             icc_profile=icc_profile,
+            alpha=None if alpha is None else np.ascontiguousarray(alpha).tobytes(),
         )
         if icc_profile is not None and (why := colour_profile.problem(icc_profile)):
             raise UqdmError(f"colour profile not kept: {why}")
@@ -882,9 +901,9 @@ class Codec:
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         out = [header.to_bytes()]
-        # flat_size: the same file without sub-step chunks. Both leave the colour profile out, so
-        # that it changes no chunk boundary: the layers are those of the file without it
-        size = flat_size = len(replace(header, icc_profile=None).to_bytes())
+        # flat_size: the same file without sub-step chunks. Both leave the header's extensions out,
+        # so that they change no chunk boundary: the layers are those of the file without them
+        size = flat_size = len(replace(header, icc_profile=None, alpha=None).to_bytes())
         judge = _Judge(pixels, chain.blank_display())
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
         if fast and policy is not None:
@@ -1162,16 +1181,16 @@ class Codec:
         recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        profile = container.parse_header(data)[0].icc_profile
+        extras = _extras(data)
         if container.is_tiled(data):
             from . import regions
 
             for image in regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed):
-                yield replace(image, icc_profile=profile)
+                yield replace(image, **extras)
             return
         session, images = self._levels(data, steps, progress, every_chunk)
         for image in images:
-            yield replace(session.reconstruct(image, recon, seed), icc_profile=profile)
+            yield replace(session.reconstruct(image, recon, seed), **extras)
 
     def decode(
         self,
@@ -1184,14 +1203,14 @@ class Codec:
         """The image after `steps` diffusion steps (default: everything the file holds): the posterior
         mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        profile = container.parse_header(data)[0].icc_profile
+        extras = _extras(data)
         if container.is_tiled(data):
             from . import regions
 
-            return replace(regions.decode(self, data, steps, progress, recon, seed), icc_profile=profile)
+            return replace(regions.decode(self, data, steps, progress, recon, seed), **extras)
         session, images = self._levels(data, steps, progress, every_chunk=False)
         *_, last = images
-        return replace(session.reconstruct(last, recon, seed), icc_profile=profile)
+        return replace(session.reconstruct(last, recon, seed), **extras)
 
 
 class _DecodeSession:
@@ -1451,7 +1470,7 @@ class Decoder:
         self._buffer = bytearray()
         self._session = None  # a _DecodeSession, or regions.StreamingTiles for a tiled file
         self._fresh = True  # nothing shown yet: the first image is news even if it is the blank one
-        self._session_profile: bytes | None = None  # the file's colour profile, once its header is in
+        self._extras: dict = {}  # the header's colour profile and alpha channel, once it is in
         self.latest: DecodedImage | None = None
 
     def feed(self, data: bytes):
@@ -1468,7 +1487,7 @@ class Decoder:
             from . import get_codec
 
             codec = get_codec(model_for_file(header, self._model), self._device)
-            self._session_profile = header.icc_profile
+            self._extras = {"icc_profile": header.icc_profile, "alpha": header.alpha_plane()}
             if header.tiled:
                 from .regions import StreamingTiles
 
@@ -1485,7 +1504,7 @@ class Decoder:
         elif not self._fresh:
             return None
         self._fresh = False
-        self.latest.icc_profile = self._session_profile
+        self.latest = replace(self.latest, **self._extras)
         return self.latest.to_pil()
 
 

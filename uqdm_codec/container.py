@@ -16,7 +16,9 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from . import colour, colour_profile, display_filter, lossless_context
+import numpy as np
+
+from . import alpha_plane, colour, colour_profile, display_filter, lossless_context
 from .display_filter import DisplayFilter
 from .errors import FormatError, UqdmError
 from .lossless_context import LosslessContext
@@ -27,6 +29,7 @@ INTERVALS_VERSION = 8  # the first version whose priors use known intervals (FOR
 READ_VERSIONS = (7, 8)  # 7: uqdm 0.11-0.12, decoded as they decoded it (no known intervals)
 EXTENDED_VERSION = 9  # version 8 whose header ends in extensions (FORMAT.md 1.2): written only when needed
 EXT_ICC = 1  # extension bit 0: the header holds the image's ICC colour profile
+EXT_ALPHA = 2  # extension bit 1: the header holds the image's alpha channel
 MAX_ICC_STORED = colour_profile.MAX_SIZE + (1 << 16)  # a stored (deflated) profile's bytes, at most
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
@@ -121,6 +124,7 @@ class Header:
     tail_form: int = TAIL_FORM  # the tail's features (FORMAT.md 6.6)
     tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
     icc_profile: bytes | None = None  # the image's RGB colour profile (FORMAT.md 1.2): version 9 bytes
+    alpha: bytes | None = None  # the image's alpha channel, H x W bytes row-major (FORMAT.md 1.2)
 
     @property
     def num_layers(self) -> int:
@@ -195,8 +199,11 @@ class Header:
             raise ValueError(f"mirrors must be one of {sorted(MIRROR_CODES)}")
         if self.version not in READ_VERSIONS:
             raise ValueError(f"version must be one of {READ_VERSIONS}")
-        if self.icc_profile is not None and self.version != VERSION:
-            raise ValueError(f"a colour profile needs version {VERSION}'s chain")
+        extended = self.icc_profile is not None or self.alpha is not None
+        if extended and self.version != VERSION:
+            raise ValueError(f"header extensions need version {VERSION}'s chain")
+        if self.alpha is not None and len(self.alpha) != self.width * self.height:
+            raise ValueError("the alpha channel must hold width x height bytes")
         if self.icc_profile is not None and colour_profile.problem(self.icc_profile):
             raise ValueError(f"colour profile: {colour_profile.problem(self.icc_profile)}")
         early = self.tail and self.tail_after is not None
@@ -205,7 +212,7 @@ class Header:
         body = (
             _HEAD.pack(
                 MAGIC,
-                self.version if self.icc_profile is None else EXTENDED_VERSION,
+                EXTENDED_VERSION if extended else self.version,
                 (TILED if self.region else 0)
                 | (TAIL if self.tail else 0)
                 | (TAIL_COLOURS if self.tail and self.tail_form >= 2 else 0)
@@ -230,10 +237,23 @@ class Header:
             body += bytes([self.tail_form])
         if self.region:
             body += _REGION.pack(*self.region)
+        if extended:
+            icc, alpha = self.icc_profile is not None, self.alpha is not None
+            body += bytes([(EXT_ICC if icc else 0) | (EXT_ALPHA if alpha else 0)])
         if self.icc_profile is not None:
             stored = colour_profile.pack(self.icc_profile)
-            body += bytes([EXT_ICC]) + put_varint(len(stored)) + stored
+            body += put_varint(len(stored)) + stored
+        if self.alpha is not None:
+            plane = np.frombuffer(self.alpha, np.uint8).reshape(self.height, self.width)
+            stored = alpha_plane.pack(plane)
+            body += put_varint(len(stored)) + stored
         return sealed(body)
+
+    def alpha_plane(self) -> np.ndarray | None:
+        """The alpha channel as an (H, W) uint8 array, or None."""
+        if self.alpha is None:
+            return None
+        return np.frombuffer(self.alpha, np.uint8).reshape(self.height, self.width)
 
 
 SHOW = 1  # chunk flag: the decoder shows this chunk's image (else it keeps the image it showed)
@@ -340,10 +360,9 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     early = 1 if flags & EARLY_TAIL else 0  # the tail's step byte
     formed = 1 if flags & TAIL_FORM_BYTE else 0  # the tail's form byte
     body = _HEAD.size + name_len + early + formed + (_REGION.size if flags & TILED else 0)
-    icc_span = None
+    icc_span = alpha_span = None
     if version == EXTENDED_VERSION:
-        icc_span = _icc_span(data, body)
-        body = body + 1 if icc_span is None else icc_span[1]
+        body, icc_span, alpha_span = _extension_spans(data, body, w * h)
     end = body + _U32.size
     if len(data) < end:
         raise FormatError("file too short: the .uqd header is incomplete")
@@ -406,32 +425,45 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         tail_form=tail_form,
         tail_after=tail_after,
         icc_profile=None if icc_span is None else colour_profile.unpack(data[icc_span[0] : icc_span[1]]),
+        alpha=None if alpha_span is None else alpha_plane.unpack(data[slice(*alpha_span)], w, h).tobytes(),
     )
     return header, end
 
 
-def _icc_span(data: bytes, pos: int) -> tuple[int, int] | None:
-    """Where the stored colour profile of a version-9 header whose extension byte is at `pos` lies
-    (None: the header holds none); FormatError("file too short ...") while the data ends first."""
+def _extension_spans(
+    data: bytes, pos: int, pixels: int
+) -> tuple[int, tuple[int, int] | None, tuple[int, int] | None]:
+    """A version-9 header's extensions, its extension byte at `pos`: where they end (the header
+    CRC's offset) and the spans of the stored colour profile and alpha channel (None: absent);
+    FormatError("file too short ...") while the data ends first."""
     if len(data) <= pos:
         raise FormatError("file too short: the .uqd header is incomplete")
     extensions = data[pos]
-    if extensions & ~EXT_ICC:  # their fields would come before the checksum: it cannot be found
+    if extensions & ~(EXT_ICC | EXT_ALPHA):  # their fields would come before the CRC: it cannot be found
         raise FormatError(
             f"unknown .uqd header extensions {extensions:#x} (a newer uqdm wrote the file, or it is damaged)"
         )
-    if not extensions & EXT_ICC:
-        return None
-    try:
-        size = get_varint(data, pos + 1)
-    except FormatError:
-        raise FormatError("corrupted .uqd header (colour profile length)") from None
-    if size is None:
-        raise FormatError("file too short: the .uqd header is incomplete")
-    n, start = size
-    if not 0 < n <= MAX_ICC_STORED:
-        raise FormatError("corrupted .uqd header (colour profile length)")
-    return start, start + n
+    pos += 1
+    spans: list[tuple[int, int] | None] = []
+    for bit, what, limit in (
+        (EXT_ICC, "colour profile", MAX_ICC_STORED),
+        (EXT_ALPHA, "alpha channel", alpha_plane.max_stored(pixels, 1)),
+    ):
+        if not extensions & bit:
+            spans.append(None)
+            continue
+        try:
+            size = get_varint(data, pos)
+        except FormatError:
+            raise FormatError(f"corrupted .uqd header ({what} length)") from None
+        if size is None:
+            raise FormatError("file too short: the .uqd header is incomplete")
+        n, start = size
+        if not 0 < n <= limit:
+            raise FormatError(f"corrupted .uqd header ({what} length)")
+        spans.append((start, start + n))
+        pos = start + n
+    return pos, spans[0], spans[1]
 
 
 def _tail_form(flags: int) -> int:

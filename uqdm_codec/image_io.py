@@ -1,9 +1,10 @@
 """Reading any image Pillow can open as 8-bit RGB, and writing files atomically.
 
-The lossless promise is for the 8-bit RGB image this module produces: grayscale, palette, alpha,
-CMYK and 16-bit inputs are converted (with a one-line note each), EXIF orientation is applied and
-animated images contribute their first frame. An RGB ICC colour profile is kept with the pixels
-(colour_profile.py); one that cannot describe them is left out with a note.
+The lossless promise is for the 8-bit RGB image this module produces and its alpha: grayscale,
+palette, CMYK and 16-bit inputs are converted (with a one-line note each), EXIF orientation is
+applied and animated images contribute their first frame. An alpha channel (alpha_plane.py) and an
+RGB ICC colour profile (colour_profile.py) are kept beside the pixels; an opaque alpha channel and
+a profile that is sRGB or cannot describe the pixels are left out with a note.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import colour_profile, container
+from . import alpha_plane, colour_profile, container
 from .errors import ImageError, UqdmError
 
 
@@ -26,10 +27,13 @@ class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) uint8
     notes: list[str] = field(default_factory=list)
     icc_profile: bytes | None = None  # the input's RGB colour profile, if it had one
+    alpha: np.ndarray | None = None  # (H, W) uint8: the input's alpha channel, unless opaque everywhere
 
 
 # Formats whose Pillow writer embeds an ICC profile (others are written without one, with a note)
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
+ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF"})  # and those that hold an alpha channel
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # Pillow modes with an alpha channel
 
 
 def _check_size(width: int, height: int) -> None:
@@ -63,11 +67,11 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
         notes.append("floating-point image clipped to 0..255 and rounded")
         arr = np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
-        notes.append(f"{mode} image: alpha channel discarded, colour kept")
-    elif mode in ("L", "1"):
+    if mode in ("RGBA", "RGBa"):
+        pass  # the colour as it is; the alpha channel is _alpha's
+    elif mode in ("L", "1", "LA", "La"):
         notes.append("grayscale image stored as RGB")
-    elif mode == "P":
+    elif mode in ("P", "PA"):
         notes.append("palette image converted to RGB")
     elif mode == "CMYK":
         notes.append("CMYK image converted to RGB")
@@ -76,6 +80,26 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
     if mode in ("P", "PA"):
         im = im.convert("RGBA")
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
+
+
+def _alpha(im: Image.Image, notes: list[str]) -> np.ndarray | None:
+    """The image's alpha channel as (H, W) uint8, if it has one that is not opaque everywhere
+    (an opaque one is left out, with a note: the RGB image says all it says)."""
+    if not _has_alpha(im):
+        return None
+    plane = np.asarray(im.convert("RGBA").getchannel("A"), dtype=np.uint8)
+    return _keep_alpha(plane, f"{im.mode} image", notes)
+
+
+def _keep_alpha(plane: np.ndarray, what: str, notes: list[str]) -> np.ndarray | None:
+    if alpha_plane.is_opaque(plane):
+        notes.append(f"{what}: its alpha channel is opaque everywhere, so it is left out")
+        return None
+    return np.ascontiguousarray(plane)
 
 
 def _profile(im: Image.Image, notes: list[str]) -> bytes | None:
@@ -100,14 +124,17 @@ def _profile(im: Image.Image, notes: list[str]) -> bytes | None:
 
 def load_image(source) -> LoadedImage:
     """Path, PIL image or numpy array -> (H, W, 3) uint8 plus notes on any conversion, and the
-    image's RGB colour profile if it carries one."""
+    image's RGB colour profile and alpha channel if it carries them."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
-        return LoadedImage(_from_array(source, notes), notes)
+        rgba = _from_array(source, notes)
+        alpha = _keep_alpha(rgba[:, :, 3], "array", notes) if rgba.shape[2] == 4 else None
+        return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
-        pixels = _from_pil(ImageOps.exif_transpose(source), notes)
-        return LoadedImage(pixels, notes, _profile(source, notes))
+        upright = ImageOps.exif_transpose(source)
+        pixels = _from_pil(upright, notes)
+        return LoadedImage(pixels, notes, _profile(source, notes), _alpha(upright, notes))
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
@@ -125,7 +152,7 @@ def load_image(source) -> LoadedImage:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 pixels = _from_pil(im, notes)
-                return LoadedImage(pixels, notes, _profile(im, notes))
+                return LoadedImage(pixels, notes, _profile(im, notes), _alpha(im, notes))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
@@ -135,6 +162,7 @@ def load_image(source) -> LoadedImage:
 
 
 def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    """(H, W, 3) or, with alpha, (H, W, 4) uint8 from an array of any of the shapes it takes."""
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -145,10 +173,7 @@ def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
         arr = _sixteen_to_eight(arr)
     elif arr.dtype != np.uint8:
         raise ImageError(f"array dtype {arr.dtype} not supported (need uint8 or uint16)")
-    if arr.shape[2] == 4:
-        notes.append("alpha channel discarded, colour kept")
-        arr = arr[:, :, :3]
-    elif arr.shape[2] == 1:
+    if arr.shape[2] == 1:
         notes.append("grayscale image stored as RGB")
         arr = np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr)
@@ -214,13 +239,20 @@ def save_image(
     force: bool = False,
     inputs: tuple[Path, ...] = (),
     icc_profile: bytes | None = None,
+    alpha: np.ndarray | None = None,
 ) -> list[str]:
-    """Save (H, W, 3) uint8 pixels, with their colour profile where the format holds one; the
-    format follows the file name (PNG when unknown). Returns notes (a profile the format drops)."""
+    """Save (H, W, 3) uint8 pixels, with their colour profile and (H, W) alpha channel where the
+    format holds them; the format follows the file name (PNG when unknown). Returns notes (what
+    the format drops)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    image = Image.fromarray(pixels, "RGB")
     options, notes = {}, []
+    if alpha is not None and fmt in ALPHA_FORMATS:
+        image = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
+    else:
+        image = Image.fromarray(pixels, "RGB")
+        if alpha is not None:
+            notes.append(f"{path.name}: {fmt} files cannot hold the image's alpha channel; left out")
     if icc_profile is not None and fmt in ICC_FORMATS:
         options["icc_profile"] = icc_profile
     elif icc_profile is not None:

@@ -22,7 +22,7 @@ class UqdImageFile(ImageFile.ImageFile):
         header, _ = container.parse_header(data)
         self._uqd_data = data
         self._size = (header.width, header.height)
-        self._mode = "RGB"
+        self._mode = "RGB" if header.alpha is None else "RGBA"
         if header.icc_profile is not None:
             self.info["icc_profile"] = header.icc_profile
         self.tile = []
