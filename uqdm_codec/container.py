@@ -28,6 +28,7 @@ VERSION = 8  # what the encoder writes
 INTERVALS_VERSION = 8  # the first version whose priors use known intervals (FORMAT.md 5.5)
 READ_VERSIONS = (7, 8)  # 7: uqdm 0.11-0.12, decoded as they decoded it (no known intervals)
 EXTENDED_VERSION = 9  # version 8 whose header ends in extensions (FORMAT.md 1.2): written only when needed
+_READABLE = f"{', '.join(map(str, READ_VERSIONS))} and {EXTENDED_VERSION}"  # for messages
 EXT_ICC = 1  # extension bit 0: the header holds the image's ICC colour profile
 EXT_ALPHA = 2  # extension bit 1: the header holds the image's alpha channel
 MAX_ICC_STORED = colour_profile.MAX_SIZE + (1 << 16)  # a stored (deflated) profile's bytes, at most
@@ -338,13 +339,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     if version in OLD_VERSIONS:
         raise FormatError(
             f".uqd version {version} was written by {OLD_VERSIONS[version]}; this decoder reads versions "
-            f"{' and '.join(map(str, READ_VERSIONS))}: re-encode the image from its original"
+            f"{_READABLE}: re-encode the image from its original"
         )
     if version not in (*READ_VERSIONS, EXTENDED_VERSION):
-        raise FormatError(
-            f"unsupported .uqd version {version} (this decoder reads versions "
-            f"{', '.join(map(str, READ_VERSIONS))} and {EXTENDED_VERSION})"
-        )
+        raise FormatError(f"unsupported .uqd version {version} (this decoder reads versions {_READABLE})")
     if (
         flags & ~(TILED | MIRROR_MASK | TAIL | TAIL_COLOURS | EARLY_TAIL | TAIL_SIGNED | TAIL_FORM_BYTE)
         or (flags & TAIL and version < VERSION)
