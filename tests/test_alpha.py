@@ -58,7 +58,7 @@ def test_header_with_alpha():
         container.Header(56, 40, 8, 7, bytes(16), "m", alpha=b"\0" * 10).to_bytes()
     body = container.Header(56, 40, 8, 7, bytes(16), "m").to_bytes()[:-4]
     body = body[:8] + b"\x09" + body[9:] + b"\x02"
-    for n in (0, alpha_plane.max_stored(56, 40) + 1):
+    for n in (0, alpha_plane.max_stored(56 * 40) + 1):
         with pytest.raises(FormatError, match="alpha channel length"):
             container.parse_header(container.sealed(body + container.put_varint(n) + b"\0" * 8))
     wrong = alpha_plane.pack(_mask(40, 55))  # a plane of another size

@@ -16,10 +16,9 @@ import numpy as np
 from .errors import FormatError
 
 
-def max_stored(width: int, height: int) -> int:
-    """The most bytes a stored plane may take: deflate's worst case for W x H bytes, and a margin."""
-    n = width * height
-    return n + (n >> 10) + 1024
+def max_stored(pixels: int) -> int:
+    """The most bytes a stored plane of `pixels` values may take: deflate's worst case, and a margin."""
+    return pixels + (pixels >> 10) + 1024
 
 
 def is_opaque(plane: np.ndarray) -> bool:

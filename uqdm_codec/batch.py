@@ -203,8 +203,7 @@ def decode_file(
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
-        extras = {"icc_profile": decoded.icc_profile, "alpha": decoded.alpha}
-        saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **extras)
+        saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **decoded.extras())
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
         if bpp is not None:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"

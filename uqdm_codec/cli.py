@@ -419,8 +419,7 @@ def decode(
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
             for w in result.warnings if bpp is None else ():  # with --bpp the file is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
-            extras = {"icc_profile": result.icc_profile, "alpha": result.alpha}
-            for note in save_image(result.pixels, target, force=force, inputs=(file,), **extras):
+            for note in save_image(result.pixels, target, force=force, inputs=(file,), **result.extras()):
                 err.print(f"note: {note}", highlight=False)
         if progression or all_steps:
             with _naming(file):
@@ -451,7 +450,7 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
     reference = levels[-1].pixels if levels[-1].lossless else None
     h, w = levels[0].pixels.shape[:2]
-    keep = {"force": force, "inputs": (file,), "icc_profile": levels[0].icc_profile, "alpha": levels[0].alpha}
+    keep = {"force": force, "inputs": (file,), **levels[0].extras()}
     notes: list[str] = []
     if folder:
         folder.mkdir(parents=True, exist_ok=True)

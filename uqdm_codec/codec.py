@@ -82,10 +82,13 @@ class DecodedImage:
             image.info["icc_profile"] = self.icc_profile
         return image
 
+    def extras(self) -> dict:
+        """The colour profile and alpha channel, as image_io.save_image takes them."""
+        return {"icc_profile": self.icc_profile, "alpha": self.alpha}
 
-def _extras(data: bytes) -> dict:
+
+def _extras(header: Header) -> dict:
     """What a file's header adds to each of its images (FORMAT.md 1.2): colour profile and alpha."""
-    header = container.parse_header(data)[0]
     return {"icc_profile": header.icc_profile, "alpha": header.alpha_plane()}
 
 
@@ -1181,8 +1184,9 @@ class Codec:
         recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        extras = _extras(data)
-        if container.is_tiled(data):
+        header, _ = container.parse_header(data)
+        extras = _extras(header)
+        if header.tiled:
             from . import regions
 
             for image in regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed):
@@ -1203,8 +1207,9 @@ class Codec:
         """The image after `steps` diffusion steps (default: everything the file holds): the posterior
         mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        extras = _extras(data)
-        if container.is_tiled(data):
+        header, _ = container.parse_header(data)
+        extras = _extras(header)
+        if header.tiled:
             from . import regions
 
             return replace(regions.decode(self, data, steps, progress, recon, seed), **extras)
@@ -1487,7 +1492,7 @@ class Decoder:
             from . import get_codec
 
             codec = get_codec(model_for_file(header, self._model), self._device)
-            self._extras = {"icc_profile": header.icc_profile, "alpha": header.alpha_plane()}
+            self._extras = _extras(header)
             if header.tiled:
                 from .regions import StreamingTiles
 

@@ -90,15 +90,8 @@ def _curve(data: bytes):
         count = {0: 1, 1: 3, 2: 4, 3: 5, 4: 7}.get(function)
         if count is None or len(data) < 12 + 4 * count:
             return None
-        g, a, b, c, d, e, f = [
-            *(x / 65536.0 for x in struct.unpack_from(f">{count}i", data, 12)),
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ][:7]
+        params = [x / 65536.0 for x in struct.unpack_from(f">{count}i", data, 12)]
+        g, a, b, c, d, e, f = params + [0.0] * (7 - count)
         if function == 0:
             return lambda v: v**g
         if function == 1:  # (a v + b)^g for v >= -b/a, else 0

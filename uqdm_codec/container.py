@@ -205,8 +205,8 @@ class Header:
             raise ValueError(f"header extensions need version {VERSION}'s chain")
         if self.alpha is not None and len(self.alpha) != self.width * self.height:
             raise ValueError("the alpha channel must hold width x height bytes")
-        if self.icc_profile is not None and colour_profile.problem(self.icc_profile):
-            raise ValueError(f"colour profile: {colour_profile.problem(self.icc_profile)}")
+        if self.icc_profile is not None and (why := colour_profile.problem(self.icc_profile)):
+            raise ValueError(f"colour profile: {why}")
         early = self.tail and self.tail_after is not None
         if early and not 0 <= self.tail_after < self.num_steps - 1:
             raise ValueError(f"an early tail follows a step from 0 to {self.num_steps - 2}")
@@ -245,8 +245,7 @@ class Header:
             stored = colour_profile.pack(self.icc_profile)
             body += put_varint(len(stored)) + stored
         if self.alpha is not None:
-            plane = np.frombuffer(self.alpha, np.uint8).reshape(self.height, self.width)
-            stored = alpha_plane.pack(plane)
+            stored = alpha_plane.pack(self.alpha_plane())
             body += put_varint(len(stored)) + stored
         return sealed(body)
 
@@ -445,7 +444,7 @@ def _extension_spans(
     spans: list[tuple[int, int] | None] = []
     for bit, what, limit in (
         (EXT_ICC, "colour profile", MAX_ICC_STORED),
-        (EXT_ALPHA, "alpha channel", alpha_plane.max_stored(pixels, 1)),
+        (EXT_ALPHA, "alpha channel", alpha_plane.max_stored(pixels)),
     ):
         if not extensions & bit:
             spans.append(None)
