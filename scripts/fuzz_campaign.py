@@ -11,7 +11,7 @@ and real files of several sizes, with and without sub-step chunks. `--tail`: fil
 tail in each colour order, damaged inside their checksums (tests/fuzz_cases.tail_mutations), so that
 the tail's own decoder meets them. `--inner`: any layer's header or a chunk's payload damaged
 inside its checksum (tests/fuzz_cases.inner_mutations). `--extensions`: the files carry a colour
-profile and an alpha channel, so their headers are version 9 (FORMAT.md 1.2).
+profile, an alpha channel, EXIF and XMP, so their headers are version 9 (FORMAT.md 1.2).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--tail", action="store_true", help="damaged tails inside valid checksums")
     parser.add_argument("--inner", action="store_true", help="damaged layers inside valid checksums")
     parser.add_argument(
-        "--extensions", action="store_true", help="files with a profile and alpha (version 9)"
+        "--extensions", action="store_true", help="files with a profile, alpha, EXIF and XMP (version 9)"
     )
     args = parser.parse_args()
 
@@ -54,16 +54,19 @@ def main() -> None:
                 (codecs[0], data) for data in tail_files(codecs[0], synthetic_image(h, w, seed=k)).values()
             ]
     else:
-        profile = None
+        extras = {}
         if args.extensions:
             from PIL import ImageCms
 
+            from tests.test_metadata import XMP, block, camera_exif
+
             profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+            extras = {"icc_profile": profile, "exif": block(camera_exif(gps=True)), "xmp": XMP}
         for k, (h, w) in enumerate([(20, 28), (1, 1), (33, 17)]):
             img = synthetic_image(h, w, seed=k)
             alpha = img[:, :, 0] // 3 if args.extensions else None
             for c in codecs:
-                sources.append((c, c.encode(img, seed=k, icc_profile=profile, alpha=alpha)))
+                sources.append((c, c.encode(img, seed=k, alpha=alpha, **extras)))
         if args.inner:  # and the tails' layers
             sources += [(codecs[0], data) for data in tail_files(codecs[0], synthetic_image(20, 28)).values()]
 

@@ -26,10 +26,13 @@ def small_file(codec):
 def tagged_file(codec):
     from PIL import ImageCms
 
+    from .test_metadata import XMP, block, camera_exif
+
     img = synthetic_image(20, 28, seed=5)
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    alpha = img[:, :, 1] // 2  # a version-9 header with both extensions (FORMAT.md 1.2)
-    return img, codec.encode(img, seed=9, icc_profile=profile, alpha=alpha)
+    alpha = img[:, :, 1] // 2  # a version-9 header with all four extensions (FORMAT.md 1.2)
+    exif, xmp = block(camera_exif(gps=True)), XMP
+    return img, codec.encode(img, seed=9, icc_profile=profile, alpha=alpha, exif=exif, xmp=xmp)
 
 
 @pytest.mark.parametrize("which", ["small_file", "tagged_file"])

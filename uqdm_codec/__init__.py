@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.37.0"
+__version__ = "0.38.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -58,6 +58,7 @@ def encode(
     tail: bool | None = False,
     tail_after: int | None = None,
     keep_icc: bool = True,
+    keep_metadata: bool = True,
 ) -> bytes:
     """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network
     is averaged over mirror images at every step, for smaller files at 2 or 4 times its time.
@@ -66,8 +67,10 @@ def encode(
     after step T-1, a smaller lossless file without the pixel step's image; None: the smaller
     of the two (Codec.encode). tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller
     lossless file with previews up to step S only. keep_icc: store the image's RGB ICC colour profile,
-    if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out). An
-    alpha channel (unless opaque everywhere) is kept exactly, and decoded images are RGBA."""
+    if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
+    keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP
+    metadata. An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are
+    RGBA."""
     from .image_io import load_image
 
     loaded = load_image(image)
@@ -79,8 +82,7 @@ def encode(
         fast=fast,
         tail=tail,
         tail_after=tail_after,
-        icc_profile=loaded.icc_profile if keep_icc else None,
-        alpha=loaded.alpha,
+        **loaded.extras(keep_icc, keep_metadata),
     )
 
 
@@ -97,7 +99,8 @@ def decode(
 ):
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
     layers in the file; with the lossless layer that is the exact original; RGBA if the file has
-    an alpha channel, its colour profile, if any, in info["icc_profile"]), or from the longest
+    an alpha channel, its colour profile and metadata, if any, in info["icc_profile"],
+    info["exif"] and info["xmp"]), or from the longest
     prefix within `bpp` bits per pixel (what `truncate` would keep, cut in memory). recon="sample"
     draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp
     where the mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step

@@ -140,11 +140,12 @@ def encode_file(
     tail: bool | None = False,
     tail_after: int | None = None,
     keep_icc: bool = True,
+    keep_metadata: bool = True,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
-    `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc: store the image's
-    RGB colour profile if it has one."""
+    `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc, keep_metadata: store
+    the image's RGB colour profile, its EXIF and XMP metadata if it has them."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
@@ -155,7 +156,6 @@ def encode_file(
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(source)
-        icc = loaded.icc_profile if keep_icc else None
         data = get_codec(model, device).encode(
             loaded.pixels,
             seed=seed,
@@ -163,8 +163,7 @@ def encode_file(
             fast=fast,
             tail=tail,
             tail_after=tail_after,
-            icc_profile=icc,
-            alpha=loaded.alpha,
+            **loaded.extras(keep_icc, keep_metadata),
         )
         atomic_write(target, data, force=force, inputs=(source,))
         bpp = files.info(data).layers[-1].bpp
@@ -302,6 +301,7 @@ def run_batch(
     tail: bool | None = False,
     tail_after: int | None = None,
     keep_icc: bool = True,
+    keep_metadata: bool = True,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -310,7 +310,7 @@ def run_batch(
     Outputs go to out_dir (created if missing), else beside each input, under the single-file
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
-    with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after` and `keep_icc` the encoder's
+    with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after`, `keep_icc` and `keep_metadata` the encoder's
     (encode_file).
     progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
@@ -344,6 +344,7 @@ def run_batch(
             "tail": tail,
             "tail_after": tail_after,
             "keep_icc": keep_icc,
+            "keep_metadata": keep_metadata,
         },
         "decode": {
             "model": model,

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import colour_profile, files
+from . import colour_profile, files, photo_metadata
 from .errors import FormatError, UqdmError
 
 app = typer.Typer(
@@ -209,6 +209,10 @@ def _layer_table(fi, title: str) -> Table:
         extras.append(f"ICC profile: {colour_profile.describe(fi.header.icc_profile)}")
     if fi.header.alpha is not None:
         extras.append("alpha channel")
+    if fi.header.exif is not None:
+        extras.append(photo_metadata.describe_exif(fi.header.exif))
+    if fi.header.xmp is not None:
+        extras.append(f"XMP ({len(fi.header.xmp):,} bytes)")
     table.add_row(
         "header",
         ", ".join(extras),
@@ -263,6 +267,13 @@ def encode(
         help="Keep an image's RGB ICC colour profile in the file, for decoded images to carry "
         "(--no-icc: leave it out, a few hundred bytes to a few KB less).",
     ),
+    metadata: bool = typer.Option(
+        True,
+        "--metadata/--no-metadata",
+        help="Keep a photo's EXIF (camera, date, exposure, any GPS location; not its orientation, "
+        "thumbnail or maker's note) and XMP metadata in the file, for decoded images to carry "
+        "(--no-metadata: leave them out, typically 0.2 to 3 KB less).",
+    ),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -294,6 +305,7 @@ def encode(
                 tail=tail_mode,
                 tail_after=tail_after,
                 keep_icc=icc,
+                keep_metadata=metadata,
                 force=force,
             )
             return
@@ -315,8 +327,7 @@ def encode(
                 fast=fast,
                 tail=tail_mode,
                 tail_after=tail_after,
-                icc_profile=loaded.icc_profile if icc else None,
-                alpha=loaded.alpha,
+                **loaded.extras(icc, metadata),
             )
         atomic_write(target, data, force=force, inputs=(image,))
         fi = files.info(data)

@@ -28,6 +28,7 @@ from . import (
     haar,
     lossless_context,
     lossless_tail,
+    photo_metadata,
     randomness,
     sampling,
 )
@@ -68,28 +69,42 @@ class DecodedImage:
     tail: bool = False  # the layer is a lossless tail (FORMAT.md 6.6): `chunks` of its passes decoded
     icc_profile: bytes | None = None  # the file's colour profile (FORMAT.md 1.2), for whoever shows it
     alpha: np.ndarray | None = None  # (H, W) uint8: the file's alpha channel (FORMAT.md 1.2), exact
+    exif: bytes | None = None  # the photo's EXIF block (TIFF-structured, FORMAT.md 1.2)
+    xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
 
     def to_pil(self):
-        """A PIL image: RGB, or RGBA if the file has an alpha channel; info["icc_profile"] holds
-        the file's colour profile if it has one."""
+        """A PIL image: RGB, or RGBA if the file has an alpha channel; info["icc_profile"],
+        info["exif"] (with Pillow's "Exif\\0\\0" prefix) and info["xmp"] hold the file's colour
+        profile and metadata where it has them."""
         from PIL import Image
 
         if self.alpha is not None:
             image = Image.fromarray(np.dstack([self.pixels, self.alpha]), "RGBA")
         else:
             image = Image.fromarray(self.pixels, "RGB")
-        if self.icc_profile is not None:
-            image.info["icc_profile"] = self.icc_profile
+        image.info.update(photo_metadata.pil_info(self.icc_profile, self.exif, self.xmp))
         return image
 
     def extras(self) -> dict:
-        """The colour profile and alpha channel, as image_io.save_image takes them."""
-        return {"icc_profile": self.icc_profile, "alpha": self.alpha}
+        """The colour profile, alpha channel and metadata, as image_io.save_image takes them."""
+        return {"icc_profile": self.icc_profile, "alpha": self.alpha, "exif": self.exif, "xmp": self.xmp}
 
 
-def _extras(header: Header) -> dict:
-    """What a file's header adds to each of its images (FORMAT.md 1.2): colour profile and alpha."""
-    return {"icc_profile": header.icc_profile, "alpha": header.alpha_plane()}
+def _with_header(image: DecodedImage, header: Header) -> DecodedImage:
+    """`image` with what its file's header adds to each of its images (FORMAT.md 1.2): colour
+    profile, alpha channel, EXIF and XMP, and a warning if the header held extensions this decoder
+    does not know (skipped)."""
+    warnings = list(image.warnings)
+    if header.unknown_extensions:
+        warnings.insert(0, container.unknown_extensions_note(header.unknown_extensions))
+    return replace(
+        image,
+        icc_profile=header.icc_profile,
+        alpha=header.alpha_plane(),
+        exif=header.exif,
+        xmp=header.xmp,
+        warnings=warnings,
+    )
 
 
 @dataclass(frozen=True)
@@ -816,6 +831,8 @@ class Codec:
         tail_after: int | None = None,
         icc_profile: bytes | None = None,
         alpha: np.ndarray | None = None,
+        exif: bytes | None = None,
+        xmp: bytes | None = None,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -831,8 +848,9 @@ class Codec:
         the tail follows step S instead, an *early tail* (FORMAT.md 1, `EARLY_TAIL`): a lossless
         file with previews up to step S, smaller than the tail after step T-1 for photos, with no
         step images after S (docs/MODEL.md section 31). icc_profile: the image's RGB colour
-        profile, and alpha: its (H, W) uint8 alpha channel, both stored in the header (FORMAT.md
-        1.2) and handed back with every decoded image; the layers are the same bytes as without."""
+        profile, alpha: its (H, W) uint8 alpha channel, exif: its EXIF as a TIFF-structured block
+        and xmp: its XMP packet, all stored in the header (FORMAT.md 1.2) and handed back with
+        every decoded image; the layers are the same bytes as without."""
         pixels = _validate_pixels(pixels)
         if alpha is not None:
             alpha = np.asarray(alpha)
@@ -860,9 +878,15 @@ class Codec:
             tail_after=tail_after,
             icc_profile=icc_profile,
             alpha=None if alpha is None else np.ascontiguousarray(alpha).tobytes(),
+            exif=None if exif is None else bytes(exif),
+            xmp=None if xmp is None else bytes(xmp),
         )
         if icc_profile is not None and (why := colour_profile.problem(icc_profile)):
             raise UqdmError(f"colour profile not kept: {why}")
+        if exif is not None and (why := photo_metadata.exif_problem(header.exif)):
+            raise UqdmError(f"EXIF metadata not kept: {why}")
+        if xmp is not None and (why := photo_metadata.xmp_problem(header.xmp)):
+            raise UqdmError(f"XMP metadata not kept: {why}")
         if tail and not self.intervals:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
         if self.region is not None and max(h, w) > self.region:
@@ -906,7 +930,7 @@ class Codec:
         out = [header.to_bytes()]
         # flat_size: the same file without sub-step chunks. Both leave the header's extensions out,
         # so that they change no chunk boundary: the layers are those of the file without them
-        size = flat_size = len(replace(header, icc_profile=None, alpha=None).to_bytes())
+        size = flat_size = len(header.without_extensions().to_bytes())
         judge = _Judge(pixels, chain.blank_display())
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
         if fast and policy is not None:
@@ -1185,16 +1209,15 @@ class Codec:
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         header, _ = container.parse_header(data)
-        extras = _extras(header)
         if header.tiled:
             from . import regions
 
             for image in regions.iter_decode(self, data, steps, progress, every_chunk, recon, seed):
-                yield replace(image, **extras)
+                yield _with_header(image, header)
             return
         session, images = self._levels(data, steps, progress, every_chunk)
         for image in images:
-            yield replace(session.reconstruct(image, recon, seed), **extras)
+            yield _with_header(session.reconstruct(image, recon, seed), header)
 
     def decode(
         self,
@@ -1208,14 +1231,13 @@ class Codec:
         mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         header, _ = container.parse_header(data)
-        extras = _extras(header)
         if header.tiled:
             from . import regions
 
-            return replace(regions.decode(self, data, steps, progress, recon, seed), **extras)
+            return _with_header(regions.decode(self, data, steps, progress, recon, seed), header)
         session, images = self._levels(data, steps, progress, every_chunk=False)
         *_, last = images
-        return replace(session.reconstruct(last, recon, seed), **extras)
+        return _with_header(session.reconstruct(last, recon, seed), header)
 
 
 class _DecodeSession:
@@ -1475,7 +1497,7 @@ class Decoder:
         self._buffer = bytearray()
         self._session = None  # a _DecodeSession, or regions.StreamingTiles for a tiled file
         self._fresh = True  # nothing shown yet: the first image is news even if it is the blank one
-        self._extras: dict = {}  # the header's colour profile and alpha channel, once it is in
+        self._header: Header | None = None  # once it is in: what it adds to every image
         self.latest: DecodedImage | None = None
 
     def feed(self, data: bytes):
@@ -1492,7 +1514,7 @@ class Decoder:
             from . import get_codec
 
             codec = get_codec(model_for_file(header, self._model), self._device)
-            self._extras = _extras(header)
+            self._header = header
             if header.tiled:
                 from .regions import StreamingTiles
 
@@ -1509,7 +1531,7 @@ class Decoder:
         elif not self._fresh:
             return None
         self._fresh = False
-        self.latest = replace(self.latest, **self._extras)
+        self.latest = _with_header(self.latest, self._header)
         return self.latest.to_pil()
 
 

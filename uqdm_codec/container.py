@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import alpha_plane, colour, colour_profile, display_filter, lossless_context
+from . import alpha_plane, colour, colour_profile, display_filter, lossless_context, photo_metadata
 from .display_filter import DisplayFilter
 from .errors import FormatError, UqdmError
 from .lossless_context import LosslessContext
@@ -31,6 +31,10 @@ EXTENDED_VERSION = 9  # version 8 whose header ends in extensions (FORMAT.md 1.2
 _READABLE = f"{', '.join(map(str, READ_VERSIONS))} and {EXTENDED_VERSION}"  # for messages
 EXT_ICC = 1  # extension bit 0: the header holds the image's ICC colour profile
 EXT_ALPHA = 2  # extension bit 1: the header holds the image's alpha channel
+EXT_EXIF = 4  # extension bit 2: the header holds the photo's EXIF block
+EXT_XMP = 8  # extension bit 3: the header holds the photo's XMP packet
+KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP  # bits 4-7: skipped, with a warning
+MAX_UNKNOWN_STORED = 1 << 24  # an unknown extension's field, at most (FORMAT.md 1.2)
 MAX_ICC_STORED = colour_profile.MAX_SIZE + (1 << 16)  # a stored (deflated) profile's bytes, at most
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
@@ -126,6 +130,19 @@ class Header:
     tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
     icc_profile: bytes | None = None  # the image's RGB colour profile (FORMAT.md 1.2): version 9 bytes
     alpha: bytes | None = None  # the image's alpha channel, H x W bytes row-major (FORMAT.md 1.2)
+    exif: bytes | None = None  # the photo's EXIF metadata, a TIFF-structured block (FORMAT.md 1.2)
+    xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
+    unknown_extensions: int = 0  # extension bits this decoder skipped (a newer uqdm wrote them)
+
+    @property
+    def extensions(self) -> int:
+        """The extension byte E this header writes (FORMAT.md 1.2): 0 for a version-8 header."""
+        fields = (self.icc_profile, self.alpha, self.exif, self.xmp)
+        return sum(bit for bit, f in zip((EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP), fields) if f is not None)
+
+    def without_extensions(self) -> Header:
+        """The same header with no extension: the one chunk sizes are counted from."""
+        return replace(self, icc_profile=None, alpha=None, exif=None, xmp=None, unknown_extensions=0)
 
     @property
     def num_layers(self) -> int:
@@ -200,13 +217,17 @@ class Header:
             raise ValueError(f"mirrors must be one of {sorted(MIRROR_CODES)}")
         if self.version not in READ_VERSIONS:
             raise ValueError(f"version must be one of {READ_VERSIONS}")
-        extended = self.icc_profile is not None or self.alpha is not None
+        extended = self.extensions != 0
         if extended and self.version != VERSION:
             raise ValueError(f"header extensions need version {VERSION}'s chain")
         if self.alpha is not None and len(self.alpha) != self.width * self.height:
             raise ValueError("the alpha channel must hold width x height bytes")
         if self.icc_profile is not None and (why := colour_profile.problem(self.icc_profile)):
             raise ValueError(f"colour profile: {why}")
+        if self.exif is not None and (why := photo_metadata.exif_problem(self.exif)):
+            raise ValueError(f"EXIF: {why}")
+        if self.xmp is not None and (why := photo_metadata.xmp_problem(self.xmp)):
+            raise ValueError(f"XMP: {why}")
         early = self.tail and self.tail_after is not None
         if early and not 0 <= self.tail_after < self.num_steps - 1:
             raise ValueError(f"an early tail follows a step from 0 to {self.num_steps - 2}")
@@ -239,14 +260,15 @@ class Header:
         if self.region:
             body += _REGION.pack(*self.region)
         if extended:
-            icc, alpha = self.icc_profile is not None, self.alpha is not None
-            body += bytes([(EXT_ICC if icc else 0) | (EXT_ALPHA if alpha else 0)])
-        if self.icc_profile is not None:
-            stored = colour_profile.pack(self.icc_profile)
-            body += put_varint(len(stored)) + stored
-        if self.alpha is not None:
-            stored = alpha_plane.pack(self.alpha_plane())
-            body += put_varint(len(stored)) + stored
+            body += bytes([self.extensions])
+        for stored in (
+            None if self.icc_profile is None else colour_profile.pack(self.icc_profile),
+            None if self.alpha is None else alpha_plane.pack(self.alpha_plane()),
+            None if self.exif is None else photo_metadata.pack(self.exif),
+            None if self.xmp is None else photo_metadata.pack(self.xmp),
+        ):
+            if stored is not None:
+                body += put_varint(len(stored)) + stored
         return sealed(body)
 
     def alpha_plane(self) -> np.ndarray | None:
@@ -357,9 +379,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     early = 1 if flags & EARLY_TAIL else 0  # the tail's step byte
     formed = 1 if flags & TAIL_FORM_BYTE else 0  # the tail's form byte
     body = _HEAD.size + name_len + early + formed + (_REGION.size if flags & TILED else 0)
-    icc_span = alpha_span = None
+    spans: dict[int, tuple[int, int]] = {}
+    unknown = 0
     if version == EXTENDED_VERSION:
-        body, icc_span, alpha_span = _extension_spans(data, body, w * h)
+        body, spans, unknown = _extension_spans(data, body, w * h)
     end = body + _U32.size
     if len(data) < end:
         raise FormatError("file too short: the .uqd header is incomplete")
@@ -406,6 +429,10 @@ def parse_header(data: bytes) -> tuple[Header, int]:
             raise FormatError(f"invalid region size {rw}x{rh} in header")
         if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
             raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
+
+    def field_of(bit: int, unpack):  # an extension's field, inflated only now: after the CRC check
+        return unpack(data[slice(*spans[bit])]) if bit in spans else None
+
     header = Header(
         w,
         h,
@@ -421,34 +448,35 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         tail=bool(flags & TAIL),
         tail_form=tail_form,
         tail_after=tail_after,
-        icc_profile=None if icc_span is None else colour_profile.unpack(data[icc_span[0] : icc_span[1]]),
-        alpha=None if alpha_span is None else alpha_plane.unpack(data[slice(*alpha_span)], w, h).tobytes(),
+        icc_profile=field_of(EXT_ICC, colour_profile.unpack),
+        alpha=field_of(EXT_ALPHA, lambda stored: alpha_plane.unpack(stored, w, h).tobytes()),
+        exif=field_of(EXT_EXIF, lambda stored: photo_metadata.unpack(stored, "EXIF")),
+        xmp=field_of(EXT_XMP, lambda stored: photo_metadata.unpack(stored, "XMP")),
+        unknown_extensions=unknown,
     )
     return header, end
 
 
-def _extension_spans(
-    data: bytes, pos: int, pixels: int
-) -> tuple[int, tuple[int, int] | None, tuple[int, int] | None]:
+def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int, tuple[int, int]], int]:
     """A version-9 header's extensions, its extension byte at `pos`: where they end (the header
-    CRC's offset) and the spans of the stored colour profile and alpha channel (None: absent);
-    FormatError("file too short ...") while the data ends first."""
+    CRC's offset), the span of each known field present ({bit: (start, end)}) and the bits of the
+    unknown ones skipped (FORMAT.md 1.2); FormatError("file too short ...") while the data ends first."""
     if len(data) <= pos:
         raise FormatError("file too short: the .uqd header is incomplete")
     extensions = data[pos]
-    if extensions & ~(EXT_ICC | EXT_ALPHA):  # their fields would come before the CRC: it cannot be found
-        raise FormatError(
-            f"unknown .uqd header extensions {extensions:#x} (a newer uqdm wrote the file, or it is damaged)"
-        )
     pos += 1
-    spans: list[tuple[int, int] | None] = []
-    for bit, what, limit in (
-        (EXT_ICC, "colour profile", MAX_ICC_STORED),
-        (EXT_ALPHA, "alpha channel", alpha_plane.max_stored(pixels)),
-    ):
+    spans: dict[int, tuple[int, int]] = {}
+    limits = {
+        EXT_ICC: ("colour profile", MAX_ICC_STORED),
+        EXT_ALPHA: ("alpha channel", alpha_plane.max_stored(pixels)),
+        EXT_EXIF: ("EXIF", photo_metadata.MAX_STORED),
+        EXT_XMP: ("XMP", photo_metadata.MAX_STORED),
+    }
+    for k in range(8):
+        bit = 1 << k
         if not extensions & bit:
-            spans.append(None)
             continue
+        what, limit = limits.get(bit, (f"extension {k}", MAX_UNKNOWN_STORED))
         try:
             size = get_varint(data, pos)
         except FormatError:
@@ -458,9 +486,18 @@ def _extension_spans(
         n, start = size
         if not 0 < n <= limit:
             raise FormatError(f"corrupted .uqd header ({what} length)")
-        spans.append((start, start + n))
+        spans[bit] = (start, start + n)
         pos = start + n
-    return pos, spans[0], spans[1]
+    unknown = extensions & ~KNOWN_EXTENSIONS
+    return pos, {b: span for b, span in spans.items() if b & KNOWN_EXTENSIONS}, unknown
+
+
+def unknown_extensions_note(bits: int) -> str:
+    """The warning of a file whose header holds extensions this decoder skipped."""
+    return (
+        f"the header holds extensions {bits:#x} that this decoder does not know (a newer uqdm wrote "
+        "them); left out"
+    )
 
 
 def _tail_form(flags: int) -> int:

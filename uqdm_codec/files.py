@@ -56,8 +56,13 @@ def bpp_of(nbytes: int, header: Header) -> float:
 
 
 def info(data: bytes) -> FileInfo:
-    if container.is_tiled(data):
-        return _tiled_info(data)
+    fi = _tiled_info(data) if container.is_tiled(data) else _plain_info(data)
+    if fi.header.unknown_extensions:
+        fi.warnings.insert(0, container.unknown_extensions_note(fi.header.unknown_extensions))
+    return fi
+
+
+def _plain_info(data: bytes) -> FileInfo:
     parsed = container.parse(data)
     hd = parsed.header
     layers, prev = [], parsed.header_size
@@ -79,13 +84,13 @@ def info(data: bytes) -> FileInfo:
     chunks = [c for layer in [*parsed.layers, parsed.partial] if layer is not None for c in layer.chunks]
     spans = [(end - container.CHUNK_CRC_BYTES - len(c.payload), end) for c, end in zip(chunks, cuts[1:])]
     cut = bool(chunks) and chunks[-1].cut
-    return FileInfo(hd, parsed.header_size, len(data), layers, parsed.warnings, cuts, spans, cut)
+    return FileInfo(hd, parsed.header_size, len(data), layers, list(parsed.warnings), cuts, spans, cut)
 
 
 def _tiled_info(data: bytes) -> FileInfo:
     """info() of a tiled file: its regions' layers and chunks, at their places in the file."""
     hd, header_size, parts = container.split_tiled(data)
-    infos = [info(part.data) for part in parts]
+    infos = [_plain_info(part.data) for part in parts]
     layers = []
     for i in range(min(len(f.layers) for f in infos)):
         last = parts[-1].file_offset(infos[-1].layers[i].end)

@@ -2,9 +2,10 @@
 
 The lossless promise is for the 8-bit RGB image this module produces and its alpha: grayscale,
 palette, CMYK and 16-bit inputs are converted (with a one-line note each), EXIF orientation is
-applied and animated images contribute their first frame. An alpha channel (alpha_plane.py) and an
-RGB ICC colour profile (colour_profile.py) are kept beside the pixels; an opaque alpha channel and
-a profile that is sRGB or cannot describe the pixels are left out with a note.
+applied and animated images contribute their first frame. An alpha channel (alpha_plane.py), an
+RGB ICC colour profile (colour_profile.py) and EXIF and XMP metadata (photo_metadata.py) are kept
+beside the pixels; an opaque alpha channel, a profile that is sRGB or cannot describe the pixels,
+and the parts of EXIF that cannot be carried over are left out with a note.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from . import alpha_plane, colour_profile, container
+from . import alpha_plane, colour_profile, container, photo_metadata
 from .errors import ImageError, UqdmError
 
 
@@ -28,12 +29,29 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)
     icc_profile: bytes | None = None  # the input's RGB colour profile, if it had one
     alpha: np.ndarray | None = None  # (H, W) uint8: the input's alpha channel, unless opaque everywhere
+    exif: bytes | None = None  # the input's EXIF block (TIFF-structured), orientation and maker's note out
+    xmp: bytes | None = None  # the input's XMP packet
+
+    def extras(self, keep_icc: bool = True, keep_metadata: bool = True) -> dict:
+        """What Codec.encode stores beside the pixels (FORMAT.md 1.2): the alpha channel, and the
+        colour profile and EXIF and XMP metadata unless told to leave them out."""
+        return {
+            "icc_profile": self.icc_profile if keep_icc else None,
+            "alpha": self.alpha,
+            "exif": self.exif if keep_metadata else None,
+            "xmp": self.xmp if keep_metadata else None,
+        }
 
 
 # Formats whose Pillow writer embeds an ICC profile (others are written without one, with a note)
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
 ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF"})  # and those that hold an alpha channel
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # Pillow modes with an alpha channel
+EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})  # whose Pillow writer embeds EXIF as it is
+XMP_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF", "TIFF"})  # and XMP
+JPEG_SEGMENT = 65533  # the most bytes a JPEG APP1 segment holds after its length field
+XMP_JPEG_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\x00"  # before XMP in its APP1 segment
+EXIF_IFD, GPS_IFD, ORIENTATION, MAKER_NOTE = 0x8769, 0x8825, 0x0112, 0x927C  # EXIF tags
 
 
 def _check_size(width: int, height: int) -> None:
@@ -122,9 +140,64 @@ def _profile(im: Image.Image, notes: list[str]) -> bytes | None:
     return None
 
 
+def _exif(im: Image.Image, notes: list[str]) -> bytes | None:
+    """The image's EXIF as a TIFF-structured block for the header, or None: rewritten by Pillow,
+    which leaves out the thumbnail (IFD1: a small copy of the image, often most of the block); the
+    orientation tag left out too (load_image applied it: the pixels are upright) and the camera
+    maker's note (proprietary, its offsets do not survive the rewrite, and it can take tens of KB
+    of every preview), with a note. A note if it holds a GPS location, since it travels with
+    every prefix of the file."""
+    raw = im.info.get("exif")
+    if not raw:
+        return None
+    if why := photo_metadata.exif_problem(photo_metadata.exif_block(bytes(raw))[: photo_metadata.MAX_SIZE]):
+        notes.append(f"EXIF metadata left out: {why}")  # Pillow would read on and make up values
+        return None
+    try:
+        with warnings.catch_warnings():  # Pillow warns of damaged directories and reads what it can
+            warnings.simplefilter("ignore")
+            exif = Image.Exif()
+            exif.load(bytes(raw))
+            exif.pop(ORIENTATION, None)
+            maker = exif.get_ifd(EXIF_IFD).pop(MAKER_NOTE, None) if EXIF_IFD in exif else None
+            block = photo_metadata.exif_block(exif.tobytes()) if len(exif) else b""
+    except Exception as exc:  # Pillow's EXIF reader raises many kinds on damaged blocks
+        notes.append(f"EXIF metadata left out: it cannot be read ({_first_line(exc)})")
+        return None
+    if not block:
+        return None
+    if why := photo_metadata.exif_problem(block):
+        notes.append(f"EXIF metadata left out: {why}")
+        return None
+    if maker:
+        notes.append(f"EXIF metadata kept without the camera maker's note ({len(maker):,} bytes)")
+    if exif.get(GPS_IFD):
+        notes.append("the EXIF metadata kept holds a GPS location (encode --no-metadata leaves it out)")
+    return block
+
+
+def _xmp(im: Image.Image, notes: list[str]) -> bytes | None:
+    """The image's XMP packet, or None (with a note if it is too large)."""
+    packet = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    if not packet:
+        return None
+    packet = packet.encode("utf-8") if isinstance(packet, str) else bytes(packet)
+    if why := photo_metadata.xmp_problem(packet):
+        notes.append(f"XMP metadata left out: {why}")
+        return None
+    return packet
+
+
+def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str]) -> LoadedImage:
+    pixels = _from_pil(upright, notes)
+    profile = _profile(profile_source, notes)
+    alpha = _alpha(upright, notes)
+    return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes))
+
+
 def load_image(source) -> LoadedImage:
     """Path, PIL image or numpy array -> (H, W, 3) uint8 plus notes on any conversion, and the
-    image's RGB colour profile and alpha channel if it carries them."""
+    image's RGB colour profile, alpha channel, EXIF and XMP metadata if it carries them."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
         rgba = _from_array(source, notes)
@@ -132,9 +205,7 @@ def load_image(source) -> LoadedImage:
         return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
-        upright = ImageOps.exif_transpose(source)
-        pixels = _from_pil(upright, notes)
-        return LoadedImage(pixels, notes, _profile(source, notes), _alpha(upright, notes))
+        return _loaded(ImageOps.exif_transpose(source), source, notes)
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
@@ -151,8 +222,7 @@ def load_image(source) -> LoadedImage:
                     im.seek(0)
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                pixels = _from_pil(im, notes)
-                return LoadedImage(pixels, notes, _profile(im, notes), _alpha(im, notes))
+                return _loaded(im, im, notes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
@@ -240,10 +310,12 @@ def save_image(
     inputs: tuple[Path, ...] = (),
     icc_profile: bytes | None = None,
     alpha: np.ndarray | None = None,
+    exif: bytes | None = None,
+    xmp: bytes | None = None,
 ) -> list[str]:
-    """Save (H, W, 3) uint8 pixels, with their colour profile and (H, W) alpha channel where the
-    format holds them; the format follows the file name (PNG when unknown). Returns notes (what
-    the format drops)."""
+    """Save (H, W, 3) uint8 pixels, with their colour profile, (H, W) alpha channel, EXIF block and
+    XMP packet where the format holds them; the format follows the file name (PNG when unknown).
+    Returns notes (what the format drops)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
     options, notes = {}, []
@@ -257,5 +329,26 @@ def save_image(
         options["icc_profile"] = icc_profile
     elif icc_profile is not None:
         notes.append(f"{path.name}: {fmt} files cannot hold the image's ICC colour profile; left out")
+    if exif is not None:
+        payload = photo_metadata.EXIF_PREFIX + exif
+        if fmt not in EXIF_FORMATS:
+            notes.append(f"{path.name}: {fmt} files cannot hold the image's EXIF metadata; left out")
+        elif fmt == "JPEG" and len(payload) > JPEG_SEGMENT:
+            notes.append(f"{path.name}: its EXIF ({len(exif):,} bytes) is too long for JPEG; left out")
+        else:
+            options["exif"] = payload
+    if xmp is not None:
+        if fmt not in XMP_FORMATS:
+            notes.append(f"{path.name}: {fmt} files cannot hold the image's XMP metadata; left out")
+        elif fmt == "JPEG" and len(XMP_JPEG_NAMESPACE) + len(xmp) > JPEG_SEGMENT:
+            notes.append(f"{path.name}: its XMP ({len(xmp):,} bytes) is too long for JPEG; left out")
+        elif fmt == "PNG":
+            text = PngImagePlugin.PngInfo()
+            text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"), zip=True)
+            options["pnginfo"] = text
+        elif fmt == "TIFF":
+            options["tiffinfo"] = {700: xmp}
+        else:
+            options["xmp"] = xmp
     atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
     return notes

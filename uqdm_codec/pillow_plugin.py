@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFile
 
-from . import container
+from . import container, photo_metadata
 
 
 def _accept(prefix: bytes) -> bool:
@@ -23,8 +23,7 @@ class UqdImageFile(ImageFile.ImageFile):
         self._uqd_data = data
         self._size = (header.width, header.height)
         self._mode = "RGB" if header.alpha is None else "RGBA"
-        if header.icc_profile is not None:
-            self.info["icc_profile"] = header.icc_profile
+        self.info.update(photo_metadata.pil_info(header.icc_profile, header.exif, header.xmp))
         self.tile = []
 
     def load(self):

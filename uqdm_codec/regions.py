@@ -82,7 +82,7 @@ def encode(
 
 
 def _check(codec: Codec, data: bytes, steps: int | None, every_chunk: bool = False):
-    hd, _, parts = container.split_tiled(data)
+    hd, size, parts = container.split_tiled(data)
     codec.check_header(hd)
     if every_chunk:
         raise UqdmError(
@@ -94,7 +94,7 @@ def _check(codec: Codec, data: bytes, steps: int | None, every_chunk: bool = Fal
         have = min(have, hd.max_steps)
         if steps > have:
             raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
-    return hd, parts
+    return hd, size, parts
 
 
 class _Mosaic:
@@ -147,8 +147,7 @@ def decode(
     codec: Codec, data: bytes, steps: int | None, progress: Progress | None, recon: str, seed: int
 ) -> DecodedImage:
     """A tiled file's image after `steps` steps (default: all it holds), one region at a time."""
-    hd, parts = _check(codec, data, steps, False)
-    size = len(hd.to_bytes())
+    hd, size, parts = _check(codec, data, steps, False)
     mosaic = _Mosaic(hd, parts)
     for r, part in enumerate(parts):
 
@@ -175,8 +174,7 @@ def iter_decode(
     The regions are decoded one at a time (one chain alive, as in decode()) and their images kept
     per level: the whole progression costs the images (what a caller that keeps every level holds
     anyway), not every region's chain at once. A region with fewer layers keeps its last image."""
-    hd, parts = _check(codec, data, steps, every_chunk)
-    size = len(hd.to_bytes())
+    hd, size, parts = _check(codec, data, steps, every_chunk)
     levels: list[list[DecodedImage | None]] = []
     for r, part in enumerate(parts):
 
