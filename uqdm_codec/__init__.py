@@ -55,7 +55,7 @@ def encode(
     progress=None,
     mirrors: int = 1,
     fast: bool = False,
-    tail: bool | None = False,
+    tail: bool | None | str = "default",
     tail_after: int | None = None,
     keep_icc: bool = True,
     keep_metadata: bool = True,
@@ -65,9 +65,10 @@ def encode(
     fast: about half the encoding time, the same size and step images, coarser images inside a
     step (Codec.encode). tail=True: the lossless end is an interlaced coder from exact neighbours
     after step T-1, a smaller lossless file without the pixel step's image; None: the smaller
-    of the two (Codec.encode). tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller
-    lossless file with previews up to step S only. keep_icc: store the image's RGB ICC colour profile,
-    if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
+    of the two; not given: True for a grayscale image (R = G = B), else False (Codec.encode).
+    tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller lossless file with
+    previews up to step S only. keep_icc: store the image's RGB ICC colour profile, if it has
+    one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
     keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP
     metadata. An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are
     RGBA."""

@@ -137,7 +137,7 @@ def encode_file(
     seed: int | None = None,
     mirrors: int = 1,
     fast: bool = False,
-    tail: bool | None = False,
+    tail: bool | None | str = "default",
     tail_after: int | None = None,
     keep_icc: bool = True,
     keep_metadata: bool = True,
@@ -155,7 +155,11 @@ def encode_file(
 
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        from .codec import default_tail_note
+
         loaded = load_image(source)
+        if note := default_tail_note(loaded.pixels, tail):
+            loaded.notes.append(note)
         data = get_codec(model, device).encode(
             loaded.pixels,
             seed=seed,
@@ -298,7 +302,7 @@ def run_batch(
     recon: str = "mean",
     mirrors: int = 1,
     fast: bool = False,
-    tail: bool | None = False,
+    tail: bool | None | str = "default",
     tail_after: int | None = None,
     keep_icc: bool = True,
     keep_metadata: bool = True,

@@ -28,11 +28,13 @@ DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar, no notes.")
 ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
 TailOpt = typer.Option(
-    "off",
+    None,
     "--tail",
     help="The lossless end: 'off' the pixel step and the lossless layer; 'on' a lossless coder "
     "from exact neighbours after step T-1 (10-15 % smaller lossless files for photos, no image between "
-    "step T-1 and lossless but its passes'); 'auto' both coded, the smaller file kept.",
+    "step T-1 and lossless but its passes'); 'auto' both coded, the smaller file kept. Default: 'on' "
+    "for a grayscale image (R = G = B: lossless files about 40 % smaller), else 'off'.",
+    show_default=False,
 )
 TailAfterOpt = typer.Option(
     None,
@@ -44,10 +46,14 @@ TailAfterOpt = typer.Option(
     "(on Kodak about 0.03 bpp at STEP 2, 0.07 at 3, 0.22 at 4).",
 )
 _TAIL_MODES = {"off": False, "on": True, "auto": None}
+TAIL_DEFAULT = "default"  # codec.TAIL_DEFAULT, spelled out here to keep torch out of the CLI's import
 
 
-def _tail_mode(mode: str, tail_after: int | None = None) -> bool | None:
-    """--tail off / on / auto as Codec.encode's tail argument (--tail-after implies on)."""
+def _tail_mode(mode: str | None, tail_after: int | None = None) -> bool | None | str:
+    """--tail off / on / auto as Codec.encode's tail argument (--tail-after implies on; no --tail:
+    the codec's default, which depends on the image)."""
+    if mode is None:
+        return True if tail_after is not None else TAIL_DEFAULT
     if mode not in _TAIL_MODES:
         raise UqdmError(f"--tail must be one of off, on, auto (not {mode!r})")
     if tail_after is not None:
@@ -259,7 +265,7 @@ def encode(
         "coarser images inside a step (files cut by truncate --bpp a few % larger at equal "
         "quality).",
     ),
-    tail: str = TailOpt,
+    tail: str | None = TailOpt,
     tail_after: int | None = TailAfterOpt,
     icc: bool = typer.Option(
         True,
@@ -314,6 +320,10 @@ def encode(
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         loaded = load_image(image)
+        from .codec import default_tail_note
+
+        if note := default_tail_note(loaded.pixels, tail_mode):
+            loaded.notes.append(note)
         if not quiet:
             for note in loaded.notes:
                 err.print(f"note: {note}", highlight=False)
