@@ -314,3 +314,47 @@ def test_fast_encoding_single_and_batch(tmp_path, photos, tiny_model_path, monke
     r = run("decode", tmp_path / "one.uqd", "-o", tmp_path / "one.png", "-m", tiny_model_path)
     assert r.exit_code == 0, r.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "one.png")), np.asarray(Image.open(photos[0])))
+
+
+def test_info_json_lists_layers_and_valid_prefixes(tmp_path, codec):
+    import json
+
+    from uqdm_codec import files
+
+    from .test_metadata import EXIF, XMP
+
+    img = synthetic_image(24, 40, seed=4)
+    data = codec.encode(img, seed=2, exif=EXIF, xmp=XMP, alpha=img[:, :, 0])
+    path = tmp_path / "x.uqd"
+    path.write_bytes(data)
+    r = run("info", path, "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    fi = files.info(data)
+    assert got["total_bytes"] == len(data) and got["complete"] and got["format_version"] == 9
+    assert got["mode"] == "RGBA" and got["header"]["bytes"] == fi.header_bytes
+    assert got["header"]["xmp"]["bytes"] == len(XMP) and "Testcam" in got["header"]["exif"]["description"]
+    assert [la["end"] for la in got["layers"]] == [la.end for la in fi.layers]
+    assert got["layers"][-1]["end"] == len(data) and got["layers"][-1]["content"] == "lossless"
+    for cut in got["cut_points"]:  # each the length of a prefix that is a file of its own
+        prefix = files.info(data[:cut])
+        assert prefix.total_bytes == cut and prefix.cut_points[-1] == cut
+        assert all("decoding what is there" in w for w in prefix.warnings)  # at most a layer in part
+    cut = data[: got["layers"][1]["end"] + 5]
+    (tmp_path / "cut.uqd").write_bytes(cut)
+    partial = json.loads(run("info", tmp_path / "cut.uqd", "--json").stdout)
+    assert not partial["complete"] and len(partial["layers"]) == 2 and partial["warnings"]
+    r = run("info", tmp_path / "missing.uqd", "--json")
+    assert r.exit_code == 1 and "no such file" in r.output
+
+
+def test_info_cut_points_of_a_tiled_file_are_files(tiny_model):
+    from uqdm_codec import files
+    from uqdm_codec.codec import Codec
+
+    data = Codec(tiny_model, "cpu", region=32).encode(synthetic_image(40, 72, seed=4), seed=3)
+    described = files.info(data).to_dict()
+    assert described["regions"] == 6 and described["cut_points"][-1] == len(data)
+    for cut in described["cut_points"][::7]:
+        prefix = files.info(data[:cut])
+        assert prefix.total_bytes == cut and all("decoding what is there" in w for w in prefix.warnings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -535,12 +536,23 @@ def truncate(
 
 
 @app.command()
-def info(file: Path = typer.Argument(..., help="A .uqd file.")) -> None:
+def info(
+    file: Path = typer.Argument(..., help="A .uqd file."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the header and layers as JSON (layer end offsets and every chunk boundary, "
+        "each the length of a prefix that is a valid file), for scripts.",
+    ),
+) -> None:
     """Show a .uqd file's header and layers."""
 
     with _errors():
         with _naming(file):
             fi = files.info(_read(file))
+        if as_json:
+            print(json.dumps({"file": str(file), **fi.to_dict()}, indent=1))
+            return
         hd = fi.header
         out.print(
             f"{file}: {hd.width}x{hd.height} {'RGB' if hd.alpha is None else 'RGBA'}, "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from . import container
+from . import colour_profile, container, photo_metadata
 from .container import Header
 from .errors import UqdmError
 
@@ -49,6 +49,55 @@ class FileInfo:
     @property
     def steps(self) -> int:
         return min(len(self.layers), self.header.max_steps)
+
+    def to_dict(self) -> dict:
+        """The file's description as plain JSON values, for `uqdm info --json` and for scripts
+        that serve prefixes: every layer's end offset, and every chunk boundary (`cut_points`,
+        each the length of a prefix that is itself a valid file)."""
+        hd = self.header
+        extras: dict = {}
+        if hd.icc_profile is not None:
+            extras["icc_profile"] = {
+                "bytes": len(hd.icc_profile),
+                "description": colour_profile.describe(hd.icc_profile),
+            }
+        if hd.alpha is not None:
+            extras["alpha"] = True
+        if hd.exif is not None:
+            extras["exif"] = {"bytes": len(hd.exif), "description": photo_metadata.describe_exif(hd.exif)}
+        if hd.xmp is not None:
+            extras["xmp"] = {"bytes": len(hd.xmp)}
+        return {
+            "width": hd.width,
+            "height": hd.height,
+            "mode": "RGB" if hd.alpha is None else "RGBA",
+            "format_version": container.EXTENDED_VERSION if hd.extensions else hd.version,
+            "model": hd.model_name,
+            "fingerprint": hd.fingerprint.hex(),
+            "seed": hd.seed,
+            "diffusion_steps": hd.coded_steps,
+            "lossless_end": ("tail" if hd.tail else "layer"),
+            "tail_follows_step": hd.coded_steps if hd.tail else None,
+            "regions": self.regions,
+            "mirrors": hd.mirrors,
+            "header": {"bytes": self.header_bytes, **extras},
+            "layers": [
+                {
+                    "index": layer.index,
+                    "content": "lossless" if layer.lossless else "step",
+                    "bytes": layer.bytes,
+                    "end": layer.end,
+                    "bpp": layer.bpp,
+                    "chunks": layer.chunks,
+                }
+                for layer in self.layers
+            ],
+            "total_bytes": self.total_bytes,
+            "complete": self.complete,
+            "ends_in_cut_chunk": self.ends_in_cut_chunk,
+            "cut_points": list(self.cut_points),
+            "warnings": list(self.warnings),
+        }
 
 
 def bpp_of(nbytes: int, header: Header) -> float:
