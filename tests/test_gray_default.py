@@ -66,3 +66,15 @@ def test_cli_notes_the_choice(tmp_path, tiny_model_path):
     assert not container.parse_header(off.read_bytes())[0].tail
     data = uqdm_codec.encode(photo, model=tiny_model_path, seed=1)
     assert container.parse_header(data)[0].tail
+
+
+def test_batch_notes_only_its_own_choice(tmp_path, tiny_model_path):
+    from uqdm_codec.batch import encode_file
+
+    photo = tmp_path / "grey.png"
+    Image.fromarray(gray(16, 24, seed=2)[:, :, 0], "L").save(photo)
+    chosen = encode_file(photo, model=tiny_model_path, seed=1)
+    assert any("lossless end is the tail" in n for n in chosen.notes)
+    early = encode_file(photo, output=tmp_path / "early.uqd", model=tiny_model_path, seed=1, tail_after=2)
+    assert early.ok and not any("lossless end" in n for n in early.notes)
+    assert container.parse_header((tmp_path / "early.uqd").read_bytes())[0].tail_after == 2

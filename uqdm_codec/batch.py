@@ -158,7 +158,7 @@ def encode_file(
         from .codec import default_tail_note
 
         loaded = load_image(source)
-        if note := default_tail_note(loaded.pixels, tail):
+        if tail_after is None and (note := default_tail_note(loaded.pixels, tail)):
             loaded.notes.append(note)
         data = get_codec(model, device).encode(
             loaded.pixels,
