@@ -197,11 +197,13 @@ def test_a_newer_files_extension_is_decoded_with_a_warning(codec):
 def test_reading_drops_orientation_thumbnail_and_maker_note(tmp_path):
     arr = synthetic_image(10, 12)
     exif = camera_exif(orientation=6, gps=True, maker_note=b"M" * 300)
+    exif.get_ifd(0x8769).update({0xA002: 12, 0xA003: 10})  # the stored (sideways) width and height
     Image.fromarray(arr).save(tmp_path / "cam.jpg", exif=exif, xmp=XMP, quality=95)
     loaded = load_image(tmp_path / "cam.jpg")
     assert loaded.pixels.shape == (12, 10, 3)  # rotated upright
     top, sub, gps = tags(loaded.exif)
     assert 0x0112 not in top and top[0x010F] == "Testcam" and sub[0x8827] == 200 and 0x927C not in sub
+    assert (sub[0xA002], sub[0xA003]) == (10, 12)  # the upright image's width and height
     assert gps[1] == "N" and loaded.xmp == XMP
     assert any("maker's note (300 bytes)" in n for n in loaded.notes)
     assert any("GPS" in n and "--no-metadata" in n for n in loaded.notes)

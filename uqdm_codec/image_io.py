@@ -52,6 +52,7 @@ XMP_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF", "TIFF"})  # and XMP
 JPEG_SEGMENT = 65533  # the most bytes a JPEG APP1 segment holds after its length field
 XMP_JPEG_NAMESPACE = b"http://ns.adobe.com/xap/1.0/\x00"  # before XMP in its APP1 segment
 EXIF_IFD, GPS_IFD, ORIENTATION, MAKER_NOTE = 0x8769, 0x8825, 0x0112, 0x927C  # EXIF tags
+PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # in the EXIF directory: the image's width and height
 
 
 def _check_size(width: int, height: int) -> None:
@@ -160,6 +161,8 @@ def _exif(im: Image.Image, notes: list[str]) -> bytes | None:
             exif.load(bytes(raw))
             exif.pop(ORIENTATION, None)
             maker = exif.get_ifd(EXIF_IFD).pop(MAKER_NOTE, None) if EXIF_IFD in exif else None
+            if EXIF_IFD in exif:
+                _upright_dimensions(exif.get_ifd(EXIF_IFD), *im.size)
             block = photo_metadata.exif_block(exif.tobytes()) if len(exif) else b""
     except Exception as exc:  # Pillow's EXIF reader raises many kinds on damaged blocks
         notes.append(f"EXIF metadata left out: it cannot be read ({_first_line(exc)})")
@@ -174,6 +177,14 @@ def _exif(im: Image.Image, notes: list[str]) -> bytes | None:
     if exif.get(GPS_IFD):
         notes.append("the EXIF metadata kept holds a GPS location (encode --no-metadata leaves it out)")
     return block
+
+
+def _upright_dimensions(directory: dict, width: int, height: int) -> None:
+    """Swap the EXIF directory's PixelXDimension and PixelYDimension where they describe the image
+    before a quarter turn applied its orientation (exif_transpose leaves them as they were)."""
+    x, y = directory.get(PIXEL_X), directory.get(PIXEL_Y)
+    if width != height and (x, y) == (height, width):
+        directory[PIXEL_X], directory[PIXEL_Y] = width, height
 
 
 def _xmp(im: Image.Image, notes: list[str]) -> bytes | None:
