@@ -20,7 +20,6 @@ import numpy as np
 
 from . import (
     colour,
-    colour_profile,
     container,
     display_filter,
     ensemble,
@@ -889,12 +888,8 @@ class Codec:
             exif=None if exif is None else bytes(exif),
             xmp=None if xmp is None else bytes(xmp),
         )
-        if icc_profile is not None and (why := colour_profile.problem(icc_profile)):
-            raise UqdmError(f"colour profile not kept: {why}")
-        if exif is not None and (why := photo_metadata.exif_problem(header.exif)):
-            raise UqdmError(f"EXIF metadata not kept: {why}")
-        if xmp is not None and (why := photo_metadata.xmp_problem(header.xmp)):
-            raise UqdmError(f"XMP metadata not kept: {why}")
+        if problem := header.extension_problem():
+            raise UqdmError(f"{problem[0]} not kept: {problem[1]}")
         if tail and not self.intervals:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
         if self.region is not None and max(h, w) > self.region:
@@ -1590,7 +1585,7 @@ def default_tail(pixels: np.ndarray) -> bool:
 
 def default_tail_note(pixels: np.ndarray, tail) -> str | None:
     """The one-line note of an encode whose lossless end default_tail chose to be the tail."""
-    if not (isinstance(tail, str) and tail == TAIL_DEFAULT and default_tail(pixels)):
+    if not (tail == TAIL_DEFAULT and default_tail(pixels)):  # True, False and None are not it
         return None
     return (
         "grayscale image: its lossless end is the tail after step T-1, about 40 % smaller than the "

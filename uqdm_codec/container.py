@@ -140,6 +140,18 @@ class Header:
         fields = (self.icc_profile, self.alpha, self.exif, self.xmp)
         return sum(bit for bit, f in zip((EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP), fields) if f is not None)
 
+    def extension_problem(self) -> tuple[str, str] | None:
+        """(what, why) of the first of the profile, EXIF and XMP that this header cannot store
+        (FORMAT.md 1.2), or None."""
+        for what, value, problem in (
+            ("colour profile", self.icc_profile, colour_profile.problem),
+            ("EXIF metadata", self.exif, photo_metadata.exif_problem),
+            ("XMP metadata", self.xmp, photo_metadata.xmp_problem),
+        ):
+            if value is not None and (why := problem(value)):
+                return what, why
+        return None
+
     def without_extensions(self) -> Header:
         """The same header with no extension: the one chunk sizes are counted from."""
         return replace(self, icc_profile=None, alpha=None, exif=None, xmp=None, unknown_extensions=0)
@@ -222,12 +234,8 @@ class Header:
             raise ValueError(f"header extensions need version {VERSION}'s chain")
         if self.alpha is not None and len(self.alpha) != self.width * self.height:
             raise ValueError("the alpha channel must hold width x height bytes")
-        if self.icc_profile is not None and (why := colour_profile.problem(self.icc_profile)):
-            raise ValueError(f"colour profile: {why}")
-        if self.exif is not None and (why := photo_metadata.exif_problem(self.exif)):
-            raise ValueError(f"EXIF: {why}")
-        if self.xmp is not None and (why := photo_metadata.xmp_problem(self.xmp)):
-            raise ValueError(f"XMP: {why}")
+        if problem := self.extension_problem():
+            raise ValueError(f"{problem[0]}: {problem[1]}")
         early = self.tail and self.tail_after is not None
         if early and not 0 <= self.tail_after < self.num_steps - 1:
             raise ValueError(f"an early tail follows a step from 0 to {self.num_steps - 2}")
@@ -486,10 +494,10 @@ def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int,
         n, start = size
         if not 0 < n <= limit:
             raise FormatError(f"corrupted .uqd header ({what} length)")
-        spans[bit] = (start, start + n)
+        if bit & KNOWN_EXTENSIONS:  # an unknown field is only skipped
+            spans[bit] = (start, start + n)
         pos = start + n
-    unknown = extensions & ~KNOWN_EXTENSIONS
-    return pos, {b: span for b, span in spans.items() if b & KNOWN_EXTENSIONS}, unknown
+    return pos, spans, extensions & ~KNOWN_EXTENSIONS
 
 
 def unknown_extensions_note(bits: int) -> str:

@@ -71,12 +71,14 @@ class FileInfo:
             "width": hd.width,
             "height": hd.height,
             "mode": "RGB" if hd.alpha is None else "RGBA",
-            "format_version": container.EXTENDED_VERSION if hd.extensions else hd.version,
+            "format_version": container.EXTENDED_VERSION
+            if hd.extensions or hd.unknown_extensions
+            else hd.version,
             "model": hd.model_name,
             "fingerprint": hd.fingerprint.hex(),
             "seed": hd.seed,
             "diffusion_steps": hd.coded_steps,
-            "lossless_end": ("tail" if hd.tail else "layer"),
+            "lossless_end": "tail" if hd.tail else "layer",
             "tail_follows_step": hd.coded_steps if hd.tail else None,
             "regions": self.regions,
             "mirrors": hd.mirrors,

@@ -160,9 +160,11 @@ def _exif(im: Image.Image, notes: list[str]) -> bytes | None:
             exif = Image.Exif()
             exif.load(bytes(raw))
             exif.pop(ORIENTATION, None)
-            maker = exif.get_ifd(EXIF_IFD).pop(MAKER_NOTE, None) if EXIF_IFD in exif else None
+            maker = None
             if EXIF_IFD in exif:
-                _upright_dimensions(exif.get_ifd(EXIF_IFD), *im.size)
+                directory = exif.get_ifd(EXIF_IFD)
+                maker = directory.pop(MAKER_NOTE, None)
+                _upright_dimensions(directory, *im.size)
             block = photo_metadata.exif_block(exif.tobytes()) if len(exif) else b""
     except Exception as exc:  # Pillow's EXIF reader raises many kinds on damaged blocks
         notes.append(f"EXIF metadata left out: it cannot be read ({_first_line(exc)})")
