@@ -295,13 +295,13 @@ def test_fast_encoding_single_and_batch(tmp_path, photos, tiny_model_path, monke
     """--fast reaches the encoder on both paths; files of the same size as without it, exact decodes."""
     from uqdm_codec.codec import Codec
 
-    seen, encode = [], Codec.encode
+    seen, encode = [], Codec.encode_judged
 
     def spy(self, *args, **kwargs):
         seen.append(kwargs.get("fast"))
         return encode(self, *args, **kwargs)
 
-    monkeypatch.setattr(Codec, "encode", spy)
+    monkeypatch.setattr(Codec, "encode_judged", spy)
     common = ("-m", tiny_model_path, "--seed", 3)
     for flags, out in (([], "plain"), (["--fast"], "fast")):
         r = run("encode", *photos[:2], "--out-dir", tmp_path / out, *common, *flags)

@@ -6,6 +6,7 @@
     sharp = uqdm_codec.decode(data, steps=3, recon="sample", seed=1)  # the rest drawn from the model
     exact = uqdm_codec.decode(data)                  # every layer: the original pixels
     small = uqdm_codec.truncate(data, bpp=0.5)       # longest prefix within 0.5 bits per pixel
+    lossy = uqdm_codec.encode("photo.png", psnr=38)  # the shortest prefix that reaches 38 dB
 
 torch is imported on first use of encode/decode only; info/truncate never need it.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.38.0"
+__version__ = "0.39.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -59,6 +60,9 @@ def encode(
     tail_after: int | None = None,
     keep_icc: bool = True,
     keep_metadata: bool = True,
+    psnr: float | None = None,
+    bpp: float | None = None,
+    steps: int | None = None,
 ) -> bytes:
     """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network
     is averaged over mirror images at every step, for smaller files at 2 or 4 times its time.
@@ -71,9 +75,14 @@ def encode(
     one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
     keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP
     metadata. An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are
-    RGBA."""
+    RGBA. psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B; cut at
+    a chunk boundary, the encoder stopping there); bpp=B: the longest prefix within B bits per
+    pixel (what truncate(bpp=B) keeps of the whole file); steps=N: the first N steps. At most one
+    of the three; none: the whole, lossless file."""
     from .image_io import load_image
+    from .quality import Target
 
+    target = Target(psnr=psnr, bpp=bpp, steps=steps)  # bad values fail before the image is read
     loaded = load_image(image)
     return get_codec(model, device).encode(
         loaded.pixels,
@@ -83,6 +92,7 @@ def encode(
         fast=fast,
         tail=tail,
         tail_after=tail_after,
+        target=target,
         **loaded.extras(keep_icc, keep_metadata),
     )
 

@@ -141,18 +141,24 @@ def encode_file(
     tail_after: int | None = None,
     keep_icc: bool = True,
     keep_metadata: bool = True,
+    psnr: float | None = None,
+    bpp: float | None = None,
+    steps: int | None = None,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
     `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc, keep_metadata: store
-    the image's RGB colour profile, its EXIF and XMP metadata if it has them."""
+    the image's RGB colour profile, its EXIF and XMP metadata if it has them; psnr, bpp, steps:
+    only the prefix of the file that reaches psnr dB, fits bpp or holds the steps (quality.Target)."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
     def task() -> Result:
         from . import files, get_codec
         from .image_io import atomic_write, load_image
+        from .quality import Target
 
+        aim = Target(psnr=psnr, bpp=bpp, steps=steps)
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         from .codec import default_tail_note
@@ -160,18 +166,23 @@ def encode_file(
         loaded = load_image(source)
         if tail_after is None and (note := default_tail_note(loaded.pixels, tail)):
             loaded.notes.append(note)
-        data = get_codec(model, device).encode(
+        encoded = get_codec(model, device).encode_judged(
             loaded.pixels,
             seed=seed,
             mirrors=mirrors,
             fast=fast,
             tail=tail,
             tail_after=tail_after,
+            target=aim,
             **loaded.extras(keep_icc, keep_metadata),
         )
+        data = encoded.data
         atomic_write(target, data, force=force, inputs=(source,))
-        bpp = files.info(data).layers[-1].bpp
-        return Result(source, target, True, len(data), bpp, f"{bpp:.3f} bpp", notes=loaded.notes)
+        value = files.bpp_of(len(data), files.info(data).header)
+        status = f"{value:.3f} bpp"
+        if aim.given:
+            status += f", {quality_text(encoded.psnr)}"
+        return Result(source, target, True, len(data), value, status, notes=loaded.notes)
 
     return _run(task, source, target, out_dir if output is None else None)
 
@@ -243,6 +254,13 @@ def truncate_file(
     return _run(task, source, target, out_dir if output is None else None)
 
 
+def quality_text(psnr: float | None) -> str:
+    """A file's PSNR as encode reports it (quality.Encoded.psnr)."""
+    if psnr is None:
+        return "PSNR not judged: the file ends inside a chunk"
+    return "lossless" if psnr == float("inf") else f"{psnr:.2f} dB"
+
+
 def read_input(path: Path) -> bytes:
     """A file's bytes, with one-line errors for the usual ways that fails."""
     if not path.exists():
@@ -306,6 +324,7 @@ def run_batch(
     tail_after: int | None = None,
     keep_icc: bool = True,
     keep_metadata: bool = True,
+    psnr: float | None = None,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -315,7 +334,7 @@ def run_batch(
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
     with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after`, `keep_icc` and `keep_metadata` the encoder's
-    (encode_file).
+    (encode_file), as are `psnr`, `bpp` and `steps` for encode (at most one: the prefix to keep).
     progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
@@ -326,6 +345,10 @@ def run_batch(
         raise UqdmError("give exactly one of --bpp or --steps")
     if op == "decode" and bpp is not None and steps is not None:
         raise UqdmError("give at most one of --bpp or --steps")
+    if op == "encode":
+        from .quality import Target
+
+        Target(psnr=psnr, bpp=bpp, steps=steps)  # bad values: one error, not one per file
     sources = [Path(p) for p in paths]
     names = {"recon": recon, "seed": seed} if op == "decode" else {}
     targets = plan_outputs(
@@ -349,6 +372,9 @@ def run_batch(
             "tail_after": tail_after,
             "keep_icc": keep_icc,
             "keep_metadata": keep_metadata,
+            "psnr": psnr,
+            "bpp": bpp,
+            "steps": steps,
         },
         "decode": {
             "model": model,

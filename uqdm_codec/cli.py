@@ -207,10 +207,21 @@ def _batch(
         raise typer.Exit(1)
 
 
-def _layer_table(fi, title: str) -> Table:
+def _layer_table(fi, title: str, encoded=None) -> Table:
+    """A file's layers; with the encoder's quality.Encoded, the PSNR after each of them too."""
     table = Table(title=title, title_justify="left")
-    for col in ("layer", "content", "filter", "bytes", "total bytes", "bpp (total)"):
+    columns = ["layer", "content", "filter", "bytes", "total", "bpp"]
+    if encoded is not None:
+        columns.append("PSNR")
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("content", "filter") else "left")
+
+    def psnr(end: int) -> list[str]:
+        if encoded is None:
+            return []
+        value = encoded.psnr_at(end)
+        return ["" if value is None else "exact" if value == float("inf") else f"{value:.2f}"]
+
     extras = []
     if fi.header.icc_profile is not None:
         extras.append(f"ICC profile: {colour_profile.describe(fi.header.icc_profile)}")
@@ -227,6 +238,7 @@ def _layer_table(fi, title: str) -> Table:
         str(fi.header_bytes),
         str(fi.header_bytes),
         f"{files.bpp_of(fi.header_bytes, fi.header):.4f}",
+        *psnr(fi.header_bytes),
     )
     for layer in fi.layers:
         content = "lossless pixels" if layer.lossless else f"diffusion step {layer.index}"
@@ -236,7 +248,15 @@ def _layer_table(fi, title: str) -> Table:
         filt = f"{layer.filter_side}x{layer.filter_side}" if layer.filter_side else ""
         if filt and fi.regions > 1:
             filt += f" ({layer.filtered_regions}/{fi.regions})"  # regions whose layer has one
-        table.add_row(str(layer.index), content, filt, str(layer.bytes), str(layer.end), f"{layer.bpp:.4f}")
+        table.add_row(
+            str(layer.index),
+            content,
+            filt,
+            str(layer.bytes),
+            str(layer.end),
+            f"{layer.bpp:.4f}",
+            *psnr(layer.end),
+        )
     return table
 
 
@@ -281,19 +301,36 @@ def encode(
         "thumbnail or maker's note) and XMP metadata in the file, for decoded images to carry "
         "(--no-metadata: leave them out, typically 0.2 to 3 KB less).",
     ),
+    psnr: float | None = typer.Option(
+        None,
+        "--psnr",
+        help="Write only the shortest prefix whose image reaches this PSNR in dB (over R, G and B; "
+        "cut at a chunk boundary, the encoder stopping there): a lossy file of that quality.",
+    ),
+    bpp: float | None = typer.Option(
+        None,
+        "--bpp",
+        help="Write only the longest prefix within this many bits per pixel (what truncate --bpp "
+        "keeps of the whole file).",
+    ),
+    steps: int | None = typer.Option(None, "--steps", "-s", help="Write only the first N diffusion steps."),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Compress images into progressive .uqd files (NAME.uqd).
+    """Compress images into progressive .uqd files (NAME.uqd), lossless unless --psnr, --bpp or
+    --steps asks for a prefix.
 
     Several inputs run in --jobs worker processes; a file that fails is reported in one line and
     the others go on; a table sums up, and the exit code is 1 if any failed."""
     with _errors():  # the imports too: an interrupt while torch loads gets the same one line
         from . import ensemble, get_codec
+        from .batch import quality_text
         from .image_io import atomic_write, load_image
+        from .quality import Target
 
         mirrors = ensemble.check_mirrors(mirrors)
         tail_mode = _tail_mode(tail, tail_after)
+        aim = Target(psnr=psnr, bpp=bpp, steps=steps)
         if tail_after is not None:  # a bad step is one error, not one per file
             get_codec(model, device).check_tail_after(tail_after)
         if len(images) > 1:
@@ -313,6 +350,9 @@ def encode(
                 tail_after=tail_after,
                 keep_icc=icc,
                 keep_metadata=metadata,
+                psnr=psnr,
+                bpp=bpp,
+                steps=steps,
                 force=force,
             )
             return
@@ -330,7 +370,7 @@ def encode(
                 err.print(f"note: {note}", highlight=False)
         codec = get_codec(model, device)
         with _progress("encoding", quiet) as update:
-            data = codec.encode(
+            encoded = codec.encode_judged(
                 loaded.pixels,
                 seed=seed,
                 progress=update,
@@ -338,17 +378,21 @@ def encode(
                 fast=fast,
                 tail=tail_mode,
                 tail_after=tail_after,
+                target=aim,
                 **loaded.extras(icc, metadata),
             )
+        data = encoded.data
         atomic_write(target, data, force=force, inputs=(image,))
         fi = files.info(data)
         if not quiet:
-            out.print(
-                _layer_table(
-                    fi, f"{target}: {fi.header.width}x{fi.header.height}, model {fi.header.model_name}"
-                )
-            )
-        out.print(f"wrote {target} ({len(data)} bytes, {fi.layers[-1].bpp:.3f} bpp)", highlight=False)
+            title = f"{target}: {fi.header.width}x{fi.header.height}, model {fi.header.model_name}"
+            out.print(_layer_table(fi, title, encoded))
+        what = f"{len(data)} bytes, {files.bpp_of(len(data), fi.header):.3f} bpp"
+        if aim.given:
+            what += f", {quality_text(encoded.psnr)}"
+            if not fi.complete and len(data) > (fi.layers[-1].end if fi.layers else fi.header_bytes):
+                what += f", step {len(fi.layers) + 1} in part"
+        out.print(f"wrote {target} ({what})", highlight=False)
 
 
 @app.command()

@@ -24,10 +24,12 @@ from . import (
     display_filter,
     ensemble,
     entropy,
+    files,
     haar,
     lossless_context,
     lossless_tail,
     photo_metadata,
+    quality,
     randomness,
     sampling,
 )
@@ -676,6 +678,12 @@ class _Judge:
         self.original = original  # uint8; differences are taken a strip of rows at a time
         self.rows = max(1, (1 << 18) // max(original.shape[1], 1))
         self.best = self._sse(first)
+        self.marks: list[int] | None = None  # the error on screen after each chunk of a layer
+
+    def mark(self) -> None:
+        """Record the error of the image on screen once a chunk's flags are set (quality.py)."""
+        if self.marks is not None:
+            self.marks.append(self.best)
 
     def _sse(self, image: np.ndarray) -> int:
         total = 0
@@ -814,6 +822,7 @@ class Codec:
                     if alt < err:
                         net, err = not first, alt
                 flags = (NETWORK if net else 0) | (SHOW if judge.beats(err) else 0)
+                judge.mark()
             chunks.append(Chunk(payload, end - start, flags))
             start = end
         return partition, chunks
@@ -835,6 +844,8 @@ class Codec:
         alpha: np.ndarray | None = None,
         exif: bytes | None = None,
         xmp: bytes | None = None,
+        target: quality.Target | None = None,
+        screen: list[int | None] | None = None,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -853,7 +864,36 @@ class Codec:
         step images after S (docs/MODEL.md section 31). icc_profile: the image's RGB colour
         profile, alpha: its (H, W) uint8 alpha channel, exif: its EXIF as a TIFF-structured block
         and xmp: its XMP packet, all stored in the header (FORMAT.md 1.2) and handed back with
-        every decoded image; the layers are the same bytes as without."""
+        every decoded image; the layers are the same bytes as without. target (quality.Target): the
+        shortest prefix of that file whose image reaches a PSNR, the longest within a bpp budget or
+        the first steps, the encoder stopping as soon as the rest cannot be in it. screen: a list
+        that receives the squared error of the image a decoder shows at each chunk boundary of the
+        bytes returned (quality.Encoded)."""
+        encoded = self.encode_judged(
+            pixels, seed, progress, mirrors, fast, tail, tail_after, icc_profile, alpha, exif, xmp, target
+        )
+        if screen is not None:
+            screen.extend(encoded.screen)
+        return encoded.data
+
+    def encode_judged(
+        self,
+        pixels: np.ndarray,
+        seed: int | None = None,
+        progress: Progress | None = None,
+        mirrors: int = 1,
+        fast: bool = False,
+        tail: bool | None | str = TAIL_DEFAULT,
+        tail_after: int | None = None,
+        icc_profile: bytes | None = None,
+        alpha: np.ndarray | None = None,
+        exif: bytes | None = None,
+        xmp: bytes | None = None,
+        target: quality.Target | None = None,
+    ) -> quality.Encoded:
+        """encode(), returning the bytes with the error of the image on screen at each chunk
+        boundary (quality.Encoded: PSNR of every prefix a decoder shows a judged image from)."""
+        target = target or quality.Target()
         pixels = _validate_pixels(pixels)
         if isinstance(tail, str):
             if tail != TAIL_DEFAULT:
@@ -892,16 +932,30 @@ class Codec:
             raise UqdmError(f"{problem[0]} not kept: {problem[1]}")
         if tail and not self.intervals:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
+        if target.steps is not None:
+            header.check_steps(target.steps)
+        if target.bpp is not None:  # a budget below the header fails now, not after the encode
+            files.truncate(header.to_bytes(), bpp=target.bpp)
         if self.region is not None and max(h, w) > self.region:
             from . import regions
 
-            return regions.encode(self, pixels, header, progress, fast, tail)
+            traces: list[quality.ScreenTrace] = []
+            stop = target.stopper(w, h, whole_image=False)
+            data = regions.encode(self, pixels, header, progress, fast, tail, traces, stop)
+            return quality.cut(data, traces, target)
+        trace = quality.ScreenTrace()
+        stop = target.stopper(w, h, whole_image=True)
         if tail is not None:
-            return b"".join(self.encode_layers(pixels, header, progress, fast))
+            data = b"".join(self.encode_layers(pixels, header, progress, fast, None, trace, stop))
+            return quality.cut(data, [trace], target)
         alternative: list[bytes] = []
-        plain = self.encode_layers(pixels, header, progress, fast, alternative)
+        plain = self.encode_layers(pixels, header, progress, fast, alternative, trace, stop)
+        if len(plain) - 1 < header.num_layers:  # stopped early: the ends were never both coded
+            return quality.cut(b"".join(plain), [trace], target)
         header, (records,) = choose_end(header, [plain[1:]], alternative)
-        return header.to_bytes() + b"".join(records)
+        if header.tail:
+            trace.use_tail(self.num_steps)
+        return quality.cut(header.to_bytes() + b"".join(records), [trace], target)
 
     def check_tail_after(self, tail_after: int | None) -> int | None:
         """`tail_after` as the header holds it: None for the tail after step T-1 (or no tail)."""
@@ -921,11 +975,15 @@ class Codec:
         progress: Progress | None = None,
         fast: bool = False,
         tail_record: list[bytes] | None = None,
+        trace: quality.ScreenTrace | None = None,
+        stop: Callable[[int, int, int], bool] | None = None,
     ) -> list[bytes]:
         """The header bytes and then each layer's bytes of the untiled file `header` describes
         (fast: as for encode). tail_record: a list that receives the tail layer's record (FORMAT.md
         6.6) made from the same layers 1..T-1, so that the caller can choose between the plain
-        file returned and its TAIL form (choose_end)."""
+        file returned and its TAIL form (choose_end). trace: receives the squared error of the image
+        on screen at every chunk boundary (the tail record's in trace.tail). stop(layer, bytes so
+        far, error on screen): whether to end the file after this layer (quality.Target.stopper)."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
@@ -935,6 +993,8 @@ class Codec:
         # so that they change no chunk boundary: the layers are those of the file without them
         size = flat_size = len(header.without_extensions().to_bytes())
         judge = _Judge(pixels, chain.blank_display())
+        if trace is not None:
+            trace.start = judge.best
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None
         if fast and policy is not None:
             policy = replace(policy, network_every=0)
@@ -946,15 +1006,20 @@ class Codec:
         last = header.num_layers  # the tail's layer in a TAIL file (T, or S + 1 for an early tail)
         for i in range(1, T + 2):
             if i == last and header.tail or i == T and tail_record is not None:
-                record = self._tail_layer(
-                    i, pixels, side, copy.copy(judge), chain.tail_intervals()
-                ).to_bytes()
+                tail_judge = copy.copy(judge)
+                tail_judge.marks = [] if trace is not None else None
+                record = self._tail_layer(i, pixels, side, tail_judge, chain.tail_intervals()).to_bytes()
                 if header.tail:
                     out.append(record)
+                    if trace is not None:
+                        trace.layers.append(tail_judge.marks)
                     if progress:
                         progress(i, i)
                     break
                 tail_record.append(record)
+                if trace is not None:
+                    trace.tail = tail_judge.marks
+            judge.marks = [] if trace is not None else None
             if i <= T:
                 prior = chain.prior(i, pred, from_display)
                 pred = None
@@ -975,6 +1040,9 @@ class Codec:
             else:
                 shown = pixels if i == T + 1 else chain.pixel_display()
             chunks[-1].flags = SHOW if judge(shown) or i == T + 1 else 0  # the exact image always shows
+            judge.mark()
+            if trace is not None:
+                trace.layers.append(judge.marks)
             kind = KIND_LOSSLESS if i == T + 1 else KIND_STEP
             filt = pred.filter if i < T else None
             if filt is not None:  # the same file without sub-step chunks carries the same filter
@@ -989,6 +1057,10 @@ class Codec:
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
+            if stop is not None and i < last and stop(i, size, judge.best):
+                if progress:  # done: the bar ends full, not where the file does
+                    progress(T + 1, T + 1)
+                break
         return out
 
     @staticmethod
@@ -1011,6 +1083,7 @@ class Codec:
         for count, payload in coded.chunks:
             dec.decode_pass(payload)
             chunks.append(Chunk(payload, count, SHOW if judge(dec.image()) else 0))
+            judge.mark()
         if not np.array_equal(dec.x, pixels):
             raise AssertionError("lossless tail: the decoder's pixels would differ from the original")
         chunks[-1].flags = SHOW

@@ -19,12 +19,12 @@ image the tiled file came out 0.07 % smaller than the untiled one (README "Big p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
 
-from . import container
+from . import container, quality
 from .codec import Codec, DecodedImage, Progress, _DecodeSession, choose_end
 from .container import Header, RegionPart
 from .errors import UqdmError
@@ -51,10 +51,14 @@ def encode(
     progress: Progress | None = None,
     fast: bool = False,
     tail: bool | None = False,
+    traces: list[quality.ScreenTrace] | None = None,
+    stop: Callable[[int, int, int], bool] | None = None,
 ) -> bytes:
     """The tiled file of `pixels`: each region encoded in turn (its chain freed before the next),
     then the layer records interleaved (fast and tail: as for Codec.encode; with tail None every
-    region is coded both ways and the smaller file kept)."""
+    region is coded both ways and the smaller file kept). traces: receives each region's
+    quality.ScreenTrace; stop: as for Codec.encode_layers, the same for every region (a region
+    that stops before another would cut the file there)."""
     size = region_size(header.width, header.height, codec.region, codec.net.multiple)
     header = replace(header, region=size)
     boxes = header.regions()
@@ -68,13 +72,21 @@ def encode(
                 progress(r * per + i, len(boxes) * per)
 
         sub = np.ascontiguousarray(pixels[y0:y1, x0:x1])
-        records.append(codec.encode_layers(sub, header.region_header(r), step, fast, tails)[1:])
-        del sub
+        trace = quality.ScreenTrace() if traces is not None else None
+        if trace is not None:
+            traces.append(trace)
+        region = codec.encode_layers(sub, header.region_header(r), step, fast, tails, trace, stop)
+        records.append(region[1:])
+        del sub, region
         release_memory()
-    if tails is not None:
+    coded = min(len(rec) for rec in records)
+    if tails is not None and coded == header.num_layers:
         header, records = choose_end(header, records, tails)
+        if header.tail:
+            for trace in traces or ():
+                trace.use_tail(header.num_steps)
     out = [header.to_bytes()]
-    for i in range(header.num_layers):
+    for i in range(min(len(rec) for rec in records)):
         for rec in records:
             out.append(rec[i])
             rec[i] = b""

@@ -1,0 +1,174 @@
+"""Encoding to a quality or a size: the shortest file that reaches a PSNR, or the longest within a
+budget, written by the encoder itself.
+
+Why here and not in `truncate`: a .uqd file does not say how good its images are (a table of them
+in the header would make every file unreadable by uqdm 0.37 and older), but the encoder knows the
+original, and its judge (codec._Judge) already measures the squared error of the image a decoder
+shows after every chunk, to set the chunks' show flags. Recorded as a `ScreenTrace`, that gives the
+PSNR of every prefix that ends on a chunk boundary, exactly as every decoder will show it (FORMAT.md
+7), and lets the encoder stop once the target is reached instead of coding the rest of the chain.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from . import files
+from .errors import UqdmError
+
+PEAK = 255.0
+
+
+@dataclass
+class ScreenTrace:
+    """What a decoder shows at every chunk boundary of one untiled file (or one region of a tiled
+    file), as the encoder judged it: the squared error (sum over pixels and colours, against the
+    original) of the blank image, then of the image on screen after each chunk of each layer."""
+
+    start: int = 0
+    layers: list[list[int]] = field(default_factory=list)
+    tail: list[int] | None = None  # the same for the tail record coded as an alternative end
+
+    def use_tail(self, first_replaced: int) -> None:
+        """The file keeps the alternative tail in place of layers `first_replaced` on."""
+        if self.tail is None:
+            raise AssertionError("no trace of the alternative tail")
+        self.layers = [*self.layers[: first_replaced - 1], self.tail]
+
+
+def file_order(traces: list[ScreenTrace]) -> list[int]:
+    """The whole image's squared error at every chunk boundary of the file the traces' regions make
+    (one trace: an untiled file), in file order: records go layer 1 of regions 0 .. R-1, layer 2 of
+    regions 0 .. R-1, ... (FORMAT.md 1.1), and a region not yet reached shows what it showed."""
+    current = [t.start for t in traces]
+    total = sum(current)
+    out = [total]
+    for i in range(max((len(t.layers) for t in traces), default=0)):
+        for r, t in enumerate(traces):
+            for err in t.layers[i] if i < len(t.layers) else ():
+                total += err - current[r]
+                current[r] = err
+                out.append(total)
+    return out
+
+
+def psnr_of(sse: int, pixels: int) -> float:
+    """PSNR in dB of an RGB image of `pixels` pixels with squared error `sse` (inf when exact)."""
+    if sse == 0:
+        return math.inf
+    return 10.0 * math.log10(PEAK * PEAK * 3 * pixels / sse)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an encode aims at: the shortest prefix whose image reaches `psnr` dB, the longest within
+    `bpp` bits per pixel (what `truncate --bpp` keeps of the whole file), or the first `steps`
+    diffusion steps. At most one is given; none: the whole, lossless file."""
+
+    psnr: float | None = None
+    bpp: float | None = None
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if sum(v is not None for v in (self.psnr, self.bpp, self.steps)) > 1:
+            raise UqdmError("give at most one of psnr, bpp or steps")
+        if self.psnr is not None and not (isinstance(self.psnr, (int, float)) and 0 < self.psnr < math.inf):
+            raise UqdmError("psnr must be a positive number of dB (leave it out for the lossless file)")
+        if self.bpp is not None and not (isinstance(self.bpp, (int, float)) and 0 <= self.bpp < math.inf):
+            raise UqdmError("bpp must be a non-negative number")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
+            raise UqdmError("steps must be a whole number")
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.psnr, self.bpp, self.steps))
+
+    def describe(self) -> str:
+        if self.psnr is not None:
+            return f"{self.psnr:g} dB"
+        if self.bpp is not None:
+            return f"{self.bpp:g} bpp"
+        return f"{self.steps} steps" if self.steps is not None else "lossless"
+
+    def max_bytes(self, width: int, height: int) -> int | None:
+        """The byte budget of a `bpp` target, rounded as `truncate` rounds it."""
+        if self.bpp is None:
+            return None
+        return math.floor(self.bpp * width * height / 8.0 * (1.0 + 1e-12))
+
+    def stopper(self, width: int, height: int, whole_image: bool) -> Callable[[int, int, int], bool] | None:
+        """stop(layer, bytes so far, squared error on screen): whether an encoder may stop after this
+        layer, since no later byte can be in the file it returns. whole_image False (a region of a
+        tiled file): a region's own error or bytes do not decide, so only `steps` stops early."""
+        if self.steps is not None:
+            steps = self.steps
+            return lambda i, size, sse: i >= steps
+        if not whole_image:
+            return None
+        if self.psnr is not None:
+            psnr, pixels = self.psnr, width * height
+            return lambda i, size, sse: psnr_of(sse, pixels) >= psnr
+        if self.bpp is not None:
+            budget = self.max_bytes(width, height)
+            return lambda i, size, sse: size >= budget
+        return None
+
+
+@dataclass
+class Encoded:
+    """An encoder's output with what it knows of it: the file's bytes and the squared error of the
+    image on screen at each of its chunk boundaries (files.info(data).cut_points; a file that ends
+    in a cut chunk shows there an image the encoder did not judge, so its last entry is None)."""
+
+    data: bytes
+    screen: list[int | None]
+    width: int
+    height: int
+
+    def psnr_at(self, offset: int) -> float | None:
+        """PSNR of the image a decoder shows from the first `offset` bytes, where that is a chunk
+        boundary the encoder judged; None otherwise."""
+        k = self._cut_index.get(offset)
+        sse = None if k is None else self.screen[k]
+        return None if sse is None else psnr_of(sse, self.width * self.height)
+
+    @cached_property
+    def _cut_index(self) -> dict[int, int]:
+        return {end: k for k, end in enumerate(files.info(self.data).cut_points)}
+
+    @property
+    def psnr(self) -> float | None:
+        """PSNR of the image the whole file decodes to (inf: lossless; None: not judged)."""
+        sse = self.screen[-1]
+        return None if sse is None else psnr_of(sse, self.width * self.height)
+
+
+def cut(data: bytes, traces: list[ScreenTrace], target: Target) -> Encoded:
+    """The prefix of `data` (a file as its encoder wrote it, maybe stopped early by
+    Target.stopper) that `target` asks for, with the screen errors of its chunk boundaries."""
+    fi = files.info(data)
+    hd = fi.header
+    screen: list[int | None] = list(file_order(traces))
+    if len(screen) != len(fi.cut_points):
+        raise AssertionError(f"{len(screen)} judged images for {len(fi.cut_points)} chunk boundaries")
+    pixels = hd.width * hd.height
+    if target.psnr is not None:
+        k = next(
+            (k for k, sse in enumerate(screen) if psnr_of(sse, pixels) >= target.psnr),  # type: ignore[arg-type]
+            len(screen) - 1,
+        )
+        out = bytes(data[: fi.cut_points[k]])
+    elif target.steps is not None:
+        out = files.truncate(data, steps=target.steps)
+    elif target.bpp is not None:
+        out = files.truncate(data, bpp=target.bpp)
+    else:
+        out = bytes(data)
+    kept = [sse for c, sse in zip(fi.cut_points, screen) if c <= len(out)]
+    if len(out) not in fi.cut_points:
+        kept.append(None)  # ends in a cut chunk
+    return Encoded(out, kept, hd.width, hd.height)
