@@ -869,30 +869,6 @@ class Codec:
         the first steps, the encoder stopping as soon as the rest cannot be in it. screen: a list
         that receives the squared error of the image a decoder shows at each chunk boundary of the
         bytes returned (quality.Encoded)."""
-        encoded = self.encode_judged(
-            pixels, seed, progress, mirrors, fast, tail, tail_after, icc_profile, alpha, exif, xmp, target
-        )
-        if screen is not None:
-            screen.extend(encoded.screen)
-        return encoded.data
-
-    def encode_judged(
-        self,
-        pixels: np.ndarray,
-        seed: int | None = None,
-        progress: Progress | None = None,
-        mirrors: int = 1,
-        fast: bool = False,
-        tail: bool | None | str = TAIL_DEFAULT,
-        tail_after: int | None = None,
-        icc_profile: bytes | None = None,
-        alpha: np.ndarray | None = None,
-        exif: bytes | None = None,
-        xmp: bytes | None = None,
-        target: quality.Target | None = None,
-    ) -> quality.Encoded:
-        """encode(), returning the bytes with the error of the image on screen at each chunk
-        boundary (quality.Encoded: PSNR of every prefix a decoder shows a judged image from)."""
         target = target or quality.Target()
         pixels = _validate_pixels(pixels)
         if isinstance(tail, str):
@@ -936,6 +912,31 @@ class Codec:
             header.check_steps(target.steps)
         if target.bpp is not None:  # a budget below the header fails now, not after the encode
             files.truncate(header.to_bytes(), bpp=target.bpp)
+        encoded = self._encode_cut(pixels, header, progress, fast, tail, target)
+        if screen is not None:
+            screen.extend(encoded.screen)
+        return encoded.data
+
+    def encode_judged(self, pixels: np.ndarray, **options) -> quality.Encoded:
+        """encode(pixels, **options) with the error of the image on screen at each chunk boundary
+        of the bytes: quality.Encoded, the PSNR of every prefix a decoder shows a judged image from."""
+        screen: list[int | None] = []
+        data = self.encode(pixels, screen=screen, **options)
+        h, w = np.shape(pixels)[:2]
+        return quality.Encoded(data, screen, w, h)
+
+    def _encode_cut(
+        self,
+        pixels: np.ndarray,
+        header: Header,
+        progress: Progress | None,
+        fast: bool,
+        tail: bool | None,
+        target: quality.Target,
+    ) -> quality.Encoded:
+        """The file `header` describes (tiled where the image is larger than a region), cut to
+        `target`, the encoder stopping as soon as the rest cannot be in it."""
+        h, w = pixels.shape[:2]
         if self.region is not None and max(h, w) > self.region:
             from . import regions
 
