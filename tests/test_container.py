@@ -186,3 +186,25 @@ def test_truncate_cuts_inside_the_chunk_a_budget_ends_in():
             assert container.parse(out).partial.chunks[-1].cut
         else:
             assert out == data[: max(c for c in fi.cut_points if c <= budget)]  # the point before
+
+
+def test_info_reads_the_header_once(monkeypatch):
+    """files.info inflates a header's extensions once (an alpha channel is W x H bytes), not once
+    to tell a tiled file and again to parse it."""
+    import numpy as np
+
+    read, parse_header = [], container.parse_header
+
+    def counting(data):
+        read.append(len(data))
+        return parse_header(data)
+
+    monkeypatch.setattr(container, "parse_header", counting)
+    alpha = np.arange(72 * 40, dtype=np.uint8).tobytes()
+    plain = make_file()[1]
+    tiled = Header(72, 40, 8, 5, b"\0" * 16, "m", region=(32, 32), alpha=alpha).to_bytes()
+    for data in (plain, tiled):
+        read.clear()
+        fi = files.info(data)
+        assert read.count(len(data)) == 1 and fi.total_bytes == len(data)
+    assert files.info(tiled).regions == 6 and files.info(tiled).header.alpha == alpha

@@ -517,16 +517,11 @@ def _tail_form(flags: int) -> int:
     return 1 if not flags & TAIL_COLOURS else 3 if flags & TAIL_SIGNED else 2
 
 
-def is_tiled(data: bytes) -> bool:
-    """Whether `data` (at least its header) is a tiled file (FORMAT.md 1.1); FormatError if the
-    header is not a valid one."""
-    return parse_header(data)[0].tiled
-
-
-def parse(data: bytes) -> ParsedFile:
-    """Split a (possibly truncated) .uqd byte string into header and layers."""
+def parse(data: bytes, head: tuple[Header, int] | None = None) -> ParsedFile:
+    """Split a (possibly truncated) .uqd byte string into header and layers; `head`: what
+    parse_header(data) returned, where the caller has it (the header is not read again)."""
     data = bytes(data)
-    header, pos = parse_header(data)
+    header, pos = head if head is not None else parse_header(data)
     if header.tiled:
         raise ValueError("a tiled file is parsed region by region: split_tiled()")
     out = ParsedFile(header, pos, [])
@@ -724,11 +719,12 @@ def _record_end(data: bytes, pos: int) -> int | None:
     return cursor + _U32.size + total
 
 
-def split_tiled(data: bytes) -> tuple[Header, int, list[RegionPart]]:
+def split_tiled(data: bytes, head: tuple[Header, int] | None = None) -> tuple[Header, int, list[RegionPart]]:
     """A tiled file (FORMAT.md 1.1) as its regions' untiled files: layer records come layer by
-    layer, region by region within a layer, so record j belongs to region j mod R."""
+    layer, region by region within a layer, so record j belongs to region j mod R (`head`: as for
+    parse)."""
     data = bytes(data)
-    header, size = parse_header(data)
+    header, size = head if head is not None else parse_header(data)
     pos = size
     if not header.tiled:
         raise ValueError("not a tiled file")

@@ -107,14 +107,16 @@ def bpp_of(nbytes: int, header: Header) -> float:
 
 
 def info(data: bytes) -> FileInfo:
-    fi = _tiled_info(data) if container.is_tiled(data) else _plain_info(data)
+    data = bytes(data)
+    head = container.parse_header(data)  # once: a header's extensions are inflated when read
+    fi = _tiled_info(data, head) if head[0].tiled else _plain_info(data, head)
     if fi.header.unknown_extensions:
         fi.warnings.insert(0, container.unknown_extensions_note(fi.header.unknown_extensions))
     return fi
 
 
-def _plain_info(data: bytes) -> FileInfo:
-    parsed = container.parse(data)
+def _plain_info(data: bytes, head: tuple[Header, int] | None = None) -> FileInfo:
+    parsed = container.parse(data, head)
     hd = parsed.header
     layers, prev = [], parsed.header_size
     for layer, end in zip(parsed.layers, parsed.layer_offsets):
@@ -138,9 +140,9 @@ def _plain_info(data: bytes) -> FileInfo:
     return FileInfo(hd, parsed.header_size, len(data), layers, list(parsed.warnings), cuts, spans, cut)
 
 
-def _tiled_info(data: bytes) -> FileInfo:
+def _tiled_info(data: bytes, head: tuple[Header, int]) -> FileInfo:
     """info() of a tiled file: its regions' layers and chunks, at their places in the file."""
-    hd, header_size, parts = container.split_tiled(data)
+    hd, header_size, parts = container.split_tiled(data, head)
     infos = [_plain_info(part.data) for part in parts]
     layers = []
     for i in range(min(len(f.layers) for f in infos)):
