@@ -123,6 +123,21 @@ def test_targets_stop_the_encoder(codec):
             assert len(coded) == 2  # auto's two ends are never coded
 
 
+def test_a_budget_counts_the_header_extensions(codec):
+    """The encoder stops once the file with its header's extensions fills a bpp budget (the layers'
+    sizes are counted without them, so that extensions move no chunk boundary)."""
+    img = synthetic_image(40, 56, seed=5)
+    xmp = np.random.default_rng(0).bytes(1500)  # incompressible: about as many bytes in the header
+    full = codec.encode(img, seed=6, xmp=xmp)
+    header_end = files.info(full).header_bytes
+    budget = 8.0 * (header_end + 1) / (40 * 56)  # one byte past the header: step 1 overflows it
+    calls: list[int] = []
+    aim = Target(bpp=budget)
+    data = codec.encode(img, seed=6, xmp=xmp, target=aim, progress=lambda i, n: calls.append(i))
+    assert data == files.truncate(full, bpp=budget)
+    assert calls[0] == 1 and calls[1] == codec.num_steps + 1  # one layer coded, then the bar ends full
+
+
 def test_tiled_targets(tiny_model):
     tiled = Codec(tiny_model, device="cpu", region=32)
     img = synthetic_image(40, 72, seed=6)
@@ -171,7 +186,7 @@ def test_library_encode_with_a_target(tmp_path, tiny_model_path):
         uqdm_codec.encode(tmp_path / "missing.png", tiny_model_path, psnr=30, steps=2)  # before reading
 
 
-def test_cli_encode_to_a_quality(tmp_path, tiny_model_path):
+def test_cli_encode_to_a_quality(tmp_path, tiny_model_path, codec):
     photo = tmp_path / "photo.png"
     img = synthetic_image(32, 48, seed=3)
     Image.fromarray(img).save(photo)
@@ -183,7 +198,7 @@ def test_cli_encode_to_a_quality(tmp_path, tiny_model_path):
     assert "PSNR" in r.stdout and "exact" in r.stdout  # every layer's quality in the table
     full = (tmp_path / "a.uqd").read_bytes()
     screen: list = []
-    assert Codec(quality_model(tiny_model_path), device="cpu").encode(img, seed=1, screen=screen) == full
+    assert codec.encode(img, seed=1, screen=screen) == full  # the same model as tiny_model_path
     target = psnr_of(screen[len(screen) // 2], 32 * 48)
     out = tmp_path / "b.uqd"
     r = runner.invoke(
@@ -223,12 +238,6 @@ def test_cli_encode_to_a_quality(tmp_path, tiny_model_path):
         kept = (tmp_path / "o" / f"{name}.uqd").read_bytes()
         assert len(files.info(kept).layers) == 2 and not files.info(kept).complete
     assert r.stdout.count(" dB") >= 2
-
-
-def quality_model(path: str):
-    from uqdm_codec.exactmodel import load_codec_model
-
-    return load_codec_model(path)
 
 
 def test_quality_needs_no_torch():

@@ -993,6 +993,7 @@ class Codec:
         # flat_size: the same file without sub-step chunks. Both leave the header's extensions out,
         # so that they change no chunk boundary: the layers are those of the file without them
         size = flat_size = len(header.without_extensions().to_bytes())
+        extensions = len(out[0]) - size  # bytes the file has that `size` leaves out
         judge = _Judge(pixels, chain.blank_display())
         if trace is not None:
             trace.start = judge.best
@@ -1058,7 +1059,7 @@ class Codec:
             size += len(out[-1])
             if progress:
                 progress(i, T + 1)
-            if stop is not None and i < last and stop(i, size, judge.best):
+            if stop is not None and i < last and stop(i, size + extensions, judge.best):
                 if progress:  # done: the bar ends full, not where the file does
                     progress(T + 1, T + 1)
                 break

@@ -106,6 +106,12 @@ def bpp_of(nbytes: int, header: Header) -> float:
     return 8.0 * nbytes / (header.width * header.height)
 
 
+def budget_bytes(bpp: float, width: int, height: int) -> int:
+    """The bytes a budget of `bpp` bits per pixel allows: a budget equal to a printed size's bpp
+    keeps that size (bpp * pixels / 8 may land a hair below the integer it came from)."""
+    return math.floor(bpp * width * height / 8.0 * (1.0 + 1e-12))
+
+
 def info(data: bytes) -> FileInfo:
     data = bytes(data)
     head = container.parse_header(data)  # once: a header's extensions are inflated when read
@@ -201,9 +207,7 @@ def truncate(
     if bpp is not None:
         if not bpp >= 0:
             raise UqdmError("bpp must be a non-negative number")
-        # a budget equal to a printed size's bpp keeps that size (bpp * pixels / 8 may land a hair
-        # below the integer it came from)
-        max_bytes = math.floor(bpp * hd.width * hd.height / 8.0 * (1.0 + 1e-12))
+        max_bytes = budget_bytes(bpp, hd.width, hd.height)
     if max_bytes < fi.header_bytes:
         raise UqdmError(
             f"budget of {max_bytes} bytes ({bpp_of(max_bytes, hd):.4f} bpp) is smaller than the "

@@ -98,7 +98,7 @@ class Target:
         """The byte budget of a `bpp` target, rounded as `truncate` rounds it."""
         if self.bpp is None:
             return None
-        return math.floor(self.bpp * width * height / 8.0 * (1.0 + 1e-12))
+        return files.budget_bytes(self.bpp, width, height)
 
     def stopper(self, width: int, height: int, whole_image: bool) -> Callable[[int, int, int], bool] | None:
         """stop(layer, bytes so far, squared error on screen): whether an encoder may stop after this
