@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import uqdm_codec
-from uqdm_codec import files, quality
+from uqdm_codec import cut_judge, files, quality
 from uqdm_codec.cli import app
 from uqdm_codec.codec import Codec
 from uqdm_codec.errors import UqdmError
@@ -68,7 +68,7 @@ def test_file_order_interleaves_regions():
         ScreenTrace(1, [[0]]).use_tail(1)
 
 
-def test_psnr_target_gives_the_shortest_prefix_that_reaches_it(codec):
+def test_psnr_target_gives_the_shortest_prefix_that_reaches_it(codec, monkeypatch):
     img = synthetic_image(40, 56, seed=4)
     screen: list = []
     full = codec.encode(img, seed=3, screen=screen)
@@ -81,12 +81,50 @@ def test_psnr_target_gives_the_shortest_prefix_that_reaches_it(codec):
     for target in (values[k], (values[k - 1] + values[k]) / 2):  # exactly reached, or in between
         got: list = []
         data = codec.encode(img, seed=3, target=Target(psnr=target), screen=got)
-        assert data == full[: cuts[k]]
-        assert got == screen[: k + 1]
-        assert psnr_of(sse(shown(codec, data), img), pixels) == values[k] >= target
+        # the first boundary that reaches the target, or a cut inside the chunk before it that does
+        assert cuts[k - 1] < len(data) <= cuts[k]
+        assert data == files.truncate(full, max_bytes=len(data))
+        assert got[:-1] == screen[:k] and len(got) == k + 1
+        assert sse(shown(codec, data), img) == got[-1] <= screen[k - 1]
+        assert psnr_of(got[-1], pixels) >= target
+        with monkeypatch.context() as m:  # cuts on chunk boundaries only, as uqdm 0.39
+            m.setattr(cut_judge, "MAX_TRIES", 0)
+            assert codec.encode(img, seed=3, target=Target(psnr=target)) == full[: cuts[k]]
     # a target beyond every step: the whole file; below the blank image's: the header alone
     assert codec.encode(img, seed=3, target=Target(psnr=400.0)) == full
     assert codec.encode(img, seed=3, target=Target(psnr=values[0] / 2)) == full[: cuts[0]]
+
+
+@pytest.mark.parametrize("options", [{}, {"tail": True}, {"tail_after": 1}, {"tail": None, "fast": True}])
+def test_psnr_cuts_inside_chunks_show_what_was_judged(codec, options):
+    """A file cut inside a chunk for a quality (cut_judge.py): the encoder's record of its image is
+    what a decoder shows, at or above the target, and the file is what truncate keeps of the whole
+    one at its size; in every kind of layer a target can fall in (Haar steps, the pixel step, the
+    lossless layer, tails)."""
+    img = synthetic_image(40, 56, seed=12)
+    screen: list = []
+    full = codec.encode(img, seed=5, screen=screen, **options)
+    cuts = files.info(full).cut_points
+    pixels = 40 * 56
+    values = [psnr_of(e, pixels) for e in screen]
+    auto, inside = options.get("tail", False) is None, 0
+    for k in range(1, len(values)):
+        if not values[k - 1] < values[k] < math.inf:
+            continue
+        target = (values[k - 1] + 2 * values[k]) / 3
+        encoded = codec.encode_judged(img, seed=5, target=Target(psnr=target), **options)
+        data = encoded.data
+        assert encoded.screen[-1] == sse(shown(codec, data), img) and encoded.psnr >= target
+        inside += files.info(data).ends_in_cut_chunk
+        if auto:  # stopped early, it writes the plain file's header (no TAIL fields) where the
+            continue  # whole file chose the tail: not a prefix of that one
+        assert cuts[k - 1] < len(data) <= cuts[k], k
+        assert data == files.truncate(full, max_bytes=len(data))
+        assert encoded.screen[:-1] == screen[:k]
+        # the search on the whole file's prefix (scripts/target_curve.py) finds the same cut
+        at = quality.Encoded(full[: cuts[k]], screen[: k + 1], 56, 40)
+        assert cut_judge.shortest_cut(codec, img, at, target).data == data
+    assert inside >= 1  # some target is reached inside a chunk
 
 
 def test_bpp_and_steps_targets_are_truncate_of_the_whole_file(codec):
@@ -98,7 +136,7 @@ def test_bpp_and_steps_targets_are_truncate_of_the_whole_file(codec):
         assert encoded.data == files.truncate(full, bpp=bpp)
         cut = files.info(encoded.data)
         assert len(encoded.screen) == len(cut.cut_points)  # a cut chunk's end is one of them
-        assert (encoded.screen[-1] is None) == cut.ends_in_cut_chunk
+        assert encoded.screen[-1] == sse(shown(codec, encoded.data), img)  # judged, cut chunk or not
     for steps in (0, 1, 3, codec.num_steps):
         assert codec.encode(img, seed=8, target=Target(steps=steps)) == files.truncate(full, steps=steps)
     with pytest.raises(UqdmError, match="steps must be between"):
@@ -145,10 +183,21 @@ def test_tiled_targets(tiny_model):
     full = tiled.encode(img, seed=4, screen=screen)
     assert tiled.encode(img, seed=4, target=Target(steps=2)) == files.truncate(full, steps=2)
     assert tiled.encode(img, seed=4, target=Target(bpp=1.5)) == files.truncate(full, bpp=1.5)
+    cut = tiled.encode_judged(img, seed=4, target=Target(bpp=1.5))
+    assert cut.screen[-1] == sse(shown(tiled, cut.data), img)  # a region's cut chunk, judged
     values = [psnr_of(e, 40 * 72) for e in screen]
-    target = values[len(values) // 2]
-    k = next(k for k, v in enumerate(values) if v >= target)
-    assert tiled.encode(img, seed=4, target=Target(psnr=target)) == full[: files.info(full).cut_points[k]]
+    cuts = files.info(full).cut_points
+    inside = 0
+    for k in range(1, len(values)):  # the cut inside a region's chunk: the whole image's error
+        if not values[k - 1] < values[k] < math.inf:
+            continue
+        target = (values[k - 1] + 2 * values[k]) / 3
+        got = tiled.encode_judged(img, seed=4, target=Target(psnr=target))
+        assert cuts[k - 1] < len(got.data) <= cuts[k]
+        assert got.data == files.truncate(full, max_bytes=len(got.data))
+        assert got.screen[-1] == sse(shown(tiled, got.data), img) and got.psnr >= target
+        inside += files.info(got.data).ends_in_cut_chunk
+    assert inside >= 1
 
 
 @pytest.mark.parametrize(
@@ -207,8 +256,8 @@ def test_cli_encode_to_a_quality(tmp_path, tiny_model_path, codec):
     )
     assert r.exit_code == 0, r.output
     data = out.read_bytes()
-    assert full.startswith(data) and len(data) < len(full)
-    assert f"{psnr_of(screen[files.info(full).cut_points.index(len(data))], 32 * 48):.2f} dB" in r.stdout
+    assert files.truncate(full, max_bytes=len(data)) == data and len(data) < len(full)
+    assert f"{psnr_of(sse(shown(codec, data), img), 32 * 48):.2f} dB" in r.stdout
     for bad in (["--psnr", "-3"], ["--psnr", "30", "--steps", "2"]):
         r = runner.invoke(
             app, ["encode", str(photo), "-m", tiny_model_path, "-o", str(tmp_path / "c.uqd"), *bad]

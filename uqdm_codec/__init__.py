@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.39.0"
+__version__ = "0.40.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -75,10 +75,10 @@ def encode(
     one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
     keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP
     metadata. An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are
-    RGBA. psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B; cut at
-    a chunk boundary, the encoder stopping there); bpp=B: the longest prefix within B bits per
-    pixel (what truncate(bpp=B) keeps of the whole file); steps=N: the first N steps. At most one
-    of the three; none: the whole, lossless file."""
+    RGBA. psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B; the
+    encoder stops at that step and cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix
+    within B bits per pixel (what truncate(bpp=B) keeps of the whole file); steps=N: the first N
+    steps. At most one of the three; none: the whole, lossless file."""
     from .image_io import load_image
     from .quality import Target
 

@@ -257,7 +257,7 @@ def truncate_file(
 def quality_text(psnr: float | None) -> str:
     """A file's PSNR as encode reports it (quality.Encoded.psnr)."""
     if psnr is None:
-        return "PSNR not judged: the file ends inside a chunk"
+        return "PSNR not judged"
     return "lossless" if psnr == float("inf") else f"{psnr:.2f} dB"
 
 

@@ -305,7 +305,7 @@ def encode(
         None,
         "--psnr",
         help="Write only the shortest prefix whose image reaches this PSNR in dB (over R, G and B; "
-        "cut at a chunk boundary, the encoder stopping there): a lossy file of that quality.",
+        "the encoder stops at that step and cuts inside its chunk): a lossy file of that quality.",
     ),
     bpp: float | None = typer.Option(
         None,

@@ -912,7 +912,9 @@ class Codec:
             header.check_steps(target.steps)
         if target.bpp is not None:  # a budget below the header fails now, not after the encode
             files.truncate(header.to_bytes(), bpp=target.bpp)
-        encoded = self._encode_cut(pixels, header, progress, fast, tail, target)
+        encoded = self._judge_cut(
+            pixels, self._encode_cut(pixels, header, progress, fast, tail, target), target
+        )
         if screen is not None:
             screen.extend(encoded.screen)
         return encoded.data
@@ -957,6 +959,20 @@ class Codec:
         if header.tail:
             trace.use_tail(self.num_steps)
         return quality.cut(header.to_bytes() + b"".join(records), [trace], target)
+
+    def _judge_cut(
+        self, pixels: np.ndarray, encoded: quality.Encoded, target: quality.Target
+    ) -> quality.Encoded:
+        """A file cut to `target` on a chunk boundary, made shorter by a cut inside its last chunk for
+        a `psnr` target; a file that ends in a cut chunk (a `bpp` target) with the error of the
+        image it shows. Both decode the cut (cut_judge.py; in a tiled file, its region's file)."""
+        from . import cut_judge
+
+        if target.psnr is not None:
+            return cut_judge.shortest_cut(self, pixels, encoded, target.psnr)
+        if encoded.screen and encoded.screen[-1] is None:
+            return cut_judge.judge_end(self, pixels, encoded)
+        return encoded
 
     def check_tail_after(self, tail_after: int | None) -> int | None:
         """`tail_after` as the header holds it: None for the tail after step T-1 (or no tail)."""

@@ -7,7 +7,7 @@ original, and its judge (codec._Judge) already measures the squared error of the
 shows after every chunk, to set the chunks' show flags. Recorded as a `ScreenTrace`, that gives the
 PSNR of every prefix that ends on a chunk boundary, exactly as every decoder will show it (FORMAT.md
 7), and lets the encoder stop once the target is reached instead of coding the rest of the chain.
-No torch here.
+Inside a chunk the judge sees nothing; cut_judge.py decodes the cuts it needs there. No torch here.
 """
 
 from __future__ import annotations
@@ -121,8 +121,9 @@ class Target:
 @dataclass
 class Encoded:
     """An encoder's output with what it knows of it: the file's bytes and the squared error of the
-    image on screen at each of its chunk boundaries (files.info(data).cut_points; a file that ends
-    in a cut chunk shows there an image the encoder did not judge, so its last entry is None)."""
+    image on screen at each of its chunk boundaries (files.info(data).cut_points, the end of a cut
+    chunk among them: the encoder judges that image by decoding it, cut_judge.py; None where no
+    one judged it)."""
 
     data: bytes
     screen: list[int | None]
