@@ -87,13 +87,6 @@ class Target:
     def given(self) -> bool:
         return any(v is not None for v in (self.psnr, self.bpp, self.steps))
 
-    def describe(self) -> str:
-        if self.psnr is not None:
-            return f"{self.psnr:g} dB"
-        if self.bpp is not None:
-            return f"{self.bpp:g} bpp"
-        return f"{self.steps} steps" if self.steps is not None else "lossless"
-
     def max_bytes(self, width: int, height: int) -> int | None:
         """The byte budget of a `bpp` target, rounded as `truncate` rounds it."""
         if self.bpp is None:
