@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from . import container, files, quality
-from .codec import Codec, _DecodeSession
+from .codec import Codec, _DecodeSession, _Judge
 
 # candidate cuts tried per search: each costs a copy of the decode session, the symbols of a part of
 # one chunk and at most one network pass
 MAX_TRIES = 10
 # the search stops once the cut is known to within this share of the file (or a few words)
 RESOLUTION = 0.002
-
-
-def _sse(image: np.ndarray, original: np.ndarray) -> int:
-    d = image.astype(np.int32) - original
-    return int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
 
 
 @dataclass
@@ -52,10 +48,15 @@ class CutSession:
             pass
         return cls(codec, original, session, boundary)
 
+    @cached_property
+    def _judge(self) -> _Judge:
+        """The encoder's measure of squared error, from the image on screen at the boundary."""
+        return _Judge(self.original, self.session.shown)
+
     @property
     def shown_error(self) -> int:
         """The squared error of the image on screen at the session's boundary."""
-        return _sse(self.session.shown, self.original)
+        return self._judge.best
 
     def error(self, prefix: bytes) -> int:
         """The squared error against the original of the image a decoder shows from `prefix`, a file
@@ -65,7 +66,7 @@ class CutSession:
         shown = twin.shown
         for image in twin.advance(container.parse(prefix)):
             shown = image.pixels
-        return _sse(shown, self.original)
+        return self._judge.error(shown)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def shortest_cut(
         # chunk's partial images are no use and the search ends there; then bisection
         mid = hi - step if tried == 0 else lo + (hi - lo) // 8 * 4  # word boundaries
         mid = max(mid, start + 4 + 4 * container.MIN_CUT_WORDS)
-        candidate = files.truncate(data, max_bytes=mid)
+        candidate = container.cut_chunk_bytes(data, start, mid)  # what truncate keeps of `mid` bytes
         sse = others + judge.error(view.bytes_of(candidate))
         if quality.psnr_of(sse, pixels) >= psnr:
             hi, best = mid, (candidate, sse)
