@@ -30,9 +30,10 @@ def tagged_file(codec):
 
     img = synthetic_image(20, 28, seed=5)
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    alpha = img[:, :, 1] // 2  # a version-9 header with all four extensions (FORMAT.md 1.2)
+    alpha = img[:, :, 1] // 2  # a version-9 header with all five extensions (FORMAT.md 1.2)
     exif, xmp = block(camera_exif(gps=True)), XMP
-    return img, codec.encode(img, seed=9, icc_profile=profile, alpha=alpha, exif=exif, xmp=xmp)
+    extras = {"icc_profile": profile, "alpha": alpha, "exif": exif, "xmp": xmp}
+    return img, codec.encode(img, seed=9, psnr_index=True, **extras)
 
 
 @pytest.mark.parametrize("which", ["small_file", "tagged_file"])

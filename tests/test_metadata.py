@@ -121,7 +121,7 @@ def _extended(extensions: bytes) -> bytes:
 
 
 def test_unknown_extensions_are_skipped_with_a_warning():
-    """Bits 4-7 announce a varint length and that many bytes (FORMAT.md 1.2): a field a newer
+    """Bits 5-7 announce a varint length and that many bytes (FORMAT.md 1.2): a field a newer
     uqdm may write is skipped, the rest of the header read, and the decoder warns."""
     stored = photo_metadata.pack(EXIF)
     data = _extended(b"\x24" + container.put_varint(len(stored)) + stored + b"\x03abc")  # EXIF, bit 5

@@ -7,6 +7,8 @@
     exact = uqdm_codec.decode(data)                  # every layer: the original pixels
     small = uqdm_codec.truncate(data, bpp=0.5)       # longest prefix within 0.5 bits per pixel
     lossy = uqdm_codec.encode("photo.png", psnr=38)  # the shortest prefix that reaches 38 dB
+    indexed = uqdm_codec.encode("photo.png", psnr_index=True)  # records every chunk's PSNR
+    served = uqdm_codec.truncate(indexed, psnr=36)   # then cut to a quality without the original
 
 torch is imported on first use of encode/decode only; info/truncate never need it.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.40.0"
+__version__ = "0.41.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -63,6 +65,7 @@ def encode(
     psnr: float | None = None,
     bpp: float | None = None,
     steps: int | None = None,
+    psnr_index: bool = False,
 ) -> bytes:
     """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network
     is averaged over mirror images at every step, for smaller files at 2 or 4 times its time.
@@ -78,11 +81,15 @@ def encode(
     RGBA. psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B; the
     encoder stops at that step and cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix
     within B bits per pixel (what truncate(bpp=B) keeps of the whole file); steps=N: the first N
-    steps. At most one of the three; none: the whole, lossless file."""
+    steps. At most one of the three; none: the whole, lossless file. psnr_index: the header
+    records the PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a byte per chunk),
+    so that truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality without
+    the original; not with bpp (truncate the indexed file instead)."""
     from .image_io import load_image
     from .quality import Target
 
     target = Target(psnr=psnr, bpp=bpp, steps=steps)  # bad values fail before the image is read
+    target.check_psnr_index(psnr_index)
     loaded = load_image(image)
     return get_codec(model, device).encode(
         loaded.pixels,
@@ -93,6 +100,7 @@ def encode(
         tail=tail,
         tail_after=tail_after,
         target=target,
+        psnr_index=psnr_index,
         **loaded.extras(keep_icc, keep_metadata),
     )
 
@@ -107,16 +115,20 @@ def decode(
     recon: str = "mean",
     seed: int | None = None,
     bpp: float | None = None,
+    psnr: float | None = None,
 ):
     """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
     layers in the file; with the lossless layer that is the exact original; RGBA if the file has
     an alpha channel, its colour profile and metadata, if any, in info["icc_profile"],
     info["exif"] and info["xmp"]), or from the longest
-    prefix within `bpp` bits per pixel (what `truncate` would keep, cut in memory). recon="sample"
+    prefix within `bpp` bits per pixel, or the shortest whose image reaches `psnr` dB by the
+    file's PSNR index (what `truncate` would keep, cut in memory). recon="sample"
     draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp
     where the mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step
     is in."""
-    full = decode_full(data, steps, model, device=device, progress=progress, recon=recon, seed=seed, bpp=bpp)
+    full = decode_full(
+        data, steps, model, device=device, progress=progress, recon=recon, seed=seed, bpp=bpp, psnr=psnr
+    )
     return full.to_pil()
 
 
@@ -137,6 +149,7 @@ def decode_full(
     recon: str = "mean",
     seed: int | None = None,
     bpp: float | None = None,
+    psnr: float | None = None,
 ):
     """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings, recon)."""
     from . import container, files, sampling
@@ -145,7 +158,7 @@ def decode_full(
     recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
     if isinstance(data, (str, Path)):
         data = Path(data).read_bytes()
-    data = files.budget_prefix(data, steps, bpp)
+    data = files.budget_prefix(data, steps, bpp, psnr)
     header, _ = container.parse_header(data)
     codec = get_codec(model_for_file(header, model), device)
     return codec.decode(data, steps, progress, recon=recon, seed=seed)

@@ -48,18 +48,21 @@ def output_name(
     bpp: float | None = None,
     recon: str = "mean",
     seed: int | None = None,
+    psnr: float | None = None,
 ) -> str:
     """The file name an operation gives its output by default (the single-file CLI's names; a
-    sampled decode adds .sampleS)."""
+    sampled decode adds .sampleS). psnr: the quality a decode or truncate cuts to."""
     if op == "encode":
         return f"{source.stem}.uqd"
     if op == "decode":
         tag = "" if recon == "mean" else f".sample{seed or 0}"
         if bpp is not None:
             return f"{source.stem}.{bpp:g}bpp{tag}.png"
+        if psnr is not None:
+            return f"{source.stem}.{psnr:g}dB{tag}.png"
         return f"{source.stem}.decoded{tag}.png" if steps is None else f"{source.stem}.step{steps}{tag}.png"
     if op == "truncate":
-        tag = f"{bpp:g}bpp" if bpp is not None else f"{steps}steps"
+        tag = f"{bpp:g}bpp" if bpp is not None else f"{psnr:g}dB" if psnr is not None else f"{steps}steps"
         return f"{source.stem}.{tag}.uqd"
     raise ValueError(f"unknown operation {op!r}")
 
@@ -144,12 +147,14 @@ def encode_file(
     psnr: float | None = None,
     bpp: float | None = None,
     steps: int | None = None,
+    psnr_index: bool = False,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
     `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc, keep_metadata: store
     the image's RGB colour profile, its EXIF and XMP metadata if it has them; psnr, bpp, steps:
-    only the prefix of the file that reaches psnr dB, fits bpp or holds the steps (quality.Target)."""
+    only the prefix of the file that reaches psnr dB, fits bpp or holds the steps (quality.Target);
+    psnr_index: the header records every chunk boundary's PSNR, for truncate --psnr."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
 
@@ -174,6 +179,7 @@ def encode_file(
             tail=tail,
             tail_after=tail_after,
             target=aim,
+            psnr_index=psnr_index,
             **loaded.extras(keep_icc, keep_metadata),
         )
         data = encoded.data
@@ -198,20 +204,23 @@ def decode_file(
     device=None,
     recon: str = "mean",
     seed: int | None = None,
+    psnr: float | None = None,
     force: bool = False,
 ) -> Result:
     """Decode one .uqd file to an image (default: NAME.decoded.png, NAME.stepN.png or, from the
-    longest prefix within `bpp`, NAME.<bpp>bpp.png; with recon="sample" the remaining steps are
-    drawn, see sampling.py, and the name ends .sampleS)."""
+    longest prefix within `bpp`, NAME.<bpp>bpp.png, from the shortest its PSNR index says reaches
+    `psnr` dB, NAME.<psnr>dB.png; with recon="sample" the remaining steps are drawn, see
+    sampling.py, and the name ends .sampleS)."""
     source = Path(source)
-    target = _target("decode", source, out_dir, output, steps=steps, bpp=bpp, recon=recon, seed=seed)
+    names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr}
+    target = _target("decode", source, out_dir, output, **names)
 
     def task() -> Result:
         from . import container, files, get_codec
         from .codec import model_for_file
         from .image_io import save_image
 
-        data = files.budget_prefix(read_input(source), steps, bpp)
+        data = files.budget_prefix(read_input(source), steps, bpp, psnr)
         header, _ = container.parse_header(data)
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
@@ -219,9 +228,10 @@ def decode_file(
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **decoded.extras())
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
-        if bpp is not None:
+        cut = bpp is not None or psnr is not None
+        if cut:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"
-        notes = (decoded.warnings if bpp is None else []) + saved  # with bpp the prefix is cut on purpose
+        notes = ([] if cut else decoded.warnings) + saved  # a prefix cut on purpose is no warning
         return Result(source, target, True, target.stat().st_size, None, what, notes=notes)
 
     return _run(task, source, target, out_dir if output is None else None)
@@ -234,24 +244,35 @@ def truncate_file(
     *,
     bpp: float | None = None,
     steps: int | None = None,
+    psnr: float | None = None,
     force: bool = False,
 ) -> Result:
-    """Cut one .uqd file to a budget (`bpp` or `steps`); needs no model and no torch."""
+    """Cut one .uqd file to a budget (`bpp` or `steps`) or a quality (`psnr`, by its PSNR index);
+    needs no model and no torch."""
     source = Path(source)
-    target = _target("truncate", source, out_dir, output, bpp=bpp, steps=steps)
+    target = _target("truncate", source, out_dir, output, bpp=bpp, steps=steps, psnr=psnr)
 
     def task() -> Result:
         from . import files
         from .image_io import atomic_write
 
-        if (bpp is None) == (steps is None):
-            raise UqdmError("give exactly one of --bpp or --steps")
-        cut = files.truncate(read_input(source), bpp=bpp, steps=steps)
+        check_truncate_options(bpp, steps, psnr)
+        cut = files.truncate(read_input(source), bpp=bpp, steps=steps, psnr=psnr)
         atomic_write(target, cut, force=force, inputs=(source,))
         value = files.bpp_of(len(cut), files.info(cut).header)
         return Result(source, target, True, len(cut), value, f"{value:.3f} bpp")
 
     return _run(task, source, target, out_dir if output is None else None)
+
+
+def check_truncate_options(bpp: float | None, steps: int | None, psnr: float | None) -> None:
+    if sum(v is not None for v in (bpp, steps, psnr)) != 1:
+        raise UqdmError("give exactly one of --bpp, --psnr or --steps")
+
+
+def check_decode_options(bpp: float | None, steps: int | None, psnr: float | None) -> None:
+    if sum(v is not None for v in (bpp, steps, psnr)) > 1:
+        raise UqdmError("give at most one of --bpp, --psnr or --steps")
 
 
 def quality_text(psnr: float | None) -> str:
@@ -325,6 +346,7 @@ def run_batch(
     keep_icc: bool = True,
     keep_metadata: bool = True,
     psnr: float | None = None,
+    psnr_index: bool = False,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -334,23 +356,30 @@ def run_batch(
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
     with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after`, `keep_icc` and `keep_metadata` the encoder's
-    (encode_file), as are `psnr`, `bpp` and `steps` for encode (at most one: the prefix to keep).
+    (encode_file), as are `psnr`, `bpp` and `steps` for encode (at most one: the prefix to keep)
+    and `psnr_index`; for decode and truncate, `psnr` cuts to a quality by the file's PSNR index.
     progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
     if jobs < 1:
         raise UqdmError("--jobs must be at least 1")
-    if op == "truncate" and (bpp is None) == (steps is None):
-        raise UqdmError("give exactly one of --bpp or --steps")
-    if op == "decode" and bpp is not None and steps is not None:
-        raise UqdmError("give at most one of --bpp or --steps")
+    if op == "truncate":
+        check_truncate_options(bpp, steps, psnr)
+    if op == "decode":
+        check_decode_options(bpp, steps, psnr)
+    if op != "encode" and psnr is not None:
+        from .files import check_psnr
+
+        check_psnr(psnr)
     if op == "encode":
         from .quality import Target
 
-        Target(psnr=psnr, bpp=bpp, steps=steps)  # bad values: one error, not one per file
+        Target(psnr=psnr, bpp=bpp, steps=steps).check_psnr_index(psnr_index)  # one error, not one per file
     sources = [Path(p) for p in paths]
-    names = {"recon": recon, "seed": seed} if op == "decode" else {}
+    names = {"recon": recon, "seed": seed, "psnr": psnr} if op == "decode" else {}
+    if op == "truncate":
+        names = {"psnr": psnr}
     targets = plan_outputs(
         op, sources, Path(out_dir) if out_dir is not None else None, steps=steps, bpp=bpp, **names
     )
@@ -375,6 +404,7 @@ def run_batch(
             "psnr": psnr,
             "bpp": bpp,
             "steps": steps,
+            "psnr_index": psnr_index,
         },
         "decode": {
             "model": model,
@@ -383,8 +413,9 @@ def run_batch(
             "bpp": bpp,
             "recon": recon,
             "seed": seed,
+            "psnr": psnr,
         },
-        "truncate": {"bpp": bpp, "steps": steps},
+        "truncate": {"bpp": bpp, "steps": steps, "psnr": psnr},
     }[op]
     task = partial(TASKS[op], force=force, **options)
     results: list[Result | None] = [None] * len(sources)

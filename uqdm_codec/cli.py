@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import colour_profile, files, photo_metadata
+from . import batch, colour_profile, files, photo_metadata
 from .errors import FormatError, UqdmError
 
 app = typer.Typer(
@@ -208,18 +208,20 @@ def _batch(
 
 
 def _layer_table(fi, title: str, encoded=None) -> Table:
-    """A file's layers; with the encoder's quality.Encoded, the PSNR after each of them too."""
+    """A file's layers; with the encoder's quality.Encoded or the file's PSNR index, the PSNR
+    after each of them too (an index's to its hundredths, rounded down)."""
     table = Table(title=title, title_justify="left")
     columns = ["layer", "content", "filter", "bytes", "total", "bpp"]
-    if encoded is not None:
+    index = fi.psnr_table
+    if encoded is not None or index:
         columns.append("PSNR")
     for col in columns:
         table.add_column(col, justify="right" if col not in ("content", "filter") else "left")
 
     def psnr(end: int) -> list[str]:
-        if encoded is None:
+        if encoded is None and not index:
             return []
-        value = encoded.psnr_at(end)
+        value = encoded.psnr_at(end) if encoded is not None else index.get(end)
         return ["" if value is None else "exact" if value == float("inf") else f"{value:.2f}"]
 
     extras = []
@@ -231,6 +233,8 @@ def _layer_table(fi, title: str, encoded=None) -> Table:
         extras.append(photo_metadata.describe_exif(fi.header.exif))
     if fi.header.xmp is not None:
         extras.append(f"XMP ({len(fi.header.xmp):,} bytes)")
+    if fi.header.psnr_index is not None:
+        extras.append(f"PSNR index ({len(fi.header.psnr_index)} chunk boundaries)")
     table.add_row(
         "header",
         ", ".join(extras),
@@ -314,6 +318,13 @@ def encode(
         "keeps of the whole file).",
     ),
     steps: int | None = typer.Option(None, "--steps", "-s", help="Write only the first N diffusion steps."),
+    psnr_index: bool = typer.Option(
+        False,
+        "--psnr-index",
+        help="Record the PSNR of every chunk boundary in the header (about a byte per chunk), so "
+        "that truncate --psnr and decode --psnr can cut the file to a quality without the original. "
+        "uqdm 0.38-0.40 read such files with a warning that they skip the index; older ones refuse them.",
+    ),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -331,6 +342,7 @@ def encode(
         mirrors = ensemble.check_mirrors(mirrors)
         tail_mode = _tail_mode(tail, tail_after)
         aim = Target(psnr=psnr, bpp=bpp, steps=steps)
+        aim.check_psnr_index(psnr_index)
         if tail_after is not None:  # a bad step is one error, not one per file
             get_codec(model, device).check_tail_after(tail_after)
         if len(images) > 1:
@@ -353,6 +365,7 @@ def encode(
                 psnr=psnr,
                 bpp=bpp,
                 steps=steps,
+                psnr_index=psnr_index,
                 force=force,
             )
             return
@@ -379,6 +392,7 @@ def encode(
                 tail=tail_mode,
                 tail_after=tail_after,
                 target=aim,
+                psnr_index=psnr_index,
                 **loaded.extras(icc, metadata),
             )
         data = encoded.data
@@ -403,7 +417,7 @@ def decode(
         "-o",
         "--output",
         help="Output image of a single input (default: next to the input, NAME.decoded.png, "
-        "NAME.stepN.png or NAME.<bpp>bpp.png).",
+        "NAME.stepN.png, NAME.<bpp>bpp.png or NAME.<psnr>dB.png).",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -413,6 +427,12 @@ def decode(
         "--bpp",
         help="Decode the longest prefix within this many bits per pixel (what truncate --bpp would keep; "
         "no file is cut).",
+    ),
+    psnr: float | None = typer.Option(
+        None,
+        "--psnr",
+        help="Decode the shortest prefix whose image reaches this PSNR in dB, by the file's PSNR "
+        "index (encode --psnr-index; what truncate --psnr would keep).",
     ),
     recon: str = typer.Option(
         "mean",
@@ -437,8 +457,8 @@ def decode(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Reconstruct images from .uqd files: from their first N steps, a prefix within a bit budget,
-    or all of them.
+    """Reconstruct images from .uqd files: from their first N steps, a prefix within a bit budget
+    or reaching a quality, or all of them.
 
     Several inputs run in --jobs worker processes, as for encode."""
     with _errors():  # the imports too, as in encode
@@ -447,8 +467,9 @@ def decode(
         from .image_io import save_image
 
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        if bpp is not None and steps is not None:
-            raise UqdmError("give at most one of --bpp or --steps")
+        batch.check_decode_options(bpp, steps, psnr)
+        if psnr is not None:
+            files.check_psnr(psnr)
         if len(files_) > 1:
             if progression or all_steps:
                 raise UqdmError("--progression and --all-steps take a single input")
@@ -465,6 +486,7 @@ def decode(
                 bpp=bpp,
                 recon=recon,
                 seed=seed,
+                psnr=psnr,
                 force=force,
             )
             return
@@ -472,9 +494,10 @@ def decode(
         data = _read(file)
         with _naming(file):
             header, _ = container.parse_header(data)
-            data = files.budget_prefix(data, steps, bpp)
-        levels_only = (progression or all_steps) and output is None and steps is None and bpp is None
-        names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed}
+            data = files.budget_prefix(data, steps, bpp, psnr)
+        cut = bpp is not None or psnr is not None  # a prefix chosen here, not a file cut short
+        levels_only = (progression or all_steps) and output is None and steps is None and not cut
+        names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr}
         target = None if levels_only else _single_target("decode", file, output, out_dir, **names)
         for path in (target, progression):
             if path is not None and path.exists() and not force:
@@ -483,7 +506,7 @@ def decode(
         if target is not None:
             with _progress("decoding", quiet) as update, _naming(file):
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
-            for w in result.warnings if bpp is None else ():  # with --bpp the file is cut on purpose
+            for w in () if cut else result.warnings:  # with --bpp or --psnr the file is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
             for note in save_image(result.pixels, target, force=force, inputs=(file,), **result.extras()):
                 err.print(f"note: {note}", highlight=False)
@@ -497,8 +520,11 @@ def decode(
                 else f"after {result.steps} of {header.coded_steps} steps"
                 + (", part of the lossless tail" if header.tail and result.layer == header.num_layers else "")
             )
-            if bpp is not None:
+            if cut:
                 what += f", from the first {len(data)} bytes ({files.bpp_of(len(data), header):.4f} bpp)"
+            reached = files.info(data).psnr_table.get(len(data)) if psnr is not None else None
+            if reached is not None and not result.lossless:
+                what += f", {batch.quality_text(reached)} by its PSNR index"
             if result.recon == "sample":
                 what += f", remaining steps sampled (seed {seed})"
             elif recon == "sample" and not result.lossless:
@@ -539,11 +565,18 @@ def truncate(
     files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files."),
     bpp: float | None = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
     steps: int | None = typer.Option(None, "--steps", "-s", help="Keep the first N diffusion steps."),
+    psnr: float | None = typer.Option(
+        None,
+        "--psnr",
+        help="Keep the shortest prefix whose image reaches this PSNR in dB (over R, G and B), by the "
+        "file's PSNR index (encode --psnr-index): it ends on a chunk boundary.",
+    ),
     output: Path | None = typer.Option(
         None,
         "-o",
         "--output",
-        help="Output .uqd of a single input (default: next to the input, NAME.<budget>.uqd).",
+        help="Output .uqd of a single input (default: next to the input, NAME.<budget>.uqd, "
+        "NAME.<psnr>dB.uqd).",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -552,29 +585,35 @@ def truncate(
 ) -> None:
     """Keep the longest decodable prefix of .uqd files within a budget (cuts bytes, never
     re-encodes; within 4 bytes of the budget where it ends inside a chunk, whose CRC is then
-    rewritten to cover what is kept).
+    rewritten to cover what is kept), or the shortest that reaches a quality (--psnr, files
+    encoded with --psnr-index).
 
     Several inputs run in --jobs worker processes (no model is loaded), as for encode."""
 
     from .image_io import atomic_write
 
     with _errors():
-        if (bpp is None) == (steps is None):
-            raise UqdmError("give exactly one of --bpp or --steps")
+        batch.check_truncate_options(bpp, steps, psnr)
+        if psnr is not None:
+            files.check_psnr(psnr)
         if len(files_) > 1:
-            _batch("truncate", files_, output, out_dir, jobs, quiet, bpp=bpp, steps=steps, force=force)
+            _batch(
+                "truncate", files_, output, out_dir, jobs, quiet, bpp=bpp, steps=steps, psnr=psnr, force=force
+            )
             return
         file = files_[0]
         data = _read(file)
         with _naming(file):
-            cut = files.truncate(data, bpp=bpp, steps=steps)
-        target = _single_target("truncate", file, output, out_dir, bpp=bpp, steps=steps)
+            cut = files.truncate(data, bpp=bpp, steps=steps, psnr=psnr)
+        target = _single_target("truncate", file, output, out_dir, bpp=bpp, steps=steps, psnr=psnr)
         atomic_write(target, cut, force=force, inputs=(file,))
         fi = files.info(cut)
+        reached = fi.psnr_table.get(len(cut))
+        quality = "" if reached is None or fi.complete else f", {batch.quality_text(reached)}"
         out.print(
             f"wrote {target}: {len(cut)} bytes, {files.bpp_of(len(cut), fi.header):.4f} bpp, "
             f"{fi.steps} steps{', lossless layer' if fi.complete else ''}"
-            f"{', ends inside a chunk' if fi.ends_in_cut_chunk else ''}",
+            f"{', ends inside a chunk' if fi.ends_in_cut_chunk else ''}{quality}",
             highlight=False,
         )
 

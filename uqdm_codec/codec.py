@@ -846,6 +846,7 @@ class Codec:
         xmp: bytes | None = None,
         target: quality.Target | None = None,
         screen: list[int | None] | None = None,
+        psnr_index: bool = False,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -868,7 +869,9 @@ class Codec:
         shortest prefix of that file whose image reaches a PSNR, the longest within a bpp budget or
         the first steps, the encoder stopping as soon as the rest cannot be in it. screen: a list
         that receives the squared error of the image a decoder shows at each chunk boundary of the
-        bytes returned (quality.Encoded)."""
+        bytes returned (quality.Encoded). psnr_index: the header records the PSNR of every chunk
+        boundary (FORMAT.md 1.2), so that `truncate --psnr` can cut the file to a quality later;
+        not with a `bpp` target (truncate the indexed file instead)."""
         target = target or quality.Target()
         pixels = _validate_pixels(pixels)
         if isinstance(tail, str):
@@ -910,11 +913,16 @@ class Codec:
             raise UqdmError("a lossless tail needs file format 8 (known intervals)")
         if target.steps is not None:
             header.check_steps(target.steps)
+        target.check_psnr_index(psnr_index)
+        if psnr_index and not self.intervals:
+            raise UqdmError("a PSNR index needs file format 8 (known intervals)")
         if target.bpp is not None:  # a budget below the header fails now, not after the encode
             files.truncate(header.to_bytes(), bpp=target.bpp)
         encoded = self._judge_cut(
             pixels, self._encode_cut(pixels, header, progress, fast, tail, target), target
         )
+        if psnr_index:
+            encoded = quality.with_psnr_index(encoded)
         if screen is not None:
             screen.extend(encoded.screen)
         return encoded.data

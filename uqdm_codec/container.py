@@ -33,7 +33,10 @@ EXT_ICC = 1  # extension bit 0: the header holds the image's ICC colour profile
 EXT_ALPHA = 2  # extension bit 1: the header holds the image's alpha channel
 EXT_EXIF = 4  # extension bit 2: the header holds the photo's EXIF block
 EXT_XMP = 8  # extension bit 3: the header holds the photo's XMP packet
-KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP  # bits 4-7: skipped, with a warning
+EXT_PSNR = 16  # extension bit 4: the header holds the PSNR of the image at every chunk boundary
+KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP | EXT_PSNR  # bits 5-7: skipped, with a warning
+PSNR_PER_DB = 100  # PSNR index entries are hundredths of a dB (FORMAT.md 1.2)
+PSNR_EXACT = 20000  # the index entry of an exact image; any other image of at most MAX_PIXELS is below 132 dB
 MAX_UNKNOWN_STORED = 1 << 24  # an unknown extension's field, at most (FORMAT.md 1.2)
 MAX_ICC_STORED = colour_profile.MAX_SIZE + (1 << 16)  # a stored (deflated) profile's bytes, at most
 OLD_VERSIONS = {  # refused with a clear message
@@ -132,13 +135,16 @@ class Header:
     alpha: bytes | None = None  # the image's alpha channel, H x W bytes row-major (FORMAT.md 1.2)
     exif: bytes | None = None  # the photo's EXIF metadata, a TIFF-structured block (FORMAT.md 1.2)
     xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
+    # the image's PSNR at the file's chunk boundaries in file order, in 1/PSNR_PER_DB dB (FORMAT.md 1.2)
+    psnr_index: tuple[int, ...] | None = None
     unknown_extensions: int = 0  # extension bits this decoder skipped (a newer uqdm wrote them)
 
     @property
     def extensions(self) -> int:
         """The extension byte E this header writes (FORMAT.md 1.2): 0 for a version-8 header."""
-        fields = (self.icc_profile, self.alpha, self.exif, self.xmp)
-        return sum(bit for bit, f in zip((EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP), fields) if f is not None)
+        fields = (self.icc_profile, self.alpha, self.exif, self.xmp, self.psnr_index)
+        bits = (EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_PSNR)
+        return sum(bit for bit, f in zip(bits, fields) if f is not None)
 
     def extension_problem(self) -> tuple[str, str] | None:
         """(what, why) of the first of the profile, EXIF and XMP that this header cannot store
@@ -154,7 +160,9 @@ class Header:
 
     def without_extensions(self) -> Header:
         """The same header with no extension: the one chunk sizes are counted from."""
-        return replace(self, icc_profile=None, alpha=None, exif=None, xmp=None, unknown_extensions=0)
+        return replace(
+            self, icc_profile=None, alpha=None, exif=None, xmp=None, psnr_index=None, unknown_extensions=0
+        )
 
     @property
     def num_layers(self) -> int:
@@ -274,6 +282,7 @@ class Header:
             None if self.alpha is None else alpha_plane.pack(self.alpha_plane()),
             None if self.exif is None else photo_metadata.pack(self.exif),
             None if self.xmp is None else photo_metadata.pack(self.xmp),
+            None if self.psnr_index is None else pack_psnr_index(self.psnr_index),
         ):
             if stored is not None:
                 body += put_varint(len(stored)) + stored
@@ -460,6 +469,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         alpha=field_of(EXT_ALPHA, lambda stored: alpha_plane.unpack(stored, w, h).tobytes()),
         exif=field_of(EXT_EXIF, lambda stored: photo_metadata.unpack(stored, "EXIF")),
         xmp=field_of(EXT_XMP, lambda stored: photo_metadata.unpack(stored, "XMP")),
+        psnr_index=field_of(EXT_PSNR, unpack_psnr_index),
         unknown_extensions=unknown,
     )
     return header, end
@@ -479,6 +489,7 @@ def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int,
         EXT_ALPHA: ("alpha channel", alpha_plane.max_stored(pixels)),
         EXT_EXIF: ("EXIF", photo_metadata.MAX_STORED),
         EXT_XMP: ("XMP", photo_metadata.MAX_STORED),
+        EXT_PSNR: ("PSNR index", MAX_UNKNOWN_STORED),
     }
     for k in range(8):
         bit = 1 << k
@@ -498,6 +509,32 @@ def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int,
             spans[bit] = (start, start + n)
         pos = start + n
     return pos, spans, extensions & ~KNOWN_EXTENSIONS
+
+
+def pack_psnr_index(entries: tuple[int, ...]) -> bytes:
+    """The PSNR index's field (FORMAT.md 1.2): each entry's increase over the one before (the first
+    over 0) as a varint; entries never fall, as the image on screen never gets worse."""
+    if not entries or entries[-1] > PSNR_EXACT or any(b < a for a, b in zip((0, *entries), entries)):
+        raise ValueError(f"a PSNR index holds at least one entry, from 0 to {PSNR_EXACT}, never falling")
+    return b"".join(put_varint(b - a) for a, b in zip((0, *entries), entries))
+
+
+def unpack_psnr_index(stored: bytes) -> tuple[int, ...]:
+    """The entries of a PSNR index's field; FormatError where it is not one pack_psnr_index writes."""
+    entries, pos, total = [], 0, 0
+    while pos < len(stored):
+        try:
+            got = get_varint(stored, pos, 3)
+        except FormatError:
+            got = None
+        if got is None:
+            raise FormatError("corrupted .uqd header (PSNR index)")
+        step, pos = got
+        total += step
+        if total > PSNR_EXACT:
+            raise FormatError("corrupted .uqd header (PSNR index)")
+        entries.append(total)
+    return tuple(entries)
 
 
 def unknown_extensions_note(bits: int) -> str:

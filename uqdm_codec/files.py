@@ -50,6 +50,19 @@ class FileInfo:
     def steps(self) -> int:
         return min(len(self.layers), self.header.max_steps)
 
+    @property
+    def psnr_table(self) -> dict[int, float]:
+        """{chunk boundary: PSNR in dB of the image shown there (inf: exact)} from the header's PSNR
+        index (FORMAT.md 1.2): the index's entries go with the file's chunk boundaries in order,
+        the end of a cut chunk not among them; empty without an index."""
+        return {end: psnr_of_entry(q) for end, q in self.psnr_entries.items()}
+
+    @property
+    def psnr_entries(self) -> dict[int, int]:
+        """psnr_table with the index's own entries (hundredths of a dB, PSNR_EXACT for exact)."""
+        ends = self.cut_points[:-1] if self.ends_in_cut_chunk else self.cut_points
+        return dict(zip(ends, self.header.psnr_index or ()))
+
     def to_dict(self) -> dict:
         """The file's description as plain JSON values, for `uqdm info --json` and for scripts
         that serve prefixes: every layer's end offset, and every chunk boundary (`cut_points`,
@@ -67,6 +80,9 @@ class FileInfo:
             extras["exif"] = {"bytes": len(hd.exif), "description": photo_metadata.describe_exif(hd.exif)}
         if hd.xmp is not None:
             extras["xmp"] = {"bytes": len(hd.xmp)}
+        table = self.psnr_table
+        if hd.psnr_index is not None:
+            extras["psnr_index"] = {"entries": len(hd.psnr_index)}
         return {
             "width": hd.width,
             "height": hd.height,
@@ -91,6 +107,7 @@ class FileInfo:
                     "end": layer.end,
                     "bpp": layer.bpp,
                     "chunks": layer.chunks,
+                    **({"psnr": _json_psnr(table[layer.end])} if layer.end in table else {}),
                 }
                 for layer in self.layers
             ],
@@ -98,8 +115,19 @@ class FileInfo:
             "complete": self.complete,
             "ends_in_cut_chunk": self.ends_in_cut_chunk,
             "cut_points": list(self.cut_points),
+            **({"cut_psnr": [_json_psnr(table.get(c)) for c in self.cut_points]} if table else {}),
             "warnings": list(self.warnings),
         }
+
+
+def _json_psnr(value: float | None) -> float | str | None:
+    """A PSNR as JSON holds it: dB to the index's hundredths, "exact" for an exact image."""
+    return None if value is None else "exact" if value == math.inf else round(value, 2)
+
+
+def psnr_of_entry(entry: int) -> float:
+    """The PSNR (dB) a PSNR index entry promises: the image's is at least this (inf: exact)."""
+    return math.inf if entry >= container.PSNR_EXACT else entry / container.PSNR_PER_DB
 
 
 def bpp_of(nbytes: int, header: Header) -> float:
@@ -178,26 +206,61 @@ def _tiled_info(data: bytes, head: tuple[Header, int]) -> FileInfo:
     return FileInfo(hd, header_size, len(data), layers, warnings, cuts, spans, cut, len(parts))
 
 
-def budget_prefix(data: bytes, steps: int | None, bpp: float | None) -> bytes:
-    """What a decode with these options reads: the whole file, or with `bpp` the prefix `truncate`
-    would keep (a decode gives --steps or --bpp, not both)."""
-    if bpp is None:
+def budget_prefix(data: bytes, steps: int | None, bpp: float | None, psnr: float | None = None) -> bytes:
+    """What a decode with these options reads: the whole file, or with `bpp` or `psnr` the prefix
+    `truncate` would keep (a decode gives at most one of --steps, --bpp and --psnr)."""
+    if bpp is None and psnr is None:
         return data
-    if steps is not None:
-        raise UqdmError("give at most one of --bpp or --steps")
-    return truncate(bytes(data), bpp=bpp)
+    if sum(v is not None for v in (steps, bpp, psnr)) > 1:
+        raise UqdmError("give at most one of --bpp, --psnr or --steps")
+    return truncate(bytes(data), bpp=bpp, psnr=psnr)
+
+
+def check_psnr(psnr: float) -> None:
+    if not (isinstance(psnr, (int, float)) and 0 < psnr < math.inf):
+        raise UqdmError("psnr must be a positive number of dB")
+
+
+def psnr_end(fi: FileInfo, psnr: float) -> int:
+    """The shortest prefix of the file whose image its PSNR index says reaches `psnr` dB: a chunk
+    boundary. UqdmError where the file has no index or no boundary it holds reaches the target."""
+    check_psnr(psnr)
+    if fi.header.psnr_index is None:
+        raise UqdmError(
+            "the file has no PSNR index (encode it with --psnr-index to cut it to a quality later, "
+            "or encode --psnr from the original)"
+        )
+    need = math.ceil(psnr * container.PSNR_PER_DB - 1e-9)  # entries are rounded down: >= is a promise
+    entries = fi.psnr_entries
+    reached = [end for end, entry in entries.items() if entry >= min(need, container.PSNR_EXACT)]
+    if reached:
+        return min(reached)
+    end, best = max(entries.items()) if entries else (fi.header_bytes, 0)
+    raise UqdmError(
+        f"no prefix of the file is known to reach {psnr:g} dB: its best is "
+        f"{psnr_of_entry(best):.2f} dB, at {end} bytes"
+        + ("" if fi.complete else " (the file is itself a prefix)")
+    )
 
 
 def truncate(
-    data: bytes, *, bpp: float | None = None, steps: int | None = None, max_bytes: int | None = None
+    data: bytes,
+    *,
+    bpp: float | None = None,
+    steps: int | None = None,
+    max_bytes: int | None = None,
+    psnr: float | None = None,
 ) -> bytes:
     """The longest decodable prefix within the budget, `bpp` (bits per pixel of the whole file) or
     `max_bytes`, its last chunk cut on a word boundary if the budget ends inside one (its CRC then
-    rewritten); or exactly the first `steps` diffusion steps. Never re-encodes."""
-    if sum(v is not None for v in (bpp, steps, max_bytes)) != 1:
-        raise UqdmError("give exactly one of bpp, steps or max_bytes")
+    rewritten); exactly the first `steps` diffusion steps; or the shortest prefix whose image
+    reaches `psnr` dB by the file's PSNR index (a chunk boundary; FORMAT.md 1.2). Never re-encodes."""
+    if sum(v is not None for v in (bpp, steps, max_bytes, psnr)) != 1:
+        raise UqdmError("give exactly one of bpp, steps, max_bytes or psnr")
     fi = info(data)
     hd = fi.header
+    if psnr is not None:
+        return bytes(data[: psnr_end(fi, psnr)])
     if steps is not None:
         hd.check_steps(steps)
         if steps > fi.steps:

@@ -1,9 +1,11 @@
 """Encoding to a quality or a size: the shortest file that reaches a PSNR, or the longest within a
 budget, written by the encoder itself.
 
-Why here and not in `truncate`: a .uqd file does not say how good its images are (a table of them
-in the header would make every file unreadable by uqdm 0.37 and older), but the encoder knows the
-original, and its judge (codec._Judge) already measures the squared error of the image a decoder
+Why here and not in `truncate`: a .uqd file does not say how good its images are unless it was
+encoded with a PSNR index (FORMAT.md 1.2, `encode --psnr-index`; not the default: it costs about
+a byte per chunk, uqdm 0.38-0.40 skip it with a warning and older ones refuse it, and `truncate
+--psnr` can only cut on the chunk boundaries it lists), but the encoder knows the original, and
+its judge (codec._Judge) already measures the squared error of the image a decoder
 shows after every chunk, to set the chunks' show flags. Recorded as a `ScreenTrace`, that gives the
 PSNR of every prefix that ends on a chunk boundary, exactly as every decoder will show it (FORMAT.md
 7), and lets the encoder stop once the target is reached instead of coding the rest of the chain.
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from . import files
+from . import container, files
 from .errors import UqdmError
 
 PEAK = 255.0
@@ -82,6 +84,14 @@ class Target:
             raise UqdmError("bpp must be a non-negative number")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
             raise UqdmError("steps must be a whole number")
+
+    def check_psnr_index(self, psnr_index: bool) -> None:
+        """A PSNR index is written into a file's header once its chunk boundaries are known, which a
+        bpp budget, counting the header's bytes, would need before."""
+        if psnr_index and self.bpp is not None:
+            raise UqdmError(
+                "a PSNR index does not go with a bpp target: encode with the index, then truncate --bpp"
+            )
 
     @property
     def given(self) -> bool:
@@ -166,3 +176,29 @@ def cut(data: bytes, traces: list[ScreenTrace], target: Target) -> Encoded:
     if len(out) not in fi.cut_points:
         kept.append(None)  # ends in a cut chunk
     return Encoded(out, kept, hd.width, hd.height)
+
+
+def index_entry(psnr: float) -> int:
+    """A PSNR as the header's PSNR index holds it: hundredths of a dB rounded down (so an entry
+    never promises more than the image has), PSNR_EXACT for an exact image."""
+    if psnr == math.inf:
+        return container.PSNR_EXACT
+    return min(container.PSNR_EXACT - 1, max(0, math.floor(psnr * container.PSNR_PER_DB - 1e-9)))
+
+
+def with_psnr_index(encoded: Encoded) -> Encoded:
+    """`encoded` with the PSNR of every chunk boundary it holds (not the end of a cut chunk) in its
+    header (FORMAT.md 1.2): what `truncate --psnr` reads. The layers are the same bytes, the
+    chunk boundaries move by the header's growth."""
+    fi = files.info(encoded.data)
+    count = len(fi.cut_points) - fi.ends_in_cut_chunk
+    judged = encoded.screen[:count]
+    if len(judged) != count or any(sse is None for sse in judged):
+        raise AssertionError("a chunk boundary the encoder did not judge")
+    pixels = encoded.width * encoded.height
+    entries = tuple(index_entry(psnr_of(sse, pixels)) for sse in judged)  # type: ignore[arg-type]
+    plain = fi.header.to_bytes()
+    if encoded.data[: fi.header_bytes] != plain:
+        raise AssertionError("the header does not write itself back as it was read")
+    data = replace(fi.header, psnr_index=entries).to_bytes() + encoded.data[fi.header_bytes :]
+    return Encoded(data, list(encoded.screen), encoded.width, encoded.height)
