@@ -178,7 +178,26 @@ def test_cli_psnr_index(tmp_path, tiny_model_path):
     js = json.loads(runner.invoke(app, ["info", str(whole), "--json"]).stdout)
     assert js["header"]["psnr_index"]["entries"] == len(table) and js["layers"][-1]["psnr"] == "exact"
     assert len(js["cut_psnr"]) == len(js["cut_points"])
-    # several files at once, each its own prefix
+    # several files at once: encoded with the index, then each cut to its own prefix
+    other = tmp_path / "other.png"
+    Image.fromarray(synthetic_image(32, 48, seed=4)).save(other)
+    r = runner.invoke(
+        app,
+        [
+            "encode",
+            str(photo),
+            str(other),
+            *model,
+            "--seed",
+            "1",
+            "--psnr-index",
+            "--out-dir",
+            str(tmp_path / "e"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "e" / "photo.uqd").read_bytes() == data
+    assert files.info((tmp_path / "e" / "other.uqd").read_bytes()).psnr_table
     second = tmp_path / "second.uqd"
     second.write_bytes(data)
     r = runner.invoke(
