@@ -161,6 +161,30 @@ def test_targets_stop_the_encoder(codec):
             assert len(coded) == 2  # auto's two ends are never coded
 
 
+def test_the_bar_is_full_only_once_the_cut_is_judged(codec, monkeypatch):
+    """After its last layer a psnr (or bpp) encode still decodes cuts (cut_judge.py): the bar
+    stays where the layers left it until that is done."""
+    img = synthetic_image(40, 56, seed=1)
+    T = codec.num_steps
+    whole: list = []
+    full = codec.encode(img, seed=2, screen=whole)
+    target = psnr_of(whole[len(whole) // 2], 40 * 56) + 0.01
+    start, end = max(files.info(full).chunk_spans, key=lambda s: s[1] - s[0])
+    inside = 8.0 * ((start + end) // 2) / (40 * 56)  # a budget that ends inside a chunk
+    events: list = []
+    for name in ("shortest_cut", "judge_end"):
+        real = getattr(cut_judge, name)
+        wrapped = lambda *a, real=real, name=name, **k: (events.append(name), real(*a, **k))[1]  # noqa: E731
+        monkeypatch.setattr(cut_judge, name, wrapped)
+    for aim in (Target(psnr=target), Target(bpp=inside), Target()):
+        events.clear()
+        codec.encode(img, seed=2, target=aim, progress=lambda i, n: events.append((i, n)))
+        assert events[-1] == (T + 1, T + 1) and (T + 1, T + 1) not in events[:-1]
+        if aim.given:
+            assert events[-2] in ("shortest_cut", "judge_end")  # judged before the bar is full
+            assert all(i < n for i, n in events[:-2])
+
+
 def test_a_budget_counts_the_header_extensions(codec):
     """The encoder stops once the file with its header's extensions fills a bpp budget (the layers'
     sizes are counted without them, so that extensions move no chunk boundary)."""

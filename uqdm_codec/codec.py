@@ -918,11 +918,12 @@ class Codec:
             raise UqdmError("a PSNR index needs file format 8 (known intervals)")
         if target.bpp is not None:  # a budget below the header fails now, not after the encode
             files.truncate(header.to_bytes(), bpp=target.bpp)
-        encoded = self._judge_cut(
-            pixels, self._encode_cut(pixels, header, progress, fast, tail, target), target
-        )
+        bar = _FullAtTheEnd(progress) if progress else None
+        encoded = self._judge_cut(pixels, self._encode_cut(pixels, header, bar, fast, tail, target), target)
         if psnr_index:
             encoded = quality.with_psnr_index(encoded)
+        if bar:
+            bar.finish()
         if screen is not None:
             screen.extend(encoded.screen)
         return encoded.data
@@ -1690,6 +1691,26 @@ def default_tail_note(pixels: np.ndarray, tail) -> str | None:
         "grayscale image: its lossless end is the tail after step T-1, about 40 % smaller than the "
         "pixel step and lossless layer (--tail off codes those instead)"
     )
+
+
+class _FullAtTheEnd:
+    """A progress callback that holds back the report of a full bar until finish(): after its last
+    layer the encoder may still judge cuts of the file (cut_judge.py, seconds on a large photo),
+    and a bar that is full while it does looks hung."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.total: int | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if done >= total:
+            self.total = total
+        else:
+            self.progress(done, total)
+
+    def finish(self) -> None:
+        if self.total is not None:
+            self.progress(self.total, self.total)
 
 
 def _validate_pixels(pixels: np.ndarray) -> np.ndarray:
