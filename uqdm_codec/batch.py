@@ -256,7 +256,7 @@ def truncate_file(
         from . import files
         from .image_io import atomic_write
 
-        check_truncate_options(bpp, steps, psnr)
+        check_cut("truncate", bpp, steps, psnr)
         cut = files.truncate(read_input(source), bpp=bpp, steps=steps, psnr=psnr)
         atomic_write(target, cut, force=force, inputs=(source,))
         value = files.bpp_of(len(cut), files.info(cut).header)
@@ -265,14 +265,18 @@ def truncate_file(
     return _run(task, source, target, out_dir if output is None else None)
 
 
-def check_truncate_options(bpp: float | None, steps: int | None, psnr: float | None) -> None:
-    if sum(v is not None for v in (bpp, steps, psnr)) != 1:
+def check_cut(op: str, bpp: float | None, steps: int | None, psnr: float | None) -> None:
+    """The prefix a truncate (exactly one of --bpp, --psnr, --steps) or a decode (at most one)
+    asks for: one error for the whole run, not one per file."""
+    given = sum(v is not None for v in (bpp, steps, psnr))
+    if op == "truncate" and given != 1:
         raise UqdmError("give exactly one of --bpp, --psnr or --steps")
-
-
-def check_decode_options(bpp: float | None, steps: int | None, psnr: float | None) -> None:
-    if sum(v is not None for v in (bpp, steps, psnr)) > 1:
+    if given > 1:
         raise UqdmError("give at most one of --bpp, --psnr or --steps")
+    if psnr is not None:
+        from .files import check_psnr
+
+        check_psnr(psnr)
 
 
 def quality_text(psnr: float | None) -> str:
@@ -364,14 +368,8 @@ def run_batch(
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
     if jobs < 1:
         raise UqdmError("--jobs must be at least 1")
-    if op == "truncate":
-        check_truncate_options(bpp, steps, psnr)
-    if op == "decode":
-        check_decode_options(bpp, steps, psnr)
-    if op != "encode" and psnr is not None:
-        from .files import check_psnr
-
-        check_psnr(psnr)
+    if op != "encode":
+        check_cut(op, bpp, steps, psnr)
     if op == "encode":
         from .quality import Target
 

@@ -467,9 +467,7 @@ def decode(
         from .image_io import save_image
 
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        batch.check_decode_options(bpp, steps, psnr)
-        if psnr is not None:
-            files.check_psnr(psnr)
+        batch.check_cut("decode", bpp, steps, psnr)
         if len(files_) > 1:
             if progression or all_steps:
                 raise UqdmError("--progression and --all-steps take a single input")
@@ -593,9 +591,7 @@ def truncate(
     from .image_io import atomic_write
 
     with _errors():
-        batch.check_truncate_options(bpp, steps, psnr)
-        if psnr is not None:
-            files.check_psnr(psnr)
+        batch.check_cut("truncate", bpp, steps, psnr)
         if len(files_) > 1:
             _batch(
                 "truncate", files_, output, out_dir, jobs, quiet, bpp=bpp, steps=steps, psnr=psnr, force=force
