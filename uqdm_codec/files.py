@@ -51,6 +51,12 @@ class FileInfo:
         return min(len(self.layers), self.header.max_steps)
 
     @property
+    def chunk_boundaries(self) -> list[int]:
+        """cut_points without the end of a cut chunk: the prefixes the encoder judged as they are,
+        which a PSNR index lists (FORMAT.md 1.2)."""
+        return self.cut_points[:-1] if self.ends_in_cut_chunk else list(self.cut_points)
+
+    @property
     def psnr_table(self) -> dict[int, float]:
         """{chunk boundary: PSNR in dB of the image shown there (inf: exact)} from the header's PSNR
         index (FORMAT.md 1.2): the index's entries go with the file's chunk boundaries in order,
@@ -60,8 +66,7 @@ class FileInfo:
     @property
     def psnr_entries(self) -> dict[int, int]:
         """psnr_table with the index's own entries (hundredths of a dB, PSNR_EXACT for exact)."""
-        ends = self.cut_points[:-1] if self.ends_in_cut_chunk else self.cut_points
-        return dict(zip(ends, self.header.psnr_index or ()))
+        return dict(zip(self.chunk_boundaries, self.header.psnr_index or ()))
 
     def to_dict(self) -> dict:
         """The file's description as plain JSON values, for `uqdm info --json` and for scripts

@@ -191,7 +191,7 @@ def with_psnr_index(encoded: Encoded) -> Encoded:
     header (FORMAT.md 1.2): what `truncate --psnr` reads. The layers are the same bytes, the
     chunk boundaries move by the header's growth."""
     fi = files.info(encoded.data)
-    count = len(fi.cut_points) - fi.ends_in_cut_chunk
+    count = len(fi.chunk_boundaries)
     judged = encoded.screen[:count]
     if len(judged) != count or any(sse is None for sse in judged):
         raise AssertionError("a chunk boundary the encoder did not judge")
