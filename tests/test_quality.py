@@ -247,7 +247,7 @@ def test_given_and_psnr():
     assert not Target().given and Target(steps=0).given
     assert psnr_of(0, 10) == math.inf
     assert psnr_of(3 * 255 * 255 * 10, 10) == 0.0
-    assert Target(bpp=1.0).max_bytes(10, 8) == 10
+    assert Target(bpp=1.0).byte_budget(10, 8) == 10
 
 
 def test_library_encode_with_a_target(tmp_path, tiny_model_path):

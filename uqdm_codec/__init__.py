@@ -6,6 +6,7 @@
     sharp = uqdm_codec.decode(data, steps=3, recon="sample", seed=1)  # the rest drawn from the model
     exact = uqdm_codec.decode(data)                  # every layer: the original pixels
     small = uqdm_codec.truncate(data, bpp=0.5)       # longest prefix within 0.5 bits per pixel
+    sized = uqdm_codec.truncate(data, max_bytes=20_000)  # ... or within 20,000 bytes
     lossy = uqdm_codec.encode("photo.png", psnr=38)  # the shortest prefix that reaches 38 dB
     indexed = uqdm_codec.encode("photo.png", psnr_index=True)  # records every chunk's PSNR
     served = uqdm_codec.truncate(indexed, psnr=36)   # then cut to a quality without the original
@@ -20,7 +21,7 @@ from pathlib import Path
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.41.0"
+__version__ = "0.42.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -66,29 +67,30 @@ def encode(
     bpp: float | None = None,
     steps: int | None = None,
     psnr_index: bool = False,
+    max_bytes: int | None = None,
 ) -> bytes:
-    """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network
-    is averaged over mirror images at every step, for smaller files at 2 or 4 times its time.
-    fast: about half the encoding time, the same size and step images, coarser images inside a
-    step (Codec.encode). tail=True: the lossless end is an interlaced coder from exact neighbours
-    after step T-1, a smaller lossless file without the pixel step's image; None: the smaller
-    of the two; not given: True for a grayscale image (R = G = B), else False (Codec.encode).
-    tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller lossless file with
-    previews up to step S only. keep_icc: store the image's RGB ICC colour profile, if it has
-    one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
-    keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP
-    metadata. An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are
-    RGBA. psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B; the
-    encoder stops at that step and cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix
-    within B bits per pixel (what truncate(bpp=B) keeps of the whole file); steps=N: the first N
-    steps. At most one of the three; none: the whole, lossless file. psnr_index: the header
-    records the PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a byte per chunk),
-    so that truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality without
-    the original; not with bpp (truncate the indexed file instead)."""
+    """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network is
+    averaged over mirror images at every step, for smaller files at 2 or 4 times its time. fast: about
+    half the encoding time, the same size and step images, coarser images inside a step (Codec.encode).
+    tail=True: the lossless end is an interlaced coder from exact neighbours after step T-1, a smaller
+    lossless file without the pixel step's image; None: the smaller of the two; not given: True for a
+    grayscale image (R = G = B), else False (Codec.encode). tail_after=S: the tail follows step S (0 ..
+    T-1) instead, a smaller lossless file with previews up to step S only. keep_icc: store the image's RGB
+    ICC colour profile, if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves
+    it out). keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP
+    metadata. An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are RGBA.
+    psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B; the encoder stops at
+    that step and cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix within B bits per pixel
+    (what truncate(bpp=B) keeps of the whole file); max_bytes=N: the same within N bytes; steps=N: the
+    first N steps. At most one of the four; none: the whole, lossless file. psnr_index: the header records
+    the PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a byte per chunk), so that
+    truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality without the original;
+    not with bpp or max_bytes (truncate the indexed file instead)."""
     from .image_io import load_image
     from .quality import Target
 
-    target = Target(psnr=psnr, bpp=bpp, steps=steps)  # bad values fail before the image is read
+    # bad values fail before the image is read
+    target = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)
     target.check_psnr_index(psnr_index)
     loaded = load_image(image)
     return get_codec(model, device).encode(
@@ -116,18 +118,26 @@ def decode(
     seed: int | None = None,
     bpp: float | None = None,
     psnr: float | None = None,
+    max_bytes: int | None = None,
 ):
-    """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all
-    layers in the file; with the lossless layer that is the exact original; RGBA if the file has
-    an alpha channel, its colour profile and metadata, if any, in info["icc_profile"],
-    info["exif"] and info["xmp"]), or from the longest
-    prefix within `bpp` bits per pixel, or the shortest whose image reaches `psnr` dB by the
-    file's PSNR index (what `truncate` would keep, cut in memory). recon="sample"
-    draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp
-    where the mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step
-    is in."""
+    """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all layers in the
+    file; with the lossless layer that is the exact original; RGBA if the file has an alpha channel, its
+    colour profile and metadata, if any, in info["icc_profile"], info["exif"] and info["xmp"]), or from
+    the longest prefix within `bpp` bits per pixel or `max_bytes` bytes, or the shortest whose image
+    reaches `psnr` dB by the file's PSNR index (what `truncate` would keep, cut in memory). recon="sample"
+    draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp where the
+    mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step is in."""
     full = decode_full(
-        data, steps, model, device=device, progress=progress, recon=recon, seed=seed, bpp=bpp, psnr=psnr
+        data,
+        steps,
+        model,
+        device=device,
+        progress=progress,
+        recon=recon,
+        seed=seed,
+        bpp=bpp,
+        psnr=psnr,
+        max_bytes=max_bytes,
     )
     return full.to_pil()
 
@@ -150,6 +160,7 @@ def decode_full(
     seed: int | None = None,
     bpp: float | None = None,
     psnr: float | None = None,
+    max_bytes: int | None = None,
 ):
     """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings, recon)."""
     from . import container, files, sampling
@@ -158,7 +169,7 @@ def decode_full(
     recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
     if isinstance(data, (str, Path)):
         data = Path(data).read_bytes()
-    data = files.budget_prefix(data, steps, bpp, psnr)
+    data = files.budget_prefix(data, steps, bpp, psnr, max_bytes)
     header, _ = container.parse_header(data)
     codec = get_codec(model_for_file(header, model), device)
     return codec.decode(data, steps, progress, recon=recon, seed=seed)

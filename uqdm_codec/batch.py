@@ -49,9 +49,10 @@ def output_name(
     recon: str = "mean",
     seed: int | None = None,
     psnr: float | None = None,
+    max_bytes: int | None = None,
 ) -> str:
     """The file name an operation gives its output by default (the single-file CLI's names; a
-    sampled decode adds .sampleS). psnr: the quality a decode or truncate cuts to."""
+    sampled decode adds .sampleS). psnr, max_bytes: the quality or size a decode or truncate cuts to."""
     if op == "encode":
         return f"{source.stem}.uqd"
     if op == "decode":
@@ -60,9 +61,19 @@ def output_name(
             return f"{source.stem}.{bpp:g}bpp{tag}.png"
         if psnr is not None:
             return f"{source.stem}.{psnr:g}dB{tag}.png"
+        if max_bytes is not None:
+            return f"{source.stem}.{max_bytes}bytes{tag}.png"
         return f"{source.stem}.decoded{tag}.png" if steps is None else f"{source.stem}.step{steps}{tag}.png"
     if op == "truncate":
-        tag = f"{bpp:g}bpp" if bpp is not None else f"{psnr:g}dB" if psnr is not None else f"{steps}steps"
+        tag = (
+            f"{bpp:g}bpp"
+            if bpp is not None
+            else f"{psnr:g}dB"
+            if psnr is not None
+            else f"{max_bytes}bytes"
+            if max_bytes is not None
+            else f"{steps}steps"
+        )
         return f"{source.stem}.{tag}.uqd"
     raise ValueError(f"unknown operation {op!r}")
 
@@ -148,12 +159,14 @@ def encode_file(
     bpp: float | None = None,
     steps: int | None = None,
     psnr_index: bool = False,
+    max_bytes: int | None = None,
     force: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
     `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc, keep_metadata: store
     the image's RGB colour profile, its EXIF and XMP metadata if it has them; psnr, bpp, steps:
-    only the prefix of the file that reaches psnr dB, fits bpp or holds the steps (quality.Target);
+    only the prefix of the file that reaches psnr dB, fits bpp or max_bytes or holds the steps
+    (quality.Target);
     psnr_index: the header records every chunk boundary's PSNR, for truncate --psnr."""
     source = Path(source)
     target = _target("encode", source, out_dir, output)
@@ -163,7 +176,7 @@ def encode_file(
         from .image_io import atomic_write, load_image
         from .quality import Target
 
-        aim = Target(psnr=psnr, bpp=bpp, steps=steps)
+        aim = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
         from .codec import default_tail_note
@@ -205,14 +218,15 @@ def decode_file(
     recon: str = "mean",
     seed: int | None = None,
     psnr: float | None = None,
+    max_bytes: int | None = None,
     force: bool = False,
 ) -> Result:
-    """Decode one .uqd file to an image (default: NAME.decoded.png, NAME.stepN.png or, from the
-    longest prefix within `bpp`, NAME.<bpp>bpp.png, from the shortest its PSNR index says reaches
-    `psnr` dB, NAME.<psnr>dB.png; with recon="sample" the remaining steps are drawn, see
-    sampling.py, and the name ends .sampleS)."""
+    """Decode one .uqd file to an image (default: NAME.decoded.png, NAME.stepN.png or, from the longest
+    prefix within `bpp`, NAME.<bpp>bpp.png, from the shortest its PSNR index says reaches `psnr` dB,
+    NAME.<psnr>dB.png, from the longest within `max_bytes`, NAME.<max_bytes>bytes.png; with recon="sample"
+    the remaining steps are drawn, see sampling.py, and the name ends .sampleS)."""
     source = Path(source)
-    names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr}
+    names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes}
     target = _target("decode", source, out_dir, output, **names)
 
     def task() -> Result:
@@ -220,7 +234,7 @@ def decode_file(
         from .codec import model_for_file
         from .image_io import save_image
 
-        data = files.budget_prefix(read_input(source), steps, bpp, psnr)
+        data = files.budget_prefix(read_input(source), steps, bpp, psnr, max_bytes)
         header, _ = container.parse_header(data)
         if target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
@@ -228,7 +242,7 @@ def decode_file(
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **decoded.extras())
         what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
-        cut = bpp is not None or psnr is not None
+        cut = bpp is not None or psnr is not None or max_bytes is not None
         if cut:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"
         notes = ([] if cut else decoded.warnings) + saved  # a prefix cut on purpose is no warning
@@ -245,19 +259,22 @@ def truncate_file(
     bpp: float | None = None,
     steps: int | None = None,
     psnr: float | None = None,
+    max_bytes: int | None = None,
     force: bool = False,
 ) -> Result:
-    """Cut one .uqd file to a budget (`bpp` or `steps`) or a quality (`psnr`, by its PSNR index);
+    """Cut one .uqd file to a budget (`bpp`, `max_bytes` or `steps`) or a quality (`psnr`, by its PSNR index);
     needs no model and no torch."""
     source = Path(source)
-    target = _target("truncate", source, out_dir, output, bpp=bpp, steps=steps, psnr=psnr)
+    target = _target(
+        "truncate", source, out_dir, output, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes
+    )
 
     def task() -> Result:
         from . import files
         from .image_io import atomic_write
 
-        check_cut("truncate", bpp, steps, psnr)
-        cut = files.truncate(read_input(source), bpp=bpp, steps=steps, psnr=psnr)
+        check_cut("truncate", bpp, steps, psnr, max_bytes)
+        cut = files.truncate(read_input(source), bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes)
         atomic_write(target, cut, force=force, inputs=(source,))
         value = files.bpp_of(len(cut), files.info(cut).header)
         return Result(source, target, True, len(cut), value, f"{value:.3f} bpp")
@@ -265,18 +282,22 @@ def truncate_file(
     return _run(task, source, target, out_dir if output is None else None)
 
 
-def check_cut(op: str, bpp: float | None, steps: int | None, psnr: float | None) -> None:
-    """The prefix a truncate (exactly one of --bpp, --psnr, --steps) or a decode (at most one)
-    asks for: one error for the whole run, not one per file."""
-    given = sum(v is not None for v in (bpp, steps, psnr))
-    if op == "truncate" and given != 1:
-        raise UqdmError("give exactly one of --bpp, --psnr or --steps")
-    if given > 1:
-        raise UqdmError("give at most one of --bpp, --psnr or --steps")
-    if psnr is not None:
-        from .files import check_psnr
+def check_cut(
+    op: str, bpp: float | None, steps: int | None, psnr: float | None, max_bytes: int | None = None
+) -> None:
+    """The prefix a truncate (exactly one of --bpp, --bytes, --psnr, --steps) or a decode (at most
+    one) asks for: one error for the whole run, not one per file."""
+    from .files import check_max_bytes, check_psnr
 
+    given = sum(v is not None for v in (bpp, steps, psnr, max_bytes))
+    if op == "truncate" and given != 1:
+        raise UqdmError("give exactly one of --bpp, --bytes, --psnr or --steps")
+    if given > 1:
+        raise UqdmError("give at most one of --bpp, --bytes, --psnr or --steps")
+    if psnr is not None:
         check_psnr(psnr)
+    if max_bytes is not None:
+        check_max_bytes(max_bytes)
 
 
 def quality_text(psnr: float | None) -> str:
@@ -351,6 +372,7 @@ def run_batch(
     keep_metadata: bool = True,
     psnr: float | None = None,
     psnr_index: bool = False,
+    max_bytes: int | None = None,
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -360,8 +382,9 @@ def run_batch(
     names. jobs > 1 runs that many worker processes, each with cores // jobs torch threads and
     its own model loaded once. `seed` is the file seed for encode and the sampling seed for decode
     with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after`, `keep_icc` and `keep_metadata` the encoder's
-    (encode_file), as are `psnr`, `bpp` and `steps` for encode (at most one: the prefix to keep)
-    and `psnr_index`; for decode and truncate, `psnr` cuts to a quality by the file's PSNR index.
+    (encode_file), as are `psnr`, `bpp`, `max_bytes` and `steps` for encode (at most one: the prefix
+    to keep) and `psnr_index`; for decode and truncate, `psnr` cuts to a quality by the file's PSNR
+    index, `bpp` and `max_bytes` to a size.
     progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
@@ -369,15 +392,17 @@ def run_batch(
     if jobs < 1:
         raise UqdmError("--jobs must be at least 1")
     if op != "encode":
-        check_cut(op, bpp, steps, psnr)
+        check_cut(op, bpp, steps, psnr, max_bytes)
     if op == "encode":
         from .quality import Target
 
-        Target(psnr=psnr, bpp=bpp, steps=steps).check_psnr_index(psnr_index)  # one error, not one per file
+        Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes).check_psnr_index(
+            psnr_index
+        )  # one error, not one per file
     sources = [Path(p) for p in paths]
-    names = {"recon": recon, "seed": seed, "psnr": psnr} if op == "decode" else {}
+    names = {"recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes} if op == "decode" else {}
     if op == "truncate":
-        names = {"psnr": psnr}
+        names = {"psnr": psnr, "max_bytes": max_bytes}
     targets = plan_outputs(
         op, sources, Path(out_dir) if out_dir is not None else None, steps=steps, bpp=bpp, **names
     )
@@ -403,6 +428,7 @@ def run_batch(
             "bpp": bpp,
             "steps": steps,
             "psnr_index": psnr_index,
+            "max_bytes": max_bytes,
         },
         "decode": {
             "model": model,
@@ -412,8 +438,9 @@ def run_batch(
             "recon": recon,
             "seed": seed,
             "psnr": psnr,
+            "max_bytes": max_bytes,
         },
-        "truncate": {"bpp": bpp, "steps": steps, "psnr": psnr},
+        "truncate": {"bpp": bpp, "steps": steps, "psnr": psnr, "max_bytes": max_bytes},
     }[op]
     task = partial(TASKS[op], force=force, **options)
     results: list[Result | None] = [None] * len(sources)

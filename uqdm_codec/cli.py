@@ -64,6 +64,21 @@ def _tail_mode(mode: str | None, tail_after: int | None = None) -> bool | None |
     return _TAIL_MODES[mode]
 
 
+def _size(text: str | None) -> int | None:
+    """--bytes SIZE as a number of bytes (files.parse_size)."""
+    return None if text is None else files.parse_size(text)
+
+
+def _bytes_opt(what: str):
+    return typer.Option(
+        None,
+        "--bytes",
+        metavar="SIZE",
+        help=what + " SIZE: bytes, or 20k / 20kB (1000s), 20KiB (1024s), 1.5M.",
+        show_default=False,
+    )
+
+
 OutDirOpt = typer.Option(
     None,
     "--out-dir",
@@ -103,15 +118,59 @@ def _errors():
         _fail(f"internal error: {type(exc).__name__}: {exc} (set UQDM_DEBUG=1 for details)", 2)
 
 
+STDIO = "-"  # as an input: standard input; as -o: standard output
+
+
+def _is_stdio(path: Path | None) -> bool:
+    return path is not None and str(path) == STDIO
+
+
+def _label(path: Path) -> str:
+    return "standard input" if _is_stdio(path) else str(path)
+
+
+def _inputs(path: Path) -> tuple[Path, ...]:
+    """The inputs an output must not overwrite (none for standard input)."""
+    return () if _is_stdio(path) else (path,)
+
+
+def _check_stdout(what: str) -> None:
+    """Before any work: binary data is not for a terminal."""
+    if sys.stdout.isatty():
+        raise UqdmError(
+            f"refusing to write {what} to a terminal: redirect standard output (> FILE) or give -o FILE"
+        )
+
+
+def _write_stdout(data: bytes) -> None:
+    """The whole output at once, once it is complete (never half an output, as for files)."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        try:  # no second complaint when Python flushes standard output at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise UqdmError("standard output was closed before the whole output was written") from None
+
+
+def _check_no_stdio(inputs: list[Path]) -> None:
+    if any(_is_stdio(p) for p in inputs):
+        raise UqdmError("- (standard input) must be the only input")
+
+
 @contextmanager
-def _naming(path: Path):
-    """Name the file in a format error raised while reading it, as batch runs do."""
+def _naming(path: Path, every: bool = False):
+    """Name the file in a format error raised while reading it, as batch runs do; every: in any
+    error (around what only reads the file, such as a cut that it cannot give)."""
+    label = _label(path)
     try:
         yield
-    except FormatError as exc:
-        if str(path) in str(exc):
+    except UqdmError as exc:
+        if label in str(exc) or not (every or isinstance(exc, FormatError)):
             raise
-        raise FormatError(f"{path}: {exc}") from exc
+        raise type(exc)(f"{label}: {exc}") from exc
 
 
 @contextmanager
@@ -139,17 +198,27 @@ def _progress(label: str, quiet: bool, unit: str = "layers"):
 
 
 def _read(path: Path) -> bytes:
+    """A file's bytes; `-`: all of standard input."""
     from .batch import read_input
 
+    if _is_stdio(path):
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UqdmError("- reads standard input, which is a terminal here: pipe a file in (< FILE)")
+        return sys.stdin.buffer.read()
     return read_input(path)
 
 
 def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | None, **names) -> Path:
-    """Where a single input's output goes: -o, else its default name in --out-dir or beside it."""
+    """Where a single input's output goes: -o (`-`: standard output), else its default name in
+    --out-dir or beside it."""
     from .batch import make_folder, output_name
 
     if output is not None:
         return output
+    if _is_stdio(source):
+        raise UqdmError(
+            "standard input has no name to name the output after: give -o FILE (or -o - for standard output)"
+        )
     if out_dir is None:
         return source.with_name(output_name(op, source, **names))
     make_folder(out_dir)
@@ -163,6 +232,7 @@ def _batch(
     table at the end; exit code 1 if any failed."""
     from . import batch
 
+    _check_no_stdio(inputs)
     if output is not None:
         raise UqdmError(
             f"-o/--output names one file but {len(inputs)} inputs were given; use --out-dir FOLDER"
@@ -267,10 +337,13 @@ def _layer_table(fi, title: str, encoded=None) -> Table:
 @app.command()
 def encode(
     images: list[Path] = typer.Argument(
-        ..., metavar="IMAGES", help="Images to compress (PNG, JPEG, WebP, ...)."
+        ..., metavar="IMAGES", help="Images to compress (PNG, JPEG, WebP, ...); '-': standard input."
     ),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Output .uqd of a single input (default: next to the input)."
+        None,
+        "-o",
+        "--output",
+        help="Output .uqd of a single input (default: next to the input; '-': standard output).",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -317,6 +390,9 @@ def encode(
         help="Write only the longest prefix within this many bits per pixel (what truncate --bpp "
         "keeps of the whole file).",
     ),
+    size: str | None = _bytes_opt(
+        "Write only the longest prefix within SIZE bytes (what truncate --bytes keeps of the whole file)."
+    ),
     steps: int | None = typer.Option(None, "--steps", "-s", help="Write only the first N diffusion steps."),
     psnr_index: bool = typer.Option(
         False,
@@ -328,8 +404,8 @@ def encode(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Compress images into progressive .uqd files (NAME.uqd), lossless unless --psnr, --bpp or
-    --steps asks for a prefix.
+    """Compress images into progressive .uqd files (NAME.uqd), lossless unless --psnr, --bpp,
+    --bytes or --steps asks for a prefix.
 
     Several inputs run in --jobs worker processes; a file that fails is reported in one line and
     the others go on; a table sums up, and the exit code is 1 if any failed."""
@@ -341,7 +417,8 @@ def encode(
 
         mirrors = ensemble.check_mirrors(mirrors)
         tail_mode = _tail_mode(tail, tail_after)
-        aim = Target(psnr=psnr, bpp=bpp, steps=steps)
+        max_bytes = _size(size)
+        aim = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)
         aim.check_psnr_index(psnr_index)
         if tail_after is not None:  # a bad step is one error, not one per file
             get_codec(model, device).check_tail_after(tail_after)
@@ -366,14 +443,18 @@ def encode(
                 bpp=bpp,
                 steps=steps,
                 psnr_index=psnr_index,
+                max_bytes=max_bytes,
                 force=force,
             )
             return
         image = images[0]
         target = _single_target("encode", image, output, out_dir)
-        if target.exists() and not force:
+        to_stdout = _is_stdio(target)
+        if to_stdout:
+            _check_stdout("a .uqd file")
+        elif target.exists() and not force:
             raise UqdmError(f"{target} already exists (use --force to overwrite)")
-        loaded = load_image(image)
+        loaded = load_image(_read(image), "standard input") if _is_stdio(image) else load_image(image)
         from .codec import default_tail_note
 
         if note := default_tail_note(loaded.pixels, tail_mode):
@@ -396,28 +477,36 @@ def encode(
                 **loaded.extras(icc, metadata),
             )
         data = encoded.data
-        atomic_write(target, data, force=force, inputs=(image,))
+        say = err if to_stdout else out  # standard output carries the file
+        if to_stdout:
+            _write_stdout(data)
+            target = "standard output"
+        else:
+            atomic_write(target, data, force=force, inputs=_inputs(image))
         fi = files.info(data)
         if not quiet:
             title = f"{target}: {fi.header.width}x{fi.header.height}, model {fi.header.model_name}"
-            out.print(_layer_table(fi, title, encoded))
+            say.print(_layer_table(fi, title, encoded))
         what = f"{len(data)} bytes, {files.bpp_of(len(data), fi.header):.3f} bpp"
         if aim.given:
             what += f", {quality_text(encoded.psnr)}"
             if not fi.complete and len(data) > (fi.layers[-1].end if fi.layers else fi.header_bytes):
                 what += f", step {len(fi.layers) + 1} in part"
-        out.print(f"wrote {target} ({what})", highlight=False)
+        say.print(f"wrote {target} ({what})", highlight=False)
 
 
 @app.command()
 def decode(
-    files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files (complete or truncated)."),
+    files_: list[Path] = typer.Argument(
+        ..., metavar="FILES", help=".uqd files (complete or truncated); '-': standard input."
+    ),
     output: Path | None = typer.Option(
         None,
         "-o",
         "--output",
         help="Output image of a single input (default: next to the input, NAME.decoded.png, "
-        "NAME.stepN.png, NAME.<bpp>bpp.png or NAME.<psnr>dB.png).",
+        "NAME.stepN.png, NAME.<bpp>bpp.png, NAME.<N>bytes.png or NAME.<psnr>dB.png; '-': a PNG on "
+        "standard output).",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -427,6 +516,9 @@ def decode(
         "--bpp",
         help="Decode the longest prefix within this many bits per pixel (what truncate --bpp would keep; "
         "no file is cut).",
+    ),
+    size: str | None = _bytes_opt(
+        "Decode the longest prefix within SIZE bytes (what truncate --bytes would keep)."
     ),
     psnr: float | None = typer.Option(
         None,
@@ -464,10 +556,11 @@ def decode(
     with _errors():  # the imports too, as in encode
         from . import container, get_codec, sampling
         from .codec import model_for_file
-        from .image_io import save_image
+        from .image_io import image_bytes, save_image
 
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-        batch.check_cut("decode", bpp, steps, psnr)
+        max_bytes = _size(size)
+        batch.check_cut("decode", bpp, steps, psnr, max_bytes)
         if len(files_) > 1:
             if progression or all_steps:
                 raise UqdmError("--progression and --all-steps take a single input")
@@ -485,28 +578,47 @@ def decode(
                 recon=recon,
                 seed=seed,
                 psnr=psnr,
+                max_bytes=max_bytes,
                 force=force,
             )
             return
         file = files_[0]
         data = _read(file)
-        with _naming(file):
+        with _naming(file, every=True):
             header, _ = container.parse_header(data)
-            data = files.budget_prefix(data, steps, bpp, psnr)
-        cut = bpp is not None or psnr is not None  # a prefix chosen here, not a file cut short
+            data = files.budget_prefix(data, steps, bpp, psnr, max_bytes)
+        cut = bpp is not None or psnr is not None or max_bytes is not None  # chosen here, not cut short
         levels_only = (progression or all_steps) and output is None and steps is None and not cut
-        names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr}
+        names = {
+            "steps": steps,
+            "bpp": bpp,
+            "recon": recon,
+            "seed": seed,
+            "psnr": psnr,
+            "max_bytes": max_bytes,
+        }
         target = None if levels_only else _single_target("decode", file, output, out_dir, **names)
-        for path in (target, progression):
+        to_stdout = _is_stdio(target)
+        if to_stdout:
+            _check_stdout("a PNG image")
+        for path in (None if to_stdout else target, progression):
             if path is not None and path.exists() and not force:
                 raise UqdmError(f"{path} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
         if target is not None:
             with _progress("decoding", quiet) as update, _naming(file):
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
-            for w in () if cut else result.warnings:  # with --bpp or --psnr the file is cut on purpose
+            for w in () if cut else result.warnings:  # with --bpp, --bytes or --psnr it is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
-            for note in save_image(result.pixels, target, force=force, inputs=(file,), **result.extras()):
+            if to_stdout:
+                blob, notes = image_bytes(result.pixels, "PNG", **result.extras())
+                _write_stdout(blob)
+                target = "standard output"
+            else:
+                notes = save_image(
+                    result.pixels, target, force=force, inputs=_inputs(file), **result.extras()
+                )
+            for note in notes:
                 err.print(f"note: {note}", highlight=False)
         if progression or all_steps:
             with _naming(file):
@@ -527,7 +639,7 @@ def decode(
                 what += f", remaining steps sampled (seed {seed})"
             elif recon == "sample" and not result.lossless:
                 what += " (no Haar step left to sample: the mean image)"
-            out.print(f"wrote {target}: {what}", highlight=False)
+            (err if to_stdout else out).print(f"wrote {target}: {what}", highlight=False)
 
 
 def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed) -> None:
@@ -540,7 +652,7 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
     reference = levels[-1].pixels if levels[-1].lossless else None
     h, w = levels[0].pixels.shape[:2]
-    keep = {"force": force, "inputs": (file,), **levels[0].extras()}
+    keep = {"force": force, "inputs": _inputs(file), **levels[0].extras()}
     notes: list[str] = []
     if folder:
         folder.mkdir(parents=True, exist_ok=True)
@@ -552,7 +664,7 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         out.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
     if strip_path:
         sheet = prog.strip(levels, reference)
-        notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=(file,))  # a sheet: no extras
+        notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file))  # no extras
         out.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
     for note in notes:  # the levels are PNGs, which hold both
         err.print(f"note: {note}", highlight=False)
@@ -560,8 +672,9 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
 
 @app.command()
 def truncate(
-    files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files."),
+    files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files; '-': standard input."),
     bpp: float | None = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
+    size: str | None = _bytes_opt("Keep the longest prefix within SIZE bytes."),
     steps: int | None = typer.Option(None, "--steps", "-s", help="Keep the first N diffusion steps."),
     psnr: float | None = typer.Option(
         None,
@@ -573,8 +686,8 @@ def truncate(
         None,
         "-o",
         "--output",
-        help="Output .uqd of a single input (default: next to the input, NAME.<budget>.uqd, "
-        "NAME.<psnr>dB.uqd).",
+        help="Output .uqd of a single input (default: next to the input, NAME.<bpp>bpp.uqd, "
+        "NAME.<N>bytes.uqd, NAME.<N>steps.uqd or NAME.<psnr>dB.uqd; '-': standard output).",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -591,22 +704,42 @@ def truncate(
     from .image_io import atomic_write
 
     with _errors():
-        batch.check_cut("truncate", bpp, steps, psnr)
+        max_bytes = _size(size)
+        batch.check_cut("truncate", bpp, steps, psnr, max_bytes)
         if len(files_) > 1:
             _batch(
-                "truncate", files_, output, out_dir, jobs, quiet, bpp=bpp, steps=steps, psnr=psnr, force=force
+                "truncate",
+                files_,
+                output,
+                out_dir,
+                jobs,
+                quiet,
+                bpp=bpp,
+                steps=steps,
+                psnr=psnr,
+                max_bytes=max_bytes,
+                force=force,
             )
             return
         file = files_[0]
+        target = _single_target(
+            "truncate", file, output, out_dir, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes
+        )
+        to_stdout = _is_stdio(target)
+        if to_stdout:
+            _check_stdout("a .uqd file")
         data = _read(file)
-        with _naming(file):
-            cut = files.truncate(data, bpp=bpp, steps=steps, psnr=psnr)
-        target = _single_target("truncate", file, output, out_dir, bpp=bpp, steps=steps, psnr=psnr)
-        atomic_write(target, cut, force=force, inputs=(file,))
+        with _naming(file, every=True):
+            cut = files.truncate(data, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes)
+        if to_stdout:
+            _write_stdout(cut)
+            target = "standard output"
+        else:
+            atomic_write(target, cut, force=force, inputs=_inputs(file))
         fi = files.info(cut)
         reached = fi.psnr_table.get(len(cut))
         quality = "" if reached is None or fi.complete else f", {batch.quality_text(reached)}"
-        out.print(
+        (err if to_stdout else out).print(
             f"wrote {target}: {len(cut)} bytes, {files.bpp_of(len(cut), fi.header):.4f} bpp, "
             f"{fi.steps} steps{', lossless layer' if fi.complete else ''}"
             f"{', ends inside a chunk' if fi.ends_in_cut_chunk else ''}{quality}",
@@ -616,7 +749,7 @@ def truncate(
 
 @app.command()
 def info(
-    file: Path = typer.Argument(..., help="A .uqd file."),
+    file: Path = typer.Argument(..., help="A .uqd file; '-': standard input."),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -630,11 +763,11 @@ def info(
         with _naming(file):
             fi = files.info(_read(file))
         if as_json:
-            print(json.dumps({"file": str(file), **fi.to_dict()}, indent=1))
+            print(json.dumps({"file": _label(file), **fi.to_dict()}, indent=1))
             return
         hd = fi.header
         out.print(
-            f"{file}: {hd.width}x{hd.height} {'RGB' if hd.alpha is None else 'RGBA'}, "
+            f"{_label(file)}: {hd.width}x{hd.height} {'RGB' if hd.alpha is None else 'RGBA'}, "
             + f"{hd.coded_steps} diffusion steps + lossless {'tail' if hd.tail else 'layer'}, "
             + f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}"
             + (f", {fi.regions} regions of {hd.region[0]}x{hd.region[1]}" if hd.tiled else "")

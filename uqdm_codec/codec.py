@@ -24,7 +24,6 @@ from . import (
     display_filter,
     ensemble,
     entropy,
-    files,
     haar,
     lossless_context,
     lossless_tail,
@@ -916,8 +915,8 @@ class Codec:
         target.check_psnr_index(psnr_index)
         if psnr_index and not self.intervals:
             raise UqdmError("a PSNR index needs file format 8 (known intervals)")
-        if target.bpp is not None:  # a budget below the header fails now, not after the encode
-            files.truncate(header.to_bytes(), bpp=target.bpp)
+        if target.budgeted:  # a budget below the header fails now, not after the encode
+            target.truncate(header.to_bytes())
         bar = _FullAtTheEnd(progress) if progress else None
         encoded = self._judge_cut(pixels, self._encode_cut(pixels, header, bar, fast, tail, target), target)
         if psnr_index:

@@ -11,6 +11,8 @@ here.
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from dataclasses import dataclass, field
 
 from . import colour_profile, container, photo_metadata
@@ -145,6 +147,31 @@ def budget_bytes(bpp: float, width: int, height: int) -> int:
     return math.floor(bpp * width * height / 8.0 * (1.0 + 1e-12))
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 1 << 20}
+
+
+def parse_size(text: str | int) -> int:
+    """A byte budget as a user writes it: 20000, 20k or 20kB (1000 bytes each), 20KiB (1024), 1.5M
+    or 1.5MB (10**6), 2MiB; rounded down to whole bytes. For `--bytes`: sizes people send files in."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", str(text))
+        if match is None or match.group(2).lower() not in _SIZE_UNITS:
+            raise UqdmError(f"{text!r} is not a size in bytes (e.g. 20000, 20k, 20kB, 20KiB, 1.5M)")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = math.floor(value * _SIZE_UNITS[unit])
+    if size < 0:
+        raise UqdmError("a size in bytes must not be negative")
+    return size
+
+
+def check_max_bytes(max_bytes: int) -> int:
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 0:
+        raise UqdmError(f"max_bytes must be a non-negative whole number of bytes, not {max_bytes!r}")
+    return int(max_bytes)
+
+
 def info(data: bytes) -> FileInfo:
     data = bytes(data)
     head = container.parse_header(data)  # once: a header's extensions are inflated when read
@@ -211,14 +238,21 @@ def _tiled_info(data: bytes, head: tuple[Header, int]) -> FileInfo:
     return FileInfo(hd, header_size, len(data), layers, warnings, cuts, spans, cut, len(parts))
 
 
-def budget_prefix(data: bytes, steps: int | None, bpp: float | None, psnr: float | None = None) -> bytes:
-    """What a decode with these options reads: the whole file, or with `bpp` or `psnr` the prefix
-    `truncate` would keep (a decode gives at most one of --steps, --bpp and --psnr)."""
-    if bpp is None and psnr is None:
+def budget_prefix(
+    data: bytes,
+    steps: int | None,
+    bpp: float | None,
+    psnr: float | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
+    """What a decode with these options reads: the whole file, or with `bpp`, `max_bytes` or
+    `psnr` the prefix `truncate` would keep (a decode gives at most one of --steps, --bpp, --bytes
+    and --psnr)."""
+    if bpp is None and psnr is None and max_bytes is None:
         return data
-    if sum(v is not None for v in (steps, bpp, psnr)) > 1:
-        raise UqdmError("give at most one of --bpp, --psnr or --steps")
-    return truncate(bytes(data), bpp=bpp, psnr=psnr)
+    if sum(v is not None for v in (steps, bpp, psnr, max_bytes)) > 1:
+        raise UqdmError("give at most one of --bpp, --bytes, --psnr or --steps")
+    return truncate(bytes(data), bpp=bpp, psnr=psnr, max_bytes=max_bytes)
 
 
 def check_psnr(psnr: float) -> None:
@@ -276,6 +310,7 @@ def truncate(
         if not bpp >= 0:
             raise UqdmError("bpp must be a non-negative number")
         max_bytes = budget_bytes(bpp, hd.width, hd.height)
+    max_bytes = check_max_bytes(max_bytes)
     if max_bytes < fi.header_bytes:
         raise UqdmError(
             f"budget of {max_bytes} bytes ({bpp_of(max_bytes, hd):.4f} bpp) is smaller than the "

@@ -11,6 +11,7 @@ and the parts of EXIF that cannot be carried over are left out with a note.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -208,9 +209,10 @@ def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str])
     return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes))
 
 
-def load_image(source) -> LoadedImage:
-    """Path, PIL image or numpy array -> (H, W, 3) uint8 plus notes on any conversion, and the
-    image's RGB colour profile, alpha channel, EXIF and XMP metadata if it carries them."""
+def load_image(source, name: str | None = None) -> LoadedImage:
+    """Path, PIL image, numpy array or an image file's bytes (named `name` in errors, e.g. "standard
+    input") -> (H, W, 3) uint8 plus notes on any conversion, and the image's RGB colour profile,
+    alpha channel, EXIF and XMP metadata if it carries them."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
         rgba = _from_array(source, notes)
@@ -219,15 +221,22 @@ def load_image(source) -> LoadedImage:
     if isinstance(source, Image.Image):
         _check_size(*source.size)
         return _loaded(ImageOps.exif_transpose(source), source, notes)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _open(io.BytesIO(bytes(source)), name or "image bytes", notes)
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
+    return _open(path, str(path), notes)
+
+
+def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
+    """An image file (path or bytes) as load_image returns it; `path` names it in errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(file) as im:
                 _check_size(*im.size)
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
@@ -331,30 +340,63 @@ def save_image(
     Returns notes (what the format drops)."""
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    image, options, notes = _prepared(pixels, path.name, fmt, icc_profile, alpha, exif, xmp)
+    atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
+    return notes
+
+
+def image_bytes(
+    pixels: np.ndarray,
+    fmt: str = "PNG",
+    *,
+    icc_profile: bytes | None = None,
+    alpha: np.ndarray | None = None,
+    exif: bytes | None = None,
+    xmp: bytes | None = None,
+) -> tuple[bytes, list[str]]:
+    """What save_image would write to a file of format `fmt`, as bytes (for standard output), and
+    its notes."""
+    image, options, notes = _prepared(pixels, f"the {fmt} image", fmt, icc_profile, alpha, exif, xmp)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue(), notes
+
+
+def _prepared(
+    pixels: np.ndarray,
+    name: str,
+    fmt: str,
+    icc_profile: bytes | None,
+    alpha: np.ndarray | None,
+    exif: bytes | None,
+    xmp: bytes | None,
+) -> tuple[Image.Image, dict, list[str]]:
+    """The PIL image and save options of pixels and their extras in format `fmt`, and notes (named
+    `name`) on what the format cannot hold."""
     options, notes = {}, []
     if alpha is not None and fmt in ALPHA_FORMATS:
         image = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
     else:
         image = Image.fromarray(pixels, "RGB")
         if alpha is not None:
-            notes.append(f"{path.name}: {fmt} files cannot hold the image's alpha channel; left out")
+            notes.append(f"{name}: {fmt} files cannot hold the image's alpha channel; left out")
     if icc_profile is not None and fmt in ICC_FORMATS:
         options["icc_profile"] = icc_profile
     elif icc_profile is not None:
-        notes.append(f"{path.name}: {fmt} files cannot hold the image's ICC colour profile; left out")
+        notes.append(f"{name}: {fmt} files cannot hold the image's ICC colour profile; left out")
     if exif is not None:
         payload = photo_metadata.EXIF_PREFIX + exif
         if fmt not in EXIF_FORMATS:
-            notes.append(f"{path.name}: {fmt} files cannot hold the image's EXIF metadata; left out")
+            notes.append(f"{name}: {fmt} files cannot hold the image's EXIF metadata; left out")
         elif fmt == "JPEG" and len(payload) > JPEG_SEGMENT:
-            notes.append(f"{path.name}: its EXIF ({len(exif):,} bytes) is too long for JPEG; left out")
+            notes.append(f"{name}: its EXIF ({len(exif):,} bytes) is too long for JPEG; left out")
         else:
             options["exif"] = payload
     if xmp is not None:
         if fmt not in XMP_FORMATS:
-            notes.append(f"{path.name}: {fmt} files cannot hold the image's XMP metadata; left out")
+            notes.append(f"{name}: {fmt} files cannot hold the image's XMP metadata; left out")
         elif fmt == "JPEG" and len(XMP_JPEG_NAMESPACE) + len(xmp) > JPEG_SEGMENT:
-            notes.append(f"{path.name}: its XMP ({len(xmp):,} bytes) is too long for JPEG; left out")
+            notes.append(f"{name}: its XMP ({len(xmp):,} bytes) is too long for JPEG; left out")
         elif fmt == "PNG":
             text = PngImagePlugin.PngInfo()
             text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"), zip=True)
@@ -363,5 +405,4 @@ def save_image(
             options["tiffinfo"] = {700: xmp}
         else:
             options["xmp"] = xmp
-    atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
-    return notes
+    return image, options, notes

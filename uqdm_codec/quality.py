@@ -68,40 +68,56 @@ def psnr_of(sse: int, pixels: int) -> float:
 @dataclass(frozen=True)
 class Target:
     """What an encode aims at: the shortest prefix whose image reaches `psnr` dB, the longest within
-    `bpp` bits per pixel (what `truncate --bpp` keeps of the whole file), or the first `steps`
-    diffusion steps. At most one is given; none: the whole, lossless file."""
+    `bpp` bits per pixel or `max_bytes` bytes (what `truncate` keeps of the whole file), or the first
+    `steps` diffusion steps. At most one is given; none: the whole, lossless file."""
 
     psnr: float | None = None
     bpp: float | None = None
     steps: int | None = None
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        if sum(v is not None for v in (self.psnr, self.bpp, self.steps)) > 1:
-            raise UqdmError("give at most one of psnr, bpp or steps")
+        if sum(v is not None for v in (self.psnr, self.bpp, self.steps, self.max_bytes)) > 1:
+            raise UqdmError("give at most one of psnr, bpp, max_bytes or steps")
         if self.psnr is not None and not (isinstance(self.psnr, (int, float)) and 0 < self.psnr < math.inf):
             raise UqdmError("psnr must be a positive number of dB (leave it out for the lossless file)")
         if self.bpp is not None and not (isinstance(self.bpp, (int, float)) and 0 <= self.bpp < math.inf):
             raise UqdmError("bpp must be a non-negative number")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
             raise UqdmError("steps must be a whole number")
+        if self.max_bytes is not None:
+            files.check_max_bytes(self.max_bytes)
 
     def check_psnr_index(self, psnr_index: bool) -> None:
         """A PSNR index is written into a file's header once its chunk boundaries are known, which a
-        bpp budget, counting the header's bytes, would need before."""
-        if psnr_index and self.bpp is not None:
+        byte budget, counting the header's bytes, would need before."""
+        if psnr_index and self.budgeted:
+            what = "bpp" if self.bpp is not None else "size"
             raise UqdmError(
-                "a PSNR index does not go with a bpp target: encode with the index, then truncate --bpp"
+                f"a PSNR index does not go with a {what} target: encode with the index, then truncate "
+                f"--{'bpp' if self.bpp is not None else 'bytes'}"
             )
 
     @property
     def given(self) -> bool:
-        return any(v is not None for v in (self.psnr, self.bpp, self.steps))
+        return any(v is not None for v in (self.psnr, self.bpp, self.steps, self.max_bytes))
 
-    def max_bytes(self, width: int, height: int) -> int | None:
-        """The byte budget of a `bpp` target, rounded as `truncate` rounds it."""
+    @property
+    def budgeted(self) -> bool:
+        """A byte budget (bpp or max_bytes): the file is what `truncate` keeps of the whole one."""
+        return self.bpp is not None or self.max_bytes is not None
+
+    def byte_budget(self, width: int, height: int) -> int | None:
+        """The bytes a `bpp` or `max_bytes` target allows, a bpp rounded as `truncate` rounds it."""
+        if self.max_bytes is not None:
+            return int(self.max_bytes)
         if self.bpp is None:
             return None
         return files.budget_bytes(self.bpp, width, height)
+
+    def truncate(self, data: bytes) -> bytes:
+        """What `truncate` keeps of `data` within this target's byte budget."""
+        return files.truncate(data, bpp=self.bpp, max_bytes=self.max_bytes)
 
     def stopper(self, width: int, height: int, whole_image: bool) -> Callable[[int, int, int], bool] | None:
         """stop(layer, bytes so far, squared error on screen): whether an encoder may stop after this
@@ -115,8 +131,8 @@ class Target:
         if self.psnr is not None:
             psnr, pixels = self.psnr, width * height
             return lambda i, size, sse: psnr_of(sse, pixels) >= psnr
-        if self.bpp is not None:
-            budget = self.max_bytes(width, height)
+        if self.budgeted:
+            budget = self.byte_budget(width, height)
             return lambda i, size, sse: size >= budget
         return None
 
@@ -168,8 +184,8 @@ def cut(data: bytes, traces: list[ScreenTrace], target: Target) -> Encoded:
         out = bytes(data[: fi.cut_points[k]])
     elif target.steps is not None:
         out = files.truncate(data, steps=target.steps)
-    elif target.bpp is not None:
-        out = files.truncate(data, bpp=target.bpp)
+    elif target.budgeted:
+        out = target.truncate(data)
     else:
         out = bytes(data)
     kept = [sse for c, sse in zip(fi.cut_points, screen) if c <= len(out)]
