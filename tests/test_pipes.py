@@ -74,6 +74,11 @@ def test_encode_truncate_decode_through_pipes(photo, tiny_model_path, tmp_path):
     assert r.exit_code == 0 and "wrote" in r.stdout  # a file out: messages on stdout as ever
     assert np.array_equal(np.asarray(Image.open(tmp_path / "whole.png")), np.asarray(Image.open(photo)))
 
+    r = run("decode", uqd, "-o", "-", "-m", tiny_model_path, "--progression", tmp_path / "strip.png")
+    assert r.exit_code == 0 and (tmp_path / "strip.png").exists(), r.stderr
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.stdout_bytes))), np.asarray(Image.open(photo)))
+    assert "wrote " in r.stderr and "levels" in r.stderr  # the strip's line too, not in the PNG's bytes
+
     r = run("info", "-", stdin=data)
     assert r.exit_code == 0 and r.stdout.startswith("standard input: 40x24")
     r = run("info", "-", "--json", stdin=cut)

@@ -622,7 +622,10 @@ def decode(
                 err.print(f"note: {note}", highlight=False)
         if progression or all_steps:
             with _naming(file):
-                _write_levels(codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed)
+                say = err if to_stdout else out  # standard output carries the image
+                _write_levels(
+                    codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed, say
+                )
         if target is not None:
             what = (
                 "lossless (exact original)"
@@ -642,7 +645,7 @@ def decode(
             (err if to_stdout else out).print(f"wrote {target}: {what}", highlight=False)
 
 
-def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed) -> None:
+def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed, say=out) -> None:
     import numpy as np
 
     from . import progression as prog
@@ -661,11 +664,11 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
             notes += save_image(prog.mean_image(image), folder / f"{name}.png", **keep)
             if image.recon == "sample":
                 notes += save_image(image.pixels, folder / f"{name}_sample{seed}.png", **keep)
-        out.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
+        say.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
     if strip_path:
         sheet = prog.strip(levels, reference)
         notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file))  # no extras
-        out.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
+        say.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
     for note in notes:  # the levels are PNGs, which hold both
         err.print(f"note: {note}", highlight=False)
 
