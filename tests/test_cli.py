@@ -358,3 +358,11 @@ def test_info_cut_points_of_a_tiled_file_are_files(tiny_model):
     for cut in described["cut_points"][::7]:
         prefix = files.info(data[:cut])
         assert prefix.total_bytes == cut and all("decoding what is there" in w for w in prefix.warnings)
+
+
+def test_version():
+    import uqdm_codec
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout.startswith(f"uqdm {uqdm_codec.__version__} (writes .uqd format 8")
+    assert r.stdout.count("\n") == 1

@@ -24,6 +24,37 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
+
+def _version_text() -> str:
+    """What `uqdm --version` prints: the package and the file formats it writes and reads (no torch)."""
+    from . import __version__, container
+
+    reads = sorted({*container.READ_VERSIONS, container.VERSION, container.EXTENDED_VERSION})
+    return (
+        f"uqdm {__version__} (writes .uqd format {container.VERSION}, {container.EXTENDED_VERSION} with "
+        f"header extensions; reads formats {reads[0]}-{reads[-1]})"
+    )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(_version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print uqdm's version and the file formats it writes and reads, and exit.",
+    ),
+) -> None:
+    """uqdm: progressive image compression with a universally quantized diffusion model."""
+
+
 ModelOpt = typer.Option(None, "--model", "-m", help="Model name (in weights/) or .safetensors path.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar, no notes.")
