@@ -366,3 +366,35 @@ def test_version():
     r = run("--version")
     assert r.exit_code == 0 and r.stdout.startswith(f"uqdm {uqdm_codec.__version__} (writes .uqd format 8")
     assert r.stdout.count("\n") == 1
+
+
+def test_info_of_several_files(photo, tiny_model_path, tmp_path):
+    import json
+
+    assert run("encode", photo, "-m", tiny_model_path, "--seed", 4, "-q").exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    assert run("truncate", uqd, "--steps", 2, "-o", tmp_path / "s2.uqd").exit_code == 0
+    data = uqd.read_bytes()
+    (tmp_path / "cut.uqd").write_bytes(data[: len(data) // 2])  # ends inside a step
+    (tmp_path / "junk.uqd").write_bytes(b"junk")
+    names = [uqd, tmp_path / "s2.uqd", tmp_path / "cut.uqd", tmp_path / "junk.uqd"]
+    r = run("info", *names)
+    assert r.exit_code == 1  # one unreadable file; the others are still listed
+    assert r.stderr.strip() == f"error: {tmp_path / 'junk.uqd'}: not a .uqd file (bad magic bytes)"
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│")}
+    assert "lossless" in lines[str(uqd)] and f" {len(data)} " in lines[str(uqd)]
+    assert "after step 2" in lines[str(tmp_path / "s2.uqd")] and "40x24" in lines[str(tmp_path / "s2.uqd")]
+    assert "in step" in lines[str(tmp_path / "cut.uqd")] and "unreadable" in lines[str(tmp_path / "junk.uqd")]
+
+    r = run("info", *names[:3], "--json")
+    assert r.exit_code == 0
+    listed = json.loads(r.stdout)
+    assert [d["file"] for d in listed] == [str(p) for p in names[:3]]
+    single = json.loads(run("info", names[1], "--json").stdout)
+    assert listed[1] == single  # each entry is what info --json says of that file alone
+    r = run("info", *names, "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)[3] == {
+        "file": str(names[3]),
+        "error": f"{names[3]}: not a .uqd file (bad magic bytes)",
+    }
+    assert_one_line_error(run("info", "-", uqd))

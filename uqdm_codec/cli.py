@@ -783,17 +783,25 @@ def truncate(
 
 @app.command()
 def info(
-    file: Path = typer.Argument(..., help="A .uqd file; '-': standard input."),
+    files_: list[Path] = typer.Argument(
+        ..., metavar="FILES", help=".uqd files; '-': standard input (as the only one)."
+    ),
     as_json: bool = typer.Option(
         False,
         "--json",
         help="Print the header and layers as JSON (layer end offsets and every chunk boundary, "
-        "each the length of a prefix that is a valid file), for scripts.",
+        "each the length of a prefix that is a valid file), for scripts; for several files a list.",
     ),
 ) -> None:
-    """Show a .uqd file's header and layers."""
+    """Show a .uqd file's header and layers; of several files, a line each (a file that cannot be
+    read is reported in one line and the others go on; the exit code is then 1)."""
 
     with _errors():
+        if len(files_) > 1:
+            _check_no_stdio(files_)
+            _info_table(files_, as_json)
+            return
+        file = files_[0]
         with _naming(file):
             fi = files.info(_read(file))
         if as_json:
@@ -811,6 +819,59 @@ def info(
         out.print(_layer_table(fi, f"{fi.total_bytes} bytes, {len(fi.layers)} of {hd.num_layers} layers"))
         for w in fi.warnings:
             err.print(f"warning: {w}", highlight=False)
+
+
+def _info_table(paths: list[Path], as_json: bool) -> None:
+    """`uqdm info` of several files: a row (or a JSON object) each, errors as they come."""
+    rows: list[dict] = []
+    for path in paths:
+        try:
+            with _naming(path):
+                fi = files.info(_read(path))
+        except UqdmError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            rows.append({"file": str(path), "error": str(exc)})
+            continue
+        rows.append({"file": str(path), **fi.to_dict()})
+        rows[-1]["_info"] = fi
+    failed = sum("error" in r for r in rows)
+    if as_json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "_info"} for r in rows], indent=1))
+    else:
+        any_index = any("_info" in r and r["_info"].psnr_table for r in rows)
+        table = Table(title=f"{len(paths)} files, {failed} unreadable", title_justify="left")
+        columns = ["file", "size", "bytes", "bpp", "ends", *(["PSNR"] if any_index else []), "model"]
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("file", "ends", "model") else "right")
+        for r in rows:
+            if "error" in r:
+                table.add_row(r["file"], "", "", "", "[red]unreadable[/red]", *([""] * (len(columns) - 5)))
+                continue
+            fi = r["_info"]
+            hd = fi.header
+            at_step = fi.total_bytes == (fi.layers[-1].end if fi.layers else fi.header_bytes)
+            ends = (
+                "lossless"
+                if fi.complete
+                else f"after step {fi.steps}"
+                if at_step
+                else f"in step {fi.steps + 1}"
+            )
+            reached = fi.psnr_table.get(fi.total_bytes)
+            psnr = "" if reached is None else "exact" if reached == float("inf") else f"{reached:.2f}"
+            table.add_row(
+                r["file"],
+                f"{hd.width}x{hd.height}",
+                str(fi.total_bytes),
+                f"{files.bpp_of(fi.total_bytes, hd):.4f}",
+                ends,
+                *([psnr] if any_index else []),
+                hd.model_name,
+            )
+        wide = out if out.is_terminal else Console(width=160, file=out.file)  # piped: not squeezed to 80
+        wide.print(table)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
