@@ -308,6 +308,16 @@ def _batch(
         raise typer.Exit(1)
 
 
+def _psnr_cell(value: float | None) -> str:
+    """A PSNR in a table: dB to hundredths, "exact" for an exact image, blank where none is known."""
+    return "" if value is None else "exact" if value == float("inf") else f"{value:.2f}"
+
+
+def _wide() -> Console:
+    """The console for wide tables: piped output is not squeezed to 80 columns."""
+    return out if out.is_terminal else Console(width=160, file=out.file)
+
+
 def _layer_table(fi, title: str, encoded=None) -> Table:
     """A file's layers; with the encoder's quality.Encoded or the file's PSNR index, the PSNR
     after each of them too (an index's to its hundredths, rounded down)."""
@@ -323,7 +333,7 @@ def _layer_table(fi, title: str, encoded=None) -> Table:
         if encoded is None and not index:
             return []
         value = encoded.psnr_at(end) if encoded is not None else index.get(end)
-        return ["" if value is None else "exact" if value == float("inf") else f"{value:.2f}"]
+        return [_psnr_cell(value)]
 
     extras = []
     if fi.header.icc_profile is not None:
@@ -521,7 +531,7 @@ def encode(
         what = f"{len(data)} bytes, {files.bpp_of(len(data), fi.header):.3f} bpp"
         if aim.given:
             what += f", {quality_text(encoded.psnr)}"
-            if not fi.complete and len(data) > (fi.layers[-1].end if fi.layers else fi.header_bytes):
+            if not fi.complete and fi.in_next_step:
                 what += f", step {len(fi.layers) + 1} in part"
         say.print(f"wrote {target} ({what})", highlight=False)
 
@@ -823,53 +833,51 @@ def info(
 
 def _info_table(paths: list[Path], as_json: bool) -> None:
     """`uqdm info` of several files: a row (or a JSON object) each, errors as they come."""
-    rows: list[dict] = []
+    read: list[tuple[Path, files.FileInfo | UqdmError]] = []
     for path in paths:
         try:
             with _naming(path):
-                fi = files.info(_read(path))
+                read.append((path, files.info(_read(path))))
         except UqdmError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            rows.append({"file": str(path), "error": str(exc)})
-            continue
-        rows.append({"file": str(path), **fi.to_dict()})
-        rows[-1]["_info"] = fi
-    failed = sum("error" in r for r in rows)
+            read.append((path, exc))
+    failed = sum(isinstance(fi, UqdmError) for _, fi in read)
     if as_json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "_info"} for r in rows], indent=1))
+        listed = [
+            {"file": str(p), "error": str(fi)}
+            if isinstance(fi, UqdmError)
+            else {"file": str(p), **fi.to_dict()}
+            for p, fi in read
+        ]
+        print(json.dumps(listed, indent=1))
     else:
-        any_index = any("_info" in r and r["_info"].psnr_table for r in rows)
+        any_index = any(not isinstance(fi, UqdmError) and fi.psnr_table for _, fi in read)
         table = Table(title=f"{len(paths)} files, {failed} unreadable", title_justify="left")
         columns = ["file", "size", "bytes", "bpp", "ends", *(["PSNR"] if any_index else []), "model"]
         for col in columns:
             table.add_column(col, justify="left" if col in ("file", "ends", "model") else "right")
-        for r in rows:
-            if "error" in r:
-                table.add_row(r["file"], "", "", "", "[red]unreadable[/red]", *([""] * (len(columns) - 5)))
+        for path, fi in read:
+            if isinstance(fi, UqdmError):
+                table.add_row(str(path), "", "", "", "[red]unreadable[/red]", *([""] * (len(columns) - 5)))
                 continue
-            fi = r["_info"]
             hd = fi.header
-            at_step = fi.total_bytes == (fi.layers[-1].end if fi.layers else fi.header_bytes)
             ends = (
                 "lossless"
                 if fi.complete
-                else f"after step {fi.steps}"
-                if at_step
                 else f"in step {fi.steps + 1}"
+                if fi.in_next_step
+                else f"after step {fi.steps}"
             )
-            reached = fi.psnr_table.get(fi.total_bytes)
-            psnr = "" if reached is None else "exact" if reached == float("inf") else f"{reached:.2f}"
             table.add_row(
-                r["file"],
+                str(path),
                 f"{hd.width}x{hd.height}",
                 str(fi.total_bytes),
                 f"{files.bpp_of(fi.total_bytes, hd):.4f}",
                 ends,
-                *([psnr] if any_index else []),
+                *([_psnr_cell(fi.psnr_table.get(fi.total_bytes))] if any_index else []),
                 hd.model_name,
             )
-        wide = out if out.is_terminal else Console(width=160, file=out.file)  # piped: not squeezed to 80
-        wide.print(table)
+        _wide().print(table)
     if failed:
         raise typer.Exit(1)
 
@@ -940,8 +948,7 @@ def bench(
                 *["" if d is None else f"{d:+.2f}" for d in deltas],
                 f"{row['decode_seconds']:.2f}",
             )
-        wide = out if out.is_terminal else Console(width=160, file=out.file)  # piped: not squeezed to 80
-        wide.print(table)
+        _wide().print(table)
         for note in [] if quiet else summary["notes"]:
             err.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
         for name, value in summary["bd_rate_percent"].items():

@@ -53,6 +53,11 @@ class FileInfo:
         return min(len(self.layers), self.header.max_steps)
 
     @property
+    def in_next_step(self) -> bool:
+        """The file holds bytes after its last complete layer: it ends inside the next one."""
+        return self.total_bytes > (self.layers[-1].end if self.layers else self.header_bytes)
+
+    @property
     def chunk_boundaries(self) -> list[int]:
         """cut_points without the end of a cut chunk: the prefixes the encoder judged as they are,
         which a PSNR index lists (FORMAT.md 1.2)."""

@@ -92,10 +92,10 @@ class Target:
         """A PSNR index is written into a file's header once its chunk boundaries are known, which a
         byte budget, counting the header's bytes, would need before."""
         if psnr_index and self.budgeted:
-            what = "bpp" if self.bpp is not None else "size"
+            what, option = ("bpp", "bpp") if self.bpp is not None else ("size", "bytes")
             raise UqdmError(
                 f"a PSNR index does not go with a {what} target: encode with the index, then truncate "
-                f"--{'bpp' if self.bpp is not None else 'bytes'}"
+                f"--{option}"
             )
 
     @property
