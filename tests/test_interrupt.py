@@ -42,30 +42,23 @@ def _wait_for_cpu_time(pid: int, seconds: float, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module")
+def big(tmp_path_factory, tiny_model_path) -> tuple[Path, Path]:
+    """A 1.5-megapixel noise image and its file, made once for every case (the encode is most of
+    this module's time); the cases only read them."""
+    folder = tmp_path_factory.mktemp("big")
+    src, uqd = folder / "big.png", folder / "big.uqd"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (1024, 1536, 3)).astype(np.uint8)).save(src, compress_level=1)
+    command = [sys.executable, "-m", "uqdm_codec.cli", "encode", str(src), "-m", tiny_model_path]
+    subprocess.run([*command, "-o", str(uqd), "-q", "--fast"], check=True, capture_output=True)
+    return src, uqd
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 @pytest.mark.parametrize("command", ["encode", "decode"])
-def test_interrupted_run_leaves_nothing(tmp_path, tiny_model_path, sig, command):
-    rng = np.random.default_rng(0)
-    src = tmp_path / "big.png"
-    Image.fromarray(rng.integers(0, 256, (1024, 1536, 3)).astype(np.uint8)).save(src, compress_level=1)
-    uqd = tmp_path / "big.uqd"
-    if command == "decode":
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "uqdm_codec.cli",
-                "encode",
-                str(src),
-                "-m",
-                tiny_model_path,
-                "-o",
-                str(uqd),
-                "-q",
-            ],
-            check=True,
-            capture_output=True,
-        )
+def test_interrupted_run_leaves_nothing(tmp_path, tiny_model_path, big, sig, command):
+    src, uqd = big
     target = tmp_path / ("out.uqd" if command == "encode" else "out.png")
     source = src if command == "encode" else uqd
     before = _sha(source)

@@ -307,12 +307,17 @@ def quality_text(psnr: float | None) -> str:
     return "lossless" if psnr == float("inf") else f"{psnr:.2f} dB"
 
 
-def read_input(path: Path) -> bytes:
-    """A file's bytes, with one-line errors for the usual ways that fails."""
+def read_input_checks(path: Path) -> None:
+    """The one-line errors for an input that cannot be read at all (missing, a folder)."""
     if not path.exists():
         raise UqdmError(f"{path}: no such file")
     if path.is_dir():
         raise UqdmError(f"{path}: is a folder")
+
+
+def read_input(path: Path) -> bytes:
+    """A file's bytes, with one-line errors for the usual ways that fails."""
+    read_input_checks(path)
     try:
         return path.read_bytes()
     except OSError as exc:

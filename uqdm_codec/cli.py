@@ -587,6 +587,13 @@ def decode(
         "--steps).",
     ),
     chunks: bool = typer.Option(False, help="With --progression/--all-steps: include sub-step chunk levels."),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Decode the input while it arrives (a pipe, '-'): rewrite the output image each time the "
+        "bytes so far decode to a better one, so that a viewer that reloads it shows the image build "
+        "up; at the end it holds what decode gives for every byte that came.",
+    ),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -602,6 +609,23 @@ def decode(
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         max_bytes = _size(size)
         batch.check_cut("decode", bpp, steps, psnr, max_bytes)
+        if stream:
+            given = {
+                "--steps": steps is not None,
+                "--bpp": bpp is not None,
+                "--bytes": max_bytes is not None,
+                "--psnr": psnr is not None,
+                "--recon sample": recon == "sample",
+                "--progression": progression is not None,
+                "--all-steps": all_steps is not None,
+            }
+            refused = [name for name, on in given.items() if on]
+            if refused:
+                raise UqdmError(
+                    f"--stream decodes every byte that arrives; it does not take {', '.join(refused)}"
+                )
+            _stream_decode(files_, output, out_dir, model, device, force, quiet)
+            return
         if len(files_) > 1:
             if progression or all_steps:
                 raise UqdmError("--progression and --all-steps take a single input")
@@ -684,6 +708,85 @@ def decode(
             elif recon == "sample" and not result.lossless:
                 what += " (no Haar step left to sample: the mean image)"
             (err if to_stdout else out).print(f"wrote {target}: {what}", highlight=False)
+
+
+def _stream_source(path: Path):
+    """What --stream reads: standard input, or a file opened (not read whole) for its pieces."""
+    if _is_stdio(path):
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UqdmError("- reads standard input, which is a terminal here: pipe a file in (< FILE)")
+        return sys.stdin.buffer
+    batch.read_input_checks(path)
+    try:
+        return open(path, "rb")  # noqa: SIM115 - read piece by piece; closed by the caller
+    except OSError as exc:
+        raise UqdmError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _stream_decode(files_: list[Path], output, out_dir, model, device, force: bool, quiet: bool) -> None:
+    """decode --stream: the output file is rewritten (atomically, so it is always a whole image)
+    each time the bytes received so far decode to a better image."""
+    from . import streaming
+    from .image_io import save_image
+    from .progression import level_name
+
+    if len(files_) > 1:
+        raise UqdmError("--stream takes a single input")
+    file = files_[0]
+    if _is_stdio(file) and output is None:
+        raise UqdmError("standard input has no name to name the output after: give -o FILE")
+    target = _single_target("decode", file, output, out_dir)
+    if _is_stdio(target):
+        raise UqdmError("--stream rewrites its output file as images arrive: give -o FILE, not -o -")
+    if target.exists() and not force:
+        raise UqdmError(f"{target} already exists (use --force to overwrite)")
+    source = _stream_source(file)
+    shown, received = None, bytearray()
+
+    def pieces():
+        for piece in streaming.read_pieces(source):
+            received.extend(piece)
+            yield piece
+
+    def quality(image) -> str:
+        """`, 31.20 dB` where the file has a PSNR index (encode --psnr-index), else nothing."""
+        reached = files.info(bytes(received[: image.nbytes])).psnr_table.get(image.nbytes)
+        return "" if reached is None else f", {batch.quality_text(reached)}"
+
+    try:
+        with _naming(file, every=True):
+            for image in streaming.decode_stream(pieces(), model, device):
+                notes = save_image(image.pixels, target, force=True, inputs=_inputs(file), **image.extras())
+                h, w = image.pixels.shape[:2]
+                if not quiet:
+                    if shown is None:
+                        for note in notes:  # the same for every image: once
+                            err.print(f"note: {note}", highlight=False, soft_wrap=True)
+                    out.print(
+                        f"{level_name(image)}: {image.nbytes:,} bytes, {8 * image.nbytes / (h * w):.4f} bpp"
+                        + quality(image),
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                shown = image
+    except KeyboardInterrupt:
+        if shown is None:
+            raise
+        _fail(f"interrupted; {target} holds the image of the first {shown.nbytes:,} bytes", 130)
+    finally:
+        if not _is_stdio(file):
+            source.close()
+    for w in shown.warnings:
+        err.print(f"warning: {w}", highlight=False, soft_wrap=True)
+    if shown.lossless:
+        what = "lossless (exact original)"
+    else:
+        what = f"{level_name(shown)}, from the first {shown.nbytes:,} bytes"
+        what += quality(shown)
+        if len(received) > shown.nbytes:
+            extra = len(received) - shown.nbytes
+            what += f" (the last {extra:,} of {len(received):,} end inside a chunk)"
+    out.print(f"wrote {target}: {what}", highlight=False, soft_wrap=True)
 
 
 def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed, say=out) -> None:

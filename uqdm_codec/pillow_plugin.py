@@ -1,6 +1,7 @@
-"""Lets Pillow open .uqd files: after `import uqdm_codec`, Image.open("x.uqd") decodes the whole file
-(all complete layers; the exact image when the lossless layer is there). Decoding needs torch and
-the model named in the file (or the default one), loaded on first use."""
+"""Lets Pillow open and save .uqd files: after `import uqdm_codec`, Image.open("x.uqd") decodes the
+whole file (all complete layers; the exact image when the lossless layer is there), and
+image.save("x.uqd", psnr=38) encodes (lossless without options). Both need torch and the model
+(the one named in the file, or the default one), loaded on first use."""
 
 from __future__ import annotations
 
@@ -37,7 +38,35 @@ class UqdImageFile(ImageFile.ImageFile):
         return super().load()
 
 
+SAVE_OPTIONS = (
+    "model",
+    "seed",
+    "device",
+    "mirrors",
+    "fast",
+    "tail",
+    "tail_after",
+    "keep_icc",
+    "keep_metadata",
+    "psnr",
+    "bpp",
+    "max_bytes",
+    "steps",
+    "psnr_index",
+)  # uqdm_codec.encode's keywords; others Pillow users pass to every format (quality=...) are ignored
+
+
+def _save(im: Image.Image, fp, filename) -> None:
+    """Pillow's save handler: the whole file is encoded before its first byte is written (Pillow
+    has opened, and so emptied, the target already; it removes a file it created if this fails)."""
+    from . import encode
+
+    options = {key: im.encoderinfo[key] for key in SAVE_OPTIONS if key in im.encoderinfo}
+    fp.write(encode(im, **options))
+
+
 def register() -> None:
     Image.register_open(UqdImageFile.format, UqdImageFile, _accept)
+    Image.register_save(UqdImageFile.format, _save)
     Image.register_extension(UqdImageFile.format, ".uqd")
     Image.register_mime(UqdImageFile.format, "image/x-uqd")

@@ -1,0 +1,183 @@
+"""`decode --stream` and `streaming.decode_stream`: images while the bytes still arrive, each the
+image of the bytes received so far, the last one what `decode` gives for all of them; a pipe's
+first chunks decode before its sender has finished; one-line errors where a stream cannot work."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import uqdm_codec
+from uqdm_codec import streaming
+from uqdm_codec.cli import app
+from uqdm_codec.codec import Codec
+from uqdm_codec.errors import FormatError
+
+from .conftest import synthetic_image
+
+runner = CliRunner()
+
+
+def run(*args, stdin: bytes | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=stdin)
+
+
+@pytest.fixture(scope="module")
+def coded(tiny_model):
+    codec = Codec(tiny_model, "cpu")
+    img = synthetic_image(40, 56, seed=3)
+    return codec, img, codec.encode(img, seed=2)
+
+
+@pytest.fixture
+def same_codec(coded, monkeypatch):
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: coded[0])
+    return coded
+
+
+def pieces_of(data: bytes, size: int):
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("size", [1, 53, 1000, 10**6])
+def test_each_image_is_the_decode_of_what_came(same_codec, size):
+    codec, img, data = same_codec
+    images = list(streaming.decode_stream(pieces_of(data, size)))
+    assert images[-1].lossless and np.array_equal(images[-1].pixels, img)
+    sizes = [im.nbytes for im in images]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)  # each one news
+    if size == 1:  # every chunk shows up, from the header's blank image on
+        assert images[0].layer == 0 and len(images) > 8
+    for image in images[:: max(1, len(images) // 5)]:
+        assert np.array_equal(image.pixels, codec.decode(data[: image.nbytes]).pixels)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.55, 0.999])
+def test_a_stream_that_stops_early_ends_on_decode_of_its_bytes(same_codec, fraction):
+    codec, _, data = same_codec
+    cut = data[: int(len(data) * fraction)]
+    last = list(streaming.decode_stream(pieces_of(cut, 41)))[-1]
+    whole = codec.decode(cut)
+    assert np.array_equal(last.pixels, whole.pixels) and last.steps == whole.steps
+    assert last.nbytes <= len(cut) and not last.lossless
+
+
+def test_streams_that_are_no_uqd_file(same_codec):
+    _, _, data = same_codec
+    with pytest.raises(FormatError, match="empty"):
+        list(streaming.decode_stream(iter([])))
+    with pytest.raises(FormatError, match="too short"):
+        list(streaming.decode_stream(pieces_of(data[:20], 7)))
+    with pytest.raises(FormatError, match="not a .uqd file"):
+        list(streaming.decode_stream([b"\x89PNG\r\n\x1a\n" + bytes(100)]))
+
+
+def test_a_pipe_decodes_before_its_sender_is_done(same_codec):
+    """read_pieces hands over what the pipe holds: the first image comes while the writer still
+    waits to send the rest (a reader that waited for full pieces would wait forever here)."""
+    _, img, data = same_codec
+    half = len(data) // 2
+    r, w = os.pipe()
+    go_on = threading.Event()
+
+    def sender():
+        with open(w, "wb", buffering=0) as pipe:
+            pipe.write(data[:half])
+            go_on.wait(timeout=60)
+            pipe.write(data[half:])
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    with open(r, "rb") as source:
+        images = streaming.decode_stream(streaming.read_pieces(source, piece=4 * len(data)))
+        first = next(images)
+        early = not go_on.is_set()
+        go_on.set()
+        rest = list(images)
+    thread.join()
+    assert early and first.nbytes <= half and not first.lossless
+    assert rest[-1].lossless and np.array_equal(rest[-1].pixels, img)
+
+
+def test_cli_stream_from_standard_input(coded, tiny_model_path, tmp_path):
+    _, img, data = coded
+    target = tmp_path / "live.png"
+    r = run("decode", "-", "--stream", "-o", target, "-m", tiny_model_path, stdin=data)
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(target)), img)
+    assert "wrote" in r.stdout and "lossless (exact original)" in r.stdout
+    assert not list(tmp_path.glob(".*.tmp"))  # every write went through a temporary file
+
+    cut = data[: len(data) // 2 + 3]  # ends inside a chunk
+    other = tmp_path / "cut.png"
+    r = run("decode", "-", "--stream", "-o", other, "-m", tiny_model_path, stdin=cut)
+    assert r.exit_code == 0, r.output
+    plain = tmp_path / "plain.png"
+    assert run("decode", "-", "-o", plain, "-m", tiny_model_path, stdin=cut).exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(other)), np.asarray(Image.open(plain)))
+    assert "end inside a chunk" in r.stdout and "warning:" in r.stderr
+
+
+def test_cli_stream_of_a_file_gets_its_default_name(coded, tiny_model_path, tmp_path):
+    _, img, data = coded
+    uqd = tmp_path / "photo.uqd"
+    uqd.write_bytes(data)
+    r = run("decode", uqd, "--stream", "-m", tiny_model_path, "-q")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "photo.decoded.png")), img)
+    assert "step" not in r.stdout.replace("wrote", "")  # -q: only the last line
+
+
+def test_cli_stream_interrupted_keeps_a_whole_image(coded, tiny_model_path, tmp_path, monkeypatch):
+    codec, _, data = coded
+
+    def interrupted(source, piece=streaming.PIECE):
+        yield data[: len(data) // 3]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(streaming, "read_pieces", interrupted)
+    target = tmp_path / "live.png"
+    r = run("decode", "-", "--stream", "-o", target, "-m", tiny_model_path, stdin=data)
+    assert r.exit_code == 130 and "interrupted" in r.stderr and "holds the image" in r.stderr
+    shown = codec.decode(data[: len(data) // 3]).pixels
+    assert np.array_equal(np.asarray(Image.open(target)), shown)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--steps", "2"], "does not take --steps"),
+        (["--bytes", "2k", "--recon", "sample"], "--bytes, --recon sample"),
+        (["-o", "-"], "not -o -"),
+        (["-o", "exists.png"], "already exists"),
+        ([], "give -o FILE"),
+    ],
+)
+def test_cli_stream_refusals(coded, tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exists.png").write_bytes(b"mine")
+    r = run("decode", "-", "--stream", *args, stdin=coded[2])
+    assert r.exit_code == 1 and words in r.stderr and "Traceback" not in r.output, r.output
+    assert (tmp_path / "exists.png").read_bytes() == b"mine"
+    r = run("decode", "a.uqd", "b.uqd", "--stream")
+    assert r.exit_code == 1 and "single input" in r.stderr
+
+
+def test_cli_stream_shows_the_psnr_index(tiny_model_path, tmp_path):
+    """A file encoded with --psnr-index: each line says the PSNR its image reaches."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(synthetic_image(32, 48, seed=5)).save(photo)
+    assert run("encode", photo, "-m", tiny_model_path, "--psnr-index", "-q").exit_code == 0
+    data = photo.with_suffix(".uqd").read_bytes()
+    cut = uqdm_codec.files.truncate(data, steps=6)
+    r = run("decode", "-", "--stream", "-o", tmp_path / "s.png", "-m", tiny_model_path, stdin=cut)
+    assert r.exit_code == 0, r.output
+    table = uqdm_codec.files.info(cut).psnr_table
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.endswith(f"from the first {len(cut):,} bytes, {table[len(cut)]:.2f} dB"), last
+    assert all(" dB" in line for line in r.stdout.strip().splitlines()[:-1])
