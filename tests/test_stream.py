@@ -4,6 +4,7 @@ first chunks decode before its sender has finished; one-line errors where a stre
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 
@@ -53,6 +54,10 @@ def test_each_image_is_the_decode_of_what_came(same_codec, size):
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)  # each one news
     if size == 1:  # every chunk shows up, from the header's blank image on
         assert images[0].layer == 0 and len(images) > 8
+    if size == 10**6:  # all at once: every step as it is decoded, not only the last image
+        layers = len(uqdm_codec.files.info(data).layers)
+        assert [im.layer for im in images] == list(range(1, layers + 1))
+        assert all(im.complete for im in images)
     for image in images[:: max(1, len(images) // 5)]:
         assert np.array_equal(image.pixels, codec.decode(data[: image.nbytes]).pixels)
 
@@ -102,6 +107,19 @@ def test_a_pipe_decodes_before_its_sender_is_done(same_codec):
     thread.join()
     assert early and first.nbytes <= half and not first.lossless
     assert rest[-1].lossless and np.array_equal(rest[-1].pixels, img)
+
+
+def test_a_reader_that_fell_behind_takes_all_that_waits():
+    """Everything already in the pipe comes as one piece (one decode, one image written), not one
+    read's worth at a time; a file object without a descriptor is read a piece at a time."""
+    data = bytes(range(256)) * 12
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    with open(r, "rb") as source:
+        assert list(streaming.read_pieces(source, piece=500)) == [data]
+    pieces = list(streaming.read_pieces(io.BytesIO(data), piece=500))
+    assert b"".join(pieces) == data and len(pieces) == 7
 
 
 def test_cli_stream_from_standard_input(coded, tiny_model_path, tmp_path):

@@ -776,8 +776,8 @@ def _stream_decode(files_: list[Path], output, out_dir, model, device, force: bo
     finally:
         if not _is_stdio(file):
             source.close()
-    for w in shown.warnings:
-        err.print(f"warning: {w}", highlight=False, soft_wrap=True)
+    for warning in shown.warnings:
+        err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if shown.lossless:
         what = "lossless (exact original)"
     else:

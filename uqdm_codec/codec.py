@@ -12,6 +12,7 @@ instead of showing a wrong image.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1592,6 +1593,9 @@ class Decoder:
     dec = Decoder()
     for piece in download():
         image = dec.feed(piece)   # a PIL image, or None when nothing new could be decoded
+
+    `images(piece)` gives the DecodedImages one by one instead (every step as it is decoded), which
+    streaming.decode_stream hands on.
     """
 
     def __init__(self, model=None, device=None):
@@ -1603,15 +1607,23 @@ class Decoder:
         self.latest: DecodedImage | None = None
 
     def feed(self, data: bytes):
+        newest = deque(self.images(data), maxlen=1)  # the images before it are not kept
+        return newest[0].to_pil() if newest else None
+
+    def images(self, data: bytes) -> Iterator[DecodedImage]:
+        """What `feed` does, image by image, for a viewer that shows each as soon as it is decoded:
+        every step the new bytes complete (each costs a network pass, so it is not held back until
+        the bytes are used up), then the newest image if it ends no step; nothing when the bytes
+        complete no chunk, except on the first image, the header's blank one."""
         self._buffer += data
         if self._session is None:
             if len(self._buffer) < len(container.MAGIC) and container.MAGIC.startswith(bytes(self._buffer)):
-                return None
+                return
             try:
                 header, size = container.parse_header(bytes(self._buffer))
             except FormatError as exc:
                 if "too short" in str(exc):
-                    return None
+                    return
                 raise
             from . import get_codec
 
@@ -1625,16 +1637,22 @@ class Decoder:
                 self._session = _DecodeSession(codec, header, size)
             self.latest = self._session.blank([])
         if isinstance(self._session, _DecodeSession):
-            images = list(self._session.advance(container.parse(bytes(self._buffer))))
+            produced = self._session.advance(container.parse(bytes(self._buffer)))
         else:
-            images = self._session.feed(bytes(self._buffer))
-        if images:
-            self.latest = images[-1]
-        elif not self._fresh:
-            return None
+            produced = iter(self._session.feed(bytes(self._buffer)))
+        newest = None
+        for newest in produced:
+            if newest.complete:
+                yield self._show(newest)
+        if newest is not None and not newest.complete:
+            yield self._show(newest)
+        elif newest is None and self._fresh:
+            yield self._show(self.latest)
+
+    def _show(self, image: DecodedImage) -> DecodedImage:
         self._fresh = False
-        self.latest = _with_header(self.latest, self._header)
-        return self.latest.to_pil()
+        self.latest = _with_header(image, self._header)
+        return self.latest
 
 
 def choose_end(

@@ -8,6 +8,9 @@ better image on at once. The last image is exactly what `decode` gives for all t
 
 from __future__ import annotations
 
+import io
+import os
+import select
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
@@ -15,30 +18,56 @@ from . import container
 from .codec import DecodedImage, Decoder
 from .errors import FormatError
 
-PIECE = 1 << 16  # the most read at once; a pipe hands over what it holds, often less
+PIECE = 1 << 16  # one read: a pipe hands over what it holds, at most its capacity (64 KiB on Linux)
+CATCH_UP = 1 << 24  # the most taken at once when more is waiting: 16 MiB
+
+
+def _descriptor(source: BinaryIO) -> int | None:
+    """The file descriptor to read without Python's buffering, where select() can tell whether
+    more bytes are waiting (POSIX only: on Windows select() takes sockets alone)."""
+    if os.name == "nt":
+        return None
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # BytesIO, test doubles
+        return None
 
 
 def read_pieces(source: BinaryIO, piece: int = PIECE) -> Iterator[bytes]:
-    """The bytes of `source` as they come: `read1` returns what a pipe holds now instead of waiting
-    for a full piece, so a slow sender's first chunk is decoded before its last is sent."""
-    read = getattr(source, "read1", None) or source.read
-    while True:
-        data = read(piece)
-        if not data:
+    """The bytes of `source` as they come: each piece is what was waiting when the last one was
+    handed on (one read blocks until something arrives, then everything already there up to 16
+    MiB is taken without waiting), so a slow sender's first chunk is decoded before its last is
+    sent, and a decoder that fell behind catches up in one step instead of one read at a time."""
+    fd = _descriptor(source)
+    if fd is None:
+        read = getattr(source, "read1", None) or source.read  # read1: what is there, not a full piece
+        while data := read(piece):
+            yield data
+        return
+    while data := os.read(fd, piece):
+        parts, size, ended = [data], len(data), False
+        while size < CATCH_UP and select.select([fd], [], [], 0)[0]:
+            more = os.read(fd, piece)
+            if not more:
+                ended = True
+                break
+            parts.append(more)
+            size += len(more)
+        yield b"".join(parts)
+        if ended:
             return
-        yield data
 
 
 def decode_stream(pieces: Iterable[bytes], model=None, device=None) -> Iterator[DecodedImage]:
     """Each image the bytes received so far decode to, from the header's blank image on, each one
-    better than the last; the final one equals `decode` of all the bytes. FormatError when the
+    better than the last: every step as soon as it is decoded, and the newest image once a piece
+    is used up; the final one equals `decode` of all the bytes. FormatError when the
     bytes end before a whole header (or are not a .uqd file), as `decode` would raise."""
     decoder = Decoder(model, device)
     received = bytearray()
     for piece in pieces:
         received += piece
-        if decoder.feed(piece) is not None:
-            yield decoder.latest
+        yield from decoder.images(piece)
     if decoder.latest is None:
         if not received:
             raise FormatError("the input is empty: no .uqd header arrived")
