@@ -122,6 +122,18 @@ def test_a_reader_that_fell_behind_takes_all_that_waits():
     assert b"".join(pieces) == data and len(pieces) == 7
 
 
+def test_bytes_a_buffered_reader_already_holds_come_first():
+    """A socket's or pipe's reader whose first line was read (an HTTP header, say) holds part of
+    what follows in its buffer: read_pieces hands that on too, before what is still in the pipe."""
+    body = bytes(range(256)) * 40
+    r, w = os.pipe()
+    os.write(w, b"HTTP/1.1 200 OK\n" + body)
+    os.close(w)
+    with open(r, "rb") as source:
+        assert source.readline() == b"HTTP/1.1 200 OK\n"
+        assert b"".join(streaming.read_pieces(source, piece=300)) == body
+
+
 def test_cli_stream_from_standard_input(coded, tiny_model_path, tmp_path):
     _, img, data = coded
     target = tmp_path / "live.png"

@@ -23,8 +23,8 @@ CATCH_UP = 1 << 24  # the most taken at once when more is waiting: 16 MiB
 
 
 def _descriptor(source: BinaryIO) -> int | None:
-    """The file descriptor to read without Python's buffering, where select() can tell whether
-    more bytes are waiting (POSIX only: on Windows select() takes sockets alone)."""
+    """The file descriptor behind `source`, where select() can tell whether more bytes are waiting
+    (POSIX only: on Windows select() takes sockets alone)."""
     if os.name == "nt":
         return None
     try:
@@ -37,17 +37,15 @@ def read_pieces(source: BinaryIO, piece: int = PIECE) -> Iterator[bytes]:
     """The bytes of `source` as they come: each piece is what was waiting when the last one was
     handed on (one read blocks until something arrives, then everything already there up to 16
     MiB is taken without waiting), so a slow sender's first chunk is decoded before its last is
-    sent, and a decoder that fell behind catches up in one step instead of one read at a time."""
+    sent, and a decoder that fell behind catches up in one step instead of one read at a time.
+    Reads go through `read1` where the source has it: bytes a buffered reader already holds (an
+    HTTP body after its headers were read line by line) come first, none is skipped."""
+    read = getattr(source, "read1", None) or source.read  # what is there, not a full piece
     fd = _descriptor(source)
-    if fd is None:
-        read = getattr(source, "read1", None) or source.read  # read1: what is there, not a full piece
-        while data := read(piece):
-            yield data
-        return
-    while data := os.read(fd, piece):
+    while data := read(piece):
         parts, size, ended = [data], len(data), False
-        while size < CATCH_UP and select.select([fd], [], [], 0)[0]:
-            more = os.read(fd, piece)
+        while fd is not None and size < CATCH_UP and select.select([fd], [], [], 0)[0]:
+            more = read(piece)
             if not more:
                 ended = True
                 break
