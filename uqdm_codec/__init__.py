@@ -68,6 +68,7 @@ def encode(
     steps: int | None = None,
     psnr_index: bool = False,
     max_bytes: int | None = None,
+    emit=None,
 ) -> bytes:
     """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network is
     averaged over mirror images at every step, for smaller files at 2 or 4 times its time. fast: about
@@ -85,7 +86,9 @@ def encode(
     first N steps. At most one of the four; none: the whole, lossless file. psnr_index: the header records
     the PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a byte per chunk), so that
     truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality without the original;
-    not with bpp or max_bytes (truncate the indexed file instead)."""
+    not with bpp or max_bytes (truncate the indexed file instead). emit: a function called with the
+    header and each layer as soon as it is coded (for a sender that streams the file while it is
+    coded; Codec.encode says when it cannot)."""
     from .image_io import load_image
     from .quality import Target
 
@@ -103,6 +106,7 @@ def encode(
         tail_after=tail_after,
         target=target,
         psnr_index=psnr_index,
+        emit=emit,
         **loaded.extras(keep_icc, keep_metadata),
     )
 

@@ -174,7 +174,8 @@ def _check_stdout(what: str) -> None:
 
 
 def _write_stdout(data: bytes) -> None:
-    """The whole output at once, once it is complete (never half an output, as for files)."""
+    """The whole output at once, once it is complete (never half an output, as for files); with
+    encode --stream, each layer as it is coded."""
     try:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -184,6 +185,17 @@ def _write_stdout(data: bytes) -> None:
         except (OSError, ValueError):
             pass
         raise UqdmError("standard output was closed before the whole output was written") from None
+
+
+@contextmanager
+def _streamed_so_far(stream: bool):
+    """encode --stream stopped by Ctrl-C: what went out is a shorter file, not nothing."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not stream:
+            raise
+        _fail("interrupted; the layers already on standard output are a valid, shorter file", 130)
 
 
 def _check_no_stdio(inputs: list[Path]) -> None:
@@ -442,6 +454,14 @@ def encode(
         "that truncate --psnr and decode --psnr can cut the file to a quality without the original. "
         "uqdm 0.38-0.40 read such files with a warning that they skip the index; older ones refuse them.",
     ),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="With -o -: write the header and each layer to standard output as soon as it is coded, "
+        "so that a receiver (uqdm decode - --stream) shows the first steps while the rest is coded; "
+        "the same bytes in the end. Not with --psnr, --bpp, --bytes, --psnr-index, --tail auto or an "
+        "image tiled into regions.",
+    ),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -463,6 +483,11 @@ def encode(
         aim.check_psnr_index(psnr_index)
         if tail_after is not None:  # a bad step is one error, not one per file
             get_codec(model, device).check_tail_after(tail_after)
+        if stream and (len(images) > 1 or not _is_stdio(output)):
+            raise UqdmError(
+                "--stream writes one file's layers to standard output as they are coded: give one "
+                "input and -o - (a file is written whole, then renamed into place)"
+            )
         if len(images) > 1:
             _batch(
                 "encode",
@@ -504,7 +529,7 @@ def encode(
             for note in loaded.notes:
                 err.print(f"note: {note}", highlight=False)
         codec = get_codec(model, device)
-        with _progress("encoding", quiet) as update:
+        with _progress("encoding", quiet) as update, _streamed_so_far(stream):
             encoded = codec.encode_judged(
                 loaded.pixels,
                 seed=seed,
@@ -515,11 +540,14 @@ def encode(
                 tail_after=tail_after,
                 target=aim,
                 psnr_index=psnr_index,
+                emit=_write_stdout if stream else None,
                 **loaded.extras(icc, metadata),
             )
         data = encoded.data
         say = err if to_stdout else out  # standard output carries the file
-        if to_stdout:
+        if stream:
+            target = "standard output"
+        elif to_stdout:
             _write_stdout(data)
             target = "standard output"
         else:

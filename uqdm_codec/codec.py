@@ -847,6 +847,7 @@ class Codec:
         target: quality.Target | None = None,
         screen: list[int | None] | None = None,
         psnr_index: bool = False,
+        emit: Callable[[bytes], None] | None = None,
     ) -> bytes:
         """Encode an (H, W, 3) uint8 image into .uqd bytes; an image wider or taller than `region`
         as a tiled file (FORMAT.md 1.1), one region at a time. mirrors 2 or 4: every prediction is
@@ -871,7 +872,11 @@ class Codec:
         that receives the squared error of the image a decoder shows at each chunk boundary of the
         bytes returned (quality.Encoded). psnr_index: the header records the PSNR of every chunk
         boundary (FORMAT.md 1.2), so that `truncate --psnr` can cut the file to a quality later;
-        not with a `bpp` target (truncate the indexed file instead)."""
+        not with a `bpp` target (truncate the indexed file instead). emit: called with the header
+        and then each layer as soon as it is coded, so that a receiver can decode the first steps
+        while the encoder codes the next (`uqdm encode -o - --stream`); the pieces add up to the
+        bytes returned. Only where nothing coded later changes what came before: not for a tiled
+        image, `tail` None, a PSNR index, or a target other than `steps`."""
         target = target or quality.Target()
         pixels = _validate_pixels(pixels)
         if isinstance(tail, str):
@@ -918,8 +923,21 @@ class Codec:
             raise UqdmError("a PSNR index needs file format 8 (known intervals)")
         if target.budgeted:  # a budget below the header fails now, not after the encode
             target.truncate(header.to_bytes())
+        sent: list[bytes] = []
+        if emit is not None:
+            self._check_streamable(h, w, tail, target, psnr_index)
+            outer = emit
+
+            def emit(piece: bytes) -> None:
+                sent.append(piece)
+                outer(piece)
+
         bar = _FullAtTheEnd(progress) if progress else None
-        encoded = self._judge_cut(pixels, self._encode_cut(pixels, header, bar, fast, tail, target), target)
+        encoded = self._judge_cut(
+            pixels, self._encode_cut(pixels, header, bar, fast, tail, target, emit), target
+        )
+        if emit is not None and b"".join(sent) != encoded.data:  # a guard: the check above is whole
+            raise UqdmError("internal error: the streamed layers are not the file")
         if psnr_index:
             encoded = quality.with_psnr_index(encoded)
         if bar:
@@ -927,6 +945,25 @@ class Codec:
         if screen is not None:
             screen.extend(encoded.screen)
         return encoded.data
+
+    def _check_streamable(
+        self, h: int, w: int, tail: bool | None, target: quality.Target, psnr_index: bool
+    ) -> None:
+        """Refuse, before any work, to stream a file whose later coding changes earlier bytes."""
+        if self.region is not None and max(h, w) > self.region:
+            raise UqdmError(
+                f"an image longer than {self.region} pixels on a side is coded region by region, its "
+                "layers interleaved at the end: it cannot be streamed layer by layer"
+            )
+        if tail is None:
+            raise UqdmError("tail auto chooses the file's end after coding both: it cannot be streamed")
+        if psnr_index:
+            raise UqdmError("a PSNR index is written in the header after the encode: it cannot be streamed")
+        if target.given and target.steps is None:
+            raise UqdmError(
+                "a PSNR, bpp or byte target may cut the last layer after it is coded: it cannot be "
+                "streamed (a number of steps can)"
+            )
 
     def encode_judged(self, pixels: np.ndarray, **options) -> quality.Encoded:
         """encode(pixels, **options) with the error of the image on screen at each chunk boundary
@@ -944,9 +981,10 @@ class Codec:
         fast: bool,
         tail: bool | None,
         target: quality.Target,
+        emit: Callable[[bytes], None] | None = None,
     ) -> quality.Encoded:
         """The file `header` describes (tiled where the image is larger than a region), cut to
-        `target`, the encoder stopping as soon as the rest cannot be in it."""
+        `target`, the encoder stopping as soon as the rest cannot be in it; emit: see encode."""
         h, w = pixels.shape[:2]
         if self.region is not None and max(h, w) > self.region:
             from . import regions
@@ -958,7 +996,7 @@ class Codec:
         trace = quality.ScreenTrace()
         stop = target.stopper(w, h, whole_image=True)
         if tail is not None:
-            data = b"".join(self.encode_layers(pixels, header, progress, fast, None, trace, stop))
+            data = b"".join(self.encode_layers(pixels, header, progress, fast, None, trace, stop, emit))
             return quality.cut(data, [trace], target)
         alternative: list[bytes] = []
         plain = self.encode_layers(pixels, header, progress, fast, alternative, trace, stop)
@@ -1003,18 +1041,22 @@ class Codec:
         tail_record: list[bytes] | None = None,
         trace: quality.ScreenTrace | None = None,
         stop: Callable[[int, int, int], bool] | None = None,
+        emit: Callable[[bytes], None] | None = None,
     ) -> list[bytes]:
         """The header bytes and then each layer's bytes of the untiled file `header` describes
         (fast: as for encode). tail_record: a list that receives the tail layer's record (FORMAT.md
         6.6) made from the same layers 1..T-1, so that the caller can choose between the plain
         file returned and its TAIL form (choose_end). trace: receives the squared error of the image
         on screen at every chunk boundary (the tail record's in trace.tail). stop(layer, bytes so
-        far, error on screen): whether to end the file after this layer (quality.Target.stopper)."""
+        far, error on screen): whether to end the file after this layer (quality.Target.stopper).
+        emit: called with the header and with each layer as soon as it is appended."""
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
         out = [header.to_bytes()]
+        if emit is not None:
+            emit(out[0])
         # flat_size: the same file without sub-step chunks. Both leave the header's extensions out,
         # so that they change no chunk boundary: the layers are those of the file without them
         size = flat_size = len(header.without_extensions().to_bytes())
@@ -1038,6 +1080,8 @@ class Codec:
                 record = self._tail_layer(i, pixels, side, tail_judge, chain.tail_intervals()).to_bytes()
                 if header.tail:
                     out.append(record)
+                    if emit is not None:
+                        emit(record)
                     if trace is not None:
                         trace.layers.append(tail_judge.marks)
                     if progress:
@@ -1079,6 +1123,8 @@ class Codec:
             else:
                 layer = Layer(kind, i, _check(shown), chunks, partition, context, filt, from_display)
             out.append(layer.to_bytes())
+            if emit is not None:
+                emit(out[-1])
             from_display = next_from_display if i + 1 < T else 0  # a Haar step i + 1 only
             release_memory()
             size += len(out[-1])
