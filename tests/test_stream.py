@@ -211,3 +211,26 @@ def test_cli_stream_shows_the_psnr_index(tiny_model_path, tmp_path):
     last = r.stdout.strip().splitlines()[-1]
     assert last.endswith(f"from the first {len(cut):,} bytes, {table[len(cut)]:.2f} dB"), last
     assert all(" dB" in line for line in r.stdout.strip().splitlines()[:-1])
+
+
+def test_cli_stream_of_damaged_bytes_says_what_the_output_shows(
+    coded, tiny_model_path, tmp_path, monkeypatch
+):
+    codec, _, data = coded
+    real = streaming.read_pieces
+    monkeypatch.setattr(streaming, "read_pieces", lambda source: real(source, piece=300))  # a slow pipe
+    ends = [layer.end for layer in uqdm_codec.files.info(data).layers]
+    damaged = bytearray(data)
+    damaged[ends[4] + 20] ^= 0x10  # inside layer 6: its CRC no longer matches
+    target = tmp_path / "live.png"
+    r = run("decode", "-", "--stream", "-o", target, "-m", tiny_model_path, stdin=bytes(damaged))
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    text = r.stderr.strip()
+    assert text.startswith("error:") and "\n" not in text and "holds the image of the first" in text, text
+    assert not list(tmp_path.glob(".*.tmp"))
+    shown = int(text.rsplit("first ", 1)[1].split()[0].replace(",", ""))
+    assert shown <= ends[4] and np.array_equal(
+        np.asarray(Image.open(target)), codec.decode(data[:shown]).pixels
+    )
+    r = run("decode", "-", "-o", tmp_path / "plain.png", "-m", tiny_model_path, stdin=bytes(damaged))
+    assert r.exit_code == 1 and not (tmp_path / "plain.png").exists()  # decode itself refuses

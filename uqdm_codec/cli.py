@@ -801,6 +801,10 @@ def _stream_decode(files_: list[Path], output, out_dir, model, device, force: bo
         if shown is None:
             raise
         _fail(f"interrupted; {target} holds the image of the first {shown.nbytes:,} bytes", 130)
+    except UqdmError as exc:  # damaged bytes after good ones: say what the output shows
+        if shown is None:
+            raise
+        raise type(exc)(f"{exc}; {target} holds the image of the first {shown.nbytes:,} bytes") from exc
     finally:
         if not _is_stdio(file):
             source.close()
