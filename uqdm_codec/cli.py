@@ -245,10 +245,15 @@ def _read(path: Path) -> bytes:
     from .batch import read_input
 
     if _is_stdio(path):
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UqdmError("- reads standard input, which is a terminal here: pipe a file in (< FILE)")
-        return sys.stdin.buffer.read()
+        return _stdin().read()
     return read_input(path)
+
+
+def _stdin():
+    """Standard input's bytes as a file, refused where it is a terminal (nothing was piped in)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UqdmError("- reads standard input, which is a terminal here: pipe a file in (< FILE)")
+    return sys.stdin.buffer
 
 
 def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | None, **names) -> Path:
@@ -741,9 +746,7 @@ def decode(
 def _stream_source(path: Path):
     """What --stream reads: standard input, or a file opened (not read whole) for its pieces."""
     if _is_stdio(path):
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UqdmError("- reads standard input, which is a terminal here: pipe a file in (< FILE)")
-        return sys.stdin.buffer
+        return _stdin()
     batch.read_input_checks(path)
     try:
         return open(path, "rb")  # noqa: SIM115 - read piece by piece; closed by the caller

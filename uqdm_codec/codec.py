@@ -924,19 +924,19 @@ class Codec:
         if target.budgeted:  # a budget below the header fails now, not after the encode
             target.truncate(header.to_bytes())
         sent: list[bytes] = []
+        send = None
         if emit is not None:
             self._check_streamable(h, w, tail, target, psnr_index)
-            outer = emit
 
-            def emit(piece: bytes) -> None:
+            def send(piece: bytes) -> None:
                 sent.append(piece)
-                outer(piece)
+                emit(piece)
 
         bar = _FullAtTheEnd(progress) if progress else None
         encoded = self._judge_cut(
-            pixels, self._encode_cut(pixels, header, bar, fast, tail, target, emit), target
+            pixels, self._encode_cut(pixels, header, bar, fast, tail, target, send), target
         )
-        if emit is not None and b"".join(sent) != encoded.data:  # a guard: the check above is whole
+        if send is not None and b"".join(sent) != encoded.data:  # a guard: the check above is whole
             raise UqdmError("internal error: the streamed layers are not the file")
         if psnr_index:
             encoded = quality.with_psnr_index(encoded)
@@ -1651,6 +1651,11 @@ class Decoder:
         self._fresh = True  # nothing shown yet: the first image is news even if it is the blank one
         self._header: Header | None = None  # once it is in: what it adds to every image
         self.latest: DecodedImage | None = None
+
+    @property
+    def received(self) -> bytes:
+        """Every byte fed so far."""
+        return bytes(self._buffer)
 
     def feed(self, data: bytes):
         newest = deque(self.images(data), maxlen=1)  # the images before it are not kept

@@ -38,30 +38,19 @@ class UqdImageFile(ImageFile.ImageFile):
         return super().load()
 
 
-SAVE_OPTIONS = (
-    "model",
-    "seed",
-    "device",
-    "mirrors",
-    "fast",
-    "tail",
-    "tail_after",
-    "keep_icc",
-    "keep_metadata",
-    "psnr",
-    "bpp",
-    "max_bytes",
-    "steps",
-    "psnr_index",
-)  # uqdm_codec.encode's keywords; others Pillow users pass to every format (quality=...) are ignored
+NOT_FOR_SAVE = ("image", "progress", "emit")  # uqdm_codec.encode's parameters that save does not take
 
 
 def _save(im: Image.Image, fp, filename) -> None:
     """Pillow's save handler: the whole file is encoded before its first byte is written (Pillow
     has opened, and so emptied, the target already; it removes a file it created if this fails)."""
+    import inspect
+
     from . import encode
 
-    options = {key: im.encoderinfo[key] for key in SAVE_OPTIONS if key in im.encoderinfo}
+    # encode's keywords; others that Pillow users pass to every format (quality=...) are ignored
+    keywords = set(inspect.signature(encode).parameters) - set(NOT_FOR_SAVE)
+    options = {key: value for key, value in im.encoderinfo.items() if key in keywords}
     fp.write(encode(im, **options))
 
 

@@ -62,11 +62,10 @@ def decode_stream(pieces: Iterable[bytes], model=None, device=None) -> Iterator[
     is used up; the final one equals `decode` of all the bytes. FormatError when the
     bytes end before a whole header (or are not a .uqd file), as `decode` would raise."""
     decoder = Decoder(model, device)
-    received = bytearray()
     for piece in pieces:
-        received += piece
         yield from decoder.images(piece)
     if decoder.latest is None:
+        received = decoder.received
         if not received:
             raise FormatError("the input is empty: no .uqd header arrived")
         container.parse_header(bytes(received))  # raises the error `decode` gives for these bytes
