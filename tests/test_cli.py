@@ -164,6 +164,30 @@ def test_help():
     assert r.exit_code == 0 and "encode" in r.stdout and "truncate" in r.stdout
 
 
+def test_help_paragraphs_wrap_to_the_terminal():
+    """Each command's summary fits its row, and no paragraph keeps the docstring's line breaks."""
+    from uqdm_codec.cli import _unwrapped
+
+    assert _unwrapped("A b\n    c.\n\n    D\n    e.") == "A b c.\n\nD e."
+    listing = run("--help").stdout
+    for command in ("encode", "decode", "truncate", "info"):
+        row = next(line for line in listing.splitlines() if f" {command} " in line)
+        assert row.rstrip(" │").endswith("."), row  # the whole summary on one line
+        page = run(command, "--help").stdout
+        lines = [line.strip() for line in page.split("Usage:")[1].split("╭")[0].splitlines()]
+        assert all(len(line) > 40 or line.endswith(".") for line in lines if line), page
+
+
+def test_python_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    import uqdm_codec
+
+    r = subprocess.run([sys.executable, "-m", "uqdm_codec", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith(f"uqdm {uqdm_codec.__version__} ")
+
+
 def test_progression_and_all_levels(photo, tiny_model_path):
     assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
     uqd = photo.with_suffix(".uqd")

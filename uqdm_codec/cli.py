@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +25,21 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+def _unwrapped(doc: str | None) -> str:
+    """A docstring's paragraphs each on one line: typer prints a paragraph's line breaks as they are."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _command(**settings: object) -> Callable[[Callable], Callable]:
+    """`app.command`, its help the function's docstring unwrapped, so the terminal wraps it."""
+
+    def register(f: Callable) -> Callable:
+        return app.command(help=_unwrapped(f.__doc__), **settings)(f)
+
+    return register
 
 
 def _version_text() -> str:
@@ -392,7 +409,7 @@ def _layer_table(fi, title: str, encoded=None) -> Table:
     return table
 
 
-@app.command()
+@_command()
 def encode(
     images: list[Path] = typer.Argument(
         ..., metavar="IMAGES", help="Images to compress (PNG, JPEG, WebP, ...); '-': standard input."
@@ -470,8 +487,9 @@ def encode(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Compress images into progressive .uqd files (NAME.uqd), lossless unless --psnr, --bpp,
-    --bytes or --steps asks for a prefix.
+    """Compress images into progressive .uqd files (NAME.uqd).
+
+    Lossless unless --psnr, --bpp, --bytes or --steps asks for a prefix.
 
     Several inputs run in --jobs worker processes; a file that fails is reported in one line and
     the others go on; a table sums up, and the exit code is 1 if any failed."""
@@ -569,7 +587,7 @@ def encode(
         say.print(f"wrote {target} ({what})", highlight=False)
 
 
-@app.command()
+@_command()
 def decode(
     files_: list[Path] = typer.Argument(
         ..., metavar="FILES", help=".uqd files (complete or truncated); '-': standard input."
@@ -630,8 +648,9 @@ def decode(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Reconstruct images from .uqd files: from their first N steps, a prefix within a bit budget
-    or reaching a quality, or all of them.
+    """Reconstruct images from .uqd files, whole or from a prefix.
+
+    From their first N steps, a prefix within a bit budget or reaching a quality, or all of them.
 
     Several inputs run in --jobs worker processes, as for encode."""
     with _errors():  # the imports too, as in encode
@@ -852,7 +871,7 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         err.print(f"note: {note}", highlight=False)
 
 
-@app.command()
+@_command()
 def truncate(
     files_: list[Path] = typer.Argument(..., metavar="FILES", help=".uqd files; '-': standard input."),
     bpp: float | None = typer.Option(None, "--bpp", help="Bit budget in bits per pixel."),
@@ -876,7 +895,9 @@ def truncate(
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Keep the longest decodable prefix of .uqd files within a budget (cuts bytes, never
+    """Cut .uqd files to a budget or a quality, without re-encoding.
+
+    Keeps the longest decodable prefix within a budget (cuts bytes, never
     re-encodes; within 4 bytes of the budget where it ends inside a chunk, whose CRC is then
     rewritten to cover what is kept), or the shortest that reaches a quality (--psnr, files
     encoded with --psnr-index).
@@ -929,7 +950,7 @@ def truncate(
         )
 
 
-@app.command()
+@_command()
 def info(
     files_: list[Path] = typer.Argument(
         ..., metavar="FILES", help=".uqd files; '-': standard input (as the only one)."
@@ -941,8 +962,10 @@ def info(
         "each the length of a prefix that is a valid file), for scripts; for several files a list.",
     ),
 ) -> None:
-    """Show a .uqd file's header and layers; of several files, a line each (a file that cannot be
-    read is reported in one line and the others go on; the exit code is then 1)."""
+    """Show a .uqd file's header and layers (several files: a line each).
+
+    Of several files, a file that cannot be read is reported in one line and the others go on;
+    the exit code is then 1."""
 
     with _errors():
         if len(files_) > 1:
@@ -1020,7 +1043,7 @@ def _info_table(paths: list[Path], as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@_command()
 def bench(
     folder: Path = typer.Argument(..., help="Folder of images (e.g. the Kodak set)."),
     limit: int | None = typer.Option(None, help="Only the first N images."),
@@ -1046,7 +1069,7 @@ def bench(
     device: str = DeviceOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Rate-distortion and speed of uqdm (real file bytes, every layer) against the usual codecs."""
+    """Rate-distortion and speed of uqdm against the usual codecs, in real file bytes."""
     with _errors():  # the imports too, as in encode
         from . import bench as benchmark
         from . import ensemble, get_codec
@@ -1113,11 +1136,9 @@ def bench(
             out.print(f"wrote {out_dir / 'results.json'} (install matplotlib for the plot)", highlight=False)
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
-)
+@_command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def train(ctx: typer.Context) -> None:
-    """Train a denoiser: uqdm train DATA_DIR --out RUN_DIR [options] (see uqdm train --help)."""
+    """Train a denoiser: uqdm train DATA_DIR --out RUN_DIR (see uqdm train --help)."""
     from . import train as training
 
     training.main(list(ctx.args) or ["--help"])
