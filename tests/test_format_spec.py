@@ -1,0 +1,228 @@
+"""docs/FORMAT.md section 8, implemented a second time from the text alone (tests/spec_network.py,
+NumPy int64, no uqdm_codec import), agrees with the codec bit for bit: the document is complete
+enough to build a decoder's network from, and the arithmetic does not depend on how it is done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uqdm_codec import portable
+from uqdm_codec.exactmodel import load_codec_model, save_exact
+
+from . import spec_network as spec
+
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "uqdm-small.safetensors"
+
+
+def arguments() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    special = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        1e-300,
+        5e-324,
+        709.78,
+        709.782712893384,
+        709.79,
+        -745.9,
+        -746.0,
+        -746.1,
+        1e308,
+        -1e308,
+        np.inf,
+        -np.inf,
+        np.nan,
+        0.5,
+        0.7071067811865476,
+        2.0**-30,
+    ]
+    return np.concatenate(
+        [special, rng.normal(0, 3, 20000), rng.normal(0, 300, 5000), np.exp(rng.uniform(-700, 700, 5000))]
+    )
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "log1p", "sigmoid", "softplus", "silu"])
+def test_portable_functions_follow_the_text(name):
+    x = arguments()
+    if name == "log":
+        x = np.abs(x)
+    with np.errstate(all="ignore"):  # inf - inf and 0 * inf at the edges are part of the test
+        ours, theirs = getattr(portable, name)(x), getattr(spec, f"{name}_p")(x)
+    assert np.array_equal(ours, theirs, equal_nan=True)
+    assert ours.view(np.int64)[~np.isnan(ours)].tolist() == theirs.view(np.int64)[~np.isnan(theirs)].tolist()
+
+
+def inputs(multiple: int, h: int, w: int, seed: int, spread: float = 1.0):
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(-1.2, 1.2, (3, h, w)) * spread
+    maps = [rng.uniform(0, 1, (9, h >> lv, w >> lv)) for lv in range(1, 4)]
+    maps.append(rng.uniform(0, 1, (12, h // multiple, w // multiple)))
+    return image, maps
+
+
+def reference(model, image, maps, step):
+    qi, qm = model.denoiser.quantize_inputs(image, maps)
+    put = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
+    with torch.inference_mode():
+        bands, pixel = model.denoiser(put(qi), [put(m) for m in qm], step)
+    return [b[0].numpy() for b in bands], pixel[0].numpy()
+
+
+def assert_same(model, path, h, w, steps, spread=1.0):
+    net = spec.SpecNetwork.load(path)
+    for step in steps:
+        image, maps = inputs(model.multiple, h, w, seed=step, spread=spread)
+        bands, pixel = reference(model, image, maps, step)
+        s_bands, s_pixel = net(image, maps, step)
+        assert len(bands) == len(s_bands) == 5
+        for ours, theirs in zip(bands, s_bands):
+            assert ours.shape == theirs.shape and np.array_equal(ours.astype(np.int64), theirs)
+        assert pixel.shape == s_pixel.shape and np.array_equal(pixel.astype(np.int64), s_pixel)
+        assert any(np.abs(b).max() > 0 for b in s_bands)
+
+
+def test_the_shipped_network_follows_the_text():
+    """Every diffusion step's row of the shipped model, on a 48x32 input (not square, 3x2 at 1/16)."""
+    assert_same(load_codec_model(SHIPPED), SHIPPED, 48, 32, steps=range(1, 8))
+
+
+def test_clipped_streams_follow_the_text(tiny_model, tmp_path):
+    """Inputs far outside the calibrated range, so inputs, streams and heads hit their clips."""
+    path = tmp_path / "tiny.safetensors"
+    save_exact(tiny_model, path)
+    assert_same(tiny_model, path, 32, 64, steps=(1, 7), spread=300.0)
+
+
+def test_the_priors_follow_the_text():
+    """5.1-5.3 on a random state of the shipped model (every coefficient in a random state, some
+    never coded): locations and scales of every band, and the pixel step's scales, bit for bit."""
+    import json
+
+    from uqdm_codec.inference import PriorNetwork
+
+    model = load_codec_model(SHIPPED)
+    config = json.loads(SHIPPED.with_suffix(".json").read_text())
+    net = spec.SpecNetwork(config, {f"net.{k}": v.numpy() for k, v in model.denoiser.params.items()})
+    rng = np.random.default_rng(5)
+    h, w = 32, 48
+    shapes = [(3, h // 16, w // 16), (3, 3, h // 16, w // 16)] + [
+        (3, 3, h >> lv, w >> lv) for lv in (3, 2, 1)
+    ]
+    for step in (1, 4, 7):
+        z = [rng.normal(0, 1, s) * 2.0 ** -(b - 1) for b, s in enumerate(shapes)]
+        states = [rng.integers(0, step + 1, s).astype(np.uint8) for s in shapes]
+        ours = PriorNetwork(model, "cpu").predict(z, states, step)
+        locs, scales, pixel = spec.priors(config, net, z, states, step)
+        for b in range(5):
+            assert np.array_equal(ours.locs[b], locs[b]) and np.array_equal(ours.scales[b], scales[b])
+        assert np.array_equal(ours.pixel_scale, pixel)
+
+
+# ----------------------------------------------------------------------------- sections 1 and 2
+
+
+@pytest.fixture(scope="module")
+def spec_files(tiny_model):
+    """Files of every header form: plain, tiled, tails, an early tail, mirrors, extensions."""
+    from uqdm_codec.codec import Codec
+
+    from .conftest import synthetic_image
+
+    img = synthetic_image(24, 40, seed=2)
+    codec = Codec(tiny_model, "cpu")
+    alpha = (np.arange(24 * 40).reshape(24, 40) % 251).astype(np.uint8)
+    return {
+        "plain": codec.encode(img, seed=1),
+        "tiled": Codec(tiny_model, "cpu", region=16).encode(synthetic_image(20, 40, seed=4), seed=2),
+        "tail": codec.encode(img, seed=3, tail=True),
+        "early tail": codec.encode(img, seed=4, tail_after=2),
+        "mirrors": codec.encode(img, seed=5, mirrors=2, fast=True),
+        "extensions": codec.encode(img, seed=6, alpha=alpha, xmp=b"<x:xmpmeta/>", psnr_index=True),
+    }
+
+
+def assert_reads_alike(data: bytes):
+    from uqdm_codec import files
+    from uqdm_codec.errors import FormatError
+
+    from . import spec_container
+
+    try:
+        ref = files.info(data)
+    except FormatError:
+        with pytest.raises((spec_container.Refused, spec_container.Short)):
+            spec_container.read(data)
+        return None
+    ours = spec_container.read(data)
+    head = ref.header
+    assert (ours.width, ours.height, ours.steps, ours.seed, ours.name, 16 * ours.tile16) == (
+        head.width,
+        head.height,
+        head.num_steps,
+        head.seed,
+        head.model_name,
+        head.tile,
+    )
+    assert ours.region_size == head.region and (ours.tail_step is not None) == head.tail
+    if head.tail:
+        assert ours.tail_form == head.tail_form
+    if 1 in ours.extensions:
+        assert spec_container.alpha(ours.extensions[1], ours.width, ours.height) == head.alpha
+    if 3 in ours.extensions:
+        assert spec_container.inflate_whole(ours.extensions[3]) == head.xmp
+    if 4 in ours.extensions:
+        assert spec_container.psnr_index(ours.extensions[4]) == head.psnr_index
+    assert ours.fingerprint.hex() == ref.to_dict()["fingerprint"] and ours.regions == ref.to_dict()["regions"]
+    assert ours.mirrors == ref.to_dict()["mirrors"] and ours.header_end == ref.header_bytes
+    assert ours.chunk_boundaries() == ref.cut_points
+    assert [(c.start, c.end) for r in ours.records for c in r.chunks] == sorted(ref.chunk_spans)
+    assert ours.layer_ends() == [layer.end for layer in ref.layers]
+    assert ours.complete == ref.to_dict()["complete"]
+    assert (
+        bool(ours.records and ours.records[-1].chunks and ours.records[-1].chunks[-1].cut)
+        == ref.ends_in_cut_chunk
+    )
+    if ours.tail_step is not None:
+        assert ours.tail_step == ref.to_dict()["tail_follows_step"]
+    return ours
+
+
+@pytest.mark.parametrize("name", ["plain", "tiled", "tail", "early tail", "mirrors", "extensions"])
+def test_the_container_follows_the_text(spec_files, name):
+    """Every chunk boundary, element count and flag of whole files, of their prefixes (on and off
+    chunk boundaries), and of files cut inside a chunk by truncate, read from sections 1-2 alone."""
+    from uqdm_codec import files
+
+    data = spec_files[name]
+    ours = assert_reads_alike(data)
+    assert ours.complete and len(ours.records) == ours.layers * ours.regions
+    if name == "extensions":
+        assert sorted(ours.extensions) == [1, 3, 4]
+    cuts = ours.chunk_boundaries()
+    lengths = set(cuts) | {c + d for c in cuts for d in (-5, -1, 1, 3, 6)} | set(range(0, len(data), 97))
+    for n in sorted(k for k in lengths if 0 <= k <= len(data)):
+        assert_reads_alike(data[:n])
+    for budget in range(cuts[1] + 9, len(data), max(1, len(data) // 23)):
+        assert_reads_alike(files.truncate(data, max_bytes=budget))
+
+
+def test_damaged_files_are_refused_alike(spec_files):
+    """A flipped bit anywhere in a file: both readers refuse it (a CRC covers every byte), and a
+    byte appended to a whole file is refused by both as bytes after the last layer."""
+    from . import spec_container
+
+    for name in ("plain", "tiled", "extensions"):
+        data = spec_files[name]
+        for pos in np.random.default_rng(len(data)).choice(len(data), 40, replace=False):
+            damaged = bytearray(data)
+            damaged[pos] ^= 1 << int(pos % 8)
+            assert assert_reads_alike(bytes(damaged)) is None, (name, pos)
+        assert assert_reads_alike(data + b"\0") is None
+        with pytest.raises(spec_container.Refused):
+            spec_container.read(data + b"\0")
