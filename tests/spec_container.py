@@ -43,6 +43,7 @@ class Record:
     n: int  # chunks the layer header announces
     chunks: list[Chunk] = field(default_factory=list)
     short: bool = False  # the bytes end inside a chunk that is not cut
+    fields: dict = field(default_factory=dict)  # the layer header's fields by name
 
     @property
     def end(self) -> int:
@@ -182,31 +183,37 @@ def read_record(data: bytes, pos: int, region: int, layer: int, last: bool, tail
     end inside a chunk, the record holds the chunks before it (and the chunk itself if it is cut)."""
     r = Reader(data, pos)
     kind, index, partition, n = r.u("B"), r.u("B"), r.u("B"), r.u("B")
-    r.take(4)  # display check
+    fields: dict = {"partition": partition, "display_check": r.u("I")}
     expected = (3 if tail else 2) if last else 1
     if kind != expected or index != layer or partition not in (0, 1) or n < 1:
         raise Refused(f"layer header {kind} {index} {partition} {n}")
     if kind == 1:
         mask = r.u("B")
-        r.take(5 * bin(mask).count("1"))
-        r.u("B")  # from display
+        fields["colour"] = {
+            b: struct.unpack("<bBbbB", r.take(5)) for b in range(8) if mask >> b & 1
+        }  # a10, f1, a20, a21, f2
+        fields["from_display"] = r.u("B")
         radius = r.u("B")
         if radius > 2:
             raise Refused("display filter radius")
+        fields["filter"] = None
         if radius:
-            r.take(2 * (3 * 3 * (2 * radius + 1) ** 2 + 3))
+            k = 2 * radius + 1
+            values = struct.unpack(f"<{9 * k * k + 3}h", r.take(2 * (9 * k * k + 3)))
+            fields["filter"] = (radius, values[:-3], values[-3:])
     elif kind == 2:
+        fields["lossless"] = None
         if r.u("B") == 1:
-            r.take(3 * 13)
+            fields["lossless"] = [struct.unpack("<12bB", r.take(13)) for _ in range(3)]
     else:
         size = r.varint()
         if size > 65536:
             raise Refused("tail parameters")
-        r.take(size)
+        fields["tail"] = r.take(size)
     spans = [(r.varint(), r.varint()) for _ in range(n)]
     if crc(data[pos : r.pos]) != r.u("I"):
         raise Refused("layer CRC")
-    record = Record(region, layer, kind, pos, r.pos, n)
+    record = Record(region, layer, kind, pos, r.pos, n, fields=fields)
     for number, words in spans:
         start = r.pos
         if r.pos + 4 > len(data):

@@ -1,10 +1,11 @@
 """A second implementation of docs/FORMAT.md section 8, written from the text alone.
 
 Nothing here imports uqdm_codec: the portable functions of 8.1 in NumPy float64, and the integer
-network of 8.2 in NumPy int64 (not float32 convolutions, as the reference uses), reading a model
-as 8.3 and section 4 describe it (a JSON config beside a safetensors file). If the reference and
-this agree bit for bit, the document says enough to build the network, and two very different
-implementations agree on it. tests/test_format_spec.py compares them.
+network of 8.2 with int64 tensors whose convolution sums are taken in float64 (exact below 2^53;
+the reference sums in float32, exact below 2^24), reading a model as 8.3 and section 4 describe
+it (a JSON config beside a safetensors file), and the priors of 5.1-5.3 made from its outputs. If
+the reference and this agree bit for bit, the document says enough to build them, and two
+different implementations agree on them. tests/test_format_spec.py compares them.
 """
 
 from __future__ import annotations
@@ -135,12 +136,14 @@ class SpecNetwork:
         p = k // 2
         _, h, wd = a.shape
         ho, wo = (h + stride - 1) // stride, (wd + stride - 1) // stride
-        padded = np.pad(a, ((0, 0), (p, p), (p, p)))
-        y = np.zeros((w.shape[0], ho, wo), np.int64)
+        padded = np.pad(a, ((0, 0), (p, p), (p, p))).astype(np.float64)
+        y = np.zeros((w.shape[0], ho * wo))
         for dy in range(k):
             for dx in range(k):
                 window = padded[:, dy : dy + stride * ho : stride, dx : dx + stride * wo : stride]
-                y += np.einsum("oi,iyx->oyx", w[:, :, dy, dx], window)
+                # float64 products and sums of integers below 2^53: exact in any order
+                y += w[:, :, dy, dx].astype(np.float64) @ window.reshape(a.shape[0], -1)
+        y = y.reshape(-1, ho, wo).astype(np.int64)
         assert np.abs(y).max(initial=0) < 1 << 24  # the model's guarantee (8.2)
         v = np.float32(y) * mul[:, None, None]  # one float32 product
         v = v + add[:, None, None]  # one float32 sum
@@ -223,9 +226,9 @@ def preconditioning(n: float, s: float) -> tuple[float, float, float]:
     return c_skip / alpha, c_skip, n * s / np.sqrt(n * n + s * s)
 
 
-def priors(config: dict, net: SpecNetwork, z: list[np.ndarray], states: list[np.ndarray], step: int):
-    """5.3: the locations (before the clip to known intervals) and scales of every Haar
-    coefficient for step `step` + 1, and the pixel step's scales, from the state after `step`."""
+def prediction(config: dict, net: SpecNetwork, z: list[np.ndarray], states: list[np.ndarray], step: int):
+    """5.3: one network pass at the state after `step`: per band the locations gain*z + c_out*F
+    (not clipped) and the raw scale outputs G, and the pixel head's raw output P (units of 1)."""
     levels = config["schedule"]["levels"]
     noise = [np.inf] + [v / 127.5 for v in levels]
     table = [[preconditioning(n, s) for n in noise] for s in config["band_sigma"]]
@@ -239,6 +242,22 @@ def priors(config: dict, net: SpecNetwork, z: list[np.ndarray], states: list[np.
     f = [b[0].astype(np.float64) * 2.0**-16 for b in bands]
     g = [b[1].astype(np.float64) * 2.0**-16 for b in bands]
     locs = [gn * zb + co * fb for gn, zb, co, fb in zip(gain, z, cout, f)]
-    scales = [(0.55 * co) * exp_p(gb) for co, gb in zip(cout, g)]
+    return locs, g, pixel.astype(np.float64) * 2.0**-16
+
+
+def scales(config: dict, states: list[np.ndarray], g: list[np.ndarray], p: np.ndarray):
+    """5.3: the scales (0.55*c_out) * exp_p(G) of every band, and the pixel step's."""
+    levels = config["schedule"]["levels"]
+    noise = [np.inf] + [v / 127.5 for v in levels]
+    cout = [
+        np.array([preconditioning(n, s)[2] for n in noise])[st] for s, st in zip(config["band_sigma"], states)
+    ]
     c = preconditioning(levels[-1] / 127.5, 0.5)[2]
-    return locs, scales, (0.55 * c) * exp_p(pixel.astype(np.float64) * 2.0**-16)
+    return [(0.55 * co) * exp_p(gb) for co, gb in zip(cout, g)], (0.55 * c) * exp_p(p)
+
+
+def priors(config: dict, net: SpecNetwork, z: list[np.ndarray], states: list[np.ndarray], step: int):
+    """5.3 with one network pass: locations (before the clip to known intervals) and scales of
+    every Haar coefficient for step `step` + 1, and the pixel step's scales."""
+    locs, g, p = prediction(config, net, z, states, step)
+    return (locs, *scales(config, states, g, p))
