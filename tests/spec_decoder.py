@@ -1,12 +1,13 @@
-"""A second decoder of whole .uqd files, written from docs/FORMAT.md alone (sections 3 to 7).
+"""A second decoder of whole .uqd files, written from docs/FORMAT.md alone (sections 1 to 8).
 
 Nothing here imports uqdm_codec: it reads the bytes with spec_container, runs the network with
-spec_network, and decodes every layer of an untiled file without a tail or mirror ensemble
-(`MIRRORS` code 0), checking every layer's display check as section 7 asks. It is slow (plain
-NumPy loops where the reference is vectorised) and meant for small images: what it shows is that
-the document is enough to decode a file bit for bit. tests/test_format_spec.py compares it with
-the reference.
-"""
+spec_network and the lossless tail (form 11, the one the encoder writes) with spec_tail, and
+decodes every layer of a whole file, tiled or not, with any mirror ensemble, checking every
+layer's display check as section 7 asks. Left out: prefixes that end inside a layer (the images
+inside a step, cut chunks), version 7 files and tail forms 1 to 10 (what older releases wrote),
+and the generative reconstruction of 7.1. It is slow (plain NumPy, and loops where the text
+states a rule pixel by pixel) and meant for small images: what it shows is that the document is
+enough to decode a file bit for bit. tests/test_format_spec.py compares it with the reference."""
 
 from __future__ import annotations
 
@@ -226,9 +227,9 @@ class SpecDecoder:
     def decode(self, data: bytes) -> list[np.ndarray]:
         """The image after every layer (3, H, W levels), the last the exact pixels."""
         f = sc.read(data)
-        if not f.complete or f.tail_step is not None:
-            raise NotImplementedError("whole files without a tail only")
-        self.data, self.mirrors = data, f.mirrors
+        if not f.complete or (f.tail_step is not None and f.tail_form != 11):
+            raise NotImplementedError("whole files, without a tail or with a tail of form 11")
+        self.data, self.mirrors, self.tail_step = data, f.mirrors, f.tail_step
         if f.region_size is None:
             return self.decode_region(f.records, f.width, f.height, f.seed, f.steps)
         rw, rh = f.region_size  # 1.1: every region as an untiled file of its own
@@ -254,6 +255,8 @@ class SpecDecoder:
         self.upper = [np.full(b.shape, bd, np.float32) for b, bd in zip(z, bound)]
         self.z, self.hp, self.wp = z, hp, wp
         images, shown = [], None
+        if self.tail_step is not None:
+            return self.decode_with_tail(records)
         for record in records[: steps - 1]:
             i = record.layer
             locs, scales = self.haar_priors(i, record.fields["from_display"], shown)
@@ -270,6 +273,28 @@ class SpecDecoder:
         images.append(self.lossless(records[steps], xt, m, s))
         check(images[-1], records[steps].fields["display_check"], "the lossless layer")
         return images
+
+    def decode_with_tail(self, records) -> list[np.ndarray]:
+        """Steps 1..TS, then the tail (6.6) given the side image and the known intervals."""
+        from . import spec_tail
+
+        ts, images = self.tail_step, []
+        shown = np.clip(haar_inverse(self.haar_priors(1, 0, None)[0]), -1, 1)[:, : self.h, : self.w]
+        for record in records[:ts]:
+            i = record.layer
+            locs, scales = self.haar_priors(i, record.fields["from_display"], shown)
+            self.haar_step(i, record, locs, scales)
+            self.after = self.predict(i)
+            display = np.clip(haar_inverse(self.after[0]), -1, 1)[:, : self.h, : self.w]
+            shown = self.filtered(display, record.fields["filter"])
+            check(to_levels(shown), record.fields["display_check"], f"step {i}")
+            images.append(to_levels(shown))
+        side = to_levels(shown).astype(np.int64)
+        intervals = spec_tail.Intervals(self.lower, self.upper)
+        tail = records[ts]
+        pixels = spec_tail.decode_tail(self.data, tail, side, intervals, decode_group, chunk_coder, finish)
+        check(pixels, tail.fields["display_check"], "the tail")
+        return [*images, pixels]
 
     # -- 5.3, 5.3.1
 

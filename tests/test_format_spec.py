@@ -1,6 +1,7 @@
-"""docs/FORMAT.md section 8, implemented a second time from the text alone (tests/spec_network.py,
-NumPy, no uqdm_codec import), agrees with the codec bit for bit: the document is complete
-enough to build a decoder's network from, and the arithmetic does not depend on how it is done."""
+"""docs/FORMAT.md implemented a second time from the text alone (tests/spec_*.py, NumPy, importing
+nothing of uqdm_codec) agrees with the codec bit for bit: the document is complete enough to write
+a decoder from, and the arithmetic does not depend on how it is done (int64 tensors and float64
+sums here, float32 convolutions in the reference)."""
 
 from __future__ import annotations
 
@@ -230,60 +231,76 @@ def test_damaged_files_are_refused_alike(spec_files):
 
 # ----------------------------------------------------------------------------- sections 3 to 7
 
+CROP = (slice(200, 325), slice(500, 690))  # of kodim23: 125 x 190, colour contexts, two display
+# filters, priors from the shown image; tails in both green orders
+DECODER_CASES = {  # name: (model, image, encode options, the tail's green order O or None)
+    "plain": ("tiny", "synthetic", {}, None),
+    "tiled": ("tiny", "synthetic", {"region": 16}, None),
+    "mirrors 2": ("tiny", "synthetic", {"mirrors": 2}, None),
+    "mirrors 4": ("tiny", "synthetic", {"mirrors": 4, "fast": True}, None),
+    "photo": ("shipped", "crop", {"fast": True}, None),
+    "tail, raster": ("tiny", "synthetic", {"tail": True}, 2),
+    "early tail": ("tiny", "synthetic", {"tail_after": 2}, 2),
+    "tail, interlaced": ("tiny", "gray", {"tail": True, "fast": True}, 0),
+    "tail, split passes": ("tiny", "noise", {"tail": True, "fast": True}, 0),
+    "photo, tail": ("shipped", "crop", {"tail": True, "fast": True}, 1),
+    "photo, early tail": ("shipped", "crop", {"tail_after": 3, "fast": True}, 2),
+}
 
-def spec_decoder_cases(tiny_model, tiny_path):
+
+def case_image(kind: str) -> np.ndarray:
     from PIL import Image
-
-    from uqdm_codec.codec import Codec
 
     from .conftest import synthetic_image
 
-    img = synthetic_image(24, 40, seed=2)
-    crop = np.asarray(
-        Image.open(Path(__file__).resolve().parents[1] / "samples" / "kodim23.png").convert("RGB")
-    )
-    crop = crop[
-        200:325, 500:690
-    ]  # 125 x 190: colour contexts, two display filters, priors from the shown image
-    shipped = load_codec_model(SHIPPED)
-    return {
-        "plain": (tiny_path, img, Codec(tiny_model, "cpu").encode(img, seed=1)),
-        "tiled": (tiny_path, img, Codec(tiny_model, "cpu", region=16).encode(img, seed=2)),
-        "mirrors 2": (tiny_path, img, Codec(tiny_model, "cpu").encode(img, seed=3, mirrors=2)),
-        "mirrors 4": (tiny_path, img, Codec(tiny_model, "cpu").encode(img, seed=4, mirrors=4, fast=True)),
-        "photo": (SHIPPED, crop, Codec(shipped, "cpu").encode(crop, seed=1, fast=True)),
-    }
+    if kind == "synthetic":
+        return synthetic_image(24, 40, seed=2)
+    if kind == "gray":
+        return np.repeat(synthetic_image(32, 48, seed=1)[:, :, :1], 3, axis=2)
+    if kind == "noise":  # 256 x 512: the passes of 6.6 with 32768 pixels or more are split in two
+        return np.random.default_rng(0).integers(0, 256, (256, 512, 3)).astype(np.uint8)
+    photo = Image.open(Path(__file__).resolve().parents[1] / "samples" / "kodim23.png").convert("RGB")
+    return np.asarray(photo)[CROP]
 
 
 @pytest.fixture(scope="module")
-def decoder_cases(tiny_model, tmp_path_factory):
+def tiny_file(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "tiny.safetensors"
     save_exact(tiny_model, path)
-    return spec_decoder_cases(tiny_model, path)
+    return path
 
 
-@pytest.mark.parametrize("name", ["plain", "tiled", "mirrors 2", "mirrors 4", "photo"])
-def test_a_second_decoder_follows_the_text(decoder_cases, name):
+@pytest.mark.parametrize("name", list(DECODER_CASES))
+def test_a_second_decoder_follows_the_text(tiny_model, tiny_file, name):
     """tests/spec_decoder.py, written from sections 3-7 alone, decodes whole files: every layer's
     display check holds (the step images are the encoder's, bit for bit), the last image is the
     original, and each step image equals the reference decoder's where the layer's last chunk
     shows its candidate."""
     from uqdm_codec import decode
+    from uqdm_codec.codec import DEFAULT_REGION, Codec
 
     from . import spec_container
     from .spec_decoder import SpecDecoder
 
-    model_path, original, data = decoder_cases[name]
-    images = SpecDecoder(model_path).decode(data)
+    which, kind, options, order = DECODER_CASES[name]
+    model, model_path = (tiny_model, tiny_file) if which == "tiny" else (load_codec_model(SHIPPED), SHIPPED)
+    original = case_image(kind)
+    options = dict(options)
+    codec = Codec(model, "cpu", region=options.pop("region", DEFAULT_REGION))
+    data = codec.encode(original, seed=1, **options)
     f = spec_container.read(data)
-    assert len(images) == f.steps + 1 and np.array_equal(images[-1].transpose(1, 2, 0), original)
-    compared, model = 0, load_codec_model(model_path)
-    for step in range(1, f.steps + 1):
+    if order is not None:  # the tail's green order (6.6.1) this case is here to cover
+        assert f.tail_step is not None and f.records[-1].fields["tail"][0] == order
+    images = SpecDecoder(model_path).decode(data)
+    steps = f.steps if f.tail_step is None else f.tail_step
+    assert len(images) == steps + 1 and np.array_equal(images[-1].transpose(1, 2, 0), original)
+    compared = 0
+    for step in range(1, steps + 1):
         if all(r.chunks[-1].flags & 1 for r in f.records if r.layer == step):
             ref = np.asarray(decode(data, steps=step, model=model))
             assert np.array_equal(images[step - 1].transpose(1, 2, 0), ref), step
             compared += 1
-    assert compared >= f.steps - 2
+    assert compared >= steps - 2
     if name == "photo":
         layers = [r.fields for r in f.records]
         assert any(fl.get("from_display") for fl in layers) and any(fl.get("filter") for fl in layers)

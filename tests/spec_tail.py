@@ -1,0 +1,551 @@
+"""The lossless tail of docs/FORMAT.md 6.6 (form 11, what the encoder writes), from the text alone.
+
+Part of the second decoder (tests/spec_decoder.py); nothing here imports uqdm_codec. Pixels are
+handled one group at a time (a pass's colour, or a raster plane's wavefront) with NumPy; the
+bounds of 6.6.4 and 6.6.5 pixel by pixel in plain Python, as the text states them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import spec_container as sc
+
+D = 6
+SPLIT = 32768
+G, R, B = 1, 0, 2  # colour indices; coding order G, R, B
+INF = math.inf
+
+
+class Corrupt(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- passes (6.6)
+
+
+def passes(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]]:
+    """Form 6 on: (rows, columns, neighbour offsets) of every pass with pixels, in pass order."""
+    out = []
+    ys, xs = np.mgrid[0:h, 0:w]
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+
+    def add(mask, offsets):
+        if mask.any():
+            out.append((ys[mask], xs[mask], offsets))
+
+    add((ys % 2**D == 0) & (xs % 2**D == 0), [])
+    for level in range(D, 0, -1):
+        d, hh = 2**level, 2 ** (level - 1)
+        diag = [(-hh, -hh), (-hh, hh), (hh, -hh), (hh, hh)]
+        cross = [(-hh, 0), (hh, 0), (0, -hh), (0, hh)]
+        centres = (ys % d == hh) & (xs % d == hh)
+        if centres.sum() >= SPLIT:
+            even = (ys // d + xs // d) % 2 == 0
+            add(centres & even, diag)
+            add(centres & ~even, diag + [(-d, 0), (d, 0), (0, -d), (0, d)])
+        else:
+            add(centres, diag)
+        set_a = (ys % d == 0) & (xs % d == hh)
+        set_b = (ys % d == hh) & (xs % d == 0)
+        if set_a.sum() + set_b.sum() >= SPLIT:
+            add(set_a, cross)
+            add(set_b, cross + diag)
+        elif set_a.any() or set_b.any():
+            out.append(
+                (np.concatenate([ys[set_a], ys[set_b]]), np.concatenate([xs[set_a], xs[set_b]]), cross)
+            )
+    return out
+
+
+def neighbour(y: np.ndarray, x: np.ndarray, dy: int, dx: int, h: int, w: int):
+    yy, xx = y + dy, x + dx
+    yy = np.where((yy < 0) | (yy >= h), y - dy, yy)
+    xx = np.where((xx < 0) | (xx >= w), x - dx, xx)
+    return np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
+
+
+def middle_two(values: list[np.ndarray]) -> np.ndarray:
+    """M: the sum of the middle two of P values (sorted ascending)."""
+    s = np.sort(np.stack(values), axis=0)
+    p = len(values)
+    return s[p // 2 - 1] + s[p // 2]
+
+
+def spread(values: list[np.ndarray]) -> np.ndarray:
+    total = sum(values)
+    return sum(np.abs(len(values) * v - total) for v in values)
+
+
+def guided(centre: np.ndarray, ns: list[np.ndarray], es: list[np.ndarray]) -> np.ndarray:
+    """2 v_e + floor(2 sum w_k (n_k - e_k) / sum w_k), w_k = floor(1024 / (1 + |v_e - e_k|))."""
+    ws = [1024 // (1 + np.abs(centre - e)) for e in es]
+    num = sum(2 * wk * (n - e) for wk, n, e in zip(ws, ns, es))
+    return 2 * centre + num // sum(ws)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+class Params:
+    """One pass's (or raster plane's) parameters of one colour (the layout from form 5 on)."""
+
+    def __init__(self, r: sc.Reader, n_terms: int, n_features: int):
+        self.weights = [r.varint() for _ in range(n_terms)]
+        if any(v >= 2**20 for v in self.weights):
+            raise Corrupt("weight")
+        n_c = r.varint()
+        if n_c >= 8:
+            raise Corrupt("classes")
+        self.cuts = list(np.cumsum([r.varint() for _ in range(n_c)]).tolist()) if n_c else []
+        g = r.varint()
+        if g > 12:
+            raise Corrupt("shift")
+        self.sets = []
+        for _ in range(n_c + 1):
+            zs = [r.varint() for _ in range(n_features)]
+            self.sets.append(
+                np.array([(z // 2 if z % 2 == 0 else -(z + 1) // 2) * 2**g for z in zs], np.int64)
+            )
+        n_t = r.varint()
+        if n_t >= 16:
+            raise Corrupt("thresholds")
+        self.thresholds = list(np.cumsum([r.varint() for _ in range(n_t)]).tolist()) if n_t else []
+        self.codes = [r.varint() for _ in range(n_t + 1)]
+        if any(not 1 <= c < 2**20 for c in self.codes):
+            raise Corrupt("scale code")
+
+    def prior(self, features: list[np.ndarray], terms: list[np.ndarray]):
+        """(mu, s) of every pixel: activity, class, location, scale (6.6)."""
+        f = np.stack(
+            [np.asarray(v, np.int64) * np.ones_like(features[0], np.int64) for v in features], axis=1
+        )
+        a = np.zeros(f.shape[0], np.int64)
+        for wj, tj in zip(self.weights, terms):
+            a = a + wj * np.asarray(tj, np.int64)
+        cls = np.searchsorted(np.array(self.cuts, np.int64), a, side="right")
+        coefficients = np.stack(self.sets)[cls]
+        total = (coefficients * f).sum(axis=1)  # exact in int64
+        mu = np.clip(total.astype(np.float64) / 16384, 0, 255)
+        b = np.searchsorted(np.array(self.thresholds, np.int64), a, side="right")
+        return mu, np.array(self.codes, np.float64)[b] / 64
+
+
+def pass_counts(p: int, e: int) -> tuple[int, int]:
+    """(N, F) of a pass and colour with a side image, form 7 on."""
+    z = 1
+    f = p * (1 + z) + z + e + 1 + e * (1 + p + z)
+    if p:
+        f += 1 + (1 + e) + e + e
+        n = 2 + 2 * e + 2 + e
+    else:
+        n = e + 1
+    return n, f
+
+
+# ----------------------------------------------------------------------------- bounds (6.6.4, 6.6.5)
+
+SIGNS = [(1, 1, 1), (-1, 1, -1), (1, -1, -1), (-1, -1, 1)]  # s(p) for a, b, c, d
+
+
+def interval(f: int, lo: float, hi: float) -> tuple[float, float]:
+    if f == 1:
+        return lo, hi
+    if f == -1:
+        return -hi, -lo
+    return 0.0, 0.0
+
+
+def mate_bounds(p: int, known: dict[int, int], v: list[tuple[float, float]]) -> tuple[float, float]:
+    """6.6.4 before rounding: position p, known mates {position: level}, the block's 3 intervals."""
+    sp = SIGNS[p]
+    if not known:
+        return -INF, INF
+    if len(known) == 1:
+        ((k, xk),) = known.items()
+        f = [(sp[j] - SIGNS[k][j]) // 2 for j in range(3)]
+        parts = [interval(f[j], *v[j]) for j in range(3)]
+        lo = xk + ((parts[0][0] + parts[1][0]) + parts[2][0])
+        hi = xk + ((parts[0][1] + parts[1][1]) + parts[2][1])
+        return lo, hi
+    if len(known) == 2:
+        k, k2 = sorted(known)
+        f = [(sp[j] - SIGNS[k][j]) // 2 for j in range(3)]
+        e = [(SIGNS[k2][j] - SIGNS[k][j]) // 2 for j in range(3)]
+        delta = known[k2] - known[k]
+        a = next(j for j in range(3) if e[j] != 0 and f[j] != 0)
+        b = next(j for j in range(3) if j != a and e[j] != 0)
+        c = next(j for j in range(3) if j != a and f[j] != 0)
+        lb, ub = interval(e[b], *v[b])
+        if e[a] == 1:
+            lo_a, hi_a = delta - ub, delta - lb
+        else:
+            lo_a, hi_a = -(delta - lb), -(delta - ub)
+        lo_a, hi_a = max(lo_a, v[a][0]), min(hi_a, v[a][1])
+        lc, uc = interval(f[c], *v[c])
+        f_lo, f_hi = (lo_a, hi_a) if f[a] == 1 else (-hi_a, -lo_a)
+        return (known[k] + f_lo) + lc, (known[k] + f_hi) + uc
+    lows, highs = [], []
+    for j in range(3):
+        rj = sum(SIGNS[q][j] * xq for q, xq in known.items())
+        t, t2 = sp[j] * (2 * v[j][0] - rj), sp[j] * (2 * v[j][1] - rj)
+        lows.append(min(t, t2))
+        highs.append(max(t, t2))
+    return max(lows), min(highs)
+
+
+def rounded(lo: float, hi: float) -> tuple[int, int]:
+    lo = 0 if lo == -INF else min(max(math.ceil(lo), 0), 255)
+    hi = 255 if hi == INF else min(max(math.floor(hi), 0), 255)
+    return lo, hi
+
+
+class Intervals:
+    """The known intervals after step TS in levels (x 128), per band [LL_4, D_4, .., D_1]."""
+
+    def __init__(self, lower: list[np.ndarray], upper: list[np.ndarray]):
+        self.lower = [lo.astype(np.float64) * 128 for lo in lower]
+        self.upper = [hi.astype(np.float64) * 128 for hi in upper]
+        self.active = not (np.all(self.lower[4] == -256) and np.all(self.upper[4] == 256))
+
+    def finest(self, c: int, by: int, bx: int) -> list[tuple[float, float]]:
+        return [(self.lower[4][j, c, by, bx], self.upper[4][j, c, by, bx]) for j in range(3)]
+
+    def band(self, level: int, c: int, by: int, bx: int) -> list[tuple[float, float]]:
+        """The 3 detail intervals of D_level's coefficient (block of size 2^level at (by, bx))."""
+        b = 5 - level
+        return [(self.lower[b][j, c, by, bx], self.upper[b][j, c, by, bx]) for j in range(3)]
+
+
+def passes_bounds(
+    iv: Intervals, c: int, y: int, x: int, plane: np.ndarray, known_mask: np.ndarray, h: int, w: int
+):
+    """6.6.4 for a pixel coded in the passes: mates known when of an earlier pass."""
+    by, bx = y // 2, x // 2
+    if 2 * by + 1 >= h or 2 * bx + 1 >= w:
+        return -INF, INF
+    p = 2 * (y % 2) + (x % 2)
+    known = {}
+    for q in range(4):
+        yy, xx = 2 * by + q // 2, 2 * bx + q % 2
+        if q != p and known_mask[yy, xx]:
+            known[q] = int(plane[yy, xx])
+    return mate_bounds(p, known, iv.finest(c, by, bx))
+
+
+def raster_bounds(iv: Intervals, c: int, y: int, x: int, plane: np.ndarray, h: int, w: int, levels: int = 4):
+    """6.6.5 (and 6.6.4 in raster order) before rounding, for pixel (y, x) of wavefront 2y + x."""
+    t = 2 * y + x
+
+    def done(yy: int, xx: int) -> bool:
+        return 2 * yy + xx < t
+
+    # 6.6.4: known mates are the positions before p
+    by, bx = y // 2, x // 2
+    p = 2 * (y % 2) + (x % 2)
+    if 2 * by + 1 >= h or 2 * bx + 1 >= w:
+        lo10, hi10 = -INF, INF
+    else:
+        known = {q: int(plane[2 * by + q // 2, 2 * bx + q % 2]) for q in range(p)}
+        lo10, hi10 = mate_bounds(p, known, iv.finest(c, by, bx))
+    # 6.6.5: sums
+    size = 2**levels
+    yb, xb = y // size, x // size
+    if (yb + 1) * size - 1 < h and (xb + 1) * size - 1 < w:
+        lo_ll, hi_ll = iv.lower[0][c, yb, xb], iv.upper[0][c, yb, xb]
+        j_hi = (2**levels * lo_ll + 4**levels * 127.5, 2**levels * hi_ll + 4**levels * 127.5)
+    else:
+        j_hi = (-INF, INF)
+    for m in range(levels - 1, -1, -1):
+        side = 2 ** (m + 1)
+        py, px = y // side, x // side
+        if (py + 1) * side - 1 >= h or (px + 1) * side - 1 >= w:
+            j_hi = (-INF, INF)
+            continue
+        half = 2**m
+        children = [(2 * py + q // 2, 2 * px + q % 2) for q in range(4)]  # block positions, size 2^m
+        n = 2 * ((y // half) % 2) + (x // half) % 2
+
+        # a block's last pixel in wavefront order is its bottom-right one
+        complete = [done((cy + 1) * half - 1, (cx + 1) * half - 1) for cy, cx in children]
+        sums = [
+            int(plane[cy * half : (cy + 1) * half, cx * half : (cx + 1) * half].sum()) for cy, cx in children
+        ]
+        unknown = [q for q in range(4) if q != n and not complete[q]]
+        rows_w = [(1, 1, 1, 1)] + [tuple(SIGNS[k][j] for k in range(4)) for j in range(3)]
+        d = iv.band(m + 1, c, py, px)
+        rows_iv = [j_hi] + [(side * d[j][0], side * d[j][1]) for j in range(3)]
+        finite = j_hi[0] != -INF and j_hi[1] != INF
+        combos = []  # (w, A, B)
+        if not unknown:
+            for r in range(4):
+                if r == 0 and not finite:
+                    continue
+                combos.append((rows_w[r], *rows_iv[r]))
+        elif len(unknown) <= 2:
+            for r1 in range(4):
+                for r2 in range(r1 + 1, 4):
+                    if r1 == 0 and not finite:
+                        continue
+                    for g in (1, -1):
+                        wv = tuple(rows_w[r1][k] + g * rows_w[r2][k] for k in range(4))
+                        if all(wv[k] == 0 for k in unknown) and wv[n] != 0:
+                            a1, b1 = rows_iv[r1]
+                            a2, b2 = rows_iv[r2]
+                            combos.append((wv, a1 + a2, b1 + b2) if g == 1 else (wv, a1 - b2, b1 - a2))
+        lows, highs = [], []
+        for wv, a, b in combos:
+            rr = sum(wv[k] * sums[k] for k in range(4) if k != n and wv[k] != 0)
+            a2, b2 = a - rr, b - rr
+            wn = wv[n]
+            lo, hi = (a2 / wn, b2 / wn) if wn > 0 else (b2 / wn, a2 / wn)
+            lows.append(lo)
+            highs.append(hi)
+        j_hi = (max(lows), min(highs)) if combos else (-INF, INF)
+    return max(lo10, j_hi[0]), min(hi10, j_hi[1])
+
+
+# ----------------------------------------------------------------------------- symbols
+
+
+def decode_pixels(coder, decode_group, mu, s, bounds):
+    """6.6 with 6.6.4: v = rint(mu') + k, k coded as a step symbol."""
+    lo = np.array([b[0] for b in bounds], np.float64)
+    hi = np.array([b[1] for b in bounds], np.float64)
+    if (lo > hi).any():
+        raise Corrupt("bounds cross")
+    mu2 = np.minimum(np.maximum(mu, lo), hi)
+    centre = np.rint(mu2)
+    k = decode_group(coder, mu2, s, mu2 - centre, np.ones_like(mu2), lo - 0.5, hi + 0.5)
+    v = centre.astype(np.int64) + k
+    if ((v < 0) | (v > 255)).any():
+        raise Corrupt("level outside 0..255")
+    return v, k
+
+
+# ----------------------------------------------------------------------------- raster planes (6.6.1-6.6.3)
+
+
+class Raster:
+    """One plane coded in raster order (form 8 features; blue of O = 2 with red as a second guide)."""
+
+    OFFSETS = [(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-2, -1), (-2, 1)]
+
+    def __init__(self, h: int, w: int, side: np.ndarray, guide: np.ndarray | None):
+        self.h, self.w, self.side, self.guide = h, w, side, guide
+        self.plane = np.zeros((h, w), np.int64)
+        self.k = np.zeros((h, w), np.int64)
+        self.m = 18 if guide is not None else 14
+        self.err = np.zeros((self.m, h, w), np.int64)
+
+    def clipped(self, a: np.ndarray, y, x, dy, dx):
+        return a[np.clip(y + dy, 0, self.h - 1), np.clip(x + dx, 0, self.w - 1)]
+
+    def level(self, y, x, dy, dx):
+        yy, xx = y + dy, x + dx
+        inside = (yy >= 0) & (yy < self.h) & (xx >= 0) & (xx < self.w)
+        yc, xc = np.clip(yy, 0, self.h - 1), np.clip(xx, 0, self.w - 1)
+        return np.where(inside, self.plane[yc, xc], self.side[yc, xc]), np.where(inside, self.k[yc, xc], 0)
+
+    def features(self, y, x):
+        ns, ks = zip(*(self.level(y, x, dy, dx) for dy, dx in self.OFFSETS))
+        n = list(ns)
+        s = [
+            self.clipped(self.side, y, x, dy, dx)
+            for dy, dx in [(0, 0), (0, -1), (-1, 0), (-1, -1), (-1, 1), (0, 1), (1, 0)]
+        ]
+        feats = [*n, *s, middle_two(n[:4])]
+        feats.append(2 * s[0] + middle_two([n[i] - s[i + 1] for i in range(4)]))
+        feats.append(guided(s[0], n[:4], s[1:5]))
+        n1, n2, n3, n4, n5, n6 = n[:6]
+        sub = [
+            2 * (n2 + n1 - n3), 2 * (n1 + n4 - n2), 2 * n2, 2 * n1, n2 + n4, 2 * n4, 2 * n3,
+            2 * (2 * n1 - n5), 2 * (2 * n2 - n6), n1 + n2,
+            2 * (s[0] + n1 - s[1]), 2 * (s[0] + n2 - s[2]), 2 * (s[0] + n4 - s[4]), 2 * (s[0] + n3 - s[3]),
+        ]  # fmt: skip
+        r = None
+        if self.guide is not None:
+            r = [
+                self.clipped(self.guide, y, x, dy, dx)
+                for dy, dx in [(0, 0), (0, -1), (-1, 0), (-1, -1), (-1, 1), (0, 1), (1, 0)]
+            ]
+            sub += [
+                2 * (r[0] + n[0] - r[1]),
+                2 * (r[0] + n[1] - r[2]),
+                2 * (r[0] + n[3] - r[4]),
+                2 * (r[0] + n[2] - r[3]),
+            ]
+        errs = []
+        for i in range(self.m):
+            total = 0
+            for dy, dx in self.OFFSETS:
+                yy, xx = y + dy, x + dx
+                inside = (yy >= 0) & (yy < self.h) & (xx >= 0) & (xx < self.w)
+                total = total + np.where(
+                    inside, self.err[i, np.clip(yy, 0, self.h - 1), np.clip(xx, 0, self.w - 1)], 0
+                )
+            errs.append(total)
+        weights = [2**30 // (1 + e) ** 2 for e in errs]
+        q = sum(wi * pi for wi, pi in zip(weights, sub)) // sum(weights)
+        best = np.argmin(np.stack(errs), axis=0)  # the first of least error
+        b = np.choose(best, sub)
+        feats += [q, b]
+        if r is not None:
+            feats += [
+                *r,
+                2 * r[0] + middle_two([n[i] - r[i + 1] for i in range(4)]),
+                guided(r[0], n[:4], r[1:5]),
+            ]
+        feats += [*ks[:4], np.ones_like(y)]
+        terms = [
+            np.abs(n1 - n3), np.abs(n2 - n3), np.abs(n2 - n4), np.abs(n1 - n5), np.abs(n2 - n6),
+            np.abs(ks[0]) + np.abs(ks[1]) + np.abs(ks[2]) + np.abs(ks[3]),
+            spread([n[i] - s[i + 1] for i in range(4)]), spread([s[1], s[2], s[5], s[6]]),
+            np.min(np.stack(errs), axis=0),
+        ]  # fmt: skip
+        if r is not None:
+            terms += [spread([n[i] - r[i + 1] for i in range(4)]), spread([r[1], r[2], r[5], r[6]])]
+        return feats, terms, sub
+
+    def decode(self, coder, decode_group, params: Params, iv: Intervals | None, colour: int):
+        h, w = self.h, self.w
+        for t in range(2 * (h - 1) + (w - 1) + 1):
+            y = np.arange(max(0, (t - w + 2) // 2), min(h - 1, t // 2) + 1)
+            y = y[(t - 2 * y >= 0) & (t - 2 * y < w)]
+            if not y.size:
+                continue
+            x = t - 2 * y
+            feats, terms, sub = self.features(y, x)
+            mu, s = params.prior(feats, terms)
+            if iv is not None and iv.active:
+                bounds = [
+                    rounded(*raster_bounds(iv, colour, yy, xx, self.plane, h, w))
+                    for yy, xx in zip(y.tolist(), x.tolist())
+                ]
+            else:
+                bounds = [(0, 255)] * y.size
+            v, k = decode_pixels(coder, decode_group, mu, s, bounds)
+            self.plane[y, x], self.k[y, x] = v, k
+            for i in range(self.m):
+                self.err[i, y, x] = np.abs(sub[i] - 2 * v)
+        return self.plane
+
+
+# ----------------------------------------------------------------------------- the tail
+
+
+def decode_tail(
+    data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals, decode_group, chunk_coder, finish
+):
+    """The exact levels (3, H, W) from a form-11 tail layer, given the side image (3, H, W levels)."""
+    _, h, w = side.shape
+    r = sc.Reader(record.fields["tail"])
+    order = r.varint()
+    if order > 2:
+        raise Corrupt("green order")
+    plan = passes(h, w)
+    levels = np.zeros((3, h, w), np.int64)
+    symbols = np.zeros((3, h, w), np.int64)
+    chunks = iter(record.chunks)
+    if order == 2:
+        params = [Params(r, 9, 25), Params(r, 9, 25), Params(r, 11, 34)]
+        if r.pos != len(r.data):
+            raise Corrupt("parameters not consumed")
+        for colour, p in ((G, params[0]), (R, params[1]), (B, params[2])):
+            coder = chunk_coder(data, next(chunks))
+            plane_side = side[G] if colour == G else levels[G]  # red and blue: guided by green
+            raster = Raster(h, w, plane_side, levels[R] if colour == B else None)
+            levels[colour] = raster.decode(coder, decode_group, p, iv, colour)
+            finish(coder)
+        return levels.astype(np.uint8)
+    green_raster = order == 1
+    pass_params = []
+    if green_raster:
+        green_params = Params(r, 9, 25)
+    for _, _, offsets in plan:
+        per = {}
+        for colour, e in ((G, 0), (R, 1), (B, 2)):
+            if green_raster and colour == G:
+                continue
+            per[colour] = Params(r, *pass_counts(len(offsets), e))
+        pass_params.append(per)
+    if r.pos != len(r.data):
+        raise Corrupt("parameters not consumed")
+    known = np.zeros((h, w), bool)  # pixels of earlier passes
+    if green_raster:
+        coder = chunk_coder(data, next(chunks))
+        raster = Raster(h, w, side[G], None)
+        levels[G] = raster.decode(coder, decode_group, green_params, iv, G)
+        symbols[G] = raster.k
+        finish(coder)
+    for (ys, xs, offsets), per in zip(plan, pass_params):
+        coder = chunk_coder(data, next(chunks))
+        coded: list[int] = [G] if green_raster else []
+        for colour in (G, R, B):
+            if colour not in per:
+                continue
+            feats, terms = pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded)
+            mu, s = per[colour].prior(feats, terms)
+            if iv.active:
+                bounds = [
+                    rounded(*passes_bounds(iv, colour, yy, xx, levels[colour], known, h, w))
+                    for yy, xx in zip(ys.tolist(), xs.tolist())
+                ]
+            else:
+                bounds = [(0, 255)] * ys.size
+            v, k = decode_pixels(coder, decode_group, mu, s, bounds)
+            levels[colour, ys, xs], symbols[colour, ys, xs] = v, k
+            coded.append(colour)
+        finish(coder)
+        known[ys, xs] = True
+    return levels.astype(np.uint8)
+
+
+def pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded):
+    """6.6's features and terms (form 7 features, form 6 terms) of colour `colour` in a pass."""
+    h, w = known.shape
+    p = len(offsets)
+    pos = [neighbour(ys, xs, dy, dx, h, w) for dy, dx in offsets]
+    is_known = [known[yy, xx] for yy, xx in pos]
+    count = sum(k.astype(np.int64) for k in is_known) if p else None
+
+    def nbrs(c):
+        raw = [levels[c][yy, xx] for yy, xx in pos]
+        if not p:
+            return []
+        tot = sum(np.where(k, v, 0) for k, v in zip(is_known, raw))
+        fill = np.where(count > 0, tot // np.maximum(count, 1), 0)
+        return [np.where(k, v, fill) for k, v in zip(is_known, raw)]
+
+    def nbr_symbols(c):
+        return [np.where(k, symbols[c][yy, xx], 0) for k, (yy, xx) in zip(is_known, pos)]
+
+    n = nbrs(colour)
+    s_here = side[colour][ys, xs]
+    s_n = [side[colour][yy, xx] for yy, xx in pos]
+    earlier = coded  # in coding order
+    feats = [*n, s_here, *s_n]
+    feats += [symbols[e][ys, xs] for e in earlier]
+    e_n = {e: nbrs(e) for e in earlier}
+    for e in earlier:
+        feats += [levels[e][ys, xs], *e_n[e], side[e][ys, xs]]
+    if p:
+        kc = nbr_symbols(colour)
+        feats.append(sum(kc))
+        feats.append(middle_two(n))
+        feats += [middle_two(e_n[e]) for e in earlier]
+        feats += [middle_two([a - b for a, b in zip(n, e_n[e])]) + 2 * levels[e][ys, xs] for e in earlier]
+        feats += [guided(levels[e][ys, xs], n, e_n[e]) for e in earlier]
+    feats.append(np.ones_like(ys))
+    if p:
+        terms = [spread(n), sum(np.abs(k) for k in kc)]
+        terms += [np.abs(symbols[e][ys, xs]) for e in earlier]
+        terms += [spread(s_n), np.abs(p * s_here - sum(n))]
+        terms += [sum(np.abs(k) for k in nbr_symbols(e)) for e in earlier]
+        terms += [spread([a - b for a, b in zip(n, e_n[e])]) for e in earlier]
+    else:
+        below = side[colour][np.minimum(ys + 1, h - 1), xs]
+        terms = [np.abs(s_here - below)] + [np.abs(symbols[e][ys, xs]) for e in earlier]
+    return feats, terms
