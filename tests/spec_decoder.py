@@ -1,13 +1,15 @@
-"""A second decoder of whole .uqd files, written from docs/FORMAT.md alone (sections 1 to 8).
+"""A second decoder of .uqd files, written from docs/FORMAT.md alone (sections 1 to 8).
 
 Nothing here imports uqdm_codec: it reads the bytes with spec_container, runs the network with
 spec_network and the lossless tail (form 11, the one the encoder writes) with spec_tail, and
-decodes every layer of a whole file, tiled or not, with any mirror ensemble, checking every
-layer's display check as section 7 asks. Left out: prefixes that end inside a layer (the images
-inside a step, cut chunks), version 7 files and tail forms 1 to 10 (what older releases wrote),
-and the generative reconstruction of 7.1. It is slow (plain NumPy, and loops where the text
-states a rule pixel by pixel) and meant for small images: what it shows is that the document is
-enough to decode a file bit for bit. tests/test_format_spec.py compares it with the reference."""
+decodes files tiled or not, with any mirror ensemble, and any prefix of them: the image on screen
+(section 7) after chunks inside a step (the network's image or the per-coefficient estimates),
+cut chunks (2.1) and truncated tails, checking every complete layer's display check. Left out:
+prefixes that end inside a tail, version 7 files and tail forms 1 to 10 (what older releases
+wrote), and the generative reconstruction of 7.1. It is slow (plain NumPy, and loops where the
+text states a rule symbol by symbol or pixel by pixel) and meant for small images: what it shows
+is that the document is enough to decode a file bit for bit. tests/test_format_spec.py compares
+it with the reference."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import constriction
 import numpy as np
 
 from . import spec_container as sc
-from .spec_network import SpecNetwork, haar_inverse, prediction, sigmoid_p
+from .spec_network import SpecNetwork, haar_inverse, prediction, sigmoid_p, softplus_p
 from .spec_network import scales as prior_scales
 
 SLICE = 1 << 18
@@ -144,14 +146,45 @@ def bin_mass(k, m, s, u, q, lower, upper):
     return cdf(t(k + 0.5), right) - cdf(t(k - 0.5), right), a, b, right[:, 0]
 
 
-def decode_group(coder, m, s, u, q, lower, upper) -> np.ndarray:
-    """6.1: the symbols k of one group of elements (arrays in the group's order)."""
+class Source:
+    """A chunk's ANS decoder (6.1). In a cut chunk (2.1) a symbol is received while the coder's
+    state is whole (at least two words) before it; once it is not, no later symbol is."""
+
+    def __init__(self, data: bytes, chunk: sc.Chunk):
+        words = np.frombuffer(data[chunk.start + 4 : chunk.end], dtype="<u4")[::-1].astype(np.uint32)
+        self.coder = constriction.stream.stack.AnsCoder(words)
+        self.cut, self.alive = chunk.cut, True
+
+    def decode(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """The symbols of the rows, and how many of them were received."""
+        if not self.cut:
+            return self.coder.decode(CATEGORICAL, rows).astype(np.int64), len(rows)
+        out = np.zeros(len(rows), np.int64)
+        for n, row in enumerate(rows):
+            if not self.alive or self.coder.num_words() < 2:
+                self.alive = False
+                return out, n
+            out[n] = self.coder.decode(CATEGORICAL, row[None, :])[0]
+        return out, len(rows)
+
+    def finish(self) -> None:
+        if not self.cut and not self.coder.is_empty():
+            raise Mismatch("a chunk's coder did not end empty")
+
+
+def decode_group(source: Source, m, s, u, q, lower, upper) -> tuple[np.ndarray, np.ndarray]:
+    """6.1: the symbols k of one group of elements (arrays in the group's order), and which of
+    them were received (all but in a cut chunk)."""
     k = np.zeros(len(m), np.int64)
+    got = np.zeros(len(m), bool)
     for start in range(0, len(m), SLICE):
+        if not source.alive:
+            break
         sl = slice(start, start + SLICE)
         ms, ss, us, qs, lo, hi = m[sl], s[sl], u[sl], q[sl], lower[sl], upper[sl]
         w = window(ss, qs)
         ks = np.zeros(len(ms), np.int64)
+        ok = np.zeros(len(ms), bool)
         for width in sorted(set(w.tolist()), reverse=True):
             idx = np.flatnonzero(w == width)
             ks_row = np.arange(-width, width + 1, dtype=np.float64)[None, :]
@@ -161,8 +194,10 @@ def decode_group(coder, m, s, u, q, lower, upper) -> np.ndarray:
             ends = bin_mass_ends(t_end, ms[idx], ss[idx], us[idx], qs[idx], lo[idx], hi[idx])
             escape = np.maximum(norm - (ends[:, 1] - ends[:, 0]), 0.0)
             rows = np.maximum(np.concatenate([mass, escape[:, None]], axis=1), FLOOR)
-            ks[idx] = coder.decode(CATEGORICAL, rows).astype(np.int64) - width
-        escaped = np.flatnonzero(ks > w)
+            sym, valid = source.decode(rows)
+            ks[idx[:valid]] = sym[:valid] - width
+            ok[idx[:valid]] = True
+        escaped = np.flatnonzero(ok & (ks > w))
         if escaped.size:
             me, se, ue, qe, le, he = (v[escaped] for v in (ms, ss, us, qs, lo, hi))
             k_lo = np.floor((le - me) / qe + ue - 0.5).astype(np.int64) + 1
@@ -170,20 +205,13 @@ def decode_group(coder, m, s, u, q, lower, upper) -> np.ndarray:
             values = k_lo[:, None] + np.arange(int((k_hi - k_lo).max()) + 1)[None, :]
             mass = bin_mass(values.astype(np.float64), me, se, ue, qe, le, he)[0]
             outside = (np.abs(values) > w[escaped][:, None]) & (values <= k_hi[:, None])
-            rows = np.where(outside, np.maximum(mass, FLOOR), 0.0)
-            ks[escaped] = coder.decode(CATEGORICAL, rows).astype(np.int64) + k_lo
-        k[sl] = ks
-    return k
-
-
-def chunk_coder(data: bytes, chunk: sc.Chunk):
-    words = np.frombuffer(data[chunk.start + 4 : chunk.end], dtype="<u4")[::-1].astype(np.uint32)
-    return constriction.stream.stack.AnsCoder(words)
-
-
-def finish(coder) -> None:
-    if not coder.is_empty():
-        raise Mismatch("a chunk's coder did not end empty")
+            if not outside.any(axis=1).all():
+                raise Mismatch("an escape that no value can take")
+            sym, valid = source.decode(np.where(outside, np.maximum(mass, FLOOR), 0.0))
+            ks[escaped[:valid]] = sym[:valid] + k_lo[:valid]
+            ok[escaped[valid:]] = False  # an escaped element is received with its escape value only
+        k[sl], got[sl] = ks, ok
+    return k, got
 
 
 # ----------------------------------------------------------------------------- 6.4
@@ -209,6 +237,24 @@ def condition(c, m, s, partners, residual, params):
 # ----------------------------------------------------------------------------- the decoder
 
 
+class Step:
+    """What both sides know of one step's coded elements (5.2-5.4), in its natural order."""
+
+    def __init__(self, coded, m, s, u, q, lower, upper, colour, place, band, order):
+        self.coded, self.u, self.q, self.lower, self.upper = coded, u, q, lower, upper
+        self.m_prior = m.copy()  # 5.3's location, never moved
+        self.m, self.s = m.copy(), s.copy()  # as coded: moved for colours 1, 2 when conditioned
+        self.colour, self.place, self.band, self.order = colour, place, band, order
+        self.xt = np.full(len(m), np.nan)
+        self.got = np.zeros(len(m), bool)
+        self.partners = {}
+        for e, (p, c) in enumerate(zip(place.tolist(), colour.tolist())):
+            self.partners.setdefault(p, {})[c] = e
+
+    def residual(self, e):
+        return 0.0 if e is None else float(np.clip((self.xt[e] - self.m[e]) / self.s[e], -8, 8))
+
+
 class SpecDecoder:
     def __init__(self, model_path: str | Path):
         model_path = Path(model_path)
@@ -225,76 +271,78 @@ class SpecDecoder:
         self.pixel_q = sched["pixel_step"] / 127.5
 
     def decode(self, data: bytes) -> list[np.ndarray]:
-        """The image after every layer (3, H, W levels), the last the exact pixels."""
+        """The image after every complete layer (3, H, W levels), the last the exact pixels."""
+        return self.run(data)[0]
+
+    def screen(self, data: bytes) -> np.ndarray:
+        """The image on screen (7) after the bytes of `data`, any prefix of a file (3, H, W)."""
+        return self.run(data)[1]
+
+    def run(self, data: bytes) -> tuple[list[np.ndarray], np.ndarray]:
         f = sc.read(data)
-        if not f.complete or (f.tail_step is not None and f.tail_form != 11):
-            raise NotImplementedError("whole files, without a tail or with a tail of form 11")
-        self.data, self.mirrors, self.tail_step = data, f.mirrors, f.tail_step
+        if f.tail_step is not None and f.tail_form != 11:
+            raise NotImplementedError("tail forms 1 to 10")
+        self.data, self.mirrors, self.tail_step, self.steps = data, f.mirrors, f.tail_step, f.steps
         if f.region_size is None:
-            return self.decode_region(f.records, f.width, f.height, f.seed, f.steps)
+            return self.region(f.records, f.width, f.height, f.seed)
         rw, rh = f.region_size  # 1.1: every region as an untiled file of its own
-        images = [np.zeros((3, f.height, f.width), np.uint8) for _ in range(f.layers)]
+        images: list[np.ndarray] | None = None
+        screen = np.zeros((3, f.height, f.width), np.uint8)
         r = 0
         for y in range(0, f.height, rh):
             for x in range(0, f.width, rw):
                 h, w = min(rh, f.height - y), min(rw, f.width - x)
                 seed = (f.seed + r * 0x9E3779B97F4A7C15) % 2**64
-                records = [rec for rec in f.records if rec.region == r]
-                for image, region in zip(images, self.decode_region(records, w, h, seed, f.steps)):
-                    image[:, y : y + h, x : x + w] = region
+                steps, shown = self.region([rec for rec in f.records if rec.region == r], w, h, seed)
+                if images is None:
+                    images = [np.zeros((3, f.height, f.width), np.uint8) for _ in steps]
+                for image, part in zip(images, steps):  # layers every region holds whole
+                    image[:, y : y + h, x : x + w] = part
+                images = images[: len(steps)]
+                screen[:, y : y + h, x : x + w] = shown
                 r += 1
-        return images
+        return images or [], screen
 
-    def decode_region(self, records, width: int, height: int, seed: int, steps: int) -> list[np.ndarray]:
+    def region(self, records, width: int, height: int, seed: int):
+        """(images after the complete layers, the image on screen) of one untiled file."""
         self.h, self.w, self.seed = height, width, seed
-        hp, wp = -(-self.h // 16) * 16, -(-self.w // 16) * 16
-        z = haar_forward((uniform([self.seed, 0, 0], (3, hp, wp)) - 0.5) * 3.4641016151377544, 4)
+        self.hp, self.wp = -(-height // 16) * 16, -(-width // 16) * 16
+        z = haar_forward((uniform([seed, 0, 0], (3, self.hp, self.wp)) - 0.5) * 3.4641016151377544, 4)
+        self.z = z
         self.state = [np.zeros(b.shape, np.int64) for b in z]
         bound = [2.0**4, 2.0**4, 2.0**3, 2.0**2, 2.0**1]
         self.lower = [np.full(b.shape, -bd, np.float32) for b, bd in zip(z, bound)]
         self.upper = [np.full(b.shape, bd, np.float32) for b, bd in zip(z, bound)]
-        self.z, self.hp, self.wp = z, hp, wp
-        images, shown = [], None
-        if self.tail_step is not None:
-            return self.decode_with_tail(records)
-        for record in records[: steps - 1]:
+        chunks = [(rec.layer, j) for rec in records for j in range(len(rec.chunks))]
+        shown_at = [(rec.layer, j) for rec in records for j, c in enumerate(rec.chunks) if c.flags & 1]
+        self.show = shown_at[-1] if shown_at else None  # the chunk whose candidate is on screen
+        self.on_screen, self.shown_kind = None, "blank"
+        blank = np.clip(haar_inverse(self.haar_priors(1, 0, None)[0]), -1, 1)[:, :height, :width]
+        images, shown = [], blank
+        last_haar = self.tail_step if self.tail_step is not None else self.steps - 1
+        for record in records[:last_haar]:
             i = record.layer
             locs, scales = self.haar_priors(i, record.fields["from_display"], shown)
             self.haar_step(i, record, locs, scales)
+            if not record.complete:
+                break
             self.after = self.predict(i)
-            locs, scales, pixel_scale = self.after
-            display = np.clip(haar_inverse(locs), -1, 1)[:, : self.h, : self.w]
+            display = np.clip(haar_inverse(self.after[0]), -1, 1)[:, :height, :width]
             shown = self.filtered(display, record.fields["filter"])
             check(to_levels(shown), record.fields["display_check"], f"step {i}")
             images.append(to_levels(shown))
-        xt, m, s = self.pixel_step(records[steps - 1], shown, pixel_scale)
-        images.append(self.lossless(records[steps], xt, m, s, mean_only=True))
-        check(images[-1], records[steps - 1].fields["display_check"], f"step {steps}")
-        images.append(self.lossless(records[steps], xt, m, s))
-        check(images[-1], records[steps].fields["display_check"], "the lossless layer")
-        return images
-
-    def decode_with_tail(self, records) -> list[np.ndarray]:
-        """Steps 1..TS, then the tail (6.6) given the side image and the known intervals."""
-        from . import spec_tail
-
-        ts, images = self.tail_step, []
-        shown = np.clip(haar_inverse(self.haar_priors(1, 0, None)[0]), -1, 1)[:, : self.h, : self.w]
-        for record in records[:ts]:
-            i = record.layer
-            locs, scales = self.haar_priors(i, record.fields["from_display"], shown)
-            self.haar_step(i, record, locs, scales)
-            self.after = self.predict(i)
-            display = np.clip(haar_inverse(self.after[0]), -1, 1)[:, : self.h, : self.w]
-            shown = self.filtered(display, record.fields["filter"])
-            check(to_levels(shown), record.fields["display_check"], f"step {i}")
-            images.append(to_levels(shown))
-        side = to_levels(shown).astype(np.int64)
-        intervals = spec_tail.Intervals(self.lower, self.upper)
-        tail = records[ts]
-        pixels = spec_tail.decode_tail(self.data, tail, side, intervals, decode_group, chunk_coder, finish)
-        check(pixels, tail.fields["display_check"], "the tail")
-        return [*images, pixels]
+            if self.show == (i, len(record.chunks) - 1):
+                self.on_screen, self.shown_kind = images[-1], "step"
+        else:
+            rest = records[last_haar:]
+            if self.tail_step is not None and rest:
+                images += self.tail(rest[0], shown)
+            elif rest:
+                images += self.pixel_layers(rest, shown)
+        if chunks and records[-1].complete and records[-1].kind in (2, 3):
+            self.on_screen, self.shown_kind = images[-1], "exact"  # whatever the flag says
+        screen = self.on_screen if self.on_screen is not None else to_levels(blank)
+        return images, screen
 
     # -- 5.3, 5.3.1
 
@@ -332,6 +380,7 @@ class SpecDecoder:
             ]
             return locs, scales
         locs, scales, _ = self.after  # the prediction at state i - 1, made for its display image
+        locs = list(locs)
         if from_display:
             padded = np.pad(shown, ((0, 0), (0, self.hp - self.h), (0, self.wp - self.w)), mode="edge")
             bands = haar_forward(padded, 4)
@@ -365,10 +414,20 @@ class SpecDecoder:
 
     # -- 5.4, 6.3, 6.4: one Haar step
 
+    @staticmethod
+    def flat(arrays) -> np.ndarray:
+        return np.concatenate([a.reshape(-1) for a in arrays])
+
+    def unflatten(self, values: np.ndarray, like) -> list[np.ndarray]:
+        out, start = [], 0
+        for a in like:
+            out.append(values[start : start + a.size].reshape(a.shape))
+            start += a.size
+        return out
+
     def haar_step(self, i: int, record: sc.Record, locs, scales) -> None:
-        flat = lambda arrays: np.concatenate([a.reshape(-1) for a in arrays])  # noqa: E731
-        m_all, s_all, st_all = flat(locs), flat(scales), flat(self.state)
-        lo_all, hi_all = flat(self.lower).astype(np.float64), flat(self.upper).astype(np.float64)
+        m_all, s_all, st_all = self.flat(locs), self.flat(scales), self.flat(self.state)
+        lo_all, hi_all = self.flat(self.lower).astype(np.float64), self.flat(self.upper).astype(np.float64)
         band, colour, place = [], [], []
         offset = 0
         for b, z in enumerate(self.z):
@@ -382,29 +441,69 @@ class SpecDecoder:
         jumps = {j: jump(self.noise[j], self.noise[i]) for j in range(i)}
         q_all = np.array([jumps[j][0] for j in st_all])
         coded = np.flatnonzero(s_all >= self.threshold * q_all)  # natural order
-        n = len(coded)
-        u = uniform([self.seed, 1, i], (n,)) - 0.5
-        m, s, q = m_all[coded].copy(), s_all[coded].copy(), q_all[coded]
-        lower, upper = lo_all[coded], hi_all[coded]
-        col, plc = colour[coded], place[coded]
-        order = self.order(record.fields["partition"], col, plc, s / q)
-        xt = self.decode_layer(record, order, m, s, u, q, lower, upper, col, plc, band[coded])
-        # apply: z, state, known interval
-        zf, stf = flat(self.z), st_all.copy()
-        cz = np.array([jumps[j][2] for j in st_all[coded]])
-        cx = np.array([jumps[j][1] for j in st_all[coded]])
-        zf[coded] = (cz * zf[coded]) + (cx * xt)
-        stf[coded] = i
-        lof, hif = flat(self.lower), flat(self.upper)
-        lof[coded] = np.maximum(lof[coded], down32(xt - q / 2 - 2.0**-30))
-        hif[coded] = np.minimum(hif[coded], up32(xt + q / 2 + 2.0**-30))
-        start = 0
-        for b, z in enumerate(self.z):
-            sl = slice(start, start + z.size)
-            self.z[b] = zf[sl].reshape(z.shape)
-            self.state[b] = stf[sl].reshape(z.shape)
-            self.lower[b], self.upper[b] = lof[sl].reshape(z.shape), hif[sl].reshape(z.shape)
-            start += z.size
+        u = uniform([self.seed, 1, i], (len(coded),)) - 0.5
+        m, s, q = m_all[coded], s_all[coded], q_all[coded]
+        order = self.order(record.fields["partition"], colour[coded], place[coded], s / q)
+        step = Step(
+            coded, m, s, u, q, lo_all[coded], hi_all[coded], colour[coded], place[coded], band[coded], order
+        )
+        self.cz = np.array([jumps[j][2] for j in st_all[coded]])
+        self.cx = np.array([jumps[j][1] for j in st_all[coded]])
+        self.locs_prior = locs
+
+        def applied(new: np.ndarray) -> None:  # 5.4, 5.5: a chunk's received elements
+            zf, stf = self.flat(self.z), self.flat(self.state)
+            lof, hif = self.flat(self.lower), self.flat(self.upper)
+            e = coded[new]
+            zf[e] = (self.cz[new] * zf[e]) + (self.cx[new] * step.xt[new])
+            stf[e] = i
+            lof[e] = np.maximum(lof[e], down32(step.xt[new] - step.q[new] / 2 - 2.0**-30))
+            hif[e] = np.minimum(hif[e], up32(step.xt[new] + step.q[new] / 2 + 2.0**-30))
+            self.z, self.state = self.unflatten(zf, self.z), self.unflatten(stf, self.state)
+            self.lower, self.upper = self.unflatten(lof, self.lower), self.unflatten(hif, self.upper)
+
+        for j in self.decode_layer(record, step, applied):
+            if self.show == (i, j) and not (record.complete and j == len(record.chunks) - 1):
+                network = record.chunks[j].flags & 2
+                self.on_screen = self.network_candidate(i, step) if network else self.estimates(step)
+                self.shown_kind = "network" if network else "estimates"
+
+    def network_candidate(self, i: int, step: Step) -> np.ndarray:
+        """7, `NETWORK` set: the network's display image at state i, the elements of step i that
+        have not arrived taken there with x~ = m (as it is now); not filtered."""
+        saved = self.z, self.state
+        zf, stf = self.flat(self.z), self.flat(self.state)
+        missing = ~step.got
+        e = step.coded[missing]
+        zf[e] = (self.cz[missing] * zf[e]) + (self.cx[missing] * step.m[missing])
+        stf[e] = i
+        self.z, self.state = self.unflatten(zf, self.z), self.unflatten(stf, self.state)
+        locs = self.predict(i)[0]
+        self.z, self.state = saved
+        return to_levels(np.clip(haar_inverse(locs), -1, 1)[:, : self.h, : self.w])
+
+    def estimates(self, step: Step) -> np.ndarray:
+        """7, `NETWORK` clear: per coefficient the posterior mean where received, else 5.3's
+        location (clipped to the known interval)."""
+        values = self.flat(self.locs_prior).copy()
+        g = step.got
+        m, s, xt, q = step.m[g], step.s[g], step.xt[g], step.q[g]
+        lower, upper = step.lower[g], step.upper[g]
+        ta = (np.maximum(xt - q / 2, lower) - m) / s
+        tb = (np.minimum(xt + q / 2, upper) - m) / s
+        flip = ta > 0
+        a, b = np.where(flip, -tb, ta), np.where(flip, -ta, tb)
+
+        def p(t):
+            return t * sigmoid_p(t) - softplus_p(t)
+
+        den = sigmoid_p(b) - sigmoid_p(a)
+        with np.errstate(all="ignore"):
+            t = np.clip((p(b) - p(a)) / den, a, b)
+        t = np.where((den <= 1e-200) | (b - a <= 1e-9), (a + b) / 2, t)
+        t = np.where(flip, -t, t)
+        values[step.coded[g]] = np.clip(m + s * t, lower, upper)
+        return to_levels(np.clip(haar_inverse(self.unflatten(values, self.z)), -1, 1)[:, : self.h, : self.w])
 
     @staticmethod
     def order(partition: int, colour, place, ratio) -> np.ndarray:
@@ -415,55 +514,97 @@ class SpecDecoder:
             key[p] = max(key.get(p, -math.inf), v)
         return np.lexsort((colour, place, -np.array([key[p] for p in place.tolist()])))
 
-    def decode_layer(self, record, order, m, s, u, q, lower, upper, colour, place, band):
-        """6.3: chunk by chunk, each in colour groups, conditioned as 6.4 says; returns x~."""
-        params = record.fields["colour"]
-        by_place = {}
-        for e, (p, c) in enumerate(zip(place.tolist(), colour.tolist())):
-            by_place.setdefault(p, {})[c] = e
-        xt = np.full(len(m), np.nan)
-        m0, s0 = m.copy(), s.copy()  # as coded (moved for colours 1, 2 when conditioned)
-
-        def residual(e):
-            return 0.0 if e is None else float(np.clip((xt[e] - m0[e]) / s0[e], -8, 8))
-
+    def decode_layer(self, record, step: Step, applied):
+        """6.3: chunk by chunk, each in colour groups conditioned as 6.4 says; yields each chunk's
+        index once its received elements are applied."""
+        params = record.fields.get("colour", {})
         pos = 0
-        for chunk in record.chunks:
-            elements = order[pos : pos + chunk.count]
+        for j, chunk in enumerate(record.chunks):
+            elements = step.order[pos : pos + chunk.count]
             pos += chunk.count
-            coder = chunk_coder(self.data, chunk)
+            source = Source(self.data, chunk)
+            before = step.got.copy()
+            whole = True  # every earlier group of the chunk received whole
             for c in range(3):
-                group = elements[colour[elements] == c]
-                if c and group.size:
-                    for b in set(band[group].tolist()):
+                group = elements[step.colour[elements] == c]
+                if not whole or not group.size:
+                    continue
+                if c:
+                    for b in set(step.band[group].tolist()):
                         if b in params:
-                            members = group[band[group] == b]
-                            partners = {
-                                e: (by_place[place[e]].get(0), by_place[place[e]].get(1)) for e in members
-                            }
-                            condition(c, m0, s0, partners, residual, params[b])
-                k = decode_group(coder, m0[group], s0[group], u[group], q[group], lower[group], upper[group])
-                xt[group] = m0[group] + (k - u[group]) * q[group]
-            finish(coder)
-        self.coded_m, self.coded_s = m0, s0
-        return xt
+                            for e in group[step.band[group] == b].tolist():
+                                here = step.partners[step.place[e]]
+                                condition(
+                                    c,
+                                    step.m,
+                                    step.s,
+                                    {e: (here.get(0), here.get(1))},
+                                    step.residual,
+                                    params[b],
+                                )
+                k, got = decode_group(
+                    source, step.m[group], step.s[group], step.u[group], step.q[group],
+                    step.lower[group], step.upper[group],
+                )  # fmt: skip
+                step.xt[group[got]] = step.m[group[got]] + (k[got] - step.u[group[got]]) * step.q[group[got]]
+                step.got[group[got]] = True
+                whole = bool(got.all())
+            source.finish()
+            applied(step.got & ~before)
+            yield j
 
-    # -- the pixel step and the lossless layer (5.2, 6.2)
+    # -- the pixel step and the lossless layer (5.2, 6.2, 7)
 
-    def pixel_step(self, record, location, pixel_scale):
+    def pixel_layers(self, records, location) -> list[np.ndarray]:
         h, w = self.h, self.w
-        m = location.reshape(-1).copy()
-        s = pixel_scale[:, :h, :w].reshape(-1).copy()
-        n = m.size
+        pixel_scale = self.after[2]
+        n = 3 * h * w
+        s = pixel_scale[:, :h, :w].reshape(-1)
         q = np.full(n, self.pixel_q)
         u = uniform([self.seed, 1, len(self.levels) + 1], (n,)) - 0.5
         colour, place = np.arange(n) // (h * w), np.arange(n) % (h * w)
-        order = self.order(record.fields["partition"], colour, place, s / q)
-        self.pixel_order = order
-        xt = self.decode_layer(
-            record, order, m, s, u, q, np.full(n, -1.0), np.full(n, 1.0), colour, place, np.zeros(n, np.int64)
+        m = location.reshape(-1)
+        order = self.order(records[0].fields["partition"], colour, place, s / q)
+        step = Step(
+            np.arange(n),
+            m,
+            s,
+            u,
+            q,
+            np.full(n, -1.0),
+            np.full(n, 1.0),
+            colour,
+            place,
+            np.zeros(n, int),
+            order,
         )
-        return xt, self.coded_m, self.coded_s
+        record = records[0]
+        for j in self.decode_layer(record, step, lambda new: None):
+            if self.show == (record.layer, j) and not (record.complete and j == len(record.chunks) - 1):
+                self.on_screen, self.shown_kind = self.pixel_means(step), "pixel step"
+        if not record.complete:
+            return []
+        images = [self.pixel_means(step)]
+        check(images[0], record.fields["display_check"], f"step {record.layer}")
+        if self.show == (record.layer, len(record.chunks) - 1):
+            self.on_screen, self.shown_kind = images[0], "step"
+        if len(records) > 1:
+            exact = self.lossless(records[1], step, order, images[0])
+            if records[1].complete:
+                check(exact, records[1].fields["display_check"], "the lossless layer")
+                images.append(exact)
+        return images
+
+    def pixel_means(self, step: Step) -> np.ndarray:
+        """7: the posterior mean over 6.2's candidates where x~ arrived, 5.3's location elsewhere."""
+        out = step.m_prior.copy()
+        g = step.got
+        _, x, p = self.candidates(step.xt[g], step.m[g], step.s[g])
+        num, den = x[:, 0] * p[:, 0], p[:, 0].copy()
+        for j in range(1, p.shape[1]):  # left to right
+            num, den = num + x[:, j] * p[:, j], den + p[:, j]
+        out[g] = num / den
+        return to_levels(out.reshape(3, self.h, self.w))
 
     def candidates(self, xt: np.ndarray, m: np.ndarray, s: np.ndarray):
         """6.2: per element, the first candidate level, the candidates' x_v and the row."""
@@ -477,37 +618,41 @@ class SpecDecoder:
         p = np.maximum(upper - sigmoid_p((x - 1 / 256 - m[:, None]) * r), FLOOR)
         return first, x, np.where(valid, p, 0.0)
 
-    def lossless(self, record, xt, m, s, mean_only: bool = False) -> np.ndarray:
+    def lossless(self, record, step: Step, pixel_order, mean_image) -> np.ndarray:
+        """6.2: the exact levels where they arrived, the step-T image elsewhere (7)."""
         h, w = self.h, self.w
-        n = xt.size
-        if mean_only:  # 7: the step-T image, the posterior mean over the candidates
-            _, x, p = self.candidates(xt, m, s)
-            num, den = x[:, 0] * p[:, 0], p[:, 0].copy()
-            for j in range(1, p.shape[1]):  # left to right
-                num, den = num + x[:, j] * p[:, j], den + p[:, j]
-            return to_levels((num / den).reshape(3, h, w))
-        base = self.pixel_order if record.fields["partition"] == 1 else np.arange(n)
+        n = step.xt.size
+        xt, m, s = step.xt, step.m, step.s
+        base = pixel_order if record.fields["partition"] == 1 else np.arange(n)
         row, col = (np.arange(n) % (h * w)) // w, np.arange(n) % w
         half_b = (row + col) % 2 == 1
         order = np.concatenate([base[~half_b[base]], base[half_b[base]]])  # stable: A, then B
         context = record.fields["lossless"]
         levels = np.full(n, -1, np.int64)
         pos = 0
-        for chunk in record.chunks:
+        for j, chunk in enumerate(record.chunks):
             elements = order[pos : pos + chunk.count]
             pos += chunk.count
-            coder = chunk_coder(self.data, chunk)
+            source = Source(self.data, chunk)
             for in_b in (False, True):
                 group = elements[half_b[elements] == in_b]
                 for start in range(0, group.size, SLICE):
+                    if not source.alive:
+                        break
                     part = group[start : start + SLICE]
                     mm, ss = m[part], s[part]
                     if in_b and context is not None:
                         mm, ss = self.spatial(part, levels, m, s, context)
                     first, _, rows = self.candidates(xt[part], mm, ss)
-                    levels[part] = first + coder.decode(CATEGORICAL, rows).astype(np.int64)
-            finish(coder)
-        return levels.reshape(3, h, w).astype(np.uint8)
+                    sym, valid = source.decode(rows)
+                    levels[part[:valid]] = first[:valid] + sym[:valid]
+            source.finish()
+            if self.show == (record.layer, j) and not (record.complete and j == len(record.chunks) - 1):
+                self.shown_kind = "lossless"
+                self.on_screen = (
+                    np.where(levels >= 0, levels, mean_image.reshape(-1)).reshape(3, h, w).astype(np.uint8)
+                )
+        return np.where(levels >= 0, levels, mean_image.reshape(-1)).reshape(3, h, w).astype(np.uint8)
 
     def spatial(self, part: np.ndarray, levels, m, s, context):
         """6.2: half-B elements' priors moved by their four neighbours' residuals."""
@@ -528,3 +673,16 @@ class SpecDecoder:
                 tsum = tsum + (betas[:, t] / 64) * r
                 t += 1
         return m[part] + s[part] * tsum, s[part] * (factor / 64)
+
+    # -- the tail (6.6)
+
+    def tail(self, record, shown) -> list[np.ndarray]:
+        from . import spec_tail
+
+        if not record.complete:
+            raise NotImplementedError("a prefix that ends inside a tail")
+        side = to_levels(shown).astype(np.int64)
+        intervals = spec_tail.Intervals(self.lower, self.upper)
+        pixels = spec_tail.decode_tail(self.data, record, side, intervals, decode_group, Source)
+        check(pixels, record.fields["display_check"], "the tail")
+        return [pixels]

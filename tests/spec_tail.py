@@ -318,7 +318,9 @@ def decode_pixels(coder, decode_group, mu, s, bounds):
         raise Corrupt("bounds cross")
     mu2 = np.minimum(np.maximum(mu, lo), hi)
     centre = np.rint(mu2)
-    k = decode_group(coder, mu2, s, mu2 - centre, np.ones_like(mu2), lo - 0.5, hi + 0.5)
+    k, got = decode_group(coder, mu2, s, mu2 - centre, np.ones_like(mu2), lo - 0.5, hi + 0.5)
+    if not got.all():
+        raise NotImplementedError("a prefix that ends inside a tail")
     v = centre.astype(np.int64) + k
     if ((v < 0) | (v > 255)).any():
         raise Corrupt("level outside 0..255")
@@ -436,9 +438,7 @@ class Raster:
 # ----------------------------------------------------------------------------- the tail
 
 
-def decode_tail(
-    data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals, decode_group, chunk_coder, finish
-):
+def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals, decode_group, source):
     """The exact levels (3, H, W) from a form-11 tail layer, given the side image (3, H, W levels)."""
     _, h, w = side.shape
     r = sc.Reader(record.fields["tail"])
@@ -454,11 +454,11 @@ def decode_tail(
         if r.pos != len(r.data):
             raise Corrupt("parameters not consumed")
         for colour, p in ((G, params[0]), (R, params[1]), (B, params[2])):
-            coder = chunk_coder(data, next(chunks))
+            coder = source(data, next(chunks))
             plane_side = side[G] if colour == G else levels[G]  # red and blue: guided by green
             raster = Raster(h, w, plane_side, levels[R] if colour == B else None)
             levels[colour] = raster.decode(coder, decode_group, p, iv, colour)
-            finish(coder)
+            coder.finish()
         return levels.astype(np.uint8)
     green_raster = order == 1
     pass_params = []
@@ -475,13 +475,13 @@ def decode_tail(
         raise Corrupt("parameters not consumed")
     known = np.zeros((h, w), bool)  # pixels of earlier passes
     if green_raster:
-        coder = chunk_coder(data, next(chunks))
+        coder = source(data, next(chunks))
         raster = Raster(h, w, side[G], None)
         levels[G] = raster.decode(coder, decode_group, green_params, iv, G)
         symbols[G] = raster.k
-        finish(coder)
+        coder.finish()
     for (ys, xs, offsets), per in zip(plan, pass_params):
-        coder = chunk_coder(data, next(chunks))
+        coder = source(data, next(chunks))
         coded: list[int] = [G] if green_raster else []
         for colour in (G, R, B):
             if colour not in per:
@@ -498,7 +498,7 @@ def decode_tail(
             v, k = decode_pixels(coder, decode_group, mu, s, bounds)
             levels[colour, ys, xs], symbols[colour, ys, xs] = v, k
             coded.append(colour)
-        finish(coder)
+        coder.finish()
         known[ys, xs] = True
     return levels.astype(np.uint8)
 

@@ -305,3 +305,51 @@ def test_a_second_decoder_follows_the_text(tiny_model, tiny_file, name):
         layers = [r.fields for r in f.records]
         assert any(fl.get("from_display") for fl in layers) and any(fl.get("filter") for fl in layers)
         assert any(len(fl.get("colour", {})) > 1 for fl in layers) and layers[-1]["lossless"] is not None
+
+
+def prefixes(data: bytes, every: int, budgets: int) -> list[bytes]:
+    """Every `every`-th chunk boundary, 7 bytes past some (a truncated tail), and `budgets` cuts
+    by truncate (most end in a cut chunk, 2.1)."""
+    from uqdm_codec import files
+
+    from . import spec_container
+
+    cuts = spec_container.read(data).chunk_boundaries()
+    ends = sorted({*cuts[::every], *(c + 7 for c in cuts[::every] if c + 7 < len(data)), len(data)})
+    return [data[:n] for n in ends] + [
+        files.truncate(data, max_bytes=b)
+        for b in np.linspace(cuts[1] + 9, len(data) - 1, budgets).astype(int)
+    ]
+
+
+@pytest.mark.parametrize("name", ["plain", "tiled", "photo"])
+def test_prefixes_show_what_the_text_says(tiny_model, tiny_file, name):
+    """The image on screen (section 7) after prefixes of a file that end anywhere: on chunk
+    boundaries inside steps (the network's image, or the per-coefficient estimates), inside the
+    pixel step and the lossless layer, in cut chunks and in truncated tails, from the second
+    decoder, equals the reference decoder's."""
+    from uqdm_codec import decode
+    from uqdm_codec.codec import Codec
+
+    from .spec_decoder import SpecDecoder
+
+    which, kind, options, _ = DECODER_CASES[name]
+    model, model_path = (tiny_model, tiny_file) if which == "tiny" else (load_codec_model(SHIPPED), SHIPPED)
+    options = {k: v for k, v in options.items() if k != "fast"}  # NETWORK flags on inner chunks too
+    codec = Codec(model, "cpu", region=options.pop("region", 1024))
+    data = codec.encode(case_image(kind), seed=1, **options)
+    spec, kinds = SpecDecoder(model_path), set()
+    cases = {"plain": prefixes(data, 1, 12), "tiled": prefixes(data, 6, 4), "photo": prefixes(data, 12, 4)}[
+        name
+    ]
+    for prefix in cases:
+        ours = spec.screen(prefix)
+        assert np.array_equal(ours.transpose(1, 2, 0), np.asarray(decode(prefix, model=model))), len(prefix)
+        kinds.add(spec.shown_kind)
+    every = {"blank", "step", "network", "estimates", "pixel step", "lossless", "exact"}
+    needed = {
+        "plain": every,
+        "tiled": {"step", "lossless"},
+        "photo": {"step", "network", "pixel step", "lossless"},
+    }
+    assert kinds >= needed[name], kinds  # (of a tiled file: what its last region shows)
