@@ -4,12 +4,12 @@ Nothing here imports uqdm_codec: it reads the bytes with spec_container, runs th
 spec_network and the lossless tail (form 11, the one the encoder writes) with spec_tail, and
 decodes files tiled or not, with any mirror ensemble, and any prefix of them: the image on screen
 (section 7) after chunks inside a step (the network's image or the per-coefficient estimates),
-cut chunks (2.1) and truncated tails, checking every complete layer's display check. Left out:
-prefixes that end inside a tail, version 7 files and tail forms 1 to 10 (what older releases
-wrote), and the generative reconstruction of 7.1. It is slow (plain NumPy, and loops where the
-text states a rule symbol by symbol or pixel by pixel) and meant for small images: what it shows
-is that the document is enough to decode a file bit for bit. tests/test_format_spec.py compares
-it with the reference."""
+inside a tail, in cut chunks (2.1) and truncated tails, checking every complete layer's display
+check. Left out: version 7 files and tail forms 1 to 10 (what older releases wrote), and the
+generative reconstruction of 7.1. It is slow (plain NumPy, and loops where the text states a rule
+symbol by symbol or pixel by pixel) and meant for small images: what it shows is that the
+document is enough to decode a file bit for bit. tests/test_format_spec.py compares it with the
+reference."""
 
 from __future__ import annotations
 
@@ -679,10 +679,16 @@ class SpecDecoder:
     def tail(self, record, shown) -> list[np.ndarray]:
         from . import spec_tail
 
-        if not record.complete:
-            raise NotImplementedError("a prefix that ends inside a tail")
         side = to_levels(shown).astype(np.int64)
         intervals = spec_tail.Intervals(self.lower, self.upper)
-        pixels = spec_tail.decode_tail(self.data, record, side, intervals, decode_group, Source)
+        show = self.show[1] if self.show is not None and self.show[0] == record.layer else None
+        pixels, candidate = spec_tail.decode_tail(
+            self.data, record, side, intervals, decode_group, Source, show
+        )
+        if candidate is not None:
+            self.on_screen, self.shown_kind = candidate.astype(np.uint8), "tail"
+        if pixels is None:
+            return []
+        pixels = pixels.astype(np.uint8)
         check(pixels, record.fields["display_check"], "the tail")
         return [pixels]

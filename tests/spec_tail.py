@@ -310,21 +310,24 @@ def raster_bounds(iv: Intervals, c: int, y: int, x: int, plane: np.ndarray, h: i
 # ----------------------------------------------------------------------------- symbols
 
 
-def decode_pixels(coder, decode_group, mu, s, bounds):
-    """6.6 with 6.6.4: v = rint(mu') + k, k coded as a step symbol."""
+def located(mu: np.ndarray, bounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """6.6.4: mu' = mu clipped to the pixel's bounds, and the bounds (lo, hi) as arrays."""
     lo = np.array([b[0] for b in bounds], np.float64)
     hi = np.array([b[1] for b in bounds], np.float64)
     if (lo > hi).any():
         raise Corrupt("bounds cross")
-    mu2 = np.minimum(np.maximum(mu, lo), hi)
+    return np.minimum(np.maximum(mu, lo), hi), lo, hi
+
+
+def decode_pixels(coder, decode_group, mu, s, bounds):
+    """6.6 with 6.6.4: v = rint(mu') + k, k coded as a step symbol; and which were received."""
+    mu2, lo, hi = located(mu, bounds)
     centre = np.rint(mu2)
     k, got = decode_group(coder, mu2, s, mu2 - centre, np.ones_like(mu2), lo - 0.5, hi + 0.5)
-    if not got.all():
-        raise NotImplementedError("a prefix that ends inside a tail")
     v = centre.astype(np.int64) + k
-    if ((v < 0) | (v > 255)).any():
+    if ((v[got] < 0) | (v[got] > 255)).any():
         raise Corrupt("level outside 0..255")
-    return v, k
+    return v, k, got
 
 
 # ----------------------------------------------------------------------------- raster planes (6.6.1-6.6.3)
@@ -339,6 +342,7 @@ class Raster:
         self.h, self.w, self.side, self.guide = h, w, side, guide
         self.plane = np.zeros((h, w), np.int64)
         self.k = np.zeros((h, w), np.int64)
+        self.decoded = np.zeros((h, w), bool)
         self.m = 18 if guide is not None else 14
         self.err = np.zeros((self.m, h, w), np.int64)
 
@@ -428,18 +432,22 @@ class Raster:
                 ]
             else:
                 bounds = [(0, 255)] * y.size
-            v, k = decode_pixels(coder, decode_group, mu, s, bounds)
-            self.plane[y, x], self.k[y, x] = v, k
+            v, k, got = decode_pixels(coder, decode_group, mu, s, bounds)
+            self.plane[y[got], x[got]], self.k[y[got], x[got]] = v[got], k[got]
+            self.decoded[y[got], x[got]] = True
+            if not got.all():  # a cut chunk: decoding ends at the first group not received whole
+                return False
             for i in range(self.m):
                 self.err[i, y, x] = np.abs(sub[i] - 2 * v)
-        return self.plane
+        return True
 
 
 # ----------------------------------------------------------------------------- the tail
 
 
-def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals, decode_group, source):
-    """The exact levels (3, H, W) from a form-11 tail layer, given the side image (3, H, W levels)."""
+def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals, decode_group, source, show):
+    """A form-11 tail layer, given the side image (3, H, W levels): (the exact levels once the
+    layer is complete, else None; the candidate of chunk `show` (section 7), or None)."""
     _, h, w = side.shape
     r = sc.Reader(record.fields["tail"])
     order = r.varint()
@@ -448,59 +456,117 @@ def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals,
     plan = passes(h, w)
     levels = np.zeros((3, h, w), np.int64)
     symbols = np.zeros((3, h, w), np.int64)
-    chunks = iter(record.chunks)
-    if order == 2:
+    decoded = np.zeros((3, h, w), bool)
+    shown = None
+    if order == 2:  # 6.6.2: three planes in raster order
         params = [Params(r, 9, 25), Params(r, 9, 25), Params(r, 11, 34)]
         if r.pos != len(r.data):
             raise Corrupt("parameters not consumed")
-        for colour, p in ((G, params[0]), (R, params[1]), (B, params[2])):
-            coder = source(data, next(chunks))
+        for j, (chunk, colour, p) in enumerate(zip(record.chunks, (G, R, B), params)):
+            coder = source(data, chunk)
             plane_side = side[G] if colour == G else levels[G]  # red and blue: guided by green
             raster = Raster(h, w, plane_side, levels[R] if colour == B else None)
-            levels[colour] = raster.decode(coder, decode_group, p, iv, colour)
+            whole = raster.decode(coder, decode_group, p, iv, colour)
+            levels[colour], decoded[colour] = raster.plane, raster.decoded
             coder.finish()
-        return levels.astype(np.uint8)
+            if j == show:  # exact levels where decoded, the side image elsewhere
+                shown = np.where(decoded, levels, side)
+            if not whole:
+                break
+        return (levels if decoded.all() else None), shown
     green_raster = order == 1
-    pass_params = []
     if green_raster:
         green_params = Params(r, 9, 25)
+    pass_params = []
     for _, _, offsets in plan:
-        per = {}
-        for colour, e in ((G, 0), (R, 1), (B, 2)):
-            if green_raster and colour == G:
-                continue
-            per[colour] = Params(r, *pass_counts(len(offsets), e))
-        pass_params.append(per)
+        pass_params.append(
+            {
+                c: Params(r, *pass_counts(len(offsets), e))
+                for c, e in ((G, 0), (R, 1), (B, 2))
+                if c != G or not green_raster
+            }
+        )
     if r.pos != len(r.data):
         raise Corrupt("parameters not consumed")
     known = np.zeros((h, w), bool)  # pixels of earlier passes
+    chunks = list(record.chunks)
     if green_raster:
-        coder = source(data, next(chunks))
+        if not chunks:
+            return None, None
+        coder = source(data, chunks.pop(0))
         raster = Raster(h, w, side[G], None)
-        levels[G] = raster.decode(coder, decode_group, green_params, iv, G)
-        symbols[G] = raster.k
+        whole = raster.decode(coder, decode_group, green_params, iv, G)
+        levels[G], symbols[G], decoded[G] = raster.plane, raster.k, raster.decoded
         coder.finish()
-    for (ys, xs, offsets), per in zip(plan, pass_params):
-        coder = source(data, next(chunks))
+        if not whole:  # nothing is predicted while green is not whole
+            return None, (np.where(decoded, levels, side) if show == 0 else None)
+        if show == 0:  # then the first pass's red and blue are
+            shown = open_pass(levels, symbols, side, known, decoded, plan, pass_params[0], iv, green_raster)
+    first = 1 if green_raster else 0  # the chunk index of pass 0
+    for index, ((ys, xs, offsets), per) in enumerate(zip(plan, pass_params)):
+        if not chunks:
+            return None, shown
+        chunk = chunks.pop(0)
+        coder = source(data, chunk)
         coded: list[int] = [G] if green_raster else []
+        whole = True
         for colour in (G, R, B):
-            if colour not in per:
+            if colour not in per or not whole:
                 continue
             feats, terms = pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded)
             mu, s = per[colour].prior(feats, terms)
-            if iv.active:
-                bounds = [
-                    rounded(*passes_bounds(iv, colour, yy, xx, levels[colour], known, h, w))
-                    for yy, xx in zip(ys.tolist(), xs.tolist())
-                ]
-            else:
-                bounds = [(0, 255)] * ys.size
-            v, k = decode_pixels(coder, decode_group, mu, s, bounds)
-            levels[colour, ys, xs], symbols[colour, ys, xs] = v, k
+            bounds = passes_bound_list(iv, colour, ys, xs, levels[colour], known, h, w)
+            v, k, got = decode_pixels(coder, decode_group, mu, s, bounds)
+            levels[colour, ys[got], xs[got]], symbols[colour, ys[got], xs[got]] = v[got], k[got]
+            decoded[colour, ys[got], xs[got]] = True
             coded.append(colour)
+            whole = bool(got.all())
         coder.finish()
+        if not whole:  # a cut chunk: this pass is the open one
+            if show == first + index:
+                shown = open_pass(levels, symbols, side, known, decoded, plan[index:], per, iv, green_raster)
+            return None, shown
         known[ys, xs] = True
-    return levels.astype(np.uint8)
+        if show == first + index:
+            rest = plan[index + 1 :]
+            nxt = pass_params[index + 1] if rest else None
+            shown = open_pass(levels, symbols, side, known, decoded, rest, nxt, iv, green_raster)
+    return levels, shown
+
+
+def passes_bound_list(iv: Intervals, colour: int, ys, xs, plane, known, h: int, w: int):
+    if not iv.active:
+        return [(0, 255)] * ys.size
+    return [
+        rounded(*passes_bounds(iv, colour, y, x, plane, known, h, w))
+        for y, x in zip(ys.tolist(), xs.tolist())
+    ]
+
+
+def open_pass(levels, symbols, side, known, decoded, rest, per, iv, green_raster) -> np.ndarray:
+    """7 inside a tail: exact levels where decoded; in the first pass not decoded in full, rint(mu')
+    of each element not decoded (computed colour by colour, a colour not decoded at the pixel
+    counting as its own rint(mu') with symbol 0); the side image elsewhere."""
+    _, h, w = side.shape
+    shown = np.where(decoded, levels, side)
+    if not rest:
+        return shown
+    ys, xs, offsets = rest[0]
+    tmp_levels, tmp_symbols = levels.copy(), symbols.copy()
+    coded: list[int] = [G] if green_raster else []
+    for colour in (G, R, B):
+        if colour not in per:
+            continue
+        feats, terms = pass_features(tmp_levels, tmp_symbols, side, known, ys, xs, offsets, colour, coded)
+        mu, _ = per[colour].prior(feats, terms)
+        bounds = passes_bound_list(iv, colour, ys, xs, tmp_levels[colour], known, h, w)
+        guess = np.rint(located(mu, bounds)[0]).astype(np.int64)
+        missing = ~decoded[colour, ys, xs]
+        tmp_levels[colour, ys[missing], xs[missing]] = guess[missing]
+        tmp_symbols[colour, ys[missing], xs[missing]] = 0
+        shown[colour, ys, xs] = tmp_levels[colour, ys, xs]
+        coded.append(colour)
+    return shown
 
 
 def pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded):

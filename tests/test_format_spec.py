@@ -243,6 +243,7 @@ DECODER_CASES = {  # name: (model, image, encode options, the tail's green order
     "early tail": ("tiny", "synthetic", {"tail_after": 2}, 2),
     "tail, interlaced": ("tiny", "gray", {"tail": True, "fast": True}, 0),
     "tail, split passes": ("tiny", "noise", {"tail": True, "fast": True}, 0),
+    "tail, green raster": ("tiny", "small noise", {"tail": True, "fast": True}, 1),
     "photo, tail": ("shipped", "crop", {"tail": True, "fast": True}, 1),
     "photo, early tail": ("shipped", "crop", {"tail_after": 3, "fast": True}, 2),
 }
@@ -259,6 +260,8 @@ def case_image(kind: str) -> np.ndarray:
         return np.repeat(synthetic_image(32, 48, seed=1)[:, :, :1], 3, axis=2)
     if kind == "noise":  # 256 x 512: the passes of 6.6 with 32768 pixels or more are split in two
         return np.random.default_rng(0).integers(0, 256, (256, 512, 3)).astype(np.uint8)
+    if kind == "small noise":
+        return np.random.default_rng(0).integers(0, 256, (32, 48, 3)).astype(np.uint8)
     photo = Image.open(Path(__file__).resolve().parents[1] / "samples" / "kodim23.png").convert("RGB")
     return np.asarray(photo)[CROP]
 
@@ -307,27 +310,48 @@ def test_a_second_decoder_follows_the_text(tiny_model, tiny_file, name):
         assert any(len(fl.get("colour", {})) > 1 for fl in layers) and layers[-1]["lossless"] is not None
 
 
-def prefixes(data: bytes, every: int, budgets: int) -> list[bytes]:
+def prefixes(data: bytes, every: int, budgets: int, last_layer_only: bool = False) -> list[bytes]:
     """Every `every`-th chunk boundary, 7 bytes past some (a truncated tail), and `budgets` cuts
-    by truncate (most end in a cut chunk, 2.1)."""
+    by truncate (most end in a cut chunk, 2.1); of the last layer only if asked."""
     from uqdm_codec import files
 
     from . import spec_container
 
-    cuts = spec_container.read(data).chunk_boundaries()
+    f = spec_container.read(data)
+    cuts = f.chunk_boundaries()
+    start = f.records[-1].start if last_layer_only else cuts[0]
+    cuts = [c for c in cuts if c >= start]
     ends = sorted({*cuts[::every], *(c + 7 for c in cuts[::every] if c + 7 < len(data)), len(data)})
+    first = max(start, cuts[1] if len(cuts) > 1 else start) + 9
     return [data[:n] for n in ends] + [
-        files.truncate(data, max_bytes=b)
-        for b in np.linspace(cuts[1] + 9, len(data) - 1, budgets).astype(int)
+        files.truncate(data, max_bytes=b) for b in np.linspace(first, len(data) - 1, budgets).astype(int)
     ]
 
 
-@pytest.mark.parametrize("name", ["plain", "tiled", "photo"])
+PREFIX_CASES = {  # name: (every how many chunk boundaries, how many budgets, the last layer only)
+    "plain": (1, 12, False),
+    "tiled": (6, 4, False),
+    "photo": (16, 3, False),
+    "tail, raster": (2, 6, False),
+    "tail, interlaced": (2, 6, False),
+    "tail, green raster": (2, 4, True),
+}
+SHOWN = {  # what a case's prefixes must have shown between them (section 7)
+    "plain": {"blank", "step", "network", "estimates", "pixel step", "lossless", "exact"},
+    "tiled": {"step", "lossless"},  # (of a tiled file: what its last region shows)
+    "photo": {"step", "network", "pixel step", "lossless"},
+    "tail, raster": {"blank", "step", "estimates", "tail", "exact"},
+    "tail, interlaced": {"blank", "step", "estimates", "tail", "exact"},
+    "tail, green raster": {"tail", "exact"},
+}
+
+
+@pytest.mark.parametrize("name", list(PREFIX_CASES))
 def test_prefixes_show_what_the_text_says(tiny_model, tiny_file, name):
     """The image on screen (section 7) after prefixes of a file that end anywhere: on chunk
     boundaries inside steps (the network's image, or the per-coefficient estimates), inside the
-    pixel step and the lossless layer, in cut chunks and in truncated tails, from the second
-    decoder, equals the reference decoder's."""
+    pixel step, the lossless layer and the tail (O = 0, 1 and 2), in cut chunks and in truncated
+    tails, from the second decoder, equals the reference decoder's."""
     from uqdm_codec import decode
     from uqdm_codec.codec import Codec
 
@@ -335,21 +359,14 @@ def test_prefixes_show_what_the_text_says(tiny_model, tiny_file, name):
 
     which, kind, options, _ = DECODER_CASES[name]
     model, model_path = (tiny_model, tiny_file) if which == "tiny" else (load_codec_model(SHIPPED), SHIPPED)
-    options = {k: v for k, v in options.items() if k != "fast"}  # NETWORK flags on inner chunks too
+    options = dict(options)
+    if not options.get("tail"):
+        options.pop("fast", None)  # NETWORK flags on inner chunks too
     codec = Codec(model, "cpu", region=options.pop("region", 1024))
     data = codec.encode(case_image(kind), seed=1, **options)
     spec, kinds = SpecDecoder(model_path), set()
-    cases = {"plain": prefixes(data, 1, 12), "tiled": prefixes(data, 6, 4), "photo": prefixes(data, 12, 4)}[
-        name
-    ]
-    for prefix in cases:
+    for prefix in prefixes(data, *PREFIX_CASES[name]):
         ours = spec.screen(prefix)
         assert np.array_equal(ours.transpose(1, 2, 0), np.asarray(decode(prefix, model=model))), len(prefix)
         kinds.add(spec.shown_kind)
-    every = {"blank", "step", "network", "estimates", "pixel step", "lossless", "exact"}
-    needed = {
-        "plain": every,
-        "tiled": {"step", "lossless"},
-        "photo": {"step", "network", "pixel step", "lossless"},
-    }
-    assert kinds >= needed[name], kinds  # (of a tiled file: what its last region shows)
+    assert kinds >= SHOWN[name], kinds
