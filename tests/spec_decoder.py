@@ -134,16 +134,16 @@ def bin_mass_ends(e, m, s, u, q, lower, upper):
     return cdf(t, (a > 0)[:, None])
 
 
-def bin_mass(k, m, s, u, q, lower, upper):
+def bin_mass(k, m, s, u, q, lower, upper) -> np.ndarray:
     """P(k) of 6.1, unnormalised (k broadcast against the element arrays as columns)."""
+    return bin_mass_ends(k + 0.5, m, s, u, q, lower, upper) - bin_mass_ends(k - 0.5, m, s, u, q, lower, upper)
+
+
+def normaliser(m, s, lower, upper) -> np.ndarray:
+    """N of 6.1: F(b) - F(a), from the upper tail where the interval lies right of m."""
     r = 1 / s
     a, b = (lower - m) * r, (upper - m) * r
-    right = (a > 0)[:, None]
-
-    def t(e):
-        return np.clip((e - u[:, None]) * (q * r)[:, None], a[:, None], b[:, None])
-
-    return cdf(t(k + 0.5), right) - cdf(t(k - 0.5), right), a, b, right[:, 0]
+    return np.where(a > 0, sigmoid_p(-a) - sigmoid_p(-b), sigmoid_p(b) - sigmoid_p(a))
 
 
 class Source:
@@ -188,8 +188,8 @@ def decode_group(source: Source, m, s, u, q, lower, upper) -> tuple[np.ndarray, 
         for width in sorted(set(w.tolist()), reverse=True):
             idx = np.flatnonzero(w == width)
             ks_row = np.arange(-width, width + 1, dtype=np.float64)[None, :]
-            mass, a, b, right = bin_mass(ks_row, ms[idx], ss[idx], us[idx], qs[idx], lo[idx], hi[idx])
-            norm = np.where(right, sigmoid_p(-a) - sigmoid_p(-b), sigmoid_p(b) - sigmoid_p(a))
+            mass = bin_mass(ks_row, ms[idx], ss[idx], us[idx], qs[idx], lo[idx], hi[idx])
+            norm = normaliser(ms[idx], ss[idx], lo[idx], hi[idx])
             t_end = np.array([-width - 0.5, width + 0.5])[None, :]
             ends = bin_mass_ends(t_end, ms[idx], ss[idx], us[idx], qs[idx], lo[idx], hi[idx])
             escape = np.maximum(norm - (ends[:, 1] - ends[:, 0]), 0.0)
@@ -203,7 +203,7 @@ def decode_group(source: Source, m, s, u, q, lower, upper) -> tuple[np.ndarray, 
             k_lo = np.floor((le - me) / qe + ue - 0.5).astype(np.int64) + 1
             k_hi = np.ceil((he - me) / qe + ue + 0.5).astype(np.int64) - 1
             values = k_lo[:, None] + np.arange(int((k_hi - k_lo).max()) + 1)[None, :]
-            mass = bin_mass(values.astype(np.float64), me, se, ue, qe, le, he)[0]
+            mass = bin_mass(values.astype(np.float64), me, se, ue, qe, le, he)
             outside = (np.abs(values) > w[escaped][:, None]) & (values <= k_hi[:, None])
             if not outside.any(axis=1).all():
                 raise Mismatch("an escape that no value can take")
