@@ -1,15 +1,14 @@
 """A second decoder of .uqd files, written from docs/FORMAT.md alone (sections 1 to 8).
 
 Nothing here imports uqdm_codec: it reads the bytes with spec_container, runs the network with
-spec_network and the lossless tail (form 11, the one the encoder writes) with spec_tail, and
-decodes files tiled or not, with any mirror ensemble, and any prefix of them: the image on screen
+spec_network and the lossless tail (forms 1 to 11) with spec_tail, and decodes files of versions
+7 to 9, tiled or not, with any mirror ensemble, and any prefix of them: the image on screen
 (section 7) after chunks inside a step (the network's image or the per-coefficient estimates),
 inside a tail, in cut chunks (2.1) and truncated tails, checking every complete layer's display
-check. Left out: version 7 files and tail forms 1 to 10 (what older releases wrote), and the
-generative reconstruction of 7.1. It is slow (plain NumPy, and loops where the text states a rule
-symbol by symbol or pixel by pixel) and meant for small images: what it shows is that the
-document is enough to decode a file bit for bit. tests/test_format_spec.py compares it with the
-reference."""
+check. Left out: the generative reconstruction of 7.1 (informative). It is slow (plain NumPy, and
+loops where the text states a rule symbol by symbol or pixel by pixel) and meant for small images:
+what it shows is that the document is enough to decode a file bit for bit.
+tests/test_format_spec.py compares it with the reference."""
 
 from __future__ import annotations
 
@@ -126,12 +125,15 @@ def cdf(t: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.where(right, -sigmoid_p(-t), sigmoid_p(t))
 
 
+VERSION_7 = False  # set while decoding a version 7 file: F(t) = sigmoid_p(t) always (6.1)
+
+
 def bin_mass_ends(e, m, s, u, q, lower, upper):
     """F(t(e)) of 6.1 at edges e (broadcast against the element arrays as columns)."""
     r = 1 / s
     a, b = (lower - m) * r, (upper - m) * r
     t = np.clip((e - u[:, None]) * (q * r)[:, None], a[:, None], b[:, None])
-    return cdf(t, (a > 0)[:, None])
+    return cdf(t, (a > 0)[:, None] & (not VERSION_7))
 
 
 def bin_mass(k, m, s, u, q, lower, upper) -> np.ndarray:
@@ -143,7 +145,8 @@ def normaliser(m, s, lower, upper) -> np.ndarray:
     """N of 6.1: F(b) - F(a), from the upper tail where the interval lies right of m."""
     r = 1 / s
     a, b = (lower - m) * r, (upper - m) * r
-    return np.where(a > 0, sigmoid_p(-a) - sigmoid_p(-b), sigmoid_p(b) - sigmoid_p(a))
+    right = (a > 0) & (not VERSION_7)
+    return np.where(right, sigmoid_p(-a) - sigmoid_p(-b), sigmoid_p(b) - sigmoid_p(a))
 
 
 class Source:
@@ -280,9 +283,10 @@ class SpecDecoder:
 
     def run(self, data: bytes) -> tuple[list[np.ndarray], np.ndarray]:
         f = sc.read(data)
-        if f.tail_step is not None and f.tail_form != 11:
-            raise NotImplementedError("tail forms 1 to 10")
         self.data, self.mirrors, self.tail_step, self.steps = data, f.mirrors, f.tail_step, f.steps
+        global VERSION_7
+        VERSION_7 = f.version == 7
+        self.tail_form = f.tail_form
         if f.region_size is None:
             return self.region(f.records, f.width, f.height, f.seed)
         rw, rh = f.region_size  # 1.1: every region as an untiled file of its own
@@ -457,8 +461,9 @@ class SpecDecoder:
             e = coded[new]
             zf[e] = (self.cz[new] * zf[e]) + (self.cx[new] * step.xt[new])
             stf[e] = i
-            lof[e] = np.maximum(lof[e], down32(step.xt[new] - step.q[new] / 2 - 2.0**-30))
-            hif[e] = np.minimum(hif[e], up32(step.xt[new] + step.q[new] / 2 + 2.0**-30))
+            if not VERSION_7:  # version 7: every known interval stays [-B, B]
+                lof[e] = np.maximum(lof[e], down32(step.xt[new] - step.q[new] / 2 - 2.0**-30))
+                hif[e] = np.minimum(hif[e], up32(step.xt[new] + step.q[new] / 2 + 2.0**-30))
             self.z, self.state = self.unflatten(zf, self.z), self.unflatten(stf, self.state)
             self.lower, self.upper = self.unflatten(lof, self.lower), self.unflatten(hif, self.upper)
 
@@ -489,8 +494,11 @@ class SpecDecoder:
         g = step.got
         m, s, xt, q = step.m[g], step.s[g], step.xt[g], step.q[g]
         lower, upper = step.lower[g], step.upper[g]
-        ta = (np.maximum(xt - q / 2, lower) - m) / s
-        tb = (np.minimum(xt + q / 2, upper) - m) / s
+        if VERSION_7:  # the bin not intersected with the interval; the result clipped to [-B, B]
+            ta, tb = (xt - q / 2 - m) / s, (xt + q / 2 - m) / s
+        else:
+            ta = (np.maximum(xt - q / 2, lower) - m) / s
+            tb = (np.minimum(xt + q / 2, upper) - m) / s
         flip = ta > 0
         a, b = np.where(flip, -tb, ta), np.where(flip, -ta, tb)
 
@@ -681,9 +689,10 @@ class SpecDecoder:
 
         side = to_levels(shown).astype(np.int64)
         intervals = spec_tail.Intervals(self.lower, self.upper)
+        intervals.active &= self.tail_form >= 10  # bounds from form 10 on
         show = self.show[1] if self.show is not None and self.show[0] == record.layer else None
         pixels, candidate = spec_tail.decode_tail(
-            self.data, record, side, intervals, decode_group, Source, show
+            self.data, record, side, intervals, decode_group, Source, show, self.tail_form
         )
         if candidate is not None:
             self.on_screen, self.shown_kind = candidate.astype(np.uint8), "tail"

@@ -1,4 +1,4 @@
-"""The lossless tail of docs/FORMAT.md 6.6 (form 11, what the encoder writes), from the text alone.
+"""The lossless tail of docs/FORMAT.md 6.6 (forms 1 to 11; the encoder writes 11), from the text alone.
 
 Part of the second decoder (tests/spec_decoder.py); nothing here imports uqdm_codec. Pixels are
 handled one group at a time (a pass's colour, or a raster plane's wavefront) with NumPy; the
@@ -26,8 +26,9 @@ class Corrupt(Exception):
 # ----------------------------------------------------------------------------- passes (6.6)
 
 
-def passes(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]]:
-    """Form 6 on: (rows, columns, neighbour offsets) of every pass with pixels, in pass order."""
+def passes(h: int, w: int, form: int = 11) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]]:
+    """(rows, columns, neighbour offsets) of every pass with pixels, in pass order: centres split
+    from form 6 on, edges from form 5 on, where they hold 32768 pixels or more."""
     out = []
     ys, xs = np.mgrid[0:h, 0:w]
     ys, xs = ys.reshape(-1), xs.reshape(-1)
@@ -42,7 +43,7 @@ def passes(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int,
         diag = [(-hh, -hh), (-hh, hh), (hh, -hh), (hh, hh)]
         cross = [(-hh, 0), (hh, 0), (0, -hh), (0, hh)]
         centres = (ys % d == hh) & (xs % d == hh)
-        if centres.sum() >= SPLIT:
+        if form >= 6 and centres.sum() >= SPLIT:
             even = (ys // d + xs // d) % 2 == 0
             add(centres & even, diag)
             add(centres & ~even, diag + [(-d, 0), (d, 0), (0, -d), (0, d)])
@@ -50,7 +51,7 @@ def passes(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int,
             add(centres, diag)
         set_a = (ys % d == 0) & (xs % d == hh)
         set_b = (ys % d == hh) & (xs % d == 0)
-        if set_a.sum() + set_b.sum() >= SPLIT:
+        if form >= 5 and set_a.sum() + set_b.sum() >= SPLIT:
             add(set_a, cross)
             add(set_b, cross + diag)
         elif set_a.any() or set_b.any():
@@ -92,7 +93,12 @@ def guided(centre: np.ndarray, ns: list[np.ndarray], es: list[np.ndarray]) -> np
 class Params:
     """One pass's (or raster plane's) parameters of one colour (the layout from form 5 on)."""
 
-    def __init__(self, r: sc.Reader, n_terms: int, n_features: int):
+    def __init__(self, r: sc.Reader, n_terms: int, n_features: int, form: int = 11):
+        if form < 5:  # one set of coefficients, no weights, classes or shift; A is given whole
+            self.weights, self.cuts = [1], []
+            self.sets = [self.coefficients(r, n_features, 0)]
+            self.scales(r)
+            return
         self.weights = [r.varint() for _ in range(n_terms)]
         if any(v >= 2**20 for v in self.weights):
             raise Corrupt("weight")
@@ -103,12 +109,15 @@ class Params:
         g = r.varint()
         if g > 12:
             raise Corrupt("shift")
-        self.sets = []
-        for _ in range(n_c + 1):
-            zs = [r.varint() for _ in range(n_features)]
-            self.sets.append(
-                np.array([(z // 2 if z % 2 == 0 else -(z + 1) // 2) * 2**g for z in zs], np.int64)
-            )
+        self.sets = [self.coefficients(r, n_features, g) for _ in range(n_c + 1)]
+        self.scales(r)
+
+    @staticmethod
+    def coefficients(r: sc.Reader, n: int, g: int) -> np.ndarray:
+        zs = [r.varint() for _ in range(n)]
+        return np.array([(z // 2 if z % 2 == 0 else -(z + 1) // 2) * 2**g for z in zs], np.int64)
+
+    def scales(self, r: sc.Reader) -> None:
         n_t = r.varint()
         if n_t >= 16:
             raise Corrupt("thresholds")
@@ -133,13 +142,15 @@ class Params:
         return mu, np.array(self.codes, np.float64)[b] / 64
 
 
-def pass_counts(p: int, e: int) -> tuple[int, int]:
-    """(N, F) of a pass and colour with a side image, form 7 on."""
+def pass_counts(p: int, e: int, form: int = 11) -> tuple[int, int]:
+    """(N, F) of a pass and colour with a side image."""
     z = 1
-    f = p * (1 + z) + z + e + 1 + e * (1 + p + z)
+    f = p * (1 + z) + z + e + 1
+    if form >= 2:
+        f += e * (1 + p + z)
     if p:
-        f += 1 + (1 + e) + e + e
-        n = 2 + 2 * e + 2 + e
+        f += (form >= 3) + (1 + e) * (form >= 4) + e * (form >= 6) + e * (form >= 7)
+        n = 2 + 2 * e + 2 + e * (form >= 6)
     else:
         n = e + 1
     return n, f
@@ -235,7 +246,17 @@ def passes_bounds(
     return mate_bounds(p, known, iv.finest(c, by, bx))
 
 
-def raster_bounds(iv: Intervals, c: int, y: int, x: int, plane: np.ndarray, h: int, w: int, levels: int = 4):
+def raster_bounds(
+    iv: Intervals,
+    c: int,
+    y: int,
+    x: int,
+    plane: np.ndarray,
+    h: int,
+    w: int,
+    sums: bool = True,
+    levels: int = 4,
+):
     """6.6.5 (and 6.6.4 in raster order) before rounding, for pixel (y, x) of wavefront 2y + x."""
     t = 2 * y + x
 
@@ -250,6 +271,8 @@ def raster_bounds(iv: Intervals, c: int, y: int, x: int, plane: np.ndarray, h: i
     else:
         known = {q: int(plane[2 * by + q // 2, 2 * bx + q % 2]) for q in range(p)}
         lo10, hi10 = mate_bounds(p, known, iv.finest(c, by, bx))
+    if not sums:  # form 10
+        return lo10, hi10
     # 6.6.5: sums
     size = 2**levels
     yb, xb = y // size, x // size
@@ -338,8 +361,9 @@ class Raster:
 
     OFFSETS = [(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-2, -1), (-2, 1)]
 
-    def __init__(self, h: int, w: int, side: np.ndarray, guide: np.ndarray | None):
-        self.h, self.w, self.side, self.guide = h, w, side, guide
+    def __init__(self, h: int, w: int, side: np.ndarray, guide: np.ndarray | None, predictor: bool = True):
+        self.h, self.w, self.side, self.guide, self.predictor = h, w, side, guide, predictor
+        self.sums = True  # form 11: bounded by block sums too
         self.plane = np.zeros((h, w), np.int64)
         self.k = np.zeros((h, w), np.int64)
         self.decoded = np.zeros((h, w), bool)
@@ -397,7 +421,8 @@ class Raster:
         q = sum(wi * pi for wi, pi in zip(weights, sub)) // sum(weights)
         best = np.argmin(np.stack(errs), axis=0)  # the first of least error
         b = np.choose(best, sub)
-        feats += [q, b]
+        if self.predictor:  # form 8 on
+            feats += [q, b]
         if r is not None:
             feats += [
                 *r,
@@ -409,8 +434,9 @@ class Raster:
             np.abs(n1 - n3), np.abs(n2 - n3), np.abs(n2 - n4), np.abs(n1 - n5), np.abs(n2 - n6),
             np.abs(ks[0]) + np.abs(ks[1]) + np.abs(ks[2]) + np.abs(ks[3]),
             spread([n[i] - s[i + 1] for i in range(4)]), spread([s[1], s[2], s[5], s[6]]),
-            np.min(np.stack(errs), axis=0),
         ]  # fmt: skip
+        if self.predictor:
+            terms.append(np.min(np.stack(errs), axis=0))
         if r is not None:
             terms += [spread([n[i] - r[i + 1] for i in range(4)]), spread([r[1], r[2], r[5], r[6]])]
         return feats, terms, sub
@@ -427,7 +453,7 @@ class Raster:
             mu, s = params.prior(feats, terms)
             if iv is not None and iv.active:
                 bounds = [
-                    rounded(*raster_bounds(iv, colour, yy, xx, self.plane, h, w))
+                    rounded(*raster_bounds(iv, colour, yy, xx, self.plane, h, w, self.sums))
                     for yy, xx in zip(y.tolist(), x.tolist())
                 ]
             else:
@@ -445,27 +471,37 @@ class Raster:
 # ----------------------------------------------------------------------------- the tail
 
 
-def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals, decode_group, source, show):
-    """A form-11 tail layer, given the side image (3, H, W levels): (the exact levels once the
-    layer is complete, else None; the candidate of chunk `show` (section 7), or None)."""
+def decode_tail(
+    data: bytes,
+    record: sc.Record,
+    side: np.ndarray,
+    iv: Intervals,
+    decode_group,
+    source,
+    show,
+    form: int = 11,
+):
+    """A tail layer of form 1 to 11, given the side image (3, H, W levels): (the exact levels once
+    the layer is complete, else None; the candidate of chunk `show` (section 7), or None)."""
     _, h, w = side.shape
     r = sc.Reader(record.fields["tail"])
-    order = r.varint()
-    if order > 2:
+    order = r.varint() if form >= 7 else 0
+    if order > (2 if form >= 8 else 1):
         raise Corrupt("green order")
-    plan = passes(h, w)
+    plan = passes(h, w, form)
     levels = np.zeros((3, h, w), np.int64)
     symbols = np.zeros((3, h, w), np.int64)
     decoded = np.zeros((3, h, w), bool)
     shown = None
     if order == 2:  # 6.6.2: three planes in raster order
-        params = [Params(r, 9, 25), Params(r, 9, 25), Params(r, 11, 34)]
+        params = [Params(r, 9, 25), Params(r, 9, 25), Params(r, 11, 34) if form >= 9 else Params(r, 9, 25)]
         if r.pos != len(r.data):
             raise Corrupt("parameters not consumed")
         for j, (chunk, colour, p) in enumerate(zip(record.chunks, (G, R, B), params)):
             coder = source(data, chunk)
             plane_side = side[G] if colour == G else levels[G]  # red and blue: guided by green
-            raster = Raster(h, w, plane_side, levels[R] if colour == B else None)
+            raster = Raster(h, w, plane_side, levels[R] if colour == B and form >= 9 else None)
+            raster.sums = form >= 11
             whole = raster.decode(coder, decode_group, p, iv, colour)
             levels[colour], decoded[colour] = raster.plane, raster.decoded
             coder.finish()
@@ -476,12 +512,12 @@ def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals,
         return (levels if decoded.all() else None), shown
     green_raster = order == 1
     if green_raster:
-        green_params = Params(r, 9, 25)
+        green_params = Params(r, 9, 25) if form >= 8 else Params(r, 8, 23)
     pass_params = []
     for _, _, offsets in plan:
         pass_params.append(
             {
-                c: Params(r, *pass_counts(len(offsets), e))
+                c: Params(r, *pass_counts(len(offsets), e, form), form)
                 for c, e in ((G, 0), (R, 1), (B, 2))
                 if c != G or not green_raster
             }
@@ -494,14 +530,17 @@ def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals,
         if not chunks:
             return None, None
         coder = source(data, chunks.pop(0))
-        raster = Raster(h, w, side[G], None)
+        raster = Raster(h, w, side[G], None, predictor=form >= 8)
+        raster.sums = form >= 11
         whole = raster.decode(coder, decode_group, green_params, iv, G)
         levels[G], symbols[G], decoded[G] = raster.plane, raster.k, raster.decoded
         coder.finish()
         if not whole:  # nothing is predicted while green is not whole
             return None, (np.where(decoded, levels, side) if show == 0 else None)
         if show == 0:  # then the first pass's red and blue are
-            shown = open_pass(levels, symbols, side, known, decoded, plan, pass_params[0], iv, green_raster)
+            shown = open_pass(
+                levels, symbols, side, known, decoded, plan, pass_params[0], iv, green_raster, form
+            )
     first = 1 if green_raster else 0  # the chunk index of pass 0
     for index, ((ys, xs, offsets), per) in enumerate(zip(plan, pass_params)):
         if not chunks:
@@ -513,7 +552,7 @@ def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals,
         for colour in (G, R, B):
             if colour not in per or not whole:
                 continue
-            feats, terms = pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded)
+            feats, terms = pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded, form)
             mu, s = per[colour].prior(feats, terms)
             bounds = passes_bound_list(iv, colour, ys, xs, levels[colour], known, h, w)
             v, k, got = decode_pixels(coder, decode_group, mu, s, bounds)
@@ -524,13 +563,15 @@ def decode_tail(data: bytes, record: sc.Record, side: np.ndarray, iv: Intervals,
         coder.finish()
         if not whole:  # a cut chunk: this pass is the open one
             if show == first + index:
-                shown = open_pass(levels, symbols, side, known, decoded, plan[index:], per, iv, green_raster)
+                shown = open_pass(
+                    levels, symbols, side, known, decoded, plan[index:], per, iv, green_raster, form
+                )
             return None, shown
         known[ys, xs] = True
         if show == first + index:
             rest = plan[index + 1 :]
             nxt = pass_params[index + 1] if rest else None
-            shown = open_pass(levels, symbols, side, known, decoded, rest, nxt, iv, green_raster)
+            shown = open_pass(levels, symbols, side, known, decoded, rest, nxt, iv, green_raster, form)
     return levels, shown
 
 
@@ -543,7 +584,9 @@ def passes_bound_list(iv: Intervals, colour: int, ys, xs, plane, known, h: int, 
     ]
 
 
-def open_pass(levels, symbols, side, known, decoded, rest, per, iv, green_raster) -> np.ndarray:
+def open_pass(
+    levels, symbols, side, known, decoded, rest, per, iv, green_raster, form: int = 11
+) -> np.ndarray:
     """7 inside a tail: exact levels where decoded; in the first pass not decoded in full, rint(mu')
     of each element not decoded (computed colour by colour, a colour not decoded at the pixel
     counting as its own rint(mu') with symbol 0); the side image elsewhere."""
@@ -557,7 +600,9 @@ def open_pass(levels, symbols, side, known, decoded, rest, per, iv, green_raster
     for colour in (G, R, B):
         if colour not in per:
             continue
-        feats, terms = pass_features(tmp_levels, tmp_symbols, side, known, ys, xs, offsets, colour, coded)
+        feats, terms = pass_features(
+            tmp_levels, tmp_symbols, side, known, ys, xs, offsets, colour, coded, form
+        )
         mu, _ = per[colour].prior(feats, terms)
         bounds = passes_bound_list(iv, colour, ys, xs, tmp_levels[colour], known, h, w)
         guess = np.rint(located(mu, bounds)[0]).astype(np.int64)
@@ -569,8 +614,9 @@ def open_pass(levels, symbols, side, known, decoded, rest, per, iv, green_raster
     return shown
 
 
-def pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded):
-    """6.6's features and terms (form 7 features, form 6 terms) of colour `colour` in a pass."""
+def pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded, form: int = 11):
+    """6.6's features and activity terms of colour `colour` in a pass (before form 5 the activity
+    itself, as the one term)."""
     h, w = known.shape
     p = len(offsets)
     pos = [neighbour(ys, xs, dy, dx, h, w) for dy, dx in offsets]
@@ -595,23 +641,37 @@ def pass_features(levels, symbols, side, known, ys, xs, offsets, colour, coded):
     feats = [*n, s_here, *s_n]
     feats += [symbols[e][ys, xs] for e in earlier]
     e_n = {e: nbrs(e) for e in earlier}
-    for e in earlier:
-        feats += [levels[e][ys, xs], *e_n[e], side[e][ys, xs]]
-    if p:
-        kc = nbr_symbols(colour)
+    if form >= 2:
+        for e in earlier:
+            feats += [levels[e][ys, xs], *e_n[e], side[e][ys, xs]]
+    kc = nbr_symbols(colour) if p else []
+    if p and form >= 3:
         feats.append(sum(kc))
+    if p and form >= 4:
         feats.append(middle_two(n))
         feats += [middle_two(e_n[e]) for e in earlier]
+    if p and form >= 6:
         feats += [middle_two([a - b for a, b in zip(n, e_n[e])]) + 2 * levels[e][ys, xs] for e in earlier]
+    if p and form >= 7:
         feats += [guided(levels[e][ys, xs], n, e_n[e]) for e in earlier]
     feats.append(np.ones_like(ys))
+    below = side[colour][np.minimum(ys + 1, h - 1), xs]
+    if form < 5:  # forms 1-4: the activity, whole
+        a = sum(np.abs(4 * v - sum(n)) for v in n) if p else 16 * np.abs(s_here - below)
+        if colour in (R, B):
+            a = a + 16 * np.abs(symbols[G][ys, xs])
+        if p and form >= 2:
+            a = a + 48 * sum(np.abs(k) for k in kc)
+        if form == 4 and colour == B:
+            a = a + 16 * np.abs(symbols[R][ys, xs])
+        return feats, [a]
     if p:
         terms = [spread(n), sum(np.abs(k) for k in kc)]
         terms += [np.abs(symbols[e][ys, xs]) for e in earlier]
         terms += [spread(s_n), np.abs(p * s_here - sum(n))]
         terms += [sum(np.abs(k) for k in nbr_symbols(e)) for e in earlier]
-        terms += [spread([a - b for a, b in zip(n, e_n[e])]) for e in earlier]
+        if form >= 6:
+            terms += [spread([a - b for a, b in zip(n, e_n[e])]) for e in earlier]
     else:
-        below = side[colour][np.minimum(ys + 1, h - 1), xs]
         terms = [np.abs(s_here - below)] + [np.abs(symbols[e][ys, xs]) for e in earlier]
     return feats, terms

@@ -370,3 +370,33 @@ def test_prefixes_show_what_the_text_says(tiny_model, tiny_file, name):
         assert np.array_equal(ours.transpose(1, 2, 0), np.asarray(decode(prefix, model=model))), len(prefix)
         kinds.add(spec.shown_kind)
     assert kinds >= SHOWN[name], kinds
+
+
+GOLDEN = Path(__file__).resolve().parent / "data"
+RETIRED_V7 = SHIPPED.parent / "retired" / "uqdm-small-7cca456ccf3075f8185e0abdb787ad41.safetensors"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["v7-kodim23-96x128-m1", "v7-kodim23-96x128-m2"]
+    + [f"v8-kodim23-96x128-uqdm0{v}-tail" for v in range(25, 35)],
+)
+def test_older_files_follow_the_text(name):
+    """Files of earlier releases (tests/data: version 7 with and without mirrors, made with
+    retired weights; lossless tails of forms 1 to 10): the second decoder gives the reference's
+    pixels for the whole file and for a prefix cut inside its last layer."""
+    from uqdm_codec import decode, files
+
+    from . import spec_container
+    from .spec_decoder import SpecDecoder
+
+    model_path = RETIRED_V7 if name.startswith("v7") else SHIPPED
+    model = load_codec_model(model_path)
+    data = (GOLDEN / f"{name}.uqd").read_bytes()
+    f = spec_container.read(data)
+    assert (f.version, f.tail_form) == ((7, None) if name.startswith("v7") else (8, int(name[-7:-5]) - 24))
+    last = f.records[-1]
+    cut = files.truncate(data, max_bytes=(last.start + len(data)) // 2)
+    spec = SpecDecoder(model_path)
+    for prefix in (data, cut):
+        assert np.array_equal(spec.screen(prefix).transpose(1, 2, 0), np.asarray(decode(prefix, model=model)))
