@@ -220,23 +220,6 @@ def decode_group(source: Source, m, s, u, q, lower, upper) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------- 6.4
 
 
-def condition(c, m, s, partners, residual, params):
-    """6.4: move m and s of the colour-c elements that have partners (r of missing ones: 0)."""
-    a10, f1, a20, a21, f2 = params
-    for e, (p0, p1) in partners.items():
-        if p0 is None and (c == 1 or p1 is None):
-            continue
-        r0 = residual(p0)
-        if c == 1:
-            t = (a10 / 64) * r0
-            f = f1 / 64
-        else:
-            t = ((a20 / 64) * r0) + ((a21 / 64) * residual(p1))
-            f = f2 / 64
-        m[e] = m[e] + (s[e] * t)
-        s[e] = s[e] * f
-
-
 # ----------------------------------------------------------------------------- the decoder
 
 
@@ -256,6 +239,22 @@ class Step:
 
     def residual(self, e):
         return 0.0 if e is None else float(np.clip((self.xt[e] - self.m[e]) / self.s[e], -8, 8))
+
+    def condition(self, e: int, params) -> None:
+        """6.4: move m and s of element e (colour 1 or 2) if it has a partner (r of a missing one: 0)."""
+        a10, f1, a20, a21, f2 = params
+        here = self.partners[self.place[e]]
+        p0, p1 = here.get(0), here.get(1)
+        if self.colour[e] == 1:
+            if p0 is None:
+                return
+            t, f = (a10 / 64) * self.residual(p0), f1 / 64
+        else:
+            if p0 is None and p1 is None:
+                return
+            t, f = ((a20 / 64) * self.residual(p0)) + ((a21 / 64) * self.residual(p1)), f2 / 64
+        self.m[e] = self.m[e] + (self.s[e] * t)
+        self.s[e] = self.s[e] * f
 
 
 class SpecDecoder:
@@ -317,7 +316,6 @@ class SpecDecoder:
         bound = [2.0**4, 2.0**4, 2.0**3, 2.0**2, 2.0**1]
         self.lower = [np.full(b.shape, -bd, np.float32) for b, bd in zip(z, bound)]
         self.upper = [np.full(b.shape, bd, np.float32) for b, bd in zip(z, bound)]
-        chunks = [(rec.layer, j) for rec in records for j in range(len(rec.chunks))]
         shown_at = [(rec.layer, j) for rec in records for j, c in enumerate(rec.chunks) if c.flags & 1]
         self.show = shown_at[-1] if shown_at else None  # the chunk whose candidate is on screen
         self.on_screen, self.shown_kind = None, "blank"
@@ -343,7 +341,7 @@ class SpecDecoder:
                 images += self.tail(rest[0], shown)
             elif rest:
                 images += self.pixel_layers(rest, shown)
-        if chunks and records[-1].complete and records[-1].kind in (2, 3):
+        if records and records[-1].complete and records[-1].kind in (2, 3):
             self.on_screen, self.shown_kind = images[-1], "exact"  # whatever the flag says
         screen = self.on_screen if self.on_screen is not None else to_levels(blank)
         return images, screen
@@ -537,19 +535,9 @@ class SpecDecoder:
                 group = elements[step.colour[elements] == c]
                 if not whole or not group.size:
                     continue
-                if c:
-                    for b in set(step.band[group].tolist()):
-                        if b in params:
-                            for e in group[step.band[group] == b].tolist():
-                                here = step.partners[step.place[e]]
-                                condition(
-                                    c,
-                                    step.m,
-                                    step.s,
-                                    {e: (here.get(0), here.get(1))},
-                                    step.residual,
-                                    params[b],
-                                )
+                for e in group.tolist() if c else []:
+                    if step.band[e] in params:
+                        step.condition(e, params[step.band[e]])
                 k, got = decode_group(
                     source, step.m[group], step.s[group], step.u[group], step.q[group],
                     step.lower[group], step.upper[group],

@@ -273,6 +273,21 @@ def tiny_file(tiny_model, tmp_path_factory):
     return path
 
 
+def encode_case(name: str, tiny_model, tiny_file, network_flags: bool = False):
+    """(model, its path, the image, the file) of DECODER_CASES[name]; network_flags: without
+    --fast where the case has no tail, so that inner chunks carry NETWORK flags too."""
+    from uqdm_codec.codec import DEFAULT_REGION, Codec
+
+    which, kind, options, _ = DECODER_CASES[name]
+    model, model_path = (tiny_model, tiny_file) if which == "tiny" else (load_codec_model(SHIPPED), SHIPPED)
+    options = dict(options)
+    if network_flags and not options.get("tail"):
+        options.pop("fast", None)
+    original = case_image(kind)
+    codec = Codec(model, "cpu", region=options.pop("region", DEFAULT_REGION))
+    return model, model_path, original, codec.encode(original, seed=1, **options)
+
+
 @pytest.mark.parametrize("name", list(DECODER_CASES))
 def test_a_second_decoder_follows_the_text(tiny_model, tiny_file, name):
     """tests/spec_decoder.py, written from sections 3-7 alone, decodes whole files: every layer's
@@ -280,17 +295,12 @@ def test_a_second_decoder_follows_the_text(tiny_model, tiny_file, name):
     original, and each step image equals the reference decoder's where the layer's last chunk
     shows its candidate."""
     from uqdm_codec import decode
-    from uqdm_codec.codec import DEFAULT_REGION, Codec
 
     from . import spec_container
     from .spec_decoder import SpecDecoder
 
-    which, kind, options, order = DECODER_CASES[name]
-    model, model_path = (tiny_model, tiny_file) if which == "tiny" else (load_codec_model(SHIPPED), SHIPPED)
-    original = case_image(kind)
-    options = dict(options)
-    codec = Codec(model, "cpu", region=options.pop("region", DEFAULT_REGION))
-    data = codec.encode(original, seed=1, **options)
+    model, model_path, original, data = encode_case(name, tiny_model, tiny_file)
+    order = DECODER_CASES[name][3]
     f = spec_container.read(data)
     if order is not None:  # the tail's green order (6.6.1) this case is here to cover
         assert f.tail_step is not None and f.records[-1].fields["tail"][0] == order
@@ -353,17 +363,10 @@ def test_prefixes_show_what_the_text_says(tiny_model, tiny_file, name):
     pixel step, the lossless layer and the tail (O = 0, 1 and 2), in cut chunks and in truncated
     tails, from the second decoder, equals the reference decoder's."""
     from uqdm_codec import decode
-    from uqdm_codec.codec import Codec
 
     from .spec_decoder import SpecDecoder
 
-    which, kind, options, _ = DECODER_CASES[name]
-    model, model_path = (tiny_model, tiny_file) if which == "tiny" else (load_codec_model(SHIPPED), SHIPPED)
-    options = dict(options)
-    if not options.get("tail"):
-        options.pop("fast", None)  # NETWORK flags on inner chunks too
-    codec = Codec(model, "cpu", region=options.pop("region", 1024))
-    data = codec.encode(case_image(kind), seed=1, **options)
+    model, model_path, _, data = encode_case(name, tiny_model, tiny_file, network_flags=True)
     spec, kinds = SpecDecoder(model_path), set()
     for prefix in prefixes(data, *PREFIX_CASES[name]):
         ours = spec.screen(prefix)

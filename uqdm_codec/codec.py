@@ -1054,9 +1054,14 @@ class Codec:
         T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
         x_bands = _data_bands(pixels, chain.hp, chain.wp, chain.levels)
-        out = [header.to_bytes()]
-        if emit is not None:
-            emit(out[0])
+        out: list[bytes] = []
+
+        def add(piece: bytes) -> None:  # the file so far, and the receiver's copy (emit)
+            out.append(piece)
+            if emit is not None:
+                emit(piece)
+
+        add(header.to_bytes())
         # flat_size: the same file without sub-step chunks. Both leave the header's extensions out,
         # so that they change no chunk boundary: the layers are those of the file without them
         size = flat_size = len(header.without_extensions().to_bytes())
@@ -1079,9 +1084,7 @@ class Codec:
                 tail_judge.marks = [] if trace is not None else None
                 record = self._tail_layer(i, pixels, side, tail_judge, chain.tail_intervals()).to_bytes()
                 if header.tail:
-                    out.append(record)
-                    if emit is not None:
-                        emit(record)
+                    add(record)
                     if trace is not None:
                         trace.layers.append(tail_judge.marks)
                     if progress:
@@ -1122,9 +1125,7 @@ class Codec:
                 layer = Layer(kind, i, _check(shown), chunks, partition, lossless_context=context)
             else:
                 layer = Layer(kind, i, _check(shown), chunks, partition, context, filt, from_display)
-            out.append(layer.to_bytes())
-            if emit is not None:
-                emit(out[-1])
+            add(layer.to_bytes())
             from_display = next_from_display if i + 1 < T else 0  # a Haar step i + 1 only
             release_memory()
             size += len(out[-1])
