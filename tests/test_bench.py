@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image
 
@@ -96,7 +97,10 @@ def test_jpeg_xl_rows():
     points = bench.baseline_points(pixels)
     jxl = points["JPEG XL"]
     assert len(jxl) == len(bench.JXL_DISTANCES)
-    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(jxl, jxl[1:]))  # smaller distance: more bits
+    assert all(a[0] < b[0] for a, b in zip(jxl, jxl[1:]))  # smaller distance: more bits
+    # and more PSNR, though libjxl aims at its own metric: on this noise image libjxl 0.13's
+    # (imagecodecs 2026.11) distance 0.65 is 0.17 dB below its 0.9
+    assert all(b[1] > a[1] - 0.5 for a, b in zip(jxl, jxl[1:])) and jxl[-1][1] > jxl[0][1] + 3
     assert 0 < points["lossless"]["JPEG XL lossless"] < 24
 
 
@@ -113,7 +117,10 @@ def test_bench_degrades_without_jpeg_xl(tmp_path, codec, tiny_model_path, monkey
         bench.missing_baselines.cache_clear()
     assert "JPEG XL" not in summary["baselines"] and "JPEG XL" not in summary["bd_rate_percent"]
     assert "JPEG XL lossless" not in summary["lossless_bpp"] and "PNG" in summary["lossless_bpp"]
-    assert summary["notes"] == [
+    no_avif = []  # Pillow writes AVIF from 11.3 on
+    if ".avif" not in Image.registered_extensions():
+        no_avif = [f"AVIF left out: Pillow {PIL.__version__} cannot write AVIF (11.3 and newer can)"]
+    assert summary["notes"] == no_avif + [
         "JPEG XL and JPEG XL lossless left out: ImportError: imagecodecs with JPEG XL is not installed "
         "(pip install 'uqdm-codec[bench]')"
     ]

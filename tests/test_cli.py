@@ -174,7 +174,8 @@ def test_help_paragraphs_wrap_to_the_terminal():
         row = next(line for line in listing.splitlines() if f" {command} " in line)
         assert row.rstrip(" │").endswith("."), row  # the whole summary on one line
         page = run(command, "--help").stdout
-        lines = [line.strip() for line in page.split("Usage:")[1].split("╭")[0].splitlines()]
+        text = page.split("Usage:")[1].split("\n", 1)[1]  # below the usage line
+        lines = [line.strip() for line in text.split("╭")[0].splitlines()]
         assert all(len(line) > 40 or line.endswith(".") for line in lines if line), page
 
 

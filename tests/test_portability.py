@@ -111,3 +111,23 @@ def test_tiling_gives_identical_priors(shipped_file):
             a.locs + a.scales + [a.pixel_scale, a.display], b.locs + b.scales + [b.pixel_scale, b.display]
         ):
             assert np.array_equal(x, y)
+
+
+def test_determinism_settings_on_an_older_torch(monkeypatch):
+    """PyTorch 2.1 (the oldest pyproject.toml admits) has no torch.backends.nnpack, and its
+    cuda.matmul raises AssertionError, not AttributeError, for an attribute it does not know
+    (fp32_precision came in 2.9): configuring the arithmetic must not fail there."""
+    import torch
+
+    from uqdm_codec import inference
+
+    class Torch21Matmul:
+        allow_tf32 = allow_fp16_reduced_precision_reduction = allow_bf16_reduced_precision_reduction = False
+
+        def __getattr__(self, name):
+            raise AssertionError(f"Unknown attribute {name}")
+
+    monkeypatch.delattr(torch.backends, "nnpack")
+    monkeypatch.setattr(torch.backends.cuda, "matmul", Torch21Matmul())
+    inference.configure_determinism()
+    assert torch.backends.cuda.matmul.allow_tf32 is False

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image
 
 from . import files
@@ -108,7 +109,10 @@ def missing_baselines() -> dict[str, str]:
     for name, settings in baseline_settings().items():
         try:
             settings[0](_PROBE)
-        except (OSError, KeyError, ValueError, ImportError) as exc:
+        except KeyError as exc:  # Image.save() of a format this Pillow has no writer for
+            hint = " (11.3 and newer can)" if name == "AVIF" else ""
+            missing[name] = f"Pillow {PIL.__version__} cannot write {exc.args[0]}{hint}"
+        except (OSError, ValueError, ImportError) as exc:
             hint = " (pip install 'uqdm-codec[bench]')" if name.startswith("JPEG XL") else ""
             missing[name] = f"{type(exc).__name__}: {exc}{hint}"
     return missing

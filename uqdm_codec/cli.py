@@ -962,7 +962,7 @@ def info(
         "each the length of a prefix that is a valid file), for scripts; for several files a list.",
     ),
 ) -> None:
-    """Show a .uqd file's header and layers (several files: a line each).
+    """Show .uqd headers and layers (several files: a line each).
 
     Of several files, a file that cannot be read is reported in one line and the others go on;
     the exit code is then 1."""

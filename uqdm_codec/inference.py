@@ -71,15 +71,17 @@ def configure_determinism() -> None:
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     torch.set_float32_matmul_precision("highest")
-    torch.backends.nnpack.set_flags(False)
+    nnpack = getattr(torch.backends, "nnpack", None)  # torch >= 2.2; before, batches under 16
+    if nnpack is not None:  # never reached NNPACK (ours are 1 to 4 images)
+        nnpack.set_flags(False)
     for backend in ("mkldnn.conv", "mkldnn.matmul", "cudnn.conv", "cuda.matmul"):  # torch >= 2.9
         group, name = backend.split(".")
-        obj = getattr(getattr(torch.backends, group, None), name, None)
-        if obj is not None and hasattr(obj, "fp32_precision"):
-            try:
+        try:  # older torch: no such attribute (torch.backends.cuda.matmul raises AssertionError)
+            obj = getattr(getattr(torch.backends, group, None), name, None)
+            if obj is not None and hasattr(obj, "fp32_precision"):
                 obj.fp32_precision = "ieee"  # never TF32 or bf16 for float32 work
-            except (RuntimeError, ValueError, AttributeError):
-                pass
+        except (RuntimeError, ValueError, AttributeError, AssertionError):
+            pass
 
 
 def bands_image(bands: list[np.ndarray], levels: int, height: int, width: int) -> np.ndarray:
