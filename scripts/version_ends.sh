@@ -13,7 +13,7 @@
 # CPU). The venv goes to runs/END. About 20 minutes for the tests, then per image about 3 minutes
 # (encode here, decode there, with and without the lossless tail), and in the oldest environment
 # also 2 more (it encodes every image again on one thread and must write the same bytes). Nothing
-# else should run meanwhile.
+# else should run meanwhile. Needs the .venv of the README's commands (the files are made there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 end=${1:?oldest or newest}

@@ -111,7 +111,8 @@ def missing_baselines() -> dict[str, str]:
             settings[0](_PROBE)
         except KeyError as exc:  # Image.save() of a format this Pillow has no writer for
             hint = " (11.3 and newer can)" if name == "AVIF" else ""
-            missing[name] = f"Pillow {PIL.__version__} cannot write {exc.args[0]}{hint}"
+            fmt = exc.args[0] if exc.args else name
+            missing[name] = f"Pillow {PIL.__version__} cannot write {fmt}{hint}"
         except (OSError, ValueError, ImportError) as exc:
             hint = " (pip install 'uqdm-codec[bench]')" if name.startswith("JPEG XL") else ""
             missing[name] = f"{type(exc).__name__}: {exc}{hint}"
