@@ -127,7 +127,7 @@ def test_determinism_settings_on_an_older_torch(monkeypatch):
         def __getattr__(self, name):
             raise AssertionError(f"Unknown attribute {name}")
 
-    monkeypatch.delattr(torch.backends, "nnpack")
+    monkeypatch.delattr(torch.backends, "nnpack", raising=False)
     monkeypatch.setattr(torch.backends.cuda, "matmul", Torch21Matmul())
     inference.configure_determinism()
     assert torch.backends.cuda.matmul.allow_tf32 is False
