@@ -35,6 +35,8 @@ from uqdm_codec.model import MODEL_FORMAT, load_model  # noqa: E402
 from uqdm_codec.progression import psnr  # noqa: E402
 from uqdm_codec.train import calibration_crops  # noqa: E402
 
+PSNR_BANDS = [(20, 25), (25, 30), (30, 35), (35, 40), (40, 45)]  # where on the curve a change gains
+
 
 def codec_for(path: Path, data: Path) -> Codec:
     if json.loads(path.with_suffix(".json").read_text()).get("format") != MODEL_FORMAT:
@@ -122,6 +124,15 @@ def main(argv: list[str] | None = None) -> None:
         "codec's); named MODEL#tail-choice=b",
     )
     ap.add_argument(
+        "--rdoq",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="the encoder's RDOQ lambda for the Haar steps (Codec.rdoq; needs --intervals 0); named "
+        "MODEL#rdoq=l",
+    )
+    ap.add_argument("--rdoq-until", type=int, help="the last Haar step RDOQ is used in (default: all)")
+    ap.add_argument(
         "--cuts",
         type=int,
         default=0,
@@ -146,12 +157,15 @@ def main(argv: list[str] | None = None) -> None:
             ne,
             g,
             tc,
+            rq,
             str(model)
             + ("" if m == 1 else f"#mirrors={m}")
             + ("" if iv else "#intervals=0")
             + (f"#network-every={ne}" if ne is not None else "")
             + (f"#growth={g}" if g is not None else "")
             + (f"#tail-choice={tc}" if tc is not None else "")
+            + (f"#rdoq={rq:g}" if rq else "")
+            + (f"#until={args.rdoq_until}" if rq and args.rdoq_until is not None else "")
             + ("#bare" if args.bare else ""),
         )
         for model in args.models
@@ -160,9 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         for ne in args.network_every
         for g in args.growth
         for tc in args.tail_choice
+        for rq in args.rdoq
+        if not (rq and iv)  # RDOQ moves x out of its bin: no known intervals
     ]
     codecs: dict[Path, Codec] = {}
-    for model, mirrors, intervals, every, growth, tail_choice, name in runs:
+    for model, mirrors, intervals, every, growth, tail_choice, rdoq, name in runs:
         if name in done:  # same images and seeds are the caller's promise
             results[name] = done[name]
             continue
@@ -171,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             codecs[model] = codec_for(model, args.data)
         codec = codecs[model]
         codec.intervals = bool(intervals) and not args.bare
+        codec.rdoq, codec.rdoq_until = rdoq, args.rdoq_until
         policy = ChunkPolicy()  # the codec's default, then this run's changes
         if every is not None:
             policy = replace(policy, network_every=every)
@@ -208,6 +225,16 @@ def main(argv: list[str] | None = None) -> None:
             f"levels {res['levels']:.0f}, BD-rate vs first {res['bd_rate_mean']:+.2f} % "
             f"(per image {', '.join(f'{b:+.1f}' for b in per_image if b is not None)}){cut_bd}"
         )
+    print("BD-rate vs first within PSNR bands (mean over the images covering the band):")
+    print("  " + "".join(f"{lo}-{hi} dB".rjust(11) for lo, hi in PSNR_BANDS) + "  run")
+    for name, res in results.items():
+        row = []
+        for band in PSNR_BANDS:
+            per = [bd_rate(a, t, band) for a, t in zip(anchor["curves"], res["curves"])]
+            per = [b for b in per if b is not None]
+            row.append(f"{np.mean(per):+.2f} %".rjust(11) if per else "-".rjust(11))
+        res["bd_rate_bands"] = {f"{lo}-{hi}": r.strip() for (lo, hi), r in zip(PSNR_BANDS, row)}
+        print("  " + "".join(row) + f"  {name}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 

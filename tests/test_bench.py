@@ -21,6 +21,11 @@ def test_bd_rate_of_a_curve_against_itself_and_a_cheaper_one():
     half = [(r / 2, p) for r, p in curve]
     assert abs(bench.bd_rate(curve, half) - (-50.0)) < 1e-6
     assert bench.bd_rate(curve, [(1.0, 50.0), (2.0, 60.0)]) is None  # no overlap
+    # within a PSNR band: only the part of the curves inside it counts
+    low_cheaper = [(r / 2 if p < 30 else r, p) for r, p in curve]
+    assert abs(bench.bd_rate(curve, low_cheaper, (26.0, 29.0)) - (-50.0)) < 1e-6
+    assert abs(bench.bd_rate(curve, low_cheaper, (32.0, 36.0))) < 1e-9
+    assert bench.bd_rate(curve, curve, (40.0, 45.0)) is None  # the curves do not reach it
 
 
 def test_psnr_at_interpolates_in_log_rate():

@@ -229,6 +229,44 @@ def test_files_without_known_intervals_round_trip_and_differ(tiny_model, image):
     assert data != Codec(tiny_model, "cpu").encode(image, seed=6)
 
 
+def test_rdoq_moves_symbols_toward_the_mode_and_stays_lossless(tiny_model, image):
+    """The RDOQ probe (MODEL.md 53): the decoder needs nothing new, the pixels still come back
+    exactly, the Haar steps are coded differently, and a file with known intervals refuses it."""
+    plain = Codec(tiny_model, "cpu", intervals=False)
+    base = plain.encode(image, seed=6)
+    plain.rdoq = 0.3
+    moved = plain.encode(image, seed=6)
+    assert moved != base
+    assert np.array_equal(plain.decode(moved).pixels, image)
+    default = Codec(tiny_model, "cpu")
+    default.rdoq = 0.3
+    with pytest.raises(ValueError, match="known intervals"):
+        default.encode(image, seed=6)
+
+
+def test_rdoq_choice_never_costs_more_than_the_nearest_sample():
+    from uqdm_codec import rdoq
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    x, loc = rng.normal(0, 3, n), rng.normal(0, 3, n)
+    scale, dither, q = rng.uniform(0.2, 2.0, n), rng.uniform(-0.5, 0.5, n), np.full(n, 1.0)
+    lower, upper = np.full(n, -50.0), np.full(n, 50.0)
+    for lam in (0.05, 0.3):
+        near = loc + (np.rint((x - loc) / q + dither) - dither) * q
+        got = rdoq.choose(x, loc, scale, dither, q, lower, upper, lam)
+
+        def cost(t, lam=lam):
+            k = np.rint((t - loc) / q + dither)
+            return ((t - x) / q) ** 2 + lam * rdoq.symbol_bits(k, loc, scale, dither, q, lower, upper)
+
+        assert np.all(cost(got) <= cost(near) + 1e-12)
+        moved = got != near
+        assert 0 < moved.mean() < 0.5
+        assert np.allclose(np.abs(got - near)[moved], 1.0)  # one bin, toward the mode
+        assert np.all(np.abs(got - loc)[moved] < np.abs(near - loc)[moved] + 1e-9)
+
+
 @pytest.fixture(scope="session")
 def chunked(tiny_model):
     from uqdm_codec.codec import ChunkPolicy

@@ -17,7 +17,7 @@ import uqdm_codec
 from uqdm_codec import streaming
 from uqdm_codec.cli import app
 from uqdm_codec.codec import Codec
-from uqdm_codec.errors import FormatError
+from uqdm_codec.errors import FormatError, UqdmError
 
 from .conftest import synthetic_image
 
@@ -70,6 +70,77 @@ def test_a_stream_that_stops_early_ends_on_decode_of_its_bytes(same_codec, fract
     whole = codec.decode(cut)
     assert np.array_equal(last.pixels, whole.pixels) and last.steps == whole.steps
     assert last.nbytes <= len(cut) and not last.lossless
+
+
+class _Counted:
+    """Pieces of `data`, counting how many bytes were taken: a stream that stops must stop reading."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data, self.size, self.taken = data, size, 0
+
+    def __iter__(self):
+        for i in range(0, len(self.data), self.size):
+            piece = self.data[i : i + self.size]
+            self.taken += len(piece)
+            yield piece
+
+
+@pytest.mark.parametrize("size", [1, 97, 10**6])
+@pytest.mark.parametrize("steps", [0, 1, 3, 7, 8])
+def test_a_stream_with_steps_ends_on_decode_steps_and_reads_no_further(same_codec, size, steps):
+    codec, img, data = same_codec
+    source = _Counted(data, size)
+    images = list(streaming.decode_stream(source, steps=steps))
+    want = codec.decode(data, steps)
+    assert np.array_equal(images[-1].pixels, want.pixels) and images[-1].steps == want.steps
+    assert images[-1].lossless == want.lossless
+    end = uqdm_codec.files.info(uqdm_codec.files.truncate(data, steps=steps)).total_bytes
+    assert images[-1].nbytes == end and all(im.nbytes <= end for im in images)
+    assert source.taken < end + size  # the piece that held the end was the last one read
+
+
+def test_a_stream_with_steps_on_a_tiled_file(tiny_model, monkeypatch):
+    codec = Codec(tiny_model, "cpu", region=32)
+    img = synthetic_image(40, 56, seed=8)
+    data = codec.encode(img, seed=1)
+    assert uqdm_codec.files.info(data).regions > 1
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
+    for steps in (2, 5):
+        last = list(streaming.decode_stream(pieces_of(data, 113), steps=steps))[-1]
+        assert np.array_equal(last.pixels, codec.decode(data, steps).pixels)
+
+
+def test_a_stream_with_psnr_ends_on_the_indexed_prefix(same_codec):
+    codec, img, _ = same_codec
+    data = codec.encode(img, seed=2, psnr_index=True)
+    table = uqdm_codec.files.info(data).psnr_table
+    finite = sorted(v for v in table.values() if v != float("inf"))
+    target = finite[len(finite) // 2]
+    source = _Counted(data, 61)
+    last = list(streaming.decode_stream(source, psnr=target))[-1]
+    cut = uqdm_codec.files.truncate(data, psnr=target)
+    assert last.nbytes == len(cut) and np.array_equal(last.pixels, codec.decode(cut).pixels)
+    assert source.taken < len(cut) + 61
+    with pytest.raises(
+        UqdmError, match=r"known to reach 99 dB: its best is .* \(the file is itself a prefix\)"
+    ):
+        list(streaming.decode_stream(pieces_of(uqdm_codec.files.truncate(data, steps=3), 50), psnr=99))
+
+
+def test_streams_that_stop_short_of_their_steps_or_have_no_index(same_codec):
+    codec, _, data = same_codec
+    short = uqdm_codec.files.truncate(data, steps=2)
+    images = []
+    with pytest.raises(UqdmError, match="holds 2 complete steps; cannot decode 4"):
+        for image in streaming.decode_stream(pieces_of(short, 70), steps=4):
+            images.append(image)
+    assert images and np.array_equal(images[-1].pixels, codec.decode(short).pixels)  # shown before
+    with pytest.raises(UqdmError, match="no PSNR index"):
+        list(streaming.decode_stream(pieces_of(data, 70), psnr=30))
+    with pytest.raises(UqdmError, match="steps must be between 0 and"):
+        list(streaming.decode_stream(pieces_of(data, 70), steps=99))
+    with pytest.raises(UqdmError, match="at most one"):
+        list(streaming.decode_stream(pieces_of(data, 70), steps=2, psnr=30))
 
 
 def test_streams_that_are_no_uqd_file(same_codec):
@@ -163,6 +234,31 @@ def test_cli_stream_of_a_file_gets_its_default_name(coded, tiny_model_path, tmp_
     assert "step" not in r.stdout.replace("wrote", "")  # -q: only the last line
 
 
+def test_cli_stream_with_steps_writes_what_decode_steps_writes(coded, tiny_model_path, tmp_path):
+    codec, _, data = coded
+    uqd = tmp_path / "photo.uqd"
+    uqd.write_bytes(data)
+    r = run("decode", uqd, "--stream", "--steps", "3", "-m", tiny_model_path)
+    assert r.exit_code == 0, r.output
+    streamed = np.asarray(Image.open(tmp_path / "photo.step3.png"))  # decode --steps 3's name
+    assert np.array_equal(streamed, codec.decode(data, 3).pixels)
+    end = uqdm_codec.files.info(data).layers[2].end
+    assert f"from the first {end:,} bytes" in r.stdout and "reading stopped there" in r.stdout, r.stdout
+    r = run(
+        "decode",
+        "-",
+        "--stream",
+        "--steps",
+        "6",
+        "-o",
+        tmp_path / "s.png",
+        "-m",
+        tiny_model_path,
+        stdin=uqdm_codec.files.truncate(data, steps=4),
+    )
+    assert r.exit_code == 1 and "cannot decode 6" in r.stderr and "holds the image of the first" in r.stderr
+
+
 def test_cli_stream_interrupted_keeps_a_whole_image(coded, tiny_model_path, tmp_path, monkeypatch):
     codec, _, data = coded
 
@@ -181,8 +277,9 @@ def test_cli_stream_interrupted_keeps_a_whole_image(coded, tiny_model_path, tmp_
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--steps", "2"], "does not take --steps"),
+        (["--bpp", "0.5"], "does not take --bpp; it stops on a chunk boundary: after --steps N"),
         (["--bytes", "2k", "--recon", "sample"], "--bytes, --recon sample"),
+        (["--all-steps", "x"], "does not take --all-steps"),
         (["-o", "-"], "not -o -"),
         (["-o", "exists.png"], "already exists"),
         ([], "give -o FILE"),

@@ -223,10 +223,15 @@ def psnr_at(curve: list[tuple[float, float]], bpp: float) -> float | None:
     return float(np.interp(math.log(bpp), rates, [p[1] for p in pts]))
 
 
-def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+def bd_rate(
+    anchor: list[tuple[float, float]],
+    test: list[tuple[float, float]],
+    psnr_range: tuple[float, float] | None = None,
+) -> float | None:
     """Bjontegaard delta rate (%) of `test` against `anchor`: the average difference in log-rate
-    over the PSNR range both curves cover, with piecewise-linear interpolation of log-rate against
-    PSNR (robust where a cubic fit of few, spread-out points is not). Negative = test saves bits."""
+    over the PSNR range both curves cover (within `psnr_range` where given), with piecewise-linear
+    interpolation of log-rate against PSNR (robust where a cubic fit of few, spread-out points is
+    not). Negative = test saves bits."""
 
     def monotone(curve):
         pts, best = [], -math.inf
@@ -241,6 +246,8 @@ def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) 
         return None
     lo = max(a[0][1], t[0][1])
     hi = min(a[-1][1], t[-1][1])
+    if psnr_range is not None:
+        lo, hi = max(lo, psnr_range[0]), min(hi, psnr_range[1])
     if hi <= lo:
         return None
     grid = np.linspace(lo, hi, 200)

@@ -50,6 +50,7 @@ from .errors import FormatError, ModelError, SyncError, UqdmError
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
 from .model import UQDM, resolve_model_path, retired_model_path
+from .rdoq import choose as rdoq_choose
 
 Progress = Callable[[int, int], None]
 DEFAULT_REGION = 1024  # longest side coded whole; larger images are tiled (FORMAT.md 1.1, README)
@@ -578,14 +579,48 @@ class _Chain:
         """The encoder's side: the context it sends for this step and the prior every element is
         coded with, i.e. what `prior` becomes once the decoder has conditioned every colour
         (computed here at once, from the encoder's own x~). `prior` itself is left as it is."""
+        return self.coding_values(prior, x, fit)[:2]
+
+    def coding_values(
+        self, prior: entropy.CodedPrior, x: np.ndarray, fit: bool = True, rdoq: float = 0.0
+    ) -> tuple[colour.Context, entropy.CodedPrior, np.ndarray]:
+        """coding_prior's (context, prior), and the values to quantise: x itself, or with `rdoq`
+        > 0 the x~ rdoq.choose picks under each colour's conditioned prior."""
         band = self._element_bands()
         ctx = colour.fit(x, prior, self.colours, band, self.pairs, self._context_bands()) if fit else ()
         coded = replace(prior, loc=prior.loc.copy(), scale=prior.scale.copy())
+        pick = None
+        if rdoq > 0:
+            q, lower, upper = coded.quant_step, coded.lower, coded.upper
+
+            def pick(now: np.ndarray) -> np.ndarray:
+                return rdoq_choose(
+                    x[now],
+                    coded.loc[now],
+                    coded.scale[now],
+                    coded.dither[now],
+                    q[now],
+                    lower[now],
+                    upper[now],
+                    rdoq,
+                )
+
         if ctx:
-            colour.condition_all(
-                ctx, x, self.colours, band, self.pairs, coded.loc, coded.scale, coded.dither, coded.quant_step
+            tilde = colour.condition_all(
+                ctx,
+                x,
+                self.colours,
+                band,
+                self.pairs,
+                coded.loc,
+                coded.scale,
+                coded.dither,
+                coded.quant_step,
+                choose=pick,
             )
-        return ctx, coded
+        else:
+            tilde = None if pick is None else pick(np.ones(x.size, bool))
+        return ctx, coded, x if pick is None else tilde
 
     def elements(self, i: int, x_pixels: np.ndarray, x_bands: list[np.ndarray]) -> np.ndarray:
         """The encoder's values of step i's coded elements (natural order, as prior()), float64."""
@@ -739,6 +774,8 @@ class Codec:
         # only, not to the known intervals (FORMAT.md 5.5), as uqdm 0.11-0.12 wrote them: for
         # measuring the intervals. Decoders follow the file's version whatever this says.
         self.intervals = intervals
+        self.rdoq = 0.0  # > 0 (with intervals=False only): rdoq.choose's lambda for the Haar steps
+        self.rdoq_until: int | None = None  # the last Haar step RDOQ is used in (None: all)
         self.fingerprint = model.fingerprint
 
     @property
@@ -1050,6 +1087,8 @@ class Codec:
         on screen at every chunk boundary (the tail record's in trace.tail). stop(layer, bytes so
         far, error on screen): whether to end the file after this layer (quality.Target.stopper).
         emit: called with the header and with each layer as soon as it is appended."""
+        if self.rdoq and header.intervals:
+            raise ValueError("RDOQ moves values out of their bins: files with known intervals cannot use it")
         h, w = pixels.shape[:2]
         T, seed = self.num_steps, header.seed
         chain = _Chain(self.net, h, w, seed, self.tile, header.mirrors, header.intervals)
@@ -1268,7 +1307,10 @@ class Codec:
                 xs = entropy.pixels_to_data(pixels.transpose(2, 0, 1)).reshape(-1)
             else:
                 xs = chain.elements(i, None, x_bands)
-            context, coded = chain.coding_prior(prior, xs, self.colour_context)
+            # never in the pixel step: the lossless layer needs each pixel inside its bin
+            last = T - 1 if self.rdoq_until is None else min(self.rdoq_until, T - 1)
+            rdoq = self.rdoq if i <= last else 0.0
+            context, coded, xs = chain.coding_values(prior, xs, self.colour_context, rdoq)
             chain.set_context(context)
             k = _narrow(entropy.quantise(xs, coded))
             del xs

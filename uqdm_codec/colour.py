@@ -202,15 +202,21 @@ def sample_of(x: np.ndarray, loc: np.ndarray, dither: np.ndarray, q: np.ndarray)
     return loc + (np.rint((x - loc) / q + dither) - dither) * q
 
 
-def condition_all(ctx, x, colour, band, pairs, loc, scale, dither, q, last: int = 2) -> np.ndarray:
+def condition_all(
+    ctx, x, colour, band, pairs, loc, scale, dither, q, last: int = 2, choose=None
+) -> np.ndarray:
     """The encoder's view of the conditioning: colours 1 .. `last` moved in turn (loc and scale in
     place), each on the x~ its partners were coded to, as a decoder will do chunk by chunk.
-    Returns x~ of every element under the moved priors (colours after `last` unmoved)."""
+    Returns x~ of every element under the moved priors (colours after `last` unmoved).
+    `choose(now)`, where given, returns the x~ the encoder picks for the elements `now` (a mask)
+    under the priors as they stand then, instead of the nearest sample."""
     tilde = sample_of(x, loc, dither, q)
+    if choose is not None:
+        tilde[colour == 0] = choose(colour == 0)
     for c in range(1, last + 1):
         condition(c, ctx, colour, band, pairs, tilde, loc, scale)
         now = colour == c
-        tilde[now] = sample_of(x[now], loc[now], dither[now], q[now])
+        tilde[now] = sample_of(x[now], loc[now], dither[now], q[now]) if choose is None else choose(now)
     return tilde
 
 

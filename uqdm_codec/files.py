@@ -274,9 +274,9 @@ def psnr_end(fi: FileInfo, psnr: float) -> int:
             "the file has no PSNR index (encode it with --psnr-index to cut it to a quality later, "
             "or encode --psnr from the original)"
         )
-    need = math.ceil(psnr * container.PSNR_PER_DB - 1e-9)  # entries are rounded down: >= is a promise
+    need = psnr_entry_needed(psnr)
     entries = fi.psnr_entries
-    reached = [end for end, entry in entries.items() if entry >= min(need, container.PSNR_EXACT)]
+    reached = [end for end, entry in entries.items() if entry >= need]
     if reached:
         return min(reached)
     end, best = max(entries.items()) if entries else (fi.header_bytes, 0)
@@ -285,6 +285,12 @@ def psnr_end(fi: FileInfo, psnr: float) -> int:
         f"{psnr_of_entry(best):.2f} dB, at {end} bytes"
         + ("" if fi.complete else " (the file is itself a prefix)")
     )
+
+
+def psnr_entry_needed(psnr: float) -> int:
+    """The smallest PSNR index entry that promises `psnr` dB (entries are rounded down, so an
+    entry at least this is a promise; an exact image reaches every target)."""
+    return min(math.ceil(psnr * container.PSNR_PER_DB - 1e-9), container.PSNR_EXACT)
 
 
 def truncate(
