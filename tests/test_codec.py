@@ -245,7 +245,7 @@ def test_rdoq_moves_symbols_toward_the_mode_and_stays_lossless(tiny_model, image
 
 
 def test_rdoq_choice_never_costs_more_than_the_nearest_sample():
-    from uqdm_codec import rdoq
+    from uqdm_codec import colour, rdoq
 
     rng = np.random.default_rng(0)
     n = 20_000
@@ -258,7 +258,7 @@ def test_rdoq_choice_never_costs_more_than_the_nearest_sample():
 
         def cost(t, lam=lam):
             k = np.rint((t - loc) / q + dither)
-            return ((t - x) / q) ** 2 + lam * rdoq.symbol_bits(k, loc, scale, dither, q, lower, upper)
+            return ((t - x) / q) ** 2 + lam * colour.symbol_bits(k, loc, scale, dither, q, lower, upper)
 
         assert np.all(cost(got) <= cost(near) + 1e-12)
         moved = got != near

@@ -99,6 +99,44 @@ def test_a_stream_with_steps_ends_on_decode_steps_and_reads_no_further(same_code
     assert source.taken < end + size  # the piece that held the end was the last one read
 
 
+def _budgets(data: bytes) -> list[int]:
+    """Budgets that end inside chunks (truncate cuts those), on a chunk end, and past the file."""
+    fi = uqdm_codec.files.info(data)
+    inside = [(a + b) // 2 + 1 for a, b in fi.chunk_spans if b - a > 64]
+    return [inside[0], inside[len(inside) // 2], inside[-1], fi.cut_points[5], len(data) + 100]
+
+
+@pytest.mark.parametrize("size", [1, 97, 10**6])
+def test_a_stream_with_a_byte_budget_ends_on_decode_bytes(same_codec, size):
+    codec, _, data = same_codec
+    for budget in _budgets(data):
+        source = _Counted(data, size)
+        images = list(streaming.decode_stream(source, max_bytes=budget))
+        cut = uqdm_codec.files.truncate(data, max_bytes=budget)
+        assert images[-1].nbytes == len(cut) <= budget
+        assert np.array_equal(images[-1].pixels, codec.decode(cut).pixels)
+        whole_chunk = min(
+            [b for _, b in uqdm_codec.files.info(data).chunk_spans if b >= budget] or [len(data)]
+        )
+        assert source.taken < whole_chunk + size  # no piece after the one that completed that chunk
+    h, w = codec.decode(data, 0).pixels.shape[:2]
+    bpp = 8.0 * _budgets(data)[1] / (h * w)
+    last = list(streaming.decode_stream(pieces_of(data, 50), bpp=bpp))[-1]
+    assert np.array_equal(last.pixels, codec.decode(uqdm_codec.files.truncate(data, bpp=bpp)).pixels)
+    with pytest.raises(UqdmError, match="smaller than the file header"):
+        list(streaming.decode_stream(pieces_of(data, 50), max_bytes=30))
+
+
+def test_a_stream_with_a_budget_that_ends_before_it(same_codec):
+    """Bytes that end before the budget: the image of what truncate keeps of them, no error."""
+    codec, _, data = same_codec
+    short = data[: len(data) // 2 + 7]  # ends inside a chunk, as a transfer cut off would
+    last = list(streaming.decode_stream(pieces_of(short, 33), max_bytes=len(data)))[-1]
+    assert np.array_equal(last.pixels, codec.decode(short).pixels)
+    with pytest.raises(FormatError, match="too short"):
+        list(streaming.decode_stream(pieces_of(data[:30], 7), max_bytes=10**6))
+
+
 def test_a_stream_with_steps_on_a_tiled_file(tiny_model, monkeypatch):
     codec = Codec(tiny_model, "cpu", region=32)
     img = synthetic_image(40, 56, seed=8)
@@ -108,6 +146,10 @@ def test_a_stream_with_steps_on_a_tiled_file(tiny_model, monkeypatch):
     for steps in (2, 5):
         last = list(streaming.decode_stream(pieces_of(data, 113), steps=steps))[-1]
         assert np.array_equal(last.pixels, codec.decode(data, steps).pixels)
+    for budget in _budgets(data):
+        last = list(streaming.decode_stream(pieces_of(data, 113), max_bytes=budget))[-1]
+        cut = uqdm_codec.files.truncate(data, max_bytes=budget)
+        assert last.nbytes == len(cut) and np.array_equal(last.pixels, codec.decode(cut).pixels)
 
 
 def test_a_stream_with_psnr_ends_on_the_indexed_prefix(same_codec):
@@ -140,7 +182,7 @@ def test_streams_that_stop_short_of_their_steps_or_have_no_index(same_codec):
     with pytest.raises(UqdmError, match="steps must be between 0 and"):
         list(streaming.decode_stream(pieces_of(data, 70), steps=99))
     with pytest.raises(UqdmError, match="at most one"):
-        list(streaming.decode_stream(pieces_of(data, 70), steps=2, psnr=30))
+        list(streaming.decode_stream(pieces_of(data, 70), steps=2, max_bytes=3000))
 
 
 def test_streams_that_are_no_uqd_file(same_codec):
@@ -243,7 +285,9 @@ def test_cli_stream_with_steps_writes_what_decode_steps_writes(coded, tiny_model
     streamed = np.asarray(Image.open(tmp_path / "photo.step3.png"))  # decode --steps 3's name
     assert np.array_equal(streamed, codec.decode(data, 3).pixels)
     end = uqdm_codec.files.info(data).layers[2].end
-    assert f"from the first {end:,} bytes" in r.stdout and "reading stopped there" in r.stdout, r.stdout
+    assert f"from the first {end:,} bytes" in r.stdout and "--steps: stopped reading after" in r.stdout, (
+        r.stdout
+    )
     r = run(
         "decode",
         "-",
@@ -257,6 +301,21 @@ def test_cli_stream_with_steps_writes_what_decode_steps_writes(coded, tiny_model
         stdin=uqdm_codec.files.truncate(data, steps=4),
     )
     assert r.exit_code == 1 and "cannot decode 6" in r.stderr and "holds the image of the first" in r.stderr
+
+
+def test_cli_stream_with_bytes_writes_what_decode_bytes_writes(coded, tiny_model_path, tmp_path):
+    _, _, data = coded
+    uqd = tmp_path / "photo.uqd"
+    uqd.write_bytes(data)
+    budget = _budgets(data)[1]  # inside a chunk: the output shows the cut chunk too
+    r = run("decode", uqd, "--stream", "--bytes", budget, "-m", tiny_model_path, "-q")
+    assert r.exit_code == 0, r.output
+    r2 = run("decode", uqd, "--bytes", budget, "-o", tmp_path / "plain.png", "-m", tiny_model_path)
+    assert r2.exit_code == 0, r2.output
+    (streamed,) = [p for p in tmp_path.glob("photo.*.png")]  # decode --bytes's default name
+    assert streamed.name == uqdm_codec.batch.output_name("decode", uqd, max_bytes=budget)
+    assert np.array_equal(np.asarray(Image.open(streamed)), np.asarray(Image.open(tmp_path / "plain.png")))
+    assert "--bytes: stopped reading after" in r.stdout, r.stdout
 
 
 def test_cli_stream_interrupted_keeps_a_whole_image(coded, tiny_model_path, tmp_path, monkeypatch):
@@ -277,8 +336,8 @@ def test_cli_stream_interrupted_keeps_a_whole_image(coded, tiny_model_path, tmp_
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--bpp", "0.5"], "does not take --bpp; it stops on a chunk boundary: after --steps N"),
-        (["--bytes", "2k", "--recon", "sample"], "--bytes, --recon sample"),
+        (["--bytes", "2k", "--recon", "sample"], "does not take --recon sample"),
+        (["--progression", "x.png"], "does not take --progression"),
         (["--all-steps", "x"], "does not take --all-steps"),
         (["-o", "-"], "not -o -"),
         (["-o", "exists.png"], "already exists"),

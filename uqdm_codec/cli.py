@@ -643,8 +643,8 @@ def decode(
         "--stream",
         help="Decode the input while it arrives (a pipe, '-'): rewrite the output image each time the "
         "bytes so far decode to a better one, so that a viewer that reloads it shows the image build "
-        "up; at the end it holds what decode gives for every byte that came. With --steps N or --psnr "
-        "DB it stops reading where decode with that option stops.",
+        "up; at the end it holds what decode gives for every byte that came. With --steps, --psnr, --bpp "
+        "or --bytes it stops reading once what decode with that option uses is in.",
     ),
     force: bool = ForceOpt,
     quiet: bool = QuietOpt,
@@ -664,20 +664,15 @@ def decode(
         batch.check_cut("decode", bpp, steps, psnr, max_bytes)
         if stream:
             given = {
-                "--bpp": bpp is not None,
-                "--bytes": max_bytes is not None,
                 "--recon sample": recon == "sample",
                 "--progression": progression is not None,
                 "--all-steps": all_steps is not None,
             }
             refused = [name for name, on in given.items() if on]
             if refused:
-                budget = bpp is not None or max_bytes is not None
-                raise UqdmError(
-                    f"--stream does not take {', '.join(refused)}"
-                    + ("; it stops on a chunk boundary: after --steps N, or at --psnr DB" if budget else "")
-                )
-            _stream_decode(files_, output, out_dir, model, device, force, quiet, steps, psnr)
+                raise UqdmError(f"--stream does not take {', '.join(refused)}")
+            stop = {"steps": steps, "psnr": psnr, "bpp": bpp, "max_bytes": max_bytes}
+            _stream_decode(files_, output, out_dir, model, device, force, quiet, stop)
             return
         if len(files_) > 1:
             if progression or all_steps:
@@ -775,11 +770,11 @@ def _stream_source(path: Path):
 
 
 def _stream_decode(
-    files_: list[Path], output, out_dir, model, device, force: bool, quiet: bool, steps=None, psnr=None
+    files_: list[Path], output, out_dir, model, device, force: bool, quiet: bool, stop: dict
 ) -> None:
     """decode --stream: the output file is rewritten (atomically, so it is always a whole image)
-    each time the bytes received so far decode to a better image; with --steps or --psnr, reading
-    stops where decode with that option stops."""
+    each time the bytes received so far decode to a better image; with --steps, --psnr, --bpp or
+    --bytes (`stop`, as decode_stream takes them), reading stops where decode with it stops."""
     from . import streaming
     from .image_io import save_image
     from .progression import level_name
@@ -789,7 +784,7 @@ def _stream_decode(
     file = files_[0]
     if _is_stdio(file) and output is None:
         raise UqdmError("standard input has no name to name the output after: give -o FILE")
-    target = _single_target("decode", file, output, out_dir, steps=steps, psnr=psnr)
+    target = _single_target("decode", file, output, out_dir, **stop)
     if _is_stdio(target):
         raise UqdmError("--stream rewrites its output file as images arrive: give -o FILE, not -o -")
     if target.exists() and not force:
@@ -809,7 +804,7 @@ def _stream_decode(
 
     try:
         with _naming(file, every=True):
-            for image in streaming.decode_stream(pieces(), model, device, steps=steps, psnr=psnr):
+            for image in streaming.decode_stream(pieces(), model, device, **stop):
                 notes = save_image(image.pixels, target, force=True, inputs=_inputs(file), **image.extras())
                 h, w = image.pixels.shape[:2]
                 if not quiet:
@@ -841,8 +836,10 @@ def _stream_decode(
     else:
         what = f"{level_name(shown)}, from the first {shown.nbytes:,} bytes"
         what += quality(shown)
-        if steps is not None or psnr is not None:
-            what += f" (--{'steps' if steps is not None else 'psnr'}: reading stopped there)"
+        option = next((name for name, value in stop.items() if value is not None), None)
+        if option is not None:
+            flag = "bytes" if option == "max_bytes" else option
+            what += f" (--{flag}: stopped reading after {len(received):,} bytes)"
         elif len(received) > shown.nbytes:
             extra = len(received) - shown.nbytes
             what += f" (the last {extra:,} of {len(received):,} end inside a chunk)"

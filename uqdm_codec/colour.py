@@ -231,7 +231,11 @@ def approx_bits(x, loc, scale, dither, q, lower, upper) -> np.ndarray:
     """-log2 P(k) of the symbols x quantises to, the prior truncated to [lower, upper], in plain
     float arithmetic (the encoder's choices only; the coder uses entropy.step_element_bits' exact
     model)."""
-    k = np.rint((x - loc) / q + dither)
+    return symbol_bits(np.rint((x - loc) / q + dither), loc, scale, dither, q, lower, upper)
+
+
+def symbol_bits(k, loc, scale, dither, q, lower, upper) -> np.ndarray:
+    """approx_bits of given symbols k."""
     a, b = (lower - loc) / scale, (upper - loc) / scale
     lo = np.clip(((k - dither - 0.5) * q) / scale, a, b)
     hi = np.clip(((k - dither + 0.5) * q) / scale, a, b)

@@ -63,17 +63,23 @@ def decode_stream(
     *,
     steps: int | None = None,
     psnr: float | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[DecodedImage]:
     """Each image the bytes received so far decode to, from the header's blank image on, each one
     better than the last: every step as soon as it is decoded, and the newest image once a piece
     is used up; the final one equals `decode` of all the bytes. FormatError when the
     bytes end before a whole header (or are not a .uqd file), as `decode` would raise.
 
-    With `steps` (the first N steps) or `psnr` (the shortest prefix the file's PSNR index says
-    reaches it, as `truncate --psnr` keeps), no piece is read once the bytes that prefix needs are
-    in, nothing after it is decoded, and the final image is what `decode` gives with that option;
-    UqdmError, after the images of what came, when the bytes end before it."""
-    stop = _Stop(steps, psnr) if steps is not None or psnr is not None else None
+    With one of `steps` (the first N steps), `psnr` (the shortest prefix the file's PSNR index says
+    reaches it), `bpp` or `max_bytes` (the longest prefix within the budget), no piece is read once
+    the bytes that prefix needs are in, nothing after it is decoded, and the final image is what
+    `decode` gives with that option, i.e. the image of what `truncate` keeps. A budget needs the
+    whole chunk it ends in (`truncate` cuts that chunk, with a new CRC at its start), so the decoder
+    is fed whole chunks only and reading stops once a chunk ends at or past the budget. UqdmError,
+    after the images of what came, when the bytes end before a step or PSNR stop."""
+    given = sum(v is not None for v in (steps, psnr, bpp, max_bytes))
+    stop = _Stop(steps, psnr, bpp, max_bytes) if given else None
     decoder = Decoder(model, device)
     received, fed = bytearray(), 0
     for piece in pieces:
@@ -81,65 +87,99 @@ def decode_stream(
             yield from decoder.images(piece)
             continue
         received += piece
-        end = stop.end(bytes(received), ended=False)
-        upto = len(received) if end is None else end
-        if upto > fed:  # before the end is known, every byte that came lies before it
-            yield from decoder.images(bytes(received[fed:upto]))
+        goal = stop.goal(bytes(received), ended=False)
+        upto = stop.safe_end(bytes(received)) if goal is None else len(goal)
+        if upto > fed:  # before the goal is known, every byte fed lies inside it
+            yield from decoder.images(bytes(received[fed:upto] if goal is None else goal[fed:]))
             fed = upto
-        if end is not None:
+        if goal is not None:
             return
+    if stop is not None and len(received) > fed:
+        try:
+            goal = stop.goal(bytes(received), ended=True)  # raises: ended before the stop
+        except FormatError:
+            goal = None  # the header's own errors, below
+        if goal is not None and len(goal) > fed:
+            yield from decoder.images(goal[fed:])
     if decoder.latest is None:
-        received = decoder.received
+        if not received:
+            received = bytearray(decoder.received)
         if not received:
             raise FormatError("the input is empty: no .uqd header arrived")
         container.parse_header(bytes(received))  # raises the error `decode` gives for these bytes
         raise FormatError(f"the input ended after {len(received)} bytes, inside the .uqd header")
     if stop is not None:
-        stop.end(bytes(received), ended=True)  # raises: the bytes ended before the prefix did
+        stop.goal(bytes(received), ended=True)  # raises where the bytes ended before the stop
 
 
 class _Stop:
-    """Where a stream decoded with --steps or --psnr ends: the prefix `decode` with that option
-    reads, known once the bytes that say where it ends have arrived (a layer's last chunk, or the
-    header's PSNR index and the chunk it points to)."""
+    """Where a stream decoded with --steps, --psnr, --bpp or --bytes ends: the bytes `decode` with
+    that option reads (a prefix, or for a budget `truncate`'s file, whose last chunk may be cut),
+    known once the bytes that say where it ends have arrived."""
 
-    def __init__(self, steps: int | None, psnr: float | None) -> None:
-        if steps is not None and psnr is not None:
-            raise UqdmError("give at most one of steps and psnr")
+    def __init__(self, steps=None, psnr=None, bpp=None, max_bytes=None) -> None:
+        if sum(v is not None for v in (steps, psnr, bpp, max_bytes)) > 1:
+            raise UqdmError("give at most one of steps, psnr, bpp and max_bytes")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
             raise UqdmError("steps must be a whole number")
         if psnr is not None:
             files.check_psnr(psnr)
-        self.steps, self.psnr = steps, psnr
+        if bpp is not None and not bpp >= 0:
+            raise UqdmError("bpp must be a non-negative number")
+        if max_bytes is not None:
+            files.check_max_bytes(max_bytes)
+        self.steps, self.psnr, self.bpp, self.max_bytes = steps, psnr, bpp, max_bytes
 
-    def end(self, received: bytes, ended: bool) -> int | None:
-        """The prefix's length, or None while the bytes so far cannot tell; UqdmError where the
-        file cannot give it (too few steps, no PSNR index or none that reaches the target), or,
-        once the bytes have `ended`, where they stopped short of it."""
-        if len(received) < len(container.MAGIC) and container.MAGIC.startswith(received):
+    def _info(self, received: bytes, ended: bool) -> files.FileInfo | None:
+        if len(received) < len(container.MAGIC) and container.MAGIC.startswith(received) and not ended:
             return None
         try:
-            fi = files.info(received)
+            return files.info(received)
         except FormatError as exc:
             if "too short" in str(exc) and not ended:
                 return None
             raise
+
+    def safe_end(self, received: bytes) -> int:
+        """How many of the bytes so far the decoder may have before the goal is known: all of them
+        for a step or PSNR stop (its end lies past every byte that cannot yet tell it); for a
+        budget, whole chunks only, since the chunk the budget ends in may be cut."""
+        if self.bpp is None and self.max_bytes is None:
+            return len(received)
+        fi = self._info(received, False)
+        return 0 if fi is None else fi.cut_points[-1]
+
+    def goal(self, received: bytes, ended: bool) -> bytes | None:
+        """The bytes the decoder ends with, or None while the bytes so far cannot tell; UqdmError
+        where the file cannot give them (too few steps, no PSNR index or none that reaches the
+        target, a budget below the header), or, once the bytes have `ended`, where a step or PSNR
+        stop lies past them."""
+        fi = self._info(received, ended)
+        if fi is None:
+            return None
         if self.steps is not None:
             fi.header.check_steps(self.steps)
             if fi.steps >= self.steps:
-                return fi.layers[self.steps - 1].end if self.steps else fi.header_bytes
+                return received[: fi.layers[self.steps - 1].end if self.steps else fi.header_bytes]
             if ended:
                 raise UqdmError(f"the file holds {fi.steps} complete steps; cannot decode {self.steps}")
             return None
-        index = fi.header.psnr_index
-        if index is not None and max(index) < files.psnr_entry_needed(self.psnr):
-            raise UqdmError(
-                f"no prefix of the file is known to reach {self.psnr:g} dB: its PSNR index goes up to "
-                f"{files.psnr_of_entry(max(index)):.2f} dB"
-            )
-        try:
-            return files.psnr_end(fi, self.psnr)  # also the error of a file without an index
-        except UqdmError:
-            if ended or index is None:
-                raise
-            return None
+        if self.psnr is not None:
+            index = fi.header.psnr_index
+            if index is not None and max(index) < files.psnr_entry_needed(self.psnr):
+                raise UqdmError(
+                    f"no prefix of the file is known to reach {self.psnr:g} dB: its PSNR index goes "
+                    f"up to {files.psnr_of_entry(max(index)):.2f} dB"
+                )
+            try:
+                return received[: files.psnr_end(fi, self.psnr)]  # also the error without an index
+            except UqdmError:
+                if ended or index is None:
+                    raise
+                return None
+        budget = self.max_bytes
+        if budget is None:
+            budget = files.budget_bytes(self.bpp, fi.header.width, fi.header.height)
+        if ended or fi.complete or fi.cut_points[-1] >= budget or budget < fi.header_bytes:
+            return files.truncate(received, max_bytes=budget)  # also the error of a budget too small
+        return None
