@@ -96,9 +96,9 @@ def decode_stream(
             return
     if stop is not None and len(received) > fed:
         try:
-            goal = stop.goal(bytes(received), ended=True)  # raises: ended before the stop
+            goal = stop.goal(bytes(received), ended=True)  # a budget: truncate's file of what came
         except FormatError:
-            goal = None  # the header's own errors, below
+            goal = None  # raised again below, with the header's own messages first
         if goal is not None and len(goal) > fed:
             yield from decoder.images(goal[fed:])
     if decoder.latest is None:
