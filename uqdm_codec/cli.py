@@ -829,7 +829,8 @@ def _stream_decode(
     finally:
         if not _is_stdio(file):
             source.close()
-    for warning in shown.warnings:
+    cut = any(stop[name] is not None for name in ("bpp", "max_bytes", "psnr"))  # cut on purpose
+    for warning in () if cut else shown.warnings:
         err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if shown.lossless:
         what = "lossless (exact original)"
