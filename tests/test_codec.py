@@ -246,6 +246,7 @@ def test_rdoq_moves_symbols_toward_the_mode_and_stays_lossless(tiny_model, image
 
 def test_rdoq_choice_never_costs_more_than_the_nearest_sample():
     from uqdm_codec import colour, rdoq
+    from uqdm_codec.entropy import StepPrior
 
     rng = np.random.default_rng(0)
     n = 20_000
@@ -254,7 +255,7 @@ def test_rdoq_choice_never_costs_more_than_the_nearest_sample():
     lower, upper = np.full(n, -50.0), np.full(n, 50.0)
     for lam in (0.05, 0.3):
         near = loc + (np.rint((x - loc) / q + dither) - dither) * q
-        got = rdoq.choose(x, loc, scale, dither, q, lower, upper, lam)
+        got = rdoq.choose(x, StepPrior(loc, scale, dither, q, np.full(n, 50.0)), lam)
 
         def cost(t, lam=lam):
             k = np.rint((t - loc) / q + dither)

@@ -591,19 +591,9 @@ class _Chain:
         coded = replace(prior, loc=prior.loc.copy(), scale=prior.scale.copy())
         pick = None
         if rdoq > 0:
-            q, lower, upper = coded.quant_step, coded.lower, coded.upper
 
-            def pick(now: np.ndarray) -> np.ndarray:
-                return rdoq_choose(
-                    x[now],
-                    coded.loc[now],
-                    coded.scale[now],
-                    coded.dither[now],
-                    q[now],
-                    lower[now],
-                    upper[now],
-                    rdoq,
-                )
+            def pick(now: np.ndarray) -> np.ndarray:  # under the priors as conditioned so far
+                return rdoq_choose(x[now], coded.part(now), rdoq)
 
         if ctx:
             tilde = colour.condition_all(

@@ -14,17 +14,20 @@ from __future__ import annotations
 import numpy as np
 
 from .colour import symbol_bits
+from .entropy import StepPrior
 
 
-def choose(x, loc, scale, dither, q, lower, upper, lam: float) -> np.ndarray:
+def choose(x: np.ndarray, prior: StepPrior, lam: float) -> np.ndarray:
     """x~ of every element: the nearest sample, or the one a bin nearer the mode where that
     lowers ((x~ - x) / q)^2 + lam * bits."""
+    loc, dither, q = prior.loc, prior.dither, prior.quant_step
+    scale, lower, upper = prior.scale, prior.lower, prior.upper
+
+    def cost(k: np.ndarray) -> np.ndarray:
+        bits = symbol_bits(k, loc, scale, dither, q, lower, upper)
+        return ((loc + (k - dither) * q - x) / q) ** 2 + lam * bits
+
     k = np.rint((x - loc) / q + dither)
-    mode = np.rint(dither)
-    toward = k - np.sign(k - mode)
-    cost = ((loc + (k - dither) * q - x) / q) ** 2 + lam * symbol_bits(k, loc, scale, dither, q, lower, upper)
-    alt = ((loc + (toward - dither) * q - x) / q) ** 2 + lam * symbol_bits(
-        toward, loc, scale, dither, q, lower, upper
-    )
-    best = np.where((toward != k) & (alt < cost), toward, k)
+    toward = k - np.sign(k - np.rint(dither))  # one bin nearer the mode's bin
+    best = np.where((toward != k) & (cost(toward) < cost(k)), toward, k)
     return loc + (best - dither) * q
