@@ -171,6 +171,11 @@ def parse_size(text: str | int) -> int:
     return size
 
 
+def check_bpp(bpp: float) -> None:
+    if not bpp >= 0:
+        raise UqdmError("bpp must be a non-negative number")
+
+
 def check_max_bytes(max_bytes: int) -> int:
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 0:
         raise UqdmError(f"max_bytes must be a non-negative whole number of bytes, not {max_bytes!r}")
@@ -318,8 +323,7 @@ def truncate(
         end = fi.layers[steps - 1].end if steps else fi.header_bytes
         return bytes(data[:end])
     if bpp is not None:
-        if not bpp >= 0:
-            raise UqdmError("bpp must be a non-negative number")
+        check_bpp(bpp)
         max_bytes = budget_bytes(bpp, hd.width, hd.height)
     max_bytes = check_max_bytes(max_bytes)
     if max_bytes < fi.header_bytes:

@@ -87,29 +87,22 @@ def decode_stream(
             yield from decoder.images(piece)
             continue
         received += piece
-        goal = stop.goal(bytes(received), ended=False)
-        upto = stop.safe_end(bytes(received)) if goal is None else len(goal)
+        goal, upto = stop.where(bytes(received), ended=False)
         if upto > fed:  # before the goal is known, every byte fed lies inside it
-            yield from decoder.images(bytes(received[fed:upto] if goal is None else goal[fed:]))
+            yield from decoder.images(bytes(received[fed:upto]) if goal is None else goal[fed:])
             fed = upto
         if goal is not None:
             return
-    if stop is not None and len(received) > fed:
-        try:
-            goal = stop.goal(bytes(received), ended=True)  # a budget: truncate's file of what came
-        except FormatError:
-            goal = None  # raised again below, with the header's own messages first
-        if goal is not None and len(goal) > fed:
-            yield from decoder.images(goal[fed:])
-    if decoder.latest is None:
-        if not received:
-            received = bytearray(decoder.received)
+    if decoder.latest is None:  # no whole header arrived (a stop feeds the header once it is whole)
+        received = bytes(received) if stop is not None else decoder.received
         if not received:
             raise FormatError("the input is empty: no .uqd header arrived")
-        container.parse_header(bytes(received))  # raises the error `decode` gives for these bytes
+        container.parse_header(received)  # raises the error `decode` gives for these bytes
         raise FormatError(f"the input ended after {len(received)} bytes, inside the .uqd header")
-    if stop is not None:
-        stop.goal(bytes(received), ended=True)  # raises where the bytes ended before the stop
+    if stop is not None:  # raises where the bytes ended before a step or PSNR stop
+        goal, _ = stop.where(bytes(received), ended=True)  # a budget: truncate's file of what came
+        if len(goal) > fed:
+            yield from decoder.images(goal[fed:])
 
 
 class _Stop:
@@ -124,8 +117,8 @@ class _Stop:
             raise UqdmError("steps must be a whole number")
         if psnr is not None:
             files.check_psnr(psnr)
-        if bpp is not None and not bpp >= 0:
-            raise UqdmError("bpp must be a non-negative number")
+        if bpp is not None:
+            files.check_bpp(bpp)
         if max_bytes is not None:
             files.check_max_bytes(max_bytes)
         self.steps, self.psnr, self.bpp, self.max_bytes = steps, psnr, bpp, max_bytes
@@ -140,23 +133,25 @@ class _Stop:
                 return None
             raise
 
-    def safe_end(self, received: bytes) -> int:
-        """How many of the bytes so far the decoder may have before the goal is known: all of them
-        for a step or PSNR stop (its end lies past every byte that cannot yet tell it); for a
-        budget, whole chunks only, since the chunk the budget ends in may be cut."""
-        if self.bpp is None and self.max_bytes is None:
-            return len(received)
-        fi = self._info(received, False)
-        return 0 if fi is None else fi.cut_points[-1]
-
-    def goal(self, received: bytes, ended: bool) -> bytes | None:
-        """The bytes the decoder ends with, or None while the bytes so far cannot tell; UqdmError
-        where the file cannot give them (too few steps, no PSNR index or none that reaches the
-        target, a budget below the header), or, once the bytes have `ended`, where a step or PSNR
-        stop lies past them."""
+    def where(self, received: bytes, ended: bool) -> tuple[bytes | None, int]:
+        """(goal, how many bytes the decoder may have now). The goal: the bytes the decoder ends
+        with, or None while the bytes so far cannot tell (never None once they have `ended`).
+        Until it is known the decoder may have every byte for a step or PSNR stop (its end lies
+        past every byte that cannot yet tell it), but whole chunks only for a budget, whose last
+        chunk may be cut."""
         fi = self._info(received, ended)
-        if fi is None:
-            return None
+        goal = None if fi is None else self.goal(fi, received, ended)
+        if goal is not None:
+            return goal, len(goal)
+        if self.bpp is None and self.max_bytes is None:
+            return None, len(received)
+        return None, 0 if fi is None else fi.cut_points[-1]
+
+    def goal(self, fi: files.FileInfo, received: bytes, ended: bool) -> bytes | None:
+        """The bytes the decoder ends with (`fi`: info of `received`), or None while the bytes so
+        far cannot tell; UqdmError where the file cannot give them (too few steps, no PSNR index
+        or none that reaches the target, a budget below the header), or, once the bytes have
+        `ended`, where a step or PSNR stop lies past them."""
         if self.steps is not None:
             fi.header.check_steps(self.steps)
             if fi.steps >= self.steps:
