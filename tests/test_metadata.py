@@ -226,7 +226,9 @@ def test_writers_hold_what_they_can(tmp_path, suffix):
     if suffix == ".avif" and ".avif" not in Image.registered_extensions():
         pytest.skip("this Pillow has no AVIF writer")
     path = tmp_path / f"out{suffix}"
-    notes = save_image(synthetic_image(8, 8), path, exif=EXIF, xmp=XMP)
+    notes = [
+        n for n in save_image(synthetic_image(8, 8), path, exif=EXIF, xmp=XMP) if "lossy format" not in n
+    ]
     back = Image.open(path)
     fmt = back.format
     exif_kept = fmt in ("PNG", "JPEG", "WEBP", "AVIF")
@@ -242,7 +244,7 @@ def test_writers_hold_what_they_can(tmp_path, suffix):
 
 def test_jpeg_refuses_an_oversized_block_with_a_note(tmp_path):
     big = block(camera_exif(maker_note=bytes(70_000)))
-    notes = save_image(synthetic_image(8, 8), tmp_path / "big.jpg", exif=big)
+    notes = save_image(synthetic_image(8, 8), tmp_path / "big.jpg", exif=big)[1:]  # [0]: JPEG is lossy
     assert len(notes) == 1 and "too long for JPEG" in notes[0] and (tmp_path / "big.jpg").exists()
 
 

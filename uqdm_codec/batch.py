@@ -50,20 +50,23 @@ def output_name(
     seed: int | None = None,
     psnr: float | None = None,
     max_bytes: int | None = None,
+    suffix: str = ".png",
 ) -> str:
     """The file name an operation gives its output by default (the single-file CLI's names; a
-    sampled decode adds .sampleS). psnr, max_bytes: the quality or size a decode or truncate cuts to."""
+    sampled decode adds .sampleS). psnr, max_bytes: the quality or size a decode or truncate cuts to;
+    suffix: a decoded image's (image_io.format_suffix)."""
     if op == "encode":
         return f"{source.stem}.uqd"
     if op == "decode":
         tag = "" if recon == "mean" else f".sample{seed or 0}"
         if bpp is not None:
-            return f"{source.stem}.{bpp:g}bpp{tag}.png"
+            return f"{source.stem}.{bpp:g}bpp{tag}{suffix}"
         if psnr is not None:
-            return f"{source.stem}.{psnr:g}dB{tag}.png"
+            return f"{source.stem}.{psnr:g}dB{tag}{suffix}"
         if max_bytes is not None:
-            return f"{source.stem}.{max_bytes}bytes{tag}.png"
-        return f"{source.stem}.decoded{tag}.png" if steps is None else f"{source.stem}.step{steps}{tag}.png"
+            return f"{source.stem}.{max_bytes}bytes{tag}{suffix}"
+        level = "decoded" if steps is None else f"step{steps}"
+        return f"{source.stem}.{level}{tag}{suffix}"
     if op == "truncate":
         tag = (
             f"{bpp:g}bpp"
@@ -137,6 +140,10 @@ def _strip(message: str, source: Path) -> str:
 def _target(op: str, source: Path, out_dir, output, **names) -> Path:
     """`output` if given, else the default name in out_dir or beside the input."""
     if output is not None:
+        if op != "decode":
+            from .image_io import check_uqd_name
+
+            check_uqd_name(output)
         return Path(output)
     return (Path(out_dir) if out_dir is not None else source.parent) / output_name(op, source, **names)
 
@@ -219,21 +226,26 @@ def decode_file(
     seed: int | None = None,
     psnr: float | None = None,
     max_bytes: int | None = None,
+    image_format: str = "png",
     force: bool = False,
 ) -> Result:
     """Decode one .uqd file to an image (default: NAME.decoded.png, NAME.stepN.png or, from the longest
     prefix within `bpp`, NAME.<bpp>bpp.png, from the shortest its PSNR index says reaches `psnr` dB,
     NAME.<psnr>dB.png, from the longest within `max_bytes`, NAME.<max_bytes>bytes.png; with recon="sample"
-    the remaining steps are drawn, see sampling.py, and the name ends .sampleS)."""
+    the remaining steps are drawn, see sampling.py, and the name ends .sampleS). `image_format`
+    ("webp", "tif", "jpg", ...) replaces .png in the default names; `output`'s format is its name's."""
+    from .image_io import format_suffix
+
     source = Path(source)
     names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes}
-    target = _target("decode", source, out_dir, output, **names)
+    target = _target("decode", source, out_dir, output, suffix=format_suffix(image_format), **names)
 
     def task() -> Result:
         from . import container, files, get_codec
         from .codec import model_for_file
-        from .image_io import save_image
+        from .image_io import output_format, save_image, writes_exactly
 
+        output_format(target)  # a format uqdm does not write: refused before decoding
         data = files.budget_prefix(read_input(source), steps, bpp, psnr, max_bytes)
         header, _ = container.parse_header(data)
         if target.exists() and not force:
@@ -241,7 +253,9 @@ def decode_file(
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **decoded.extras())
-        what = "lossless" if decoded.lossless else f"step {decoded.steps} of {header.coded_steps}"
+        what = f"step {decoded.steps} of {header.coded_steps}"
+        if decoded.lossless:
+            what = "lossless" if writes_exactly(target) else "lossless, in a lossy format"
         cut = bpp is not None or psnr is not None or max_bytes is not None
         if cut:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"
@@ -378,6 +392,7 @@ def run_batch(
     psnr: float | None = None,
     psnr_index: bool = False,
     max_bytes: int | None = None,
+    image_format: str = "png",
     force: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
@@ -389,7 +404,7 @@ def run_batch(
     with recon="sample"; `mirrors`, `fast`, `tail`, `tail_after`, `keep_icc` and `keep_metadata` the encoder's
     (encode_file), as are `psnr`, `bpp`, `max_bytes` and `steps` for encode (at most one: the prefix
     to keep) and `psnr_index`; for decode and truncate, `psnr` cuts to a quality by the file's PSNR
-    index, `bpp` and `max_bytes` to a size.
+    index, `bpp` and `max_bytes` to a size; `image_format` is decode's (decode_file).
     progress(result, done, total) is called as each file finishes.
     Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
@@ -405,7 +420,12 @@ def run_batch(
             psnr_index
         )  # one error, not one per file
     sources = [Path(p) for p in paths]
-    names = {"recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes} if op == "decode" else {}
+    names = {}
+    if op == "decode":
+        from .image_io import format_suffix
+
+        suffix = format_suffix(image_format)  # one error, not one per file
+        names = {"recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes, "suffix": suffix}
     if op == "truncate":
         names = {"psnr": psnr, "max_bytes": max_bytes}
     targets = plan_outputs(
@@ -444,6 +464,7 @@ def run_batch(
             "seed": seed,
             "psnr": psnr,
             "max_bytes": max_bytes,
+            "image_format": image_format,
         },
         "truncate": {"bpp": bpp, "steps": steps, "psnr": psnr, "max_bytes": max_bytes},
     }[op]

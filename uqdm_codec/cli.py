@@ -277,8 +277,11 @@ def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | N
     """Where a single input's output goes: -o (`-`: standard output), else its default name in
     --out-dir or beside it."""
     from .batch import make_folder, output_name
+    from .image_io import check_uqd_name
 
     if output is not None:
+        if op != "decode" and not _is_stdio(output):
+            check_uqd_name(output)
         return output
     if _is_stdio(source):
         raise UqdmError(
@@ -596,9 +599,17 @@ def decode(
         None,
         "-o",
         "--output",
-        help="Output image of a single input (default: next to the input, NAME.decoded.png, "
-        "NAME.stepN.png, NAME.<bpp>bpp.png, NAME.<N>bytes.png or NAME.<psnr>dB.png; '-': a PNG on "
-        "standard output).",
+        help="Output image of a single input, in the format its name says: .png, .webp and .tif "
+        "keep every pixel, .jpg and .avif an approximation (quality 95) (default: next to the input, "
+        "NAME.decoded.png, NAME.stepN.png, NAME.<bpp>bpp.png, NAME.<N>bytes.png or NAME.<psnr>dB.png; "
+        "'-': a PNG on standard output).",
+    ),
+    image_format: str | None = typer.Option(
+        None,
+        "--format",
+        metavar="EXT",
+        help="Image format of the default names and of standard output instead of PNG: webp (lossless, "
+        "smaller than PNG), tif, jpg, ...",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -634,8 +645,8 @@ def decode(
     ),
     all_steps: Path | None = typer.Option(
         None,
-        help="Write every level as its own PNG in this folder (the decoded image too only with -o or "
-        "--steps).",
+        help="Write every level as its own PNG (or --format's) in this folder (the decoded image too only "
+        "with -o or --steps).",
     ),
     chunks: bool = typer.Option(False, help="With --progression/--all-steps: include sub-step chunk levels."),
     stream: bool = typer.Option(
@@ -657,11 +668,12 @@ def decode(
     with _errors():  # the imports too, as in encode
         from . import container, get_codec, sampling
         from .codec import model_for_file
-        from .image_io import image_bytes, save_image
+        from .image_io import image_bytes, output_format, save_image, writes_exactly
 
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         max_bytes = _size(size)
         batch.check_cut("decode", bpp, steps, psnr, max_bytes)
+        suffix = _image_suffix(image_format, output)
         if stream:
             given = {
                 "--recon sample": recon == "sample",
@@ -672,7 +684,7 @@ def decode(
             if refused:
                 raise UqdmError(f"--stream does not take {', '.join(refused)}")
             stop = {"steps": steps, "psnr": psnr, "bpp": bpp, "max_bytes": max_bytes}
-            _stream_decode(files_, output, out_dir, model, device, force, quiet, stop)
+            _stream_decode(files_, output, out_dir, model, device, force, quiet, stop, suffix)
             return
         if len(files_) > 1:
             if progression or all_steps:
@@ -692,6 +704,7 @@ def decode(
                 seed=seed,
                 psnr=psnr,
                 max_bytes=max_bytes,
+                image_format=suffix,
                 force=force,
             )
             return
@@ -710,11 +723,16 @@ def decode(
             "psnr": psnr,
             "max_bytes": max_bytes,
         }
-        target = None if levels_only else _single_target("decode", file, output, out_dir, **names)
+        target = (
+            None if levels_only else _single_target("decode", file, output, out_dir, suffix=suffix, **names)
+        )
         to_stdout = _is_stdio(target)
+        stdout_format = output_format(f"x{suffix}")
         if to_stdout:
-            _check_stdout("a PNG image")
+            _check_stdout(f"a {stdout_format} image")
         for path in (None if to_stdout else target, progression):
+            if path is not None:
+                output_format(path)  # a format uqdm does not write: refused before decoding
             if path is not None and path.exists() and not force:
                 raise UqdmError(f"{path} already exists (use --force to overwrite)")
         codec = get_codec(model_for_file(header, model), device)
@@ -724,7 +742,7 @@ def decode(
             for w in () if cut else result.warnings:  # with --bpp, --bytes or --psnr it is cut on purpose
                 err.print(f"warning: {w}", highlight=False)
             if to_stdout:
-                blob, notes = image_bytes(result.pixels, "PNG", **result.extras())
+                blob, notes = image_bytes(result.pixels, stdout_format, **result.extras())
                 _write_stdout(blob)
                 target = "standard output"
             else:
@@ -737,11 +755,11 @@ def decode(
             with _naming(file):
                 say = err if to_stdout else out  # standard output carries the image
                 _write_levels(
-                    codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed, say
+                    codec, data, file, progression, all_steps, chunks, force, quiet, recon, seed, say, suffix
                 )
         if target is not None:
             what = (
-                "lossless (exact original)"
+                _lossless_text(writes_exactly(f"x{suffix}" if to_stdout else target))
                 if result.lossless
                 else f"after {result.steps} of {header.coded_steps} steps"
                 + (", part of the lossless tail" if header.tail and result.layer == header.num_layers else "")
@@ -758,6 +776,25 @@ def decode(
             (err if to_stdout else out).print(f"wrote {target}: {what}", highlight=False)
 
 
+def _image_suffix(image_format: str | None, output: Path | None) -> str:
+    """decode --format's suffix ('.png' without it); refused where -o names a file of another
+    format, whose name decides."""
+    from .image_io import format_suffix, output_format
+
+    if image_format is None:
+        return ".png"
+    suffix = format_suffix(image_format)
+    if output is not None and not _is_stdio(output) and output_format(output) != output_format(f"x{suffix}"):
+        raise UqdmError(f"--format {image_format} and -o {output} name different formats; give one of them")
+    return suffix
+
+
+def _lossless_text(exact: bool) -> str:
+    """How a decode of the whole file is described: the exact original, unless the output format
+    is lossy (its note says which)."""
+    return "lossless (exact original)" if exact else "lossless, written in a lossy format (not exact)"
+
+
 def _stream_source(path: Path):
     """What --stream reads: standard input, or a file opened (not read whole) for its pieces."""
     if _is_stdio(path):
@@ -770,13 +807,13 @@ def _stream_source(path: Path):
 
 
 def _stream_decode(
-    files_: list[Path], output, out_dir, model, device, force: bool, quiet: bool, stop: dict
+    files_: list[Path], output, out_dir, model, device, force: bool, quiet: bool, stop: dict, suffix: str
 ) -> None:
     """decode --stream: the output file is rewritten (atomically, so it is always a whole image)
     each time the bytes received so far decode to a better image; with --steps, --psnr, --bpp or
     --bytes (`stop`, as decode_stream takes them), reading stops where decode with it stops."""
     from . import streaming
-    from .image_io import save_image
+    from .image_io import output_format, save_image, writes_exactly
     from .progression import level_name
 
     if len(files_) > 1:
@@ -784,9 +821,10 @@ def _stream_decode(
     file = files_[0]
     if _is_stdio(file) and output is None:
         raise UqdmError("standard input has no name to name the output after: give -o FILE")
-    target = _single_target("decode", file, output, out_dir, **stop)
+    target = _single_target("decode", file, output, out_dir, suffix=suffix, **stop)
     if _is_stdio(target):
         raise UqdmError("--stream rewrites its output file as images arrive: give -o FILE, not -o -")
+    output_format(target)  # a format uqdm does not write: refused before reading
     if target.exists() and not force:
         raise UqdmError(f"{target} already exists (use --force to overwrite)")
     source = _stream_source(file)
@@ -833,7 +871,7 @@ def _stream_decode(
     for warning in () if cut else shown.warnings:
         err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if shown.lossless:
-        what = "lossless (exact original)"
+        what = _lossless_text(writes_exactly(target))
     else:
         what = f"{level_name(shown)}, from the first {shown.nbytes:,} bytes"
         what += quality(shown)
@@ -847,7 +885,9 @@ def _stream_decode(
     out.print(f"wrote {target}: {what}", highlight=False, soft_wrap=True)
 
 
-def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed, say=out) -> None:
+def _write_levels(
+    codec, data, file, strip_path, folder, chunks, force, quiet, recon, seed, say=out, suffix=".png"
+) -> None:
     import numpy as np
 
     from . import progression as prog
@@ -863,15 +903,16 @@ def _write_levels(codec, data, file, strip_path, folder, chunks, force, quiet, r
         folder.mkdir(parents=True, exist_ok=True)
         for n, image in enumerate(levels):
             name = f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp"
-            notes += save_image(prog.mean_image(image), folder / f"{name}.png", **keep)
+            said = save_image(prog.mean_image(image), folder / f"{name}{suffix}", **keep)
             if image.recon == "sample":
-                notes += save_image(image.pixels, folder / f"{name}_sample{seed}.png", **keep)
+                said += save_image(image.pixels, folder / f"{name}_sample{seed}{suffix}", **keep)
+            notes += [] if n else said  # every level's are the first's, but for its name
         say.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
     if strip_path:
         sheet = prog.strip(levels, reference)
         notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file))  # no extras
         say.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
-    for note in notes:  # the levels are PNGs, which hold both
+    for note in notes:
         err.print(f"note: {note}", highlight=False)
 
 

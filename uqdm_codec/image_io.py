@@ -44,6 +44,33 @@ class LoadedImage:
         }
 
 
+# The formats decoded images are written in. The lossless ones keep every pixel (WebP in its lossless
+# mode, keeping the colours under transparent pixels; TIFF deflated after a horizontal predictor;
+# JPEG 2000 with its reversible colour transform); the lossy ones hold an
+# approximation, made as named here; any other format Pillow knows is refused before decoding: its
+# writer changes the image's size (ICO, ICNS), cannot write RGB (XBM, MSP, ...), cannot be read back
+# without other software (EPS) or is missing.
+LOSSLESS_FORMATS = frozenset(
+    {"PNG", "WEBP", "TIFF", "JPEG2000", "BMP", "DIB", "PPM", "QOI", "TGA", "SGI", "PCX", "DDS"}
+)
+LOSSY_FORMATS = {
+    "JPEG": "JPEG quality 95, colour at full resolution",
+    "AVIF": "AVIF quality 95, colour at full resolution",
+    "GIF": "a palette of 256 colours",
+    "PDF": "a JPEG of quality 95 inside",
+}
+SAVE_OPTIONS = {
+    "WEBP": {"lossless": True, "exact": True},
+    "TIFF": {"compression": "tiff_adobe_deflate", "tiffinfo": {317: 2}},  # 317: horizontal predictor
+    "JPEG2000": {"mct": 1},  # the reversible colour transform: a fifth smaller on Kodak
+    "JPEG": {"quality": 95, "subsampling": 0},
+    "AVIF": {"quality": 95, "subsampling": "4:4:4"},
+    "PDF": {"quality": 95, "subsampling": 0},
+}
+# Names whose format Pillow writes as a colour PPM although the name says bitmap, gray or float
+MISNAMED_SUFFIXES = frozenset({".pbm", ".pgm", ".pfm"})
+EXACT_SUFFIXES = ".png, .webp or .tif"  # named where a file name is refused
+
 # Formats whose Pillow writer embeds an ICC profile (others are written without one, with a note)
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
 ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF"})  # and those that hold an alpha channel
@@ -324,6 +351,54 @@ def atomic_write(
         raise
 
 
+def output_format(path: str | Path) -> str:
+    """The format an image written to `path` gets, from its name (PNG where it has no suffix or one
+    Pillow does not know). Raises UqdmError for a format uqdm does not write, so that a caller can
+    refuse the name before decoding anything."""
+    path = Path(path)
+    return _format_of(path.suffix.lower(), path.name, f"name it {EXACT_SUFFIXES}")
+
+
+def format_suffix(name: str) -> str:
+    """A format named as `decode --format` takes it ('webp', '.jpg', 'PNG') as the suffix of the
+    files it names ('.webp'); raises UqdmError for a name that is not one of an image format uqdm
+    writes."""
+    suffix = "." + name.strip().lower().lstrip(".")
+    what, hint = f"--format {name}", "png, webp, tif, jpg, ..."
+    if suffix not in Image.registered_extensions():
+        raise UqdmError(f"{what}: not the name of an image format ({hint})")
+    _format_of(suffix, what, hint)
+    return suffix
+
+
+def _format_of(suffix: str, what: str, hint: str) -> str:
+    """The format uqdm writes for `suffix`; a UqdmError naming `what`, with `hint`, if none."""
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None:
+        return "PNG"
+    if fmt == "UQD":  # pillow_plugin.py's: decoding into it would encode again
+        raise UqdmError(f"{what}: decoding writes an image, not a .uqd file ({hint})")
+    if suffix in MISNAMED_SUFFIXES or (fmt not in LOSSLESS_FORMATS and fmt not in LOSSY_FORMATS):
+        raise UqdmError(f"{what}: uqdm does not write '{suffix}' images ({hint})")
+    if fmt not in Image.SAVE:  # a Pillow built without this writer
+        raise UqdmError(f"{what}: this Pillow cannot write {fmt} images ({hint})")
+    return fmt
+
+
+def check_uqd_name(path: str | Path) -> None:
+    """Refuse an image format's name for a .uqd file (encode -o photo.jpg): viewers and tools would
+    take the file for that format and fail on it."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is not None and fmt != "UQD":
+        raise UqdmError(f"{path}: a .uqd file named as a {fmt} image; name it {path.stem}.uqd")
+
+
+def writes_exactly(path: str | Path) -> bool:
+    """Whether an image written to `path` keeps every pixel (a lossless format)."""
+    return output_format(path) in LOSSLESS_FORMATS
+
+
 def save_image(
     pixels: np.ndarray,
     path: str | Path,
@@ -336,11 +411,13 @@ def save_image(
     xmp: bytes | None = None,
 ) -> list[str]:
     """Save (H, W, 3) uint8 pixels, with their colour profile, (H, W) alpha channel, EXIF block and
-    XMP packet where the format holds them; the format follows the file name (PNG when unknown).
-    Returns notes (what the format drops)."""
+    XMP packet where the format holds them; the format follows the file name (output_format).
+    Returns notes: what the format drops, and where the name was not one of a format (a PNG)."""
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    fmt = output_format(path)
     image, options, notes = _prepared(pixels, path.name, fmt, icc_profile, alpha, exif, xmp)
+    if path.suffix and path.suffix.lower() not in Image.registered_extensions():
+        notes.insert(0, f"{path.name}: '{path.suffix}' is not the name of an image format; written as a PNG")
     atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
     return notes
 
@@ -373,7 +450,12 @@ def _prepared(
 ) -> tuple[Image.Image, dict, list[str]]:
     """The PIL image and save options of pixels and their extras in format `fmt`, and notes (named
     `name`) on what the format cannot hold."""
-    options, notes = {}, []
+    options, notes = dict(SAVE_OPTIONS.get(fmt, {})), []
+    if fmt in LOSSY_FORMATS:
+        notes.append(
+            f"{name}: {fmt} is a lossy format: it holds an approximation of the decoded image "
+            f"({LOSSY_FORMATS[fmt]}); PNG, WebP and TIFF keep every pixel"
+        )
     if alpha is not None and fmt in ALPHA_FORMATS:
         image = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
     else:
@@ -402,7 +484,7 @@ def _prepared(
             text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"), zip=True)
             options["pnginfo"] = text
         elif fmt == "TIFF":
-            options["tiffinfo"] = {700: xmp}
+            options["tiffinfo"] = {**options["tiffinfo"], 700: xmp}
         else:
             options["xmp"] = xmp
     return image, options, notes
