@@ -602,7 +602,7 @@ def decode(
         help="Output image of a single input, in the format its name says: .png, .webp and .tif "
         "keep every pixel, .jpg and .avif an approximation (quality 95) (default: next to the input, "
         "NAME.decoded.png, NAME.stepN.png, NAME.<bpp>bpp.png, NAME.<N>bytes.png or NAME.<psnr>dB.png; "
-        "'-': a PNG on standard output).",
+        "'-': standard output, a PNG or --format's).",
     ),
     image_format: str | None = typer.Option(
         None,
