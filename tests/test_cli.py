@@ -113,6 +113,34 @@ def test_never_overwrites_the_input(photo, tiny_model_path):
     assert Image.open(photo).size == (40, 24)
 
 
+def test_an_output_that_is_the_input_is_named_as_such(photo, tiny_model_path):
+    uqd = photo.with_suffix(".uqd")
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    before = uqd.read_bytes()
+    for force in ((), ("--force",)):  # a .uqd input's default output is itself (Pillow reads .uqd)
+        r = run("encode", uqd, "-m", tiny_model_path, *force)
+        assert_one_line_error(r)
+        assert "would overwrite the input" in r.stderr and "already exists" not in r.stderr
+        r = run("truncate", uqd, "--steps", 1, "-o", uqd, *force)
+        assert_one_line_error(r)
+        assert "would overwrite the input" in r.stderr
+    assert uqd.read_bytes() == before
+
+
+def test_infinite_and_overflowing_budgets_are_one_line_errors(photo, tiny_model_path):
+    assert run("encode", photo, "-m", tiny_model_path).exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    for command in ("decode", "truncate"):
+        for option in (("--bpp", "inf"), ("--bpp", "nan"), ("--bytes", "9" * 400)):
+            r = (
+                run(command, uqd, *option, "-m", tiny_model_path)
+                if command == "decode"
+                else run(command, uqd, *option)
+            )
+            assert_one_line_error(r)
+            assert "internal error" not in r.stderr
+
+
 def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path):
     (tmp_path / "notes.txt").write_text("hello")
     assert_one_line_error(run("encode", tmp_path / "missing.png", "-m", tiny_model_path))

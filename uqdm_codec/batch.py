@@ -180,12 +180,11 @@ def encode_file(
 
     def task() -> Result:
         from . import files, get_codec
-        from .image_io import atomic_write, load_image
+        from .image_io import atomic_write, check_output, load_image
         from .quality import Target
 
         aim = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)
-        if target.exists() and not force:
-            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        check_output(target, force, (source,))
         from .codec import default_tail_note
 
         loaded = load_image(source)
@@ -243,13 +242,12 @@ def decode_file(
     def task() -> Result:
         from . import container, files, get_codec
         from .codec import model_for_file
-        from .image_io import output_format, save_image, writes_exactly
+        from .image_io import check_output, output_format, save_image, writes_exactly
 
         output_format(target)  # a format uqdm does not write: refused before decoding
         data = files.budget_prefix(read_input(source), steps, bpp, psnr, max_bytes)
         header, _ = container.parse_header(data)
-        if target.exists() and not force:
-            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        check_output(target, force, (source,))
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
         saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **decoded.extras())

@@ -499,7 +499,7 @@ def encode(
     with _errors():  # the imports too: an interrupt while torch loads gets the same one line
         from . import ensemble, get_codec
         from .batch import quality_text
-        from .image_io import atomic_write, load_image
+        from .image_io import atomic_write, check_output, load_image
         from .quality import Target
 
         mirrors = ensemble.check_mirrors(mirrors)
@@ -544,8 +544,8 @@ def encode(
         to_stdout = _is_stdio(target)
         if to_stdout:
             _check_stdout("a .uqd file")
-        elif target.exists() and not force:
-            raise UqdmError(f"{target} already exists (use --force to overwrite)")
+        else:
+            check_output(target, force, _inputs(image))
         loaded = load_image(_read(image), "standard input") if _is_stdio(image) else load_image(image)
         from .codec import default_tail_note
 
@@ -668,7 +668,7 @@ def decode(
     with _errors():  # the imports too, as in encode
         from . import container, get_codec, sampling
         from .codec import model_for_file
-        from .image_io import image_bytes, output_format, save_image, writes_exactly
+        from .image_io import check_output, image_bytes, output_format, save_image, writes_exactly
 
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
         max_bytes = _size(size)
@@ -733,8 +733,7 @@ def decode(
         for path in (None if to_stdout else target, progression):
             if path is not None:
                 output_format(path)  # a format uqdm does not write: refused before decoding
-            if path is not None and path.exists() and not force:
-                raise UqdmError(f"{path} already exists (use --force to overwrite)")
+                check_output(path, force, _inputs(file))
         codec = get_codec(model_for_file(header, model), device)
         if target is not None:
             with _progress("decoding", quiet) as update, _naming(file):
@@ -813,7 +812,7 @@ def _stream_decode(
     each time the bytes received so far decode to a better image; with --steps, --psnr, --bpp or
     --bytes (`stop`, as decode_stream takes them), reading stops where decode with it stops."""
     from . import streaming
-    from .image_io import output_format, save_image, writes_exactly
+    from .image_io import check_output, output_format, save_image, writes_exactly
     from .progression import level_name
 
     if len(files_) > 1:
@@ -825,8 +824,7 @@ def _stream_decode(
     if _is_stdio(target):
         raise UqdmError("--stream rewrites its output file as images arrive: give -o FILE, not -o -")
     output_format(target)  # a format uqdm does not write: refused before reading
-    if target.exists() and not force:
-        raise UqdmError(f"{target} already exists (use --force to overwrite)")
+    check_output(target, force, _inputs(file))
     source = _stream_source(file)
     shown, received = None, bytearray()
 

@@ -165,6 +165,8 @@ def parse_size(text: str | int) -> int:
         if match is None or match.group(2).lower() not in _SIZE_UNITS:
             raise UqdmError(f"{text!r} is not a size in bytes (e.g. 20000, 20k, 20kB, 20KiB, 1.5M)")
         value, unit = float(match.group(1)), match.group(2).lower()
+    if not math.isfinite(value * _SIZE_UNITS[unit]):
+        raise UqdmError(f"{text!r}: too large a size in bytes")
     size = math.floor(value * _SIZE_UNITS[unit])
     if size < 0:
         raise UqdmError("a size in bytes must not be negative")
@@ -172,8 +174,8 @@ def parse_size(text: str | int) -> int:
 
 
 def check_bpp(bpp: float) -> None:
-    if not bpp >= 0:
-        raise UqdmError("bpp must be a non-negative number")
+    if isinstance(bpp, bool) or not isinstance(bpp, numbers.Real) or not 0 <= bpp < math.inf:  # NaN too
+        raise UqdmError(f"bpp must be a non-negative number, not {bpp!r}")
 
 
 def check_max_bytes(max_bytes: int) -> int:

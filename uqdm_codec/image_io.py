@@ -303,6 +303,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def check_output(path: str | Path, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
+    """Before any work: an output may not be one of `inputs` (even with force) nor, without force,
+    an existing file."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for src in inputs:
+        if Path(src).exists() and os.path.samefile(path, src):
+            raise UqdmError(f"{path}: the output would overwrite the input; name another with -o")
+    if not force:
+        raise UqdmError(f"{path} already exists (use --force to overwrite)")
+
+
 def atomic_write(
     path: str | Path,
     data: bytes | None = None,
@@ -315,11 +328,7 @@ def atomic_write(
     into place: an interrupted run never leaves a half-written output. Refuses to overwrite an
     existing file unless `force`, and never overwrites one of `inputs`."""
     path = Path(path)
-    for src in inputs:
-        if path.exists() and src.exists() and os.path.samefile(path, src):
-            raise UqdmError(f"{path}: refusing to overwrite the input file")
-    if path.exists() and not force:
-        raise UqdmError(f"{path} already exists (use --force to overwrite)")
+    check_output(path, force, inputs)
     if path.exists() and path.is_dir():
         raise UqdmError(f"{path} is a folder")
     parent = path.parent if str(path.parent) else Path(".")
