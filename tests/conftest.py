@@ -84,6 +84,22 @@ def encoded(codec) -> tuple[np.ndarray, bytes]:
     return img, codec.encode(img, seed=123)
 
 
+@pytest.fixture
+def uqd(tmp_path, tiny_model_path) -> Path:
+    """photo.uqd, encoded by the command line (seed 5) from photo.png beside it, a 24x40 synthetic
+    image."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from uqdm_codec.cli import app
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(synthetic_image(24, 40, seed=9)).save(photo)
+    result = CliRunner().invoke(app, ["encode", str(photo), "-m", tiny_model_path, "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    return photo.with_suffix(".uqd")
+
+
 def load_script(name: str) -> ModuleType:
     """scripts/NAME.py as a module: the scripts are not a package, but their functions are tested."""
     path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"

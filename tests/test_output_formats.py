@@ -120,14 +120,6 @@ def _run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture
-def uqd(tmp_path, tiny_model_path):
-    photo = tmp_path / "photo.png"
-    Image.fromarray(synthetic_image(24, 40, seed=9)).save(photo)
-    assert _run("encode", photo, "-m", tiny_model_path, "--seed", 5).exit_code == 0
-    return photo.with_suffix(".uqd")
-
-
 def test_decode_says_when_the_lossless_image_is_written_lossy(uqd, tiny_model_path):
     r = _run("decode", uqd, "-m", tiny_model_path, "-o", uqd.with_name("out.jpg"))
     assert r.exit_code == 0, r.output

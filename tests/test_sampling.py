@@ -123,16 +123,6 @@ def test_sampling_randomness_is_its_own_stream():
     assert np.array_equal(randomness.dither(5, 2, (10,)), randomness._generator(5, 1, 2).random(10) - 0.5)
 
 
-@pytest.fixture
-def uqd(tmp_path, tiny_model_path):
-    from .conftest import synthetic_image
-
-    path = tmp_path / "photo.png"
-    Image.fromarray(synthetic_image(24, 40, seed=9)).save(path)
-    assert run("encode", path, "-m", tiny_model_path, "--seed", 5).exit_code == 0
-    return path.with_suffix(".uqd")
-
-
 def test_cli_recon_sample(uqd, tiny_model_path):
     r = run("decode", uqd, "--steps", 2, "--recon", "sample", "--seed", 3, "-m", tiny_model_path)
     assert r.exit_code == 0, r.output
