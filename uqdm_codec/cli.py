@@ -553,7 +553,7 @@ def encode(
             loaded.notes.append(note)
         if not quiet:
             for note in loaded.notes:
-                err.print(f"note: {note}", highlight=False)
+                err.print(f"note: {note}", highlight=False, soft_wrap=True)
         codec = get_codec(model, device)
         with _progress("encoding", quiet) as update, _streamed_so_far(stream):
             encoded = codec.encode_judged(
@@ -739,7 +739,7 @@ def decode(
             with _progress("decoding", quiet) as update, _naming(file):
                 result = codec.decode(data, steps, progress=update, recon=recon, seed=seed)
             for w in () if cut else result.warnings:  # with --bpp, --bytes or --psnr it is cut on purpose
-                err.print(f"warning: {w}", highlight=False)
+                err.print(f"warning: {w}", highlight=False, soft_wrap=True)
             if to_stdout:
                 blob, notes = image_bytes(result.pixels, stdout_format, **result.extras())
                 _write_stdout(blob)
@@ -749,7 +749,7 @@ def decode(
                     result.pixels, target, force=force, inputs=_inputs(file), **result.extras()
                 )
             for note in notes:
-                err.print(f"note: {note}", highlight=False)
+                err.print(f"note: {note}", highlight=False, soft_wrap=True)
         if progression or all_steps:
             with _naming(file):
                 say = err if to_stdout else out  # standard output carries the image
@@ -911,7 +911,7 @@ def _write_levels(
         notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file))  # no extras
         say.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
     for note in notes:
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @_command()
@@ -1032,7 +1032,7 @@ def info(
         )
         out.print(_layer_table(fi, f"{fi.total_bytes} bytes, {len(fi.layers)} of {hd.num_layers} layers"))
         for w in fi.warnings:
-            err.print(f"warning: {w}", highlight=False)
+            err.print(f"warning: {w}", highlight=False, soft_wrap=True)
 
 
 def _info_table(paths: list[Path], as_json: bool) -> None:
