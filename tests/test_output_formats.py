@@ -103,6 +103,19 @@ def test_formats_uqdm_does_not_write_are_refused(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_formats_this_pillow_lacks_are_refused_not_written_as_png(tmp_path):
+    for suffix in (".jxl", ".heic", ".avif"):
+        if suffix in Image.registered_extensions():
+            continue  # a plugin or a newer Pillow writes it
+        with pytest.raises(UqdmError, match="this Pillow cannot write"):
+            output_format(f"a{suffix}")
+        with pytest.raises(UqdmError, match="this Pillow cannot write"):
+            format_suffix(suffix.lstrip("."))
+        with pytest.raises(UqdmError):
+            save_image(synthetic_image(8, 8), tmp_path / f"a{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_names_are_pngs_with_a_note(tmp_path):
     assert output_format("out") == "PNG" and output_format("out.xyz") == "PNG"
     assert save_image(synthetic_image(8, 8), tmp_path / "plain") == []

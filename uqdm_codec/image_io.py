@@ -70,6 +70,9 @@ SAVE_OPTIONS = {
 # Names whose format Pillow writes as a colour PPM although the name says bitmap, gray or float
 MISNAMED_SUFFIXES = frozenset({".pbm", ".pgm", ".pfm"})
 EXACT_SUFFIXES = ".png, .webp or .tif"  # named where a file name is refused
+# Image formats a Pillow may lack a writer for (AVIF before 11.3; JPEG XL and HEIF without plugins):
+# refused by name rather than written as a PNG under their suffix
+UNWRITABLE_HERE = {".avif": "AVIF", ".avifs": "AVIF", ".jxl": "JPEG XL", ".heic": "HEIF", ".heif": "HEIF"}
 
 # Formats whose Pillow writer embeds an ICC profile (others are written without one, with a note)
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
@@ -374,7 +377,7 @@ def format_suffix(name: str) -> str:
     writes."""
     suffix = "." + name.strip().lower().lstrip(".")
     what, hint = f"--format {name}", "png, webp, tif, jpg, ..."
-    if suffix not in Image.registered_extensions():
+    if suffix not in Image.registered_extensions() and suffix not in UNWRITABLE_HERE:
         raise UqdmError(f"{what}: not the name of an image format ({hint})")
     _format_of(suffix, what, hint)
     return suffix
@@ -383,6 +386,8 @@ def format_suffix(name: str) -> str:
 def _format_of(suffix: str, what: str, hint: str) -> str:
     """The format uqdm writes for `suffix`; a UqdmError naming `what`, with `hint`, if none."""
     fmt = Image.registered_extensions().get(suffix)
+    if fmt is None and suffix in UNWRITABLE_HERE:
+        raise UqdmError(f"{what}: this Pillow cannot write {UNWRITABLE_HERE[suffix]} images ({hint})")
     if fmt is None:
         return "PNG"
     if fmt == "UQD":  # pillow_plugin.py's: decoding into it would encode again
