@@ -92,7 +92,7 @@ def plan_outputs(
 ) -> list[Path]:
     """Output path of every input (in out_dir, else beside the input). Raises UqdmError, before
     anything is written, if two inputs would write the same file or an output is an input."""
-    targets = [_target(op, Path(s), out_dir, None, steps=steps, bpp=bpp, **names) for s in sources]
+    targets = [output_path(op, Path(s), out_dir, None, steps=steps, bpp=bpp, **names) for s in sources]
     inputs = {_key(s): Path(s) for s in sources}
     seen: dict[str, Path] = {}
     for source, target in zip(sources, targets):
@@ -137,8 +137,9 @@ def _strip(message: str, source: Path) -> str:
     return message[len(prefix) :] if message.startswith(prefix) else message
 
 
-def _target(op: str, source: Path, out_dir, output, **names) -> Path:
-    """`output` if given, else the default name in out_dir or beside the input."""
+def output_path(op: str, source: Path, out_dir, output, **names) -> Path:
+    """`output` if given (refused where an encode or truncate would give a .uqd file an image's
+    name), else the default name in out_dir or beside the input."""
     if output is not None:
         if op != "decode":
             from .image_io import check_uqd_name
@@ -176,7 +177,7 @@ def encode_file(
     (quality.Target);
     psnr_index: the header records every chunk boundary's PSNR, for truncate --psnr."""
     source = Path(source)
-    target = _target("encode", source, out_dir, output)
+    target = output_path("encode", source, out_dir, output)
 
     def task() -> Result:
         from . import files, get_codec
@@ -237,7 +238,7 @@ def decode_file(
 
     source = Path(source)
     names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes}
-    target = _target("decode", source, out_dir, output, suffix=format_suffix(image_format), **names)
+    target = output_path("decode", source, out_dir, output, suffix=format_suffix(image_format), **names)
 
     def task() -> Result:
         from . import container, files, get_codec
@@ -277,7 +278,7 @@ def truncate_file(
     """Cut one .uqd file to a budget (`bpp`, `max_bytes` or `steps`) or a quality (`psnr`, by its PSNR index);
     needs no model and no torch."""
     source = Path(source)
-    target = _target(
+    target = output_path(
         "truncate", source, out_dir, output, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes
     )
 

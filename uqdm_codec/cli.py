@@ -276,21 +276,17 @@ def _stdin():
 def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | None, **names) -> Path:
     """Where a single input's output goes: -o (`-`: standard output), else its default name in
     --out-dir or beside it."""
-    from .batch import make_folder, output_name
-    from .image_io import check_uqd_name
+    from .batch import make_folder, output_path
 
-    if output is not None:
-        if op != "decode" and not _is_stdio(output):
-            check_uqd_name(output)
+    if output is not None and _is_stdio(output):
         return output
-    if _is_stdio(source):
+    if output is None and _is_stdio(source):
         raise UqdmError(
             "standard input has no name to name the output after: give -o FILE (or -o - for standard output)"
         )
-    if out_dir is None:
-        return source.with_name(output_name(op, source, **names))
-    make_folder(out_dir)
-    return out_dir / output_name(op, source, **names)
+    if output is None and out_dir is not None:
+        make_folder(out_dir)
+    return output_path(op, source, out_dir, output, **names)
 
 
 def _batch(
