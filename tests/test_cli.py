@@ -141,6 +141,15 @@ def test_infinite_and_overflowing_budgets_are_one_line_errors(photo, tiny_model_
             assert "internal error" not in r.stderr
 
 
+def test_seeds_out_of_range_are_refused_before_any_file(photo, tmp_path, tiny_model_path):
+    other = tmp_path / "other.png"
+    other.write_bytes(photo.read_bytes())
+    for seed in ("-1", str(2**64)):
+        r = run("encode", photo, other, "--seed", seed, "-m", tiny_model_path)
+        assert_one_line_error(r)
+        assert "2^64 - 1" in r.stderr and not list(tmp_path.glob("*.uqd"))
+
+
 def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path):
     (tmp_path / "notes.txt").write_text("hello")
     assert_one_line_error(run("encode", tmp_path / "missing.png", "-m", tiny_model_path))

@@ -85,6 +85,20 @@ def test_same_seed_same_bytes(codec, image):
     assert codec.encode(image, seed=7) != codec.encode(image, seed=8)
 
 
+def test_every_seed_the_header_holds_and_no_other(codec):
+    """Seeds were folded to 63 bits without a word (2^63 + 7 made seed 7's file); the header's
+    8 bytes hold any 64-bit seed, so those are kept as given and the rest refused."""
+    img = synthetic_image(9, 14, seed=5)
+    top = 2**64 - 1
+    data = codec.encode(img, seed=2**63 + 7)
+    assert files.info(data).header.seed == 2**63 + 7 and data != codec.encode(img, seed=7)
+    assert files.info(codec.encode(img, seed=top)).header.seed == top
+    assert np.array_equal(codec.decode(data).pixels, img)
+    for seed in (-1, 2**64, 1.5, "3", True):
+        with pytest.raises(UqdmError, match="seed must be an integer from 0 to 2\\^64 - 1"):
+            codec.encode(img, seed=seed)
+
+
 def test_real_bytes_close_to_ideal(codec, encoded):
     img, data = encoded
     ideal = ideal_bits(codec, img, seed=files.info(data).header.seed)

@@ -423,7 +423,9 @@ def encode(
     jobs: int = JobsOpt,
     model: str | None = ModelOpt,
     device: str = DeviceOpt,
-    seed: int | None = typer.Option(None, help="Seed of the shared randomness (default: random)."),
+    seed: int | None = typer.Option(
+        None, help="Seed of the shared randomness, 0 to 2^64 - 1 (default: random)."
+    ),
     mirrors: int = typer.Option(
         1,
         "--mirrors",
@@ -493,12 +495,13 @@ def encode(
     Several inputs run in --jobs worker processes; a file that fails is reported in one line and
     the others go on; a table sums up, and the exit code is 1 if any failed."""
     with _errors():  # the imports too: an interrupt while torch loads gets the same one line
-        from . import ensemble, get_codec
+        from . import ensemble, get_codec, randomness
         from .batch import quality_text
         from .image_io import atomic_write, check_output, load_image
         from .quality import Target
 
         mirrors = ensemble.check_mirrors(mirrors)
+        seed = None if seed is None else randomness.check_seed(seed)  # one error, not one per file
         tail_mode = _tail_mode(tail, tail_after)
         max_bytes = _size(size)
         aim = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)

@@ -920,7 +920,7 @@ class Codec:
         tail_after = self.check_tail_after(tail_after)
         mirrors = ensemble.check_mirrors(mirrors)
         h, w = pixels.shape[:2]
-        seed = randomness.new_seed() if seed is None else int(seed) & ((1 << 63) - 1)
+        seed = randomness.new_seed() if seed is None else randomness.check_seed(seed)
         header = Header(
             w,
             h,

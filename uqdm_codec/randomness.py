@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UqdmError
+
 _LATENT = 0
 _DITHER = 1
 _SAMPLE = 2
@@ -41,6 +43,16 @@ def sampling_uniforms(seed: int, user_seed: int, step: int, count: int) -> np.nd
     return _generator(seed, _SAMPLE, user_seed, step).random((2, count))
 
 
+def check_seed(seed: object, what: str = "seed") -> int:
+    """`seed` as an int if it is one the format holds (8 bytes, 0 to 2^64 - 1); else a UqdmError.
+    Out-of-range seeds used to be folded into range without a word, so two different seeds could
+    make the same file."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+        raise UqdmError(f"the {what} must be an integer from 0 to 2^64 - 1, not {seed!r}")
+    return int(seed)
+
+
 def new_seed() -> int:
-    """A fresh 63-bit seed for a new file."""
+    """A fresh 63-bit seed for a new file (any 64-bit seed is valid; 63 bits keep it a signed
+    int64 for tools that read the header as one)."""
     return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))

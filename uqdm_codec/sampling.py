@@ -65,11 +65,7 @@ def check_recon(recon: str) -> str:
 
 def check_seed(seed: int | None) -> int:
     """A sampling seed: a non-negative integer below 2^64 (None: 0, so decoding is repeatable)."""
-    if seed is None:
-        return 0
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
-        raise UqdmError(f"the sampling seed must be an integer from 0 to 2^64 - 1, not {seed!r}")
-    return int(seed)
+    return 0 if seed is None else randomness.check_seed(seed, "sampling seed")
 
 
 def draw_x(prior: entropy.StepPrior, v: np.ndarray) -> np.ndarray:
