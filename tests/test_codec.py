@@ -119,7 +119,7 @@ def test_truncated_inside_a_layer_warns_and_decodes(codec, encoded):
 
 def test_asking_for_more_steps_than_present(codec, encoded):
     _, data = encoded
-    with pytest.raises(UqdmError, match="holds 2 complete steps"):
+    with pytest.raises(UqdmError, match="holds only 2 complete steps"):
         codec.decode(files.truncate(data, steps=2), steps=4)
     with pytest.raises(UqdmError):
         codec.decode(data, steps=99)

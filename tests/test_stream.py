@@ -173,7 +173,7 @@ def test_streams_that_stop_short_of_their_steps_or_have_no_index(same_codec):
     codec, _, data = same_codec
     short = uqdm_codec.files.truncate(data, steps=2)
     images = []
-    with pytest.raises(UqdmError, match="holds 2 complete steps; cannot decode 4"):
+    with pytest.raises(UqdmError, match="holds only 2 complete steps; cannot decode 4"):
         for image in streaming.decode_stream(pieces_of(short, 70), steps=4):
             images.append(image)
     assert images and np.array_equal(images[-1].pixels, codec.decode(short).pixels)  # shown before

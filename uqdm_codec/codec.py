@@ -1362,12 +1362,8 @@ class Codec:
         when the generator yields it)."""
         parsed = container.parse(data)
         session = _DecodeSession(self, parsed.header, parsed.header_size)
-        top = parsed.header.max_steps
         if steps is not None:
-            have = min(len(parsed.layers), top)
-            parsed.header.check_steps(steps)
-            if steps > have:
-                raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
+            parsed.header.check_steps_held(steps, len(parsed.layers))
 
         def images() -> Iterator[DecodedImage]:
             yield session.blank(parsed.warnings)

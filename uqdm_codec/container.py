@@ -186,6 +186,14 @@ class Header:
         if not 0 <= steps <= self.max_steps:
             raise UqdmError(f"steps must be between 0 and {self.max_steps}")
 
+    def check_steps_held(self, steps: int, have: int, verb: str = "decode") -> None:
+        """check_steps, then UqdmError unless the file's `have` complete layers reach step `steps`:
+        one message for decode, tiled decode, streaming decode and truncate."""
+        self.check_steps(steps)
+        have = min(have, self.max_steps)
+        if steps > have:
+            raise UqdmError(f"the file holds only {have} complete steps; cannot {verb} {steps}")
+
     def last_kind(self) -> int:
         return KIND_TAIL if self.tail else KIND_LOSSLESS
 

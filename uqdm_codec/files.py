@@ -319,9 +319,7 @@ def truncate(
     if psnr is not None:
         return bytes(data[: psnr_end(fi, psnr)])
     if steps is not None:
-        hd.check_steps(steps)
-        if steps > fi.steps:
-            raise UqdmError(f"the file holds only {fi.steps} complete steps")
+        hd.check_steps_held(steps, fi.steps, "keep")
         end = fi.layers[steps - 1].end if steps else fi.header_bytes
         return bytes(data[:end])
     if bpp is not None:

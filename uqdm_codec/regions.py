@@ -101,11 +101,7 @@ def _check(codec: Codec, data: bytes, steps: int | None, every_chunk: bool = Fal
             f"per-chunk images are not available for a tiled file ({len(parts)} regions); decode by steps"
         )
     if steps is not None:
-        hd.check_steps(steps)
-        have = min(len(container.parse(p.data).layers) for p in parts)
-        have = min(have, hd.max_steps)
-        if steps > have:
-            raise UqdmError(f"the file holds {have} complete steps; cannot decode {steps}")
+        hd.check_steps_held(steps, min(len(container.parse(p.data).layers) for p in parts))
     return hd, size, parts
 
 

@@ -157,7 +157,7 @@ class _Stop:
             if fi.steps >= self.steps:
                 return received[: fi.layers[self.steps - 1].end if self.steps else fi.header_bytes]
             if ended:
-                raise UqdmError(f"the file holds {fi.steps} complete steps; cannot decode {self.steps}")
+                fi.header.check_steps_held(self.steps, fi.steps)
             return None
         if self.psnr is not None:
             index = fi.header.psnr_index
