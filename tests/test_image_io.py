@@ -58,7 +58,13 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     path = tmp_path / "rot.jpg"
     Image.fromarray(arr).save(path, exif=exif, quality=100)
-    assert load_image(path).pixels.shape == (6, 4, 3)
+    loaded = load_image(path)
+    assert loaded.pixels.shape == (6, 4, 3)
+    turn = "EXIF orientation applied (turned 90 degrees clockwise): stored upright, as viewers show it"
+    assert loaded.notes == [turn]
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(arr).save(plain, quality=100)
+    assert load_image(plain).notes == []
 
 
 def test_animated_gif_uses_first_frame(tmp_path):

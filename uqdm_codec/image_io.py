@@ -250,7 +250,7 @@ def load_image(source, name: str | None = None) -> LoadedImage:
         return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
-        return _loaded(ImageOps.exif_transpose(source), source, notes)
+        return _loaded(_upright(source, notes), source, notes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(bytes(source)), name or "image bytes", notes)
     path = Path(source)
@@ -269,11 +269,11 @@ def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
             with Image.open(file) as im:
                 _check_size(*im.size)
                 frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    notes.append(f"animated image: using the first of {frames} frames")
+                if frames > 1:  # an animation, a multi-page TIFF, an MPO's previews
+                    notes.append(f"using the first of {frames} frames (an animation or a multi-page file)")
                     im.seek(0)
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                im = _upright(im, notes)
                 return _loaded(im, im, notes)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
@@ -281,6 +281,26 @@ def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot read image ({_first_line(exc)})") from None
+
+
+_TURNS = {
+    2: "mirrored left to right",
+    3: "turned 180 degrees",
+    4: "mirrored top to bottom",
+    5: "mirrored along its diagonal",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored along its anti-diagonal",
+    8: "turned 90 degrees anticlockwise",
+}  # what EXIF orientation 2..8 asks a viewer to do
+
+
+def _upright(im: Image.Image, notes: list[str]) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied, with a note, since the pixels
+    stored (and decoded) are then not the array the file holds."""
+    turn = _TURNS.get(im.getexif().get(ORIENTATION))
+    if turn is not None:
+        notes.append(f"EXIF orientation applied ({turn}): stored upright, as viewers show it")
+    return ImageOps.exif_transpose(im)
 
 
 def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
