@@ -168,6 +168,11 @@ def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path)
     assert_one_line_error(run("truncate", uqd, "--bpp", 1, "--steps", 1))
     assert_one_line_error(run("truncate", uqd, "--bpp", 0.0001))
     assert_one_line_error(run("decode", uqd, "--steps", 42, "-m", tiny_model_path))
+    model = ("-m", tiny_model_path)
+    for args in (("encode", photo, *model), ("decode", uqd, *model), ("truncate", uqd, "--steps", 1)):
+        r = run(*args, "-o", tmp_path)  # said 'already exists (use --force to overwrite)'
+        assert_one_line_error(r)
+        assert "is a folder: name a file, or give the folder with --out-dir" in r.stderr
     bad = bytearray(uqd.read_bytes())
     bad[len(bad) // 2] ^= 0xFF
     (tmp_path / "bad.uqd").write_bytes(bytes(bad))

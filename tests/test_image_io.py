@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -125,6 +128,47 @@ def test_atomic_write_rules(tmp_path):
     with pytest.raises(UqdmError, match="does not exist"):
         atomic_write(tmp_path / "nope" / "x.bin", b"")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp files left
+    with pytest.raises(UqdmError, match="is a folder: name a file"):
+        atomic_write(tmp_path, b"", force=True)
+
+
+def test_links_are_written_through(tmp_path):
+    """A link stays a link: the file it names is replaced (a rename over the link used to leave
+    the target as it was and the link turned into a plain file)."""
+    target, link = tmp_path / "real.bin", tmp_path / "link.bin"
+    target.write_bytes(b"old")
+    link.symlink_to(target.name)
+    with pytest.raises(UqdmError, match="already exists"):
+        atomic_write(link, b"new")
+    atomic_write(link, b"new", force=True)
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    save_image(np.zeros((2, 3, 3), np.uint8), tmp_path / "img.png")
+    (tmp_path / "img_link.png").symlink_to("img.png")
+    save_image(np.full((2, 3, 3), 7, np.uint8), tmp_path / "img_link.png", force=True)
+    assert (tmp_path / "img_link.png").is_symlink()
+    assert np.asarray(Image.open(tmp_path / "img.png")).max() == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.png", "img_link.png", "link.bin", "real.bin"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_pipes_and_devices_are_written_into(tmp_path):
+    """A pipe (or /dev/null, /dev/stdout) is written into, without --force, never renamed over:
+    as root a rename put a plain file in place of /dev/null. PNG's writer seeks, so an image is
+    made in memory first."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for write in (
+        lambda: atomic_write(fifo, b"bytes through a pipe"),
+        lambda: save_image(np.full((2, 3, 3), 9, np.uint8), fifo),
+    ):
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda into=got: into.append(fifo.read_bytes()))
+        reader.start()
+        write()
+        reader.join(timeout=30)
+        assert got and got[0] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert got[0].startswith(b"\x89PNG") and np.asarray(Image.open(io.BytesIO(got[0]))).max() == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,16 +328,29 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_output(path: str | Path, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
-    """Before any work: an output may not be one of `inputs` (even with force) nor, without force,
-    an existing file."""
+    """Before any work: an output may not be a folder, nor one of `inputs` (even with force), nor,
+    without force, an existing file. A device or a pipe (/dev/null, /dev/stdout) is written into,
+    not replaced, so it needs no force."""
     path = Path(path)
+    if path.is_dir():
+        raise UqdmError(f"{path} is a folder: name a file, or give the folder with --out-dir")
     if not path.exists():
         return
     for src in inputs:
         if Path(src).exists() and os.path.samefile(path, src):
             raise UqdmError(f"{path}: the output would overwrite the input; name another with -o")
-    if not force:
+    if not force and not is_device(path):
         raise UqdmError(f"{path} already exists (use --force to overwrite)")
+
+
+def is_device(path: str | Path) -> bool:
+    """Whether `path` (through any links) is a device, pipe or socket: something written into as a
+    stream, never renamed over (a rename would put a plain file in place of /dev/null)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def atomic_write(
@@ -347,29 +361,38 @@ def atomic_write(
     inputs: tuple[Path, ...] = (),
     writer=None,
 ) -> None:
-    """Write `data` (or call writer(tmp_path)) to a temporary file beside `path`, then rename it
-    into place: an interrupted run never leaves a half-written output. Refuses to overwrite an
-    existing file unless `force`, and never overwrites one of `inputs`."""
+    """Write `data` (or call writer(tmp_path); a binary buffer in place of the path for a device) to
+    a temporary file beside `path`, then rename it into place: an interrupted run never leaves a
+    half-written output. Refuses to overwrite an existing file unless `force`, and never overwrites
+    one of `inputs`. A symbolic link stays and the file it points to is replaced; a device or pipe
+    (is_device) is written into directly."""
     path = Path(path)
     check_output(path, force, inputs)
-    if path.exists() and path.is_dir():
-        raise UqdmError(f"{path} is a folder")
-    parent = path.parent if str(path.parent) else Path(".")
+    device = is_device(path)
+    real = path if device else Path(os.path.realpath(path))  # replace what a link points to
+    parent = real.parent
     if not parent.is_dir():
-        raise UqdmError(f"{parent}: output folder does not exist")
-    tmp = parent / f".{path.name}.{os.getpid()}.tmp"
+        raise UqdmError(f"{path.parent if str(path.parent) else '.'}: output folder does not exist")
+    tmp = real if device else parent / f".{real.name}.{os.getpid()}.tmp"
     try:
+        if device and writer is not None:  # a pipe cannot seek, as PNG and TIFF writers do
+            buffer = io.BytesIO()
+            writer(buffer)
+            data, writer = buffer.getvalue(), None
         if writer is not None:
             writer(tmp)
         else:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+                if not device:
+                    os.fsync(f.fileno())
+        if not device:
+            os.replace(tmp, real)
     except BaseException as exc:
         try:
-            tmp.unlink()
+            if not device:
+                tmp.unlink()
         except OSError:
             pass
         if isinstance(exc, PermissionError):
@@ -379,7 +402,7 @@ def atomic_write(
         if isinstance(exc, OSError) and exc.errno == errno.EROFS:
             raise UqdmError(f"{path}: read-only file system") from None
         if isinstance(exc, OSError):
-            raise UqdmError(f"{path}: cannot write ({_first_line(exc)})") from None
+            raise UqdmError(f"{path}: cannot write ({exc.strerror or _first_line(exc)})") from None
         raise
 
 
