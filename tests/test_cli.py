@@ -350,6 +350,9 @@ def test_progression_alone_writes_only_the_strip(photo, tiny_model_path):
         photo.with_name("x.png"),
     )
     assert r.exit_code == 0 and photo.with_name("x.png").exists()
+    r = run("decode", uqd, "-m", tiny_model_path, "--progression", "-o", photo.with_name("y.png"))
+    assert_one_line_error(r)  # the path option took '-o', so y.png became a second input
+    assert "take a single input, not 2 ('-o' was read as the option's path)" in r.stderr
 
 
 def test_help_mentions_the_batch_options():

@@ -454,3 +454,17 @@ def test_estimate_script_prints_the_trainers_figures_per_model(tmp_path, capsys,
     assert plain == lines[0] and tf32.startswith(f"{model} (TF32 convolutions): bare ")
     bare32 = float(tf32.split(" bare ")[1].split()[0])
     assert abs(bare32 - bare) < 0.05 * bare
+
+
+def test_a_missing_data_folder_is_one_error_line_and_makes_no_run_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from uqdm_codec.cli import app
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "nope"), "--out", str(run), *TINY])
+    assert r.exit_code == 1 and r.stderr.strip() == f"error: {tmp_path / 'nope'}: no such folder"
+    assert not run.exists()
+    r = CliRunner().invoke(app, ["train", str(_photos(tmp_path, 1)), "--out", str(run), *TINY])
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"error: {tmp_path / 'photos'}: 1 image(s) found; training needs more")

@@ -687,7 +687,9 @@ def decode(
             return
         if len(files_) > 1:
             if progression or all_steps:
-                raise UqdmError("--progression and --all-steps take a single input")
+                path = str(progression or all_steps)  # '--progression -o x.png': '-o' is its path
+                hint = f" ('{path}' was read as the option's path)" if path.startswith("-") else ""
+                raise UqdmError(f"--progression and --all-steps take a single input, not {len(files_)}{hint}")
             _batch(
                 "decode",
                 files_,
@@ -1183,7 +1185,12 @@ def train(ctx: typer.Context) -> None:
     """Train a denoiser: uqdm train DATA_DIR --out RUN_DIR (see uqdm train --help)."""
     from . import train as training
 
-    training.main(list(ctx.args) or ["--help"])
+    try:
+        training.main(list(ctx.args) or ["--help"])
+    except SystemExit as exc:  # the trainer's refusals are sentences: one error line like the others
+        if isinstance(exc.code, str):
+            _fail(exc.code)
+        raise
 
 
 def main() -> None:

@@ -303,13 +303,17 @@ def train(cfg: TrainConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     master = rank == 0
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
     root = Path(cfg.data_dir)
+    if not root.is_dir():  # before the run folder is made: a typo leaves nothing behind
+        raise SystemExit(f"{cfg.data_dir}: no such folder")
     paths = list_images(root)
     if len(paths) <= cfg.holdout:
-        raise SystemExit(f"found {len(paths)} images in {cfg.data_dir}; need more than {cfg.holdout}")
+        raise SystemExit(
+            f"{cfg.data_dir}: {len(paths)} image(s) found; training needs more than the {cfg.holdout} "
+            "held aside for validation (--holdout)"
+        )
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     held = held_aside(paths, cfg.holdout)
     kept = set(paths) - set(held)
     train_paths = [p for p in paths if p in kept and not excluded(p, root, cfg.exclude)]
