@@ -9,7 +9,7 @@ import torch
 import uqdm_codec
 from uqdm_codec import container, files
 from uqdm_codec.codec import Codec, ideal_bits
-from uqdm_codec.errors import FormatError, ModelError, SyncError, UqdmError
+from uqdm_codec.errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 
 from .conftest import synthetic_image
 
@@ -175,6 +175,37 @@ def test_public_api(tiny_model_path, image):
     small = uqdm_codec.truncate(data, bpp=files.info(data).layers[3].bpp)
     assert len(small) == files.info(data).layers[3].end
     assert uqdm_codec.info(small).steps == 4
+
+
+def test_public_api_takes_any_bytes_or_path_and_refuses_the_rest(tiny_model_path, image, tmp_path):
+    """memoryview and paths are taken alike by decode, info and truncate (a memoryview and a
+    missing path used to fail with AttributeError and FileNotFoundError; info and truncate took no
+    path); steps must be a whole number (2.0 and True decoded as 2 and 1 steps)."""
+    kw = {"model": tiny_model_path, "device": "cpu"}
+    data = uqdm_codec.encode(image, seed=3, **kw)
+    path = tmp_path / "x.uqd"
+    path.write_bytes(data)
+    cut = uqdm_codec.truncate(data, steps=2)
+    for given in (memoryview(data), bytearray(data), str(path), path):
+        assert uqdm_codec.truncate(given, steps=2) == cut
+        assert uqdm_codec.info(given).total_bytes == len(data)
+        assert np.array_equal(np.asarray(uqdm_codec.decode(given, **kw)), image)
+    assert np.array_equal(
+        np.asarray(uqdm_codec.decode(data, steps=np.int64(2), **kw)), np.asarray(uqdm_codec.decode(cut, **kw))
+    )
+    for bad, message in ((None, "bytes or a path, not NoneType"), (tmp_path / "no.uqd", "no such file")):
+        for call in (uqdm_codec.decode, uqdm_codec.info, lambda d: uqdm_codec.truncate(d, steps=1)):
+            with pytest.raises(UqdmError, match=message):
+                call(bad)
+    for steps in (2.0, True, "2"):
+        with pytest.raises(UqdmError, match="steps must be a whole number"):
+            uqdm_codec.decode(data, steps=steps, **kw)
+        with pytest.raises(UqdmError, match="steps must be a whole number"):
+            uqdm_codec.truncate(data, steps=steps)
+        with pytest.raises(UqdmError, match="steps must be a whole number"):
+            uqdm_codec.encode(image, steps=steps, **kw)
+    with pytest.raises(ImageError, match="not an image: a list"):
+        uqdm_codec.encode([[1, 2], [3, 4]], **kw)
 
 
 def test_only_uncertain_coefficients_are_coded(codec, image):

@@ -16,7 +16,7 @@ torch is imported on first use of encode/decode only; info/truncate never need i
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
@@ -112,7 +112,7 @@ def encode(
 
 
 def decode(
-    data: bytes | str | Path,
+    data: bytes | str | os.PathLike,
     steps: int | None = None,
     model=None,
     *,
@@ -171,9 +171,7 @@ def decode_full(
     from .codec import model_for_file
 
     recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-    if isinstance(data, (str, Path)):
-        data = Path(data).read_bytes()
-    data = files.budget_prefix(data, steps, bpp, psnr, max_bytes)
+    data = files.budget_prefix(files.uqd_bytes(data), steps, bpp, psnr, max_bytes)
     header, _ = container.parse_header(data)
     codec = get_codec(model_for_file(header, model), device)
     return codec.decode(data, steps, progress, recon=recon, seed=seed)

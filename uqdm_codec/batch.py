@@ -246,7 +246,7 @@ def decode_file(
         from .image_io import check_output, output_format, save_image, writes_exactly
 
         output_format(target)  # a format uqdm does not write: refused before decoding
-        data = files.budget_prefix(read_input(source), steps, bpp, psnr, max_bytes)
+        data = files.budget_prefix(files.read_input(source), steps, bpp, psnr, max_bytes)
         header, _ = container.parse_header(data)
         check_output(target, force, (source,))
         codec = get_codec(model_for_file(header, model), device)
@@ -287,7 +287,7 @@ def truncate_file(
         from .image_io import atomic_write
 
         check_cut("truncate", bpp, steps, psnr, max_bytes)
-        cut = files.truncate(read_input(source), bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes)
+        cut = files.truncate(files.read_input(source), bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes)
         atomic_write(target, cut, force=force, inputs=(source,))
         value = files.bpp_of(len(cut), files.info(cut).header)
         return Result(source, target, True, len(cut), value, f"{value:.3f} bpp")
@@ -318,23 +318,6 @@ def quality_text(psnr: float | None) -> str:
     if psnr is None:
         return "PSNR not judged"
     return "lossless" if psnr == float("inf") else f"{psnr:.2f} dB"
-
-
-def read_input_checks(path: Path) -> None:
-    """The one-line errors for an input that cannot be read at all (missing, a folder)."""
-    if not path.exists():
-        raise UqdmError(f"{path}: no such file")
-    if path.is_dir():
-        raise UqdmError(f"{path}: is a folder")
-
-
-def read_input(path: Path) -> bytes:
-    """A file's bytes, with one-line errors for the usual ways that fails."""
-    read_input_checks(path)
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UqdmError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def make_folder(folder: str | Path) -> None:

@@ -259,11 +259,9 @@ def _progress(label: str, quiet: bool, unit: str = "layers"):
 
 def _read(path: Path) -> bytes:
     """A file's bytes; `-`: all of standard input."""
-    from .batch import read_input
-
     if _is_stdio(path):
         return _stdin().read()
-    return read_input(path)
+    return files.read_input(path)
 
 
 def _stdin():
@@ -799,7 +797,7 @@ def _stream_source(path: Path):
     """What --stream reads: standard input, or a file opened (not read whole) for its pieces."""
     if _is_stdio(path):
         return _stdin()
-    batch.read_input_checks(path)
+    files.read_input_checks(path)
     try:
         return open(path, "rb")  # noqa: SIM115 - read piece by piece; closed by the caller
     except OSError as exc:

@@ -12,6 +12,7 @@ No torch here.
 
 from __future__ import annotations
 
+import numbers
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
@@ -182,7 +183,10 @@ class Header:
         return min(self.num_layers, self.num_steps)
 
     def check_steps(self, steps: int) -> None:
-        """UqdmError unless 0 <= steps <= max_steps: what every `steps` argument must satisfy."""
+        """UqdmError unless steps is a whole number 0 <= steps <= max_steps: what every `steps`
+        argument must satisfy (2.0 or True would index layers as if they were 2 and 1)."""
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+            raise UqdmError(f"steps must be a whole number, not {steps!r}")
         if not 0 <= steps <= self.max_steps:
             raise UqdmError(f"steps must be between 0 and {self.max_steps}")
 

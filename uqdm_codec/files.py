@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import colour_profile, container, photo_metadata
 from .container import Header
@@ -184,8 +186,36 @@ def check_max_bytes(max_bytes: int) -> int:
     return int(max_bytes)
 
 
-def info(data: bytes) -> FileInfo:
-    data = bytes(data)
+def read_input_checks(path: Path) -> None:
+    """The one-line errors for an input that cannot be read at all (missing, a folder)."""
+    if not path.exists():
+        raise UqdmError(f"{path}: no such file")
+    if path.is_dir():
+        raise UqdmError(f"{path}: is a folder")
+
+
+def read_input(path: Path) -> bytes:
+    """A file's bytes, with one-line errors for the usual ways that fails."""
+    read_input_checks(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UqdmError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def uqd_bytes(data: object) -> bytes:
+    """The bytes of a .uqd file given as bytes, bytearray, memoryview or a path (str or PathLike),
+    as the public functions take it; one-line errors for anything else."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (str, os.PathLike)):
+        return read_input(Path(data))
+    raise UqdmError(f"a .uqd file is bytes or a path, not {type(data).__name__}")
+
+
+def info(data: bytes | str | os.PathLike) -> FileInfo:
+    """What a .uqd file (bytes or a path) holds: header, layers, warnings; never decodes."""
+    data = uqd_bytes(data)
     head = container.parse_header(data)  # once: a header's extensions are inflated when read
     fi = _tiled_info(data, head) if head[0].tiled else _plain_info(data, head)
     if fi.header.unknown_extensions:
@@ -301,7 +331,7 @@ def psnr_entry_needed(psnr: float) -> int:
 
 
 def truncate(
-    data: bytes,
+    data: bytes | str | os.PathLike,
     *,
     bpp: float | None = None,
     steps: int | None = None,
@@ -314,6 +344,7 @@ def truncate(
     reaches `psnr` dB by the file's PSNR index (a chunk boundary; FORMAT.md 1.2). Never re-encodes."""
     if sum(v is not None for v in (bpp, steps, max_bytes, psnr)) != 1:
         raise UqdmError("give exactly one of bpp, steps, max_bytes or psnr")
+    data = uqd_bytes(data)
     fi = info(data)
     hd = fi.header
     if psnr is not None:

@@ -254,6 +254,9 @@ def load_image(source, name: str | None = None) -> LoadedImage:
         return _loaded(_upright(source, notes), source, notes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(bytes(source)), name or "image bytes", notes)
+    if not isinstance(source, (str, os.PathLike)):
+        what = type(source).__name__
+        raise ImageError(f"not an image: a {what} (give a path, PIL image, numpy array or a file's bytes)")
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
