@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from uqdm_codec import container, files
@@ -118,12 +120,38 @@ def test_absurd_headers_are_refused(fields, message):
 
 def test_header_crc_and_magic():
     _, data = make_file()
-    with pytest.raises(FormatError, match="magic"):
-        container.parse(b"GIF89a" + data[6:])
+    with pytest.raises(FormatError, match="bad magic"):
+        container.parse(b"UQDX" + data[4:])
     bad = bytearray(data)
     bad[12] ^= 1
     with pytest.raises(FormatError, match="checksum"):
         container.parse(bytes(bad))
+
+
+@pytest.mark.parametrize(
+    "start, says",
+    [
+        (b"", "not a .uqd file (it is empty)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a .uqd file: a PNG image (uqdm encode"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "a JPEG image"),
+        (b"GIF89a" + bytes(20), "a GIF image"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8L", "a WebP image"),
+        (b"\x00\x00\x00\x1cftypavif", "an AVIF or HEIF image"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(8), "a JPEG 2000 image"),
+        (b"hello, world\n", "not a .uqd file (bad magic bytes)"),
+    ],
+)
+def test_what_is_not_a_uqd_file_is_named(start, says):
+    """decode photo.png used to say only 'bad magic bytes'; an empty file said the same."""
+    with pytest.raises(FormatError, match=re.escape(says)):
+        container.parse(start)
+
+
+def test_a_prefix_of_the_magic_is_a_short_file():
+    _, data = make_file()
+    for n in range(1, 8):
+        with pytest.raises(FormatError, match="file too short"):
+            container.parse(data[:n])
 
 
 def test_trailing_garbage_after_last_layer():

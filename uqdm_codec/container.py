@@ -380,9 +380,39 @@ class ParsedFile:
     chunk_offsets: list[list[int]] = field(default_factory=list)  # end offset of each chunk
 
 
+_IMAGE_MAGICS = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image"),
+    (b"\xff\x0a", "a JPEG XL image"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image"),
+)
+
+
+def _not_uqd(data: bytes) -> str:
+    """Why `data` is not a .uqd file, naming an image format where it is one (a common slip:
+    decode photo.png)."""
+    if not data:
+        return "not a .uqd file (it is empty)"
+    kind = next((name for magic, name in _IMAGE_MAGICS if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "a WebP image"
+    if kind is None and data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis", b"heic", b"mif1"):
+        kind = "an AVIF or HEIF image"
+    if kind is not None:
+        return f"not a .uqd file: {kind} (uqdm encode compresses images)"
+    return "not a .uqd file (bad magic bytes)"
+
+
 def parse_header(data: bytes) -> tuple[Header, int]:
+    if len(data) < len(MAGIC) and data and MAGIC.startswith(bytes(data)):
+        raise FormatError("file too short: the .uqd header is incomplete")
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
-        raise FormatError("not a .uqd file (bad magic bytes)")
+        raise FormatError(_not_uqd(bytes(data[:16])))
     if len(data) < _HEAD.size:
         raise FormatError("file too short: the .uqd header is incomplete")
     magic, version, flags, w, h, ch, steps, tile16, fp, seed, name_len = _HEAD.unpack_from(data)
