@@ -171,10 +171,13 @@ def decode_full(
     from .codec import model_for_file
 
     recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
-    data = files.budget_prefix(files.uqd_bytes(data), steps, bpp, psnr, max_bytes)
+    damage: list[str] = []  # a file damaged after what is asked for: decoded, with a warning
+    data = files.budget_prefix(files.uqd_bytes(data), steps, bpp, psnr, max_bytes, damage)
     header, _ = container.parse_header(data)
     codec = get_codec(model_for_file(header, model), device)
-    return codec.decode(data, steps, progress, recon=recon, seed=seed)
+    decoded = codec.decode(data, steps, progress, recon=recon, seed=seed)
+    decoded.warnings[:0] = damage
+    return decoded
 
 
 __all__ = [

@@ -246,7 +246,8 @@ def decode_file(
         from .image_io import check_output, output_format, save_image, writes_exactly
 
         output_format(target)  # a format uqdm does not write: refused before decoding
-        data = files.budget_prefix(files.read_input(source), steps, bpp, psnr, max_bytes)
+        damage: list[str] = []  # a file damaged after what is asked for: said, not refused
+        data = files.budget_prefix(files.read_input(source), steps, bpp, psnr, max_bytes, damage)
         header, _ = container.parse_header(data)
         check_output(target, force, (source,))
         codec = get_codec(model_for_file(header, model), device)
@@ -258,7 +259,7 @@ def decode_file(
         cut = bpp is not None or psnr is not None or max_bytes is not None
         if cut:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"
-        notes = ([] if cut else decoded.warnings) + saved  # a prefix cut on purpose is no warning
+        notes = damage + ([] if cut else decoded.warnings) + saved  # a prefix cut on purpose is no warning
         return Result(source, target, True, target.stat().st_size, None, what, notes=notes)
 
     return _run(task, source, target, out_dir if output is None else None)
@@ -287,10 +288,12 @@ def truncate_file(
         from .image_io import atomic_write
 
         check_cut("truncate", bpp, steps, psnr, max_bytes)
-        cut = files.truncate(files.read_input(source), bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes)
+        damage: list[str] = []
+        data = files.read_input(source)
+        cut = files.truncate(data, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes, notes=damage)
         atomic_write(target, cut, force=force, inputs=(source,))
         value = files.bpp_of(len(cut), files.info(cut).header)
-        return Result(source, target, True, len(cut), value, f"{value:.3f} bpp")
+        return Result(source, target, True, len(cut), value, f"{value:.3f} bpp", notes=damage)
 
     return _run(task, source, target, out_dir if output is None else None)
 

@@ -709,9 +709,12 @@ def decode(
             return
         file = files_[0]
         data = _read(file)
+        damage: list[str] = []
         with _naming(file, every=True):
             header, _ = container.parse_header(data)
-            data = files.budget_prefix(data, steps, bpp, psnr, max_bytes)
+            data = files.budget_prefix(data, steps, bpp, psnr, max_bytes, damage)
+        for w in damage:  # damaged after what is asked for: decoded, with a word
+            err.print(f"warning: {w}", highlight=False, soft_wrap=True)
         cut = bpp is not None or psnr is not None or max_bytes is not None  # chosen here, not cut short
         levels_only = (progression or all_steps) and output is None and steps is None and not cut
         names = {
@@ -974,8 +977,11 @@ def truncate(
         if to_stdout:
             _check_stdout("a .uqd file")
         data = _read(file)
+        damage: list[str] = []
         with _naming(file, every=True):
-            cut = files.truncate(data, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes)
+            cut = files.truncate(data, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes, notes=damage)
+        for w in damage:
+            err.print(f"warning: {w}", highlight=False, soft_wrap=True)
         if to_stdout:
             _write_stdout(cut)
             target = "standard output"

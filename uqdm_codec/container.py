@@ -653,7 +653,7 @@ def parse(data: bytes, head: tuple[Header, int] | None = None) -> ParsedFile:
             break
         (stored,) = _U32.unpack_from(data, cursor)
         if crc32(data[pos:cursor]) != stored:
-            raise FormatError(f"corrupted layer {expected_index} header (checksum mismatch)")
+            raise FormatError(f"corrupted layer {expected_index} header (checksum mismatch)", intact=start)
         want_kind = header.last_kind() if expected_index == header.num_layers else KIND_STEP
         if index != expected_index or kind != want_kind:
             raise FormatError(f"layer {expected_index} is missing or out of order (found layer {index})")
@@ -682,7 +682,9 @@ def parse(data: bytes, head: tuple[Header, int] | None = None) -> ParsedFile:
             (crc,) = _CHUNK.unpack_from(data, pos)
             payload = data[pos + _CHUNK.size : pos + _CHUNK.size + length]
             if crc32(payload) != crc:
-                raise FormatError(f"corrupted data in layer {index}, chunk {j + 1} (checksum mismatch)")
+                raise FormatError(
+                    f"corrupted data in layer {index}, chunk {j + 1} (checksum mismatch)", intact=pos
+                )
             layer.chunks.append(Chunk(payload, count, flags))
             pos += _CHUNK.size + length
             ends.append(pos)

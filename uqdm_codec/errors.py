@@ -6,7 +6,13 @@ class UqdmError(Exception):
 
 
 class FormatError(UqdmError):
-    """The bytes are not a valid .uqd file (foreign, corrupted or truncated header)."""
+    """The bytes are not a valid .uqd file (foreign, corrupted or truncated header). `intact`:
+    for damage found after the header, the length of the prefix before the damaged layer record
+    or chunk (a file truncated there is valid), else None."""
+
+    def __init__(self, message: str, intact: int | None = None) -> None:
+        super().__init__(message)
+        self.intact = intact
 
 
 class ModelError(UqdmError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import colour_profile, container, photo_metadata
 from .container import Header
-from .errors import UqdmError
+from .errors import FormatError, UqdmError
 
 
 @dataclass
@@ -214,8 +214,19 @@ def uqd_bytes(data: object) -> bytes:
 
 
 def info(data: bytes | str | os.PathLike) -> FileInfo:
-    """What a .uqd file (bytes or a path) holds: header, layers, warnings; never decodes."""
+    """What a .uqd file (bytes or a path) holds: header, layers, warnings; never decodes. Damage
+    is a FormatError that says what the bytes before it hold."""
     data = uqd_bytes(data)
+    try:
+        return _checked_info(data)
+    except FormatError as exc:
+        if exc.intact is None:
+            raise
+        _before_damage(data, exc, None)  # raises, saying what the bytes before the damage hold
+        raise  # (never reached: nothing was asked that the bytes before it could give)
+
+
+def _checked_info(data: bytes) -> FileInfo:
     head = container.parse_header(data)  # once: a header's extensions are inflated when read
     fi = _tiled_info(data, head) if head[0].tiled else _plain_info(data, head)
     if fi.header.unknown_extensions:
@@ -251,7 +262,14 @@ def _plain_info(data: bytes, head: tuple[Header, int] | None = None) -> FileInfo
 def _tiled_info(data: bytes, head: tuple[Header, int]) -> FileInfo:
     """info() of a tiled file: its regions' layers and chunks, at their places in the file."""
     hd, header_size, parts = container.split_tiled(data, head)
-    infos = [_plain_info(part.data) for part in parts]
+    infos = []
+    for r, part in enumerate(parts):
+        try:
+            infos.append(_plain_info(part.data))
+        except FormatError as exc:  # where the damage lies in the file, not in the region's bytes
+            x0, y0, *_ = hd.regions()[r]
+            at = None if exc.intact is None else part.file_offset(exc.intact)
+            raise FormatError(f"region {r + 1} (at {x0},{y0}): {exc}", intact=at) from None
     layers = []
     for i in range(min(len(f.layers) for f in infos)):
         last = parts[-1].file_offset(infos[-1].layers[i].end)
@@ -286,15 +304,67 @@ def budget_prefix(
     bpp: float | None,
     psnr: float | None = None,
     max_bytes: int | None = None,
+    notes: list[str] | None = None,
 ) -> bytes:
     """What a decode with these options reads: the whole file, or with `bpp`, `max_bytes` or
     `psnr` the prefix `truncate` would keep (a decode gives at most one of --steps, --bpp, --bytes
-    and --psnr)."""
-    if bpp is None and psnr is None and max_bytes is None:
-        return data
+    and --psnr). A file damaged after what they ask for gives the bytes before the damage, and a
+    line on it in `notes`; damage inside it is a FormatError that says what the bytes before it
+    still hold."""
     if sum(v is not None for v in (steps, bpp, psnr, max_bytes)) > 1:
         raise UqdmError("give at most one of --bpp, --bytes, --psnr or --steps")
-    return truncate(bytes(data), bpp=bpp, psnr=psnr, max_bytes=max_bytes)
+    data = bytes(data)
+    try:
+        _checked_info(data)  # every checksum: damage is found here, not half-way through a decode
+    except FormatError as exc:
+        if exc.intact is None:
+            raise
+        head = _before_damage(data, exc, notes, steps=steps, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
+        return truncate(head, steps=steps, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
+    if bpp is None and psnr is None and max_bytes is None:
+        return data
+    return truncate(data, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
+
+
+def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **asked) -> bytes:
+    """The bytes before the first damage of a file (`exc`: some damage found in it) when what is
+    `asked` (steps, bpp, psnr or max_bytes as truncate takes them; none: the whole file) lies in
+    them, with a line in `notes`; else the FormatError of that damage, saying what they hold."""
+    intact, first = exc.intact, exc
+    while True:  # a tiled file's regions are checked in turn, not in file order: the earliest
+        try:
+            head = _checked_info(data[:intact])
+            break
+        except FormatError as again:
+            if again.intact is None or again.intact >= intact:
+                raise
+            intact, first = again.intact, again
+    held = head.steps
+    steps, psnr = asked.get("steps"), asked.get("psnr")
+    budget = asked.get("max_bytes")
+    if asked.get("bpp") is not None:
+        check_bpp(asked["bpp"])
+        budget = budget_bytes(asked["bpp"], head.header.width, head.header.height)
+    if steps is not None:
+        head.header.check_steps(steps)
+        fits = steps <= held
+    elif psnr is not None:
+        try:
+            fits = psnr_end(head, psnr) <= intact
+        except UqdmError:
+            fits = False
+    else:
+        fits = budget is not None and check_max_bytes(budget) <= intact
+    if not fits:
+        what = f"{held} complete steps" if held != 1 else "1 complete step"
+        raise FormatError(
+            f"{first}; the {intact:,} bytes before it are intact ({what}): decode --bytes {intact} "
+            f"shows them, truncate --bytes {intact} keeps them",
+            intact=intact,
+        )
+    if notes is not None:
+        notes.append(f"damaged file: {first}; only the {intact:,} intact bytes before it were read")
+    return data[:intact]
 
 
 def check_psnr(psnr: float) -> None:
@@ -337,15 +407,23 @@ def truncate(
     steps: int | None = None,
     max_bytes: int | None = None,
     psnr: float | None = None,
+    notes: list[str] | None = None,
 ) -> bytes:
     """The longest decodable prefix within the budget, `bpp` (bits per pixel of the whole file) or
     `max_bytes`, its last chunk cut on a word boundary if the budget ends inside one (its CRC then
     rewritten); exactly the first `steps` diffusion steps; or the shortest prefix whose image
-    reaches `psnr` dB by the file's PSNR index (a chunk boundary; FORMAT.md 1.2). Never re-encodes."""
+    reaches `psnr` dB by the file's PSNR index (a chunk boundary; FORMAT.md 1.2). Never re-encodes.
+    A file damaged after that prefix still gives it, with a line in `notes`."""
     if sum(v is not None for v in (bpp, steps, max_bytes, psnr)) != 1:
         raise UqdmError("give exactly one of bpp, steps, max_bytes or psnr")
     data = uqd_bytes(data)
-    fi = info(data)
+    try:
+        fi = _checked_info(data)
+    except FormatError as exc:  # damage: what was asked for may lie before it
+        if exc.intact is None:
+            raise
+        head = _before_damage(data, exc, notes, bpp=bpp, steps=steps, max_bytes=max_bytes, psnr=psnr)
+        return truncate(head, bpp=bpp, steps=steps, max_bytes=max_bytes, psnr=psnr)
     hd = fi.header
     if psnr is not None:
         return bytes(data[: psnr_end(fi, psnr)])
