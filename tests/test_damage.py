@@ -110,3 +110,24 @@ def test_a_tiled_file_names_the_region_and_the_earliest_damage(tiny_model):
     assert caught.value.intact == early and "intact (4 complete steps)" in str(caught.value)
     assert files.truncate(bytes(bad), steps=4) == files.truncate(data, steps=4)
     assert files.truncate(bytes(bad), max_bytes=early) == files.truncate(data, max_bytes=early)
+
+
+@pytest.mark.parametrize("size", [97, 10**6])
+def test_a_stream_shows_what_lies_before_the_damage(codec, encoded, monkeypatch, size):
+    """decode --stream: with --steps that end before the damage, decode's image (with a warning
+    where the damaged bytes came before reading stopped); without, the images of the bytes before
+    the damage, then the error."""
+    from uqdm_codec import streaming
+
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
+    _, data = encoded
+    bad, start = _damage_chunk(data, 5)
+    pieces = [bad[i : i + size] for i in range(0, len(bad), size)]
+    last = list(streaming.decode_stream(iter(pieces), steps=4))[-1]
+    assert np.array_equal(last.pixels, codec.decode(data, 4).pixels)
+    assert [w.startswith(files.DAMAGED) for w in last.warnings] == ([True] if size > len(bad) else [])
+    shown = []
+    with pytest.raises(FormatError, match="layer 5, chunk 1 \\(checksum mismatch\\)"):
+        for image in streaming.decode_stream(iter(pieces)):
+            shown.append(image)
+    assert np.array_equal(shown[-1].pixels, codec.decode(bad[:start]).pixels)

@@ -868,7 +868,7 @@ def _stream_decode(
         if not _is_stdio(file):
             source.close()
     cut = any(stop[name] is not None for name in ("bpp", "max_bytes", "psnr"))  # cut on purpose
-    for warning in () if cut else shown.warnings:
+    for warning in [w for w in shown.warnings if w.startswith(files.DAMAGED)] if cut else shown.warnings:
         err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if shown.lossless:
         what = _lossless_text(writes_exactly(target))

@@ -1716,8 +1716,15 @@ class Decoder:
             else:
                 self._session = _DecodeSession(codec, header, size)
             self.latest = self._session.blank([])
+        damage = None
         if isinstance(self._session, _DecodeSession):
-            produced = self._session.advance(container.parse(bytes(self._buffer)))
+            try:
+                parsed = container.parse(bytes(self._buffer))
+            except FormatError as exc:  # the images of the bytes before the damage, then the error
+                if exc.intact is None:
+                    raise
+                parsed, damage = container.parse(bytes(self._buffer[: exc.intact])), exc
+            produced = self._session.advance(parsed)
         else:
             produced = iter(self._session.feed(bytes(self._buffer)))
         newest = None
@@ -1728,6 +1735,8 @@ class Decoder:
             yield self._show(newest)
         elif newest is None and self._fresh:
             yield self._show(self.latest)
+        if damage is not None:
+            raise damage
 
     def _show(self, image: DecodedImage) -> DecodedImage:
         self._fresh = False

@@ -326,6 +326,9 @@ def budget_prefix(
     return truncate(data, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
 
 
+DAMAGED = "damaged file: "  # how the line on damage after what was asked for begins
+
+
 def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **asked) -> bytes:
     """The bytes before the first damage of a file (`exc`: some damage found in it) when what is
     `asked` (steps, bpp, psnr or max_bytes as truncate takes them; none: the whole file) lies in
@@ -363,7 +366,7 @@ def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **ask
             intact=intact,
         )
     if notes is not None:
-        notes.append(f"damaged file: {first}; only the {intact:,} intact bytes before it were read")
+        notes.append(f"{DAMAGED}{first}; only the {intact:,} intact bytes before it were read")
     return data[:intact]
 
 

@@ -89,7 +89,9 @@ def decode_stream(
         received += piece
         goal, upto = stop.where(bytes(received), ended=False)
         if upto > fed:  # before the goal is known, every byte fed lies inside it
-            yield from decoder.images(bytes(received[fed:upto]) if goal is None else goal[fed:])
+            for image in decoder.images(bytes(received[fed:upto]) if goal is None else goal[fed:]):
+                image.warnings[:0] = stop.damage
+                yield image
             fed = upto
         if goal is not None:
             return
@@ -102,7 +104,9 @@ def decode_stream(
     if stop is not None:  # raises where the bytes ended before a step or PSNR stop
         goal, _ = stop.where(bytes(received), ended=True)  # a budget: truncate's file of what came
         if len(goal) > fed:
-            yield from decoder.images(goal[fed:])
+            for image in decoder.images(goal[fed:]):
+                image.warnings[:0] = stop.damage
+                yield image
 
 
 class _Stop:
@@ -122,6 +126,11 @@ class _Stop:
         if max_bytes is not None:
             files.check_max_bytes(max_bytes)
         self.steps, self.psnr, self.bpp, self.max_bytes = steps, psnr, bpp, max_bytes
+        self.damage: list[str] = []  # a line on damage met after the prefix asked for
+
+    def _asked(self) -> dict:
+        asked = {"steps": self.steps, "psnr": self.psnr, "bpp": self.bpp, "max_bytes": self.max_bytes}
+        return {name: value for name, value in asked.items() if value is not None}
 
     def _info(self, received: bytes, ended: bool) -> files.FileInfo | None:
         if len(received) < len(container.MAGIC) and container.MAGIC.startswith(received) and not ended:
@@ -138,8 +147,17 @@ class _Stop:
         with, or None while the bytes so far cannot tell (never None once they have `ended`).
         Until it is known the decoder may have every byte for a step or PSNR stop (its end lies
         past every byte that cannot yet tell it), but whole chunks only for a budget, whose last
-        chunk may be cut."""
-        fi = self._info(received, ended)
+        chunk may be cut. Bytes after damage (a checksum that fails) are of no use: what lies before
+        it decides, as if the bytes had ended there, with a line in `damage`."""
+        try:
+            fi = self._info(received, ended)
+        except FormatError as exc:
+            if exc.intact is None:
+                raise
+            notes: list[str] = []
+            head = files.truncate(received, notes=notes, **self._asked())  # or the error of the damage
+            self.damage = notes
+            return head, len(head)
         goal = None if fi is None else self.goal(fi, received, ended)
         if goal is not None:
             return goal, len(goal)
