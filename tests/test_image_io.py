@@ -203,3 +203,15 @@ def test_cmyk_jpeg_and_palette_gif(tmp_path):
     for name, note in (("c.jpg", "CMYK"), ("p.gif", "palette")):
         loaded = load_image(tmp_path / name)
         assert loaded.pixels.shape == (16, 12, 3) and any(note in n for n in loaded.notes)
+
+
+def test_premultiplied_alpha_images_are_read_as_straight_alpha():
+    """Pillow's in-memory 'La' and 'RGBa': 'La' ended in 'conversion from La to L not supported',
+    'RGBa' kept its premultiplied colours under an alpha that decodes as straight."""
+    gray = Image.new("LA", (3, 2), (100, 50)).convert("La")
+    loaded = load_image(gray)
+    assert loaded.pixels[0, 0].tolist() == [102, 102, 102] and loaded.alpha[0, 0] == 50  # 100*50/255, back
+    assert loaded.notes[0] == "premultiplied alpha (La) converted to straight alpha"
+    colour = Image.new("RGBA", (3, 2), (100, 60, 20, 128))
+    loaded = load_image(colour.convert("RGBa"))
+    assert np.abs(loaded.pixels[0, 0].astype(int) - [100, 60, 20]).max() <= 1 and loaded.alpha[0, 0] == 128

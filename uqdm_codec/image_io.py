@@ -233,10 +233,17 @@ def _xmp(im: Image.Image, notes: list[str]) -> bytes | None:
     return packet
 
 
+_STRAIGHT = {"La": "LA", "RGBa": "RGBA"}  # Pillow's premultiplied-alpha modes (only in memory)
+
+
 def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str]) -> LoadedImage:
-    pixels = _from_pil(upright, notes)
+    shown = upright
+    if upright.mode in _STRAIGHT:  # as files hold it and decode writes it ('La' converts to nothing else)
+        notes.append(f"premultiplied alpha ({upright.mode}) converted to straight alpha")
+        shown = upright.convert(_STRAIGHT[upright.mode])
+    pixels = _from_pil(shown, notes)
     profile = _profile(profile_source, notes)
-    alpha = _alpha(upright, notes)
+    alpha = _alpha(shown, notes)
     return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes))
 
 
