@@ -49,6 +49,9 @@ def test_collisions_and_inputs_are_refused_before_anything_runs(tmp_path):
         plan_outputs("truncate", [tmp_path / "a.uqd", tmp_path / "a.1bpp.uqd"], None, bpp=1)
     with pytest.raises(UqdmError, match="overwrite the input"):
         plan_outputs("encode", [tmp_path / "a.png", tmp_path / "a.uqd"], None)
+    (tmp_path / "file").write_bytes(b"")  # said 'cannot create the output folder (File exists)'
+    with pytest.raises(UqdmError, match="file: not a folder \\(--out-dir names the folder"):
+        batch.make_folder(tmp_path / "file")
 
 
 def test_worker_threads_share_the_cores():

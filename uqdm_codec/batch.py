@@ -324,6 +324,8 @@ def quality_text(psnr: float | None) -> str:
 
 
 def make_folder(folder: str | Path) -> None:
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise UqdmError(f"{folder}: not a folder (--out-dir names the folder the outputs go to)")
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
