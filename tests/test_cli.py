@@ -172,7 +172,10 @@ def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path)
     for args in (("encode", photo, *model), ("decode", uqd, *model), ("truncate", uqd, "--steps", 1)):
         r = run(*args, "-o", tmp_path)  # said 'already exists (use --force to overwrite)'
         assert_one_line_error(r)
-        assert "is a folder: name a file, or give the folder with --out-dir" in r.stderr
+        assert "is a folder, not a file name (--out-dir takes a folder)" in r.stderr
+    r = run("decode", uqd, "--all-steps", photo, "-m", tiny_model_path)  # was an internal error
+    assert_one_line_error(r)
+    assert "photo.png: not a folder (--all-steps names the folder" in r.stderr
     bad = bytearray(uqd.read_bytes())
     bad[len(bad) // 2] ^= 0xFF
     (tmp_path / "bad.uqd").write_bytes(bytes(bad))

@@ -128,7 +128,7 @@ def test_atomic_write_rules(tmp_path):
     with pytest.raises(UqdmError, match="does not exist"):
         atomic_write(tmp_path / "nope" / "x.bin", b"")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temp files left
-    with pytest.raises(UqdmError, match="is a folder: name a file"):
+    with pytest.raises(UqdmError, match="is a folder, not a file name"):
         atomic_write(tmp_path, b"", force=True)
 
 

@@ -323,9 +323,14 @@ def quality_text(psnr: float | None) -> str:
     return "lossless" if psnr == float("inf") else f"{psnr:.2f} dB"
 
 
-def make_folder(folder: str | Path) -> None:
+def check_folder(folder: str | Path, option: str = "--out-dir") -> None:
+    """Before any work: an output folder may be missing (it is made) but not a file."""
     if Path(folder).exists() and not Path(folder).is_dir():
-        raise UqdmError(f"{folder}: not a folder (--out-dir names the folder the outputs go to)")
+        raise UqdmError(f"{folder}: not a folder ({option} names the folder the outputs go to)")
+
+
+def make_folder(folder: str | Path, option: str = "--out-dir") -> None:
+    check_folder(folder, option)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

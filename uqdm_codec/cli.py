@@ -732,6 +732,8 @@ def decode(
         stdout_format = output_format(f"x{suffix}")
         if to_stdout:
             _check_stdout(f"a {stdout_format} image")
+        if all_steps:
+            batch.check_folder(all_steps, "--all-steps")
         for path in (None if to_stdout else target, progression):
             if path is not None:
                 output_format(path)  # a format uqdm does not write: refused before decoding
@@ -900,7 +902,7 @@ def _write_levels(
     keep = {"force": force, "inputs": _inputs(file), **levels[0].extras()}
     notes: list[str] = []
     if folder:
-        folder.mkdir(parents=True, exist_ok=True)
+        batch.make_folder(folder, "--all-steps")
         for n, image in enumerate(levels):
             name = f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp"
             said = save_image(prog.mean_image(image), folder / f"{name}{suffix}", **keep)

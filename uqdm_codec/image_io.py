@@ -343,7 +343,7 @@ def check_output(path: str | Path, force: bool = False, inputs: tuple[Path, ...]
     not replaced, so it needs no force."""
     path = Path(path)
     if path.is_dir():
-        raise UqdmError(f"{path} is a folder: name a file, or give the folder with --out-dir")
+        raise UqdmError(f"{path} is a folder, not a file name (--out-dir takes a folder)")
     if not path.exists():
         return
     for src in inputs:
