@@ -150,7 +150,7 @@ def test_seeds_out_of_range_are_refused_before_any_file(photo, tmp_path, tiny_mo
         assert "2^64 - 1" in r.stderr and not list(tmp_path.glob("*.uqd"))
 
 
-def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path):
+def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("hello")
     assert_one_line_error(run("encode", tmp_path / "missing.png", "-m", tiny_model_path))
     assert_one_line_error(run("encode", tmp_path / "notes.txt", "-m", tiny_model_path))
@@ -176,6 +176,14 @@ def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path)
     r = run("decode", uqd, "--all-steps", photo, "-m", tiny_model_path)  # was an internal error
     assert_one_line_error(r)
     assert "photo.png: not a folder (--all-steps names the folder" in r.stderr
+    monkeypatch.chdir(tmp_path)
+    for option in ("--progression", "--all-steps"):  # '-' was a file named '-'
+        r = run("decode", uqd, option, "-", "-m", tiny_model_path)
+        assert_one_line_error(r)
+        assert f"{option} writes files: name one" in r.stderr
+    r = run("decode", uqd, "--chunks", "-o", tmp_path / "c.png", "-m", tiny_model_path)  # was ignored
+    assert_one_line_error(r)
+    assert not (tmp_path / "c.png").exists() and not (tmp_path / "-").exists()
     bad = bytearray(uqd.read_bytes())
     bad[len(bad) // 2] ^= 0xFF
     (tmp_path / "bad.uqd").write_bytes(bytes(bad))

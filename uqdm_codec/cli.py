@@ -671,6 +671,11 @@ def decode(
         max_bytes = _size(size)
         batch.check_cut("decode", bpp, steps, psnr, max_bytes)
         suffix = _image_suffix(image_format, output)
+        for option, path in (("--progression", progression), ("--all-steps", all_steps)):
+            if path is not None and _is_stdio(path):  # was a file named '-'
+                raise UqdmError(f"{option} writes files: name one (standard output takes the image, -o -)")
+        if chunks and progression is None and all_steps is None:
+            raise UqdmError("--chunks goes with --progression or --all-steps (the levels it adds are theirs)")
         if stream:
             given = {
                 "--recon sample": recon == "sample",
