@@ -621,3 +621,12 @@ def test_fast_encoding_changes_only_the_flags_inside_steps():
         assert np.array_equal(codec.decode(full, steps=steps).pixels, codec.decode(fast, steps=steps).pixels)
     errors = [_sse(p.pixels, img) for p in codec.iter_decode(fast, every_chunk=True)]
     assert all(q <= p for p, q in zip(errors, errors[1:])) and errors[-1] == 0
+
+
+def test_tile_and_region_sides_are_checked_when_the_codec_is_made(tiny_model):
+    """region=0 was a ZeroDivisionError, region='x' a TypeError and tile=7 a ValueError, each
+    half-way through an encode; region=8 silently coded 16-pixel regions."""
+    for kw in ({"tile": 7}, {"tile": -16}, {"tile": 24}, {"region": 0}, {"region": 8}, {"region": "x"}):
+        with pytest.raises(UqdmError, match="must be a multiple of 16 from 16 to"):
+            Codec(tiny_model, "cpu", **kw)
+    assert Codec(tiny_model, "cpu", tile=16, region=None).region is None

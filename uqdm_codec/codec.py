@@ -12,6 +12,7 @@ instead of showing a wrong image.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -732,6 +733,14 @@ class _Judge:
         return False
 
 
+def _check_side(name: str, side: object, most: int) -> None:
+    """UqdmError unless `side` is a multiple of 16 from 16 to `most` (was a ValueError from the
+    header writer, or a ZeroDivisionError, half-way through an encode)."""
+    whole = isinstance(side, numbers.Integral) and not isinstance(side, bool)
+    if not (whole and 16 <= side <= most and side % 16 == 0):
+        raise UqdmError(f"{name} must be a multiple of 16 from 16 to {most} pixels, not {side!r}")
+
+
 class Codec:
     """A model on a device, ready to encode and decode. `tile` is the network's tile side on this
     machine: a memory knob only, since the exact network gives the same integers for any tiling."""
@@ -752,6 +761,9 @@ class Codec:
             model = from_float(model)
         elif not isinstance(model, ExactModel):
             model = load_codec_model(model)
+        _check_side("tile", tile, 16 * 65535)  # the header holds tile / 16 in a u16
+        if region is not None:
+            _check_side("region", region, 65520)  # and a region's sides as u16 multiples of 16
         self.model = model
         self.net = PriorNetwork(model, device)
         self.tile = tile
