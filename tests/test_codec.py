@@ -406,6 +406,10 @@ def test_cut_files_decode_the_same_streamed_and_twice(chunked, monkeypatch):
         dec.feed(cut[at : at + 37])
     assert dec.latest.nbytes == len(cut) and np.array_equal(dec.latest.pixels, whole.pixels)
     assert dec.feed(b"") is None  # nothing after a cut chunk
+    for bad in ("abc", None):  # were TypeErrors from inside the buffer
+        with pytest.raises(UqdmError, match="a decoder is fed bytes, not"):
+            dec.feed(bad)
+    assert dec.feed(memoryview(b"")) is None
 
 
 def _sse(a: np.ndarray, b: np.ndarray) -> int:

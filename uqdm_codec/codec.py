@@ -1707,6 +1707,8 @@ class Decoder:
         every step the new bytes complete (each costs a network pass, so it is not held back until
         the bytes are used up), then the newest image if it ends no step; nothing when the bytes
         complete no chunk, except on the first image, the header's blank one."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UqdmError(f"a decoder is fed bytes, not {type(data).__name__}")
         self._buffer += data
         if self._session is None:
             if len(self._buffer) < len(container.MAGIC) and container.MAGIC.startswith(bytes(self._buffer)):
