@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -263,6 +265,13 @@ def test_pillow_opens_uqd_files(photo, tiny_model_path, monkeypatch):
     with Image.open(photo.with_suffix(".uqd")) as im:
         assert im.format == "UQD" and im.size == (40, 24)
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(photo)))
+    data = photo.with_suffix(".uqd").read_bytes()
+    bad = bytearray(data)
+    bad[-5] ^= 0xFF  # damage in the last chunk: Pillow's callers catch OSError, not uqdm's errors
+    with pytest.raises(OSError, match="checksum mismatch"), Image.open(io.BytesIO(bytes(bad))) as im:
+        im.load()
+    with pytest.raises(OSError, match="header is incomplete"):
+        Image.open(io.BytesIO(data[:20]))
 
 
 # ------------------------------------------------------------------ several inputs (issue 12)

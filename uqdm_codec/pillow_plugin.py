@@ -8,6 +8,7 @@ from __future__ import annotations
 from PIL import Image, ImageFile
 
 from . import container, photo_metadata
+from .errors import UqdmError
 
 
 def _accept(prefix: bytes) -> bool:
@@ -20,7 +21,10 @@ class UqdImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         data = self.fp.read()
-        header, _ = container.parse_header(data)
+        try:
+            header, _ = container.parse_header(data)
+        except UqdmError as exc:  # Pillow's callers catch OSError for a file they cannot read
+            raise OSError(str(exc)) from exc
         self._uqd_data = data
         self._size = (header.width, header.height)
         self._mode = "RGB" if header.alpha is None else "RGBA"
@@ -32,7 +36,10 @@ class UqdImageFile(ImageFile.ImageFile):
             return super().load()
         from . import decode
 
-        decoded = decode(self._uqd_data)
+        try:
+            decoded = decode(self._uqd_data)
+        except UqdmError as exc:  # a damaged file or missing weights: OSError, as Pillow's own plugins
+            raise OSError(str(exc)) from exc
         self.im = decoded.im
         self._uqd_decoded = True
         return super().load()
