@@ -488,3 +488,14 @@ def test_info_of_several_files(photo, tiny_model_path, tmp_path):
         "error": f"{names[3]}: not a .uqd file (bad magic bytes)",
     }
     assert_one_line_error(run("info", "-", uqd))
+
+
+def test_truncate_counts_a_tail_as_the_lossless_end_not_a_step(photo, tiny_model_path, tmp_path):
+    """--steps S+1 of a file with a tail after step S keeps it whole; it said '3 steps, lossless
+    layer' for a file of 2 diffusion steps and a tail."""
+    r = run("encode", photo, "-m", tiny_model_path, "--tail-after", 2, "-o", tmp_path / "t.uqd")
+    assert r.exit_code == 0
+    r = run("truncate", tmp_path / "t.uqd", "--steps", 3, "-o", tmp_path / "whole.uqd")
+    assert r.exit_code == 0 and r.stdout.rstrip().endswith("2 steps, lossless tail")
+    r = run("truncate", tmp_path / "t.uqd", "--steps", 2, "-o", tmp_path / "two.uqd")
+    assert r.exit_code == 0 and r.stdout.rstrip().endswith(" 2 steps")

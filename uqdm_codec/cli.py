@@ -997,9 +997,11 @@ def truncate(
         fi = files.info(cut)
         reached = fi.psnr_table.get(len(cut))
         quality = "" if reached is None or fi.complete else f", {batch.quality_text(reached)}"
+        held = min(fi.steps, fi.header.coded_steps)  # a tail is the lossless end, not a step
+        end = (", lossless tail" if fi.header.tail else ", lossless layer") if fi.complete else ""
         (err if to_stdout else out).print(
             f"wrote {target}: {len(cut)} bytes, {files.bpp_of(len(cut), fi.header):.4f} bpp, "
-            f"{fi.steps} steps{', lossless layer' if fi.complete else ''}"
+            f"{held} steps{end}"
             f"{', ends inside a chunk' if fi.ends_in_cut_chunk else ''}{quality}",
             highlight=False,
         )
