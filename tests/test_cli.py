@@ -499,3 +499,13 @@ def test_truncate_counts_a_tail_as_the_lossless_end_not_a_step(photo, tiny_model
     assert r.exit_code == 0 and r.stdout.rstrip().endswith("2 steps, lossless tail")
     r = run("truncate", tmp_path / "t.uqd", "--steps", 2, "-o", tmp_path / "two.uqd")
     assert r.exit_code == 0 and r.stdout.rstrip().endswith(" 2 steps")
+
+
+def test_status_lines_are_one_line_however_narrow_the_terminal(uqd, tiny_model_path):
+    """info's first line and decode's 'wrote' line wrapped at 80 columns (a script reading them
+    got half a line); like the notes and warnings, they are one line each."""
+    r = run("info", uqd)
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].endswith(", seed 5")
+    target = uqd.with_name("a-rather-long-output-name-so-that-the-line-is-longer-than-eighty.png")
+    r = run("decode", uqd, "--bytes", 300, "-o", target, "-m", tiny_model_path)
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1 and r.stdout.rstrip().endswith("bpp)")

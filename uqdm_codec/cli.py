@@ -334,7 +334,11 @@ def _batch(
                 f"{r.seconds:.1f}",
             )
         out.print(table)
-    out.print(f"{len(results) - failed} of {len(results)} files written, {failed} failed", highlight=False)
+    out.print(
+        f"{len(results) - failed} of {len(results)} files written, {failed} failed",
+        highlight=False,
+        soft_wrap=True,
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -584,7 +588,7 @@ def encode(
             what += f", {quality_text(encoded.psnr)}"
             if not fi.complete and fi.in_next_step:
                 what += f", step {len(fi.layers) + 1} in part"
-        say.print(f"wrote {target} ({what})", highlight=False)
+        say.print(f"wrote {target} ({what})", highlight=False, soft_wrap=True)
 
 
 @_command()
@@ -781,7 +785,7 @@ def decode(
                 what += f", remaining steps sampled (seed {seed})"
             elif recon == "sample" and not result.lossless:
                 what += " (no Haar step left to sample: the mean image)"
-            (err if to_stdout else out).print(f"wrote {target}: {what}", highlight=False)
+            (err if to_stdout else out).print(f"wrote {target}: {what}", highlight=False, soft_wrap=True)
 
 
 def _image_suffix(image_format: str | None, output: Path | None) -> str:
@@ -914,11 +918,11 @@ def _write_levels(
             if image.recon == "sample":
                 said += save_image(image.pixels, folder / f"{name}_sample{seed}{suffix}", **keep)
             notes += [] if n else said  # every level's are the first's, but for its name
-        say.print(f"wrote {len(levels)} levels to {folder}/", highlight=False)
+        say.print(f"wrote {len(levels)} levels to {folder}/", highlight=False, soft_wrap=True)
     if strip_path:
         sheet = prog.strip(levels, reference)
         notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file))  # no extras
-        say.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False)
+        say.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False, soft_wrap=True)
     for note in notes:
         err.print(f"note: {note}", highlight=False, soft_wrap=True)
 
@@ -1004,6 +1008,7 @@ def truncate(
             f"{held} steps{end}"
             f"{', ends inside a chunk' if fi.ends_in_cut_chunk else ''}{quality}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -1043,6 +1048,7 @@ def info(
             + (f", {fi.regions} regions of {hd.region[0]}x{hd.region[1]}" if hd.tiled else "")
             + (f", network averaged over {hd.mirrors} mirror images" if hd.mirrors > 1 else ""),
             highlight=False,
+            soft_wrap=True,
         )
         out.print(_layer_table(fi, f"{fi.total_bytes} bytes, {len(fi.layers)} of {hd.num_layers} layers"))
         for w in fi.warnings:
@@ -1171,7 +1177,9 @@ def bench(
             err.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
         for name, value in summary["bd_rate_percent"].items():
             out.print(
-                f"BD-rate vs {name}: " + ("n/a" if value is None else f"{value:+.1f} %"), highlight=False
+                f"BD-rate vs {name}: " + ("n/a" if value is None else f"{value:+.1f} %"),
+                highlight=False,
+                soft_wrap=True,
             )
         if "lossless_bpp" in summary:
             others = ", ".join(f"{n} {v:.3f}" for n, v in summary["lossless_bpp"].items())
@@ -1185,12 +1193,19 @@ def bench(
             f"mean encode {summary['encode_seconds']:.2f} s, "
             f"full decode {summary['decode_seconds_full']:.2f} s",
             highlight=False,
+            soft_wrap=True,
         )
         try:
             benchmark.plot(summary, out_dir / "rd.png", f"{folder.name}: PSNR vs bpp")
-            out.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'rd.png'}", highlight=False)
+            out.print(
+                f"wrote {out_dir / 'results.json'} and {out_dir / 'rd.png'}", highlight=False, soft_wrap=True
+            )
         except ImportError:
-            out.print(f"wrote {out_dir / 'results.json'} (install matplotlib for the plot)", highlight=False)
+            out.print(
+                f"wrote {out_dir / 'results.json'} (install matplotlib for the plot)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @_command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
