@@ -314,16 +314,18 @@ def budget_prefix(
     if sum(v is not None for v in (steps, bpp, psnr, max_bytes)) > 1:
         raise UqdmError("give at most one of --bpp, --bytes, --psnr or --steps")
     data = bytes(data)
+    if bpp is not None or psnr is not None or max_bytes is not None:
+        return truncate(data, bpp=bpp, psnr=psnr, max_bytes=max_bytes, notes=notes)
+    if steps is None:
+        info(data)  # every checksum: damage is an error here, not half-way through a decode
+        return data
     try:
-        _checked_info(data)  # every checksum: damage is found here, not half-way through a decode
-    except FormatError as exc:
+        _checked_info(data)
+    except FormatError as exc:  # decode takes its steps from the whole file, unless it is damaged
         if exc.intact is None:
             raise
-        head = _before_damage(data, exc, notes, steps=steps, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
-        return truncate(head, steps=steps, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
-    if bpp is None and psnr is None and max_bytes is None:
-        return data
-    return truncate(data, bpp=bpp, psnr=psnr, max_bytes=max_bytes)
+        return truncate(data, steps=steps, notes=notes)
+    return data
 
 
 DAMAGED = "damaged file: "  # how the line on damage after what was asked for begins
