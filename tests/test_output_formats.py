@@ -214,6 +214,28 @@ def test_decode_format_names_the_outputs_and_standard_output(uqd, tiny_model_pat
     assert all(r.ok and r.status == "lossless" for r in results)
 
 
+def test_format_applies_to_an_output_name_that_says_none(uqd, tiny_model_path):
+    """-o /dev/stdout, -o out or -o out.dat with --format webp: the name says no format, so
+    --format's is written (it used to be refused as 'different formats')."""
+    assert output_format("out", "WEBP") == "WEBP" and output_format("x.png", "WEBP") == "PNG"
+    assert writes_exactly("out", "JPEG") is False
+    original = np.asarray(Image.open(uqd.with_name("photo.png")).convert("RGB"))
+    plain, odd, strip, streamed = (uqd.with_name(n) for n in ("out", "out.dat", "strip", "streamed"))
+    r = _run("decode", uqd, "-m", tiny_model_path, "--format", "webp", "-o", plain)
+    assert r.exit_code == 0 and "exact original" in r.stdout and r.stderr == "", r.output
+    assert Image.open(plain).format == "WEBP"
+    assert np.array_equal(np.asarray(Image.open(plain).convert("RGB")), original)
+    r = _run("decode", uqd, "-m", tiny_model_path, "--format", "jpg", "-o", odd)
+    assert r.exit_code == 0 and "not exact" in r.stdout and Image.open(odd).format == "JPEG"
+    assert "'.dat' is not an image format's suffix; written as a JPEG image" in r.stderr
+    r = _run("decode", uqd, "-m", tiny_model_path, "--format", "tif", "--progression", strip)
+    assert r.exit_code == 0 and Image.open(strip).format == "TIFF", r.output
+    r = _run("decode", uqd, "-m", tiny_model_path, "--format", "webp", "--stream", "-o", streamed)
+    assert r.exit_code == 0 and Image.open(streamed).format == "WEBP", r.output
+    library = batch.decode_file(uqd, output=uqd.with_name("lib"), model=tiny_model_path, image_format="tif")
+    assert library.ok and library.status == "lossless" and Image.open(library.output).format == "TIFF"
+
+
 def test_uqd_files_are_not_named_as_images(uqd, tiny_model_path):
     check_uqd_name("a.uqd"), check_uqd_name("a.UQD"), check_uqd_name("a"), check_uqd_name("a.bin")
     with pytest.raises(UqdmError, match="named as a JPEG image; name it a.uqd"):

@@ -233,29 +233,33 @@ def decode_file(
     prefix within `bpp`, NAME.<bpp>bpp.png, from the shortest its PSNR index says reaches `psnr` dB,
     NAME.<psnr>dB.png, from the longest within `max_bytes`, NAME.<max_bytes>bytes.png; with recon="sample"
     the remaining steps are drawn, see sampling.py, and the name ends .sampleS). `image_format`
-    ("webp", "tif", "jpg", ...) replaces .png in the default names; `output`'s format is its name's."""
-    from .image_io import format_suffix
+    ("webp", "tif", "jpg", ...) replaces .png in the default names; `output`'s format is its name's,
+    or `image_format` where its name says none."""
+    from .image_io import format_suffix, output_format
 
     source = Path(source)
     names = {"steps": steps, "bpp": bpp, "recon": recon, "seed": seed, "psnr": psnr, "max_bytes": max_bytes}
-    target = output_path("decode", source, out_dir, output, suffix=format_suffix(image_format), **names)
+    suffix = format_suffix(image_format)
+    fmt = output_format(f"x{suffix}")
+    target = output_path("decode", source, out_dir, output, suffix=suffix, **names)
 
     def task() -> Result:
         from . import container, files, get_codec
         from .codec import model_for_file
-        from .image_io import check_output, output_format, save_image, writes_exactly
+        from .image_io import check_output, save_image, writes_exactly
 
-        output_format(target)  # a format uqdm does not write: refused before decoding
+        output_format(target, fmt)  # a format uqdm does not write: refused before decoding
         damage: list[str] = []  # a file damaged after what is asked for: said, not refused
         data = files.budget_prefix(files.read_input(source), steps, bpp, psnr, max_bytes, damage)
         header, _ = container.parse_header(data)
         check_output(target, force, (source,))
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)
-        saved = save_image(decoded.pixels, target, force=force, inputs=(source,), **decoded.extras())
+        keep = {"force": force, "inputs": (source,), "unnamed": fmt, **decoded.extras()}
+        saved = save_image(decoded.pixels, target, **keep)
         what = f"step {decoded.steps} of {header.coded_steps}"
         if decoded.lossless:
-            what = "lossless" if writes_exactly(target) else "lossless, in a lossy format"
+            what = "lossless" if writes_exactly(target, fmt) else "lossless, in a lossy format"
         cut = bpp is not None or psnr is not None or max_bytes is not None
         if cut:
             what += f", {files.bpp_of(len(data), header):.3f} bpp read"

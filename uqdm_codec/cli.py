@@ -609,8 +609,8 @@ def decode(
         None,
         "--format",
         metavar="EXT",
-        help="Image format of the default names and of standard output instead of PNG: webp (lossless, "
-        "smaller than PNG), tif, jpg, ...",
+        help="Image format of the default names, of standard output and of an -o name without an "
+        "image suffix (/dev/stdout), instead of PNG: webp (lossless, smaller than PNG), tif, jpg, ...",
     ),
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
@@ -738,14 +738,14 @@ def decode(
             None if levels_only else _single_target("decode", file, output, out_dir, suffix=suffix, **names)
         )
         to_stdout = _is_stdio(target)
-        stdout_format = output_format(f"x{suffix}")
+        fmt = output_format(f"x{suffix}")  # --format's: standard output's, and a name's that says none
         if to_stdout:
-            _check_stdout(f"a {stdout_format} image")
+            _check_stdout(f"a {fmt} image")
         if all_steps:
             batch.check_folder(all_steps, "--all-steps")
         for path in (None if to_stdout else target, progression):
             if path is not None:
-                output_format(path)  # a format uqdm does not write: refused before decoding
+                output_format(path, fmt)  # a format uqdm does not write: refused before decoding
                 check_output(path, force, _inputs(file))
         codec = get_codec(model_for_file(header, model), device)
         if target is not None:
@@ -754,12 +754,12 @@ def decode(
             for w in () if cut else result.warnings:  # with --bpp, --bytes or --psnr it is cut on purpose
                 err.print(f"warning: {w}", highlight=False, soft_wrap=True)
             if to_stdout:
-                blob, notes = image_bytes(result.pixels, stdout_format, **result.extras())
+                blob, notes = image_bytes(result.pixels, fmt, **result.extras())
                 _write_stdout(blob)
                 target = "standard output"
             else:
                 notes = save_image(
-                    result.pixels, target, force=force, inputs=_inputs(file), **result.extras()
+                    result.pixels, target, force=force, inputs=_inputs(file), unnamed=fmt, **result.extras()
                 )
             for note in notes:
                 err.print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -771,7 +771,7 @@ def decode(
                 )
         if target is not None:
             what = (
-                _lossless_text(writes_exactly(f"x{suffix}" if to_stdout else target))
+                _lossless_text(writes_exactly(f"x{suffix}" if to_stdout else target, fmt))
                 if result.lossless
                 else f"after {result.steps} of {header.coded_steps} steps"
                 + (", part of the lossless tail" if header.tail and result.layer == header.num_layers else "")
@@ -789,14 +789,15 @@ def decode(
 
 
 def _image_suffix(image_format: str | None, output: Path | None) -> str:
-    """decode --format's suffix ('.png' without it); refused where -o names a file of another
-    format, whose name decides."""
+    """decode --format's suffix ('.png' without it); refused where -o's name says another format
+    (a name that says none, such as /dev/stdout, takes --format's)."""
     from .image_io import format_suffix, output_format
 
     if image_format is None:
         return ".png"
     suffix = format_suffix(image_format)
-    if output is not None and not _is_stdio(output) and output_format(output) != output_format(f"x{suffix}"):
+    fmt = output_format(f"x{suffix}")
+    if output is not None and not _is_stdio(output) and output_format(output, fmt) != fmt:
         raise UqdmError(f"--format {image_format} and -o {output} name different formats; give one of them")
     return suffix
 
@@ -836,7 +837,8 @@ def _stream_decode(
     target = _single_target("decode", file, output, out_dir, suffix=suffix, **stop)
     if _is_stdio(target):
         raise UqdmError("--stream rewrites its output file as images arrive: give -o FILE, not -o -")
-    output_format(target)  # a format uqdm does not write: refused before reading
+    fmt = output_format(f"x{suffix}")  # --format's, for a name that says none
+    output_format(target, fmt)  # a format uqdm does not write: refused before reading
     check_output(target, force, _inputs(file))
     source = _stream_source(file)
     shown, received = None, bytearray()
@@ -854,7 +856,9 @@ def _stream_decode(
     try:
         with _naming(file, every=True):
             for image in streaming.decode_stream(pieces(), model, device, **stop):
-                notes = save_image(image.pixels, target, force=True, inputs=_inputs(file), **image.extras())
+                notes = save_image(
+                    image.pixels, target, force=True, inputs=_inputs(file), unnamed=fmt, **image.extras()
+                )
                 h, w = image.pixels.shape[:2]
                 if not quiet:
                     if shown is None:
@@ -882,7 +886,7 @@ def _stream_decode(
     for warning in [w for w in shown.warnings if w.startswith(files.DAMAGED)] if cut else shown.warnings:
         err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if shown.lossless:
-        what = _lossless_text(writes_exactly(target))
+        what = _lossless_text(writes_exactly(target, fmt))
     else:
         what = f"{level_name(shown)}, from the first {shown.nbytes:,} bytes"
         what += quality(shown)
@@ -902,7 +906,7 @@ def _write_levels(
     import numpy as np
 
     from . import progression as prog
-    from .image_io import save_image
+    from .image_io import output_format, save_image
 
     with _progress("levels", quiet):
         levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
@@ -921,7 +925,8 @@ def _write_levels(
         say.print(f"wrote {len(levels)} levels to {folder}/", highlight=False, soft_wrap=True)
     if strip_path:
         sheet = prog.strip(levels, reference)
-        notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file))  # no extras
+        fmt = output_format(f"x{suffix}")  # --format's, for a name that says none
+        notes += save_image(np.asarray(sheet), strip_path, force=force, inputs=_inputs(file), unnamed=fmt)
         say.print(f"wrote {strip_path}: {len(levels)} levels", highlight=False, soft_wrap=True)
     for note in notes:
         err.print(f"note: {note}", highlight=False, soft_wrap=True)

@@ -416,12 +416,13 @@ def atomic_write(
         raise
 
 
-def output_format(path: str | Path) -> str:
-    """The format an image written to `path` gets, from its name (PNG where it has no suffix or one
-    Pillow does not know). Raises UqdmError for a format uqdm does not write, so that a caller can
-    refuse the name before decoding anything."""
+def output_format(path: str | Path, unnamed: str = "PNG") -> str:
+    """The format an image written to `path` gets, from its name; `unnamed` (PNG, or decode
+    --format's) where it has no suffix or one Pillow does not know (-o /dev/stdout). Raises
+    UqdmError for a format uqdm does not write, so that a caller can refuse the name before
+    decoding anything."""
     path = Path(path)
-    return _format_of(path.suffix.lower(), path.name, f"name it {EXACT_SUFFIXES}")
+    return _format_of(path.suffix.lower(), path.name, f"name it {EXACT_SUFFIXES}", unnamed)
 
 
 def format_suffix(name: str) -> str:
@@ -436,13 +437,14 @@ def format_suffix(name: str) -> str:
     return suffix
 
 
-def _format_of(suffix: str, what: str, hint: str) -> str:
-    """The format uqdm writes for `suffix`; a UqdmError naming `what`, with `hint`, if none."""
+def _format_of(suffix: str, what: str, hint: str, unnamed: str = "PNG") -> str:
+    """The format uqdm writes for `suffix` (`unnamed` for one that names no format); a UqdmError
+    naming `what`, with `hint`, if none."""
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None and suffix in UNWRITABLE_HERE:
         raise UqdmError(f"{what}: this Pillow cannot write {UNWRITABLE_HERE[suffix]} images ({hint})")
     if fmt is None:
-        return "PNG"
+        return unnamed
     if fmt == "UQD":  # pillow_plugin.py's: decoding into it would encode again
         raise UqdmError(f"{what}: decoding writes an image, not a .uqd file ({hint})")
     if suffix in MISNAMED_SUFFIXES or (fmt not in LOSSLESS_FORMATS and fmt not in LOSSY_FORMATS):
@@ -461,9 +463,9 @@ def check_uqd_name(path: str | Path) -> None:
         raise UqdmError(f"{path}: a .uqd file named as a {fmt} image; name it {path.stem}.uqd")
 
 
-def writes_exactly(path: str | Path) -> bool:
+def writes_exactly(path: str | Path, unnamed: str = "PNG") -> bool:
     """Whether an image written to `path` keeps every pixel (a lossless format)."""
-    return output_format(path) in LOSSLESS_FORMATS
+    return output_format(path, unnamed) in LOSSLESS_FORMATS
 
 
 def save_image(
@@ -476,15 +478,18 @@ def save_image(
     alpha: np.ndarray | None = None,
     exif: bytes | None = None,
     xmp: bytes | None = None,
+    unnamed: str = "PNG",
 ) -> list[str]:
     """Save (H, W, 3) uint8 pixels, with their colour profile, (H, W) alpha channel, EXIF block and
-    XMP packet where the format holds them; the format follows the file name (output_format).
-    Returns notes: what the format drops, and where the name was not one of a format (a PNG)."""
+    XMP packet where the format holds them; the format follows the file name (output_format: a
+    name that says none gets `unnamed`'s). Returns notes: what the format drops, and where the
+    name's suffix was not one of a format."""
     path = Path(path)
-    fmt = output_format(path)
+    fmt = output_format(path, unnamed)
     image, options, notes = _prepared(pixels, path.name, fmt, icc_profile, alpha, exif, xmp)
     if path.suffix and path.suffix.lower() not in Image.registered_extensions():
-        notes.insert(0, f"{path.name}: '{path.suffix}' is not the name of an image format; written as a PNG")
+        written = "a PNG" if fmt == "PNG" else f"a {fmt} image"
+        notes.insert(0, f"{path.name}: '{path.suffix}' is not an image format's suffix; written as {written}")
     atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
     return notes
 
