@@ -183,6 +183,11 @@ def test_streams_that_stop_short_of_their_steps_or_have_no_index(same_codec):
         list(streaming.decode_stream(pieces_of(data, 70), steps=99))
     with pytest.raises(UqdmError, match="at most one"):
         list(streaming.decode_stream(pieces_of(data, 70), steps=2, max_bytes=3000))
+    for bad in (True, 2.0, "2"):  # as decode refuses them
+        with pytest.raises(UqdmError, match="steps must be a whole number"):
+            list(streaming.decode_stream(pieces_of(data, 70), steps=bad))
+    numpy_steps = list(streaming.decode_stream(pieces_of(data, 7000), steps=np.int64(2)))  # as decode takes
+    assert np.array_equal(numpy_steps[-1].pixels, codec.decode(data, 2).pixels)
 
 
 def test_streams_that_are_no_uqd_file(same_codec):

@@ -12,7 +12,6 @@ instead of showing a wrong image.
 from __future__ import annotations
 
 import copy
-import numbers
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -47,7 +46,7 @@ from .container import (
     Layer,
 )
 from .display_filter import DisplayFilter
-from .errors import FormatError, ModelError, SyncError, UqdmError
+from .errors import FormatError, ModelError, SyncError, UqdmError, is_whole
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
 from .model import UQDM, resolve_model_path, retired_model_path
@@ -736,8 +735,7 @@ class _Judge:
 def _check_side(name: str, side: object, most: int) -> None:
     """UqdmError unless `side` is a multiple of 16 from 16 to `most` (was a ValueError from the
     header writer, or a ZeroDivisionError, half-way through an encode)."""
-    whole = isinstance(side, numbers.Integral) and not isinstance(side, bool)
-    if not (whole and 16 <= side <= most and side % 16 == 0):
+    if not (is_whole(side) and 16 <= side <= most and side % 16 == 0):
         raise UqdmError(f"{name} must be a multiple of 16 from 16 to {most} pixels, not {side!r}")
 
 
@@ -1065,7 +1063,7 @@ class Codec:
         if tail_after is None:
             return None
         T = self.num_steps
-        if isinstance(tail_after, bool) or not isinstance(tail_after, (int, np.integer)):
+        if not is_whole(tail_after):
             raise UqdmError(f"tail_after must be a step number from 0 to {T - 1}")
         if not 0 <= tail_after <= T - 1:
             raise UqdmError(f"the tail can follow step 0 to {T - 1}, not {tail_after}")

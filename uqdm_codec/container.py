@@ -12,7 +12,6 @@ No torch here.
 
 from __future__ import annotations
 
-import numbers
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
@@ -21,7 +20,7 @@ import numpy as np
 
 from . import alpha_plane, colour, colour_profile, display_filter, lossless_context, photo_metadata
 from .display_filter import DisplayFilter
-from .errors import FormatError, UqdmError
+from .errors import FormatError, UqdmError, is_whole
 from .lossless_context import LosslessContext
 
 MAGIC = b"\x89UQD\r\n\x1a\n"
@@ -185,7 +184,7 @@ class Header:
     def check_steps(self, steps: int) -> None:
         """UqdmError unless steps is a whole number 0 <= steps <= max_steps: what every `steps`
         argument must satisfy (2.0 or True would index layers as if they were 2 and 1)."""
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        if not is_whole(steps):
             raise UqdmError(f"steps must be a whole number, not {steps!r}")
         if not 0 <= steps <= self.max_steps:
             raise UqdmError(f"steps must be between 0 and {self.max_steps}")

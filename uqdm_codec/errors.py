@@ -1,4 +1,7 @@
-"""The codec's own error types: every failure a user can cause ends in one of these."""
+"""The codec's own error types: every failure a user can cause ends in one of these; and the
+tests of the numbers a user passes, shared so that every option refuses the same values."""
+
+import numbers
 
 
 class UqdmError(Exception):
@@ -25,3 +28,14 @@ class ImageError(UqdmError):
 
 class SyncError(UqdmError):
     """The decoder's arithmetic diverged from the encoder's, so the stream cannot be trusted."""
+
+
+def is_whole(value: object) -> bool:
+    """A whole number (NumPy's too), not a bool: True would be 1 step, 1 byte or seed 1, and 2.0
+    would index layers as if it were 2."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A real number (NumPy's too; NaN and infinities are the caller's to refuse), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -11,7 +11,6 @@ here.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from . import colour_profile, container, photo_metadata
 from .container import Header
-from .errors import FormatError, UqdmError
+from .errors import FormatError, UqdmError, is_real, is_whole
 
 
 @dataclass
@@ -160,7 +159,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "m
 def parse_size(text: str | int) -> int:
     """A byte budget as a user writes it: 20000, 20k or 20kB (1000 bytes each), 20KiB (1024), 1.5M
     or 1.5MB (10**6), 2MiB; rounded down to whole bytes. For `--bytes`: sizes people send files in."""
-    if isinstance(text, int) and not isinstance(text, bool):
+    if is_whole(text):
         value, unit = float(text), ""
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*", str(text))
@@ -176,12 +175,12 @@ def parse_size(text: str | int) -> int:
 
 
 def check_bpp(bpp: float) -> None:
-    if isinstance(bpp, bool) or not isinstance(bpp, numbers.Real) or not 0 <= bpp < math.inf:  # NaN too
+    if not is_real(bpp) or not 0 <= bpp < math.inf:  # NaN too
         raise UqdmError(f"bpp must be a non-negative number, not {bpp!r}")
 
 
 def check_max_bytes(max_bytes: int) -> int:
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 0:
+    if not is_whole(max_bytes) or max_bytes < 0:
         raise UqdmError(f"max_bytes must be a non-negative whole number of bytes, not {max_bytes!r}")
     return int(max_bytes)
 

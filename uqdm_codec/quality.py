@@ -15,20 +15,14 @@ Inside a chunk the judge sees nothing; cut_judge.py decodes the cuts it needs th
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from . import container, files
-from .errors import UqdmError
+from .errors import UqdmError, is_real, is_whole
 
 PEAK = 255.0
-
-
-def _real(value: object, kind: type = numbers.Real) -> bool:
-    """A number of `kind` (NumPy's too), not a bool: True would be 1 dB, 1 bpp or 1 step."""
-    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 @dataclass
@@ -85,11 +79,11 @@ class Target:
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.psnr, self.bpp, self.steps, self.max_bytes)) > 1:
             raise UqdmError("give at most one of psnr, bpp, max_bytes or steps")
-        if self.psnr is not None and not (_real(self.psnr) and 0 < self.psnr < math.inf):
+        if self.psnr is not None and not (is_real(self.psnr) and 0 < self.psnr < math.inf):
             raise UqdmError("psnr must be a positive number of dB (leave it out for the lossless file)")
-        if self.bpp is not None and not (_real(self.bpp) and 0 <= self.bpp < math.inf):
+        if self.bpp is not None and not (is_real(self.bpp) and 0 <= self.bpp < math.inf):
             raise UqdmError("bpp must be a non-negative number")
-        if self.steps is not None and not _real(self.steps, numbers.Integral):
+        if self.steps is not None and not is_whole(self.steps):
             raise UqdmError(f"steps must be a whole number, not {self.steps!r}")
         if self.max_bytes is not None:
             files.check_max_bytes(self.max_bytes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UqdmError
+from .errors import UqdmError, is_whole
 
 _LATENT = 0
 _DITHER = 1
@@ -47,7 +47,7 @@ def check_seed(seed: object, what: str = "seed") -> int:
     """`seed` as an int if it is one the format holds (8 bytes, 0 to 2^64 - 1); else a UqdmError.
     Out-of-range seeds used to be folded into range without a word, so two different seeds could
     make the same file."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+    if not is_whole(seed) or not 0 <= int(seed) < 2**64:
         raise UqdmError(f"the {what} must be an integer from 0 to 2^64 - 1, not {seed!r}")
     return int(seed)
 

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from . import container, files
 from .codec import DecodedImage, Decoder
-from .errors import FormatError, UqdmError
+from .errors import FormatError, UqdmError, is_whole
 
 PIECE = 1 << 16  # one read: a pipe hands over what it holds, at most its capacity (64 KiB on Linux)
 CATCH_UP = 1 << 24  # the most taken at once when more is waiting: 16 MiB
@@ -117,7 +117,7 @@ class _Stop:
     def __init__(self, steps=None, psnr=None, bpp=None, max_bytes=None) -> None:
         if sum(v is not None for v in (steps, psnr, bpp, max_bytes)) > 1:
             raise UqdmError("give at most one of steps, psnr, bpp and max_bytes")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+        if steps is not None and not is_whole(steps):
             raise UqdmError("steps must be a whole number")
         if psnr is not None:
             files.check_psnr(psnr)
