@@ -509,3 +509,21 @@ def test_status_lines_are_one_line_however_narrow_the_terminal(uqd, tiny_model_p
     target = uqd.with_name("a-rather-long-output-name-so-that-the-line-is-longer-than-eighty.png")
     r = run("decode", uqd, "--bytes", 300, "-o", target, "-m", tiny_model_path)
     assert r.exit_code == 0 and len(r.stdout.splitlines()) == 1 and r.stdout.rstrip().endswith("bpp)")
+
+
+def test_names_with_brackets_are_printed_as_they_are(tmp_path, tiny_model_path):
+    """'[red]' in a file name is text, not a style: 'wrote photo [red].uqd' said 'wrote photo .uqd'
+    and errors lost the bracketed part of the name."""
+    photo = tmp_path / "photo [red].png"
+    Image.fromarray(synthetic_image(24, 40, seed=9)).save(photo)
+    r = run("encode", photo, "-m", tiny_model_path, "--seed", 5)
+    assert r.exit_code == 0 and f"wrote {photo.with_suffix('.uqd')} (" in r.stdout, r.output
+    r = run("decode", photo.with_suffix(".uqd"), "-m", tiny_model_path, "-o", tmp_path / "out [bold].dat")
+    assert r.exit_code == 0 and "wrote " + str(tmp_path / "out [bold].dat") in r.stdout
+    assert "note: out [bold].dat: '.dat'" in r.stderr
+    missing = tmp_path / "gone [bold].uqd"
+    r = run("decode", missing)
+    assert_one_line_error(r)
+    assert r.stderr.strip() == f"error: {missing}: no such file"
+    r = run("info", photo.with_suffix(".uqd"), missing)
+    assert r.exit_code == 1 and "photo [red].uqd" in r.stdout and "gone [bold].uqd" in r.stdout

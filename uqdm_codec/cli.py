@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import batch, colour_profile, files, photo_metadata
 from .errors import FormatError, UqdmError
@@ -23,8 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="uqdm: progressive image compression with a universally quantized diffusion model.",
 )
-out = Console()
-err = Console(stderr=True)
+# No markup: what is printed holds file names, and '[red]' in 'photo [red].png' must stay text.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _unwrapped(doc: str | None) -> str:
@@ -142,8 +144,13 @@ JobsOpt = typer.Option(
 )
 
 
+def _error(message: str) -> None:
+    """One red-labelled error line on standard error; the message is printed as it is."""
+    err.print(Text.assemble(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _error(message)
     raise typer.Exit(code)
 
 
@@ -305,9 +312,7 @@ def _batch(
 
         def report(result: batch.Result, done: int, total: int) -> None:
             if not result.ok:
-                err.print(
-                    f"[red]error:[/red] {result.source}: {result.status}", highlight=False, soft_wrap=True
-                )
+                _error(f"{result.source}: {result.status}")
             elif not quiet:
                 for note in result.notes:
                     err.print(f"{word}: {result.source}: {note}", highlight=False, soft_wrap=True)
@@ -330,7 +335,7 @@ def _batch(
                 str(r.source),
                 str(r.output) if r.ok else "-",
                 str(r.nbytes) if r.ok else "-",
-                r.status if r.ok else "[red]failed[/red]",
+                r.status if r.ok else Text("failed", style="red"),
                 f"{r.seconds:.1f}",
             )
         out.print(table)
@@ -350,7 +355,7 @@ def _psnr_cell(value: float | None) -> str:
 
 def _wide() -> Console:
     """The console for wide tables: piped output is not squeezed to 80 columns."""
-    return out if out.is_terminal else Console(width=160, file=out.file)
+    return out if out.is_terminal else Console(width=160, file=out.file, markup=False)
 
 
 def _layer_table(fi, title: str, encoded=None) -> Table:
@@ -1068,7 +1073,7 @@ def _info_table(paths: list[Path], as_json: bool) -> None:
             with _naming(path):
                 read.append((path, files.info(_read(path))))
         except UqdmError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            _error(str(exc))
             read.append((path, exc))
     failed = sum(isinstance(fi, UqdmError) for _, fi in read)
     if as_json:
@@ -1087,7 +1092,8 @@ def _info_table(paths: list[Path], as_json: bool) -> None:
             table.add_column(col, justify="left" if col in ("file", "ends", "model") else "right")
         for path, fi in read:
             if isinstance(fi, UqdmError):
-                table.add_row(str(path), "", "", "", "[red]unreadable[/red]", *([""] * (len(columns) - 5)))
+                blank = [""] * (len(columns) - 5)
+                table.add_row(str(path), "", "", "", Text("unreadable", style="red"), *blank)
                 continue
             hd = fi.header
             ends = (
@@ -1179,7 +1185,7 @@ def bench(
             )
         _wide().print(table)
         for note in [] if quiet else summary["notes"]:
-            err.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+            err.print(f"note: {note}", highlight=False, soft_wrap=True)
         for name, value in summary["bd_rate_percent"].items():
             out.print(
                 f"BD-rate vs {name}: " + ("n/a" if value is None else f"{value:+.1f} %"),
