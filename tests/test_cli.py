@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from uqdm_codec import container
+from uqdm_codec import batch, container
 from uqdm_codec.cli import app
 
 from .conftest import synthetic_image
@@ -527,3 +527,30 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path, tiny_model_path):
     assert r.stderr.strip() == f"error: {missing}: no such file"
     r = run("info", photo.with_suffix(".uqd"), missing)
     assert r.exit_code == 1 and "photo [red].uqd" in r.stdout and "gone [bold].uqd" in r.stdout
+
+
+def test_decode_says_when_it_ends_part_way_into_a_step(photo, tiny_model_path, tmp_path):
+    """A prefix that ends inside a step (encode --psnr, truncate --bpp) said 'after 6 of 8 steps'
+    where --stream said 'step 7 chunk 3'; now 'after 6 of 8 steps and part of step 7'."""
+    import uqdm_codec
+
+    assert run("encode", photo, "-m", tiny_model_path, "--seed", 4, "-q").exit_code == 0
+    uqd = photo.with_suffix(".uqd")
+    fi = uqdm_codec.info(uqd)
+    inside = [(a + b) // 2 for a, b in fi.chunk_spans if b - a > 16]
+    for budget in inside:
+        decoded = uqdm_codec.decode_full(uqd, max_bytes=budget, model=tiny_model_path)
+        if decoded.part_of_step is not None:
+            break
+    else:
+        pytest.fail("no budget ends inside a step")
+    assert decoded.part_of_step == decoded.steps + 1 == decoded.layer
+    out_png = tmp_path / "part.png"
+    r = run("decode", uqd, "-m", tiny_model_path, "--bytes", budget, "-o", out_png)
+    want = f"after {decoded.steps} of {fi.header.coded_steps} steps and part of step {decoded.layer}, "
+    assert r.exit_code == 0 and want in r.stdout, r.output
+    whole = uqdm_codec.decode_full(uqd, model=tiny_model_path)
+    step = uqdm_codec.decode_full(uqd, steps=2, model=tiny_model_path)
+    assert whole.part_of_step is None and step.part_of_step is None
+    result = batch.decode_file(uqd, output=tmp_path / "b.png", model=tiny_model_path, max_bytes=budget)
+    assert result.ok and f", part of step {decoded.layer}" in result.status

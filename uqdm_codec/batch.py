@@ -258,6 +258,8 @@ def decode_file(
         keep = {"force": force, "inputs": (source,), "unnamed": fmt, **decoded.extras()}
         saved = save_image(decoded.pixels, target, **keep)
         what = f"step {decoded.steps} of {header.coded_steps}"
+        if decoded.part_of_step is not None:
+            what += f", part of step {decoded.part_of_step}"
         if decoded.lossless:
             what = "lossless" if writes_exactly(target, fmt) else "lossless, in a lossy format"
         cut = bpp is not None or psnr is not None or max_bytes is not None

@@ -779,6 +779,7 @@ def decode(
                 _lossless_text(writes_exactly(f"x{suffix}" if to_stdout else target, fmt))
                 if result.lossless
                 else f"after {result.steps} of {header.coded_steps} steps"
+                + ("" if result.part_of_step is None else f" and part of step {result.part_of_step}")
                 + (", part of the lossless tail" if header.tail and result.layer == header.num_layers else "")
             )
             if cut:

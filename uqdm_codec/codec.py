@@ -77,6 +77,13 @@ class DecodedImage:
     exif: bytes | None = None  # the photo's EXIF block (TIFF-structured, FORMAT.md 1.2)
     xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
 
+    @property
+    def part_of_step(self) -> int | None:
+        """The diffusion step this image is part-way into (a prefix that ends inside its layer, as
+        encode --psnr and truncate --bpp leave files), else None."""
+        inside = not self.complete and not self.tail and not self.lossless and self.layer > self.steps
+        return self.layer if inside else None
+
     def to_pil(self):
         """A PIL image: RGB, or RGBA if the file has an alpha channel; info["icc_profile"],
         info["exif"] (with Pillow's "Exif\\0\\0" prefix) and info["xmp"] hold the file's colour
