@@ -554,3 +554,28 @@ def test_decode_says_when_it_ends_part_way_into_a_step(photo, tiny_model_path, t
     assert whole.part_of_step is None and step.part_of_step is None
     result = batch.decode_file(uqd, output=tmp_path / "b.png", model=tiny_model_path, max_bytes=budget)
     assert result.ok and f", part of step {decoded.layer}" in result.status
+
+
+def test_model_files_that_are_not_models_are_one_line_errors(photo, tiny_model_path, tmp_path):
+    """-m photo.png said 'model config photo.json is missing'; a config that is JSON but not an
+    object was an internal error."""
+    from pathlib import Path
+
+    r = run("encode", photo, "-m", photo, "-o", tmp_path / "a.uqd")
+    assert_one_line_error(r)
+    assert "photo.png is not a model: give a model name or a .safetensors file" in r.stderr
+    weights = tmp_path / "odd.safetensors"
+    weights.write_bytes(Path(tiny_model_path).read_bytes())
+    for config, words in (
+        ("[1]", "a JSON list, not an object"),
+        ("{", "is invalid"),
+        (b"\xff", "is invalid"),
+    ):
+        if isinstance(config, bytes):
+            weights.with_suffix(".json").write_bytes(config)
+        else:
+            weights.with_suffix(".json").write_text(config)
+        r = run("encode", photo, "-m", weights, "-o", tmp_path / "b.uqd")
+        assert_one_line_error(r)
+        assert "model config" in r.stderr and words in r.stderr, r.stderr
+    assert not (tmp_path / "a.uqd").exists() and not (tmp_path / "b.uqd").exists()

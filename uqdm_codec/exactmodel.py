@@ -27,6 +27,7 @@ from .model import (
     ModelConfig,
     _preconditioning,
     load_model,
+    read_config,
     resolve_model_path,
 )
 from .schedule import Schedule
@@ -111,14 +112,7 @@ def load_codec_model(spec: str | Path | None = None) -> ExactModel:
     from safetensors.torch import load_file
 
     path = resolve_model_path(spec)
-    config_path = path.with_suffix(".json")
-    try:
-        raw = json.loads(config_path.read_text())
-        config = ModelConfig.from_dict(raw)
-    except FileNotFoundError:
-        raise ModelError(f"model config {config_path} is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"model config {config_path} is invalid: {exc}") from None
+    config, raw = read_config(path)
     if raw.get("format") == MODEL_FORMAT:
         return from_float(load_model(path))
     try:

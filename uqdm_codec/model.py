@@ -206,6 +206,25 @@ def resolve_model_path(spec: str | Path | None) -> Path:
     return path
 
 
+def read_config(path: Path) -> tuple[ModelConfig, dict]:
+    """The config beside a model's weights (`path` with .json), and the JSON it was read from;
+    ModelError, one line, where it is missing or invalid."""
+    config_path = path.with_suffix(".json")
+    try:
+        raw = json.loads(config_path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError(f"a JSON {type(raw).__name__}, not an object")
+        return ModelConfig.from_dict(raw), raw
+    except FileNotFoundError:
+        if path.suffix != ".safetensors":  # -m photo.png: a file, but not a model's
+            raise ModelError(
+                f"{path} is not a model: give a model name or a .safetensors file (its .json beside it)"
+            ) from None
+        raise ModelError(f"model config {config_path} is missing") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model config {config_path} is invalid: {exc}") from None
+
+
 def save_model(model: UQDM, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
     """Write weights (safetensors, optionally stored as float16 to halve the size; they are used
     in float32) and the config beside them as JSON."""
@@ -223,14 +242,7 @@ def load_model(spec: str | Path | None = None) -> UQDM:
     from safetensors.torch import load_file
 
     path = resolve_model_path(spec)
-    config_path = path.with_suffix(".json")
-    try:
-        config = ModelConfig.from_dict(json.loads(config_path.read_text()))
-    except FileNotFoundError:
-        raise ModelError(f"model config {config_path} is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"model config {config_path} is invalid: {exc}") from None
-    model = UQDM(config)
+    model = UQDM(read_config(path)[0])
     try:
         tensors = {k: v.float() for k, v in load_file(str(path)).items()}
         model.load_state_dict(tensors)
