@@ -558,8 +558,13 @@ def test_decode_says_when_it_ends_part_way_into_a_step(photo, tiny_model_path, t
 
 def test_model_files_that_are_not_models_are_one_line_errors(photo, tiny_model_path, tmp_path):
     """-m photo.png said 'model config photo.json is missing'; a config that is JSON but not an
-    object was an internal error."""
+    object was an internal error, and so was a config of another network beside exact weights."""
+    import json
     from pathlib import Path
+
+    from uqdm_codec.model import save_model
+
+    from .conftest import make_tiny_model
 
     r = run("encode", photo, "-m", photo, "-o", tmp_path / "a.uqd")
     assert_one_line_error(r)
@@ -578,4 +583,18 @@ def test_model_files_that_are_not_models_are_one_line_errors(photo, tiny_model_p
         r = run("encode", photo, "-m", weights, "-o", tmp_path / "b.uqd")
         assert_one_line_error(r)
         assert "model config" in r.stderr and words in r.stderr, r.stderr
+    config = json.loads(Path(tiny_model_path).with_suffix(".json").read_text())
+    config["network"]["blocks_mid"] += 1  # another network's config: was an internal KeyError
+    weights.with_suffix(".json").write_text(json.dumps(config))
+    r = run("encode", photo, "-m", weights, "-o", tmp_path / "b.uqd")
+    assert_one_line_error(r)
+    assert "its config describes another network" in r.stderr
+    float_weights = tmp_path / "float.safetensors"
+    save_model(make_tiny_model(), float_weights)
+    config = json.loads(float_weights.with_suffix(".json").read_text())
+    config["network"]["blocks_mid"] += 1  # torch's many-line message began 'Error(s) in loading'
+    float_weights.with_suffix(".json").write_text(json.dumps(config))
+    r = run("encode", photo, "-m", float_weights, "-o", tmp_path / "b.uqd")
+    assert_one_line_error(r)
+    assert "they do not fit float.json" in r.stderr
     assert not (tmp_path / "a.uqd").exists() and not (tmp_path / "b.uqd").exists()

@@ -310,7 +310,12 @@ class ExactDenoiser(nn.Module):
         """Integer outputs (units 2^-16) for the prior of step `step` + 1 (step >= 1)."""
         image = image.contiguous(memory_format=torch.channels_last)
         maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
-        return graph(ExactOps(self, step), image, maps, self.config)
+        try:
+            return graph(ExactOps(self, step), image, maps, self.config)
+        except KeyError as exc:  # an activation table the config's network needs is not there
+            raise ModelError(
+                f"exact model: no tensors for {exc.args[0]!r}; its config describes another network"
+            ) from None
 
 
 def _conv_source(name: str) -> str:

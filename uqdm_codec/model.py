@@ -245,8 +245,14 @@ def load_model(spec: str | Path | None = None) -> UQDM:
     model = UQDM(read_config(path)[0])
     try:
         tensors = {k: v.float() for k, v in load_file(str(path)).items()}
-        model.load_state_dict(tensors)
     except (SafetensorError, RuntimeError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"cannot load weights {path}: {first}") from None
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError:  # torch's message is many lines, the first of them empty of facts
+        raise ModelError(
+            f"cannot load weights {path}: they do not fit {path.with_suffix('.json').name} "
+            "(tensors missing, unexpected or of other shapes)"
+        ) from None
     return model.eval()
