@@ -591,8 +591,10 @@ def test_model_files_that_are_not_models_are_one_line_errors(photo, tiny_model_p
     assert "its config describes another network" in r.stderr
     config["network"]["blocks_mid"] -= 1
     config["schedule"]["levels"] = [2.0 ** (9 - i) for i in range(len(config["schedule"]["levels"]) + 1)]
-    weights.with_suffix(".json").write_text(json.dumps(config))  # one step more: was an IndexError
-    r = run("encode", photo, "-m", weights, "-o", tmp_path / "b.uqd")
+    steps = weights.with_name("steps.safetensors")  # a new name: get_codec keeps the one above
+    steps.write_bytes(weights.read_bytes())
+    steps.with_suffix(".json").write_text(json.dumps(config))  # one step more: was an IndexError
+    r = run("encode", photo, "-m", steps, "-o", tmp_path / "b.uqd")
     assert_one_line_error(r)
     assert "noise levels, its config's schedule has" in r.stderr
     float_weights = tmp_path / "float.safetensors"
