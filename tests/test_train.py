@@ -468,3 +468,40 @@ def test_a_missing_data_folder_is_one_error_line_and_makes_no_run_folder(tmp_pat
     r = CliRunner().invoke(app, ["train", str(_photos(tmp_path, 1)), "--out", str(run), *TINY])
     assert r.exit_code == 1
     assert r.stderr.startswith(f"error: {tmp_path / 'photos'}: 1 image(s) found; training needs more")
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--batch", "0"], "--batch must be at least 1, not 0"),
+        (["--crop", "7"], "--crop must be a multiple of 16"),
+        (["--lr", "nan"], "--lr must be a positive number, not nan"),
+        (["--ema", "2"], "--ema must be a number from 0 to below 1"),
+        (["--decay-frac", "3"], "--decay-frac must be a number from 0 to 1"),
+        (["--widths", "0", "16", "16", "16"], "widths must be at least 1 channel each"),
+        (["--blocks-down", "1", "1"], "blocks_down needs 3 block counts for 4 widths"),
+        (["--noise-levels", "1", "2"], "schedule levels must be strictly decreasing"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_values_a_run_cannot_use_are_one_error_line_and_make_no_run_folder(tmp_path, extra, words):
+    """They were tracebacks from inside the first step (IndexError, ZeroDivisionError, torch's
+    RuntimeError), or, for --steps -1 and the like, runs that trained nothing."""
+    from typer.testing import CliRunner
+
+    from uqdm_codec.cli import app
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(_photos(tmp_path, 3)), "--out", str(run), *TINY, *extra])
+    assert r.exit_code == 1, r.output
+    text = r.stderr.strip()
+    assert text.startswith("error: ") and "\n" not in text and words in text, text
+    assert not run.exists()
+
+
+def test_train_help_says_what_each_option_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "crops per optimiser step (default: 4)" in text
+    assert "(default: 48 96 128 192)" in text and "(default: 'uqdm-small')" in text

@@ -36,6 +36,19 @@ class NetworkConfig:
     blocks_up: tuple[int, ...] = (1, 1, 1)
     embed_dim: int = 64
 
+    def __post_init__(self) -> None:
+        levels = len(self.widths)
+        if levels < 1 or min(self.widths) < 1:
+            raise ValueError(f"network widths must be at least 1 channel each, not {list(self.widths)}")
+        for name, blocks in (("blocks_down", self.blocks_down), ("blocks_up", self.blocks_up)):
+            if len(blocks) != levels - 1 or any(b < 0 for b in blocks):
+                raise ValueError(
+                    f"{name} needs {levels - 1} block counts for {levels} widths (one per level but the "
+                    f"coarsest), not {list(blocks)}"
+                )
+        if self.blocks_mid < 0 or self.embed_dim < 2 or self.embed_dim % 2:
+            raise ValueError("blocks_mid must be at least 0 and embed_dim a positive even number")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

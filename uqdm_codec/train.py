@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .errors import ModelError, UqdmError
+from .inference import pick_device
 from .model import UQDM, ModelConfig, save_model
 from .network import NetworkConfig
 from .objective import network_steps, random_grad_steps, run_chain
@@ -72,6 +74,96 @@ class TrainConfig:
     exclude: str = ""  # comma-separated globs (under data_dir) of photos never to train on, e.g. "misc/*.png"
     decay_by_time: bool = False  # with --minutes: decay over the last decay_frac of the minutes
     val_dir: str = ""  # evaluate on centre crops of these photos instead of the held-aside ones
+
+    def check(self) -> ModelConfig:
+        """The model config the run trains; SystemExit, one sentence naming the option, for a value
+        a run cannot use, before a folder is made or a photo read (they were tracebacks from
+        inside the first step, or runs that trained nothing)."""
+
+        def refuse(name: str, rule: str) -> None:
+            raise SystemExit(f"--{name.replace('_', '-')} must be {rule}, not {getattr(self, name)}")
+
+        at_least = {"steps": 1, "batch": 1, "crop": 1, "big_crop": 1, "log_every": 1, "eval_every": 1}
+        at_least |= {"ckpt_every": 1, "filter_from": 1, "big_every": 0, "warmup": 0, "holdout": 0}
+        at_least |= {"seed": 0, "threads": 0, "blocks_mid": 0, "grad_steps": 0}
+        for name, least in at_least.items():
+            if getattr(self, name) < least:
+                refuse(name, f"at least {least}")
+        for name in ("lr", "grad_clip"):
+            if not 0 < getattr(self, name) < math.inf:
+                refuse(name, "a positive number")
+        for name in ("min_lr", "display_lambda", "skip_lambda", "minutes"):
+            if not 0 <= getattr(self, name) < math.inf:
+                refuse(name, "a number from 0 up")
+        for name in ("decay_frac", "raw_display"):
+            if not 0 <= getattr(self, name) <= 1:
+                refuse(name, "a number from 0 to 1")
+        if not 0 <= self.ema < 1:
+            refuse("ema", "a number from 0 to below 1")
+        try:
+            config = ModelConfig(
+                name=self.name,
+                network=NetworkConfig(
+                    widths=tuple(self.widths),
+                    blocks_down=tuple(self.blocks_down),
+                    blocks_mid=self.blocks_mid,
+                    blocks_up=tuple(self.blocks_up),
+                ),
+                schedule=Schedule(tuple(self.noise_levels), self.pixel_step, self.threshold),
+            )
+        except (ValueError, ModelError) as exc:
+            options = "--widths, --blocks-*, --noise-levels, --pixel-step, --threshold"
+            raise SystemExit(f"{exc} ({options})") from None
+        side = 2 ** len(self.widths)  # the network folds 2x2, then halves once per level
+        for name in ("crop", "big_crop"):
+            if getattr(self, name) % side:
+                refuse(name, f"a multiple of {side} (2 to the number of --widths)")
+        return config
+
+
+# What each option does, for `uqdm train --help` (the comments above are for readers of the code).
+OPTION_HELP = {
+    "out": "run folder: checkpoint.pt, log.jsonl and the EMA weights NAME.safetensors + .json",
+    "name": "model name written into the weights (and into every file they encode)",
+    "steps": "total optimiser steps; resume with another value to extend or shorten the run",
+    "batch": "crops per optimiser step",
+    "crop": "side of a training crop, in pixels",
+    "big_crop": "side of the big crops every --big-every-th step uses (batch // 4 of them) for context",
+    "big_every": "every this-many steps use big crops (0: never)",
+    "lr": "peak learning rate (AdamW)",
+    "min_lr": "learning rate at the end of the decay",
+    "warmup": "steps of linear warm-up",
+    "decay_frac": "linear decay over this last fraction of --steps (or of --minutes with --decay-by-time)",
+    "ema": "decay of the weights' exponential moving average (the weights written)",
+    "grad_clip": "gradient norm clip",
+    "display_lambda": "weight of the displayed image's MSE in the loss, against the bits",
+    "skip_lambda": "weight of the bits skipped coefficients would cost (keeps their scales calibrated)",
+    "holdout": "photos held aside for the validation log",
+    "log_every": "steps between log lines",
+    "eval_every": "steps between validations",
+    "eval_at_start": "also validate before the first step",
+    "ckpt_every": "steps between checkpoints (one is also written at the end)",
+    "seed": "seed of the data order, crops and noise",
+    "device": "auto, cpu or cuda",
+    "threads": "torch threads on the CPU (0: torch's default)",
+    "widths": "channels at each of the U-Net's levels (one per Haar level)",
+    "blocks_down": "residual blocks at each level on the way down",
+    "blocks_mid": "residual blocks at the coarsest level",
+    "blocks_up": "residual blocks at each level on the way up",
+    "noise_levels": "noise level each Haar step brings the coefficients to, step 1's first (decreasing)",
+    "pixel_step": "quantisation step of the pixel step, in pixel units",
+    "threshold": "prior-scale-to-step ratio under which a coefficient is skipped (not coded)",
+    "init": "float weights to start a new run from (e.g. weights/uqdm-small-float.safetensors)",
+    "minutes": "stop with a checkpoint after this much wall time (0: run to --steps)",
+    "grad_steps": "back-propagate this many random network steps per batch (0: all of them)",
+    "eval_codec": "validations also code the held-aside crops with the codec: real bytes",
+    "corrections": "the loss includes the codec's colour context and display filters",
+    "filter_from": "with --corrections: the display filter applies to the images after this step on",
+    "raw_display": "with --corrections: share of a filtered step's display loss on the unfiltered image",
+    "exclude": "comma-separated globs (under DATA_DIR) of photos never to train on, e.g. 'misc/*.png'",
+    "decay_by_time": "with --minutes: decay over the last --decay-frac of the minutes",
+    "val_dir": "validate on centre crops of the photos in this folder instead of the held-aside ones",
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -273,12 +365,6 @@ def lr_at(cfg: TrainConfig, it: int, elapsed: float = 0.0) -> float:
     return cfg.lr + (cfg.min_lr - cfg.lr) * frac
 
 
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -291,7 +377,11 @@ def atomic_torch_save(obj, path: Path) -> None:
 def train(cfg: TrainConfig) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = pick_device(cfg.device)
+    mcfg = cfg.check()
+    try:
+        device = pick_device(cfg.device)
+    except UqdmError as exc:
+        raise SystemExit(str(exc)) from None
     if world > 1:
         import torch.distributed as dist
 
@@ -336,16 +426,6 @@ def train(cfg: TrainConfig) -> None:
             flush=True,
         )
 
-    mcfg = ModelConfig(
-        name=cfg.name,
-        network=NetworkConfig(
-            widths=tuple(cfg.widths),
-            blocks_down=tuple(cfg.blocks_down),
-            blocks_mid=cfg.blocks_mid,
-            blocks_up=tuple(cfg.blocks_up),
-        ),
-        schedule=Schedule(tuple(cfg.noise_levels), cfg.pixel_step, cfg.threshold),
-    )
     model = UQDM(mcfg).to(device)
     if not 0 <= cfg.grad_steps <= len(network_steps(model)):
         raise SystemExit(f"--grad-steps must be 0 (all) to {len(network_steps(model))}, not {cfg.grad_steps}")
@@ -569,23 +649,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="uqdm train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("data_dir")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("data_dir", help="folder of photos (searched recursively: .jpg, .png, .webp, ...)")
+    parser.add_argument("--out", required=True, help=OPTION_HELP["out"])
     for f in TrainConfig.__dataclass_fields__.values():
         if f.name in ("data_dir", "out_dir"):
             continue
         default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        option, what = "--" + f.name.replace("_", "-"), OPTION_HELP[f.name]
+        if isinstance(default, bool):
+            parser.add_argument(option, action="store_true", help=what)
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else repr(default)
+        what += f" (default: {shown})"
         if isinstance(default, tuple):
-            parser.add_argument(
-                "--" + f.name.replace("_", "-"),
-                type=float if isinstance(default[0], float) else int,
-                nargs="+",
-                default=default,
-            )
-        elif isinstance(default, bool):
-            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true")
+            kind = float if isinstance(default[0], float) else int
+            parser.add_argument(option, type=kind, nargs="+", default=default, help=what)
         else:
-            parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default)
+            parser.add_argument(option, type=type(default), default=default, help=what)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     cfg = TrainConfig(
