@@ -74,6 +74,19 @@ def test_bench_on_synthetic_images(tmp_path, codec, tiny_model_path):
     if "JPEG XL" in doc["summary"]["baselines"]:
         assert "BD-rate vs JPEG XL" in r.stdout and "JPEG XL lossless" in r.stdout
 
+    # --limit 0 benchmarked every image and --limit -1 all but the last; --out naming a file
+    # failed with an internal FileExistsError after the whole benchmark
+    (tmp_path / "file").write_text("x")
+    model = ("-m", tiny_model_path, "--no-baselines", "-q")
+    for args, words in (
+        (["--limit", 0], "--limit must be a whole number from 1, not 0"),
+        (["--limit", -1], "--limit must be a whole number from 1, not -1"),
+        (["--crop", 0], "--crop must be a whole number from 1, not 0"),
+        (["--out", tmp_path / "file"], "not a folder (--out names the folder"),
+    ):
+        r = run("bench", folder, *model, *args)
+        assert r.exit_code == 1 and r.stderr.strip().startswith("error: ") and words in r.stderr, r.output
+
 
 def test_baselines_on_a_small_image_cover_every_codec_this_install_has():
     pixels = synthetic_image(48, 64, seed=5)

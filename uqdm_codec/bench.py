@@ -343,10 +343,13 @@ def run(
     files end with the lossless tail after step T-1, every one of them, so that the curves align;
     tail_after S: after step S, an early tail)
     and, with `baselines`, the other codecs."""
-    paths = list_images(folder)[:limit] if limit else list_images(folder)
-    if not paths:
-        from .errors import UqdmError
+    from .errors import UqdmError, is_whole
 
+    for name, value in (("limit", limit), ("crop", crop)):  # 0 was 'all', -1 dropped the last image
+        if value is not None and not (is_whole(value) and value >= 1):
+            raise UqdmError(f"--{name} must be a whole number from 1, not {value!r}")
+    paths = list_images(folder)[:limit]
+    if not paths:
         raise UqdmError(f"{folder}: no images found")
     codec.encode(np.zeros((16, 16, 3), np.uint8), seed=0)  # warm-up: first calls pay for allocations
     results = []
@@ -374,6 +377,8 @@ def run(
 
 
 def save(summary: dict, results: list[ImageResult], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    from .batch import make_folder
+
+    make_folder(out, "--out")
     doc = {"summary": summary, "images": [r.__dict__ for r in results]}
     (out / "results.json").write_text(json.dumps(doc, indent=1, default=float) + "\n")

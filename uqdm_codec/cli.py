@@ -1151,6 +1151,7 @@ def bench(
 
         if not folder.is_dir():
             raise UqdmError(f"{folder}: not a folder")
+        batch.check_folder(out_dir, "--out")  # before the hour a benchmark may take, not after it
         codec = get_codec(model, device)
         codec.check_tail_after(tail_after)
         with _progress("benchmarking", quiet) as update:
