@@ -86,6 +86,11 @@ def test_bench_on_synthetic_images(tmp_path, codec, tiny_model_path):
     ):
         r = run("bench", folder, *model, *args)
         assert r.exit_code == 1 and r.stderr.strip().startswith("error: ") and words in r.stderr, r.output
+    (folder / "2.png").write_text("not an image")  # ended the benchmark after the images before it
+    r = run("bench", folder, *model, "--crop", 16, "--out", tmp_path / "o2")
+    assert r.exit_code == 0 and "warning: left out " in r.stderr and "2.png: not an image" in r.stderr
+    doc = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert doc["summary"]["images"] == 2 and len(doc["summary"]["skipped"]) == 1
 
 
 def test_baselines_on_a_small_image_cover_every_codec_this_install_has():

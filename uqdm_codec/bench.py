@@ -352,9 +352,15 @@ def run(
     if not paths:
         raise UqdmError(f"{folder}: no images found")
     codec.encode(np.zeros((16, 16, 3), np.uint8), seed=0)  # warm-up: first calls pay for allocations
-    results = []
+    results, skipped = [], []
     for k, path in enumerate(paths):
-        pixels = center_crop(load_image(path).pixels, crop)
+        try:
+            pixels = center_crop(load_image(path).pixels, crop)
+        except UqdmError as exc:  # one unreadable file does not end the others' benchmark
+            skipped.append(str(exc))
+            if progress:
+                progress(k + 1, len(paths), path.name)
+            continue
         results.append(
             bench_image(
                 codec,
@@ -370,7 +376,10 @@ def run(
         )
         if progress:
             progress(k + 1, len(paths), path.name)
+    if not results:
+        raise UqdmError(f"{folder}: no image could be read ({skipped[0]})")
     summary = summarise(results, codec.num_steps)
+    summary["skipped"] = skipped  # "NAME: why" of each image left out
     summary["mirrors"], summary["fast"], summary["tail"] = mirrors, fast, tail or tail_after is not None
     summary["tail_after"] = tail_after
     return summary, results

@@ -1168,6 +1168,8 @@ def bench(
                 tail_after=tail_after,
             )
         benchmark.save(summary, results, out_dir)
+        for why in summary["skipped"]:
+            err.print(f"warning: left out {why}", highlight=False, soft_wrap=True)
         names = list(summary["baselines"])
         table = Table(
             title=f"uqdm on {summary['images']} images of {folder} (mean bpp and PSNR per layer)",
