@@ -62,6 +62,13 @@ def test_streams_that_cannot_be_are_refused_before_any_byte(codec, options, word
     assert pieces == []
 
 
+def test_emit_and_progress_that_are_no_functions_are_refused(codec):
+    """emit=5 was a TypeError from inside the encode."""
+    for name in ("emit", "progress"):
+        with pytest.raises(UqdmError, match=f"{name} must be a function"):
+            codec.encode(synthetic_image(16, 16), seed=1, **{name: 5})
+
+
 def test_a_tiled_image_is_refused(tiny_model):
     pieces: list[bytes] = []
     with pytest.raises(UqdmError, match="region by region"):

@@ -80,8 +80,10 @@ def test_reserved_mirror_code_and_bad_values_are_refused():
     raw[body:] = container.crc32(bytes(raw[:body])).to_bytes(4, "little")
     with pytest.raises(FormatError, match="reserved mirror"):
         container.parse_header(bytes(raw))
-    with pytest.raises(UqdmError, match="mirrors must be one of"):
-        ensemble.check_mirrors(3)
+    for bad in (3, True, 2.0, "2"):  # True and 2.0 were taken as 1 and 2
+        with pytest.raises(UqdmError, match="mirrors must be one of"):
+            ensemble.check_mirrors(bad)
+    assert ensemble.check_mirrors(np.int64(4)) == 4
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,9 @@ def test_gray_images_end_in_the_tail_unless_told(codec):
     for tiny in (gray(1, 1), gray(3, 5)):
         assert np.array_equal(codec.decode(codec.encode(tiny, seed=1)).pixels, tiny)
     with pytest.raises(UqdmError, match="tail must be"):
-        codec.encode(img, tail="on")
+        codec.encode(img, tail="yes")
+    assert codec.encode(img, seed=2, tail="on") == default  # the command line's names mean the same
+    assert codec.encode(img, seed=2, tail="off") == plain
 
 
 def test_cli_notes_the_choice(tmp_path, tiny_model_path):

@@ -57,6 +57,7 @@ DEFAULT_REGION = 1024  # longest side coded whole; larger images are tiled (FORM
 
 
 TAIL_DEFAULT = "default"  # Codec.encode's `tail` when not given: default_tail(pixels)
+TAIL_NAMES = {"on": True, "off": False, "auto": None}  # `tail` as encode --tail names it
 
 
 @dataclass
@@ -923,10 +924,15 @@ class Codec:
         image, `tail` None, a PSNR index, or a target other than `steps`."""
         target = target or quality.Target()
         pixels = _validate_pixels(pixels)
-        if isinstance(tail, str):
-            if tail != TAIL_DEFAULT:
-                raise UqdmError(f"tail must be True, False, None or {TAIL_DEFAULT!r}, not {tail!r}")
-            tail = default_tail(pixels)
+        if isinstance(tail, str):  # the command line's names too
+            if tail != TAIL_DEFAULT and tail not in TAIL_NAMES:
+                raise UqdmError(
+                    f"tail must be True, False, None, 'on', 'off', 'auto' or {TAIL_DEFAULT!r}, not {tail!r}"
+                )
+            tail = default_tail(pixels) if tail == TAIL_DEFAULT else TAIL_NAMES[tail]
+        for name, function in (("progress", progress), ("emit", emit)):
+            if function is not None and not callable(function):
+                raise UqdmError(f"{name} must be a function (or None), not {function!r}")
         if alpha is not None:
             alpha = np.asarray(alpha)
             if alpha.shape != pixels.shape[:2] or alpha.dtype != np.uint8:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import UqdmError
+from .errors import UqdmError, is_whole
 
 MIRROR_SETS: dict[int, tuple[str, ...]] = {
     1: ("",),  # the network once: no ensemble
@@ -30,7 +30,7 @@ _AXIS = {"h": -1, "v": -2}
 
 def check_mirrors(mirrors: int) -> int:
     """`mirrors` as an int, or UqdmError naming the allowed values."""
-    if mirrors not in MIRROR_SETS:
+    if not is_whole(mirrors) or mirrors not in MIRROR_SETS:  # True and 2.0 were taken as 1 and 2
         raise UqdmError(f"mirrors must be one of {sorted(MIRROR_SETS)}, not {mirrors!r}")
     return int(mirrors)
 
