@@ -50,6 +50,25 @@ def test_damage_after_the_steps_asked_for_is_no_obstacle(codec, encoded):
     assert np.array_equal(codec.decode(head, 4).pixels, codec.decode(data, 4).pixels)
 
 
+def test_bytes_after_a_whole_file_are_refused_but_say_the_file_is_intact(codec, encoded, tiny_model):
+    """FORMAT.md 2 makes bytes after the last layer corruption (a second file appended, a
+    transfer's padding): still refused, but the error says the bytes before them are a whole
+    file, and every request they hold is served with a warning, as for damage."""
+    img, data = encoded
+    tiled = Codec(tiny_model, "cpu", region=32).encode(synthetic_image(40, 72), seed=1)
+    for whole in (data, tiled):
+        extra = whole + whole[:30]
+        with pytest.raises(FormatError, match="after the last layer.*intact \\(a whole file\\)") as caught:
+            files.info(extra)
+        assert caught.value.intact == len(whole)
+        notes: list[str] = []
+        assert files.truncate(extra, max_bytes=len(whole), notes=notes) == whole
+        assert files.truncate(extra, steps=2) == files.truncate(whole, steps=2)
+        assert len(notes) == 1 and notes[0].startswith("damaged file: unexpected data after the last layer")
+    head = files.budget_prefix(data + b"\0", 3, None)
+    assert np.array_equal(codec.decode(head, 3).pixels, codec.decode(data, 3).pixels)
+
+
 def test_a_damaged_layer_header_keeps_the_layers_before(encoded):
     _, data = encoded
     fi = files.info(data)

@@ -605,8 +605,8 @@ def parse(data: bytes, head: tuple[Header, int] | None = None) -> ParsedFile:
     out = ParsedFile(header, pos, [])
     expected_index = 1
     while pos < len(data):
-        if expected_index > header.num_layers:
-            raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)")
+        if expected_index > header.num_layers:  # the file before them is whole
+            raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)", intact=pos)
         start = pos
         if len(data) - pos < _LAYER.size:
             out.warnings.append(_truncated_note(expected_index, header, len(data) - pos))
@@ -815,8 +815,8 @@ def split_tiled(data: bytes, head: tuple[Header, int] | None = None) -> tuple[He
     sizes = [len(p[0]) for p in pieces]
     j = 0
     while pos < len(data):
-        if j >= header.num_layers * count:
-            raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)")
+        if j >= header.num_layers * count:  # the file before them is whole
+            raise FormatError(f"unexpected data after the last layer ({len(data) - pos} bytes)", intact=pos)
         end = _record_end(data, pos)
         end = len(data) if end is None else min(end, len(data))
         r = j % count

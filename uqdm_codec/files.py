@@ -361,6 +361,8 @@ def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **ask
         fits = budget is not None and check_max_bytes(budget) <= intact
     if not fits:
         what = f"{held} complete steps" if held != 1 else "1 complete step"
+        if head.complete:  # bytes after the end of a whole file (refused: FORMAT.md 2)
+            what = "a whole file"
         raise FormatError(
             f"{first}; the {intact:,} bytes before it are intact ({what}): decode --bytes {intact} "
             f"shows them, truncate --bytes {intact} keeps them",
