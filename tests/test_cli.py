@@ -253,6 +253,11 @@ def test_progression_and_all_levels(photo, tiny_model_path):
     names = sorted(p.name for p in folder.iterdir())
     assert len(names) == 10 and names[0].startswith("000_header") and "lossless" in names[-1]
     assert Image.open(strip_path).size[0] > 40
+    for name in names[:5]:  # a level that exists ended the run half-way, the ones before it written
+        (folder / name).unlink()
+    r = run("decode", uqd, "-m", tiny_model_path, "--all-steps", folder)
+    assert_one_line_error(r)
+    assert names[5] in r.stderr and sorted(p.name for p in folder.iterdir()) == names[5:]
 
 
 def test_pillow_opens_uqd_files(photo, tiny_model_path, monkeypatch):

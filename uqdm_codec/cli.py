@@ -912,7 +912,7 @@ def _write_levels(
     import numpy as np
 
     from . import progression as prog
-    from .image_io import output_format, save_image
+    from .image_io import check_output, output_format, save_image
 
     with _progress("levels", quiet):
         levels = prog.decode_levels(codec, data, every_chunk=chunks, recon=recon, seed=seed)
@@ -921,12 +921,17 @@ def _write_levels(
     keep = {"force": force, "inputs": _inputs(file), **levels[0].extras()}
     notes: list[str] = []
     if folder:
-        batch.make_folder(folder, "--all-steps")
+        written = []  # (pixels, path) of every level, each checked before the first is written
         for n, image in enumerate(levels):
             name = f"{n:03d}_{prog.level_name(image).replace(' ', '')}_{8 * image.nbytes / (h * w):.3f}bpp"
-            said = save_image(prog.mean_image(image), folder / f"{name}{suffix}", **keep)
+            written.append((prog.mean_image(image), folder / f"{name}{suffix}"))
             if image.recon == "sample":
-                said += save_image(image.pixels, folder / f"{name}_sample{seed}{suffix}", **keep)
+                written.append((image.pixels, folder / f"{name}_sample{seed}{suffix}"))
+        for _, path in written:  # an existing level ends it before any is written, not half-way
+            check_output(path, force, _inputs(file))
+        batch.make_folder(folder, "--all-steps")
+        for n, (pixels, path) in enumerate(written):
+            said = save_image(pixels, path, **keep)
             notes += [] if n else said  # every level's are the first's, but for its name
         say.print(f"wrote {len(levels)} levels to {folder}/", highlight=False, soft_wrap=True)
     if strip_path:
