@@ -611,3 +611,34 @@ def test_model_files_that_are_not_models_are_one_line_errors(photo, tiny_model_p
     assert_one_line_error(r)
     assert "they do not fit float.json" in r.stderr
     assert not (tmp_path / "a.uqd").exists() and not (tmp_path / "b.uqd").exists()
+
+
+def test_a_files_model_name_picks_only_shipped_weights_and_prints_as_text(
+    photo, tiny_model_path, tmp_path, monkeypatch
+):
+    """The model name comes from the file: '../../x' made a decoder load weights/../../x.safetensors
+    (any weights on the machine), and an ESC in it reached the terminal. A folder named like the
+    default model in the working folder (a training run's --out) stopped every encode."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from uqdm_codec.codec import model_for_file
+    from uqdm_codec.model import DEFAULT_MODEL, resolve_model_path, shipped_model_path, weights_dir
+
+    assert run("encode", photo, "-m", tiny_model_path, "--seed", 2, "-q").exit_code == 0
+    data = photo.with_suffix(".uqd").read_bytes()
+    header, size = container.parse_header(data)
+    elsewhere = Path(tiny_model_path)
+    climb = "/".join([".."] * len(weights_dir().resolve().parts)) + str(elsewhere.with_suffix(""))
+    for name in (climb, str(elsewhere), str(elsewhere.with_suffix("")), ".hidden"):
+        assert shipped_model_path(name) is None
+        assert model_for_file(replace(header, model_name=name[:64]), None) is None, name
+    shipped = shipped_model_path(DEFAULT_MODEL)
+    assert shipped is not None and model_for_file(replace(header, model_name=DEFAULT_MODEL), None) == shipped
+    odd = tmp_path / "odd.uqd"
+    odd.write_bytes(replace(header, model_name="\x1b[2Jx\u202ey").to_bytes() + data[size:])
+    r = run("info", odd)
+    assert r.exit_code == 0 and "model \\x1b[2Jx\\u202ey (" in r.stdout and "\x1b" not in r.stdout
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_MODEL).mkdir()
+    assert resolve_model_path(None) == resolve_model_path(DEFAULT_MODEL) == shipped

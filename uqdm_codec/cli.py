@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +25,37 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="uqdm: progressive image compression with a universally quantized diffusion model.",
 )
-# No markup: what is printed holds file names, and '[red]' in 'photo [red].png' must stay text.
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+
+
+def _shown(text: str) -> str:
+    """`text` with control, format and surrogate characters (ESC, bidi overrides, undecodable bytes
+    of a file name) as escapes, newlines and tabs kept: a model name or an EXIF field read from a
+    file must not steer the terminal."""
+    if text.isprintable():
+        return text
+    keep = ("\n", "\t")
+    return "".join(
+        c
+        if c in keep or unicodedata.category(c) not in ("Cc", "Cf", "Cs")
+        else c.encode("unicode_escape", "backslashreplace").decode()
+        for c in text
+    )
+
+
+class _Console(Console):
+    """rich's console, every string it renders (printed, or a table's cell or title) through
+    _shown. No markup: what is printed holds file names, and '[red]' in 'photo [red].png' must stay
+    text."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(markup=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        return super().render_str(_shown(text), **kwargs)
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 
 def _unwrapped(doc: str | None) -> str:
@@ -146,7 +175,7 @@ JobsOpt = typer.Option(
 
 def _error(message: str) -> None:
     """One red-labelled error line on standard error; the message is printed as it is."""
-    err.print(Text.assemble(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "red"), f" {_shown(message)}"), highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -355,7 +384,7 @@ def _psnr_cell(value: float | None) -> str:
 
 def _wide() -> Console:
     """The console for wide tables: piped output is not squeezed to 80 columns."""
-    return out if out.is_terminal else Console(width=160, file=out.file, markup=False)
+    return out if out.is_terminal else _Console(width=160, file=out.file)
 
 
 def _layer_table(fi, title: str, encoded=None) -> Table:

@@ -49,7 +49,7 @@ from .display_filter import DisplayFilter
 from .errors import FormatError, ModelError, SyncError, UqdmError, is_whole
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
-from .model import UQDM, resolve_model_path, retired_model_path
+from .model import UQDM, retired_model_path, shipped_model_path
 from .rdoq import choose as rdoq_choose
 
 Progress = Callable[[int, int], None]
@@ -1864,13 +1864,7 @@ def model_for_file(header: Header, requested: str | Path | None) -> str | Path |
     if requested is not None:
         return requested
     retired = retired_model_path(header.model_name, header.fingerprint)
-    if retired is not None:
-        return retired
-    try:
-        resolve_model_path(header.model_name)
-        return header.model_name
-    except ModelError:
-        return None
+    return retired if retired is not None else shipped_model_path(header.model_name)
 
 
 class ChainRun:
