@@ -193,6 +193,11 @@ def test_errors_are_one_line(tmp_path, photo, tiny_model_path, other_model_path,
     assert_one_line_error(r)
     assert "bad.uqd" in r.stderr
     assert not (tmp_path / "bad.decoded.png").exists()
+    folder_words = {"encode": "not an image (give the images in it: ", "decode": "not a .uqd file"}
+    for command, words in folder_words.items():
+        r = run(command, tmp_path, "-m", tiny_model_path)  # a folder: say how to give what is in it
+        assert_one_line_error(r)
+        assert f"{tmp_path}: is a folder, {words}" in r.stderr
 
 
 def test_truncated_file_warns(photo, tiny_model_path):

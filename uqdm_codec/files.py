@@ -190,7 +190,7 @@ def read_input_checks(path: Path) -> None:
     if not path.exists():
         raise UqdmError(f"{path}: no such file")
     if path.is_dir():
-        raise UqdmError(f"{path}: is a folder")
+        raise UqdmError(f"{path}: is a folder, not a .uqd file (give the files in it: {path / '*.uqd'})")
 
 
 def read_input(path: Path) -> bytes:

@@ -268,7 +268,7 @@ def load_image(source, name: str | None = None) -> LoadedImage:
     if not path.exists():
         raise ImageError(f"{path}: no such file")
     if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image")
+        raise ImageError(f"{path}: is a folder, not an image (give the images in it: {path / '*'})")
     return _open(path, str(path), notes)
 
 
