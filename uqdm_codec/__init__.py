@@ -21,7 +21,7 @@ import os
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.47.0"
+__version__ = "0.48.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 

@@ -174,7 +174,8 @@ JobsOpt = typer.Option(
 
 
 def _error(message: str) -> None:
-    """One red-labelled error line on standard error; the message is printed as it is."""
+    """One red-labelled error line on standard error; the message as text (no markup, control
+    characters escaped)."""
     err.print(Text.assemble(("error:", "red"), f" {_shown(message)}"), highlight=False, soft_wrap=True)
 
 
