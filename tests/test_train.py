@@ -482,6 +482,8 @@ def test_a_missing_data_folder_is_one_error_line_and_makes_no_run_folder(tmp_pat
         (["--blocks-down", "1", "1"], "blocks_down needs 3 block counts for 4 widths"),
         (["--noise-levels", "1", "2"], "schedule levels must be strictly decreasing"),
         (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--name", "runs/a"], "--name must be 1 to 64 letters"),  # would be a folder in the run's
+        (["--name", "x" * 65], "--name must be 1 to 64 letters"),  # more than a header holds
     ],
 )
 def test_values_a_run_cannot_use_are_one_error_line_and_make_no_run_folder(tmp_path, extra, words):

@@ -185,13 +185,13 @@ def retired_model_path(name: str, fingerprint: bytes) -> Path | None:
     """The shipped weights of an earlier release that made a file, if this install has them:
     weights/retired/<name>-<fingerprint hex>.safetensors. A new model must not orphan the files
     its predecessor wrote; the name comes from the file, so only plain names are looked up."""
-    if not _plain_name(name):
+    if not plain_name(name):
         return None
     path = weights_dir() / "retired" / f"{name}-{fingerprint.hex()}.safetensors"
     return path if path.is_file() else None
 
 
-def _plain_name(name: str) -> bool:
+def plain_name(name: str) -> bool:
     """A model name that can only name a file inside weights/ (no folder, no '..')."""
     return re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}", name) is not None and ".." not in name
 
@@ -200,7 +200,7 @@ def shipped_model_path(name: str) -> Path | None:
     """weights/<name>.safetensors, if `name` is a plain name and this install has it. A file's
     model name is looked up only so: it comes from the file, and '../x' or '/tmp/x.safetensors'
     must not make a decoder load weights from elsewhere."""
-    if not _plain_name(name):
+    if not plain_name(name):
         return None
     path = weights_dir() / f"{name}.safetensors"
     return path if path.is_file() else None

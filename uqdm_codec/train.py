@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from .errors import ModelError, UqdmError
 from .inference import pick_device
-from .model import UQDM, ModelConfig, save_model
+from .model import UQDM, ModelConfig, plain_name, save_model
 from .network import NetworkConfig
 from .objective import network_steps, random_grad_steps, run_chain
 from .schedule import DEFAULT_LEVELS, DEFAULT_PIXEL_STEP, DEFAULT_THRESHOLD, Schedule
@@ -100,6 +100,8 @@ class TrainConfig:
                 refuse(name, "a number from 0 to 1")
         if not 0 <= self.ema < 1:
             refuse("ema", "a number from 0 to below 1")
+        if not plain_name(self.name):  # the name goes into every file's header, at most 64 bytes
+            refuse("name", "1 to 64 letters, digits, '-', '_' or '.' (no folder)")
         try:
             config = ModelConfig(
                 name=self.name,
