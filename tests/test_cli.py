@@ -607,6 +607,14 @@ def test_model_files_that_are_not_models_are_one_line_errors(photo, tiny_model_p
     r = run("encode", photo, "-m", steps, "-o", tmp_path / "b.uqd")
     assert_one_line_error(r)
     assert "noise levels, its config's schedule has" in r.stderr
+    config = json.loads(Path(tiny_model_path).with_suffix(".json").read_text())
+    config["name"] = "x" * 65  # every encode was an internal ValueError: the header holds 64 bytes
+    long = weights.with_name("long.safetensors")
+    long.write_bytes(weights.read_bytes())
+    long.with_suffix(".json").write_text(json.dumps(config))
+    r = run("encode", photo, "-m", long, "-o", tmp_path / "b.uqd")
+    assert_one_line_error(r)
+    assert "long.json is invalid: model name longer than the 64 bytes" in r.stderr
     float_weights = tmp_path / "float.safetensors"
     save_model(make_tiny_model(), float_weights)
     config = json.loads(float_weights.with_suffix(".json").read_text())

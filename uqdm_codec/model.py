@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import haar
+from . import container, haar
 from .errors import ModelError
 from .network import Denoiser, NetworkConfig
 from .schedule import Schedule
@@ -43,6 +43,8 @@ class ModelConfig:
             raise ModelError("band_sigma needs one entry per band")
         if self.prior != "logistic":
             raise ModelError(f"unsupported prior {self.prior!r}")
+        if len(self.name.encode("utf-8")) > container.MAX_NAME:  # every file's header holds it
+            raise ModelError(f"model name longer than the {container.MAX_NAME} bytes a file's header holds")
 
     def to_dict(self) -> dict:
         return {
@@ -241,7 +243,7 @@ def read_config(path: Path) -> tuple[ModelConfig, dict]:
                 f"{path} is not a model: give a model name or a .safetensors file (its .json beside it)"
             ) from None
         raise ModelError(f"model config {config_path} is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, ModelError) as exc:
         raise ModelError(f"model config {config_path} is invalid: {exc}") from None
 
 
