@@ -145,6 +145,10 @@ def test_cli_bad_recon_is_one_line(uqd, tiny_model_path):
     assert_one_line_error(r)
     assert "mean or sample" in r.stderr
     assert_one_line_error(run("decode", uqd, "--recon", "sample", "--seed", -4, "-m", tiny_model_path))
+    r = run("decode", uqd, "--steps", 2, "--seed", 3, "-m", tiny_model_path)  # was ignored
+    assert_one_line_error(r)
+    assert "--seed picks the sample of --recon sample" in r.stderr
+    assert not uqd.with_name("photo.step2.png").exists()
 
 
 def test_cli_progression_has_a_sample_row(uqd, tiny_model_path):

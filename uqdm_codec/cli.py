@@ -706,7 +706,9 @@ def decode(
         from .codec import model_for_file
         from .image_io import check_output, image_bytes, output_format, save_image, writes_exactly
 
-        recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        given_seed, recon, seed = seed, sampling.check_recon(recon), sampling.check_seed(seed)
+        if given_seed is not None and recon != "sample":  # was ignored without a word, as --chunks was
+            raise UqdmError("--seed picks the sample of --recon sample; without it nothing is drawn")
         max_bytes = _size(size)
         batch.check_cut("decode", bpp, steps, psnr, max_bytes)
         suffix = _image_suffix(image_format, output)
