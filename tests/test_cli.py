@@ -35,6 +35,8 @@ def photo(tmp_path):
 
 
 def test_encode_decode_info_truncate(photo, tiny_model_path):
+    from uqdm_codec.files import info as files_info
+
     r = run("encode", photo, "-m", tiny_model_path, "--seed", 5)
     assert r.exit_code == 0, r.output
     uqd = photo.with_suffix(".uqd")
@@ -68,6 +70,10 @@ def test_encode_decode_info_truncate(photo, tiny_model_path):
     cut = photo.with_name("photo.cut.uqd")
     assert r.exit_code == 0 and budget - 4 < cut.stat().st_size <= budget
     assert "ends inside a chunk" in r.stdout
+    held = files_info(cut)
+    nxt = len(held.layers) + 1  # the layer the cut falls in: said, as decode says it (was 'N steps')
+    part = f"step {nxt}" if nxt <= held.header.coded_steps else "the lossless layer"
+    assert f"{len(held.layers)} steps and part of {part}, ends inside a chunk" in r.stdout, r.stdout
     r = run("decode", cut, "-m", tiny_model_path)
     assert r.exit_code == 0 and "part of chunk" in r.stderr
 

@@ -1051,6 +1051,10 @@ def truncate(
         quality = "" if reached is None or fi.complete else f", {batch.quality_text(reached)}"
         held = min(fi.steps, fi.header.coded_steps)  # a tail is the lossless end, not a step
         end = (", lossless tail" if fi.header.tail else ", lossless layer") if fi.complete else ""
+        if fi.in_next_step and not fi.complete:  # as decode says of the image such a file shows
+            nxt = len(fi.layers) + 1
+            lossless_end = "the lossless tail" if fi.header.tail else "the lossless layer"
+            end = f" and part of {f'step {nxt}' if nxt <= fi.header.coded_steps else lossless_end}"
         (err if to_stdout else out).print(
             f"wrote {target}: {len(cut)} bytes, {files.bpp_of(len(cut), fi.header):.4f} bpp, "
             f"{held} steps{end}"
