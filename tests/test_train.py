@@ -475,7 +475,7 @@ def test_a_missing_data_folder_is_one_error_line_and_makes_no_run_folder(tmp_pat
     [
         (["--batch", "0"], "--batch must be at least 1, not 0"),
         (["--crop", "7"], "--crop must be a multiple of 16"),
-        (["--lr", "nan"], "--lr must be a positive number, not nan"),
+        (["--lr", "nan"], "--lr must be a number from 0 up, not nan"),
         (["--ema", "2"], "--ema must be a number from 0 to below 1"),
         (["--decay-frac", "3"], "--decay-frac must be a number from 0 to 1"),
         (["--widths", "0", "16", "16", "16"], "widths must be at least 1 channel each"),

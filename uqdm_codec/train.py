@@ -85,14 +85,13 @@ class TrainConfig:
 
         at_least = {"steps": 1, "batch": 1, "crop": 1, "big_crop": 1, "log_every": 1, "eval_every": 1}
         at_least |= {"ckpt_every": 1, "filter_from": 1, "big_every": 0, "warmup": 0, "holdout": 0}
-        at_least |= {"seed": 0, "threads": 0, "blocks_mid": 0, "grad_steps": 0}
+        at_least |= {"seed": 0, "threads": 0, "blocks_mid": 0}  # --grad-steps: once the model is made
         for name, least in at_least.items():
             if getattr(self, name) < least:
                 refuse(name, f"at least {least}")
-        for name in ("lr", "grad_clip"):
-            if not 0 < getattr(self, name) < math.inf:
-                refuse(name, "a positive number")
-        for name in ("min_lr", "display_lambda", "skip_lambda", "minutes"):
+        if not 0 < self.grad_clip < math.inf:
+            refuse("grad_clip", "a positive number")
+        for name in ("lr", "min_lr", "display_lambda", "skip_lambda", "minutes"):  # lr 0: a frozen run
             if not 0 <= getattr(self, name) < math.inf:
                 refuse(name, "a number from 0 up")
         for name in ("decay_frac", "raw_display"):
