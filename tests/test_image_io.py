@@ -45,6 +45,15 @@ def test_modes_convert_to_rgb_with_a_note(tmp_path, mode):
     assert loaded.notes
 
 
+def test_a_32_bit_image_says_it_is_clipped(tmp_path):
+    """Mode I values past 16 bits were called a 16-bit image in the note."""
+    path = tmp_path / "wide.tiff"
+    Image.fromarray((np.arange(120).reshape(12, 10) * 2000 - 1000).astype(np.int32)).save(path)
+    loaded = load_image(path)
+    assert loaded.notes[0].startswith("32-bit integer image (values -1000 to 237000) clipped to 0..65535")
+    assert loaded.pixels[0, 0, 0] == 0 and loaded.pixels[-1, -1, 0] == 255
+
+
 def test_sixteen_bit_rgb_png(tmp_path):
     arr = (np.arange(6 * 5 * 3).reshape(6, 5, 3) * 900).astype(np.uint16)
     path = tmp_path / "deep.png"

@@ -107,7 +107,14 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im)
-        if arr.max(initial=0) > 255 or mode.startswith("I;16"):
+        low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if low < 0 or high > 65535:  # a 32-bit image: said, not passed off as 16-bit
+            notes.append(
+                f"32-bit integer image (values {low} to {high}) clipped to 0..65535, reduced to 8 bits "
+                "and stored as RGB"
+            )
+            arr = _sixteen_to_eight(np.clip(arr, 0, 65535))
+        elif high > 255 or mode.startswith("I;16"):
             notes.append("16-bit grayscale image reduced to 8 bits and stored as RGB")
             arr = _sixteen_to_eight(np.clip(arr, 0, 65535))
         else:
