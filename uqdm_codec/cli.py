@@ -123,7 +123,8 @@ TailAfterOpt = typer.Option(
     help="A lossless archive with previews: the tail follows diffusion step STEP (0 to T-1; implies "
     "--tail on) and the later steps are not coded. Lossless files about 12 % smaller than --tail on "
     "for photos at STEP 3 (below JPEG 2000 and JPEG XL on Kodak), with step images up to STEP only "
-    "(on Kodak about 0.03 bpp at STEP 2, 0.07 at 3, 0.22 at 4).",
+    "(on Kodak about 0.03 bpp at STEP 2, 0.07 at 3, 0.22 at 4). Small and thin images: STEP 0 makes "
+    "their lossless files 20-70 % smaller than the default's.",
 )
 _TAIL_MODES = {"off": False, "on": True, "auto": None}
 TAIL_DEFAULT = "default"  # codec.TAIL_DEFAULT, spelled out here to keep torch out of the CLI's import
