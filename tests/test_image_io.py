@@ -45,6 +45,18 @@ def test_modes_convert_to_rgb_with_a_note(tmp_path, mode):
     assert loaded.notes
 
 
+def test_a_float_image_in_0_to_1_is_scaled(tmp_path):
+    """Float images in 0..1 (the usual convention) were clipped to 0..255 and rounded: 0s and 1s."""
+    values = np.linspace(0, 1, 120, dtype=np.float32).reshape(12, 10)
+    Image.fromarray(values).save(tmp_path / "unit.tiff")
+    loaded = load_image(tmp_path / "unit.tiff")
+    assert "values in 0..1 scaled to 0..255" in loaded.notes[0]
+    assert loaded.pixels[0, 0, 0] == 0 and loaded.pixels[-1, -1, 0] == 255
+    Image.fromarray(values * 200).save(tmp_path / "wide.tiff")  # 0..200: taken as it is
+    loaded = load_image(tmp_path / "wide.tiff")
+    assert "clipped to 0..255" in loaded.notes[0] and loaded.pixels[-1, -1, 0] == 200
+
+
 def test_a_32_bit_image_says_it_is_clipped(tmp_path):
     """Mode I values past 16 bits were called a 16-bit image in the note."""
     path = tmp_path / "wide.tiff"

@@ -122,8 +122,13 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
             arr = np.clip(arr, 0, 255).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
     if mode == "F":
-        notes.append("floating-point image clipped to 0..255 and rounded")
-        arr = np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        if 0.0 <= arr.min(initial=0.0) and arr.max(initial=0.0) <= 1.0 and np.any(arr % 1):
+            notes.append("floating-point image with values in 0..1 scaled to 0..255 and rounded")
+            arr = arr * 255.0  # the common convention for float images (was near-black: 0 or 1)
+        else:
+            notes.append("floating-point image clipped to 0..255 and rounded")
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
     if mode in ("RGBA", "RGBa"):
         pass  # the colour as it is; the alpha channel is _alpha's
