@@ -634,3 +634,17 @@ def test_tile_and_region_sides_are_checked_when_the_codec_is_made(tiny_model):
         with pytest.raises(UqdmError, match="must be a multiple of 16 from 16 to"):
             Codec(tiny_model, "cpu", **kw)
     assert Codec(tiny_model, "cpu", tile=16, region=None).region is None
+
+
+def test_a_network_without_residual_blocks_still_codes():
+    """Such a network has no FiLM rows to count against the schedule's steps; the check that
+    refuses a config of another network (exactmodel.ExactModel) must not refuse it."""
+    from uqdm_codec.exactmodel import from_float
+    from uqdm_codec.model import UQDM, ModelConfig
+    from uqdm_codec.network import NetworkConfig
+
+    torch.manual_seed(0)
+    flat = NetworkConfig(widths=(16, 16, 16, 16), blocks_down=(0, 0, 0), blocks_mid=0, blocks_up=(0, 0, 0))
+    codec = Codec(from_float(UQDM(ModelConfig(name="flat", network=flat))), "cpu")
+    img = synthetic_image(16, 24)
+    assert np.array_equal(codec.decode(codec.encode(img, seed=1)).pixels, img)

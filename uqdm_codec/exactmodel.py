@@ -52,9 +52,9 @@ class ExactModel:
         if self.first_loc.shape != (sched.num_bands, 3) or self.first_scale.shape != (sched.num_bands, 3):
             raise ModelError("exact model: first prior has the wrong shape")
         rows = {v.shape[0] for k, v in net.items() if k.endswith(".mul") and v.ndim == 2}
-        if rows != {sched.haar_steps}:  # one FiLM row per step the network runs for
+        if rows and rows != {sched.haar_steps}:  # one FiLM row per step (a net with no blocks has none)
             raise ModelError(
-                f"exact model: its network is made for {'/'.join(map(str, sorted(rows))) or 'no'} noise "
+                f"exact model: its network is made for {'/'.join(map(str, sorted(rows)))} noise "
                 f"levels, its config's schedule has {sched.haar_steps}; its config describes another network"
             )
         # precond[b, j] = (gain, c_skip, c_out, 0.55 c_out) of band b in state j: sqrt, * and / only
