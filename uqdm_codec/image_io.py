@@ -113,14 +113,12 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
                 f"32-bit integer image (values {low} to {high}) clipped to 0..65535, reduced to 8 bits "
                 "and stored as RGB"
             )
-            arr = _sixteen_to_eight(np.clip(arr, 0, 65535))
         elif high > 255 or mode.startswith("I;16"):
             notes.append("16-bit grayscale image reduced to 8 bits and stored as RGB")
-            arr = _sixteen_to_eight(np.clip(arr, 0, 65535))
         else:
             notes.append("integer grayscale image stored as RGB")
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        return np.repeat(arr[:, :, None], 3, axis=2)
+            return np.repeat(arr.astype(np.uint8)[:, :, None], 3, axis=2)  # 0..255 already
+        return np.repeat(_sixteen_to_eight(np.clip(arr, 0, 65535))[:, :, None], 3, axis=2)
     if mode == "F":
         arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
         if 0.0 <= arr.min(initial=0.0) and arr.max(initial=0.0) <= 1.0 and np.any(arr % 1):

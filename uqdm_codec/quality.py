@@ -81,8 +81,8 @@ class Target:
             raise UqdmError("give at most one of psnr, bpp, max_bytes or steps")
         if self.psnr is not None and not (is_real(self.psnr) and 0 < self.psnr < math.inf):
             raise UqdmError("psnr must be a positive number of dB (leave it out for the lossless file)")
-        if self.bpp is not None and not (is_real(self.bpp) and 0 <= self.bpp < math.inf):
-            raise UqdmError("bpp must be a non-negative number")
+        if self.bpp is not None:
+            files.check_bpp(self.bpp)
         if self.steps is not None and not is_whole(self.steps):
             raise UqdmError(f"steps must be a whole number, not {self.steps!r}")
         if self.max_bytes is not None:

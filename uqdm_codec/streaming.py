@@ -82,6 +82,13 @@ def decode_stream(
     stop = _Stop(steps, psnr, bpp, max_bytes) if given else None
     decoder = Decoder(model, device)
     received, fed = bytearray(), 0
+
+    def images(data: bytes) -> Iterator[DecodedImage]:
+        """The decoder's images of `data`, each with the line on damage met after the stop."""
+        for image in decoder.images(data):
+            image.warnings[:0] = stop.damage
+            yield image
+
     for piece in pieces:
         if stop is None:
             yield from decoder.images(piece)
@@ -89,9 +96,7 @@ def decode_stream(
         received += piece
         goal, upto = stop.where(bytes(received), ended=False)
         if upto > fed:  # before the goal is known, every byte fed lies inside it
-            for image in decoder.images(bytes(received[fed:upto]) if goal is None else goal[fed:]):
-                image.warnings[:0] = stop.damage
-                yield image
+            yield from images(bytes(received[fed:upto]) if goal is None else goal[fed:])
             fed = upto
         if goal is not None:
             return
@@ -104,9 +109,7 @@ def decode_stream(
     if stop is not None:  # raises where the bytes ended before a step or PSNR stop
         goal, _ = stop.where(bytes(received), ended=True)  # a budget: truncate's file of what came
         if len(goal) > fed:
-            for image in decoder.images(goal[fed:]):
-                image.warnings[:0] = stop.damage
-                yield image
+            yield from images(goal[fed:])
 
 
 class _Stop:
