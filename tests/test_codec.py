@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import uqdm_codec
 from uqdm_codec import container, files
@@ -193,7 +197,10 @@ def test_public_api_takes_any_bytes_or_path_and_refuses_the_rest(tiny_model_path
     assert np.array_equal(
         np.asarray(uqdm_codec.decode(data, steps=np.int64(2), **kw)), np.asarray(uqdm_codec.decode(cut, **kw))
     )
-    for bad, message in ((None, "bytes or a path, not NoneType"), (tmp_path / "no.uqd", "no such file")):
+    for bad, message in (
+        (None, "a path or a binary file object, not NoneType"),
+        (tmp_path / "no.uqd", "no such file"),
+    ):
         for call in (uqdm_codec.decode, uqdm_codec.info, lambda d: uqdm_codec.truncate(d, steps=1)):
             with pytest.raises(UqdmError, match=message):
                 call(bad)
@@ -206,6 +213,50 @@ def test_public_api_takes_any_bytes_or_path_and_refuses_the_rest(tiny_model_path
             uqdm_codec.encode(image, steps=steps, **kw)
     with pytest.raises(ImageError, match="not an image: a list"):
         uqdm_codec.encode([[1, 2], [3, 4]], **kw)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_public_api_takes_file_objects_and_warns_of_conversions(tiny_model_path, image, tmp_path):
+    """A binary file object (an open file, an upload's BytesIO) was refused by encode, decode, info
+    and truncate; and encode() dropped its input's conversion notes, so a 16-bit image gave a file
+    whose 'lossless' end is not the input, without a word."""
+    kw = {"model": tiny_model_path, "device": "cpu"}
+    data = uqdm_codec.encode(io.BytesIO(_png(image)), seed=3, **kw)
+    assert data == uqdm_codec.encode(image, seed=3, **kw)
+    path = tmp_path / "x.uqd"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        assert np.array_equal(np.asarray(uqdm_codec.decode(f, **kw)), image)
+    assert uqdm_codec.info(io.BytesIO(data)).total_bytes == len(data)
+    assert uqdm_codec.truncate(io.BytesIO(data), steps=2) == uqdm_codec.truncate(data, steps=2)
+    with open(path, encoding="latin-1") as f, pytest.raises(UqdmError, match="text mode; open it with 'rb'"):
+        uqdm_codec.info(f)
+    deep = image.astype(np.uint16) * 257 + 3  # 16-bit: reduced to the 8-bit image, with a warning
+    with pytest.warns(uqdm_codec.UqdmWarning, match="^16-bit image reduced to 8 bits$") as said:
+        assert uqdm_codec.encode(deep, seed=3, **kw) == data
+    assert len(said) == 1 and said[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an image taken as it is, a prefix cut inside a layer: no warning
+        uqdm_codec.encode(image, seed=3, **kw)
+        cut = data[: (files.info(data).layers[2].end + files.info(data).layers[3].end) // 2]
+        assert files.info(cut).in_next_step and uqdm_codec.decode_full(cut, **kw).warnings
+        uqdm_codec.decode(cut, **kw)
+
+
+@pytest.mark.parametrize("psnr", [np.float32(30.0), np.int64(30)])
+def test_psnr_may_be_a_numpy_number_but_not_a_bool(psnr, encoded):
+    """truncate(psnr=np.float32(30)) was refused and psnr=True taken as 1 dB, unlike every other
+    number the library takes (errors.is_real)."""
+    _, data = encoded
+    with pytest.raises(UqdmError, match="has no PSNR index"):  # the value passed; the file lacks an index
+        uqdm_codec.truncate(data, psnr=psnr)
+    with pytest.raises(UqdmError, match="psnr must be a positive number of dB"):
+        uqdm_codec.truncate(data, psnr=True)
 
 
 def test_only_uncertain_coefficients_are_coded(codec, image):

@@ -92,6 +92,14 @@ def test_public_decode_and_the_command_line(tmp_path, tiny_model_path):
     full = uqdm_codec.decode_full(bad, steps=4, **kw)
     assert np.array_equal(full.pixels, uqdm_codec.decode_full(data, steps=4, **kw).pixels)
     assert full.warnings[0].startswith("damaged file:")
+    # decode() and truncate() return an image or bytes: the damage was silent there, now a warning
+    with pytest.warns(uqdm_codec.UqdmWarning, match="^damaged file: corrupted data in layer 5") as said:
+        shown = uqdm_codec.decode(bad, steps=4, **kw)
+    assert len(said) == 1 and said[0].filename == __file__  # points at the caller's line
+    assert np.array_equal(np.asarray(shown), full.pixels)
+    with pytest.warns(uqdm_codec.UqdmWarning, match="^damaged file:") as said:
+        assert uqdm_codec.truncate(bad, steps=4) == files.truncate(data, steps=4)
+    assert len(said) == 1 and said[0].filename == __file__
     path = tmp_path / "bad.uqd"
     path.write_bytes(bad)
     run = CliRunner().invoke

@@ -134,7 +134,7 @@ def test_arrays():
     opaque = load_image(np.full((3, 4, 4), 255, np.uint8))  # unless it is opaque everywhere
     assert opaque.alpha is None and any("opaque" in n for n in opaque.notes)
     with pytest.raises(ImageError):
-        load_image(np.zeros((3, 4, 3), np.float32))
+        load_image(np.zeros((3, 4, 3), np.complex64))
 
 
 def test_atomic_write_rules(tmp_path):
@@ -236,3 +236,75 @@ def test_premultiplied_alpha_images_are_read_as_straight_alpha():
     colour = Image.new("RGBA", (3, 2), (100, 60, 20, 128))
     loaded = load_image(colour.convert("RGBa"))
     assert np.abs(loaded.pixels[0, 0].astype(int) - [100, 60, 20]).max() <= 1 and loaded.alpha[0, 0] == 128
+
+
+@pytest.mark.parametrize(
+    "dtype, values, expected, note",
+    [
+        (np.float32, [0.0, 0.5, 1.0], [0, 128, 255], "values in 0..1 scaled to 0..255"),
+        (np.float64, [0.0, 100.4, 300.0], [0, 100, 255], "clipped to 0..255 and rounded"),
+        (np.float32, [np.nan, 0.25, 1.0], [0, 64, 255], "NaN values in a floating-point image taken as 0"),
+        (np.int64, [0, 17, 255], [0, 17, 255], None),  # 8-bit values in a wide type: exact, no note
+        (np.int32, [0, 257, 65535], [0, 1, 255], "16-bit image reduced to 8 bits"),
+        (np.uint16, [0, 257, 65535], [0, 1, 255], "16-bit image reduced to 8 bits"),
+        (np.int8, [-5, 0, 100], [0, 0, 100], "int8 image (values -5 to 100) clipped to 0..255"),
+        (
+            np.int64,
+            [-1, 0, 70000],
+            [0, 0, 255],
+            "int64 image (values -1 to 70000) clipped to 0..65535, reduced",
+        ),
+        (np.bool_, [False, True, True], [0, 255, 255], "boolean image stored as 0 and 255"),
+    ],
+)
+def test_arrays_of_any_number_type_convert_as_pillow_images_do(dtype, values, expected, note):
+    """Only uint8 and uint16 arrays were taken: a float image in 0..1 (skimage's, a tensor's) or an
+    int64 one (after NumPy arithmetic) was refused, where Pillow's mode F and I images were read."""
+    arr = np.array([values] * 2, dtype=dtype)[:, :, None].repeat(3, axis=2)
+    loaded = load_image(arr)
+    assert loaded.pixels.dtype == np.uint8 and loaded.pixels[0, :, 0].tolist() == expected
+    if note is None:
+        assert loaded.notes == []
+    else:
+        assert any(n.startswith(note) or note in n for n in loaded.notes), loaded.notes
+
+
+def test_array_shapes_gray_with_alpha_and_refusals():
+    gray = np.arange(24, dtype=np.uint8).reshape(4, 6)
+    alpha = np.full((4, 6), 255, np.uint8)
+    alpha[0, 0] = 3
+    loaded = load_image(np.dstack([gray, alpha]))  # H x W x 2: gray and alpha (Pillow's LA)
+    assert np.array_equal(loaded.pixels, np.repeat(gray[:, :, None], 3, axis=2))
+    assert np.array_equal(loaded.alpha, alpha) and loaded.notes == ["grayscale image stored as RGB"]
+    for bad in (np.zeros((4, 6, 5), np.uint8), np.zeros((3, 4, 6, 3), np.uint8), np.zeros(6, np.uint8)):
+        with pytest.raises(ImageError, match="is not an image \\(need H x W, or H x W x 1, 2, 3 or 4"):
+            load_image(bad)
+    with pytest.raises(ImageError, match="dtype complex64 not supported"):
+        load_image(np.zeros((4, 6), np.complex64))
+
+
+def test_a_pil_integer_image_keeps_its_notes():
+    """Mode I and I;16 share the integer conversion with arrays; their notes are unchanged."""
+    small = Image.fromarray(np.arange(24, dtype=np.int32).reshape(4, 6))
+    assert load_image(small).notes == ["integer grayscale image stored as RGB"]
+    deep = Image.fromarray((np.arange(24).reshape(4, 6) * 500).astype(np.uint16))
+    assert load_image(deep).notes == ["16-bit grayscale image reduced to 8 bits and stored as RGB"]
+
+
+def test_binary_file_objects_are_images(tmp_path):
+    """An open file or a BytesIO (an upload) was refused as 'not an image: a BytesIO'."""
+    arr = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    Image.fromarray(arr).save(path)
+    with open(path, "rb") as f:
+        assert np.array_equal(load_image(f).pixels, arr)
+    assert np.array_equal(load_image(io.BytesIO(path.read_bytes())).pixels, arr)
+    with open(path, encoding="latin-1") as f, pytest.raises(ImageError, match="text mode; open it with 'rb'"):
+        load_image(f)
+    with open(path, "rb") as f, pytest.raises(ImageError, match=f"{path}: not an image Pillow can read"):
+        f.seek(8)  # read from where the file stands, as Pillow does
+        load_image(f)
+    closed = io.BytesIO(b"")
+    closed.close()
+    with pytest.raises(ImageError, match="cannot read the file object"):
+        load_image(closed)

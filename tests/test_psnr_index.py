@@ -132,7 +132,7 @@ def test_index_field_round_trip_and_damage():
     assert index_entry(0.001) == 0 and index_entry(1000.0) == container.PSNR_EXACT - 1
 
 
-def test_a_damaged_index_is_refused_and_an_unknown_one_skipped(codec, monkeypatch):
+def test_a_damaged_index_is_refused_and_an_unknown_one_skipped(codec, monkeypatch, tiny_model_path):
     img = synthetic_image(24, 32, seed=1)
     data = codec.encode(img, seed=1, psnr_index=True)
     header, size = container.parse_header(data)
@@ -148,6 +148,8 @@ def test_a_damaged_index_is_refused_and_an_unknown_one_skipped(codec, monkeypatc
     monkeypatch.setattr(container, "KNOWN_EXTENSIONS", container.KNOWN_EXTENSIONS & ~container.EXT_PSNR)
     old = codec.decode(data)
     assert old.pixels.tolist() == img.tolist() and any("0x10" in w for w in old.warnings)
+    with pytest.warns(uqdm_codec.UqdmWarning, match="0x10"):  # the library's decode() says so too
+        uqdm_codec.decode(data, model=tiny_model_path)
     assert container.parse_header(data)[0].psnr_index is None
     with pytest.raises(UqdmError, match="no PSNR index"):
         files.truncate(data, psnr=20)

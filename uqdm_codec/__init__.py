@@ -17,8 +17,9 @@ torch is imported on first use of encode/decode only; info/truncate never need i
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
-from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError
+from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError, UqdmWarning, warn
 from .files import FileInfo, LayerInfo, info, truncate
 
 __version__ = "0.48.0"
@@ -70,8 +71,10 @@ def encode(
     max_bytes: int | None = None,
     emit=None,
 ) -> bytes:
-    """Encode an image (path, PIL image or numpy array) to .uqd bytes. mirrors=2 or 4: the network is
-    averaged over mirror images at every step, for smaller files at 2 or 4 times its time. fast: about
+    """Encode an image (a path, an image file's bytes or binary file object, a PIL image, or a numpy array
+    H x W or H x W x 1, 2, 3 or 4 of any integer, float (0..1 is scaled) or bool type) to .uqd bytes.
+    mirrors=2 or 4: the network is averaged over mirror images at every step, for smaller files at 2 or
+    4 times its time. fast: about
     half the encoding time, the same size and step images, coarser images inside a step (Codec.encode).
     tail=True ("on"): the lossless end is an interlaced coder from exact neighbours after step T-1, a
     smaller lossless file without the pixel step's image; None ("auto"): the smaller of the two; not
@@ -88,7 +91,9 @@ def encode(
     (FORMAT.md 1.2, about a byte per chunk), so that truncate(data, psnr=P) and decode(data, psnr=P) can
     cut the file to a quality without the original; not with bpp or max_bytes (truncate the indexed file
     instead). emit: a function called with the header and each layer as soon as it is coded (for a
-    sender that streams the file while it is coded; Codec.encode says when it cannot).
+    sender that streams the file while it is coded; Codec.encode says when it cannot). How the input was
+    converted (16-bit reduced to 8 bits, EXIF orientation applied, an opaque alpha left out) comes as a
+    UqdmWarning each: the lossless promise is for the converted image.
     """
     from .image_io import load_image
     from .quality import Target
@@ -97,6 +102,7 @@ def encode(
     target = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)
     target.check_psnr_index(psnr_index)
     loaded = load_image(image)
+    warn(loaded.notes)  # what became of the input (16-bit reduced, an opaque alpha left out, ...)
     return get_codec(model, device).encode(
         loaded.pixels,
         seed=seed,
@@ -113,7 +119,7 @@ def encode(
 
 
 def decode(
-    data: bytes | str | os.PathLike,
+    data: bytes | str | os.PathLike | BinaryIO,
     steps: int | None = None,
     model=None,
     *,
@@ -125,25 +131,17 @@ def decode(
     psnr: float | None = None,
     max_bytes: int | None = None,
 ):
-    """Decode .uqd bytes (or a path) to a PIL image after `steps` diffusion steps (default: all layers in the
-    file; with the lossless layer that is the exact original; RGBA if the file has an alpha channel, its
-    colour profile and metadata, if any, in info["icc_profile"], info["exif"] and info["xmp"]), or from
-    the longest prefix within `bpp` bits per pixel or `max_bytes` bytes, or the shortest whose image
-    reaches `psnr` dB by the file's PSNR index (what `truncate` would keep, cut in memory). recon="sample"
-    draws the steps the file does not hold from the model (the paper's ancestral decoding: sharp where the
-    mean is blurry, seeded by `seed`, default 0); it changes nothing once the pixel step is in."""
-    full = decode_full(
-        data,
-        steps,
-        model,
-        device=device,
-        progress=progress,
-        recon=recon,
-        seed=seed,
-        bpp=bpp,
-        psnr=psnr,
-        max_bytes=max_bytes,
-    )
+    """Decode .uqd bytes (a path, or a binary file object) to a PIL image after `steps` diffusion steps
+    (default: all layers in the file; with the lossless layer that is the exact original; RGBA if the
+    file has an alpha channel, its colour profile and metadata, if any, in info["icc_profile"],
+    info["exif"] and info["xmp"]), or from the longest prefix within `bpp` bits per pixel or `max_bytes`
+    bytes, or the shortest whose image reaches `psnr` dB by the file's PSNR index (what `truncate` would
+    keep, cut in memory). recon="sample" draws the steps the file does not hold from the model (the
+    paper's ancestral decoding: sharp where the mean is blurry, seeded by `seed`, default 0); it changes
+    nothing once the pixel step is in. Damage after what was read, and header extensions this decoder
+    skips, come as a UqdmWarning each."""
+    full, notable = _decode(data, steps, model, device, progress, recon, seed, bpp, psnr, max_bytes)
+    warn(notable)  # not the line on a prefix that ends inside a layer: cut files are what decode is for
     return full.to_pil()
 
 
@@ -168,6 +166,12 @@ def decode_full(
     max_bytes: int | None = None,
 ):
     """Like decode(), but returns a DecodedImage (pixels, steps, lossless flag, warnings, recon)."""
+    return _decode(data, steps, model, device, progress, recon, seed, bpp, psnr, max_bytes)[0]
+
+
+def _decode(data, steps, model, device, progress, recon, seed, bpp, psnr, max_bytes):
+    """decode_full's image, and the warnings of note among its warnings: damage after the bytes read
+    and header extensions this decoder skips."""
     from . import container, files, sampling
     from .codec import model_for_file
 
@@ -178,7 +182,8 @@ def decode_full(
     codec = get_codec(model_for_file(header, model), device)
     decoded = codec.decode(data, steps, progress, recon=recon, seed=seed)
     decoded.warnings[:0] = damage
-    return decoded
+    skipped = header.unknown_extensions
+    return decoded, damage + ([container.unknown_extensions_note(skipped)] if skipped else [])
 
 
 __all__ = [
@@ -189,6 +194,7 @@ __all__ = [
     "ModelError",
     "SyncError",
     "UqdmError",
+    "UqdmWarning",
     "decode",
     "decode_full",
     "encode",

@@ -26,6 +26,13 @@ class ImageError(UqdmError):
     """The input image cannot be read or is outside the supported range."""
 
 
+class UqdmWarning(UserWarning):
+    """Something the caller may want to know that is not an error: how an input image was converted
+    (16-bit reduced to 8 bits, an opaque alpha channel left out, EXIF orientation applied) or damage
+    after the part of a file that was read. The library functions give these as warnings (filter them
+    with `warnings.simplefilter("ignore", UqdmWarning)`); the command line prints them as notes."""
+
+
 class SyncError(UqdmError):
     """The decoder's arithmetic diverged from the encoder's, so the stream cannot be trusted."""
 
@@ -39,3 +46,11 @@ def is_whole(value: object) -> bool:
 def is_real(value: object) -> bool:
     """A real number (NumPy's too; NaN and infinities are the caller's to refuse), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def warn(notes: list[str], stacklevel: int = 3) -> None:
+    """Each note as a UqdmWarning, pointing at the caller of the public function that calls this."""
+    import warnings
+
+    for note in notes:
+        warnings.warn(note, UqdmWarning, stacklevel=stacklevel)

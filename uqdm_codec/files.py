@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import colour_profile, container, photo_metadata
 from .container import Header
-from .errors import FormatError, UqdmError, is_real, is_whole
+from .errors import FormatError, UqdmError, is_real, is_whole, warn
 
 
 @dataclass
@@ -203,13 +203,30 @@ def read_input(path: Path) -> bytes:
 
 
 def uqd_bytes(data: object) -> bytes:
-    """The bytes of a .uqd file given as bytes, bytearray, memoryview or a path (str or PathLike),
-    as the public functions take it; one-line errors for anything else."""
+    """The bytes of a .uqd file given as bytes, bytearray, memoryview, a path (str or PathLike) or a
+    binary file object (read to its end), as the public functions take it; one-line errors for
+    anything else."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     if isinstance(data, (str, os.PathLike)):
         return read_input(Path(data))
-    raise UqdmError(f"a .uqd file is bytes or a path, not {type(data).__name__}")
+    if callable(getattr(data, "read", None)):
+        return read_stream(data, "a .uqd file")
+    raise UqdmError(f"a .uqd file is bytes, a path or a binary file object, not {type(data).__name__}")
+
+
+def read_stream(stream: object, what: str, error: type[UqdmError] = UqdmError) -> bytes:
+    """All the bytes a binary file object (an open file, BytesIO, a socket's file) still holds;
+    one-line `error`s for a text-mode file and for a read that fails."""
+    try:
+        data = stream.read()  # type: ignore[attr-defined]
+    except (OSError, ValueError) as exc:  # ValueError: a closed file
+        raise error(f"{what}: cannot read the file object ({exc})") from None
+    if isinstance(data, str):
+        raise error(f"{what}: the file object is in text mode; open it with 'rb'")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise error(f"{what}: the file object's read() gave {type(data).__name__}, not bytes")
+    return bytes(data)
 
 
 def info(data: bytes | str | os.PathLike) -> FileInfo:
@@ -374,7 +391,7 @@ def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **ask
 
 
 def check_psnr(psnr: float) -> None:
-    if not (isinstance(psnr, (int, float)) and 0 < psnr < math.inf):
+    if not (is_real(psnr) and 0 < psnr < math.inf):
         raise UqdmError("psnr must be a positive number of dB")
 
 
@@ -419,7 +436,8 @@ def truncate(
     `max_bytes`, its last chunk cut on a word boundary if the budget ends inside one (its CRC then
     rewritten); exactly the first `steps` diffusion steps; or the shortest prefix whose image
     reaches `psnr` dB by the file's PSNR index (a chunk boundary; FORMAT.md 1.2). Never re-encodes.
-    A file damaged after that prefix still gives it, with a line in `notes`."""
+    A file damaged after that prefix still gives it, with a line in `notes` (not given: a
+    UqdmWarning)."""
     if sum(v is not None for v in (bpp, steps, max_bytes, psnr)) != 1:
         raise UqdmError("give exactly one of bpp, steps, max_bytes or psnr")
     data = uqd_bytes(data)
@@ -428,7 +446,10 @@ def truncate(
     except FormatError as exc:  # damage: what was asked for may lie before it
         if exc.intact is None:
             raise
-        head = _before_damage(data, exc, notes, bpp=bpp, steps=steps, max_bytes=max_bytes, psnr=psnr)
+        said: list[str] = [] if notes is None else notes
+        head = _before_damage(data, exc, said, bpp=bpp, steps=steps, max_bytes=max_bytes, psnr=psnr)
+        if notes is None:  # a library call: the damage is a warning, not silence
+            warn(said)
         return truncate(head, bpp=bpp, steps=steps, max_bytes=max_bytes, psnr=psnr)
     hd = fi.header
     if psnr is not None:

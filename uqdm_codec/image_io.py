@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from . import alpha_plane, colour_profile, container, photo_metadata
+from . import alpha_plane, colour_profile, container, files, photo_metadata
 from .errors import ImageError, UqdmError
 
 
@@ -101,32 +101,53 @@ def _sixteen_to_eight(arr: np.ndarray) -> np.ndarray:
     return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
+def _integers_to_eight(arr: np.ndarray, wide: str, deep: str, notes: list[str], sixteen: bool) -> np.ndarray:
+    """8-bit values of an integer image, with a note unless they are its own: values past 255 (or
+    any, if `sixteen`: the image says it is 16-bit) are 16-bit ones reduced, and values outside
+    0..65535 (or, for an 8-bit image, 0..255) are clipped first. `wide` and `deep` name such images
+    (clipped; 16-bit) in the notes."""
+    low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
+    reduce = sixteen or high > 255
+    top = 65535 if reduce else 255
+    if low < 0 or high > 65535:  # say so: not passed off as 16-bit
+        notes.append(f"{wide} image (values {low} to {high}) clipped to 0..{top}")
+        if reduce:
+            notes[-1] += ", reduced to 8 bits"
+    elif reduce:
+        notes.append(f"{deep} image reduced to 8 bits")
+    arr = np.clip(arr, 0, top)
+    return _sixteen_to_eight(arr) if reduce else arr.astype(np.uint8)
+
+
+def _floats_to_eight(arr: np.ndarray, notes: list[str]) -> np.ndarray:
+    """8-bit values of a floating-point image, with a note: values in 0..1 (the usual convention)
+    scaled to 0..255, others clipped to it; rounded; NaN taken as 0."""
+    arr = arr.astype(np.float64)
+    if np.isnan(arr).any():
+        notes.append("NaN values in a floating-point image taken as 0")
+        arr = np.where(np.isnan(arr), 0.0, arr)
+    if 0.0 <= arr.min(initial=0.0) and arr.max(initial=0.0) <= 1.0 and np.any(arr % 1):
+        notes.append("floating-point image with values in 0..1 scaled to 0..255 and rounded")
+        arr = arr * 255.0  # the common convention for float images (was near-black: 0 or 1)
+    else:
+        notes.append("floating-point image clipped to 0..255 and rounded")
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
 def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
-    mode = im.mode
+    mode, before = im.mode, len(notes)
     if mode == "RGB":
         return np.asarray(im, dtype=np.uint8)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im)
-        low, high = int(arr.min(initial=0)), int(arr.max(initial=0))
-        if low < 0 or high > 65535:  # a 32-bit image: said, not passed off as 16-bit
-            notes.append(
-                f"32-bit integer image (values {low} to {high}) clipped to 0..65535, reduced to 8 bits "
-                "and stored as RGB"
-            )
-        elif high > 255 or mode.startswith("I;16"):
-            notes.append("16-bit grayscale image reduced to 8 bits and stored as RGB")
-        else:
+        arr = _integers_to_eight(arr, "32-bit integer", "16-bit grayscale", notes, sixteen=mode != "I")
+        if mode == "I" and len(notes) == before:
             notes.append("integer grayscale image stored as RGB")
-            return np.repeat(arr.astype(np.uint8)[:, :, None], 3, axis=2)  # 0..255 already
-        return np.repeat(_sixteen_to_eight(np.clip(arr, 0, 65535))[:, :, None], 3, axis=2)
-    if mode == "F":
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
-        if 0.0 <= arr.min(initial=0.0) and arr.max(initial=0.0) <= 1.0 and np.any(arr % 1):
-            notes.append("floating-point image with values in 0..1 scaled to 0..255 and rounded")
-            arr = arr * 255.0  # the common convention for float images (was near-black: 0 or 1)
         else:
-            notes.append("floating-point image clipped to 0..255 and rounded")
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+            notes[-1] += " and stored as RGB"
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = _floats_to_eight(np.asarray(im), notes)
         return np.repeat(arr[:, :, None], 3, axis=2)
     if mode in ("RGBA", "RGBa"):
         pass  # the colour as it is; the alpha channel is _alpha's
@@ -258,9 +279,9 @@ def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str])
 
 
 def load_image(source, name: str | None = None) -> LoadedImage:
-    """Path, PIL image, numpy array or an image file's bytes (named `name` in errors, e.g. "standard
-    input") -> (H, W, 3) uint8 plus notes on any conversion, and the image's RGB colour profile,
-    alpha channel, EXIF and XMP metadata if it carries them."""
+    """Path, PIL image, numpy array, or an image file's bytes or binary file object (named `name` in
+    errors, e.g. "standard input") -> (H, W, 3) uint8 plus notes on any conversion, and the image's
+    RGB colour profile, alpha channel, EXIF and XMP metadata if it carries them."""
     notes: list[str] = []
     if isinstance(source, np.ndarray):
         rgba = _from_array(source, notes)
@@ -271,9 +292,16 @@ def load_image(source, name: str | None = None) -> LoadedImage:
         return _loaded(_upright(source, notes), source, notes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(bytes(source)), name or "image bytes", notes)
+    if callable(getattr(source, "read", None)):  # an open file, BytesIO, an upload's stream
+        own = getattr(source, "name", None)  # an open file's path
+        name = name or (own if isinstance(own, str) else "image file object")
+        return _open(io.BytesIO(files.read_stream(source, name, ImageError)), name, notes)
     if not isinstance(source, (str, os.PathLike)):
         what = type(source).__name__
-        raise ImageError(f"not an image: a {what} (give a path, PIL image, numpy array or a file's bytes)")
+        raise ImageError(
+            f"not an image: a {what} (give a path, PIL image, numpy array, or a file's bytes or binary "
+            "file object)"
+        )
     path = Path(source)
     if not path.exists():
         raise ImageError(f"{path}: no such file")
@@ -325,20 +353,30 @@ def _upright(im: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
-    """(H, W, 3) or, with alpha, (H, W, 4) uint8 from an array of any of the shapes it takes."""
+    """(H, W, 3) or, with alpha, (H, W, 4) uint8 from an array of any of the shapes (gray, gray and
+    alpha, RGB, RGBA) and number types it takes, converted as Pillow's images of those types are."""
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise ImageError(f"array of shape {arr.shape} is not an image (need H x W, H x W x 3 or 4)")
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(
+            f"array of shape {arr.shape} is not an image (need H x W, or H x W x 1, 2, 3 or 4: gray, "
+            "gray and alpha, RGB, RGBA)"
+        )
     _check_size(arr.shape[1], arr.shape[0])
-    if arr.dtype == np.uint16:
-        notes.append("16-bit image reduced to 8 bits per channel")
-        arr = _sixteen_to_eight(arr)
-    elif arr.dtype != np.uint8:
-        raise ImageError(f"array dtype {arr.dtype} not supported (need uint8 or uint16)")
-    if arr.shape[2] == 1:
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.bool_:
+        notes.append("boolean image stored as 0 and 255")
+        arr = arr.astype(np.uint8) * np.uint8(255)
+    elif arr.dtype.kind in "iu":
+        arr = _integers_to_eight(arr, f"{arr.dtype}", "16-bit", notes, sixteen=arr.dtype == np.uint16)
+    elif arr.dtype.kind == "f":
+        arr = _floats_to_eight(arr, notes)
+    else:
+        raise ImageError(f"array dtype {arr.dtype} not supported (need integers, floating point or bool)")
+    if arr.shape[2] <= 2:
         notes.append("grayscale image stored as RGB")
-        arr = np.repeat(arr, 3, axis=2)
+        arr = arr[:, :, [0, 0, 0, 1][: arr.shape[2] + 2]]  # gray, gray, gray (and alpha)
     return np.ascontiguousarray(arr)
 
 
