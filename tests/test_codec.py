@@ -699,3 +699,32 @@ def test_a_network_without_residual_blocks_still_codes():
     codec = Codec(from_float(UQDM(ModelConfig(name="flat", network=flat))), "cpu")
     img = synthetic_image(16, 24)
     assert np.array_equal(codec.decode(codec.encode(img, seed=1)).pixels, img)
+
+
+def test_options_of_the_wrong_kind_are_one_line_errors(tiny_model_path, image, tmp_path, codec):
+    """keep_icc="no" kept the profile and fast=1 passed: a yes/no option took any value for its
+    truth. progress=5 in decode, device=5 and model=5 were TypeErrors or AttributeErrors, and
+    get_codec(tile=0) silently took the default tile."""
+    kw = {"model": tiny_model_path, "device": "cpu"}
+    for option in ("fast", "keep_icc", "keep_metadata", "psnr_index"):
+        for value in ("no", 1, None):
+            with pytest.raises(UqdmError, match=f"^{option} must be True or False, not {value!r}$"):
+                uqdm_codec.encode(image, **{option: value}, **kw)
+    assert uqdm_codec.encode(image, seed=1, fast=np.bool_(True), **kw) == uqdm_codec.encode(
+        image, seed=1, fast=True, **kw
+    )
+    data = uqdm_codec.encode(image, seed=1, **kw)
+    with pytest.raises(UqdmError, match="^progress must be a function \\(or None\\), not 5$"):
+        uqdm_codec.decode(data, progress=5, **kw)
+    with pytest.raises(UqdmError, match="^every_chunk must be True or False"):
+        next(codec.iter_decode(data, every_chunk="yes"))
+    with pytest.raises(UqdmError, match="^device must be 'auto', 'cpu', 'cuda' or a torch.device, not 5$"):
+        uqdm_codec.get_codec(tiny_model_path, device=5)
+    with pytest.raises(ModelError, match="^a model is a name or a path to its .safetensors, not 5$"):
+        uqdm_codec.get_codec(5)
+    with pytest.raises(UqdmError, match="^tile must be a multiple of 16 .* not 0$"):
+        uqdm_codec.get_codec(tiny_model_path, "cpu", tile=0)
+    path = tmp_path / "x.uqd"
+    path.write_bytes(data)  # Codec.decode takes what uqdm_codec.decode takes (a path was a TypeError)
+    assert np.array_equal(codec.decode(str(path)).pixels, codec.decode(data).pixels)
+    assert len(list(codec.iter_decode(path))) == len(list(codec.iter_decode(data)))

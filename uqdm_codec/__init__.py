@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
-from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError, UqdmWarning, warn
+from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError, UqdmWarning, check_flag, warn
 from .files import FileInfo, LayerInfo, info, truncate
 
 __version__ = "0.48.0"
@@ -43,7 +43,7 @@ def get_codec(model=None, device=None, tile: int | None = None, region: int | No
     key = (
         str(resolve_model_path(model).resolve()) if not hasattr(model, "denoiser") else id(model),
         str(dev),
-        tile or DEFAULT_TILE,
+        DEFAULT_TILE if tile is None else tile,
         DEFAULT_REGION if region == "default" else region,
     )
     if key not in _CODECS:
@@ -101,6 +101,9 @@ def encode(
     # bad values fail before the image is read
     target = Target(psnr=psnr, bpp=bpp, steps=steps, max_bytes=max_bytes)
     target.check_psnr_index(psnr_index)
+    keep_icc, keep_metadata = check_flag("keep_icc", keep_icc), check_flag("keep_metadata", keep_metadata)
+    check_flag("fast", fast)
+    check_flag("psnr_index", psnr_index)
     loaded = load_image(image)
     warn(loaded.notes)  # what became of the input (16-bit reduced, an opaque alpha left out, ...)
     return get_codec(model, device).encode(

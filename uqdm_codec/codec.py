@@ -25,6 +25,7 @@ from . import (
     display_filter,
     ensemble,
     entropy,
+    files,
     haar,
     lossless_context,
     lossless_tail,
@@ -46,7 +47,7 @@ from .container import (
     Layer,
 )
 from .display_filter import DisplayFilter
-from .errors import FormatError, ModelError, SyncError, UqdmError, is_whole
+from .errors import FormatError, ModelError, SyncError, UqdmError, check_callable, check_flag, is_whole
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
 from .model import UQDM, retired_model_path, shipped_model_path
@@ -930,9 +931,9 @@ class Codec:
                     f"tail must be True, False, None, 'on', 'off', 'auto' or {TAIL_DEFAULT!r}, not {tail!r}"
                 )
             tail = default_tail(pixels) if tail == TAIL_DEFAULT else TAIL_NAMES[tail]
-        for name, function in (("progress", progress), ("emit", emit)):
-            if function is not None and not callable(function):
-                raise UqdmError(f"{name} must be a function (or None), not {function!r}")
+        check_callable("progress", progress)
+        check_callable("emit", emit)
+        fast, psnr_index = check_flag("fast", fast), check_flag("psnr_index", psnr_index)
         if alpha is not None:
             alpha = np.asarray(alpha)
             if alpha.shape != pixels.shape[:2] or alpha.dtype != np.uint8:
@@ -1409,6 +1410,9 @@ class Codec:
         recon="sample" replaces every image before the pixel step by an ancestral sample (seeded by
         `seed`; see sampling.py), which costs a network pass per remaining step and image."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        check_callable("progress", progress)
+        every_chunk = check_flag("every_chunk", every_chunk)
+        data = files.uqd_bytes(data)
         header, _ = container.parse_header(data)
         if header.tiled:
             from . import regions
@@ -1429,8 +1433,11 @@ class Codec:
         seed: int | None = None,
     ) -> DecodedImage:
         """The image after `steps` diffusion steps (default: everything the file holds): the posterior
-        mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`)."""
+        mean, or with recon="sample" the remaining steps drawn from the model (seeded by `seed`).
+        `data`: bytes, a path or a binary file object, as uqdm_codec.decode takes."""
         recon, seed = sampling.check_recon(recon), sampling.check_seed(seed)
+        check_callable("progress", progress)
+        data = files.uqd_bytes(data)
         header, _ = container.parse_header(data)
         if header.tiled:
             from . import regions

@@ -48,6 +48,20 @@ def is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_flag(name: str, value: object) -> bool:
+    """A yes/no option as a bool: True or False (NumPy's too), nothing else. keep_icc="no" kept the
+    profile and fast=1 passed as True: any value was taken for its truth."""
+    if type(value).__name__ not in ("bool", "bool_"):
+        raise UqdmError(f"{name} must be True or False, not {value!r}")
+    return bool(value)
+
+
+def check_callable(name: str, value: object) -> None:
+    """A callback option: a function or None (a number there failed with a TypeError mid-way)."""
+    if value is not None and not callable(value):
+        raise UqdmError(f"{name} must be a function (or None), not {value!r}")
+
+
 def warn(notes: list[str], stacklevel: int = 3) -> None:
     """Each note as a UqdmWarning, pointing at the caller of the public function that calls this."""
     import warnings

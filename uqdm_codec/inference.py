@@ -51,6 +51,8 @@ DEFAULT_TILE = 1024  # core tile side (pixels, a multiple of 16); images up to t
 def pick_device(spec: str | torch.device | None) -> torch.device:
     if isinstance(spec, torch.device):
         return spec
+    if spec is not None and not isinstance(spec, str):
+        raise UqdmError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, not {spec!r}")
     spec = (spec or "auto").lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

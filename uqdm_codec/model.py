@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,8 @@ def resolve_model_path(spec: str | Path | None) -> Path:
     name of shipped weights is theirs first: a file or folder of that name in the working folder
     (a training run's --out uqdm-small) does not hide them."""
     spec = DEFAULT_MODEL if spec is None else spec
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ModelError(f"a model is a name or a path to its .safetensors, not {spec!r}")
     shipped = shipped_model_path(spec) if isinstance(spec, str) else None
     if shipped is not None:
         return shipped
