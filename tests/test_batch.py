@@ -85,6 +85,63 @@ def test_run_batch_keeps_order_and_reports_each_failure(tmp_path, images, tiny_m
     assert run_batch("encode", images[:1], tmp_path / "out", model=tiny_model_path, force=True)[0].ok
 
 
+def test_skip_existing_resumes_an_interrupted_batch(tmp_path, images, tiny_model_path):
+    """A rerun of a batch that was interrupted failed on every output it had finished ('already
+    exists', exit code 1); skip_existing leaves those as they are and does the rest."""
+    from typer.testing import CliRunner
+
+    from uqdm_codec.cli import app
+
+    out = tmp_path / "out"
+    first = run_batch("encode", images[:1], out, model=tiny_model_path, seed=7)[0]
+    finished = first.output.read_bytes()
+    results = run_batch("encode", images, out, model=tiny_model_path, seed=7, skip_existing=True)
+    assert [r.ok for r in results] == [True] * 3 and [r.skipped for r in results] == [True, False, False]
+    assert results[0].status == batch.SKIPPED and results[0].nbytes == len(finished)
+    assert first.output.read_bytes() == finished and all(
+        files.info(r.output.read_bytes()).complete for r in results
+    )
+    with pytest.raises(UqdmError, match="--force .* or --skip-existing .*, not both"):
+        run_batch("encode", images, out, model=tiny_model_path, force=True, skip_existing=True)
+    assert batch.truncate_file(results[1].output, out, steps=1, skip_existing=True).skipped is False
+    assert batch.truncate_file(results[1].output, out, steps=1, skip_existing=True).skipped is True
+    run = CliRunner().invoke
+    model = ["-m", tiny_model_path]
+    r = run(app, ["encode", *map(str, images), "--out-dir", str(out), *model, "--skip-existing"])
+    assert r.exit_code == 0 and "0 of 3 files written, 3 skipped" in r.stdout, r.output
+    r = run(
+        app, ["decode", *map(str, [r.output for r in results]), "--steps", "1", *model, "--skip-existing"]
+    )
+    assert r.exit_code == 0 and "3 of 3 files written, 0 failed" in r.stdout, r.output
+    single = ["decode", str(results[0].output), "--steps", "1", *model, "--skip-existing"]
+    r = run(app, single)
+    assert (
+        r.exit_code == 0
+        and r.stdout.startswith("skipped ")
+        and "img0.step1.png: it exists already" in r.stdout
+    )
+    for extra, message in (
+        (["-f"], "not both"),
+        (["-o", "-"], "standard output (-o -) is none"),
+        (["--all-steps", str(tmp_path / "levels")], "not with --progression, --all-steps or --stream"),
+    ):
+        r = run(app, [*single, *extra])
+        assert r.exit_code == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.output
+    r = run(
+        app,
+        [
+            "truncate",
+            str(results[0].output),
+            "--steps",
+            "1",
+            "-o",
+            str(out / "img1.1steps.uqd"),
+            "--skip-existing",
+        ],
+    )
+    assert r.exit_code == 0 and "it exists already" in r.stdout
+
+
 def test_worker_processes_give_the_same_files(tmp_path, images, tiny_model_path):
     one = run_batch("encode", images, tmp_path / "one", model=tiny_model_path, seed=3)
     two = run_batch("encode", images, tmp_path / "two", jobs=2, model=tiny_model_path, seed=3)

@@ -34,6 +34,7 @@ class Result:
     status: str = ""  # decode: what the image is ("lossless", "step 3 of 8"); failure: the error
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # conversions made when reading an image
+    skipped: bool = False  # skip_existing: the output was there already and was left as it is
 
     @property
     def error(self) -> str | None:
@@ -111,11 +112,21 @@ def _key(path: Path) -> str:
     return resolved.casefold() if os.path.normcase("A") == "a" else resolved
 
 
-def _run(task: Callable[[], Result], source: Path, output: Path, out_dir) -> Result:
+SKIPPED = "skipped: the output exists already"
+
+
+def _run(
+    task: Callable[[], Result], source: Path, output: Path, out_dir, force: bool, skip_existing: bool
+) -> Result:
     """Run one task, timing it and turning any failure into a failed Result. Creates out_dir
-    (each task does, so that a map on other machines needs no set-up step)."""
+    (each task does, so that a map on other machines needs no set-up step). skip_existing: an
+    output file that exists already (a finished task: outputs are renamed into place whole) is
+    left as it is, and the task is not run."""
     t0 = time.perf_counter()
     try:
+        if check_skip(force, skip_existing) and Path(output).is_file():
+            size = Path(output).stat().st_size
+            return Result(Path(source), Path(output), True, size, None, SKIPPED, skipped=True)
         if out_dir is not None:
             make_folder(out_dir)
         result = task()
@@ -169,13 +180,15 @@ def encode_file(
     psnr_index: bool = False,
     max_bytes: int | None = None,
     force: bool = False,
+    skip_existing: bool = False,
 ) -> Result:
     """Encode one image to `output` (default: NAME.uqd in out_dir, else beside the input);
     `mirrors`, `fast`, `tail` and `tail_after` as for Codec.encode; keep_icc, keep_metadata: store
     the image's RGB colour profile, its EXIF and XMP metadata if it has them; psnr, bpp, steps:
     only the prefix of the file that reaches psnr dB, fits bpp or max_bytes or holds the steps
     (quality.Target);
-    psnr_index: the header records every chunk boundary's PSNR, for truncate --psnr."""
+    psnr_index: the header records every chunk boundary's PSNR, for truncate --psnr. force: overwrite
+    an existing output; skip_existing: leave it as it is, and do nothing (each task of run_batch)."""
     source = Path(source)
     target = output_path("encode", source, out_dir, output)
 
@@ -210,7 +223,7 @@ def encode_file(
             status += f", {quality_text(encoded.psnr)}"
         return Result(source, target, True, len(data), value, status, notes=loaded.notes)
 
-    return _run(task, source, target, out_dir if output is None else None)
+    return _run(task, source, target, out_dir if output is None else None, force, skip_existing)
 
 
 def decode_file(
@@ -228,6 +241,7 @@ def decode_file(
     max_bytes: int | None = None,
     image_format: str = "png",
     force: bool = False,
+    skip_existing: bool = False,
 ) -> Result:
     """Decode one .uqd file to an image (default: NAME.decoded.png, NAME.stepN.png or, from the longest
     prefix within `bpp`, NAME.<bpp>bpp.png, from the shortest its PSNR index says reaches `psnr` dB,
@@ -268,7 +282,7 @@ def decode_file(
         notes = damage + ([] if cut else decoded.warnings) + saved  # a prefix cut on purpose is no warning
         return Result(source, target, True, target.stat().st_size, None, what, notes=notes)
 
-    return _run(task, source, target, out_dir if output is None else None)
+    return _run(task, source, target, out_dir if output is None else None, force, skip_existing)
 
 
 def truncate_file(
@@ -281,6 +295,7 @@ def truncate_file(
     psnr: float | None = None,
     max_bytes: int | None = None,
     force: bool = False,
+    skip_existing: bool = False,
 ) -> Result:
     """Cut one .uqd file to a budget (`bpp`, `max_bytes` or `steps`) or a quality (`psnr`, by its PSNR index);
     needs no model and no torch."""
@@ -301,7 +316,14 @@ def truncate_file(
         value = files.bpp_of(len(cut), files.info(cut).header)
         return Result(source, target, True, len(cut), value, f"{value:.3f} bpp", notes=damage)
 
-    return _run(task, source, target, out_dir if output is None else None)
+    return _run(task, source, target, out_dir if output is None else None, force, skip_existing)
+
+
+def check_skip(force: bool, skip_existing: bool) -> bool:
+    """skip_existing, refused with force (the one overwrites what the other leaves alone)."""
+    if force and skip_existing:
+        raise UqdmError("give --force (overwrite) or --skip-existing (leave as it is), not both")
+    return skip_existing
 
 
 def check_cut(
@@ -392,6 +414,7 @@ def run_batch(
     max_bytes: int | None = None,
     image_format: str = "png",
     force: bool = False,
+    skip_existing: bool = False,
     progress: Callable[[Result, int, int], None] | None = None,
 ) -> list[Result]:
     """Run `op` ("encode", "decode" or "truncate") on every path; results in input order.
@@ -403,12 +426,14 @@ def run_batch(
     (encode_file), as are `psnr`, `bpp`, `max_bytes` and `steps` for encode (at most one: the prefix
     to keep) and `psnr_index`; for decode and truncate, `psnr` cuts to a quality by the file's PSNR
     index, `bpp` and `max_bytes` to a size; `image_format` is decode's (decode_file).
-    progress(result, done, total) is called as each file finishes.
-    Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
+    force overwrites existing outputs; skip_existing leaves them as they are and skips their inputs
+    (a rerun resumes an interrupted batch). progress(result, done, total) is called as each file
+    finishes. Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
     if jobs < 1:
         raise UqdmError("--jobs must be at least 1")
+    check_skip(force, skip_existing)
     if op != "encode":
         check_cut(op, bpp, steps, psnr, max_bytes)
     if op == "encode":
@@ -466,7 +491,7 @@ def run_batch(
         },
         "truncate": {"bpp": bpp, "steps": steps, "psnr": psnr, "max_bytes": max_bytes},
     }[op]
-    task = partial(TASKS[op], force=force, **options)
+    task = partial(TASKS[op], force=force, skip_existing=skip_existing, **options)
     results: list[Result | None] = [None] * len(sources)
     done = 0
 

@@ -107,6 +107,13 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Model name (in weights/) or
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bar, no notes.")
 ForceOpt = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
+SkipOpt = typer.Option(
+    False,
+    "--skip-existing",
+    help="Leave an output file that exists already as it is and go on with the next input, so "
+    "that rerunning an interrupted batch resumes it (outputs are renamed into place whole, so one "
+    "that exists is finished). Not with --force.",
+)
 TailOpt = typer.Option(
     None,
     "--tail",
@@ -325,6 +332,19 @@ def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | N
     return output_path(op, source, out_dir, output, **names)
 
 
+def _left_alone(target: Path | str, force: bool, skip_existing: bool) -> bool:
+    """--skip-existing of a single input: True, said in a line, where its output exists already;
+    refused with --force and with standard output."""
+    if not batch.check_skip(force, skip_existing):
+        return False
+    if _is_stdio(target):
+        raise UqdmError("--skip-existing leaves existing output files alone; standard output (-o -) is none")
+    if not Path(target).is_file():
+        return False
+    out.print(f"skipped {target}: it exists already (--skip-existing)", highlight=False, soft_wrap=True)
+    return True
+
+
 def _batch(
     op: str, inputs: list[Path], output: Path | None, out_dir: Path | None, jobs: int, quiet: bool, **opts
 ):
@@ -357,6 +377,7 @@ def _batch(
         except KeyboardInterrupt:
             _fail("interrupted; the outputs already finished are kept, none is half-written", 130)
     failed = sum(not r.ok for r in results)
+    skipped = sum(r.skipped for r in results)
     if not quiet:
         table = Table(title=f"{op}: {len(results)} files", title_justify="left")
         for col in ("file", "output", "bytes", "bpp or status", "seconds"):
@@ -370,8 +391,9 @@ def _batch(
                 f"{r.seconds:.1f}",
             )
         out.print(table)
+    left = f", {skipped} skipped (their outputs exist already)" if skipped else ""
     out.print(
-        f"{len(results) - failed} of {len(results)} files written, {failed} failed",
+        f"{len(results) - failed - skipped} of {len(results)} files written{left}, {failed} failed",
         highlight=False,
         soft_wrap=True,
     )
@@ -524,6 +546,7 @@ def encode(
         "image tiled into regions.",
     ),
     force: bool = ForceOpt,
+    skip_existing: bool = SkipOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Compress images into progressive .uqd files (NAME.uqd).
@@ -574,10 +597,13 @@ def encode(
                 psnr_index=psnr_index,
                 max_bytes=max_bytes,
                 force=force,
+                skip_existing=skip_existing,
             )
             return
         image = images[0]
         target = _single_target("encode", image, output, out_dir)
+        if _left_alone(target, force, skip_existing):
+            return
         to_stdout = _is_stdio(target)
         if to_stdout:
             _check_stdout("a .uqd file")
@@ -695,6 +721,7 @@ def decode(
         "or --bytes it stops reading once what decode with that option uses is in.",
     ),
     force: bool = ForceOpt,
+    skip_existing: bool = SkipOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Reconstruct images from .uqd files, whole or from a prefix.
@@ -718,6 +745,10 @@ def decode(
                 raise UqdmError(f"{option} writes files: name one (standard output takes the image, -o -)")
         if chunks and progression is None and all_steps is None:
             raise UqdmError("--chunks goes with --progression or --all-steps (the levels it adds are theirs)")
+        if batch.check_skip(force, skip_existing) and (progression or all_steps or stream):
+            raise UqdmError(
+                "--skip-existing goes with decode's image, not with --progression, --all-steps or --stream"
+            )
         if stream:
             given = {
                 "--recon sample": recon == "sample",
@@ -752,6 +783,7 @@ def decode(
                 max_bytes=max_bytes,
                 image_format=suffix,
                 force=force,
+                skip_existing=skip_existing,
             )
             return
         file = files_[0]
@@ -775,6 +807,8 @@ def decode(
         target = (
             None if levels_only else _single_target("decode", file, output, out_dir, suffix=suffix, **names)
         )
+        if _left_alone(target, force, skip_existing):
+            return
         to_stdout = _is_stdio(target)
         fmt = output_format(f"x{suffix}")  # --format's: standard output's, and a name's that says none
         if to_stdout:
@@ -998,6 +1032,7 @@ def truncate(
     out_dir: Path | None = OutDirOpt,
     jobs: int = JobsOpt,
     force: bool = ForceOpt,
+    skip_existing: bool = SkipOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Cut .uqd files to a budget or a quality, without re-encoding.
@@ -1027,12 +1062,15 @@ def truncate(
                 psnr=psnr,
                 max_bytes=max_bytes,
                 force=force,
+                skip_existing=skip_existing,
             )
             return
         file = files_[0]
         target = _single_target(
             "truncate", file, output, out_dir, bpp=bpp, steps=steps, psnr=psnr, max_bytes=max_bytes
         )
+        if _left_alone(target, force, skip_existing):
+            return
         to_stdout = _is_stdio(target)
         if to_stdout:
             _check_stdout("a .uqd file")
