@@ -53,3 +53,15 @@ def test_a_failed_save_leaves_no_file(rgb, tiny_model_path, tmp_path):
     with pytest.raises(UqdmError):
         rgb.save(path, model=tiny_model_path, psnr=38, bpp=0.5)  # two targets: refused
     assert not path.exists()
+
+
+def test_save_all_saves_one_image_and_refuses_more(rgb, tiny_model_path, tmp_path):
+    """save_all=True, which code that writes animations passes to every format, was Pillow's
+    KeyError 'UQD'."""
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="UQD", save_all=True, model=tiny_model_path, seed=3)
+    assert buffer.getvalue() == uqdm_codec.encode(rgb, tiny_model_path, seed=3)
+    path = tmp_path / "two.uqd"
+    with pytest.raises(UqdmError, match="holds one image, not 2 frames"):
+        rgb.save(path, save_all=True, append_images=[rgb], model=tiny_model_path)
+    assert not path.exists()

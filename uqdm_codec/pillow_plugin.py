@@ -61,8 +61,19 @@ def _save(im: Image.Image, fp, filename) -> None:
     fp.write(encode(im, **options))
 
 
+def _save_all(im: Image.Image, fp, filename) -> None:
+    """save(..., save_all=True), which code that saves animations and multi-page files passes to
+    every format (it was Pillow's KeyError 'UQD'): a single image is saved as save() does; a .uqd
+    file holds one image, so more frames are refused rather than all but one dropped."""
+    frames = getattr(im, "n_frames", 1) + len(im.encoderinfo.get("append_images", ()))
+    if frames > 1:
+        raise UqdmError(f"a .uqd file holds one image, not {frames} frames: save them one at a time")
+    _save(im, fp, filename)
+
+
 def register() -> None:
     Image.register_open(UqdImageFile.format, UqdImageFile, _accept)
     Image.register_save(UqdImageFile.format, _save)
+    Image.register_save_all(UqdImageFile.format, _save_all)
     Image.register_extension(UqdImageFile.format, ".uqd")
     Image.register_mime(UqdImageFile.format, "image/x-uqd")
