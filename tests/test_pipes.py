@@ -148,3 +148,23 @@ def test_images_from_bytes_and_to_bytes(tmp_path):
     _, notes = image_bytes(pixels, "JPEG", alpha=np.zeros((12, 9), np.uint8))
     assert "lossy format" in notes[0]
     assert notes[1:] == ["the JPEG image: JPEG files cannot hold the image's alpha channel; left out"]
+
+
+@pytest.mark.skipif(not cli.Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_standard_output_is_one_error(tmp_path, tiny_model_path):
+    """`uqdm info x.uqd > /dev/full` (a full disk behind standard output) was 'internal error:
+    OSError: [Errno 28] No space left on device', exit code 2."""
+    import subprocess
+
+    uqd = tmp_path / "x.uqd"
+    uqd.write_bytes(files.truncate(_encoded(tiny_model_path), steps=1))
+    with open("/dev/full", "wb") as full:
+        command = [sys.executable, "-m", "uqdm_codec", "info", str(uqd)]
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1 and done.stderr == "error: standard output: No space left on device\n"
+
+
+def _encoded(model: str) -> bytes:
+    from uqdm_codec.codec import Codec
+
+    return Codec(model, "cpu").encode(synthetic_image(16, 16, seed=2), seed=1)

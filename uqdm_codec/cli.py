@@ -205,6 +205,11 @@ def _errors():
         raise
     except MemoryError:
         _fail("out of memory")
+    except OSError as exc:  # the system's refusal (a full disk, a failing standard output), not a defect
+        if os.environ.get("UQDM_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else "standard output: "  # files' errors name them
+        _fail(f"{where}{exc.strerror or exc}")
     except Exception as exc:  # noqa: BLE001 - the user gets one line, developers get UQDM_DEBUG
         if os.environ.get("UQDM_DEBUG"):
             raise
