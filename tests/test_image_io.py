@@ -247,6 +247,7 @@ def test_premultiplied_alpha_images_are_read_as_straight_alpha():
         (np.int64, [0, 17, 255], [0, 17, 255], None),  # 8-bit values in a wide type: exact, no note
         (np.int32, [0, 257, 65535], [0, 1, 255], "16-bit image reduced to 8 bits"),
         (np.uint16, [0, 257, 65535], [0, 1, 255], "16-bit image reduced to 8 bits"),
+        (">u2", [0, 200, 255], [0, 1, 1], "16-bit image reduced to 8 bits"),  # big-endian: 16-bit too
         (np.int8, [-5, 0, 100], [0, 0, 100], "int8 image (values -5 to 100) clipped to 0..255"),
         (
             np.int64,

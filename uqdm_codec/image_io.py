@@ -369,7 +369,8 @@ def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
         notes.append("boolean image stored as 0 and 255")
         arr = arr.astype(np.uint8) * np.uint8(255)
     elif arr.dtype.kind in "iu":
-        arr = _integers_to_eight(arr, f"{arr.dtype}", "16-bit", notes, sixteen=arr.dtype == np.uint16)
+        sixteen = arr.dtype.kind == "u" and arr.dtype.itemsize == 2  # uint16 in either byte order
+        arr = _integers_to_eight(arr, f"{arr.dtype}", "16-bit", notes, sixteen=sixteen)
     elif arr.dtype.kind == "f":
         arr = _floats_to_eight(arr, notes)
     else:
