@@ -309,3 +309,21 @@ def test_binary_file_objects_are_images(tmp_path):
     closed.close()
     with pytest.raises(ImageError, match="cannot read the file object"):
         load_image(closed)
+
+
+def test_a_pil_image_whose_file_is_closed_is_one_error(tmp_path):
+    """An image opened in a `with` block and passed after it was Pillow's bare AssertionError."""
+    path = tmp_path / "x.png"
+    Image.new("RGB", (4, 3), "red").save(path)
+    with Image.open(path) as im:
+        pass
+    with pytest.raises(ImageError, match="file was closed before its pixels were read"):
+        load_image(im)
+    with Image.open(path) as im:
+        im.load()
+    assert load_image(im).pixels.shape == (3, 4, 3)  # loaded in time: fine after the block
+    noise = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes()[:4000])  # cut short inside its pixels: Pillow's OSError, one line
+    with Image.open(path) as im, pytest.raises(ImageError, match="cannot read the PIL image"):
+        load_image(im)

@@ -289,6 +289,7 @@ def load_image(source, name: str | None = None) -> LoadedImage:
         return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
+        _read_pixels(source)
         return _loaded(_upright(source, notes), source, notes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(bytes(source)), name or "image bytes", notes)
@@ -308,6 +309,20 @@ def load_image(source, name: str | None = None) -> LoadedImage:
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image (give the images in it: {path / '*'})")
     return _open(path, str(path), notes)
+
+
+def _read_pixels(im: Image.Image) -> None:
+    """Load a PIL image's pixels (Pillow reads them lazily), with one-line errors: an image opened in
+    a `with` block and passed after it ends has a closed file (Pillow's bare AssertionError)."""
+    try:
+        im.load()
+    except (AssertionError, AttributeError, ValueError):
+        raise ImageError(
+            "the PIL image's file was closed before its pixels were read: call .load() on it (or pass "
+            "it) inside the `with Image.open(...)` block"
+        ) from None
+    except (OSError, SyntaxError) as exc:
+        raise ImageError(f"cannot read the PIL image ({_first_line(exc)})") from None
 
 
 def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
