@@ -22,7 +22,7 @@ from typing import BinaryIO
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError, UqdmWarning, check_flag, warn
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.48.0"
+__version__ = "0.49.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
