@@ -197,3 +197,14 @@ def test_batches_take_bytes(tmp_path, tiny_model_path):
 def test_default_names():
     assert plan_outputs("truncate", [Path("a/b.uqd")], None, max_bytes=20000) == [Path("a/b.20000bytes.uqd")]
     assert output_name("decode", Path("b.uqd"), max_bytes=5, recon="sample", seed=2) == "b.5bytes.sample2.png"
+
+
+def test_a_float32_budget_is_counted_in_double_precision():
+    """bpp=np.float32(2.35) on a 12 MP image allowed 3,525,000 bytes: float32 arithmetic rounded
+    up past the 3,524,999.86 that 2.3499999 bits per pixel allow."""
+    bpp = np.float32(2.35)
+    assert files.budget_bytes(bpp, 4000, 3000) == files.budget_bytes(float(bpp), 4000, 3000) == 3_524_999
+    assert files.psnr_entry_needed(np.float32(35.99)) == files.psnr_entry_needed(float(np.float32(35.99)))
+    assert type(Target(bpp=bpp).bpp) is float and type(Target(psnr=np.float32(30)).psnr) is float
+    assert type(Target(steps=np.int64(3)).steps) is int
+    assert type(Target(max_bytes=np.uint32(9)).max_bytes) is int

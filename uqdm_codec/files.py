@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from . import colour_profile, container, photo_metadata
 from .container import Header
@@ -149,8 +150,9 @@ def bpp_of(nbytes: int, header: Header) -> float:
 
 def budget_bytes(bpp: float, width: int, height: int) -> int:
     """The bytes a budget of `bpp` bits per pixel allows: a budget equal to a printed size's bpp
-    keeps that size (bpp * pixels / 8 may land a hair below the integer it came from)."""
-    return math.floor(bpp * width * height / 8.0 * (1.0 + 1e-12))
+    keeps that size (bpp * pixels / 8 may land a hair below the integer it came from). In double
+    precision whatever `bpp`'s type: a NumPy float32 computes in float32 and may round past it."""
+    return math.floor(float(bpp) * width * height / 8.0 * (1.0 + 1e-12))
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 1 << 20}
@@ -229,9 +231,9 @@ def read_stream(stream: object, what: str, error: type[UqdmError] = UqdmError) -
     return bytes(data)
 
 
-def info(data: bytes | str | os.PathLike) -> FileInfo:
-    """What a .uqd file (bytes or a path) holds: header, layers, warnings; never decodes. Damage
-    is a FormatError that says what the bytes before it hold."""
+def info(data: bytes | str | os.PathLike | BinaryIO) -> FileInfo:
+    """What a .uqd file (bytes, a path or a binary file object) holds: header, layers, warnings;
+    never decodes. Damage is a FormatError that says what the bytes before it hold."""
     data = uqd_bytes(data)
     try:
         return _checked_info(data)
@@ -420,11 +422,11 @@ def psnr_end(fi: FileInfo, psnr: float) -> int:
 def psnr_entry_needed(psnr: float) -> int:
     """The smallest PSNR index entry that promises `psnr` dB (entries are rounded down, so an
     entry at least this is a promise; an exact image reaches every target)."""
-    return min(math.ceil(psnr * container.PSNR_PER_DB - 1e-9), container.PSNR_EXACT)
+    return min(math.ceil(float(psnr) * container.PSNR_PER_DB - 1e-9), container.PSNR_EXACT)
 
 
 def truncate(
-    data: bytes | str | os.PathLike,
+    data: bytes | str | os.PathLike | BinaryIO,
     *,
     bpp: float | None = None,
     steps: int | None = None,

@@ -87,6 +87,9 @@ class Target:
             raise UqdmError(f"steps must be a whole number, not {self.steps!r}")
         if self.max_bytes is not None:
             files.check_max_bytes(self.max_bytes)
+        for name, kind in (("psnr", float), ("bpp", float), ("steps", int), ("max_bytes", int)):
+            if getattr(self, name) is not None:  # Python numbers: NumPy's float32 computes in float32
+                object.__setattr__(self, name, kind(getattr(self, name)))
 
     def check_psnr_index(self, psnr_index: bool) -> None:
         """A PSNR index is written into a file's header once its chunk boundaries are known, which a
