@@ -101,6 +101,9 @@ def test_skip_existing_resumes_an_interrupted_batch(tmp_path, images, tiny_model
     assert first.output.read_bytes() == finished and all(
         files.info(r.output.read_bytes()).complete for r in results
     )
+    for jobs in (0, 1.5, True):
+        with pytest.raises(UqdmError, match=f"--jobs must be a whole number, at least 1, not {jobs!r}"):
+            run_batch("truncate", images, out, jobs=jobs, steps=1)
     with pytest.raises(UqdmError, match="--force .* or --skip-existing .*, not both"):
         run_batch("encode", images, out, model=tiny_model_path, force=True, skip_existing=True)
     assert batch.truncate_file(results[1].output, out, steps=1, skip_existing=True).skipped is False

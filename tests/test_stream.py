@@ -62,6 +62,15 @@ def test_each_image_is_the_decode_of_what_came(same_codec, size):
         assert np.array_equal(image.pixels, codec.decode(data[: image.nbytes]).pixels)
 
 
+def test_bytes_are_one_piece(same_codec):
+    """decode_stream(data) iterated the bytes as ints: 'a decoder is fed bytes, not int'."""
+    _, img, data = same_codec
+    for given in (data, bytearray(data), memoryview(data)):
+        images = list(streaming.decode_stream(given))
+        assert images[-1].lossless and np.array_equal(images[-1].pixels, img)
+    assert list(streaming.decode_stream(data, steps=2))[-1].steps == 2
+
+
 @pytest.mark.parametrize("fraction", [0.3, 0.55, 0.999])
 def test_a_stream_that_stops_early_ends_on_decode_of_its_bytes(same_codec, fraction):
     codec, _, data = same_codec

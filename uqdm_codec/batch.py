@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from .errors import UqdmError
+from .errors import UqdmError, is_whole
 
 OPERATIONS = ("encode", "decode", "truncate")
 
@@ -431,8 +431,8 @@ def run_batch(
     finishes. Raises UqdmError only for problems with the whole run (name collisions, bad options)."""
     if op not in TASKS:
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
-    if jobs < 1:
-        raise UqdmError("--jobs must be at least 1")
+    if not is_whole(jobs) or jobs < 1:  # 1.5 failed in the process pool, True ran as 1
+        raise UqdmError(f"--jobs must be a whole number, at least 1, not {jobs!r}")
     check_skip(force, skip_existing)
     if op != "encode":
         check_cut(op, bpp, steps, psnr, max_bytes)

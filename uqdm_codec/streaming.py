@@ -68,8 +68,9 @@ def decode_stream(
 ) -> Iterator[DecodedImage]:
     """Each image the bytes received so far decode to, from the header's blank image on, each one
     better than the last: every step as soon as it is decoded, and the newest image once a piece
-    is used up; the final one equals `decode` of all the bytes. FormatError when the
-    bytes end before a whole header (or are not a .uqd file), as `decode` would raise.
+    is used up; the final one equals `decode` of all the bytes (`pieces` may be bytes: one piece).
+    FormatError when the bytes end before a whole header (or are not a .uqd file), as `decode` would
+    raise.
 
     With one of `steps` (the first N steps), `psnr` (the shortest prefix the file's PSNR index says
     reaches it), `bpp` or `max_bytes` (the longest prefix within the budget), no piece is read once
@@ -78,6 +79,8 @@ def decode_stream(
     whole chunk it ends in (`truncate` cuts that chunk, with a new CRC at its start), so the decoder
     is fed whole chunks only and reading stops once a chunk ends at or past the budget. UqdmError,
     after the images of what came, when the bytes end before a step or PSNR stop."""
+    if isinstance(pieces, (bytes, bytearray, memoryview)):  # iterating bytes gives ints, not pieces
+        pieces = [bytes(pieces)]
     given = sum(v is not None for v in (steps, psnr, bpp, max_bytes))
     stop = _Stop(steps, psnr, bpp, max_bytes) if given else None
     decoder = Decoder(model, device)
