@@ -722,6 +722,8 @@ def test_options_of_the_wrong_kind_are_one_line_errors(tiny_model_path, image, t
         uqdm_codec.get_codec(tiny_model_path, device=5)
     with pytest.raises(ModelError, match="^a model is a name or a path to its .safetensors, not 5$"):
         uqdm_codec.get_codec(5)
+    with pytest.raises(ModelError, match="^the model name is empty"):
+        uqdm_codec.get_codec(" ")
     with pytest.raises(UqdmError, match="^tile must be a multiple of 16 .* not 0$"):
         uqdm_codec.get_codec(tiny_model_path, "cpu", tile=0)
     path = tmp_path / "x.uqd"

@@ -216,6 +216,8 @@ def resolve_model_path(spec: str | Path | None) -> Path:
     spec = DEFAULT_MODEL if spec is None else spec
     if not isinstance(spec, (str, os.PathLike)):
         raise ModelError(f"a model is a name or a path to its .safetensors, not {spec!r}")
+    if not str(spec).strip():  # Path('') is '.': the working folder, 'is a folder'
+        raise ModelError("the model name is empty: give a name in weights/ or a .safetensors path")
     shipped = shipped_model_path(spec) if isinstance(spec, str) else None
     if shipped is not None:
         return shipped
