@@ -124,7 +124,7 @@ def _run(
     left as it is, and the task is not run."""
     t0 = time.perf_counter()
     try:
-        if check_skip(force, skip_existing) and Path(output).is_file():
+        if left_alone(output, force, skip_existing):
             size = Path(output).stat().st_size
             return Result(Path(source), Path(output), True, size, None, SKIPPED, skipped=True)
         if out_dir is not None:
@@ -317,6 +317,12 @@ def truncate_file(
         return Result(source, target, True, len(cut), value, f"{value:.3f} bpp", notes=damage)
 
     return _run(task, source, target, out_dir if output is None else None, force, skip_existing)
+
+
+def left_alone(output: Path | str, force: bool, skip_existing: bool) -> bool:
+    """skip_existing's rule, for a batch task and a single input alike: an output file that exists
+    already is finished (outputs are renamed into place whole), so it is left as it is."""
+    return check_skip(force, skip_existing) and Path(output).is_file()
 
 
 def check_skip(force: bool, skip_existing: bool) -> bool:

@@ -340,11 +340,9 @@ def _single_target(op: str, source: Path, output: Path | None, out_dir: Path | N
 def _left_alone(target: Path | str, force: bool, skip_existing: bool) -> bool:
     """--skip-existing of a single input: True, said in a line, where its output exists already;
     refused with --force and with standard output."""
-    if not batch.check_skip(force, skip_existing):
-        return False
-    if _is_stdio(target):
+    if batch.check_skip(force, skip_existing) and _is_stdio(target):
         raise UqdmError("--skip-existing leaves existing output files alone; standard output (-o -) is none")
-    if not Path(target).is_file():
+    if not batch.left_alone(target, force, skip_existing):
         return False
     out.print(f"skipped {target}: it exists already (--skip-existing)", highlight=False, soft_wrap=True)
     return True
