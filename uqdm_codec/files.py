@@ -392,9 +392,9 @@ def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **ask
     return data[:intact]
 
 
-def check_psnr(psnr: float) -> None:
+def check_psnr(psnr: float, hint: str = "") -> None:
     if not (is_real(psnr) and 0 < psnr < math.inf):
-        raise UqdmError("psnr must be a positive number of dB")
+        raise UqdmError(f"psnr must be a positive number of dB{hint}")
 
 
 def psnr_end(fi: FileInfo, psnr: float) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from . import container, files
-from .errors import UqdmError, is_real, is_whole
+from .errors import UqdmError, is_whole
 
 PEAK = 255.0
 
@@ -79,8 +79,8 @@ class Target:
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.psnr, self.bpp, self.steps, self.max_bytes)) > 1:
             raise UqdmError("give at most one of psnr, bpp, max_bytes or steps")
-        if self.psnr is not None and not (is_real(self.psnr) and 0 < self.psnr < math.inf):
-            raise UqdmError("psnr must be a positive number of dB (leave it out for the lossless file)")
+        if self.psnr is not None:
+            files.check_psnr(self.psnr, " (leave it out for the lossless file)")
         if self.bpp is not None:
             files.check_bpp(self.bpp)
         if self.steps is not None and not is_whole(self.steps):
