@@ -470,6 +470,52 @@ def test_a_missing_data_folder_is_one_error_line_and_makes_no_run_folder(tmp_pat
     assert r.stderr.startswith(f"error: {tmp_path / 'photos'}: 1 image(s) found; training needs more")
 
 
+def test_run_folders_checkpoints_and_init_weights_it_cannot_use_are_one_error_line(tmp_path):
+    """--out naming a file, a checkpoint cut short or of another program, and --init naming no
+    model or the codec's integer weights were tracebacks (FileExistsError, torch's RuntimeError,
+    KeyError, ModelError); --init's came after the run folder was made."""
+    from typer.testing import CliRunner
+
+    from uqdm_codec.cli import app
+
+    photos = _photos(tmp_path, 3)
+    note = tmp_path / "note.txt"
+    note.write_text("mine")
+
+    def refused(out, *extra) -> str:
+        r = CliRunner().invoke(app, ["train", str(photos), "--out", str(out), *TINY, *extra])
+        text = r.stderr.strip()
+        assert r.exit_code == 1 and text.startswith("error: ") and "\n" not in text, r.output
+        return text
+
+    assert refused(note) == f"error: --out {note}: not a folder (it names the run's folder)"
+    assert note.read_text() == "mine"
+    assert refused(note / "run").startswith(f"error: --out {note / 'run'}: cannot make the folder (")
+    assert refused(tmp_path / "run", "--init", str(tmp_path / "none.safetensors")).startswith(
+        "error: --init: model "
+    )
+    words = "the codec's integer weights; training starts from float weights, such as"
+    assert words in refused(tmp_path / "run", "--init", "uqdm-small")
+    assert not (tmp_path / "run").exists()
+    r = CliRunner().invoke(app, ["train", str(note), "--out", str(tmp_path / "run"), *TINY])
+    assert r.exit_code == 1 and r.stderr.strip() == f"error: {note}: not a folder"
+
+    for name, checkpoint in (("cut", b"PK\x03\x04 cut short"), ("other", None)):
+        run = tmp_path / name
+        run.mkdir()
+        if checkpoint is None:
+            torch.save({"weights": torch.zeros(2)}, run / "checkpoint.pt")
+        else:
+            (run / "checkpoint.pt").write_bytes(checkpoint)
+        kept = (run / "checkpoint.pt").read_bytes()
+        text = refused(run)
+        assert text.startswith(f"error: {run / 'checkpoint.pt'} is not a checkpoint")
+        assert text.endswith("; move it away or use a new --out")
+        assert (run / "checkpoint.pt").read_bytes() == kept and sorted(run.iterdir()) == [
+            run / "checkpoint.pt"
+        ]
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [

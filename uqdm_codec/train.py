@@ -366,6 +366,35 @@ def lr_at(cfg: TrainConfig, it: int, elapsed: float = 0.0) -> float:
     return cfg.lr + (cfg.min_lr - cfg.lr) * frac
 
 
+CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "rng", "model_config")  # what save_checkpoint writes
+FLOAT_EXAMPLE = "weights/uqdm-small-float.safetensors"  # --init's example: the shipped float weights
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict:
+    """The run's checkpoint; SystemExit, one line, for a file that is not one (cut short by a full
+    disk, or another program's), so the user moves it away rather than reading a torch traceback."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # torch raises RuntimeError, pickle's errors, EOFError, ... for a bad file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        raise SystemExit(
+            f"{path} is not a checkpoint this trainer can read ({first}); move it away or use a new --out"
+        ) from None
+    if not isinstance(ck, dict) or any(key not in ck for key in CHECKPOINT_KEYS):
+        raise SystemExit(f"{path} is not a checkpoint of uqdm train; move it away or use a new --out")
+    return ck
+
+
+def make_run_folder(out: Path) -> None:
+    """--out, made if missing; SystemExit, one line, where it cannot be (a file there, no permission)."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out}: not a folder (it names the run's folder)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"--out {out}: cannot make the folder ({exc.strerror or exc})") from None
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -396,7 +425,7 @@ def train(cfg: TrainConfig) -> None:
     master = rank == 0
     root = Path(cfg.data_dir)
     if not root.is_dir():  # before the run folder is made: a typo leaves nothing behind
-        raise SystemExit(f"{cfg.data_dir}: no such folder")
+        raise SystemExit(f"{cfg.data_dir}: {'not a folder' if root.exists() else 'no such folder'}")
     paths = list_images(root)
     if len(paths) <= cfg.holdout:
         raise SystemExit(
@@ -404,7 +433,23 @@ def train(cfg: TrainConfig) -> None:
             "held aside for validation (--holdout)"
         )
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    checkpoint = read_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
+    init = None
+    if checkpoint is None and cfg.init:  # read before the run folder is made, like the data folder
+        from .model import EXACT_FORMAT, load_model, read_config, resolve_model_path
+
+        try:
+            path = resolve_model_path(cfg.init)
+            if read_config(path)[1].get("format") == EXACT_FORMAT:
+                raise SystemExit(
+                    f"--init {cfg.init}: the codec's integer weights; training starts from float weights, "
+                    f"such as {FLOAT_EXAMPLE}"
+                )
+            init = load_model(path)
+        except UqdmError as exc:
+            raise SystemExit(f"--init: {exc}") from None
+    make_run_folder(out)
     held = held_aside(paths, cfg.holdout)
     kept = set(paths) - set(held)
     train_paths = [p for p in paths if p in kept and not excluded(p, root, cfg.exclude)]
@@ -436,9 +481,8 @@ def train(cfg: TrainConfig) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     start = 0
     rng = np.random.default_rng(cfg.seed + 1000 * rank)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if checkpoint is not None:
+        ck = checkpoint
         if ck["model_config"] != mcfg.to_dict():
             raise SystemExit(f"{ckpt_path} was made with another model config; use a new --out")
         model.load_state_dict(ck["model"])
@@ -448,10 +492,7 @@ def train(cfg: TrainConfig) -> None:
         rng.bit_generator.state = ck["rng"]
         if master:
             print(f"resumed from step {start}", flush=True)
-    elif cfg.init:  # a new run that continues from committed weights (fresh optimiser and schedule)
-        from .model import load_model
-
-        init = load_model(cfg.init)
+    elif init is not None:  # a new run that continues from committed weights (fresh optimiser and schedule)
         # The weights fit any schedule of the same network: a run may fine-tune them to new noise
         # levels or a new threshold, or widen them (the ablations of docs/MODEL.md section 11).
         ours, theirs = mcfg.to_dict(), init.config.to_dict()
