@@ -160,6 +160,8 @@ def read_header(data: bytes) -> tuple[dict, int]:
                 extensions[bit] = r.take(r.varint())
     if crc(data[: r.pos]) != r.u("I"):
         raise Refused("header CRC")
+    if 5 in extensions and extensions[5] != b"\x01":  # 1.2 bit 5: the grayscale mark, one byte 1
+        raise Refused("grayscale mark")
     fields = dict(
         version=version,
         flags=flags,

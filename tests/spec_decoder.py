@@ -281,6 +281,19 @@ class SpecDecoder:
         return self.run(data)[1]
 
     def run(self, data: bytes) -> tuple[list[np.ndarray], np.ndarray]:
+        """(the images after the complete layers, the image on screen); a grayscale image's file
+        (1.2 bit 5) shows each pixel's rounded mean of R, G and B in all three."""
+        images, screen = self.chain(data)
+        if 5 not in sc.read(data).extensions:
+            return images, screen
+
+        def gray(image: np.ndarray) -> np.ndarray:
+            mean = (image.astype(np.int64).sum(axis=0) + 1) // 3
+            return np.repeat(mean[None].astype(np.uint8), 3, axis=0)
+
+        return [gray(image) for image in images], gray(screen)
+
+    def chain(self, data: bytes) -> tuple[list[np.ndarray], np.ndarray]:
         f = sc.read(data)
         self.data, self.mirrors, self.tail_step, self.steps = data, f.mirrors, f.tail_step, f.steps
         global VERSION_7

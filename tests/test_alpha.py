@@ -112,7 +112,7 @@ def test_reading_alpha(tmp_path):
     assert opaque.alpha is None and any("opaque everywhere" in n for n in opaque.notes)
     Image.fromarray(np.dstack([rgb[:, :, 0], plane]), "LA").save(tmp_path / "la.png")
     la = load_image(tmp_path / "la.png")
-    assert np.array_equal(la.alpha, plane) and any("grayscale" in n for n in la.notes)
+    assert np.array_equal(la.alpha, plane) and la.gray and not la.notes
     palette = Image.fromarray(rgb).convert("P")
     index = np.asarray(palette)
     palette.save(tmp_path / "p.png", transparency=int(index[0, 0]))  # one colour transparent

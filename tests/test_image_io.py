@@ -32,7 +32,9 @@ def _png16_rgb(arr: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1", "I;16", "I", "F"])
-def test_modes_convert_to_rgb_with_a_note(tmp_path, mode):
+def test_modes_convert_with_a_note(tmp_path, mode):
+    """Each mode but RGBA, L and LA (8-bit gray, kept as it is since uqdm 0.50) is converted, with a
+    note."""
     base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 10, 3)).astype(np.uint8))
     if mode == "I;16":
         im = Image.fromarray((np.arange(120).reshape(12, 10) * 500).astype(np.uint16))
@@ -42,7 +44,9 @@ def test_modes_convert_to_rgb_with_a_note(tmp_path, mode):
     im.save(path)
     loaded = load_image(path)
     assert loaded.pixels.shape == (12, 10, 3) and loaded.pixels.dtype == np.uint8
-    assert loaded.notes
+    converted = [n for n in loaded.notes if "opaque everywhere" not in n]  # an opaque alpha: left out
+    assert bool(converted) == (mode not in ("L", "LA", "RGBA")), loaded.notes
+    assert loaded.gray == (mode in ("L", "LA", "1", "I;16", "I", "F"))
 
 
 def test_a_float_image_in_0_to_1_is_scaled(tmp_path):
@@ -276,7 +280,7 @@ def test_array_shapes_gray_with_alpha_and_refusals():
     alpha[0, 0] = 3
     loaded = load_image(np.dstack([gray, alpha]))  # H x W x 2: gray and alpha (Pillow's LA)
     assert np.array_equal(loaded.pixels, np.repeat(gray[:, :, None], 3, axis=2))
-    assert np.array_equal(loaded.alpha, alpha) and loaded.notes == ["grayscale image stored as RGB"]
+    assert np.array_equal(loaded.alpha, alpha) and loaded.notes == [] and loaded.gray
     for bad in (np.zeros((4, 6, 5), np.uint8), np.zeros((3, 4, 6, 3), np.uint8), np.zeros(6, np.uint8)):
         with pytest.raises(ImageError, match="is not an image \\(need H x W, or H x W x 1, 2, 3 or 4"):
             load_image(bad)
@@ -285,11 +289,12 @@ def test_array_shapes_gray_with_alpha_and_refusals():
 
 
 def test_a_pil_integer_image_keeps_its_notes():
-    """Mode I and I;16 share the integer conversion with arrays; their notes are unchanged."""
+    """Mode I and I;16 share the integer conversion with arrays; they are grayscale (one plane)."""
     small = Image.fromarray(np.arange(24, dtype=np.int32).reshape(4, 6))
-    assert load_image(small).notes == ["integer grayscale image stored as RGB"]
+    assert load_image(small).notes == ["integer grayscale image (mode I) stored as 8-bit grayscale"]
     deep = Image.fromarray((np.arange(24).reshape(4, 6) * 500).astype(np.uint16))
-    assert load_image(deep).notes == ["16-bit grayscale image reduced to 8 bits and stored as RGB"]
+    assert load_image(deep).notes == ["16-bit grayscale image reduced to 8 bits"]
+    assert load_image(small).gray and load_image(deep).gray
 
 
 def test_binary_file_objects_are_images(tmp_path):

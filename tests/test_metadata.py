@@ -120,13 +120,13 @@ def _extended(extensions: bytes) -> bytes:
 
 
 def test_unknown_extensions_are_skipped_with_a_warning():
-    """Bits 5-7 announce a varint length and that many bytes (FORMAT.md 1.2): a field a newer
+    """Bits 6-7 announce a varint length and that many bytes (FORMAT.md 1.2): a field a newer
     uqdm may write is skipped, the rest of the header read, and the decoder warns."""
     stored = photo_metadata.pack(EXIF)
-    data = _extended(b"\x24" + container.put_varint(len(stored)) + stored + b"\x03abc")  # EXIF, bit 5
+    data = _extended(b"\x44" + container.put_varint(len(stored)) + stored + b"\x03abc")  # EXIF, bit 6
     hd, size = container.parse_header(data)
-    assert size == len(data) and hd.exif == EXIF and hd.unknown_extensions == 0x20
-    assert "0x20" in container.unknown_extensions_note(0x20)
+    assert size == len(data) and hd.exif == EXIF and hd.unknown_extensions == 0x40
+    assert "0x40" in container.unknown_extensions_note(0x40)
     assert hd.without_extensions() == _header()
     with pytest.raises(FormatError, match="extension 7 length"):
         container.parse_header(_extended(b"\x80\x00"))

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError, UqdmWarning, check_flag, warn
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.49.0"
+__version__ = "0.50.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -82,17 +82,19 @@ def encode(
     previews up to step S only. keep_icc: store the image's RGB ICC colour profile, if it has one, so that
     decoded images carry it again (FORMAT.md 1.2; False leaves it out). keep_metadata: the same for its
     EXIF (less orientation, thumbnail and maker's note) and XMP metadata. An alpha channel (unless opaque
-    everywhere) is kept exactly, and decoded images are RGBA. psnr=P: only the shortest prefix whose image
-    reaches P dB (PSNR over R, G and B; the encoder stops at that step and cuts inside its chunk,
-    cut_judge.py); bpp=B: the longest prefix within B bits per pixel (what truncate(bpp=B) keeps of the
-    whole file); max_bytes=N: the same within N bytes; steps=N: the first N steps. At most one of the
-    four; none: the whole, lossless file. psnr_index: the header records the PSNR of the image at every
-    chunk boundary (FORMAT.md 1.2, about a byte per chunk), so that truncate(data, psnr=P) and
-    decode(data, psnr=P) can cut the file to a quality without the original; not with bpp or max_bytes
-    (truncate the indexed file instead). emit: a function called with the header and each layer as soon as
-    it is coded (for a sender that streams the file while it is coded; Codec.encode says when it cannot).
-    How the input was converted (16-bit reduced to 8 bits, EXIF orientation applied, an opaque alpha left
-    out) comes as a UqdmWarning each: the lossless promise is for the converted image.
+    everywhere) is kept exactly, and decoded images are RGBA. An image of one plane (gray: Pillow's L, LA,
+    1, I, I;16 or F, an H x W or H x W x 1 or 2 array) decodes as one (L, or LA with alpha). psnr=P: only
+    the shortest prefix whose image reaches P dB (PSNR over R, G and B; the encoder stops at that step and
+    cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix within B bits per pixel (what
+    truncate(bpp=B) keeps of the whole file); max_bytes=N: the same within N bytes; steps=N: the first N
+    steps. At most one of the four; none: the whole, lossless file. psnr_index: the header records the
+    PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a byte per chunk), so that
+    truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality without the original;
+    not with bpp or max_bytes (truncate the indexed file instead). emit: a function called with the header
+    and each layer as soon as it is coded (for a sender that streams the file while it is coded;
+    Codec.encode says when it cannot). How the input was converted (16-bit reduced to 8 bits, EXIF
+    orientation applied, an opaque alpha left out) comes as a UqdmWarning each: the lossless promise is
+    for the converted image.
     """
     from .image_io import load_image
     from .quality import Target
@@ -134,14 +136,15 @@ def decode(
     max_bytes: int | None = None,
 ):
     """Decode .uqd bytes (a path, or a binary file object) to a PIL image after `steps` diffusion steps
-    (default: all layers in the file; with the lossless layer that is the exact original; RGBA if the
-    file has an alpha channel, its colour profile and metadata, if any, in info["icc_profile"],
-    info["exif"] and info["xmp"]), or from the longest prefix within `bpp` bits per pixel or `max_bytes`
-    bytes, or the shortest whose image reaches `psnr` dB by the file's PSNR index (what `truncate` would
-    keep, cut in memory). recon="sample" draws the steps the file does not hold from the model (the
-    paper's ancestral decoding: sharp where the mean is blurry, seeded by `seed`, default 0); it changes
-    nothing once the pixel step is in. Damage after what was read, and header extensions this decoder
-    skips, come as a UqdmWarning each."""
+    (default: all layers in the file; with the lossless layer that is the exact original; L for a
+    grayscale image's file; RGBA, or LA, if the file has an alpha channel, its colour profile and
+    metadata, if any, in info["icc_profile"], info["exif"] and info["xmp"]), or from the longest prefix
+    within `bpp` bits per pixel or `max_bytes` bytes, or the shortest whose image reaches `psnr` dB by the
+    file's PSNR index (what `truncate` would keep, cut in memory). recon="sample" draws the steps the file
+    does not hold from the model (the paper's ancestral decoding: sharp where the mean is blurry, seeded
+    by `seed`, default 0); it changes nothing once the pixel step is in. Damage after what was read, and
+    header extensions this decoder skips, come as a UqdmWarning each.
+    """
     full, notable = _decode(data, steps, model, device, progress, recon, seed, bpp, psnr, max_bytes)
     warn(notable)  # not the line on a prefix that ends inside a layer: cut files are what decode is for
     return full.to_pil()

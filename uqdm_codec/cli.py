@@ -431,7 +431,7 @@ def _layer_table(fi, title: str, encoded=None) -> Table:
         value = encoded.psnr_at(end) if encoded is not None else index.get(end)
         return [_psnr_cell(value)]
 
-    extras = []
+    extras = ["grayscale"] if fi.header.gray else []
     if fi.header.icc_profile is not None:
         extras.append(f"ICC profile: {colour_profile.describe(fi.header.icc_profile)}")
     if fi.header.alpha is not None:
@@ -1136,7 +1136,7 @@ def info(
             return
         hd = fi.header
         out.print(
-            f"{_label(file)}: {hd.width}x{hd.height} {'RGB' if hd.alpha is None else 'RGBA'}, "
+            f"{_label(file)}: {hd.width}x{hd.height} {hd.mode}, "
             + f"{hd.coded_steps} diffusion steps + lossless {'tail' if hd.tail else 'layer'}, "
             + f"model {hd.model_name} ({hd.fingerprint.hex()[:12]}), seed {hd.seed}"
             + (f", {fi.regions} regions of {hd.region[0]}x{hd.region[1]}" if hd.tiled else "")

@@ -78,6 +78,12 @@ class DecodedImage:
     alpha: np.ndarray | None = None  # (H, W) uint8: the file's alpha channel (FORMAT.md 1.2), exact
     exif: bytes | None = None  # the photo's EXIF block (TIFF-structured, FORMAT.md 1.2)
     xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
+    gray: bool = False  # a grayscale image's file (FORMAT.md 1.2): R = G = B in `pixels`, one plane shown
+
+    @property
+    def mode(self) -> str:
+        """The Pillow mode to_pil gives: L or RGB, with the file's alpha channel LA or RGBA."""
+        return ("L" if self.gray else "RGB") + ("" if self.alpha is None else "A")
 
     @property
     def part_of_step(self) -> int | None:
@@ -87,30 +93,53 @@ class DecodedImage:
         return self.layer if inside else None
 
     def to_pil(self):
-        """A PIL image: RGB, or RGBA if the file has an alpha channel; info["icc_profile"],
-        info["exif"] (with Pillow's "Exif\\0\\0" prefix) and info["xmp"] hold the file's colour
-        profile and metadata where it has them."""
+        """A PIL image: RGB, or L for a grayscale image's file, with an alpha channel RGBA or LA
+        (self.mode); info["icc_profile"], info["exif"] (with Pillow's "Exif\\0\\0" prefix) and
+        info["xmp"] hold the file's colour profile and metadata where it has them."""
         from PIL import Image
 
+        planes = self.pixels[:, :, :1] if self.gray else self.pixels  # a gray file's R = G = B
         if self.alpha is not None:
-            image = Image.fromarray(np.dstack([self.pixels, self.alpha]), "RGBA")
-        else:
-            image = Image.fromarray(self.pixels, "RGB")
+            planes = np.dstack([planes, self.alpha])
+        image = Image.fromarray(
+            np.ascontiguousarray(planes.squeeze(2) if self.mode == "L" else planes), self.mode
+        )
         image.info.update(photo_metadata.pil_info(self.icc_profile, self.exif, self.xmp))
         return image
 
     def extras(self) -> dict:
         """The colour profile, alpha channel and metadata, as image_io.save_image takes them."""
-        return {"icc_profile": self.icc_profile, "alpha": self.alpha, "exif": self.exif, "xmp": self.xmp}
+        return {
+            "icc_profile": self.icc_profile,
+            "alpha": self.alpha,
+            "exif": self.exif,
+            "xmp": self.xmp,
+            "gray": self.gray,
+        }
+
+
+def gray_view(pixels: np.ndarray) -> np.ndarray:
+    """The (H, W, 3) image a grayscale image's file shows for (H, W, 3) `pixels` (FORMAT.md 1.2):
+    each pixel's R, G and B replaced by their mean, rounded ((R + G + B + 1) // 3; a third never
+    ties). The exact image's R = G = B are kept; the chain's other images gain a little."""
+    mean = (pixels.astype(np.uint16).sum(axis=2, dtype=np.uint16) + 1) // 3
+    return np.repeat(mean.astype(np.uint8)[:, :, None], 3, axis=2)
 
 
 def _with_header(image: DecodedImage, header: Header) -> DecodedImage:
     """`image` with what its file's header adds to each of its images (FORMAT.md 1.2): colour
-    profile, alpha channel, EXIF and XMP, and a warning if the header held extensions this decoder
-    does not know (skipped)."""
+    profile, alpha channel, EXIF and XMP, a grayscale image's one plane (gray_view), and a warning
+    if the header held extensions this decoder does not know (skipped)."""
     warnings = list(image.warnings)
     if header.unknown_extensions:
         warnings.insert(0, container.unknown_extensions_note(header.unknown_extensions))
+    if header.gray:
+        image = replace(
+            image,
+            pixels=gray_view(image.pixels),
+            shown=None if image.shown is None else gray_view(image.shown),
+            gray=True,
+        )
     return replace(
         image,
         icc_profile=header.icc_profile,
@@ -708,8 +737,9 @@ class _Judge:
     shown only when it is closer to the original (smaller squared error) than the image on screen
     before it: the decoder's quality then never falls as bytes arrive."""
 
-    def __init__(self, original: np.ndarray, first: np.ndarray):
+    def __init__(self, original: np.ndarray, first: np.ndarray, gray: bool = False):
         self.original = original  # uint8; differences are taken a strip of rows at a time
+        self.gray = gray  # a grayscale image's file: the image judged is the one decoders show (gray_view)
         self.rows = max(1, (1 << 18) // max(original.shape[1], 1))
         self.best = self._sse(first)
         self.marks: list[int] | None = None  # the error on screen after each chunk of a layer
@@ -722,7 +752,10 @@ class _Judge:
     def _sse(self, image: np.ndarray) -> int:
         total = 0
         for r in range(0, image.shape[0], self.rows):
-            d = image[r : r + self.rows].astype(np.int32) - self.original[r : r + self.rows]
+            strip = image[r : r + self.rows]
+            if self.gray:
+                strip = gray_view(strip)
+            d = strip.astype(np.int32) - self.original[r : r + self.rows]
             total += int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
         return total
 
@@ -890,6 +923,7 @@ class Codec:
         alpha: np.ndarray | None = None,
         exif: bytes | None = None,
         xmp: bytes | None = None,
+        gray: bool = False,
         target: quality.Target | None = None,
         screen: list[int | None] | None = None,
         psnr_index: bool = False,
@@ -912,7 +946,10 @@ class Codec:
         step images after S (docs/MODEL.md section 31). icc_profile: the image's RGB colour
         profile, alpha: its (H, W) uint8 alpha channel, exif: its EXIF as a TIFF-structured block
         and xmp: its XMP packet, all stored in the header (FORMAT.md 1.2) and handed back with
-        every decoded image; the layers are the same bytes as without. target (quality.Target): the
+        every decoded image; the layers are the same bytes as without. gray: the image is
+        grayscale (R = G = B: a one-plane input), and its file says so, so that decoders show one
+        plane (L, or LA with alpha) at every step: the mean of the chain's R, G and B (gray_view),
+        which is also what the chunks' show flags and PSNR figures judge. target (quality.Target): the
         shortest prefix of that file whose image reaches a PSNR, the longest within a bpp budget or
         the first steps, the encoder stopping as soon as the rest cannot be in it. screen: a list
         that receives the squared error of the image a decoder shows at each chunk boundary of the
@@ -934,6 +971,9 @@ class Codec:
         check_callable("progress", progress)
         check_callable("emit", emit)
         fast, psnr_index = check_flag("fast", fast), check_flag("psnr_index", psnr_index)
+        gray = check_flag("gray", gray)
+        if gray and not is_grayscale(pixels):
+            raise UqdmError("gray=True is for a grayscale image: R = G = B at every pixel")
         if alpha is not None:
             alpha = np.asarray(alpha)
             if alpha.shape != pixels.shape[:2] or alpha.dtype != np.uint8:
@@ -962,6 +1002,7 @@ class Codec:
             alpha=None if alpha is None else np.ascontiguousarray(alpha).tobytes(),
             exif=None if exif is None else bytes(exif),
             xmp=None if xmp is None else bytes(xmp),
+            gray=gray,
         )
         if problem := header.extension_problem():
             raise UqdmError(f"{problem[0]} not kept: {problem[1]}")
@@ -1093,6 +1134,7 @@ class Codec:
         trace: quality.ScreenTrace | None = None,
         stop: Callable[[int, int, int], bool] | None = None,
         emit: Callable[[bytes], None] | None = None,
+        gray: bool | None = None,
     ) -> list[bytes]:
         """The header bytes and then each layer's bytes of the untiled file `header` describes
         (fast: as for encode). tail_record: a list that receives the tail layer's record (FORMAT.md
@@ -1100,7 +1142,9 @@ class Codec:
         file returned and its TAIL form (choose_end). trace: receives the squared error of the image
         on screen at every chunk boundary (the tail record's in trace.tail). stop(layer, bytes so
         far, error on screen): whether to end the file after this layer (quality.Target.stopper).
-        emit: called with the header and with each layer as soon as it is appended."""
+        emit: called with the header and with each layer as soon as it is appended. gray: whether
+        the image judged is the gray view (gray_view); None: header.gray (a region's header has no
+        extensions, so regions.encode passes its file's)."""
         if self.rdoq and header.intervals:
             raise ValueError("RDOQ moves values out of their bins: files with known intervals cannot use it")
         h, w = pixels.shape[:2]
@@ -1119,7 +1163,7 @@ class Codec:
         # so that they change no chunk boundary: the layers are those of the file without them
         size = flat_size = len(header.without_extensions().to_bytes())
         extensions = len(out[0]) - size  # bytes the file has that `size` leaves out
-        judge = _Judge(pixels, chain.blank_display())
+        judge = _Judge(pixels, chain.blank_display(), header.gray if gray is None else gray)
         if trace is not None:
             trace.start = judge.best
         policy = self.chunking.for_image(w, h) if self.chunking is not None else None

@@ -34,7 +34,10 @@ EXT_ALPHA = 2  # extension bit 1: the header holds the image's alpha channel
 EXT_EXIF = 4  # extension bit 2: the header holds the photo's EXIF block
 EXT_XMP = 8  # extension bit 3: the header holds the photo's XMP packet
 EXT_PSNR = 16  # extension bit 4: the header holds the PSNR of the image at every chunk boundary
-KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP | EXT_PSNR  # bits 5-7: skipped, with a warning
+EXT_GRAY = 32  # extension bit 5: the image is grayscale; decoders show one plane, the mean of R, G, B
+GRAY_MARK = b"\x01"  # the GRAY extension's field: one byte, 1
+# bits 6-7: skipped, with a warning
+KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP | EXT_PSNR | EXT_GRAY
 PSNR_PER_DB = 100  # PSNR index entries are hundredths of a dB (FORMAT.md 1.2)
 PSNR_EXACT = 20000  # the index entry of an exact image; any other image of at most MAX_PIXELS is below 132 dB
 MAX_UNKNOWN_STORED = 1 << 24  # an unknown extension's field, at most (FORMAT.md 1.2)
@@ -137,14 +140,20 @@ class Header:
     xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
     # the image's PSNR at the file's chunk boundaries in file order, in 1/PSNR_PER_DB dB (FORMAT.md 1.2)
     psnr_index: tuple[int, ...] | None = None
+    gray: bool = False  # the image is grayscale (R = G = B): shown as one plane (FORMAT.md 1.2)
     unknown_extensions: int = 0  # extension bits this decoder skipped (a newer uqdm wrote them)
 
     @property
     def extensions(self) -> int:
         """The extension byte E this header writes (FORMAT.md 1.2): 0 for a version-8 header."""
-        fields = (self.icc_profile, self.alpha, self.exif, self.xmp, self.psnr_index)
-        bits = (EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_PSNR)
+        fields = (self.icc_profile, self.alpha, self.exif, self.xmp, self.psnr_index, self.gray or None)
+        bits = (EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_PSNR, EXT_GRAY)
         return sum(bit for bit, f in zip(bits, fields) if f is not None)
+
+    @property
+    def mode(self) -> str:
+        """The Pillow mode of the images decoded from the file: L or RGB, with alpha LA or RGBA."""
+        return ("L" if self.gray else "RGB") + ("" if self.alpha is None else "A")
 
     def extension_problem(self) -> tuple[str, str] | None:
         """(what, why) of the first of the profile, EXIF and XMP that this header cannot store
@@ -161,7 +170,14 @@ class Header:
     def without_extensions(self) -> Header:
         """The same header with no extension: the one chunk sizes are counted from."""
         return replace(
-            self, icc_profile=None, alpha=None, exif=None, xmp=None, psnr_index=None, unknown_extensions=0
+            self,
+            icc_profile=None,
+            alpha=None,
+            exif=None,
+            xmp=None,
+            psnr_index=None,
+            gray=False,
+            unknown_extensions=0,
         )
 
     @property
@@ -294,6 +310,7 @@ class Header:
             None if self.exif is None else photo_metadata.pack(self.exif),
             None if self.xmp is None else photo_metadata.pack(self.xmp),
             None if self.psnr_index is None else pack_psnr_index(self.psnr_index),
+            GRAY_MARK if self.gray else None,
         ):
             if stored is not None:
                 body += put_varint(len(stored)) + stored
@@ -511,6 +528,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         exif=field_of(EXT_EXIF, lambda stored: photo_metadata.unpack(stored, "EXIF")),
         xmp=field_of(EXT_XMP, lambda stored: photo_metadata.unpack(stored, "XMP")),
         psnr_index=field_of(EXT_PSNR, unpack_psnr_index),
+        gray=bool(field_of(EXT_GRAY, _gray_mark)),
         unknown_extensions=unknown,
     )
     return header, end
@@ -531,6 +549,7 @@ def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int,
         EXT_EXIF: ("EXIF", photo_metadata.MAX_STORED),
         EXT_XMP: ("XMP", photo_metadata.MAX_STORED),
         EXT_PSNR: ("PSNR index", MAX_UNKNOWN_STORED),
+        EXT_GRAY: ("grayscale mark", len(GRAY_MARK)),
     }
     for k in range(8):
         bit = 1 << k
@@ -576,6 +595,13 @@ def unpack_psnr_index(stored: bytes) -> tuple[int, ...]:
             raise FormatError("corrupted .uqd header (PSNR index)")
         entries.append(total)
     return tuple(entries)
+
+
+def _gray_mark(stored: bytes) -> bool:
+    """The GRAY extension's field (FORMAT.md 1.2): one byte, 1; FormatError otherwise."""
+    if stored != GRAY_MARK:
+        raise FormatError("corrupted .uqd header (grayscale mark)")
+    return True
 
 
 def unknown_extensions_note(bits: int) -> str:

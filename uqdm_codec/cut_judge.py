@@ -38,20 +38,22 @@ class CutSession:
     original: np.ndarray  # (H, W, 3) uint8
     session: _DecodeSession
     boundary: int  # the prefix the session has applied: a chunk boundary
+    gray: bool = False  # a grayscale image's file: its error is the gray view's (codec.gray_view)
 
     @classmethod
-    def at(cls, codec: Codec, original: np.ndarray, data: bytes, boundary: int) -> CutSession:
-        """A session that has decoded data[:boundary] (a chunk boundary of the untiled file `data`)."""
+    def at(cls, codec: Codec, original: np.ndarray, data: bytes, boundary: int, gray: bool) -> CutSession:
+        """A session that has decoded data[:boundary] (a chunk boundary of the untiled file `data`;
+        gray: its whole file's header says the image is grayscale)."""
         parsed = container.parse(bytes(data[:boundary]))
         session = _DecodeSession(codec, parsed.header, parsed.header_size)
         for _ in session.advance(parsed):
             pass
-        return cls(codec, original, session, boundary)
+        return cls(codec, original, session, boundary, gray)
 
     @cached_property
     def _judge(self) -> _Judge:
         """The encoder's measure of squared error, from the image on screen at the boundary."""
-        return _Judge(self.original, self.session.shown)
+        return _Judge(self.original, self.session.shown, self.gray)
 
     @property
     def shown_error(self) -> int:
@@ -78,16 +80,17 @@ class _LastRegion:
     region: int | None  # None: an untiled file
     data: bytes
     original: np.ndarray
+    gray: bool  # the whole file's header says the image is grayscale (a region's says nothing)
 
     @classmethod
     def of(cls, data: bytes, original: np.ndarray) -> _LastRegion:
         header, size = container.parse_header(data)
         if not header.tiled:
-            return cls(None, bytes(data), original)
+            return cls(None, bytes(data), original, header.gray)
         _, _, parts = container.split_tiled(data, (header, size))
         r = next(r for r, p in enumerate(parts) if p.segments and sum(p.segments[-1][1:]) == len(data))
         x0, y0, x1, y1 = header.regions()[r]
-        return cls(r, parts[r].data, original[y0:y1, x0:x1])
+        return cls(r, parts[r].data, original[y0:y1, x0:x1], header.gray)
 
     def bytes_of(self, prefix: bytes) -> bytes:
         """The region's file in a longer (or cut) prefix of the same file."""
@@ -134,7 +137,7 @@ def shortest_cut(
         # the network flag, FORMAT.md 7), below the network's image before it; only whole it reaches
         return encoded
     if judge is None or view.region is not None or judge.boundary != own.cut_points[-2]:
-        judge = CutSession.at(codec, view.original, view.data, own.cut_points[-2])
+        judge = CutSession.at(codec, view.original, view.data, own.cut_points[-2], view.gray)
     others = before - judge.shown_error  # the other regions' error (0 for an untiled file)
     step = max(4, int(RESOLUTION * len(data)) // 4 * 4)
     for tried in range(MAX_TRIES):
@@ -166,6 +169,6 @@ def judge_end(codec: Codec, original: np.ndarray, encoded: quality.Encoded) -> q
         return encoded
     view = _LastRegion.of(encoded.data, original)
     own = files.info(view.data)
-    judge = CutSession.at(codec, view.original, view.data, own.cut_points[-2])
+    judge = CutSession.at(codec, view.original, view.data, own.cut_points[-2], view.gray)
     sse = encoded.screen[-2] - judge.shown_error + judge.error(view.data)
     return quality.Encoded(encoded.data, [*encoded.screen[:-1], sse], encoded.width, encoded.height)

@@ -90,6 +90,8 @@ class FileInfo:
             }
         if hd.alpha is not None:
             extras["alpha"] = True
+        if hd.gray:
+            extras["gray"] = True
         if hd.exif is not None:
             extras["exif"] = {"bytes": len(hd.exif), "description": photo_metadata.describe_exif(hd.exif)}
         if hd.xmp is not None:
@@ -100,7 +102,7 @@ class FileInfo:
         return {
             "width": hd.width,
             "height": hd.height,
-            "mode": "RGB" if hd.alpha is None else "RGBA",
+            "mode": hd.mode,
             "format_version": container.EXTENDED_VERSION
             if hd.extensions or hd.unknown_extensions
             else hd.version,

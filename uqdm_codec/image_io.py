@@ -1,7 +1,7 @@
 """Reading any image Pillow can open as 8-bit RGB, and writing files atomically.
 
-The lossless promise is for the 8-bit RGB image this module produces and its alpha: grayscale,
-palette, CMYK and 16-bit inputs are converted (with a one-line note each), EXIF orientation is
+The lossless promise is for the 8-bit RGB or grayscale image this module produces and its alpha:
+palette, CMYK, 1-bit and 16-bit inputs are converted (with a one-line note each), EXIF orientation is
 applied and animated images contribute their first frame. An alpha channel (alpha_plane.py), an
 RGB ICC colour profile (colour_profile.py) and EXIF and XMP metadata (photo_metadata.py) are kept
 beside the pixels; an opaque alpha channel, a profile that is sRGB or cannot describe the pixels,
@@ -33,15 +33,18 @@ class LoadedImage:
     alpha: np.ndarray | None = None  # (H, W) uint8: the input's alpha channel, unless opaque everywhere
     exif: bytes | None = None  # the input's EXIF block (TIFF-structured), orientation and maker's note out
     xmp: bytes | None = None  # the input's XMP packet
+    gray: bool = False  # the input had one plane (gray, maybe with alpha): pixels' R = G = B
 
     def extras(self, keep_icc: bool = True, keep_metadata: bool = True) -> dict:
-        """What Codec.encode stores beside the pixels (FORMAT.md 1.2): the alpha channel, and the
-        colour profile and EXIF and XMP metadata unless told to leave them out."""
+        """What Codec.encode stores beside the pixels (FORMAT.md 1.2): the alpha channel, whether the
+        image is grayscale, and the colour profile and EXIF and XMP metadata unless told to leave
+        them out."""
         return {
             "icc_profile": self.icc_profile if keep_icc else None,
             "alpha": self.alpha,
             "exif": self.exif if keep_metadata else None,
             "xmp": self.xmp if keep_metadata else None,
+            "gray": self.gray,
         }
 
 
@@ -79,6 +82,12 @@ UNWRITABLE_HERE = {".avif": "AVIF", ".avifs": "AVIF", ".jxl": "JPEG XL", ".heic"
 ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
 ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "AVIF"})  # and those that hold an alpha channel
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # Pillow modes with an alpha channel
+# Pillow modes of one plane (and alpha): their files say the image is grayscale (FORMAT.md 1.2)
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# the formats decoded grayscale images are written in as one plane (L); the others as RGB, R = G = B
+# (PPM too: Pillow writes L as a PGM, which a .ppm name would misname)
+GRAY_FORMATS = frozenset({"PNG", "TIFF", "JPEG2000", "BMP", "DIB", "TGA", "SGI", "PCX", "DDS", "JPEG", "GIF"})
+GRAY_ALPHA_FORMATS = frozenset({"PNG", "TIFF"})  # and those of ALPHA_FORMATS that write gray and alpha (LA)
 EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})  # whose Pillow writer embeds EXIF as it is
 XMP_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF", "TIFF"})  # and XMP
 JPEG_SEGMENT = 65533  # the most bytes a JPEG APP1 segment holds after its length field
@@ -142,17 +151,17 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
         arr = np.asarray(im)
         arr = _integers_to_eight(arr, "32-bit integer", "16-bit grayscale", notes, sixteen=mode != "I")
         if mode == "I" and len(notes) == before:
-            notes.append("integer grayscale image stored as RGB")
-        else:
-            notes[-1] += " and stored as RGB"
+            notes.append("integer grayscale image (mode I) stored as 8-bit grayscale")
         return np.repeat(arr[:, :, None], 3, axis=2)
     if mode == "F":
         arr = _floats_to_eight(np.asarray(im), notes)
         return np.repeat(arr[:, :, None], 3, axis=2)
     if mode in ("RGBA", "RGBa"):
         pass  # the colour as it is; the alpha channel is _alpha's
-    elif mode in ("L", "1", "LA", "La"):
-        notes.append("grayscale image stored as RGB")
+    elif mode == "1":
+        notes.append("1-bit image stored as 8-bit grayscale (0 and 255)")
+    elif mode in ("L", "LA", "La"):
+        pass  # a grayscale image as it is: its file says so, and decodes as one plane (LoadedImage.gray)
     elif mode in ("P", "PA"):
         notes.append("palette image converted to RGB")
     elif mode == "CMYK":
@@ -275,7 +284,8 @@ def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str])
     pixels = _from_pil(shown, notes)
     profile = _profile(profile_source, notes)
     alpha = _alpha(shown, notes)
-    return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes))
+    gray = shown.mode in GRAY_MODES and profile is None  # an RGB profile describes RGB pixels
+    return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes), gray)
 
 
 def load_image(source, name: str | None = None) -> LoadedImage:
@@ -286,7 +296,8 @@ def load_image(source, name: str | None = None) -> LoadedImage:
     if isinstance(source, np.ndarray):
         rgba = _from_array(source, notes)
         alpha = _keep_alpha(rgba[:, :, 3], "array", notes) if rgba.shape[2] == 4 else None
-        return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha)
+        gray = source.ndim == 2 or source.shape[2] <= 2  # H x W, H x W x 1, gray and alpha
+        return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha, gray=gray)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
         _read_pixels(source)
@@ -390,8 +401,7 @@ def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
         arr = _floats_to_eight(arr, notes)
     else:
         raise ImageError(f"array dtype {arr.dtype} not supported (need integers, floating point or bool)")
-    if arr.shape[2] <= 2:
-        notes.append("grayscale image stored as RGB")
+    if arr.shape[2] <= 2:  # one plane (and alpha): its file says so (LoadedImage.gray)
         arr = arr[:, :, [0, 0, 0, 1][: arr.shape[2] + 2]]  # gray, gray, gray (and alpha)
     return np.ascontiguousarray(arr)
 
@@ -542,15 +552,17 @@ def save_image(
     alpha: np.ndarray | None = None,
     exif: bytes | None = None,
     xmp: bytes | None = None,
+    gray: bool = False,
     unnamed: str = "PNG",
 ) -> list[str]:
     """Save (H, W, 3) uint8 pixels, with their colour profile, (H, W) alpha channel, EXIF block and
-    XMP packet where the format holds them; the format follows the file name (output_format: a
-    name that says none gets `unnamed`'s). Returns notes: what the format drops, and where the
-    name's suffix was not one of a format."""
+    XMP packet where the format holds them; gray: R = G = B, written as one plane (L, or LA with
+    alpha) where the format has such images (GRAY_FORMATS), else as RGB; the format follows the
+    file name (output_format: a name that says none gets `unnamed`'s). Returns notes: what the
+    format drops, and where the name's suffix was not one of a format."""
     path = Path(path)
     fmt = output_format(path, unnamed)
-    image, options, notes = _prepared(pixels, path.name, fmt, icc_profile, alpha, exif, xmp)
+    image, options, notes = _prepared(pixels, path.name, fmt, icc_profile, alpha, exif, xmp, gray)
     if path.suffix and path.suffix.lower() not in Image.registered_extensions():
         written = "a PNG" if fmt == "PNG" else f"a {fmt} image"
         notes.insert(0, f"{path.name}: '{path.suffix}' is not an image format's suffix; written as {written}")
@@ -566,10 +578,11 @@ def image_bytes(
     alpha: np.ndarray | None = None,
     exif: bytes | None = None,
     xmp: bytes | None = None,
+    gray: bool = False,
 ) -> tuple[bytes, list[str]]:
     """What save_image would write to a file of format `fmt`, as bytes (for standard output), and
     its notes."""
-    image, options, notes = _prepared(pixels, f"the {fmt} image", fmt, icc_profile, alpha, exif, xmp)
+    image, options, notes = _prepared(pixels, f"the {fmt} image", fmt, icc_profile, alpha, exif, xmp, gray)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue(), notes
@@ -583,6 +596,7 @@ def _prepared(
     alpha: np.ndarray | None,
     exif: bytes | None,
     xmp: bytes | None,
+    gray: bool = False,
 ) -> tuple[Image.Image, dict, list[str]]:
     """The PIL image and save options of pixels and their extras in format `fmt`, and notes (named
     `name`) on what the format cannot hold."""
@@ -592,10 +606,15 @@ def _prepared(
             f"{name}: {fmt} is a lossy format: it holds an approximation of the decoded image "
             f"({LOSSY_FORMATS[fmt]}); PNG, WebP and TIFF keep every pixel"
         )
-    if alpha is not None and fmt in ALPHA_FORMATS:
-        image = Image.fromarray(np.dstack([pixels, alpha]), "RGBA")
+    keep_alpha = alpha is not None and fmt in ALPHA_FORMATS
+    plane = gray and fmt in (GRAY_ALPHA_FORMATS if keep_alpha else GRAY_FORMATS)  # one plane of R = G = B
+    planes = pixels[:, :, :1] if plane else pixels
+    if keep_alpha:
+        image = Image.fromarray(np.dstack([planes, alpha]), "LA" if plane else "RGBA")
     else:
-        image = Image.fromarray(pixels, "RGB")
+        image = Image.fromarray(
+            np.ascontiguousarray(planes[:, :, 0]) if plane else pixels, "L" if plane else "RGB"
+        )
         if alpha is not None:
             notes.append(f"{name}: {fmt} files cannot hold the image's alpha channel; left out")
     if icc_profile is not None and fmt in ICC_FORMATS:

@@ -27,7 +27,7 @@ class UqdImageFile(ImageFile.ImageFile):
             raise OSError(str(exc)) from exc
         self._uqd_data = data
         self._size = (header.width, header.height)
-        self._mode = "RGB" if header.alpha is None else "RGBA"
+        self._mode = header.mode  # RGB or L (a grayscale image's file), with alpha RGBA or LA
         self.info.update(photo_metadata.pil_info(header.icc_profile, header.exif, header.xmp))
         self.tile = []
 

@@ -75,7 +75,9 @@ def encode(
         trace = quality.ScreenTrace() if traces is not None else None
         if trace is not None:
             traces.append(trace)
-        region = codec.encode_layers(sub, header.region_header(r), step, fast, tails, trace, stop)
+        region = codec.encode_layers(
+            sub, header.region_header(r), step, fast, tails, trace, stop, gray=header.gray
+        )
         records.append(region[1:])
         del sub, region
         release_memory()
