@@ -36,19 +36,29 @@ BASELINES = (
 ENDS = (("off", {"tail": False}), ("on", {"tail": True}), ("after3", {"tail_after": 3}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def arguments(doc: str | None) -> argparse.Namespace:
+    """FOLDER, --json and --limit: what this script and gray_view.py take."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--limit", type=int)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def gray_photos(folder: Path, rgb_too: bool = True) -> list[Path]:
+    """The photos under `folder` Pillow opens as `L`, and with rgb_too the RGB ones whose channels
+    agree everywhere."""
     gray = []
-    for path in sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES):
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES):
         with Image.open(path) as im:
-            if im.mode == "L" or (im.mode == "RGB" and is_grayscale(np.asarray(im))):
+            if im.mode == "L" or (rgb_too and im.mode == "RGB" and is_grayscale(np.asarray(im))):
                 gray.append(path)
+    return gray
+
+
+def main() -> None:
+    args = arguments(__doc__)
+    gray = gray_photos(args.folder)
     codec = uqdm_codec.get_codec()
     rows = []
     for path in gray[: args.limit]:

@@ -12,7 +12,6 @@ the default lossless end: the tail after step T-1) as the gray image it is (`gra
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -28,7 +27,8 @@ import uqdm_codec  # noqa: E402
 from uqdm_codec import container  # noqa: E402
 from uqdm_codec.image_io import load_image  # noqa: E402
 
-SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gray_lossless import arguments, gray_photos  # noqa: E402
 
 
 def psnr(image: np.ndarray, original: np.ndarray) -> float:
@@ -50,18 +50,8 @@ def png_bytes(image) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--limit", type=int)
-    args = parser.parse_args()
-    photos = []
-    for path in sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES):
-        with Image.open(path) as im:
-            if im.mode == "L":
-                photos.append(path)
+    args = arguments(__doc__)
+    photos = gray_photos(args.folder, rgb_too=False)
     codec = uqdm_codec.get_codec()
     rows = []
     for path in photos[: args.limit]:
