@@ -82,8 +82,8 @@ class DecodedImage:
 
     @property
     def mode(self) -> str:
-        """The Pillow mode to_pil gives: L or RGB, with the file's alpha channel LA or RGBA."""
-        return ("L" if self.gray else "RGB") + ("" if self.alpha is None else "A")
+        """The Pillow mode to_pil gives (container.image_mode)."""
+        return container.image_mode(self.gray, self.alpha is not None)
 
     @property
     def part_of_step(self) -> int | None:
@@ -96,14 +96,9 @@ class DecodedImage:
         """A PIL image: RGB, or L for a grayscale image's file, with an alpha channel RGBA or LA
         (self.mode); info["icc_profile"], info["exif"] (with Pillow's "Exif\\0\\0" prefix) and
         info["xmp"] hold the file's colour profile and metadata where it has them."""
-        from PIL import Image
+        from .image_io import pil_image
 
-        planes = self.pixels[:, :, :1] if self.gray else self.pixels  # a gray file's R = G = B
-        if self.alpha is not None:
-            planes = np.dstack([planes, self.alpha])
-        image = Image.fromarray(
-            np.ascontiguousarray(planes.squeeze(2) if self.mode == "L" else planes), self.mode
-        )
+        image = pil_image(self.pixels, self.alpha, self.gray)
         image.info.update(photo_metadata.pil_info(self.icc_profile, self.exif, self.xmp))
         return image
 

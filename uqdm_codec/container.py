@@ -118,6 +118,12 @@ def get_varint(data: bytes, pos: int, limit: int = 5) -> tuple[int, int] | None:
     raise FormatError("malformed number in a layer header")
 
 
+def image_mode(gray: bool, alpha: bool) -> str:
+    """The Pillow mode of a decoded image: L for a grayscale image's file (FORMAT.md 1.2) or RGB,
+    with an alpha channel LA or RGBA."""
+    return ("L" if gray else "RGB") + ("A" if alpha else "")
+
+
 @dataclass(frozen=True)
 class Header:
     width: int
@@ -152,8 +158,8 @@ class Header:
 
     @property
     def mode(self) -> str:
-        """The Pillow mode of the images decoded from the file: L or RGB, with alpha LA or RGBA."""
-        return ("L" if self.gray else "RGB") + ("" if self.alpha is None else "A")
+        """The Pillow mode of the images decoded from the file (image_mode)."""
+        return image_mode(self.gray, self.alpha is not None)
 
     def extension_problem(self) -> tuple[str, str] | None:
         """(what, why) of the first of the profile, EXIF and XMP that this header cannot store

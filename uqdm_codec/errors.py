@@ -37,6 +37,12 @@ class SyncError(UqdmError):
     """The decoder's arithmetic diverged from the encoder's, so the stream cannot be trusted."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line error: its first line, or its type's name if it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def is_whole(value: object) -> bool:
     """A whole number (NumPy's too), not a bool: True would be 1 step, 1 byte or seed 1, and 2.0
     would index layers as if it were 2."""

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import alpha_plane, colour_profile, container, files, photo_metadata
-from .errors import ImageError, UqdmError
+from .errors import ImageError, UqdmError, first_line
 
 
 @dataclass
@@ -239,7 +239,7 @@ def _exif(im: Image.Image, notes: list[str]) -> bytes | None:
                 _upright_dimensions(directory, *im.size)
             block = photo_metadata.exif_block(exif.tobytes()) if len(exif) else b""
     except Exception as exc:  # Pillow's EXIF reader raises many kinds on damaged blocks
-        notes.append(f"EXIF metadata left out: it cannot be read ({_first_line(exc)})")
+        notes.append(f"EXIF metadata left out: it cannot be read ({first_line(exc)})")
         return None
     if not block:
         return None
@@ -333,7 +333,7 @@ def _read_pixels(im: Image.Image) -> None:
             "it) inside the `with Image.open(...)` block"
         ) from None
     except (OSError, SyntaxError) as exc:
-        raise ImageError(f"cannot read the PIL image ({_first_line(exc)})") from None
+        raise ImageError(f"cannot read the PIL image ({first_line(exc)})") from None
 
 
 def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
@@ -355,7 +355,7 @@ def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot read image ({_first_line(exc)})") from None
+        raise ImageError(f"{path}: cannot read image ({first_line(exc)})") from None
 
 
 _TURNS = {
@@ -404,11 +404,6 @@ def _from_array(arr: np.ndarray, notes: list[str]) -> np.ndarray:
     if arr.shape[2] <= 2:  # one plane (and alpha): its file says so (LoadedImage.gray)
         arr = arr[:, :, [0, 0, 0, 1][: arr.shape[2] + 2]]  # gray, gray, gray (and alpha)
     return np.ascontiguousarray(arr)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_output(path: str | Path, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
@@ -486,7 +481,7 @@ def atomic_write(
         if isinstance(exc, OSError) and exc.errno == errno.EROFS:
             raise UqdmError(f"{path}: read-only file system") from None
         if isinstance(exc, OSError):
-            raise UqdmError(f"{path}: cannot write ({exc.strerror or _first_line(exc)})") from None
+            raise UqdmError(f"{path}: cannot write ({exc.strerror or first_line(exc)})") from None
         raise
 
 
@@ -588,6 +583,16 @@ def image_bytes(
     return buffer.getvalue(), notes
 
 
+def pil_image(pixels: np.ndarray, alpha: np.ndarray | None = None, gray: bool = False) -> Image.Image:
+    """The PIL image of (H, W, 3) uint8 pixels and their (H, W) alpha channel: RGB or RGBA, or with
+    gray (R = G = B) one plane, L or LA (container.image_mode)."""
+    planes = pixels[:, :, :1] if gray else pixels
+    if alpha is not None:
+        planes = np.dstack([planes, alpha])
+    mode = container.image_mode(gray, alpha is not None)
+    return Image.fromarray(np.ascontiguousarray(planes[:, :, 0] if mode == "L" else planes), mode)
+
+
 def _prepared(
     pixels: np.ndarray,
     name: str,
@@ -608,15 +613,9 @@ def _prepared(
         )
     keep_alpha = alpha is not None and fmt in ALPHA_FORMATS
     plane = gray and fmt in (GRAY_ALPHA_FORMATS if keep_alpha else GRAY_FORMATS)  # one plane of R = G = B
-    planes = pixels[:, :, :1] if plane else pixels
-    if keep_alpha:
-        image = Image.fromarray(np.dstack([planes, alpha]), "LA" if plane else "RGBA")
-    else:
-        image = Image.fromarray(
-            np.ascontiguousarray(planes[:, :, 0]) if plane else pixels, "L" if plane else "RGB"
-        )
-        if alpha is not None:
-            notes.append(f"{name}: {fmt} files cannot hold the image's alpha channel; left out")
+    image = pil_image(pixels, alpha if keep_alpha else None, plane)
+    if alpha is not None and not keep_alpha:
+        notes.append(f"{name}: {fmt} files cannot hold the image's alpha channel; left out")
     if icc_profile is not None and fmt in ICC_FORMATS:
         options["icc_profile"] = icc_profile
     elif icc_profile is not None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import ModelError, UqdmError
+from .errors import ModelError, UqdmError, first_line
 from .inference import pick_device
 from .model import UQDM, ModelConfig, plain_name, save_model
 from .network import NetworkConfig
@@ -376,7 +376,7 @@ def read_checkpoint(path: Path, device: torch.device) -> dict:
     try:
         ck = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # torch raises RuntimeError, pickle's errors, EOFError, ... for a bad file
-        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        first = first_line(exc).split(". ")[0][:120]  # torch's runs on over sentences of advice
         raise SystemExit(
             f"{path} is not a checkpoint this trainer can read ({first}); move it away or use a new --out"
         ) from None
@@ -482,14 +482,13 @@ def train(cfg: TrainConfig) -> None:
     start = 0
     rng = np.random.default_rng(cfg.seed + 1000 * rank)
     if checkpoint is not None:
-        ck = checkpoint
-        if ck["model_config"] != mcfg.to_dict():
+        if checkpoint["model_config"] != mcfg.to_dict():
             raise SystemExit(f"{ckpt_path} was made with another model config; use a new --out")
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        start = ck["step"]
-        rng.bit_generator.state = ck["rng"]
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        opt.load_state_dict(checkpoint["opt"])
+        start = checkpoint["step"]
+        rng.bit_generator.state = checkpoint["rng"]
         if master:
             print(f"resumed from step {start}", flush=True)
     elif init is not None:  # a new run that continues from committed weights (fresh optimiser and schedule)
