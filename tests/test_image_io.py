@@ -77,6 +77,70 @@ def test_sixteen_bit_rgb_png(tmp_path):
     loaded = load_image(path)
     assert loaded.pixels.shape == (6, 5, 3)
     assert np.abs(loaded.pixels.astype(int) - arr / 257).max() <= 1
+    assert loaded.notes == ["16-bit RGB image reduced to 8 bits"]  # was silent: the exact end is 8-bit
+
+
+def _deep_files() -> list[tuple[str, bytes, str, bool]]:
+    """(name, file, note, gray) for files of more than 8 bits that Pillow reads as 8-bit RGB(A)
+    without saying so (before uqdm 0.51 they had no note, and their exact end passed for the file's)."""
+    rng = np.random.default_rng(4)
+    rgb, rgba, la = (rng.integers(0, 65536, (9, 7, c)).astype(np.uint16) for c in (3, 4, 2))
+    cases = [
+        (
+            "rgb16.ppm",
+            b"P6 7 9 65535\n" + rgb.astype(">u2").tobytes(),
+            "RGB image with values 0..65535",
+            False,
+        ),
+        (
+            "rgb10.ppm",
+            b"P6 7 9 1023\n" + (rgb >> 6).astype(">u2").tobytes(),
+            "RGB image with values 0..1023",
+            False,
+        ),
+        (
+            "gray4.pgm",
+            b"P5 7 9 15\n" + (rgb[:, :, 0] >> 12).astype(np.uint8).tobytes(),
+            "grayscale image with values 0..15",
+            True,
+        ),
+    ]
+    codecs = pytest.importorskip("imagecodecs")
+    for name, encode, arrays in [
+        ("png", codecs.png_encode, (rgb, rgba, la)),
+        ("tif", codecs.tiff_encode, (rgb, rgba)),
+        ("jp2", codecs.jpeg2k_encode, (rgb, rgba, la)),
+    ]:
+        for arr in arrays:
+            kind = {3: "RGB", 4: "RGBA", 2: "grayscale"}[arr.shape[2]]
+            cases.append(
+                (f"{kind}.{name}", encode(arr), f"16-bit {kind} image reduced to 8 bits", kind == "grayscale")
+            )
+    for arr in (rgb, rgba):
+        kind = {3: "RGB", 4: "RGBA"}[arr.shape[2]]
+        file = codecs.avif_encode(arr >> 6, bitspersample=10, level=100)
+        cases.append((f"{kind}.avif", file, f"10-bit {kind} image reduced to 8 bits", False))
+    return cases
+
+
+def test_files_of_more_than_8_bits_say_they_were_reduced(tmp_path):
+    """16-bit PNG, TIFF and JPEG 2000 files, a PPM whose largest value is not 255 and a 10-bit AVIF:
+    Pillow hands over 8-bit pixels without a word, so the note comes from the file's header (read
+    before the pixels; a PIL image not yet loaded too); a 16-bit gray and alpha PNG or JPEG 2000 is
+    one plane. 8-bit files of each format have no note."""
+    for name, file, note, gray in _deep_files():
+        path = tmp_path / name
+        path.write_bytes(file)
+        for source in (path, file):
+            loaded = load_image(source)
+            assert [n for n in loaded.notes if note in n] and loaded.gray == gray, (name, loaded.notes)
+        with Image.open(path) as im:
+            assert load_image(im).notes == loaded.notes, name
+    eight = np.random.default_rng(5).integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    for fmt in ("PNG", "TIFF", "PPM", "JPEG2000", "AVIF", "WEBP", "JPEG"):
+        stream = io.BytesIO()
+        Image.fromarray(eight).save(stream, fmt)
+        assert load_image(stream.getvalue()).notes == [], fmt
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -1,7 +1,8 @@
 """Reading any image Pillow can open as 8-bit RGB, and writing files atomically.
 
 The lossless promise is for the 8-bit RGB or grayscale image this module produces and its alpha:
-palette, CMYK, 1-bit and 16-bit inputs are converted (with a one-line note each), EXIF orientation is
+palette, CMYK, 1-bit and 16-bit inputs are converted (with a one-line note each; source_depth.py
+finds the deep files Pillow reduces as it reads them), EXIF orientation is
 applied and animated images contribute their first frame. An alpha channel (alpha_plane.py), an
 RGB ICC colour profile (colour_profile.py) and EXIF and XMP metadata (photo_metadata.py) are kept
 beside the pixels; an opaque alpha channel, a profile that is sRGB or cannot describe the pixels,
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from . import alpha_plane, colour_profile, container, files, photo_metadata
+from . import alpha_plane, colour_profile, container, files, photo_metadata, source_depth
 from .errors import ImageError, UqdmError, first_line
 
 
@@ -276,7 +277,10 @@ def _xmp(im: Image.Image, notes: list[str]) -> bytes | None:
 _STRAIGHT = {"La": "LA", "RGBa": "RGBA"}  # Pillow's premultiplied-alpha modes (only in memory)
 
 
-def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str]) -> LoadedImage:
+def _loaded(
+    upright: Image.Image, profile_source: Image.Image, notes: list[str], gray: bool = False
+) -> LoadedImage:
+    """`gray`: the file held one plane although Pillow made it RGBA (source_depth.is_gray_alpha)."""
     shown = upright
     if upright.mode in _STRAIGHT:  # as files hold it and decode writes it ('La' converts to nothing else)
         notes.append(f"premultiplied alpha ({upright.mode}) converted to straight alpha")
@@ -284,7 +288,7 @@ def _loaded(upright: Image.Image, profile_source: Image.Image, notes: list[str])
     pixels = _from_pil(shown, notes)
     profile = _profile(profile_source, notes)
     alpha = _alpha(shown, notes)
-    gray = shown.mode in GRAY_MODES and profile is None  # an RGB profile describes RGB pixels
+    gray = (gray or shown.mode in GRAY_MODES) and profile is None  # an RGB profile describes RGB pixels
     return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes), gray)
 
 
@@ -300,8 +304,9 @@ def load_image(source, name: str | None = None) -> LoadedImage:
         return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha, gray=gray)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
+        gray = _reduced(source, source_depth.file_head(source), notes)
         _read_pixels(source)
-        return _loaded(_upright(source, notes), source, notes)
+        return _loaded(_upright(source, notes), source, notes, gray)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _open(io.BytesIO(bytes(source)), name or "image bytes", notes)
     if callable(getattr(source, "read", None)):  # an open file, BytesIO, an upload's stream
@@ -347,15 +352,32 @@ def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
                 if frames > 1:  # an animation, a multi-page TIFF, an MPO's previews
                     notes.append(f"using the first of {frames} frames (an animation or a multi-page file)")
                     im.seek(0)
+                gray = _reduced(im, _head(file), notes)
                 im.load()
                 im = _upright(im, notes)
-                return _loaded(im, im, notes)
+                return _loaded(im, im, notes, gray)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot read image ({first_line(exc)})") from None
+
+
+def _head(file: Path | io.BytesIO) -> bytes:
+    """The file's first bytes, for source_depth's JPEG 2000 and AVIF headers."""
+    if isinstance(file, io.BytesIO):
+        return file.getbuffer()[: source_depth.HEAD_BYTES].tobytes()
+    with open(file, "rb") as stream:
+        return stream.read(source_depth.HEAD_BYTES)
+
+
+def _reduced(im: Image.Image, head: bytes, notes: list[str]) -> bool:
+    """Note how Pillow reduces the values of `im` (not yet loaded) to 8 bits, if it does; whether
+    the file held one plane that Pillow hands over as RGBA (a 16-bit grayscale-and-alpha PNG)."""
+    if note := source_depth.reduction_note(im, head):
+        notes.append(note)
+    return source_depth.is_gray_alpha(im)
 
 
 _TURNS = {
