@@ -5,6 +5,7 @@ synthetic images."""
 from __future__ import annotations
 
 import importlib.util
+import struct
 from pathlib import Path
 from types import ModuleType
 
@@ -107,3 +108,35 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def gray_icc_profile(gamma: float = 1.8, name: str = "Gray Gamma 1.8") -> bytes:
+    """A valid ICC v2 grayscale display profile (a gamma curve, D50 white), written by hand:
+    Pillow's ImageCms makes no gray profiles."""
+
+    def xyz(values) -> bytes:
+        return struct.pack(">3i", *(round(v * 65536) for v in values))
+
+    text = name.encode("ascii") + b"\0"
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79),
+        (b"wtpt", b"XYZ \0\0\0\0" + xyz(D50)),
+        (b"kTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"),
+        (b"cprt", b"text\0\0\0\0No copyright\0\0\0\0"),
+    ]
+    at = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += struct.pack(">4sII", sig, at, len(data))
+        body += data
+        at += len(data)
+    header = struct.pack(
+        ">I4sI4s4s4s12s4s", at, b"none", 0x02100000, b"mntr", b"GRAY", b"XYZ ", b"\0" * 12, b"acsp"
+    )
+    header += b"\0" * 28 + xyz(D50)  # platform, flags, maker, model, attributes, intent; illuminant
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+D50 = (0.9642, 1.0, 0.8249)

@@ -162,6 +162,8 @@ def read_header(data: bytes) -> tuple[dict, int]:
         raise Refused("header CRC")
     if 5 in extensions and extensions[5] != b"\x01":  # 1.2 bit 5: the grayscale mark, one byte 1
         raise Refused("grayscale mark")
+    if 6 in extensions and (5 not in extensions or 0 in extensions):  # 1.2 bit 6: a gray image's profile
+        raise Refused("gray colour profile")
     fields = dict(
         version=version,
         flags=flags,

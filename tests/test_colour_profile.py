@@ -173,7 +173,11 @@ def test_reading_keeps_rgb_profiles_and_notes_the_rest(tmp_path):
     wide = load_image(tmp_path / "wide.png")
     assert wide.icc_profile == WIDE and not wide.notes and np.array_equal(wide.pixels, arr)
     assert load_image(Image.open(tmp_path / "wide.png")).icc_profile == WIDE
-    for name, why in (("srgb", "it is sRGB"), ("lab", "describes Lab"), ("grey", "the L pixels")):
+    for name, why in (
+        ("srgb", "it is sRGB"),
+        ("lab", "describes Lab"),
+        ("grey", "describes RGB colours, not GRAY"),
+    ):
         loaded = load_image(tmp_path / f"{name}.png")
         assert loaded.icc_profile is None and any(why in n for n in loaded.notes), loaded.notes
     assert load_image(tmp_path / "plain.png").icc_profile is None

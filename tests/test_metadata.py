@@ -120,13 +120,13 @@ def _extended(extensions: bytes) -> bytes:
 
 
 def test_unknown_extensions_are_skipped_with_a_warning():
-    """Bits 6-7 announce a varint length and that many bytes (FORMAT.md 1.2): a field a newer
-    uqdm may write is skipped, the rest of the header read, and the decoder warns."""
+    """Bit 7 announces a varint length and that many bytes (FORMAT.md 1.2): a field a newer uqdm
+    may write is skipped, the rest of the header read, and the decoder warns."""
     stored = photo_metadata.pack(EXIF)
-    data = _extended(b"\x44" + container.put_varint(len(stored)) + stored + b"\x03abc")  # EXIF, bit 6
+    data = _extended(b"\x84" + container.put_varint(len(stored)) + stored + b"\x03abc")  # EXIF, bit 7
     hd, size = container.parse_header(data)
-    assert size == len(data) and hd.exif == EXIF and hd.unknown_extensions == 0x40
-    assert "0x40" in container.unknown_extensions_note(0x40)
+    assert size == len(data) and hd.exif == EXIF and hd.unknown_extensions == 0x80
+    assert "0x80" in container.unknown_extensions_note(0x80)
     assert hd.without_extensions() == _header()
     with pytest.raises(FormatError, match="extension 7 length"):
         container.parse_header(_extended(b"\x80\x00"))
@@ -185,12 +185,12 @@ def test_a_newer_files_extension_is_decoded_with_a_warning(codec):
     stored = photo_metadata.pack(XMP)
     at = size - 4 - len(stored) - len(container.put_varint(len(stored))) - 1  # the extension byte E
     assert data[at] == container.EXT_XMP
-    body = data[:at] + bytes([container.EXT_XMP | 0x40]) + data[at + 1 : size - 4] + b"\x02hi"
+    body = data[:at] + bytes([container.EXT_XMP | 0x80]) + data[at + 1 : size - 4] + b"\x02hi"
     newer = body + struct.pack("<I", crc32(body)) + data[size:]
     out = codec.decode(newer)
     assert np.array_equal(out.pixels, img) and out.xmp == XMP
-    assert any("0x40" in w and "newer uqdm" in w for w in out.warnings)
-    assert any("0x40" in w for w in files.info(newer).warnings)
+    assert any("0x80" in w and "newer uqdm" in w for w in out.warnings)
+    assert any("0x80" in w for w in files.info(newer).warnings)
 
 
 def test_reading_drops_orientation_thumbnail_and_maker_note(tmp_path):

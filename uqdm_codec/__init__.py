@@ -22,7 +22,7 @@ from typing import BinaryIO
 from .errors import FormatError, ImageError, ModelError, SyncError, UqdmError, UqdmWarning, check_flag, warn
 from .files import FileInfo, LayerInfo, info, truncate
 
-__version__ = "0.50.0"
+__version__ = "0.51.0"
 
 from . import pillow_plugin as _pillow_plugin  # noqa: E402
 
@@ -79,22 +79,22 @@ def encode(
     neighbours after step T-1, a smaller lossless file without the pixel step's image; None ("auto"): the
     smaller of the two; not given: True for a grayscale image (R = G = B), else False ("off")
     (Codec.encode). tail_after=S: the tail follows step S (0 .. T-1) instead, a smaller lossless file with
-    previews up to step S only. keep_icc: store the image's RGB ICC colour profile, if it has one, so that
-    decoded images carry it again (FORMAT.md 1.2; False leaves it out). keep_metadata: the same for its
-    EXIF (less orientation, thumbnail and maker's note) and XMP metadata. An alpha channel (unless opaque
-    everywhere) is kept exactly, and decoded images are RGBA. An image of one plane (gray: Pillow's L, LA,
-    1, I, I;16 or F, an H x W or H x W x 1 or 2 array) decodes as one (L, or LA with alpha). psnr=P: only
-    the shortest prefix whose image reaches P dB (PSNR over R, G and B; the encoder stops at that step and
-    cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix within B bits per pixel (what
-    truncate(bpp=B) keeps of the whole file); max_bytes=N: the same within N bytes; steps=N: the first N
-    steps. At most one of the four; none: the whole, lossless file. psnr_index: the header records the
-    PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a byte per chunk), so that
-    truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality without the original;
-    not with bpp or max_bytes (truncate the indexed file instead). emit: a function called with the header
-    and each layer as soon as it is coded (for a sender that streams the file while it is coded;
-    Codec.encode says when it cannot). How the input was converted (16-bit reduced to 8 bits, EXIF
-    orientation applied, an opaque alpha left out) comes as a UqdmWarning each: the lossless promise is
-    for the converted image.
+    previews up to step S only. keep_icc: store the image's ICC colour profile (RGB, or gray for a gray
+    image), if it has one, so that decoded images carry it again (FORMAT.md 1.2; False leaves it out).
+    keep_metadata: the same for its EXIF (less orientation, thumbnail and maker's note) and XMP metadata.
+    An alpha channel (unless opaque everywhere) is kept exactly, and decoded images are RGBA. An image of
+    one plane (gray: Pillow's L, LA, 1, I, I;16 or F, an H x W or H x W x 1 or 2 array) decodes as one (L,
+    or LA with alpha). psnr=P: only the shortest prefix whose image reaches P dB (PSNR over R, G and B;
+    the encoder stops at that step and cuts inside its chunk, cut_judge.py); bpp=B: the longest prefix
+    within B bits per pixel (what truncate(bpp=B) keeps of the whole file); max_bytes=N: the same within N
+    bytes; steps=N: the first N steps. At most one of the four; none: the whole, lossless file.
+    psnr_index: the header records the PSNR of the image at every chunk boundary (FORMAT.md 1.2, about a
+    byte per chunk), so that truncate(data, psnr=P) and decode(data, psnr=P) can cut the file to a quality
+    without the original; not with bpp or max_bytes (truncate the indexed file instead). emit: a function
+    called with the header and each layer as soon as it is coded (for a sender that streams the file while
+    it is coded; Codec.encode says when it cannot). How the input was converted (16-bit reduced to 8 bits,
+    EXIF orientation applied, an opaque alpha left out) comes as a UqdmWarning each: the lossless promise
+    is for the converted image.
     """
     from .image_io import load_image
     from .quality import Target

@@ -507,8 +507,8 @@ def encode(
     icc: bool = typer.Option(
         True,
         "--icc/--no-icc",
-        help="Keep an image's RGB ICC colour profile in the file, for decoded images to carry "
-        "(--no-icc: leave it out, a few hundred bytes to a few KB less).",
+        help="Keep an image's ICC colour profile (RGB, or gray for a grayscale image) in the file, "
+        "for decoded images to carry (--no-icc: leave it out, a few hundred bytes to a few KB less).",
     ),
     metadata: bool = typer.Option(
         True,

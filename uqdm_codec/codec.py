@@ -21,6 +21,7 @@ import numpy as np
 
 from . import (
     colour,
+    colour_profile,
     container,
     display_filter,
     ensemble,
@@ -939,9 +940,9 @@ class Codec:
         the tail follows step S instead, an *early tail* (FORMAT.md 1, `EARLY_TAIL`): a lossless
         file with previews up to step S, smaller than the tail after step T-1 for photos, with no
         step images after S (docs/MODEL.md section 31). icc_profile: the image's RGB colour
-        profile, alpha: its (H, W) uint8 alpha channel, exif: its EXIF as a TIFF-structured block
-        and xmp: its XMP packet, all stored in the header (FORMAT.md 1.2) and handed back with
-        every decoded image; the layers are the same bytes as without. gray: the image is
+        profile (a GRAY one with gray), alpha: its (H, W) uint8 alpha channel, exif: its EXIF as a
+        TIFF-structured block and xmp: its XMP packet, all stored in the header (FORMAT.md 1.2) and
+        handed back with every decoded image; the layers are the same bytes as without. gray: the image is
         grayscale (R = G = B: a one-plane input), and its file says so, so that decoders show one
         plane (L, or LA with alpha) at every step: the mean of the chain's R, G and B (gray_view),
         which is also what the chunks' show flags and PSNR figures judge. target (quality.Target): the
@@ -969,6 +970,10 @@ class Codec:
         gray = check_flag("gray", gray)
         if gray and not is_grayscale(pixels):
             raise UqdmError("gray=True is for a grayscale image: R = G = B at every pixel")
+        if gray and icc_profile is not None and not colour_profile.is_gray(bytes(icc_profile)):
+            raise UqdmError(
+                "colour profile not kept: a grayscale image's profile is a GRAY one, and this is not"
+            )
         if alpha is not None:
             alpha = np.asarray(alpha)
             if alpha.shape != pixels.shape[:2] or alpha.dtype != np.uint8:

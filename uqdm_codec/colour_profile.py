@@ -1,8 +1,9 @@
 """An image's ICC colour profile, carried through a .uqd file (FORMAT.md 1.2).
 
 A photo tagged Adobe RGB or Display P3 shows wrong colours once its profile is lost: the numbers
-are the same, the colours they mean are not. So the encoder keeps an RGB profile it finds on the
-input and every decoded image carries it again. Only the profile's framing is checked here (its
+are the same, the colours they mean are not; a grayscale scan tagged Dot Gain 20% or Gray Gamma 2.2
+shows wrong tones. So the encoder keeps an RGB profile it finds on an RGB input, and a gray one on a
+grayscale input, and every decoded image carries it again. Only the profile's framing is checked here (its
 size field and signature, ICC.1 section 7.2); what it says is the viewer's business. No torch here.
 """
 
@@ -17,21 +18,28 @@ from .errors import FormatError
 MIN_SIZE = 128  # an ICC profile's header alone
 MAX_SIZE = 1 << 24  # 16 MiB: far above real profiles (a few hundred bytes to a few hundred KB)
 SIGNATURE = b"acsp"  # bytes 36-39 of every profile
+RGB, GRAY = b"RGB ", b"GRAY"  # the colour spaces (bytes 16-19) of the profiles a file may hold
 
 
-def problem(profile: bytes) -> str | None:
-    """Why `profile` cannot describe an RGB image (None: it can): too short or long, a size field
-    that disagrees with its length, no signature, or a colour space other than RGB."""
+def problem(profile: bytes, gray: bool = False) -> str | None:
+    """Why `profile` cannot describe an RGB image, or with `gray` a grayscale one (None: it can):
+    too short or long, a size field that disagrees with its length, no signature, or a colour space
+    other than RGB (GRAY)."""
     if not MIN_SIZE <= len(profile) <= MAX_SIZE:
         return f"a profile of {len(profile)} bytes is not a valid one"
     (declared,) = struct.unpack_from(">I", profile, 0)
     if declared != len(profile) or profile[36:40] != SIGNATURE:
         return "it is not a valid ICC profile"
     space = profile[16:20]
-    if space != b"RGB ":
+    if space != (GRAY if gray else RGB):
         name = space.decode("ascii", "replace").strip() or "unknown"
-        return f"it describes {name} colours, not RGB"
+        return f"it describes {name} colours, not {'GRAY' if gray else 'RGB'}"
     return None
+
+
+def is_gray(profile: bytes) -> bool:
+    """Whether the profile's colour space (bytes 16-19) is GRAY: it describes a one-plane image."""
+    return profile[16:20] == GRAY
 
 
 # sRGB's primaries adapted to the ICC's D50 (Bradford), as the rXYZ, gXYZ and bXYZ tags hold them
@@ -137,10 +145,10 @@ def pack(profile: bytes) -> bytes:
     return zlib.compress(profile, 9)
 
 
-def unpack(stored: bytes) -> bytes:
+def unpack(stored: bytes, gray: bool = False) -> bytes:
     """The profile from its stored zlib stream; FormatError if the stream is damaged, has bytes
-    after its end, or inflates to something that is not an RGB profile (never more than MAX_SIZE
-    bytes are inflated)."""
+    after its end, or inflates to something that is not an RGB profile (with `gray`, a GRAY one;
+    never more than MAX_SIZE bytes are inflated)."""
     inflater = zlib.decompressobj()
     try:
         profile = inflater.decompress(stored, MAX_SIZE + 1)
@@ -148,9 +156,9 @@ def unpack(stored: bytes) -> bytes:
         raise FormatError("corrupted .uqd header (its colour profile does not inflate)") from None
     if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
         raise FormatError("corrupted .uqd header (its colour profile's stream is cut or too long)")
-    why = problem(profile)
+    why = problem(profile, gray)
     if why is not None:
-        raise FormatError(f"corrupted .uqd header (its colour profile: {why})")
+        raise FormatError(f"corrupted .uqd header (its {'gray ' if gray else ''}colour profile: {why})")
     return profile
 
 

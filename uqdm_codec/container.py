@@ -36,8 +36,9 @@ EXT_XMP = 8  # extension bit 3: the header holds the photo's XMP packet
 EXT_PSNR = 16  # extension bit 4: the header holds the PSNR of the image at every chunk boundary
 EXT_GRAY = 32  # extension bit 5: the image is grayscale; decoders show one plane, the mean of R, G, B
 GRAY_MARK = b"\x01"  # the GRAY extension's field: one byte, 1
-# bits 6-7: skipped, with a warning
-KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP | EXT_PSNR | EXT_GRAY
+EXT_GRAY_ICC = 64  # extension bit 6: the header holds a grayscale image's gray ICC colour profile
+# bit 7: skipped, with a warning
+KNOWN_EXTENSIONS = EXT_ICC | EXT_ALPHA | EXT_EXIF | EXT_XMP | EXT_PSNR | EXT_GRAY | EXT_GRAY_ICC
 PSNR_PER_DB = 100  # PSNR index entries are hundredths of a dB (FORMAT.md 1.2)
 PSNR_EXACT = 20000  # the index entry of an exact image; any other image of at most MAX_PIXELS is below 132 dB
 MAX_UNKNOWN_STORED = 1 << 24  # an unknown extension's field, at most (FORMAT.md 1.2)
@@ -140,7 +141,8 @@ class Header:
     tail: bool = False  # the last layer is a lossless tail (FORMAT.md 6.6), after step T-1 or tail_after
     tail_form: int = TAIL_FORM  # the tail's features (FORMAT.md 6.6)
     tail_after: int | None = None  # the step S < T-1 an early tail follows (EARLY_TAIL); None: T-1
-    icc_profile: bytes | None = None  # the image's RGB colour profile (FORMAT.md 1.2): version 9 bytes
+    # the image's ICC colour profile (FORMAT.md 1.2): RGB, or GRAY for a grayscale image (bit 6)
+    icc_profile: bytes | None = None
     alpha: bytes | None = None  # the image's alpha channel, H x W bytes row-major (FORMAT.md 1.2)
     exif: bytes | None = None  # the photo's EXIF metadata, a TIFF-structured block (FORMAT.md 1.2)
     xmp: bytes | None = None  # the photo's XMP packet (FORMAT.md 1.2)
@@ -152,9 +154,24 @@ class Header:
     @property
     def extensions(self) -> int:
         """The extension byte E this header writes (FORMAT.md 1.2): 0 for a version-8 header."""
-        fields = (self.icc_profile, self.alpha, self.exif, self.xmp, self.psnr_index, self.gray or None)
-        bits = (EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_PSNR, EXT_GRAY)
+        profiles = self._profiles()
+        fields = (
+            profiles[0],
+            self.alpha,
+            self.exif,
+            self.xmp,
+            self.psnr_index,
+            self.gray or None,
+            profiles[1],
+        )
+        bits = (EXT_ICC, EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_PSNR, EXT_GRAY, EXT_GRAY_ICC)
         return sum(bit for bit, f in zip(bits, fields) if f is not None)
+
+    def _profiles(self) -> tuple[bytes | None, bytes | None]:
+        """The colour profile as bit 0's field (RGB) or as bit 6's (GRAY), the other None."""
+        if self.icc_profile is not None and colour_profile.is_gray(self.icc_profile):
+            return None, self.icc_profile
+        return self.icc_profile, None
 
     @property
     def mode(self) -> str:
@@ -164,8 +181,11 @@ class Header:
     def extension_problem(self) -> tuple[str, str] | None:
         """(what, why) of the first of the profile, EXIF and XMP that this header cannot store
         (FORMAT.md 1.2), or None."""
+        profile = self.icc_profile
+        if profile is not None and colour_profile.is_gray(profile) and not self.gray:
+            return "colour profile", "a GRAY profile describes a grayscale image, and this one is RGB"
         for what, value, problem in (
-            ("colour profile", self.icc_profile, colour_profile.problem),
+            ("colour profile", profile, lambda p: colour_profile.problem(p, colour_profile.is_gray(p))),
             ("EXIF metadata", self.exif, photo_metadata.exif_problem),
             ("XMP metadata", self.xmp, photo_metadata.xmp_problem),
         ):
@@ -310,13 +330,15 @@ class Header:
             body += _REGION.pack(*self.region)
         if extended:
             body += bytes([self.extensions])
+        rgb_profile, gray_profile = self._profiles()
         for stored in (
-            None if self.icc_profile is None else colour_profile.pack(self.icc_profile),
+            None if rgb_profile is None else colour_profile.pack(rgb_profile),
             None if self.alpha is None else alpha_plane.pack(self.alpha_plane()),
             None if self.exif is None else photo_metadata.pack(self.exif),
             None if self.xmp is None else photo_metadata.pack(self.xmp),
             None if self.psnr_index is None else pack_psnr_index(self.psnr_index),
             GRAY_MARK if self.gray else None,
+            None if gray_profile is None else colour_profile.pack(gray_profile),
         ):
             if stored is not None:
                 body += put_varint(len(stored)) + stored
@@ -511,6 +533,11 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         if -(-w // rw) * -(-h // rh) > MAX_REGIONS:
             raise FormatError(f"region size {rw}x{rh} gives more than {MAX_REGIONS} regions")
 
+    if EXT_GRAY_ICC in spans and (EXT_GRAY not in spans or EXT_ICC in spans):
+        raise FormatError(
+            "corrupted .uqd header (a gray colour profile needs the grayscale mark, and no RGB one)"
+        )
+
     def field_of(bit: int, unpack):  # an extension's field, inflated only now: after the CRC check
         return unpack(data[slice(*spans[bit])]) if bit in spans else None
 
@@ -529,7 +556,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         tail=bool(flags & TAIL),
         tail_form=tail_form,
         tail_after=tail_after,
-        icc_profile=field_of(EXT_ICC, colour_profile.unpack),
+        icc_profile=field_of(EXT_ICC, colour_profile.unpack) or field_of(EXT_GRAY_ICC, _gray_profile),
         alpha=field_of(EXT_ALPHA, lambda stored: alpha_plane.unpack(stored, w, h).tobytes()),
         exif=field_of(EXT_EXIF, lambda stored: photo_metadata.unpack(stored, "EXIF")),
         xmp=field_of(EXT_XMP, lambda stored: photo_metadata.unpack(stored, "XMP")),
@@ -556,6 +583,7 @@ def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int,
         EXT_XMP: ("XMP", photo_metadata.MAX_STORED),
         EXT_PSNR: ("PSNR index", MAX_UNKNOWN_STORED),
         EXT_GRAY: ("grayscale mark", len(GRAY_MARK)),
+        EXT_GRAY_ICC: ("gray colour profile", MAX_ICC_STORED),
     }
     for k in range(8):
         bit = 1 << k
@@ -608,6 +636,11 @@ def _gray_mark(stored: bytes) -> bool:
     if stored != GRAY_MARK:
         raise FormatError("corrupted .uqd header (grayscale mark)")
     return True
+
+
+def _gray_profile(stored: bytes) -> bytes:
+    """The GRAY_ICC extension's profile (FORMAT.md 1.2: a GRAY profile, stored as bit 0's)."""
+    return colour_profile.unpack(stored, gray=True)
 
 
 def unknown_extensions_note(bits: int) -> str:

@@ -194,17 +194,18 @@ def _keep_alpha(plane: np.ndarray, what: str, notes: list[str]) -> np.ndarray | 
     return np.ascontiguousarray(plane)
 
 
-def _profile(im: Image.Image, notes: list[str]) -> bytes | None:
-    """The image's ICC profile if it describes RGB colours (palette images' too) other than sRGB's;
-    None, with a note, if there was one that cannot describe the RGB pixels (a grayscale or CMYK
-    profile, or bytes that are no profile) or that is sRGB (colour_profile.is_srgb: the colours
-    a viewer gives the decoded image without it, so a few KB saved at no cost)."""
+def _profile(im: Image.Image, gray: bool, notes: list[str]) -> bytes | None:
+    """The image's ICC profile if it describes RGB colours (palette images' too) other than sRGB's,
+    or for a grayscale image (`gray`) gray ones; None, with a note, if there was one that cannot
+    describe the pixels (a CMYK profile, an RGB one of gray pixels, bytes that are no profile) or
+    that is sRGB (colour_profile.is_srgb: the colours a viewer gives the decoded image without it,
+    so a few KB saved at no cost)."""
     profile = im.info.get("icc_profile")
     if not profile:
         return None
     profile = bytes(profile)
-    why = colour_profile.problem(profile)
-    if why is None and im.mode not in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA"):
+    why = colour_profile.problem(profile, gray)
+    if why is None and not gray and im.mode not in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA"):
         why = f"it belongs to the {im.mode} pixels, not RGB"
     if why is None and colour_profile.is_srgb(profile):
         why = "it is sRGB, which an image without one is taken to be"
@@ -286,9 +287,9 @@ def _loaded(
         notes.append(f"premultiplied alpha ({upright.mode}) converted to straight alpha")
         shown = upright.convert(_STRAIGHT[upright.mode])
     pixels = _from_pil(shown, notes)
-    profile = _profile(profile_source, notes)
+    gray = gray or shown.mode in GRAY_MODES
+    profile = _profile(profile_source, gray, notes)
     alpha = _alpha(shown, notes)
-    gray = (gray or shown.mode in GRAY_MODES) and profile is None  # an RGB profile describes RGB pixels
     return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes), gray)
 
 
@@ -638,7 +639,12 @@ def _prepared(
     image = pil_image(pixels, alpha if keep_alpha else None, plane)
     if alpha is not None and not keep_alpha:
         notes.append(f"{name}: {fmt} files cannot hold the image's alpha channel; left out")
-    if icc_profile is not None and fmt in ICC_FORMATS:
+    if icc_profile is not None and colour_profile.is_gray(icc_profile) and image.mode not in ("L", "LA"):
+        notes.append(
+            f"{name}: {fmt} is written as RGB, which the image's gray ICC colour profile cannot "
+            "describe; left out"
+        )
+    elif icc_profile is not None and fmt in ICC_FORMATS:
         options["icc_profile"] = icc_profile
     elif icc_profile is not None:
         notes.append(f"{name}: {fmt} files cannot hold the image's ICC colour profile; left out")
