@@ -14,8 +14,10 @@ from uqdm_codec.errors import UqdmError
 from uqdm_codec.image_io import (
     LOSSLESS_FORMATS,
     LOSSY_FORMATS,
+    PILLOW_FORMATS,
     check_uqd_name,
     format_suffix,
+    image_bytes,
     output_format,
     save_image,
     writes_exactly,
@@ -41,9 +43,11 @@ def _noisy(h: int = 20, w: int = 28, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("suffix", [s for s in SUFFIXES if _writable(s) and writes_exactly(f"x{s}")])
 def test_every_lossless_name_keeps_every_pixel(tmp_path, suffix):
-    pixels = _noisy()
+    pixels, gray = _noisy(), suffix == ".pgm"  # a grayscale image's format
+    if gray:
+        pixels = np.repeat(pixels[:, :, :1], 3, axis=2)
     path = tmp_path / f"out{suffix}"
-    assert save_image(pixels, path) == []
+    assert save_image(pixels, path, gray=gray) == []
     assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), pixels)
 
 
@@ -94,13 +98,36 @@ def test_jpeg_is_written_at_high_quality_without_chroma_subsampling(tmp_path):
     assert psnr(tmp_path / "out.jpg") > psnr(tmp_path / "default.jpg") + 3  # 36.0 against 32.1 dB
 
 
-@pytest.mark.parametrize("name", ["a.ico", "a.icns", "a.xbm", "a.pgm", "a.pbm", "a.pfm", "a.eps", "a.uqd"])
+@pytest.mark.parametrize("name", ["a.ico", "a.icns", "a.xbm", "a.pbm", "a.pfm", "a.eps", "a.uqd"])
 def test_formats_uqdm_does_not_write_are_refused(tmp_path, name):
     with pytest.raises(UqdmError, match="name it .png"):
         output_format(name)
     with pytest.raises(UqdmError):
         save_image(synthetic_image(8, 8), tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pgm_is_for_grayscale_images(tmp_path):
+    """A .pgm name was refused for every image (Pillow writes colour there as a PPM); a grayscale
+    image's is one plane (P5), a colour image's is refused before anything is written."""
+    g = synthetic_image(8, 10)[:, :, 1]
+    gray = np.repeat(g[:, :, None], 3, axis=2)
+    assert output_format("a.pgm") == "PGM" and format_suffix("pgm") == ".pgm" and writes_exactly("a.pgm")
+    assert output_format("a.pgm", gray=True) == "PGM"
+    with pytest.raises(UqdmError, match="a PGM file holds a grayscale image, and this one is colour"):
+        output_format("a.pgm", gray=False)
+    with pytest.raises(UqdmError, match="a PGM file holds a grayscale image"):
+        save_image(synthetic_image(8, 10), tmp_path / "colour.pgm")
+    assert list(tmp_path.iterdir()) == []
+    notes = save_image(gray, tmp_path / "g.pgm", gray=True, alpha=np.full((8, 10), 9, np.uint8))
+    assert notes == ["g.pgm: PGM files cannot hold the image's alpha channel; left out"]
+    assert (tmp_path / "g.pgm").read_bytes()[:2] == b"P5" and np.array_equal(
+        np.asarray(Image.open(tmp_path / "g.pgm")), g
+    )
+    blob, _ = image_bytes(gray, "PGM", gray=True)
+    assert blob == (tmp_path / "g.pgm").read_bytes()
+    save_image(gray, tmp_path / "g.ppm", gray=True)  # a .ppm name stays colour
+    assert (tmp_path / "g.ppm").read_bytes()[:2] == b"P6"
 
 
 def test_formats_this_pillow_lacks_are_refused_not_written_as_png(tmp_path):
@@ -126,7 +153,8 @@ def test_unknown_names_are_pngs_with_a_note(tmp_path):
 
 def test_the_tables_name_formats_pillow_knows():
     known = set(Image.registered_extensions().values())
-    assert (LOSSLESS_FORMATS | set(LOSSY_FORMATS)) - known <= {"AVIF"}  # AVIF only where built in
+    ours = {PILLOW_FORMATS.get(f, f) for f in LOSSLESS_FORMATS | set(LOSSY_FORMATS)}
+    assert ours - known <= {"AVIF"}  # AVIF only where built in
 
 
 def _run(*args):
@@ -260,3 +288,32 @@ def test_all_steps_in_another_format(uqd, tiny_model_path):
     written = sorted(folder.iterdir())
     assert len(written) > 2 and all(p.suffix == ".jpg" and Image.open(p).format == "JPEG" for p in written)
     assert r.stderr.count("lossy format") == 1  # one note for the folder, not one per level
+
+
+def test_decode_writes_pgm_for_a_grayscale_file_only(uqd, tiny_model_path, monkeypatch):
+    """A colour file's .pgm name is refused before decoding (one error line, no file); a gray file's
+    is written, one plane."""
+    from uqdm_codec import codec as codec_module
+
+    gray_src = uqd.with_name("scan.png")
+    g = synthetic_image(20, 24, seed=3)[:, :, 0]
+    Image.fromarray(g).save(gray_src)
+    r = _run("encode", gray_src, "-m", tiny_model_path, "-q")
+    assert r.exit_code == 0, r.output
+    r = _run("decode", uqd.with_name("scan.uqd"), "-m", tiny_model_path, "-o", uqd.with_name("scan.pgm"))
+    assert r.exit_code == 0 and "exact original" in r.stdout, r.output
+    assert np.array_equal(np.asarray(Image.open(uqd.with_name("scan.pgm"))), g)
+    r = _run("decode", uqd.with_name("scan.uqd"), "-m", tiny_model_path, "--format", "pgm", "-o", "-")
+    assert r.exit_code == 0 and r.stdout_bytes == uqd.with_name("scan.pgm").read_bytes()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("decoded before refusing the output name")
+
+    monkeypatch.setattr(codec_module.Codec, "decode", must_not_run)
+    r = _run("decode", uqd, "-m", tiny_model_path, "-o", uqd.with_name("colour.pgm"))
+    text = r.stderr.strip()
+    assert r.exit_code == 1 and text.startswith("error:") and "\n" not in text, text
+    assert "a PGM file holds a grayscale image, and this one is colour" in text
+    result = batch.decode_file(uqd, output=uqd.with_name("x.pgm"), model=tiny_model_path)
+    assert not result.ok and "this one is colour" in result.error
+    assert not uqd.with_name("colour.pgm").exists() and not uqd.with_name("x.pgm").exists()

@@ -266,6 +266,7 @@ def decode_file(
         damage: list[str] = []  # a file damaged after what is asked for: said, not refused
         data = files.budget_prefix(files.read_input(source), steps, bpp, psnr, max_bytes, damage)
         header, _ = container.parse_header(data)
+        output_format(target, fmt, header.gray)  # PGM for a colour image: refused before decoding
         check_output(target, force, (source,))
         codec = get_codec(model_for_file(header, model), device)
         decoded = codec.decode(data, steps, recon=recon, seed=seed)

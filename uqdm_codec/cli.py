@@ -818,9 +818,9 @@ def decode(
             _check_stdout(f"a {fmt} image")
         if all_steps:
             batch.check_folder(all_steps, "--all-steps")
-        for path in (None if to_stdout else target, progression):
+        for path, gray in ((None if to_stdout else target, header.gray), (progression, False)):
             if path is not None:
-                output_format(path, fmt)  # a format uqdm does not write: refused before decoding
+                output_format(path, fmt, gray)  # a format uqdm does not write: refused before decoding
                 check_output(path, force, _inputs(file))
         codec = get_codec(model_for_file(header, model), device)
         if target is not None:

@@ -56,8 +56,10 @@ class LoadedImage:
 # writer changes the image's size (ICO, ICNS), cannot write RGB (XBM, MSP, ...), cannot be read back
 # without other software (EPS) or is missing.
 LOSSLESS_FORMATS = frozenset(
-    {"PNG", "WEBP", "TIFF", "JPEG2000", "BMP", "DIB", "PPM", "QOI", "TGA", "SGI", "PCX", "DDS"}
+    {"PNG", "WEBP", "TIFF", "JPEG2000", "BMP", "DIB", "PPM", "PGM", "QOI", "TGA", "SGI", "PCX", "DDS"}
 )
+# uqdm's names for what Pillow writes under another format's: a .pgm file is Pillow's PPM of one plane
+PILLOW_FORMATS = {"PGM": "PPM"}
 LOSSY_FORMATS = {
     "JPEG": "JPEG quality 95, colour at full resolution",
     "AVIF": "AVIF quality 95, colour at full resolution",
@@ -72,8 +74,9 @@ SAVE_OPTIONS = {
     "AVIF": {"quality": 95, "subsampling": "4:4:4"},
     "PDF": {"quality": 95, "subsampling": 0},
 }
-# Names whose format Pillow writes as a colour PPM although the name says bitmap, gray or float
-MISNAMED_SUFFIXES = frozenset({".pbm", ".pgm", ".pfm"})
+# Names whose format Pillow writes as a colour PPM although the name says bitmap or float (a .pgm
+# name is PGM's: a grayscale image's file, refused for a colour one)
+MISNAMED_SUFFIXES = frozenset({".pbm", ".pfm"})
 EXACT_SUFFIXES = ".png, .webp or .tif"  # named where a file name is refused
 # Image formats a Pillow may lack a writer for (AVIF before 11.3; JPEG XL and HEIF without plugins):
 # refused by name rather than written as a PNG under their suffix
@@ -87,7 +90,9 @@ ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # Pillow modes with an alpha c
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 # the formats decoded grayscale images are written in as one plane (L); the others as RGB, R = G = B
 # (PPM too: Pillow writes L as a PGM, which a .ppm name would misname)
-GRAY_FORMATS = frozenset({"PNG", "TIFF", "JPEG2000", "BMP", "DIB", "TGA", "SGI", "PCX", "DDS", "JPEG", "GIF"})
+GRAY_FORMATS = frozenset(
+    {"PNG", "TIFF", "JPEG2000", "BMP", "DIB", "TGA", "SGI", "PCX", "DDS", "JPEG", "GIF", "PGM"}
+)
 GRAY_ALPHA_FORMATS = frozenset({"PNG", "TIFF"})  # and those of ALPHA_FORMATS that write gray and alpha (LA)
 EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})  # whose Pillow writer embeds EXIF as it is
 XMP_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF", "TIFF"})  # and XMP
@@ -508,13 +513,24 @@ def atomic_write(
         raise
 
 
-def output_format(path: str | Path, unnamed: str = "PNG") -> str:
+def output_format(path: str | Path, unnamed: str = "PNG", gray: bool | None = None) -> str:
     """The format an image written to `path` gets, from its name; `unnamed` (PNG, or decode
     --format's) where it has no suffix or one Pillow does not know (-o /dev/stdout). Raises
-    UqdmError for a format uqdm does not write, so that a caller can refuse the name before
-    decoding anything."""
+    UqdmError for a format uqdm does not write, or with gray=False (a colour image) for PGM, so
+    that a caller can refuse the name before decoding anything."""
     path = Path(path)
-    return _format_of(path.suffix.lower(), path.name, f"name it {EXACT_SUFFIXES}", unnamed)
+    fmt = _format_of(path.suffix.lower(), path.name, f"name it {EXACT_SUFFIXES}", unnamed)
+    if gray is not None:
+        check_gray_format(fmt, gray, path.name)
+    return fmt
+
+
+def check_gray_format(fmt: str, gray: bool, name: str) -> None:
+    """Refuse PGM for a colour image (gray False): a .pgm file holds one plane."""
+    if fmt == "PGM" and not gray:
+        raise UqdmError(
+            f"{name}: a PGM file holds a grayscale image, and this one is colour (write it as .ppm or .png)"
+        )
 
 
 def format_suffix(name: str) -> str:
@@ -541,7 +557,9 @@ def _format_of(suffix: str, what: str, hint: str, unnamed: str = "PNG") -> str:
         raise UqdmError(f"{what}: decoding writes an image, not a .uqd file ({hint})")
     if suffix in MISNAMED_SUFFIXES or (fmt not in LOSSLESS_FORMATS and fmt not in LOSSY_FORMATS):
         raise UqdmError(f"{what}: uqdm does not write '{suffix}' images ({hint})")
-    if fmt not in Image.SAVE:  # a Pillow built without this writer
+    if fmt == "PPM" and suffix == ".pgm":
+        fmt = "PGM"
+    if PILLOW_FORMATS.get(fmt, fmt) not in Image.SAVE:  # a Pillow built without this writer
         raise UqdmError(f"{what}: this Pillow cannot write {fmt} images ({hint})")
     return fmt
 
@@ -584,7 +602,10 @@ def save_image(
     if path.suffix and path.suffix.lower() not in Image.registered_extensions():
         written = "a PNG" if fmt == "PNG" else f"a {fmt} image"
         notes.insert(0, f"{path.name}: '{path.suffix}' is not an image format's suffix; written as {written}")
-    atomic_write(path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=fmt, **options))
+    writer = PILLOW_FORMATS.get(fmt, fmt)
+    atomic_write(
+        path, force=force, inputs=inputs, writer=lambda tmp: image.save(tmp, format=writer, **options)
+    )
     return notes
 
 
@@ -602,7 +623,7 @@ def image_bytes(
     its notes."""
     image, options, notes = _prepared(pixels, f"the {fmt} image", fmt, icc_profile, alpha, exif, xmp, gray)
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
+    image.save(buffer, format=PILLOW_FORMATS.get(fmt, fmt), **options)
     return buffer.getvalue(), notes
 
 
@@ -628,6 +649,7 @@ def _prepared(
 ) -> tuple[Image.Image, dict, list[str]]:
     """The PIL image and save options of pixels and their extras in format `fmt`, and notes (named
     `name`) on what the format cannot hold."""
+    check_gray_format(fmt, gray, name)
     options, notes = dict(SAVE_OPTIONS.get(fmt, {})), []
     if fmt in LOSSY_FORMATS:
         notes.append(
