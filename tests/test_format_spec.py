@@ -15,6 +15,7 @@ from uqdm_codec import portable
 from uqdm_codec.exactmodel import load_codec_model, save_exact
 
 from . import spec_network as spec
+from .conftest import gray_icc_profile
 
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "uqdm-small.safetensors"
 
@@ -233,6 +234,7 @@ def test_damaged_files_are_refused_alike(spec_files):
 
 CROP = (slice(200, 325), slice(500, 690))  # of kodim23: 125 x 190, colour contexts, two display
 # filters, priors from the shown image; tails in both green orders
+GRAY_PROFILE = gray_icc_profile()  # 1.2 bit 6, after bits 4 and 5
 DECODER_CASES = {  # name: (model, image, encode options, the tail's green order O or None)
     "plain": ("tiny", "synthetic", {}, None),
     "tiled": ("tiny", "synthetic", {"region": 16}, None),
@@ -246,7 +248,12 @@ DECODER_CASES = {  # name: (model, image, encode options, the tail's green order
     "tail, green raster": ("tiny", "small noise", {"tail": True, "fast": True}, 1),
     "photo, tail": ("shipped", "crop", {"tail": True, "fast": True}, 1),
     "photo, early tail": ("shipped", "crop", {"tail_after": 3, "fast": True}, 2),
-    "gray": ("tiny", "gray", {"gray": True, "tail": False}, None),
+    "gray": (
+        "tiny",
+        "gray",
+        {"gray": True, "tail": False, "icc_profile": GRAY_PROFILE, "psnr_index": True},
+        None,
+    ),
 }
 
 
