@@ -27,7 +27,7 @@ def test_what_is_grayscale():
     colour = gray(9, 7)
     colour[4, 3, 2] ^= 1  # one value off
     assert not is_grayscale(colour) and not default_tail(synthetic_image(9, 7))
-    assert TAIL_DEFAULT == CODEC_TAIL_DEFAULT  # the CLI spells it out to keep torch out of its import
+    assert TAIL_DEFAULT == CODEC_TAIL_DEFAULT  # one value, lossless_tail's (no torch in the CLI's import)
     assert "grayscale" in default_tail_note(gray(9, 7), TAIL_DEFAULT)
     assert default_tail_note(gray(9, 7), False) is None and default_tail_note(colour, TAIL_DEFAULT) is None
 

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from . import batch, colour_profile, files, photo_metadata
 from .errors import FormatError, UqdmError
+from .lossless_tail import TAIL_DEFAULT, TAIL_NAMES
 
 app = typer.Typer(
     add_completion=False,
@@ -133,8 +134,6 @@ TailAfterOpt = typer.Option(
     "(on Kodak about 0.03 bpp at STEP 2, 0.07 at 3, 0.22 at 4). Small and thin images: STEP 0 makes "
     "their lossless files 20-70 % smaller than the default's.",
 )
-_TAIL_MODES = {"off": False, "on": True, "auto": None}
-TAIL_DEFAULT = "default"  # codec.TAIL_DEFAULT, spelled out here to keep torch out of the CLI's import
 
 
 def _tail_mode(mode: str | None, tail_after: int | None = None) -> bool | None | str:
@@ -142,13 +141,13 @@ def _tail_mode(mode: str | None, tail_after: int | None = None) -> bool | None |
     the codec's default, which depends on the image)."""
     if mode is None:
         return True if tail_after is not None else TAIL_DEFAULT
-    if mode not in _TAIL_MODES:
+    if mode not in TAIL_NAMES:
         raise UqdmError(f"--tail must be one of off, on, auto (not {mode!r})")
     if tail_after is not None:
         if mode == "auto":
             raise UqdmError("--tail-after codes the tail always; it does not go with --tail auto")
         return True
-    return _TAIL_MODES[mode]
+    return TAIL_NAMES[mode]
 
 
 def _size(text: str | None) -> int | None:

@@ -58,8 +58,7 @@ Progress = Callable[[int, int], None]
 DEFAULT_REGION = 1024  # longest side coded whole; larger images are tiled (FORMAT.md 1.1, README)
 
 
-TAIL_DEFAULT = "default"  # Codec.encode's `tail` when not given: default_tail(pixels)
-TAIL_NAMES = {"on": True, "off": False, "auto": None}  # `tail` as encode --tail names it
+TAIL_DEFAULT, TAIL_NAMES = lossless_tail.TAIL_DEFAULT, lossless_tail.TAIL_NAMES  # Codec.encode's `tail`
 
 
 @dataclass

@@ -96,6 +96,10 @@ FINE_PIXELS_PER_BIN = 1024  # form 6 on: a bin's scale code is a byte or two, an
 SCALES = np.exp(np.linspace(np.log(0.15), np.log(60.0), 48))  # what the encoders of forms 1-5 try
 # form 6 on: the same steps, down to 0.022 (a nearly sure symbol: a pixel between equal neighbours)
 FINE_SCALES = np.exp(np.log(0.15) + np.log(400.0) / 47 * np.arange(-15, 48))
+# How encoders are told which lossless end to code (Codec.encode's `tail`, encode --tail): by name,
+# or left to the codec (TAIL_DEFAULT: the tail for a grayscale image, codec.default_tail)
+TAIL_NAMES = {"on": True, "off": False, "auto": None}
+TAIL_DEFAULT = "default"
 FORM = TAIL_FORM  # the feature set the encoder writes (FORMAT.md 6.6); 1: uqdm 0.23-0.25, ... 10: 0.34
 FORMS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 # form 8: red and blue in raster order are entropy-coded (and the smaller tail kept) only where their
