@@ -14,7 +14,7 @@ from PIL import Image
 
 from uqdm_codec import batch, files
 from uqdm_codec.batch import encode_file, plan_outputs, run_batch
-from uqdm_codec.errors import UqdmError
+from uqdm_codec.errors import UqdmError, command_line
 
 from .conftest import synthetic_image
 
@@ -50,7 +50,9 @@ def test_collisions_and_inputs_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(UqdmError, match="overwrite the input"):
         plan_outputs("encode", [tmp_path / "a.png", tmp_path / "a.uqd"], None)
     (tmp_path / "file").write_bytes(b"")  # said 'cannot create the output folder (File exists)'
-    with pytest.raises(UqdmError, match="file: not a folder \\(--out-dir names the folder"):
+    with pytest.raises(UqdmError, match="file: not a folder \\(out_dir names the folder"):
+        batch.make_folder(tmp_path / "file")
+    with command_line(), pytest.raises(UqdmError, match="file: not a folder \\(--out-dir names the folder"):
         batch.make_folder(tmp_path / "file")
 
 
@@ -102,9 +104,9 @@ def test_skip_existing_resumes_an_interrupted_batch(tmp_path, images, tiny_model
         files.info(r.output.read_bytes()).complete for r in results
     )
     for jobs in (0, 1.5, True):
-        with pytest.raises(UqdmError, match=f"--jobs must be a whole number, at least 1, not {jobs!r}"):
+        with pytest.raises(UqdmError, match=f"^jobs must be a whole number, at least 1, not {jobs!r}"):
             run_batch("truncate", images, out, jobs=jobs, steps=1)
-    with pytest.raises(UqdmError, match="--force .* or --skip-existing .*, not both"):
+    with pytest.raises(UqdmError, match="force=True .* or skip_existing=True .*, not both"):
         run_batch("encode", images, out, model=tiny_model_path, force=True, skip_existing=True)
     assert batch.truncate_file(results[1].output, out, steps=1, skip_existing=True).skipped is False
     assert batch.truncate_file(results[1].output, out, steps=1, skip_existing=True).skipped is True

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from uqdm_codec import batch, container
+from uqdm_codec import batch, container, errors
 from uqdm_codec.cli import app
+from uqdm_codec.errors import UqdmError
+from uqdm_codec.image_io import check_output
 
 from .conftest import synthetic_image
 
@@ -661,3 +663,38 @@ def test_a_files_model_name_picks_only_shipped_weights_and_prints_as_text(
     monkeypatch.chdir(tmp_path)
     (tmp_path / DEFAULT_MODEL).mkdir()
     assert resolve_model_path(None) == resolve_model_path(DEFAULT_MODEL) == shipped
+
+
+def test_messages_name_options_as_their_caller_spells_them(tmp_path, uqd, tiny_model_path):
+    """The library's messages named command-line options (`give at most one of --bpp, --bytes, ...`
+    to a caller of decode(data, steps=, bpp=)); they name the library's keywords now, and the
+    command line's options only while a command runs, in batch workers too."""
+    import uqdm_codec
+    from uqdm_codec import batch
+
+    data = uqd.read_bytes()
+    with pytest.raises(UqdmError, match=r"^give at most one of bpp, max_bytes, psnr or steps$"):
+        uqdm_codec.decode(data, model=tiny_model_path, steps=1, bpp=1.0)
+    with pytest.raises(UqdmError, match=r"encode it with psnr_index=True .* encode with psnr= from"):
+        uqdm_codec.truncate(data, psnr=30)
+    with pytest.raises(UqdmError, match=r"\(force=True to overwrite\)$"):
+        check_output(uqd)
+    cut = data[: len(data) - 40] + bytes([data[-40] ^ 1]) + data[len(data) - 39 :]
+    with pytest.raises(UqdmError, match=r"decode\(data, max_bytes=\d+\) shows them"):
+        uqdm_codec.decode(cut, model=tiny_model_path)
+    r = run("truncate", uqd, "--steps", 1, "--bpp", 1)
+    assert r.exit_code == 1 and "give exactly one of --bpp, --bytes, --psnr or --steps" in r.stderr
+    r = run("truncate", uqd, "--psnr", 30)
+    assert r.exit_code == 1 and "encode it with --psnr-index" in r.stderr
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("a", "b"):  # their outputs exist: each worker process says so, as the command line
+        (folder / f"{name}.uqd").write_bytes(data)
+        (folder / f"{name}.step1.png").write_bytes(b"")
+    r = run("decode", folder / "a.uqd", folder / "b.uqd", "--jobs", 2, "--steps", 1, "-m", tiny_model_path)
+    assert r.exit_code == 1 and r.output.count("(use --force to overwrite)") == 2, r.output
+    results = batch.run_batch(
+        "decode", sorted(folder.glob("*.uqd")), None, model=tiny_model_path, jobs=2, steps=1
+    )
+    assert all(r.error.endswith("(force=True to overwrite)") for r in results), results
+    assert not errors.in_command_line()  # the command's setting ended with it

@@ -33,7 +33,9 @@ def test_damage_after_the_steps_asked_for_is_no_obstacle(codec, encoded):
         FormatError, match="the .* bytes before it are intact \\(4 complete steps\\)"
     ) as caught:
         files.info(bad)
-    assert caught.value.intact == start and f"truncate --bytes {start} keeps them" in str(caught.value)
+    assert caught.value.intact == start and f"truncate(data, max_bytes={start}) keeps them" in str(
+        caught.value
+    )
     notes: list[str] = []
     assert files.truncate(bad, steps=4, notes=notes) == files.truncate(data, steps=4)
     assert len(notes) == 1 and notes[0].startswith("damaged file: corrupted data in layer 5, chunk 1")

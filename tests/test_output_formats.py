@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from uqdm_codec import batch
 from uqdm_codec.cli import app
-from uqdm_codec.errors import UqdmError
+from uqdm_codec.errors import UqdmError, command_line
 from uqdm_codec.image_io import (
     LOSSLESS_FORMATS,
     LOSSY_FORMATS,
@@ -200,7 +200,9 @@ def test_format_names():
     for bad, why in (("bogus", "not the name"), ("ico", "does not write"), ("uqd", "not a .uqd")):
         with pytest.raises(UqdmError, match=why) as caught:
             format_suffix(bad)
-        assert str(caught.value).startswith(f"--format {bad}:")
+        assert str(caught.value).startswith(f"image_format={bad!r}:")
+        with command_line(), pytest.raises(UqdmError, match=f"^--format {bad}:"):
+            format_suffix(bad)
 
 
 def test_decode_format_names_the_outputs_and_standard_output(uqd, tiny_model_path):

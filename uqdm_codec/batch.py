@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from .errors import UqdmError, is_whole
+from .errors import UqdmError, in_command_line, is_whole, option, set_command_line
 
 OPERATIONS = ("encode", "decode", "truncate")
 
@@ -329,7 +329,8 @@ def left_alone(output: Path | str, force: bool, skip_existing: bool) -> bool:
 def check_skip(force: bool, skip_existing: bool) -> bool:
     """skip_existing, refused with force (the one overwrites what the other leaves alone)."""
     if force and skip_existing:
-        raise UqdmError("give --force (overwrite) or --skip-existing (leave as it is), not both")
+        force_, skip = option("--force", "force=True"), option("--skip-existing", "skip_existing=True")
+        raise UqdmError(f"give {force_} (overwrite) or {skip} (leave as it is), not both")
     return skip_existing
 
 
@@ -338,13 +339,13 @@ def check_cut(
 ) -> None:
     """The prefix a truncate (exactly one of --bpp, --bytes, --psnr, --steps) or a decode (at most
     one) asks for: one error for the whole run, not one per file."""
-    from .files import check_max_bytes, check_psnr
+    from .files import check_max_bytes, check_psnr, cut_options
 
     given = sum(v is not None for v in (bpp, steps, psnr, max_bytes))
     if op == "truncate" and given != 1:
-        raise UqdmError("give exactly one of --bpp, --bytes, --psnr or --steps")
+        raise UqdmError(f"give exactly one of {cut_options()}")
     if given > 1:
-        raise UqdmError("give at most one of --bpp, --bytes, --psnr or --steps")
+        raise UqdmError(f"give at most one of {cut_options()}")
     if psnr is not None:
         check_psnr(psnr)
     if max_bytes is not None:
@@ -358,14 +359,16 @@ def quality_text(psnr: float | None) -> str:
     return "lossless" if psnr == float("inf") else f"{psnr:.2f} dB"
 
 
-def check_folder(folder: str | Path, option: str = "--out-dir") -> None:
-    """Before any work: an output folder may be missing (it is made) but not a file."""
+def check_folder(folder: str | Path, name: str | None = None) -> None:
+    """Before any work: an output folder may be missing (it is made) but not a file. `name`: the
+    option that named it (--out-dir's or out_dir's)."""
     if Path(folder).exists() and not Path(folder).is_dir():
-        raise UqdmError(f"{folder}: not a folder ({option} names the folder the outputs go to)")
+        name = name or option("--out-dir", "out_dir")
+        raise UqdmError(f"{folder}: not a folder ({name} names the folder the outputs go to)")
 
 
-def make_folder(folder: str | Path, option: str = "--out-dir") -> None:
-    check_folder(folder, option)
+def make_folder(folder: str | Path, name: str | None = None) -> None:
+    check_folder(folder, name)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -382,9 +385,10 @@ def worker_threads(jobs: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, jobs))
 
 
-def _init_worker(threads: int | None, preload: tuple | None) -> None:
-    """Runs once in each worker: share the cores (threads None: no torch needed, as for truncate)
-    and load the model before the first file."""
+def _init_worker(threads: int | None, preload: tuple | None, command_line: bool = False) -> None:
+    """Runs once in each worker: share the cores (threads None: no torch needed, as for truncate),
+    load the model before the first file, and name options in messages as the run's caller does."""
+    set_command_line(command_line)
     if threads is not None:
         import torch
 
@@ -439,7 +443,7 @@ def run_batch(
     if op not in TASKS:
         raise UqdmError(f"unknown operation {op!r} (one of {', '.join(OPERATIONS)})")
     if not is_whole(jobs) or jobs < 1:  # 1.5 failed in the process pool, True ran as 1
-        raise UqdmError(f"--jobs must be a whole number, at least 1, not {jobs!r}")
+        raise UqdmError(f"{option('--jobs', 'jobs')} must be a whole number, at least 1, not {jobs!r}")
     check_skip(force, skip_existing)
     if op != "encode":
         check_cut(op, bpp, steps, psnr, max_bytes)
@@ -519,7 +523,9 @@ def run_batch(
     # spawn: a forked child of a process whose torch thread pool already ran can hang
     context = multiprocessing.get_context("spawn")
     threads = None if op == "truncate" else worker_threads(jobs)
-    with ProcessPoolExecutor(jobs, context, initializer=_init_worker, initargs=(threads, preload)) as pool:
+    with ProcessPoolExecutor(
+        jobs, context, initializer=_init_worker, initargs=(threads, preload, in_command_line())
+    ) as pool:
         pending = {pool.submit(task, s, output=t): k for k, (s, t) in enumerate(zip(sources, targets))}
         try:
             while pending:

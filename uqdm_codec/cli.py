@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -17,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import batch, colour_profile, files, photo_metadata
-from .errors import FormatError, UqdmError
+from .errors import FormatError, UqdmError, command_line
 from .lossless_tail import TAIL_DEFAULT, TAIL_NAMES
 
 app = typer.Typer(
@@ -66,10 +67,17 @@ def _unwrapped(doc: str | None) -> str:
 
 
 def _command(**settings: object) -> Callable[[Callable], Callable]:
-    """`app.command`, its help the function's docstring unwrapped, so the terminal wraps it."""
+    """`app.command`, its help the function's docstring unwrapped, so the terminal wraps it; the
+    library's messages name options as the command line spells them while it runs
+    (errors.command_line)."""
 
     def register(f: Callable) -> Callable:
-        return app.command(help=_unwrapped(f.__doc__), **settings)(f)
+        @functools.wraps(f)
+        def run(*args: object, **kwargs: object) -> object:
+            with command_line():
+                return f(*args, **kwargs)
+
+        return app.command(help=_unwrapped(f.__doc__), **settings)(run)
 
     return register
 

@@ -48,7 +48,16 @@ from .container import (
     Layer,
 )
 from .display_filter import DisplayFilter
-from .errors import FormatError, ModelError, SyncError, UqdmError, check_callable, check_flag, is_whole
+from .errors import (
+    FormatError,
+    ModelError,
+    SyncError,
+    UqdmError,
+    check_callable,
+    check_flag,
+    is_whole,
+    option,
+)
 from .exactmodel import ExactModel, from_float, load_codec_model
 from .inference import DEFAULT_TILE, Prediction, PriorNetwork, bands_image, release_memory
 from .model import UQDM, retired_model_path, shipped_model_path
@@ -1419,7 +1428,7 @@ class Codec:
             raise ModelError(
                 f"file was made with model '{header.model_name}' ({header.fingerprint.hex()[:12]}), "
                 f"but the loaded model is '{self.model.config.name}' ({self.fingerprint.hex()[:12]}); "
-                "pass --model with the weights it was made with"
+                f"pass {option('--model', 'model=')} with the weights it was made with"
             )
         if header.num_steps != self.num_steps:
             raise ModelError("file and model disagree on the number of steps")
@@ -1870,7 +1879,7 @@ def default_tail_note(pixels: np.ndarray, tail) -> str | None:
         return None
     return (
         "grayscale image: its lossless end is the tail after step T-1, about 40 % smaller than the "
-        "pixel step and lossless layer (--tail off codes those instead)"
+        f"pixel step and lossless layer ({option('--tail off', 'tail=False')} codes those instead)"
     )
 
 

@@ -1,7 +1,39 @@
-"""The codec's own error types: every failure a user can cause ends in one of these; and the
-tests of the numbers a user passes, shared so that every option refuses the same values."""
+"""The codec's own error types: every failure a user can cause ends in one of these; the tests of
+the numbers a user passes, shared so that every option refuses the same values; and how messages
+name an option: as the command line spells it (--bytes) while a command runs, else as the library's
+keyword (max_bytes=), so that neither kind of user is told of options they cannot give."""
 
 import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_COMMAND_LINE: ContextVar[bool] = ContextVar("uqdm_command_line", default=False)
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """While a command of the CLI runs: messages name options as it spells them (option)."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def in_command_line() -> bool:
+    return _COMMAND_LINE.get()
+
+
+def set_command_line(on: bool) -> None:
+    """For a worker process of a batch run from the command line (batch._init_worker)."""
+    _COMMAND_LINE.set(on)
+
+
+def option(cli: str, keyword: str) -> str:
+    """`cli` (an option as the command line spells it) inside command_line, else `keyword` (the
+    library's name for it)."""
+    return cli if _COMMAND_LINE.get() else keyword
 
 
 class UqdmError(Exception):

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from . import colour_profile, container, photo_metadata
 from .container import Header
-from .errors import FormatError, UqdmError, is_real, is_whole, warn
+from .errors import FormatError, UqdmError, is_real, is_whole, option, warn
 
 
 @dataclass
@@ -318,6 +318,11 @@ def _tiled_info(data: bytes, head: tuple[Header, int]) -> FileInfo:
     return FileInfo(hd, header_size, len(data), layers, warnings, cuts, spans, cut, len(parts))
 
 
+def cut_options() -> str:
+    """The options that choose a prefix, as messages name them (errors.option)."""
+    return option("--bpp, --bytes, --psnr or --steps", "bpp, max_bytes, psnr or steps")
+
+
 def budget_prefix(
     data: bytes,
     steps: int | None,
@@ -332,7 +337,7 @@ def budget_prefix(
     line on it in `notes`; damage inside it is a FormatError that says what the bytes before it
     still hold."""
     if sum(v is not None for v in (steps, bpp, psnr, max_bytes)) > 1:
-        raise UqdmError("give at most one of --bpp, --bytes, --psnr or --steps")
+        raise UqdmError(f"give at most one of {cut_options()}")
     data = bytes(data)
     if bpp is not None or psnr is not None or max_bytes is not None:
         return truncate(data, bpp=bpp, psnr=psnr, max_bytes=max_bytes, notes=notes)
@@ -385,8 +390,11 @@ def _before_damage(data: bytes, exc: FormatError, notes: list[str] | None, **ask
         if head.complete:  # bytes after the end of a whole file (refused: FORMAT.md 2)
             what = "a whole file"
         raise FormatError(
-            f"{first}; the {intact:,} bytes before it are intact ({what}): decode --bytes {intact} "
-            f"shows them, truncate --bytes {intact} keeps them",
+            f"{first}; the {intact:,} bytes before it are intact ({what}): "
+            + option(
+                f"decode --bytes {intact} shows them, truncate --bytes {intact} keeps them",
+                f"decode(data, max_bytes={intact}) shows them, truncate(data, max_bytes={intact}) keeps them",
+            ),
             intact=intact,
         )
     if notes is not None:
@@ -405,8 +413,14 @@ def psnr_end(fi: FileInfo, psnr: float) -> int:
     check_psnr(psnr)
     if fi.header.psnr_index is None:
         raise UqdmError(
-            "the file has no PSNR index (encode it with --psnr-index to cut it to a quality later, "
-            "or encode --psnr from the original)"
+            "the file has no PSNR index ("
+            + option(
+                "encode it with --psnr-index to cut it to a quality later, or encode --psnr from the "
+                "original",
+                "encode it with psnr_index=True to cut it to a quality later, or encode with psnr= from "
+                "the original",
+            )
+            + ")"
         )
     need = psnr_entry_needed(psnr)
     entries = fi.psnr_entries

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from . import alpha_plane, colour_profile, container, files, photo_metadata, source_depth
-from .errors import ImageError, UqdmError, first_line
+from .errors import ImageError, UqdmError, first_line, option
 
 
 @dataclass
@@ -256,7 +256,8 @@ def _exif(im: Image.Image, notes: list[str]) -> bytes | None:
     if maker:
         notes.append(f"EXIF metadata kept without the camera maker's note ({len(maker):,} bytes)")
     if exif.get(GPS_IFD):
-        notes.append("the EXIF metadata kept holds a GPS location (encode --no-metadata leaves it out)")
+        leave = option("encode --no-metadata", "keep_metadata=False")
+        notes.append(f"the EXIF metadata kept holds a GPS location ({leave} leaves it out)")
     return block
 
 
@@ -440,14 +441,18 @@ def check_output(path: str | Path, force: bool = False, inputs: tuple[Path, ...]
     not replaced, so it needs no force."""
     path = Path(path)
     if path.is_dir():
-        raise UqdmError(f"{path} is a folder, not a file name (--out-dir takes a folder)")
+        raise UqdmError(
+            f"{path} is a folder, not a file name ({option('--out-dir', 'out_dir')} takes a folder)"
+        )
     if not path.exists():
         return
     for src in inputs:
         if Path(src).exists() and os.path.samefile(path, src):
-            raise UqdmError(f"{path}: the output would overwrite the input; name another with -o")
+            raise UqdmError(
+                f"{path}: the output would overwrite the input; name another{option(' with -o', '')}"
+            )
     if not force and not is_device(path):
-        raise UqdmError(f"{path} already exists (use --force to overwrite)")
+        raise UqdmError(f"{path} already exists ({option('use --force', 'force=True')} to overwrite)")
 
 
 def is_device(path: str | Path) -> bool:
@@ -538,7 +543,7 @@ def format_suffix(name: str) -> str:
     files it names ('.webp'); raises UqdmError for a name that is not one of an image format uqdm
     writes."""
     suffix = "." + name.strip().lower().lstrip(".")
-    what, hint = f"--format {name}", "png, webp, tif, jpg, ..."
+    what, hint = option(f"--format {name}", f"image_format={name!r}"), "png, webp, tif, jpg, ..."
     if suffix not in Image.registered_extensions() and suffix not in UNWRITABLE_HERE:
         raise UqdmError(f"{what}: not the name of an image format ({hint})")
     _format_of(suffix, what, hint)

@@ -18,7 +18,7 @@ import torch
 
 from . import display_filter, ensemble, entropy, haar, portable
 from .display_filter import DisplayFilter
-from .errors import UqdmError
+from .errors import UqdmError, option
 from .exactmodel import ExactModel
 from .exactnet import HEAD_SHIFT, CalibrationOps, FloatOps, graph
 from .model import UQDM
@@ -57,7 +57,8 @@ def pick_device(spec: str | torch.device | None) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UqdmError("--device cuda was asked for, but no CUDA device is available")
+        asked = option("--device cuda", "device='cuda'")
+        raise UqdmError(f"{asked} was asked for, but no CUDA device is available")
     if spec != "cpu" and not spec.startswith("cuda"):
         raise UqdmError(f"unknown device {spec!r} (use auto, cpu or cuda)")
     return torch.device(spec)

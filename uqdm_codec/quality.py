@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from . import container, files
-from .errors import UqdmError, is_whole
+from .errors import UqdmError, is_whole, option
 
 PEAK = 255.0
 
@@ -95,10 +95,12 @@ class Target:
         """A PSNR index is written into a file's header once its chunk boundaries are known, which a
         byte budget, counting the header's bytes, would need before."""
         if psnr_index and self.budgeted:
-            what, option = ("bpp", "bpp") if self.bpp is not None else ("size", "bytes")
+            what, cli, keyword = (
+                ("bpp", "--bpp", "bpp=") if self.bpp is not None else ("size", "--bytes", "max_bytes=")
+            )
             raise UqdmError(
-                f"a PSNR index does not go with a {what} target: encode with the index, then truncate "
-                f"--{option}"
+                f"a PSNR index does not go with a {what} target: encode with the index, then "
+                + option(f"truncate {cli}", f"truncate(data, {keyword})")
             )
 
     @property
