@@ -56,6 +56,16 @@ def test_header_round_trip_and_forgeries():
     assert spec_container.read_header(data)[0]["extensions"][6] == stored
     with pytest.raises(ValueError, match="a GRAY profile describes a grayscale image"):
         container.Header(24, 16, 4, 1, b"\0" * 16, "m", icc_profile=GRAY).to_bytes()
+    big = bytearray(
+        np.random.default_rng(0).integers(0, 256, colour_profile.MAX_SIZE, dtype=np.uint8).tobytes()
+    )
+    big[:128] = GRAY[:128]  # a gray profile's header, its size field the largest a profile may have
+    big[0:4] = colour_profile.MAX_SIZE.to_bytes(4, "big")
+    huge = container.Header(24, 16, 4, 1, b"\0" * 16, "m", gray=True, icc_profile=bytes(big))
+    assert huge.extension_problem() == (
+        "colour profile",
+        "it does not compress to 16 MiB (FORMAT.md 1.2, bit 6)",
+    )
     legacy = container.Header(24, 16, 4, 1, b"\0" * 16, "m", gray=True, icc_profile=RGB_PROFILE)  # 0.50's
     assert container.parse_header(legacy.to_bytes())[0].extensions == 0x21
 

@@ -43,6 +43,7 @@ PSNR_PER_DB = 100  # PSNR index entries are hundredths of a dB (FORMAT.md 1.2)
 PSNR_EXACT = 20000  # the index entry of an exact image; any other image of at most MAX_PIXELS is below 132 dB
 MAX_UNKNOWN_STORED = 1 << 24  # an unknown extension's field, at most (FORMAT.md 1.2)
 MAX_ICC_STORED = colour_profile.MAX_SIZE + (1 << 16)  # a stored (deflated) profile's bytes, at most
+MAX_GRAY_ICC_STORED = MAX_UNKNOWN_STORED  # bit 6's: what decoders that skip it (0.38-0.50) accept
 OLD_VERSIONS = {  # refused with a clear message
     1: "uqdm 0.1 before sub-step display flags",
     2: "uqdm 0.2, whose float network decoded only where the file was written",
@@ -182,8 +183,11 @@ class Header:
         """(what, why) of the first of the profile, EXIF and XMP that this header cannot store
         (FORMAT.md 1.2), or None."""
         profile = self.icc_profile
-        if profile is not None and colour_profile.is_gray(profile) and not self.gray:
-            return "colour profile", "a GRAY profile describes a grayscale image, and this one is RGB"
+        if profile is not None and colour_profile.is_gray(profile):
+            if not self.gray:
+                return "colour profile", "a GRAY profile describes a grayscale image, and this one is RGB"
+            if len(colour_profile.pack(profile)) > MAX_GRAY_ICC_STORED:
+                return "colour profile", "it does not compress to 16 MiB (FORMAT.md 1.2, bit 6)"
         for what, value, problem in (
             ("colour profile", profile, lambda p: colour_profile.problem(p, colour_profile.is_gray(p))),
             ("EXIF metadata", self.exif, photo_metadata.exif_problem),
@@ -583,7 +587,7 @@ def _extension_spans(data: bytes, pos: int, pixels: int) -> tuple[int, dict[int,
         EXT_XMP: ("XMP", photo_metadata.MAX_STORED),
         EXT_PSNR: ("PSNR index", MAX_UNKNOWN_STORED),
         EXT_GRAY: ("grayscale mark", len(GRAY_MARK)),
-        EXT_GRAY_ICC: ("gray colour profile", MAX_ICC_STORED),
+        EXT_GRAY_ICC: ("gray colour profile", MAX_GRAY_ICC_STORED),
     }
     for k in range(8):
         bit = 1 << k
