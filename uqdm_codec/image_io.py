@@ -2,11 +2,12 @@
 
 The lossless promise is for the 8-bit RGB or grayscale image this module produces and its alpha:
 palette, CMYK, 1-bit and 16-bit inputs are converted (with a one-line note each; source_depth.py
-finds the deep files Pillow reduces as it reads them), EXIF orientation is
-applied and animated images contribute their first frame. An alpha channel (alpha_plane.py), an
-RGB ICC colour profile (colour_profile.py) and EXIF and XMP metadata (photo_metadata.py) are kept
-beside the pixels; an opaque alpha channel, a profile that is sRGB or cannot describe the pixels,
-and the parts of EXIF that cannot be carried over are left out with a note.
+finds the deep files Pillow reduces as it reads them), EXIF orientation is applied and animated
+images contribute their first frame. An alpha channel (alpha_plane.py), an ICC colour profile
+(colour_profile.py: RGB, or gray for a grayscale image) and EXIF and XMP metadata
+(photo_metadata.py) are kept beside the pixels; an opaque alpha channel, a profile that is sRGB or
+cannot describe the pixels, and the parts of EXIF that cannot be carried over are left out with a
+note.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .errors import ImageError, UqdmError, first_line, option
 class LoadedImage:
     pixels: np.ndarray  # (H, W, 3) uint8
     notes: list[str] = field(default_factory=list)
-    icc_profile: bytes | None = None  # the input's RGB colour profile, if it had one
+    icc_profile: bytes | None = None  # the input's colour profile, if it had one: RGB, or GRAY with gray
     alpha: np.ndarray | None = None  # (H, W) uint8: the input's alpha channel, unless opaque everywhere
     exif: bytes | None = None  # the input's EXIF block (TIFF-structured), orientation and maker's note out
     xmp: bytes | None = None  # the input's XMP packet
