@@ -65,3 +65,49 @@ def test_save_all_saves_one_image_and_refuses_more(rgb, tiny_model_path, tmp_pat
     with pytest.raises(UqdmError, match="holds one image, not 2 frames"):
         rgb.save(path, save_all=True, append_images=[rgb], model=tiny_model_path)
     assert not path.exists()
+
+
+def test_opened_files_are_closed_once_read_and_verify_checks_every_checksum(
+    rgb, tiny_model_path, tmp_path, monkeypatch
+):
+    """Image.open(path).load() left the file open for the image's life (a ResourceWarning; a lock on
+    Windows), where Pillow's own plugins close it; a stream the caller passed stays open. verify()
+    did nothing; it checks every checksum now, without decoding."""
+    from uqdm_codec.codec import Codec
+
+    codec = Codec(tiny_model_path, "cpu")
+    monkeypatch.setattr(uqdm_codec, "get_codec", lambda model=None, device=None, tile=None: codec)
+    path = tmp_path / "photo.uqd"
+    rgb.save(path, model=tiny_model_path, seed=3)
+    im = Image.open(path)
+    opened = im.fp
+    im.load()
+    assert opened.closed and im.fp is None and np.array_equal(np.asarray(im), np.asarray(rgb))
+    stream = io.BytesIO(path.read_bytes())
+    with Image.open(stream) as im:
+        im.load()
+    assert not stream.closed
+    im = Image.open(path)
+    opened = im.fp
+    im.verify()
+    assert opened.closed
+    bad = bytearray(path.read_bytes())
+    bad[-5] ^= 0xFF
+    with pytest.raises(OSError, match="checksum mismatch"):
+        Image.open(io.BytesIO(bytes(bad))).verify()
+
+
+def test_save_warns_at_the_callers_line(tiny_model_path, tmp_path):
+    """A conversion note of save() pointed into pillow_plugin.py; it points at the line that called
+    save, as encode()'s do, and a filter that makes it an error leaves no file."""
+    import warnings
+
+    opaque = Image.fromarray(np.full((16, 16, 4), 255, np.uint8), "RGBA")
+    with pytest.warns(uqdm_codec.UqdmWarning, match="opaque everywhere") as record:
+        opaque.save(tmp_path / "a.uqd", model=tiny_model_path)
+    assert [w.filename for w in record] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", uqdm_codec.UqdmWarning)
+        with pytest.raises(uqdm_codec.UqdmWarning):
+            opaque.save(tmp_path / "b.uqd", model=tiny_model_path)
+    assert not (tmp_path / "b.uqd").exists()

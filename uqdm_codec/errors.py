@@ -106,3 +106,22 @@ def warn(notes: list[str], stacklevel: int = 3) -> None:
 
     for note in notes:
         warnings.warn(note, UqdmWarning, stacklevel=stacklevel)
+
+
+def warn_outside(notes: list[str], packages: tuple[str, ...] = ("PIL",)) -> None:
+    """Each note as a UqdmWarning pointing at the first frame outside uqdm_codec and `packages`: the
+    user's line, where the public function was reached through another library (Pillow's save)."""
+    import importlib
+    import os
+    import sys
+    import warnings
+
+    folders = tuple(
+        os.path.dirname(os.path.abspath(importlib.import_module(name).__file__)) + os.sep
+        for name in (__package__, *packages)
+    )
+    frame, level = sys._getframe(1), 2  # stacklevel 2: this function's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(folders):
+        frame, level = frame.f_back, level + 1
+    for note in notes:
+        warnings.warn(note, UqdmWarning, stacklevel=level)

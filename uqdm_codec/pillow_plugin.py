@@ -8,7 +8,7 @@ from __future__ import annotations
 from PIL import Image, ImageFile
 
 from . import container, photo_metadata
-from .errors import UqdmError
+from .errors import UqdmError, UqdmWarning, warn_outside
 
 
 def _accept(prefix: bytes) -> bool:
@@ -42,7 +42,29 @@ class UqdImageFile(ImageFile.ImageFile):
             raise OSError(str(exc)) from exc
         self.im = decoded.im
         self._uqd_decoded = True
+        self._release_file()
         return super().load()
+
+    def verify(self) -> None:
+        """Image.verify(): every checksum of the file (files.info), without decoding; OSError where
+        one fails or the file is cut inside a layer header. Like Pillow's own, call it right after
+        open: the file is closed after."""
+        from . import files
+
+        try:
+            files.info(self._uqd_data)
+        except UqdmError as exc:
+            raise OSError(str(exc)) from exc
+        finally:
+            self._release_file()
+
+    def _release_file(self) -> None:
+        """Close the file Image.open opened (not one the caller passed), as Pillow's own plugins do
+        once the pixels are read: _open read its bytes whole. It stayed open, and locked on Windows,
+        for as long as the image lived (a ResourceWarning)."""
+        if getattr(self, "_exclusive_fp", False) and self._close_exclusive_fp_after_loading and self.fp:
+            self.fp.close()
+        self.fp = None
 
 
 NOT_FOR_SAVE = ("image", "progress", "emit")  # uqdm_codec.encode's parameters that save does not take
@@ -52,13 +74,22 @@ def _save(im: Image.Image, fp, filename) -> None:
     """Pillow's save handler: the whole file is encoded before its first byte is written (Pillow
     has opened, and so emptied, the target already; it removes a file it created if this fails)."""
     import inspect
+    import warnings
 
     from . import encode
 
     # encode's keywords; others that Pillow users pass to every format (quality=...) are ignored
     keywords = set(inspect.signature(encode).parameters) - set(NOT_FOR_SAVE)
     options = {key: value for key, value in im.encoderinfo.items() if key in keywords}
-    fp.write(encode(im, **options))
+    with warnings.catch_warnings(record=True) as caught:  # said again at the caller's save() line
+        warnings.simplefilter("always", UqdmWarning)
+        data = encode(im, **options)
+    for w in caught:
+        if issubclass(w.category, UqdmWarning):
+            warn_outside([str(w.message)])  # it pointed into this module
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    fp.write(data)
 
 
 def _save_all(im: Image.Image, fp, filename) -> None:
