@@ -110,18 +110,21 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-def gray_icc_profile(gamma: float = 1.8, name: str = "Gray Gamma 1.8") -> bytes:
-    """A valid ICC v2 grayscale display profile (a gamma curve, D50 white), written by hand:
-    Pillow's ImageCms makes no gray profiles."""
+D50 = (0.9642, 1.0, 0.8249)
 
-    def xyz(values) -> bytes:
-        return struct.pack(">3i", *(round(v * 65536) for v in values))
 
+def _xyz(values) -> bytes:
+    return struct.pack(">3i", *(round(v * 65536) for v in values))
+
+
+def _icc(kind: bytes, space: bytes, pcs: bytes, name: str, tag: tuple[bytes, bytes]) -> bytes:
+    """An ICC v2 profile of device class `kind`, colour space `space` and PCS `pcs`, with a
+    description, a D50 white point, a copyright and `tag` (signature, data), written by hand."""
     text = name.encode("ascii") + b"\0"
     tags = [
         (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 79),
-        (b"wtpt", b"XYZ \0\0\0\0" + xyz(D50)),
-        (b"kTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"),
+        (b"wtpt", b"XYZ \0\0\0\0" + _xyz(D50)),
+        tag,
         (b"cprt", b"text\0\0\0\0No copyright\0\0\0\0"),
     ]
     at = 128 + 4 + 12 * len(tags)
@@ -131,12 +134,38 @@ def gray_icc_profile(gamma: float = 1.8, name: str = "Gray Gamma 1.8") -> bytes:
         table += struct.pack(">4sII", sig, at, len(data))
         body += data
         at += len(data)
-    header = struct.pack(
-        ">I4sI4s4s4s12s4s", at, b"none", 0x02100000, b"mntr", b"GRAY", b"XYZ ", b"\0" * 12, b"acsp"
-    )
-    header += b"\0" * 28 + xyz(D50)  # platform, flags, maker, model, attributes, intent; illuminant
+    header = struct.pack(">I4sI4s4s4s12s4s", at, b"none", 0x02100000, kind, space, pcs, b"\0" * 12, b"acsp")
+    header += b"\0" * 28 + _xyz(D50)  # platform, flags, maker, model, attributes, intent; illuminant
     header += b"\0" * (128 - len(header))
     return header + struct.pack(">I", len(tags)) + table + body
 
 
-D50 = (0.9642, 1.0, 0.8249)
+def gray_icc_profile(gamma: float = 1.8, name: str = "Gray Gamma 1.8") -> bytes:
+    """A valid grayscale display profile (a gamma curve): Pillow's ImageCms makes none."""
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    return _icc(b"mntr", b"GRAY", b"XYZ ", name, (b"kTRC", curve))
+
+
+def cmyk_icc_profile(name: str = "Test CMYK") -> bytes:
+    """A valid CMYK printer profile (an A2B0 lut8 to Lab over the 16 corners of the CMYK cube): the
+    corners' colours are the naive ones (R = 255 - C - K) with a printer's black, no darker than 30,
+    so that converting through it differs from Pillow's conversion. Pillow's ImageCms makes none."""
+    from PIL import Image, ImageCms
+
+    corners = [(c, m, y, k) for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)]  # C slowest
+    rgb = [
+        [max(30 if k else 0, round(255 * (1 - min(1, v + k)))) for v in (c, m, y)] for c, m, y, k in corners
+    ]
+    to_lab = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB"
+    )
+    lab = np.asarray(ImageCms.applyTransform(Image.fromarray(np.uint8([rgb]), "RGB"), to_lab))[0].astype(
+        np.int16
+    )
+    lab[:, 1:] = (
+        lab[:, 1:].astype(np.uint8).astype(np.int8).astype(np.int16) + 128
+    )  # Pillow's a, b are signed; lut8's offset
+    identity = bytes(range(256))
+    lut = b"mft1\0\0\0\0" + bytes([4, 3, 2, 0]) + struct.pack(">9i", 65536, 0, 0, 0, 65536, 0, 0, 0, 65536)
+    lut += identity * 4 + lab.astype(np.uint8).tobytes() + identity * 3
+    return _icc(b"prtr", b"CMYK", b"Lab ", name, (b"A2B0", lut))

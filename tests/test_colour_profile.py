@@ -3,6 +3,7 @@ decoded image; sRGB and non-RGB profiles left out with a note; damaged profile f
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -19,7 +20,7 @@ from uqdm_codec.container import crc32
 from uqdm_codec.errors import FormatError
 from uqdm_codec.image_io import load_image, save_image
 
-from .conftest import synthetic_image
+from .conftest import cmyk_icc_profile, synthetic_image
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 LAB = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
@@ -257,3 +258,43 @@ def test_library_encode_keeps_it_unless_asked(tmp_path, tiny_model_path):
     assert zlib.crc32(bare[container.parse_header(bare)[1] :]) == zlib.crc32(
         data[container.parse_header(data)[1] :]
     )
+
+
+def test_cmyk_images_convert_through_their_profile(tmp_path):
+    """A CMYK image with a CMYK profile (a print workflow's JPEG or TIFF) was converted by Pillow's
+    R = 255 - C - K, which ignores the profile, and the profile left out: colours far from the
+    file's. It is converted to sRGB through its profile now (littlecms, relative colorimetric with
+    black point compensation); without a profile, or with one littlecms refuses, as before."""
+    profile = cmyk_icc_profile()
+    cmyk = Image.fromarray(np.random.default_rng(3).integers(0, 256, (12, 10, 4), dtype=np.uint8), "CMYK")
+    to_srgb = {
+        "renderingIntent": ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        "outputMode": "RGB",
+        "flags": ImageCms.Flags.BLACKPOINTCOMPENSATION,
+    }
+    for name in ("print.jpg", "print.tif"):
+        cmyk.save(tmp_path / name, icc_profile=profile, quality=100)
+        with Image.open(tmp_path / name) as stored:
+            want = ImageCms.profileToProfile(
+                stored,
+                ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                ImageCms.createProfile("sRGB"),
+                **to_srgb,
+            )
+        loaded = load_image(tmp_path / name)
+        assert np.array_equal(loaded.pixels, np.asarray(want)) and loaded.icc_profile is None
+        assert loaded.notes == [
+            "CMYK image converted to sRGB through its ICC colour profile (Test CMYK (2216 bytes))"
+        ]
+        naive = np.asarray(Image.open(tmp_path / name).convert("RGB"), np.int16)
+        assert (
+            np.abs(loaded.pixels.astype(np.int16) - naive).mean() > 5
+        )  # the profile's colours, not Pillow's
+    cmyk.save(tmp_path / "plain.tif")
+    assert load_image(tmp_path / "plain.tif").notes == ["CMYK image converted to RGB"]
+    broken = profile[:128] + struct.pack(">I", 0) + profile[132:]  # no tags: littlecms refuses it
+    cmyk.save(tmp_path / "broken.tif", icc_profile=broken)
+    loaded = load_image(tmp_path / "broken.tif")
+    assert loaded.notes[0].startswith("CMYK image: its ICC colour profile cannot be used (")
+    assert loaded.notes[1] == "CMYK image converted to RGB"
+    assert np.array_equal(loaded.pixels, np.asarray(cmyk.convert("RGB")))

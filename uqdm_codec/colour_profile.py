@@ -140,6 +140,26 @@ def is_srgb(profile: bytes) -> bool:
     return True
 
 
+def cmyk_to_srgb(image, profile: bytes):
+    """A CMYK PIL image as sRGB, through its CMYK profile (littlecms, Pillow's ImageCms), with the
+    relative colorimetric intent and black point compensation, the defaults of the tools that make
+    such files; Pillow's own CMYK to RGB conversion ignores the profile (R = 255 - C - K), and a
+    print profile's colours are far from it. Raises (ValueError, OSError, ImportError) where the
+    profile cannot be used."""
+    from PIL import ImageCms
+
+    if profile[16:20] != b"CMYK":
+        raise ValueError("not a CMYK profile")
+    return ImageCms.profileToProfile(
+        image,
+        ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        outputMode="RGB",
+        flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
+    )
+
+
 def pack(profile: bytes) -> bytes:
     """The profile as the header stores it: a zlib stream (RFC 1950), as PNG's iCCP chunk does."""
     return zlib.compress(profile, 9)

@@ -180,6 +180,26 @@ def _from_pil(im: Image.Image, notes: list[str]) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
+def _through_profile(im: Image.Image, profile_source: Image.Image, notes: list[str]) -> np.ndarray | None:
+    """The RGB pixels of a CMYK image with a CMYK profile, converted to sRGB through it, with a
+    note; None for any other image, or (with a note) where the profile cannot be used."""
+    profile = profile_source.info.get("icc_profile")
+    if im.mode != "CMYK" or not profile or bytes(profile[16:20]) != b"CMYK":
+        return None
+    profile = bytes(profile)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = colour_profile.cmyk_to_srgb(im, profile)
+    except Exception as exc:  # noqa: BLE001 - littlecms refuses damaged profiles in many ways
+        notes.append(f"CMYK image: its ICC colour profile cannot be used ({first_line(exc)})")
+        return None
+    notes.append(
+        f"CMYK image converted to sRGB through its ICC colour profile ({colour_profile.describe(profile)})"
+    )
+    return np.asarray(converted, dtype=np.uint8)
+
+
 def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
 
@@ -293,9 +313,13 @@ def _loaded(
     if upright.mode in _STRAIGHT:  # as files hold it and decode writes it ('La' converts to nothing else)
         notes.append(f"premultiplied alpha ({upright.mode}) converted to straight alpha")
         shown = upright.convert(_STRAIGHT[upright.mode])
-    pixels = _from_pil(shown, notes)
     gray = gray or shown.mode in GRAY_MODES
-    profile = _profile(profile_source, gray, notes)
+    pixels = _through_profile(shown, profile_source, notes)
+    if pixels is None:
+        pixels = _from_pil(shown, notes)
+        profile = _profile(profile_source, gray, notes)
+    else:
+        profile = None  # the pixels are sRGB: what an image without a profile is taken to be
     alpha = _alpha(shown, notes)
     return LoadedImage(pixels, notes, profile, alpha, _exif(upright, notes), _xmp(upright, notes), gray)
 
