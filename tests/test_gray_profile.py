@@ -122,6 +122,9 @@ def test_inputs_keep_a_gray_profile_on_gray_pixels_only():
 
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF", "JPEG", "WEBP", "PPM", "AVIF"])
 def test_output_files_carry_it_where_they_hold_one_plane(fmt):
+    Image.init()  # the writers of every format Pillow has
+    if fmt not in Image.SAVE:
+        pytest.skip(f"this Pillow has no {fmt} writer")
     g = plane(10, 12, seed=5)
     blob, notes = image_io.image_bytes(rgb(g), fmt, icc_profile=GRAY, gray=True)
     back = Image.open(io.BytesIO(blob))

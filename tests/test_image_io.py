@@ -116,7 +116,8 @@ def _deep_files() -> list[tuple[str, bytes, str, bool]]:
             cases.append(
                 (f"{kind}.{name}", encode(arr), f"16-bit {kind} image reduced to 8 bits", kind == "grayscale")
             )
-    for arr in (rgb, rgba):
+    Image.init()
+    for arr in (rgb, rgba) if "AVIF" in Image.OPEN else ():  # Pillow reads AVIF from 11.2 on
         kind = {3: "RGB", 4: "RGBA"}[arr.shape[2]]
         file = codecs.avif_encode(arr >> 6, bitspersample=10, level=100)
         cases.append((f"{kind}.avif", file, f"10-bit {kind} image reduced to 8 bits", False))
@@ -138,6 +139,8 @@ def test_files_of_more_than_8_bits_say_they_were_reduced(tmp_path):
             assert load_image(im).notes == loaded.notes, name
     eight = np.random.default_rng(5).integers(0, 256, (9, 7, 3)).astype(np.uint8)
     for fmt in ("PNG", "TIFF", "PPM", "JPEG2000", "AVIF", "WEBP", "JPEG"):
+        if fmt not in Image.SAVE:  # AVIF before Pillow 11.2
+            continue
         stream = io.BytesIO()
         Image.fromarray(eight).save(stream, fmt)
         assert load_image(stream.getvalue()).notes == [], fmt
