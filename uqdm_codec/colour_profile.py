@@ -19,6 +19,7 @@ MIN_SIZE = 128  # an ICC profile's header alone
 MAX_SIZE = 1 << 24  # 16 MiB: far above real profiles (a few hundred bytes to a few hundred KB)
 SIGNATURE = b"acsp"  # bytes 36-39 of every profile
 RGB, GRAY = b"RGB ", b"GRAY"  # the colour spaces (bytes 16-19) of the profiles a file may hold
+CMYK = b"CMYK"  # and that of the input profiles converted through (cmyk_to_srgb)
 
 
 def problem(profile: bytes, gray: bool = False) -> str | None:
@@ -30,16 +31,21 @@ def problem(profile: bytes, gray: bool = False) -> str | None:
     (declared,) = struct.unpack_from(">I", profile, 0)
     if declared != len(profile) or profile[36:40] != SIGNATURE:
         return "it is not a valid ICC profile"
-    space = profile[16:20]
-    if space != (GRAY if gray else RGB):
-        name = space.decode("ascii", "replace").strip() or "unknown"
+    found = space(profile)
+    if found != (GRAY if gray else RGB):
+        name = found.decode("ascii", "replace").strip() or "unknown"
         return f"it describes {name} colours, not {'GRAY' if gray else 'RGB'}"
     return None
 
 
+def space(profile: bytes) -> bytes:
+    """The profile's colour space signature (bytes 16-19): RGB, GRAY, CMYK, ..."""
+    return bytes(profile[16:20])
+
+
 def is_gray(profile: bytes) -> bool:
-    """Whether the profile's colour space (bytes 16-19) is GRAY: it describes a one-plane image."""
-    return profile[16:20] == GRAY
+    """Whether the profile describes a one-plane image (colour space GRAY)."""
+    return space(profile) == GRAY
 
 
 # sRGB's primaries adapted to the ICC's D50 (Bradford), as the rXYZ, gXYZ and bXYZ tags hold them
@@ -144,12 +150,10 @@ def cmyk_to_srgb(image, profile: bytes):
     """A CMYK PIL image as sRGB, through its CMYK profile (littlecms, Pillow's ImageCms), with the
     relative colorimetric intent and black point compensation, the defaults of the tools that make
     such files; Pillow's own CMYK to RGB conversion ignores the profile (R = 255 - C - K), and a
-    print profile's colours are far from it. Raises (ValueError, OSError, ImportError) where the
-    profile cannot be used."""
+    print profile's colours are far from it. Raises (ValueError, OSError, ImportError) where
+    littlecms cannot use the profile."""
     from PIL import ImageCms
 
-    if profile[16:20] != b"CMYK":
-        raise ValueError("not a CMYK profile")
     return ImageCms.profileToProfile(
         image,
         ImageCms.ImageCmsProfile(io.BytesIO(profile)),

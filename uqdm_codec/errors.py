@@ -100,17 +100,9 @@ def check_callable(name: str, value: object) -> None:
         raise UqdmError(f"{name} must be a function (or None), not {value!r}")
 
 
-def warn(notes: list[str], stacklevel: int = 3) -> None:
-    """Each note as a UqdmWarning, pointing at the caller of the public function that calls this."""
-    import warnings
-
-    for note in notes:
-        warnings.warn(note, UqdmWarning, stacklevel=stacklevel)
-
-
-def warn_outside(notes: list[str], packages: tuple[str, ...] = ("PIL",)) -> None:
-    """Each note as a UqdmWarning pointing at the first frame outside uqdm_codec and `packages`: the
-    user's line, where the public function was reached through another library (Pillow's save)."""
+def warn(notes: list[str]) -> None:
+    """Each note as a UqdmWarning pointing at the user's line: the first frame outside uqdm_codec
+    and Pillow, whether the public function was called directly or through Pillow's save."""
     import importlib
     import os
     import sys
@@ -118,7 +110,7 @@ def warn_outside(notes: list[str], packages: tuple[str, ...] = ("PIL",)) -> None
 
     folders = tuple(
         os.path.dirname(os.path.abspath(importlib.import_module(name).__file__)) + os.sep
-        for name in (__package__, *packages)
+        for name in (__package__, "PIL")
     )
     frame, level = sys._getframe(1), 2  # stacklevel 2: this function's caller
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(folders):

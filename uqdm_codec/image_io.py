@@ -184,7 +184,7 @@ def _through_profile(im: Image.Image, profile_source: Image.Image, notes: list[s
     """The RGB pixels of a CMYK image with a CMYK profile, converted to sRGB through it, with a
     note; None for any other image, or (with a note) where the profile cannot be used."""
     profile = profile_source.info.get("icc_profile")
-    if im.mode != "CMYK" or not profile or bytes(profile[16:20]) != b"CMYK":
+    if im.mode != "CMYK" or not profile or colour_profile.space(profile) != colour_profile.CMYK:
         return None
     profile = bytes(profile)
     try:
@@ -336,7 +336,7 @@ def load_image(source, name: str | None = None) -> LoadedImage:
         return LoadedImage(np.ascontiguousarray(rgba[:, :, :3]), notes, alpha=alpha, gray=gray)
     if isinstance(source, Image.Image):
         _check_size(*source.size)
-        gray = _reduced(source, source_depth.file_head(source), notes)
+        gray = _reduced(source, notes)
         _read_pixels(source)
         return _loaded(_upright(source, notes), source, notes, gray)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -384,7 +384,7 @@ def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
                 if frames > 1:  # an animation, a multi-page TIFF, an MPO's previews
                     notes.append(f"using the first of {frames} frames (an animation or a multi-page file)")
                     im.seek(0)
-                gray = _reduced(im, _head(file), notes)
+                gray = _reduced(im, notes)
                 im.load()
                 im = _upright(im, notes)
                 return _loaded(im, im, notes, gray)
@@ -396,18 +396,10 @@ def _open(file: Path | io.BytesIO, path: str, notes: list[str]) -> LoadedImage:
         raise ImageError(f"{path}: cannot read image ({first_line(exc)})") from None
 
 
-def _head(file: Path | io.BytesIO) -> bytes:
-    """The file's first bytes, for source_depth's JPEG 2000 and AVIF headers."""
-    if isinstance(file, io.BytesIO):
-        return file.getbuffer()[: source_depth.HEAD_BYTES].tobytes()
-    with open(file, "rb") as stream:
-        return stream.read(source_depth.HEAD_BYTES)
-
-
-def _reduced(im: Image.Image, head: bytes, notes: list[str]) -> bool:
+def _reduced(im: Image.Image, notes: list[str]) -> bool:
     """Note how Pillow reduces the values of `im` (not yet loaded) to 8 bits, if it does; whether
     the file held one plane that Pillow hands over as RGBA (a 16-bit grayscale-and-alpha PNG)."""
-    if note := source_depth.reduction_note(im, head):
+    if note := source_depth.reduction_note(im):
         notes.append(note)
     return source_depth.is_gray_alpha(im)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from PIL import Image, ImageFile
 
 from . import container, photo_metadata
-from .errors import UqdmError, UqdmWarning, warn_outside
+from .errors import UqdmError
 
 
 def _accept(prefix: bytes) -> bool:
@@ -74,22 +74,13 @@ def _save(im: Image.Image, fp, filename) -> None:
     """Pillow's save handler: the whole file is encoded before its first byte is written (Pillow
     has opened, and so emptied, the target already; it removes a file it created if this fails)."""
     import inspect
-    import warnings
 
     from . import encode
 
     # encode's keywords; others that Pillow users pass to every format (quality=...) are ignored
     keywords = set(inspect.signature(encode).parameters) - set(NOT_FOR_SAVE)
     options = {key: value for key, value in im.encoderinfo.items() if key in keywords}
-    with warnings.catch_warnings(record=True) as caught:  # said again at the caller's save() line
-        warnings.simplefilter("always", UqdmWarning)
-        data = encode(im, **options)
-    for w in caught:
-        if issubclass(w.category, UqdmWarning):
-            warn_outside([str(w.message)])  # it pointed into this module
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    fp.write(data)
+    fp.write(encode(im, **options))  # its notes point at the caller's save() line (errors.warn)
 
 
 def _save_all(im: Image.Image, fp, filename) -> None:

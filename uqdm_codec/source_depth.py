@@ -33,11 +33,11 @@ def is_gray_alpha(im: Image.Image) -> bool:
     return tile_rawmode(im).startswith("LA;16")
 
 
-def file_head(im: Image.Image) -> bytes:
+def _file_head(im: Image.Image) -> bytes:
     """The first HEAD_BYTES bytes of the file a PIL image (opened, not yet loaded) was opened from,
-    where it needs them (JPEG 2000 and AVIF) and its file is still open; b"" otherwise."""
+    if its file is still open; b"" otherwise."""
     stream = getattr(im, "fp", None)
-    if im.format not in ("JPEG2000", "AVIF") or stream is None:
+    if stream is None:
         return b""
     try:
         where = stream.tell()
@@ -49,10 +49,9 @@ def file_head(im: Image.Image) -> bytes:
     return head if isinstance(head, bytes) else b""
 
 
-def reduction_note(im: Image.Image, head: bytes = b"") -> str | None:
+def reduction_note(im: Image.Image) -> str | None:
     """A note saying how Pillow reduced the values of `im` (opened, not yet loaded) to 8 bits, or
-    None if it did not (or image_io reduces them itself: 16-bit and integer grayscale). `head`: the
-    file's first HEAD_BYTES bytes, for JPEG 2000 and AVIF."""
+    None if it did not (or image_io reduces them itself: 16-bit and integer grayscale)."""
     if im.mode in _SIXTEEN_MODES:
         return None
     kind = "grayscale" if is_gray_alpha(im) else _KINDS.get(im.mode, im.mode)
@@ -66,9 +65,9 @@ def reduction_note(im: Image.Image, head: bytes = b"") -> str | None:
         return None
     bits = 0
     if im.format == "JPEG2000":
-        bits = _jpeg2000_bits(head)
+        bits = _jpeg2000_bits(_file_head(im))
     elif im.format == "AVIF":
-        bits = _avif_bits(head)
+        bits = _avif_bits(_file_head(im))
     if bits > 8:
         return f"{bits}-bit {kind} image reduced to 8 bits"
     return None
